@@ -1,0 +1,38 @@
+# Everyday targets. `make test` is what CI runs (.ci/run): it installs what is missing, builds and tests.
+BUILD ?= build
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+CUDA_ARCH ?= 90
+
+.PHONY: all setup configure build test run bench data clean gpu-bundle
+
+all: build
+
+setup:
+	@bash scripts/setup.sh
+
+$(BUILD)/CMakeCache.txt:
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCH) $(CMAKE_FLAGS) >/dev/null
+
+configure: setup $(BUILD)/CMakeCache.txt
+
+build: configure
+	@cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+run: build
+	@bash scripts/run_main.sh $(BUILD)
+
+bench: build
+	@bash scripts/run_bench.sh $(BUILD)
+
+data: setup
+	@bash scripts/prepare_data.sh
+
+gpu-bundle: setup
+	@bash scripts/gpu_bundle.sh
+
+clean:
+	rm -rf $(BUILD)

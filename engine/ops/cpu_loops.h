@@ -1,0 +1,93 @@
+// Internal helpers for CPU kernels: dtype dispatch and strided N-d iteration. Not part of the public API.
+#pragma once
+#include <array>
+#include <cstdint>
+
+#include "engine/dtype.h"
+#include "engine/error.h"
+#include "engine/tensor.h"
+
+// DGP_DISPATCH_FLOATING(dtype, "op", [&] { ... scalar_t ... }): f32 and f64 kernels.
+#define DGP_DISPATCH_FLOATING(DT, NAME, ...)                                                     \
+  do {                                                                                           \
+    switch (DT) {                                                                                \
+      case ::dgpipe::engine::DType::f32: {                                                       \
+        using scalar_t = float;                                                                  \
+        __VA_ARGS__();                                                                           \
+        break;                                                                                   \
+      }                                                                                          \
+      case ::dgpipe::engine::DType::f64: {                                                       \
+        using scalar_t = double;                                                                 \
+        __VA_ARGS__();                                                                           \
+        break;                                                                                   \
+      }                                                                                          \
+      default:                                                                                   \
+        DGP_FAIL(NAME << ": unsupported dtype " << ::dgpipe::engine::dtype_name(DT) << " on cpu"); \
+    }                                                                                            \
+  } while (0)
+
+// DGP_DISPATCH_INDEX(dtype, "op", [&] { ... index_t ... }): i32 and i64 index tensors.
+#define DGP_DISPATCH_INDEX(DT, NAME, ...)                                                         \
+  do {                                                                                            \
+    switch (DT) {                                                                                 \
+      case ::dgpipe::engine::DType::i32: {                                                        \
+        using index_t = int32_t;                                                                  \
+        __VA_ARGS__();                                                                            \
+        break;                                                                                    \
+      }                                                                                           \
+      case ::dgpipe::engine::DType::i64: {                                                        \
+        using index_t = int64_t;                                                                  \
+        __VA_ARGS__();                                                                            \
+        break;                                                                                    \
+      }                                                                                           \
+      default:                                                                                    \
+        DGP_FAIL(NAME << ": indices must be i32 or i64, got " << ::dgpipe::engine::dtype_name(DT)); \
+    }                                                                                             \
+  } while (0)
+
+namespace dgpipe::engine::cpu {
+
+// Calls f(offsets) for every index of `shape` in row-major order; offsets[k] is the element offset of
+// tensor k given its strides (stride 0 broadcasts). Inner loop is over the last dimension.
+template <size_t K, class F>
+void for_each_offset(const Shape& shape, const std::array<const int64_t*, K>& strides,
+                     std::array<int64_t, K> base, F&& f) {
+  const int64_t nd = static_cast<int64_t>(shape.size());
+  for (int64_t d = 0; d < nd; ++d)
+    if (shape[d] == 0) return;
+  if (nd == 0) {
+    f(base);
+    return;
+  }
+  std::array<int64_t, 16> counter{};
+  DGP_CHECK(nd <= 16, "tensors of more than 16 dimensions are not supported");
+  const int64_t inner = shape[nd - 1];
+  std::array<int64_t, K> inner_stride;
+  for (size_t k = 0; k < K; ++k) inner_stride[k] = strides[k][nd - 1];
+  std::array<int64_t, K> off = base;
+  while (true) {
+    std::array<int64_t, K> o = off;
+    for (int64_t i = 0; i < inner; ++i) {
+      f(o);
+      for (size_t k = 0; k < K; ++k) o[k] += inner_stride[k];
+    }
+    int64_t d = nd - 2;
+    for (; d >= 0; --d) {
+      ++counter[d];
+      for (size_t k = 0; k < K; ++k) off[k] += strides[k][d];
+      if (counter[d] < shape[d]) break;
+      for (size_t k = 0; k < K; ++k) off[k] -= strides[k][d] * shape[d];
+      counter[d] = 0;
+    }
+    if (d < 0) return;
+  }
+}
+
+// Reads any dtype as double / writes double into any dtype (generic, slow path).
+double load_as_double(const void* base, int64_t offset, DType t);
+void store_from_double(void* base, int64_t offset, DType t, double v);
+
+// Strided copy with dtype conversion; src must already have dst's shape (expand it first). Both on CPU.
+void copy_strided(const Tensor& dst, const Tensor& src);
+
+}  // namespace dgpipe::engine::cpu
