@@ -120,6 +120,8 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias, T
                     Tensor running_var, bool training, double momentum, double eps);
 // Per-channel sums over (N,H,W) of x and x^2 from the last training call can be accumulated by callers
 // (deferred batch norm) with sum()/mean(); no extra op needed.
+// layer_norm (engine/ops/layer_norm.cpp): normalises over the trailing normalized_shape dims with the biased
+// variance, like PyTorch; weight/bias of shape normalized_shape may be undefined.
 Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, const Tensor& bias,
                   double eps);
 
