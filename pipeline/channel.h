@@ -1,0 +1,135 @@
+// Channels move serialized packets between pipeline stages.
+//
+// Every message is addressed by (source stage, destination stage, kind) and is delivered in FIFO order per
+// address. send() never blocks (messages are buffered); recv() blocks until the next message for that address
+// arrives, the timeout expires (an error naming the peer stage, the micro-batch and the step), or the channel
+// is aborted because another stage failed (an error naming that stage and its reason). So a dead or stuck peer
+// never leaves the others hanging.
+#pragma once
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace dgpipe::pipeline {
+
+enum class MsgKind : uint8_t { activation = 0, gradient = 1, control = 2 };
+const char* msg_kind_name(MsgKind k);
+
+struct Message {
+  int src_stage = 0;
+  int dst_stage = 0;
+  MsgKind kind = MsgKind::activation;
+  int micro_batch = 0;
+  int64_t step = 0;
+  std::vector<uint8_t> bytes;
+};
+
+// Emulated link: time on the wire = latency + bytes / bandwidth, messages on one directed link serialized.
+struct LinkModel {
+  double bandwidth_bytes_per_s = 0;  // 0 = unlimited
+  double latency_s = 0;
+  bool throttled() const { return bandwidth_bytes_per_s > 0 || latency_s > 0; }
+};
+// "1gbit", "100mbit", "10MB", "512KiB", "2.5GB" (per second; bit units are decimal, /8) -> bytes per second.
+double parse_bandwidth(const std::string& text);
+// "5ms", "100us", "0.2s", "0" -> seconds.
+double parse_latency(const std::string& text);
+
+class Channel {
+ public:
+  virtual ~Channel() = default;
+  virtual void send(Message msg) = 0;
+  virtual Message recv(int src_stage, int dst_stage, MsgKind kind, int micro_batch, int64_t step) = 0;
+  // Marks the whole pipeline failed: every blocked or later recv throws with this reason.
+  virtual void abort(const std::string& reason) = 0;
+  void set_timeout(std::chrono::milliseconds t) { timeout_ = t; }
+  std::chrono::milliseconds timeout() const { return timeout_; }
+
+ protected:
+  std::chrono::milliseconds timeout_{std::chrono::seconds(120)};
+};
+
+// In-process mailbox shared by the local channel and by the same-rank part of the MPI channel.
+class Mailbox {
+ public:
+  void put(Message msg, std::chrono::steady_clock::time_point deliver_at);
+  // Blocks until a message for the address can be delivered; throws on timeout or abort.
+  Message take(int src_stage, int dst_stage, MsgKind kind, int micro_batch, int64_t step,
+               std::chrono::milliseconds timeout);
+  void abort(const std::string& reason);
+  bool aborted() const;
+
+ private:
+  using Key = std::tuple<int, int, int>;
+  struct Pending {
+    Message msg;
+    std::chrono::steady_clock::time_point deliver_at;
+  };
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<Key, std::deque<Pending>> queues_;
+  std::string abort_reason_;
+};
+
+// Throttle state per directed link: when the wire is next free.
+class LinkThrottle {
+ public:
+  explicit LinkThrottle(LinkModel model = {}) : model_(model) {}
+  // Reserves the wire for `bytes` starting no earlier than now; returns when the last byte arrives.
+  std::chrono::steady_clock::time_point reserve(int src_stage, int dst_stage, size_t bytes);
+  const LinkModel& model() const { return model_; }
+
+ private:
+  LinkModel model_;
+  std::mutex mu_;
+  std::map<std::pair<int, int>, std::chrono::steady_clock::time_point> wire_free_;
+};
+
+// Stages as threads in one process. Messages are moved, not copied.
+class LocalChannel : public Channel {
+ public:
+  explicit LocalChannel(LinkModel link = {}) : throttle_(link) {}
+  void send(Message msg) override;
+  Message recv(int src_stage, int dst_stage, MsgKind kind, int micro_batch, int64_t step) override;
+  void abort(const std::string& reason) override { mailbox_.abort(reason); }
+
+ private:
+  Mailbox mailbox_;
+  LinkThrottle throttle_;
+};
+
+#ifdef DGPIPE_WITH_MPI
+// One process per rank (mpirun); stage_rank[s] says which rank runs stage s. Same-rank messages go through the
+// mailbox, others through MPI point-to-point with tags per (src, dst, kind). Needs MPI_THREAD_MULTIPLE.
+class MpiChannel : public Channel {
+ public:
+  MpiChannel(std::vector<int> stage_rank, LinkModel link = {});
+  ~MpiChannel() override;
+  void send(Message msg) override;
+  Message recv(int src_stage, int dst_stage, MsgKind kind, int micro_batch, int64_t step) override;
+  // Aborts the whole MPI job (every rank exits non-zero) after printing the reason.
+  void abort(const std::string& reason) override;
+  int rank() const { return rank_; }
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::vector<int> stage_rank_;
+  int rank_ = 0;
+  Mailbox mailbox_;
+  LinkThrottle throttle_;
+};
+
+// Initialises MPI with MPI_THREAD_MULTIPLE once per process (idempotent) and returns (rank, size).
+std::pair<int, int> mpi_init(int* argc, char*** argv);
+void mpi_finalize();
+#endif
+
+}  // namespace dgpipe::pipeline

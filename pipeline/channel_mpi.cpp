@@ -1,0 +1,180 @@
+// MPI channel: one process per rank, launched by mpirun. Payloads travel as host bytes with MPI point-to-point.
+#ifdef DGPIPE_WITH_MPI
+#include <mpi.h>
+
+#include <atomic>
+#include <cstring>
+#include <iostream>
+#include <list>
+#include <thread>
+
+#include "engine/error.h"
+#include "pipeline/channel.h"
+
+namespace dgpipe::pipeline {
+
+namespace {
+constexpr int kMaxStages = 64;
+int message_tag(int src, int dst, MsgKind kind) { return ((src * kMaxStages) + dst) * 4 + static_cast<int>(kind); }
+
+struct WireHeader {
+  int32_t micro_batch;
+  int32_t kind;
+  int64_t step;
+};
+}  // namespace
+
+std::pair<int, int> mpi_init(int* argc, char*** argv) {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) {
+    int provided = 0;
+    MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided);
+    DGP_CHECK(provided >= MPI_THREAD_MULTIPLE, "mpi: the MPI library does not provide MPI_THREAD_MULTIPLE");
+  }
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  return {rank, size};
+}
+
+void mpi_finalize() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+
+// Outgoing messages wait in a queue for their (emulated) wire time; one sender thread posts MPI_Isend and
+// retires completed requests, so send() never blocks the stage that calls it.
+struct MpiChannel::Impl {
+  struct Outgoing {
+    std::vector<uint8_t> buffer;
+    int dest_rank;
+    int tag;
+    std::chrono::steady_clock::time_point at;
+    MPI_Request request = MPI_REQUEST_NULL;
+  };
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Outgoing> queue;
+  std::list<Outgoing> in_flight;
+  bool stop = false;
+  std::thread sender;
+
+  void run() {
+    std::unique_lock<std::mutex> lock(mu);
+    while (true) {
+      // retire completed sends
+      for (auto it = in_flight.begin(); it != in_flight.end();) {
+        int done = 0;
+        MPI_Test(&it->request, &done, MPI_STATUS_IGNORE);
+        it = done ? in_flight.erase(it) : std::next(it);
+      }
+      if (stop && queue.empty() && in_flight.empty()) return;
+      if (!queue.empty() && queue.front().at <= std::chrono::steady_clock::now()) {
+        in_flight.push_back(std::move(queue.front()));
+        queue.pop_front();
+        Outgoing& o = in_flight.back();
+        MPI_Isend(o.buffer.data(), static_cast<int>(o.buffer.size()), MPI_BYTE, o.dest_rank, o.tag, MPI_COMM_WORLD,
+                  &o.request);
+        continue;
+      }
+      auto wake = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
+      if (!queue.empty()) wake = std::min(wake, queue.front().at);
+      cv.wait_until(lock, wake);
+    }
+  }
+};
+
+MpiChannel::MpiChannel(std::vector<int> stage_rank, LinkModel link)
+    : impl_(std::make_unique<Impl>()), stage_rank_(std::move(stage_rank)), throttle_(link) {
+  DGP_CHECK(static_cast<int>(stage_rank_.size()) <= kMaxStages, "mpi channel: at most " << kMaxStages << " stages");
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  for (size_t s = 0; s < stage_rank_.size(); ++s)
+    DGP_CHECK(stage_rank_[s] >= 0 && stage_rank_[s] < size,
+              "mpi channel: stage " << s << " placed on rank " << stage_rank_[s] << " but mpirun started " << size
+                                    << " ranks");
+  impl_->sender = std::thread([this] { impl_->run(); });
+}
+
+MpiChannel::~MpiChannel() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->stop = true;
+  }
+  impl_->cv.notify_all();
+  if (impl_->sender.joinable()) impl_->sender.join();
+}
+
+void MpiChannel::send(Message msg) {
+  auto at = throttle_.reserve(msg.src_stage, msg.dst_stage, msg.bytes.size());
+  int dest = stage_rank_.at(msg.dst_stage);
+  if (dest == rank_) {
+    mailbox_.put(std::move(msg), at);
+    return;
+  }
+  Impl::Outgoing o;
+  o.buffer.resize(sizeof(WireHeader) + msg.bytes.size());
+  WireHeader h{msg.micro_batch, static_cast<int32_t>(msg.kind), msg.step};
+  std::memcpy(o.buffer.data(), &h, sizeof(h));
+  if (!msg.bytes.empty()) std::memcpy(o.buffer.data() + sizeof(h), msg.bytes.data(), msg.bytes.size());
+  o.dest_rank = dest;
+  o.tag = message_tag(msg.src_stage, msg.dst_stage, msg.kind);
+  o.at = at;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->queue.push_back(std::move(o));
+  }
+  impl_->cv.notify_all();
+}
+
+Message MpiChannel::recv(int src, int dst, MsgKind kind, int micro_batch, int64_t step) {
+  int src_rank = stage_rank_.at(src);
+  if (src_rank == rank_) return mailbox_.take(src, dst, kind, micro_batch, step, timeout_);
+  int tag = message_tag(src, dst, kind);
+  auto deadline = std::chrono::steady_clock::now() + timeout_;
+  MPI_Status status;
+  int flag = 0;
+  while (true) {
+    DGP_CHECK(!mailbox_.aborted(), "stage " << dst << ": pipeline aborted while waiting for " << msg_kind_name(kind)
+                                            << " from stage " << src);
+    MPI_Iprobe(src_rank, tag, MPI_COMM_WORLD, &flag, &status);
+    if (flag) break;
+    DGP_CHECK(std::chrono::steady_clock::now() < deadline,
+              "stage " << dst << " (rank " << rank_ << "): no " << msg_kind_name(kind) << " from stage " << src
+                       << " (rank " << src_rank << ") for micro-batch " << micro_batch << " of step " << step
+                       << " within " << timeout_.count() / 1000.0 << " s (peer dead or stuck)");
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  int count = 0;
+  MPI_Get_count(&status, MPI_BYTE, &count);
+  std::vector<uint8_t> buffer(static_cast<size_t>(count));
+  MPI_Recv(buffer.data(), count, MPI_BYTE, src_rank, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+  DGP_CHECK(count >= static_cast<int>(sizeof(WireHeader)),
+            "stage " << dst << ": truncated message of " << count << " bytes from stage " << src);
+  WireHeader h;
+  std::memcpy(&h, buffer.data(), sizeof(h));
+  DGP_CHECK(h.micro_batch == micro_batch && h.step == step,
+            "stage " << dst << ": expected " << msg_kind_name(kind) << " of micro-batch " << micro_batch << " step "
+                     << step << " from stage " << src << " but received micro-batch " << h.micro_batch << " step "
+                     << h.step);
+  Message m;
+  m.src_stage = src;
+  m.dst_stage = dst;
+  m.kind = kind;
+  m.micro_batch = h.micro_batch;
+  m.step = h.step;
+  m.bytes.assign(buffer.begin() + sizeof(WireHeader), buffer.end());
+  return m;
+}
+
+void MpiChannel::abort(const std::string& reason) {
+  mailbox_.abort(reason);
+  std::cerr << "dgpipe rank " << rank_ << ": " << reason << "\n" << std::flush;
+  MPI_Abort(MPI_COMM_WORLD, 3);
+}
+
+}  // namespace dgpipe::pipeline
+#endif
