@@ -112,7 +112,7 @@ Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t paddi
 Tensor avg_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t padding = 0);
 Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w);
 
-// ---------------- normalisation (engine/ops/norm.cpp) ----------------
+// ---------------- normalisation: batch_norm2d (engine/ops/batch_norm.cpp) ----------------
 // Training: normalises with batch statistics (biased var) and, when running_mean/var are defined, updates them
 // in place with momentum (running = (1-m) running + m stat, unbiased var for running_var), like PyTorch.
 // Eval: uses the running statistics. weight/bias may be undefined (affine=false).
