@@ -1,0 +1,98 @@
+// Boundary codecs: turn a tensor into a Packet (compress/packet.h) and back.
+//
+// Specs (one per boundary and direction):
+//   none | fp16 | bf16                    casts (none sends the raw tensor)
+//   uniform:Q                             Q-bit min/max quantization, 1 <= Q <= 16
+//   sortquant:Q+S                         2^S equal-population groups by exact order, Q bits inside a group
+//   fastquant:Q+S                         same code layout, group boundaries from sample quantiles
+//   topk:R                                keep the fraction R (0 < R <= 1) of largest magnitudes
+//   power:R[/I]                           rank-R power iteration, warm-started, I iterations (default 2)
+//   svd:R[/I]                             randomized SVD of rank R, I sketch power iterations (default 2)
+//   kmeans:B[/I]                          1-D k-means with 2^B centroids, at most I Lloyd iterations (default 20)
+// Any spec may end in "+ef" (error feedback: the sender adds the residual of its previous encode).
+// "fwd=SPEC,bwd=SPEC" chooses per direction (parse_direction_pair); a single SPEC applies to both.
+//
+// Encode/decode run on the device of the tensor: CPU reference everywhere, fused CUDA kernels for the quantizers
+// (uniform, sortquant, fastquant) and the casts; the others run their CPU reference on a host copy.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "compress/packet.h"
+#include "engine/tensor.h"
+
+namespace dgpipe::compress {
+
+struct CodecSpec {
+  CodecId id = CodecId::none;
+  int q_bits = 0;          // uniform / sortquant / fastquant: value bits
+  int s_bits = 0;          // sortquant / fastquant: split bits (2^S groups)
+  double fraction = 0.0;   // topk: fraction kept
+  int rank = 0;            // power / svd
+  int iterations = 0;      // power / svd / kmeans
+  int bits = 0;            // kmeans: 2^bits centroids
+  bool error_feedback = false;
+  std::string str() const;  // canonical spelling, parse(str()) == *this
+};
+
+// Parses one spec; throws engine::Error naming the spec and what is wrong with it.
+CodecSpec parse_codec_spec(const std::string& spec);
+
+struct DirectionPair {
+  std::string fwd;  // activation codec (sender -> receiver)
+  std::string bwd;  // gradient codec (receiver -> sender)
+};
+// "fwd=A,bwd=B" (either order, either may be omitted -> "none"), or a single spec used for both.
+// Both specs are validated.
+DirectionPair parse_direction_pair(const std::string& text);
+
+class Codec {
+ public:
+  virtual ~Codec() = default;
+  virtual Packet encode(const engine::Tensor& x) = 0;
+  virtual engine::Tensor decode(const Packet& p) = 0;
+  virtual std::string spec() const = 0;
+  virtual CodecId id() const = 0;
+  // Body bytes of a packet for a tensor of this shape (exact; known before encoding).
+  virtual uint64_t body_bytes(const engine::Shape& shape) const = 0;
+  // Parameters written into the header for a tensor of this shape.
+  virtual std::vector<int64_t> header_params(const engine::Shape& shape) const = 0;
+  // Exact wire bytes (header + body) of the packet for a tensor of this shape.
+  uint64_t wire_bytes(const engine::Shape& shape) const;
+
+  // Names the boundary and direction in error messages ("stage0->1 fwd").
+  void set_boundary(std::string name) { boundary_ = std::move(name); }
+  const std::string& boundary() const { return boundary_; }
+
+ protected:
+  std::string boundary_;
+  // Throws naming the codec and the boundary if x is not a floating tensor or holds NaN/Inf (CPU tensors).
+  void check_input(const engine::Tensor& x) const;
+  // Throws if p was not produced by this kind of codec or its header is inconsistent.
+  void check_packet(const Packet& p) const;
+  PacketHeader make_header(const engine::Tensor& x) const;
+  std::string where() const;  // "uniform:8 at boundary 'stage0->1 fwd'"
+};
+
+std::unique_ptr<Codec> make_codec(const CodecSpec& spec, const std::string& boundary = "");
+std::unique_ptr<Codec> make_codec(const std::string& spec, const std::string& boundary = "");
+
+// ---- inspection helpers (tests, the `dgpipe codec` tool) ----
+struct GroupStat {
+  float lo;    // group minimum
+  float step;  // (max - min) / (2^Q - 1); 0 for constant or empty groups
+};
+// Per-group statistics of a uniform (one group), sortquant or fastquant packet.
+std::vector<GroupStat> read_group_stats(const Packet& p);
+// Unpacked codes of a uniform / sortquant / fastquant / kmeans packet (code = group << Q | q for the group codecs).
+std::vector<uint32_t> read_codes(const Packet& p);
+// Index width in bits used by top-k for n elements: the narrowest that represents n - 1 (at least 1).
+int index_bits(int64_t n);
+
+// CUDA stream the codec kernels use. TODO: hook to the engine's current stream once engine/cuda lands; until
+// then the legacy default stream (nullptr) keeps the kernels ordered with the engine's own launches.
+void* codec_stream();
+
+}  // namespace dgpipe::compress

@@ -1,0 +1,270 @@
+// Low-rank codecs on the matrix view of a tensor: 4-D [b,C,H,W] -> b matrices C x HW, 3-D [b,m,n] as given,
+// 2-D one matrix, 1-D a 1 x N row, 5-D+ [d0, d1, rest]. Both send L [b,m,r] and R [b,n,r] (f32) and decode L R^T.
+//
+// power:R/I — power iteration (spec §2.6) with the fix of orthonormalising every iteration (same subspace, no
+//   overflow). State P [b,n,r] persists in the codec instance (one instance per boundary and direction = warm
+//   start); it starts from Philox normals. Each iteration: P <- orth(P); Q <- A P; Q <- orth(Q); P <- A^T Q.
+//   Sent: L = Q (orthonormal), R = P = A^T Q; decode Q Q^T A, the projection on the tracked subspace.
+// svd:R/I — randomized SVD (Halko et al.): sketch Y = A Omega with l = R + min(R, 8) Gaussian columns (fresh,
+//   counter-based seed per call), I subspace iterations, Q = orth(Y), B = Q^T A (l x n), eigen-decomposition of
+//   B B^T (Jacobi) -> top R eigenvectors W; send L = Q W, R = B^T W. Decode L R^T = Q W W^T Q^T A (best rank-R
+//   approximation of A within the sketched subspace, singular values folded into R).
+// Cost: 2I + 1 GEMM passes over A (power), 2I + 3 (svd); memory O(b (m + n) l). CUDA tensors run this CPU
+// reference on a host copy (no fused kernel yet).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "compress/codec_impl.h"
+#include "engine/error.h"
+#include "engine/ops.h"
+#include "engine/ops/gemm.h"
+#include "engine/rng.h"
+
+namespace dgpipe::compress::detail {
+
+struct MatrixView {
+  int64_t b, m, n;
+};
+
+MatrixView matrix_view(const engine::Shape& s) {
+  if (s.empty()) return {1, 1, 1};
+  if (s.size() == 1) return {1, 1, s[0]};
+  if (s.size() == 2) return {1, s[0], s[1]};
+  if (s.size() == 3) return {s[0], s[1], s[2]};
+  int64_t rest = 1;
+  for (size_t i = 2; i < s.size(); ++i) rest *= s[i];
+  return {s[0], s[1], rest};
+}
+
+namespace {
+
+using engine::Tensor;
+
+// Orthonormalises the columns of a row-major [rows x cols] matrix in place (modified Gram-Schmidt, two passes for
+// stability). A column that collapses (rank deficiency) is replaced by a fresh Philox direction and
+// re-orthogonalised, or zeroed if even that fails (then L R^T simply loses that direction).
+void orthonormalize(float* a, int64_t rows, int64_t cols, uint64_t seed) {
+  std::vector<double> col(rows);
+  for (int64_t c = 0; c < cols; ++c) {
+    for (int64_t r = 0; r < rows; ++r) col[r] = a[r * cols + c];
+    double norm0 = 0;
+    for (double v : col) norm0 += v * v;
+    norm0 = std::sqrt(norm0);
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      for (int pass = 0; pass < 2; ++pass)
+        for (int64_t k = 0; k < c; ++k) {
+          double dot = 0;
+          for (int64_t r = 0; r < rows; ++r) dot += col[r] * a[r * cols + k];
+          for (int64_t r = 0; r < rows; ++r) col[r] -= dot * a[r * cols + k];
+        }
+      double norm = 0;
+      for (double v : col) norm += v * v;
+      norm = std::sqrt(norm);
+      if (norm > 1e-6 * norm0 && norm > 1e-30) {
+        for (int64_t r = 0; r < rows; ++r) a[r * cols + c] = static_cast<float>(col[r] / norm);
+        break;
+      }
+      if (attempt == 1 || c >= rows) {
+        for (int64_t r = 0; r < rows; ++r) a[r * cols + c] = 0.0f;
+        break;
+      }
+      engine::PhiloxState st{seed + 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(c + 1), 0};
+      for (int64_t r = 0; r < rows; ++r) col[r] = engine::philox_normal(st, static_cast<uint64_t>(r));
+      norm0 = 0;
+      for (double v : col) norm0 += v * v;
+      norm0 = std::sqrt(norm0);
+    }
+  }
+}
+
+// C[m x r] = A[m x n] * B[n x r]  (trans_a: A is stored [n x m] and used transposed)
+void gemm(bool trans_a, const float* a, const float* bm, float* c, int64_t m, int64_t n, int64_t r) {
+  engine::cpu::gemm(trans_a, false, m, r, n, 1.0f, a, trans_a ? m : n, bm, r, 0.0f, c, r);
+}
+
+// Symmetric eigen-decomposition of a small l x l matrix (cyclic Jacobi); eigenvalues descending, vectors in columns.
+void symmetric_eigen(std::vector<double>& g, int64_t l, std::vector<double>& vecs, std::vector<double>& vals) {
+  vecs.assign(l * l, 0.0);
+  for (int64_t i = 0; i < l; ++i) vecs[i * l + i] = 1.0;
+  for (int sweep = 0; sweep < 60; ++sweep) {
+    double off = 0;
+    for (int64_t p = 0; p < l; ++p)
+      for (int64_t q = p + 1; q < l; ++q) off += g[p * l + q] * g[p * l + q];
+    if (off < 1e-30) break;
+    for (int64_t p = 0; p < l; ++p)
+      for (int64_t q = p + 1; q < l; ++q) {
+        double apq = g[p * l + q];
+        if (std::fabs(apq) < 1e-300) continue;
+        double theta = (g[q * l + q] - g[p * l + p]) / (2 * apq);
+        double t = (theta >= 0 ? 1.0 : -1.0) / (std::fabs(theta) + std::sqrt(theta * theta + 1));
+        double c = 1 / std::sqrt(t * t + 1), s = t * c;
+        for (int64_t k = 0; k < l; ++k) {
+          double gkp = g[k * l + p], gkq = g[k * l + q];
+          g[k * l + p] = c * gkp - s * gkq;
+          g[k * l + q] = s * gkp + c * gkq;
+        }
+        for (int64_t k = 0; k < l; ++k) {
+          double gpk = g[p * l + k], gqk = g[q * l + k];
+          g[p * l + k] = c * gpk - s * gqk;
+          g[q * l + k] = s * gpk + c * gqk;
+        }
+        for (int64_t k = 0; k < l; ++k) {
+          double vkp = vecs[k * l + p], vkq = vecs[k * l + q];
+          vecs[k * l + p] = c * vkp - s * vkq;
+          vecs[k * l + q] = s * vkp + c * vkq;
+        }
+      }
+  }
+  vals.resize(l);
+  for (int64_t i = 0; i < l; ++i) vals[i] = g[i * l + i];
+}
+
+class LowRankCodec : public Codec {
+ public:
+  LowRankCodec(CodecId id, int rank, int iters) : id_(id), rank_(rank), iters_(iters) {}
+  CodecId id() const override { return id_; }
+  std::string spec() const override {
+    return std::string(codec_id_name(id_)) + ":" + std::to_string(rank_) + "/" + std::to_string(iters_);
+  }
+  int64_t effective_rank(const engine::Shape& s) const {
+    MatrixView mv = matrix_view(s);
+    return std::max<int64_t>(1, std::min<int64_t>({rank_, mv.m, mv.n}));
+  }
+  std::vector<int64_t> header_params(const engine::Shape& s) const override {
+    return {rank_, iters_, effective_rank(s)};
+  }
+  static uint64_t l_offset() { return align16(kPreludeBytes); }
+  uint64_t body_bytes(const engine::Shape& s) const override {
+    MatrixView mv = matrix_view(s);
+    if (engine::shape_numel(s) == 0) return l_offset();
+    const int64_t r = effective_rank(s);
+    return l_offset() + 4ull * static_cast<uint64_t>(mv.b * (mv.m + mv.n) * r);
+  }
+
+  Packet encode(const Tensor& x) override {
+    check_input(x);
+    Packet p;
+    p.boundary = boundary_;
+    p.header = make_header(x);
+    Tensor h = host_f32(x);
+    Tensor body = make_body(p.header.body_bytes, engine::Device::cpu());
+    if (h.numel() > 0) {
+      MatrixView mv = matrix_view(x.shape());
+      const int64_t r = effective_rank(x.shape());
+      float* lbuf = reinterpret_cast<float*>(body.data<uint8_t>() + l_offset());
+      float* rbuf = lbuf + mv.b * mv.m * r;
+      for (int64_t bi = 0; bi < mv.b; ++bi)
+        factor(h.data<float>() + bi * mv.m * mv.n, mv.m, mv.n, r, bi, mv, lbuf + bi * mv.m * r,
+               rbuf + bi * mv.n * r);
+    }
+    p.body = x.is_cuda() ? body.to(x.device()) : body;
+    ++calls_;
+    return p;
+  }
+
+  Tensor decode(const Packet& p) override {
+    check_packet(p);
+    p.check_status();
+    Tensor hb = p.host_body();
+    Tensor out = engine::zeros(p.header.shape, engine::DType::f32);
+    if (out.numel() > 0) {
+      MatrixView mv = matrix_view(p.header.shape);
+      const int64_t r = p.header.params[2];
+      const float* lbuf = reinterpret_cast<const float*>(hb.data<uint8_t>() + l_offset());
+      const float* rbuf = lbuf + mv.b * mv.m * r;
+      for (int64_t bi = 0; bi < mv.b; ++bi)
+        engine::cpu::gemm(false, true, mv.m, mv.n, r, 1.0f, lbuf + bi * mv.m * r, r, rbuf + bi * mv.n * r, r, 0.0f,
+                          out.data<float>() + bi * mv.m * mv.n, mv.n);
+    }
+    return finish_decode(out, p, p.body.device());
+  }
+
+ protected:
+  virtual void factor(const float* a, int64_t m, int64_t n, int64_t r, int64_t batch_index, const MatrixView& mv,
+                      float* lout, float* rout) = 0;
+  CodecId id_;
+  int rank_, iters_;
+  uint64_t calls_ = 0;
+};
+
+class PowerCodec final : public LowRankCodec {
+ public:
+  PowerCodec(int rank, int iters) : LowRankCodec(CodecId::power, rank, iters) {}
+
+ protected:
+  void factor(const float* a, int64_t m, int64_t n, int64_t r, int64_t bi, const MatrixView& mv, float* lout,
+              float* rout) override {
+    // (Re)initialise the warm-start state when the boundary's shape changes.
+    if (state_b_ != mv.b || state_m_ != m || state_n_ != n || state_r_ != r) {
+      state_.assign(static_cast<size_t>(mv.b * n * r), 0.0f);
+      engine::PhiloxState st{0x90e3u + static_cast<uint64_t>(r), 0};
+      for (size_t i = 0; i < state_.size(); ++i) state_[i] = engine::philox_normal(st, i);
+      state_b_ = mv.b, state_m_ = m, state_n_ = n, state_r_ = r;
+    }
+    float* pm = state_.data() + bi * n * r;
+    for (int it = 0; it < iters_; ++it) {
+      orthonormalize(pm, n, r, 0x5151u + calls_ * 1315423911ull + static_cast<uint64_t>(bi));
+      gemm(false, a, pm, lout, m, n, r);  // Q = A P
+      orthonormalize(lout, m, r, 0xa11ceu + calls_ * 2654435761ull + static_cast<uint64_t>(bi));
+      gemm(true, a, lout, pm, n, m, r);   // P = A^T Q
+    }
+    std::memcpy(rout, pm, sizeof(float) * static_cast<size_t>(n * r));
+  }
+
+ private:
+  std::vector<float> state_;
+  int64_t state_b_ = -1, state_m_ = -1, state_n_ = -1, state_r_ = -1;
+};
+
+class SvdCodec final : public LowRankCodec {
+ public:
+  SvdCodec(int rank, int iters) : LowRankCodec(CodecId::svd, rank, iters) {}
+
+ protected:
+  void factor(const float* a, int64_t m, int64_t n, int64_t r, int64_t bi, const MatrixView&, float* lout,
+              float* rout) override {
+    const int64_t l = std::min<int64_t>({r + std::min<int64_t>(r, 8), m, n});
+    std::vector<float> omega(static_cast<size_t>(n * l)), y(static_cast<size_t>(m * l)), z(static_cast<size_t>(n * l));
+    engine::PhiloxState st{0x5dd0u + calls_ * 0x100000001b3ull + static_cast<uint64_t>(bi) * 7919u, 0};
+    for (size_t i = 0; i < omega.size(); ++i) omega[i] = engine::philox_normal(st, i);
+    gemm(false, a, omega.data(), y.data(), m, n, l);  // Y = A Omega
+    for (int it = 0; it < iters_; ++it) {
+      orthonormalize(y.data(), m, l, st.seed + 1 + it);
+      gemm(true, a, y.data(), z.data(), n, m, l);  // Z = A^T Y
+      orthonormalize(z.data(), n, l, st.seed + 101 + it);
+      gemm(false, a, z.data(), y.data(), m, n, l);  // Y = A Z
+    }
+    orthonormalize(y.data(), m, l, st.seed + 999);  // Q
+    // Bt = A^T Q  [n x l] (= B^T)
+    gemm(true, a, y.data(), z.data(), n, m, l);
+    // G = B B^T = Bt^T Bt  [l x l]
+    std::vector<double> g(static_cast<size_t>(l * l), 0.0);
+    for (int64_t i = 0; i < l; ++i)
+      for (int64_t j = i; j < l; ++j) {
+        double s = 0;
+        for (int64_t k = 0; k < n; ++k) s += double(z[k * l + i]) * z[k * l + j];
+        g[i * l + j] = g[j * l + i] = s;
+      }
+    std::vector<double> vecs, vals;
+    symmetric_eigen(g, l, vecs, vals);
+    std::vector<int64_t> order(l);
+    for (int64_t i = 0; i < l; ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](int64_t x, int64_t y2) { return vals[x] > vals[y2]; });
+    std::vector<float> w(static_cast<size_t>(l * r));
+    for (int64_t i = 0; i < l; ++i)
+      for (int64_t j = 0; j < r; ++j) w[i * r + j] = static_cast<float>(vecs[i * l + order[j]]);
+    gemm(false, y.data(), w.data(), lout, m, l, r);  // L = Q W
+    gemm(false, z.data(), w.data(), rout, n, l, r);  // R = B^T W
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Codec> make_power_codec(const CodecSpec& spec) {
+  return std::make_unique<PowerCodec>(spec.rank, spec.iterations);
+}
+std::unique_ptr<Codec> make_svd_codec(const CodecSpec& spec) { return std::make_unique<SvdCodec>(spec.rank, spec.iterations); }
+
+}  // namespace dgpipe::compress::detail

@@ -1,0 +1,96 @@
+// Uniform Q-bit min/max quantization (spec §2.1, with the Δ = 0 and packing fixes).
+//   lo = min x, hi = max x, step = (hi - lo) / (2^Q - 1), q = round_half_even((x - lo)/step - 2^(Q-1)) + 2^(Q-1).
+// The original sent the signed code q - 2^(Q-1) in an int8/int16 container; here q (unsigned) is bit-packed in Q
+// bits. Body: prelude | lo f32 | step f32 | pad to 16 | ceil(N*Q/8) bytes of codes. Decode: lo + q*step.
+// Passes over memory: CPU 2 reads (min/max, quantize) + 1 packed write; CUDA the same, fused (uniform.cu).
+#include <vector>
+
+#include "compress/codec_impl.h"
+#include "compress/quant_kernels.h"
+#include "compress/quant_math.h"
+#include "engine/error.h"
+#include "engine/ops.h"
+
+namespace dgpipe::compress::detail {
+namespace {
+
+using engine::Tensor;
+
+class UniformCodec final : public Codec {
+ public:
+  explicit UniformCodec(int q_bits) : q_bits_(q_bits) {}
+  CodecId id() const override { return CodecId::uniform; }
+  std::string spec() const override { return "uniform:" + std::to_string(q_bits_); }
+  std::vector<int64_t> header_params(const engine::Shape&) const override { return {q_bits_}; }
+  uint64_t body_bytes(const engine::Shape& shape) const override {
+    return group_body_bytes(engine::shape_numel(shape), q_bits_, 0);
+  }
+
+  Packet encode(const Tensor& x) override {
+    check_input(x);
+    Packet p;
+    p.boundary = boundary_;
+    p.header = make_header(x);
+    if (x.is_cuda()) {
+#ifdef DGPIPE_WITH_CUDA
+      Tensor xf = (x.dtype() == engine::DType::f32 ? x : x.to(engine::DType::f32)).contiguous();
+      p.body = engine::empty({static_cast<int64_t>(p.header.body_bytes)},
+                             engine::TensorOptions(engine::DType::u8, x.device()));
+      cuda_kernels::uniform_encode(xf, p.body, q_bits_);
+      return p;
+#else
+      DGP_FAIL(where() << ": CUDA tensor but dgpipe was built without CUDA");
+#endif
+    }
+    Tensor h = host_f32(x);
+    const float* v = h.data<float>();
+    const int64_t n = h.numel();
+    float lo = 0.0f, hi = 0.0f;
+    if (n > 0) {
+      lo = hi = v[0];
+      for (int64_t i = 1; i < n; ++i) {
+        lo = v[i] < lo ? v[i] : lo;
+        hi = v[i] > hi ? v[i] : hi;
+      }
+    }
+    const float step = quant_step(lo, hi, (1u << q_bits_) - 1u);
+    p.body = make_body(p.header.body_bytes, engine::Device::cpu());
+    uint8_t* body = p.body.data<uint8_t>();
+    write_group_stats(body, &lo, &step, 1);
+    std::vector<uint32_t> codes(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) codes[i] = uniform_code(v[i], lo, step, q_bits_);
+    pack_codes(codes.data(), n, q_bits_, body + group_payload_offset(1));
+    return p;
+  }
+
+  Tensor decode(const Packet& p) override {
+    check_packet(p);
+    return decode_group_packet(p, q_bits_, 0);
+  }
+
+ private:
+  int q_bits_;
+};
+
+}  // namespace
+
+Tensor decode_group_packet(const Packet& p, int q_bits, int s_bits) {
+  const int64_t n = engine::shape_numel(p.header.shape);
+  if (p.body.is_cuda()) {
+#ifdef DGPIPE_WITH_CUDA
+    Tensor out = engine::empty(p.header.shape, engine::TensorOptions(engine::DType::f32, p.body.device()));
+    cuda_kernels::group_decode(p.body, out, q_bits, s_bits);
+    return finish_decode(out, p, p.body.device());
+#else
+    DGP_FAIL("decode: CUDA packet but dgpipe was built without CUDA");
+#endif
+  }
+  p.check_status();
+  Tensor out = engine::empty(p.header.shape, engine::DType::f32);
+  group_decode_cpu(p.body.data<uint8_t>(), p.body_bytes(), n, q_bits, s_bits, out.data<float>());
+  return finish_decode(out, p, engine::Device::cpu());
+}
+
+std::unique_ptr<Codec> make_uniform_codec(const CodecSpec& spec) { return std::make_unique<UniformCodec>(spec.q_bits); }
+
+}  // namespace dgpipe::compress::detail
