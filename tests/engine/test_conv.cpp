@@ -2,7 +2,9 @@
 // path (im2col+GEMM, 1x1 without im2col, depthwise direct loop), strided inputs, and error messages.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
+#include <functional>
 #include <fstream>
 #include <string>
 

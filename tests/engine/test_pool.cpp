@@ -1,0 +1,181 @@
+// max_pool2d / avg_pool2d / adaptive_avg_pool2d: PyTorch goldens, finite-difference gradients (including
+// overlapping windows, padding, non-divisible adaptive bins and strided inputs), argmax routing, and errors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <functional>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/ops.h"
+#include "support/gradcheck.h"
+
+using namespace dgpipe::engine;
+using dgpipe::testing::max_rel_diff;
+using dgpipe::testing::random_leaf;
+
+namespace {
+
+// tests/data/ops_conv_pool_bn.json, written by scripts/goldens_conv_pool_bn.py.
+const nlohmann::json& goldens() {
+  static const nlohmann::json doc = [] {
+    const char* root = std::getenv("DGPIPE_SOURCE_DIR");
+    const std::string path = std::string(root != nullptr ? root : ".") + "/tests/data/ops_conv_pool_bn.json";
+    std::ifstream in(path);
+    if (!in) throw Error("golden file " + path + " not found; set DGPIPE_SOURCE_DIR to the repository root");
+    return nlohmann::json::parse(in);
+  }();
+  return doc;
+}
+
+Tensor golden(const nlohmann::json& entry, DType dtype) {
+  return from_vector(entry.at("data").get<std::vector<double>>(), entry.at("shape").get<Shape>(),
+                     TensorOptions(dtype));
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+void expect_golden(const std::string& name, const std::function<Tensor(const Tensor&, const nlohmann::json&)>& op) {
+  const nlohmann::json& c = goldens().at("cases").at(name);
+  for (DType dt : {DType::f64, DType::f32}) {
+    Tensor y = op(golden(c.at("input"), dt), c.at("params"));
+    Tensor expected = golden(c.at("output"), DType::f64);
+    ASSERT_EQ(y.shape(), expected.shape()) << name;
+    EXPECT_EQ(y.dtype(), dt);
+    EXPECT_LT(max_rel_diff(y, expected), 1e-5) << name << " " << dtype_name(dt);
+  }
+}
+
+}  // namespace
+
+TEST(Pool, MaxMatchesPyTorch) {
+  auto op = [](const Tensor& x, const nlohmann::json& p) {
+    return max_pool2d(x, p.at("kernel"), p.at("stride"), p.at("padding"));
+  };
+  expect_golden("max_pool", op);
+  expect_golden("max_pool_k2", op);
+}
+
+TEST(Pool, AvgMatchesPyTorch) {
+  expect_golden("avg_pool", [](const Tensor& x, const nlohmann::json& p) {
+    return avg_pool2d(x, p.at("kernel"), p.at("stride"), p.at("padding"));
+  });
+}
+
+TEST(Pool, AdaptiveMatchesPyTorch) {
+  auto op = [](const Tensor& x, const nlohmann::json& p) { return adaptive_avg_pool2d(x, p.at("out_h"), p.at("out_w")); };
+  expect_golden("adaptive_3x2", op);  // 7 -> 3 and 5 -> 2: overlapping, unequal bins
+  expect_golden("adaptive_4x4", op);  // 5 -> 4: upsampling-like overlap
+  expect_golden("adaptive_1x1", op);  // global average
+}
+
+TEST(Pool, HandComputedValues) {
+  Tensor x = from_vector(std::vector<double>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, {1, 1, 4, 4},
+                         DType::f64);
+  EXPECT_EQ(max_pool2d(x, 2, 2).to_vector(), (std::vector<double>{6, 8, 14, 16}));
+  EXPECT_EQ(avg_pool2d(x, 2, 2).to_vector(), (std::vector<double>{3.5, 5.5, 11.5, 13.5}));
+  // count_include_pad: the corner window of a 3x3/pad 1 pool sees 4 real values out of 9.
+  EXPECT_DOUBLE_EQ(avg_pool2d(x, 3, 2, 1).to_vector()[0], (1 + 2 + 5 + 6) / 9.0);
+  // adaptive 4 -> 3: bins [0,2), [1,3), [2,4).
+  EXPECT_DOUBLE_EQ(adaptive_avg_pool2d(x, 3, 3).to_vector()[0], (1 + 2 + 5 + 6) / 4.0);
+  // A 3-D [C,H,W] input is a batch of one.
+  EXPECT_EQ(max_pool2d(x.select(0, 0), 2, 2).shape(), (Shape{1, 2, 2}));
+}
+
+TEST(Pool, MaxGradientGoesToArgmaxAndAccumulates) {
+  // Overlapping 2x2 windows with stride 1: the centre 9 is the max of all four windows and gets all gradients.
+  Tensor x = from_vector(std::vector<double>{1, 2, 3, 4, 9, 5, 6, 7, 8}, {1, 1, 3, 3}, DType::f64);
+  x.requires_grad_(true);
+  Tensor y = max_pool2d(x, 2, 1);
+  EXPECT_EQ(y.to_vector(), (std::vector<double>{9, 9, 9, 9}));
+  y.backward(from_vector(std::vector<double>{1, 2, 3, 4}, {1, 1, 2, 2}, DType::f64));
+  EXPECT_EQ(x.grad().to_vector(), (std::vector<double>{0, 0, 0, 0, 10, 0, 0, 0, 0}));
+}
+
+TEST(Pool, MaxPropagatesNaN) {
+  Tensor x = from_vector(std::vector<double>{1, NAN, 3, 4}, {1, 1, 2, 2}, DType::f64);
+  EXPECT_TRUE(std::isnan(max_pool2d(x, 2, 2).item()));
+}
+
+TEST(Pool, GradMax) {
+  // Random values are distinct, so every argmax is unique and the function is smooth around the point.
+  Tensor x = random_leaf({2, 2, 7, 6}, -1, 1, 31);
+  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return max_pool2d(in[0], 3, 2, 1); }, std::vector<Tensor>({x}));
+  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return max_pool2d(in[0], 2, 2, 0); }, std::vector<Tensor>({x}));
+  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return max_pool2d(in[0], 3, 1, 1); }, std::vector<Tensor>({x}));
+}
+
+TEST(Pool, GradAvg) {
+  Tensor x = random_leaf({2, 2, 7, 6}, -1, 1, 32);
+  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return avg_pool2d(in[0], 3, 2, 1); }, std::vector<Tensor>({x}));
+  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return avg_pool2d(in[0], 2, 2, 0); }, std::vector<Tensor>({x}));
+  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return avg_pool2d(in[0], 3, 1, 1); }, std::vector<Tensor>({x}));
+}
+
+TEST(Pool, GradAdaptive) {
+  Tensor x = random_leaf({2, 2, 7, 5}, -1, 1, 33);
+  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return adaptive_avg_pool2d(in[0], 3, 2); },
+                   std::vector<Tensor>({x}));
+  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return adaptive_avg_pool2d(in[0], 4, 4); },
+                   std::vector<Tensor>({x}));
+  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return adaptive_avg_pool2d(in[0], 1, 1); },
+                   std::vector<Tensor>({x}));
+}
+
+TEST(Pool, GradNonContiguousAnd3D) {
+  Tensor x_nhwc = random_leaf({2, 6, 5, 3}, -1, 1, 34);
+  auto nchw = [](const Tensor& t) { return t.permute({0, 3, 1, 2}); };
+  EXPECT_GRADCHECK([nchw](const std::vector<Tensor>& in) { return max_pool2d(nchw(in[0]), 2, 2, 1); },
+                   std::vector<Tensor>({x_nhwc}));
+  EXPECT_GRADCHECK([nchw](const std::vector<Tensor>& in) { return avg_pool2d(nchw(in[0]), 3, 2, 1); },
+                   std::vector<Tensor>({x_nhwc}));
+  EXPECT_GRADCHECK([nchw](const std::vector<Tensor>& in) { return adaptive_avg_pool2d(nchw(in[0]), 2, 3); },
+                   std::vector<Tensor>({x_nhwc}));
+  Tensor big = random_leaf({3, 8, 6}, -1, 1, 35);
+  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return max_pool2d(in[0].slice(1, 0, 8, 2), 2, 1); },
+                   std::vector<Tensor>({big}));
+}
+
+TEST(Pool, Float16RunsInFloat32) {
+  Tensor x = random_leaf({1, 2, 6, 6}, -1, 1, 36).detach();
+  Tensor y16 = avg_pool2d(x.to(DType::f16), 2, 2);
+  EXPECT_EQ(y16.dtype(), DType::f16);
+  EXPECT_LT(max_rel_diff(y16, avg_pool2d(x, 2, 2)), 2e-3);
+}
+
+TEST(Pool, ErrorsNameOpAndShapes) {
+  Tensor x = zeros({2, 3, 8, 8});
+  std::string msg = error_of([&] { max_pool2d(x, 3, 2, 2); });  // padding > kernel/2
+  EXPECT_NE(msg.find("max_pool2d"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("[2,3,8,8]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("padding"), std::string::npos) << msg;
+  EXPECT_THROW(max_pool2d(x, 3, 2, 2), Error);
+
+  msg = error_of([&] { avg_pool2d(zeros({1, 1, 2, 2}), 3, 1); });
+  EXPECT_NE(msg.find("avg_pool2d"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("[1,1,2,2]"), std::string::npos) << msg;
+
+  msg = error_of([&] { avg_pool2d(x, 2, 0); });
+  EXPECT_NE(msg.find("stride"), std::string::npos) << msg;
+
+  msg = error_of([&] { max_pool2d(zeros({8, 8}), 2, 2); });
+  EXPECT_NE(msg.find("max_pool2d"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("[8,8]"), std::string::npos) << msg;
+
+  msg = error_of([&] { adaptive_avg_pool2d(x, 0, 2); });
+  EXPECT_NE(msg.find("adaptive_avg_pool2d"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("[2,3,8,8]"), std::string::npos) << msg;
+
+  msg = error_of([&] { max_pool2d(zeros({1, 1, 4, 4}, DType::i64), 2, 2); });
+  EXPECT_NE(msg.find("floating"), std::string::npos) << msg;
+}
