@@ -1,0 +1,76 @@
+// Model: an ordered list of blocks (so a pipeline can cut between any two) that together form one Module whose
+// state_dict names are the PyTorch / Hugging Face names of the same network.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "layers/layers.h"
+
+namespace dgpipe::models {
+
+using engine::DType;
+using engine::Shape;
+using engine::Tensor;
+using layers::BlockContext;
+using layers::Module;
+using layers::NamedTensors;
+
+enum class InputKind { image, tokens };
+
+class Model : public Module {
+  std::string name_;
+
+ public:
+  // (name_ is declared first so that it is initialised first.)
+  Model(std::string name, InputKind kind, int64_t num_classes) : name_(std::move(name)), input_kind(kind), num_classes(num_classes) {}
+
+  // Appends a block. Its parameters are named `prefix` + the block's own names (prefix "" for blocks whose parts
+  // already carry full names).
+  void add_block(const std::string& label, std::shared_ptr<Module> block, const std::string& prefix = "");
+  // A module that belongs to the checkpoint but to no block (e.g. a BertModel pooler kept only so that
+  // checkpoints load). It takes no part in forward.
+  void add_unused(const std::string& prefix, std::shared_ptr<Module> module);
+
+  size_t num_blocks() const { return blocks_.size(); }
+  const std::shared_ptr<Module>& block(size_t i) const { return blocks_.at(i).module; }
+  const std::string& block_label(size_t i) const { return blocks_.at(i).label; }
+  // Full (model-level) names of block i's parameters.
+  NamedTensors block_named_parameters(size_t i) const;
+  int64_t block_num_parameters(size_t i) const;
+
+  // Runs every block.
+  Tensor forward(const Tensor& x, const BlockContext& ctx) override;
+  // Runs blocks [begin, end) — what one pipeline stage does.
+  Tensor forward_blocks(const Tensor& x, const BlockContext& ctx, size_t begin, size_t end);
+  // Side inputs every stage rebuilds from the model input: for text models the attention mask and position
+  // ids from the token ids (padding = pad token); for image models nothing.
+  virtual BlockContext make_context(const Tensor& input) const { return BlockContext(); }
+  // Mean cross-entropy of logits [N,C] against class ids [N].
+  Tensor loss(const Tensor& logits, const Tensor& target) const;
+  // A batch-N input shape for this model (images [N,3,S,S]; tokens [N,L]).
+  virtual Shape example_input_shape(int64_t batch) const = 0;
+
+  std::string type_name() const override { return name_; }
+  const std::string& name() const { return name_; }
+
+  const InputKind input_kind;
+  const int64_t num_classes;  // 0: no head (the model returns features / hidden states)
+
+ private:
+  struct BlockEntry {
+    std::string label, prefix;
+    std::shared_ptr<Module> module;
+  };
+  std::vector<BlockEntry> blocks_;
+};
+
+using ModelPtr = std::shared_ptr<Model>;
+
+// Loads a checkpoint written by PyTorch/Hugging Face (safetensors). Keys are matched after two adjustments that
+// Hugging Face itself makes: non-persistent buffers (…position_ids, …token_type_ids) are dropped, and a base-model
+// checkpoint ("embeddings.…") loads into a model with a task head ("bert.embeddings.…"). strict=false lets the
+// task head stay missing (fine-tuning from a pretrained encoder); what was missing/unexpected is reported.
+layers::LoadReport load_checkpoint(Model& model, const std::string& path, bool strict = true);
+
+}  // namespace dgpipe::models
