@@ -1,0 +1,74 @@
+// SGD: hyper-parameter checks and dispatch of the per-parameter update to the CPU loop or the CUDA kernel.
+#include "engine/optim/sgd.h"
+
+#include "engine/ops/cpu_loops.h"
+#include "engine/optim/optim_kernels.h"
+
+namespace dgpipe::engine {
+
+namespace {
+OptimizerHyper sgd_hyper(const SGDOptions& o) {
+  OptimizerHyper h;
+  h.lr = o.lr;
+  h.momentum = o.momentum;
+  h.dampening = o.dampening;
+  h.weight_decay = o.weight_decay;
+  h.nesterov = o.nesterov;
+  return h;
+}
+}  // namespace
+
+SGD::SGD(std::vector<Tensor> params, const SGDOptions& options)
+    : SGD(single_group(std::move(params)), options) {}
+
+SGD::SGD(std::vector<ParamGroupSpec> groups, const SGDOptions& defaults)
+    : Optimizer("SGD", std::move(groups), sgd_hyper(defaults)) {
+  for (size_t g = 0; g < param_groups().size(); ++g) validate(param_groups()[g].hyper, g);
+}
+
+void SGD::validate(const OptimizerHyper& h, size_t group) const {
+  DGP_CHECK(h.lr >= 0.0, "SGD: group " << group << ": invalid learning rate " << h.lr);
+  DGP_CHECK(h.momentum >= 0.0, "SGD: group " << group << ": invalid momentum " << h.momentum);
+  DGP_CHECK(h.weight_decay >= 0.0, "SGD: group " << group << ": invalid weight_decay " << h.weight_decay);
+  DGP_CHECK(!h.nesterov || (h.momentum > 0.0 && h.dampening == 0.0),
+            "SGD: group " << group << ": Nesterov momentum needs momentum > 0 and dampening 0 (momentum "
+                          << h.momentum << ", dampening " << h.dampening << ")");
+}
+
+void SGD::update(const OptimizerHyper& h, int64_t param_index, Tensor& param, const Tensor& grad,
+                 std::map<std::string, Tensor>& state) {
+  check_update_inputs(param_index, param, grad);
+  Tensor g = grad.contiguous();
+  SGDStepArgs args;
+  args.lr = h.lr;
+  args.weight_decay = h.weight_decay;
+  args.momentum = h.momentum;
+  args.dampening = h.dampening;
+  args.nesterov = h.nesterov;
+  Tensor buffer;
+  if (h.momentum != 0.0) {
+    auto it = state.find("momentum_buffer");
+    args.first_step = it == state.end();
+    if (args.first_step) {
+      buffer = empty(param.shape(), TensorOptions(param.dtype(), param.device()));
+      state["momentum_buffer"] = buffer;
+    } else {
+      buffer = it->second;
+    }
+  }
+  if (param.is_cuda()) {
+#ifdef DGPIPE_WITH_CUDA
+    cuda_ops::sgd_step(param, g, buffer, args);
+    return;
+#else
+    DGP_FAIL("SGD: parameter " << param_index << " is on " << param.device().str()
+                               << " but dgpipe was built without CUDA");
+#endif
+  }
+  DGP_DISPATCH_FLOATING(param.dtype(), "SGD", [&] {
+    sgd_step_cpu<scalar_t>(param.data<scalar_t>(), g.data<scalar_t>(),
+                           buffer.defined() ? buffer.data<scalar_t>() : nullptr, param.numel(), args);
+  });
+}
+
+}  // namespace dgpipe::engine

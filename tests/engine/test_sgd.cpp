@@ -1,0 +1,213 @@
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "engine/ops.h"
+#include "engine/optim/sgd.h"
+
+using namespace dgpipe::engine;
+using nlohmann::json;
+
+namespace {
+
+json load_golden() {
+  const char* root = std::getenv("DGPIPE_SOURCE_DIR");
+  std::string path = std::string(root ? root : ".") + "/tests/data/optim.json";
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot open " + path + " (run scripts/goldens_optim.py)");
+  return json::parse(in);
+}
+
+Shape to_shape(const json& j) { return j.get<std::vector<int64_t>>(); }
+
+// Replays the golden problem: fresh parameters from "init", gradients per step (null = no gradient), and checks
+// the parameters after every step against PyTorch.
+void replay(const json& golden, const std::string& which, const SGDOptions& options) {
+  std::vector<Tensor> params;
+  for (size_t i = 0; i < golden["shapes"].size(); ++i) {
+    Tensor p = from_vector(golden["init"][i].get<std::vector<double>>(), to_shape(golden["shapes"][i]));
+    p.requires_grad_();
+    params.push_back(p);
+  }
+  SGD opt(params, options);
+  const json& after = golden[which]["after"];
+  for (size_t step = 0; step < golden["grads"].size(); ++step) {
+    for (size_t i = 0; i < params.size(); ++i) {
+      const json& g = golden["grads"][step][i];
+      if (g.is_null())
+        params[i].zero_grad();
+      else
+        params[i].set_grad(from_vector(g.get<std::vector<double>>(), params[i].shape()));
+    }
+    opt.step();
+    for (size_t i = 0; i < params.size(); ++i) {
+      std::vector<double> got = params[i].to_vector();
+      std::vector<double> want = after[step][i].get<std::vector<double>>();
+      ASSERT_EQ(got.size(), want.size());
+      for (size_t k = 0; k < got.size(); ++k)
+        EXPECT_NEAR(got[k], want[k], 1e-6 + 1e-6 * std::abs(want[k]))
+            << which << ": step " << step << " param " << i << " element " << k;
+    }
+  }
+  EXPECT_EQ(opt.step_count(), static_cast<int64_t>(golden["grads"].size()));
+}
+
+}  // namespace
+
+TEST(SGD, MatchesPyTorchWithNesterovMomentumAndWeightDecay) {
+  json golden = load_golden();
+  const json& c = golden["sgd"]["config"];
+  ASSERT_TRUE(c["nesterov"].get<bool>());
+  SGDOptions o;
+  o.lr = c["lr"];
+  o.momentum = c["momentum"];
+  o.dampening = c["dampening"];
+  o.weight_decay = c["weight_decay"];
+  o.nesterov = true;
+  replay(golden, "sgd", o);
+}
+
+TEST(SGD, MatchesPyTorchWithDampening) {
+  json golden = load_golden();
+  const json& c = golden["sgd_dampening"]["config"];
+  SGDOptions o;
+  o.lr = c["lr"];
+  o.momentum = c["momentum"];
+  o.dampening = c["dampening"];
+  o.weight_decay = c["weight_decay"];
+  o.nesterov = c["nesterov"];
+  replay(golden, "sgd_dampening", o);
+}
+
+TEST(SGD, PlainStepInDoubleAndFirstMomentumBufferIsTheGradient) {
+  Tensor p = from_vector(std::vector<double>{1.0, -2.0, 0.5}, {3}, DType::f64);
+  p.requires_grad_();
+  p.set_grad(from_vector(std::vector<double>{0.25, 0.5, -1.0}, {3}, DType::f64));
+  SGDOptions o;
+  o.lr = 0.5;
+  o.momentum = 0.9;
+  o.dampening = 0.5;  // ignored on the first step: the buffer is a copy of the (decayed) gradient
+  o.weight_decay = 0.1;
+  SGD opt({p}, o);
+  opt.step();
+  // g = grad + 0.1 p = {0.35, 0.3, -0.95}; buf = g; p -= 0.5 g
+  std::vector<double> want_buf{0.35, 0.3, -0.95};
+  std::vector<double> got = p.to_vector();
+  std::vector<double> init{1.0, -2.0, 0.5};
+  for (size_t i = 0; i < 3; ++i) EXPECT_DOUBLE_EQ(got[i], init[i] - 0.5 * want_buf[i]);
+  auto state = opt.state_dict();
+  ASSERT_EQ(state.count("state.0.momentum_buffer"), 1u);
+  std::vector<double> buf = state["state.0.momentum_buffer"].to_vector();
+  for (size_t i = 0; i < 3; ++i) EXPECT_DOUBLE_EQ(buf[i], want_buf[i]);
+  EXPECT_EQ(state["step"].item(), 1.0);
+}
+
+TEST(SGD, WithoutMomentumKeepsNoState) {
+  Tensor p = ones({4});
+  p.requires_grad_();
+  p.set_grad(full({4}, 2.0));
+  SGD opt({p}, SGDOptions{});
+  opt.step();
+  for (double v : p.to_vector()) EXPECT_FLOAT_EQ(v, 1.0f - 0.1f * 2.0f);
+  EXPECT_EQ(opt.state_dict().count("state.0.momentum_buffer"), 0u);
+}
+
+TEST(SGD, RejectsInvalidHyperParameters) {
+  Tensor p = ones({2});
+  p.requires_grad_();
+  SGDOptions bad;
+  bad.nesterov = true;  // needs momentum
+  EXPECT_THROW(SGD({p}, bad), Error);
+  bad.momentum = 0.9;
+  bad.dampening = 0.1;  // Nesterov needs zero dampening
+  try {
+    SGD opt({p}, bad);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("Nesterov"), std::string::npos) << e.what();
+  }
+  SGDOptions negative;
+  negative.lr = -1.0;
+  EXPECT_THROW(SGD({p}, negative), Error);
+}
+
+TEST(SGD, ErrorsNameTheParameter) {
+  Tensor a = ones({2});
+  a.requires_grad_();
+  Tensor b = ones({3}, DType::f16);
+  b.requires_grad_();
+  b.set_grad(ones({3}, DType::f16));
+  SGD opt({a, b}, SGDOptions{});
+  try {
+    opt.step();
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("SGD"), std::string::npos) << what;
+    EXPECT_NE(what.find("parameter 1"), std::string::npos) << what;
+    EXPECT_NE(what.find("f16"), std::string::npos) << what;
+  }
+  Tensor leaf = ones({2});
+  leaf.requires_grad_();
+  Tensor not_leaf = mul(leaf, 2.0);
+  EXPECT_THROW(SGD({not_leaf}, SGDOptions{}), Error);
+  EXPECT_THROW(SGD({leaf, leaf}, SGDOptions{}), Error);
+  // a gradient of the wrong shape
+  Tensor c = ones({2});
+  c.requires_grad_();
+  c.set_grad(ones({3}));
+  SGD opt2({c}, SGDOptions{});
+  EXPECT_THROW(opt2.step(), Error);
+}
+
+TEST(SGD, StateRoundTripResumesIdentically) {
+  json golden = load_golden();
+  auto make_params = [&] {
+    std::vector<Tensor> ps;
+    for (size_t i = 0; i < golden["shapes"].size(); ++i) {
+      Tensor p = from_vector(golden["init"][i].get<std::vector<double>>(), to_shape(golden["shapes"][i]));
+      p.requires_grad_();
+      ps.push_back(p);
+    }
+    return ps;
+  };
+  auto set_grads = [&](std::vector<Tensor>& ps, size_t step) {
+    for (size_t i = 0; i < ps.size(); ++i) {
+      const json& g = golden["grads"][step][i];
+      if (g.is_null())
+        ps[i].zero_grad();
+      else
+        ps[i].set_grad(from_vector(g.get<std::vector<double>>(), ps[i].shape()));
+    }
+  };
+  SGDOptions o;
+  o.lr = 0.1;
+  o.momentum = 0.9;
+  o.nesterov = true;
+  std::vector<Tensor> a = make_params();
+  SGD opt_a(a, o);
+  for (size_t s = 0; s < 2; ++s) {
+    set_grads(a, s);
+    opt_a.step();
+  }
+  // A second optimizer over copies of the parameters, restored from the first one's state.
+  std::vector<Tensor> b;
+  for (const Tensor& p : a) {
+    Tensor q = p.detach().clone();
+    q.requires_grad_();
+    b.push_back(q);
+  }
+  SGDOptions other = o;
+  other.lr = 123.0;  // overwritten by the saved group lr
+  SGD opt_b(b, other);
+  opt_b.load_state_dict(opt_a.state_dict());
+  EXPECT_EQ(opt_b.lr(), 0.1);
+  EXPECT_EQ(opt_b.step_count(), 2);
+  set_grads(a, 2);
+  set_grads(b, 2);
+  opt_a.step();
+  opt_b.step();
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].to_vector(), b[i].to_vector()) << "param " << i;
+}
