@@ -9,6 +9,7 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/ops/cpu_loops.h"
+#include "engine/ops/copy_kernels.h"
 
 namespace dgpipe::engine {
 
@@ -413,8 +414,13 @@ Tensor& Tensor::fill_(double value) {
     cpu::copy_strided(*this, one.expand(shape()));
     return *this;
   }
+#ifdef DGPIPE_WITH_CUDA
+  cuda_ops::fill(*this, value);  // no host-to-device copy: graph-capturable
+  return *this;
+#else
   Tensor one = full({}, value, TensorOptions(dtype(), Device::cpu())).to(device());
   return copy_(one.expand(shape()));
+#endif
 }
 
 std::string Tensor::str(int64_t max_elements) const {
@@ -498,6 +504,14 @@ Tensor random_tensor(const Shape& shape, TensorOptions opts, Generator* gen, uin
   int64_t n = shape_numel(shape);
   Generator& g = gen ? *gen : default_generator();
   PhiloxState s = g.reserve((static_cast<uint64_t>(n) + per_block - 1) / per_block);
+#ifdef DGPIPE_WITH_CUDA
+  if (opts.device.is_cuda()) {  // same draws, generated on the device
+    Tensor out = empty(shape, TensorOptions(opts.dtype, opts.device));
+    cuda_ops::philox_fill(out, s, per_block == 2);
+    if (opts.requires_grad) out.requires_grad_(true);
+    return out;
+  }
+#endif
   Tensor t = empty(shape, TensorOptions(DType::f32, Device::cpu()));
   float* p = t.data<float>();
   for (int64_t i = 0; i < n; ++i) p[i] = draw(s, static_cast<uint64_t>(i));
