@@ -1,0 +1,158 @@
+#include <gtest/gtest.h>
+
+#include "engine/ops.h"
+#include "support/gradcheck.h"
+
+using namespace dgpipe::engine;
+using dgpipe::testing::gradcheck;
+using dgpipe::testing::max_rel_diff;
+using dgpipe::testing::random_leaf;
+using Inputs = std::vector<Tensor>;
+using Fn = std::function<Tensor(const Inputs&)>;
+
+namespace {
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// Plain triple loop over contiguous copies: C[m,n] = sum_k A[m,k] B[k,n].
+std::vector<double> naive_mm(const Tensor& a, const Tensor& b) {
+  int64_t M = a.size(0), K = a.size(1), N = b.size(1);
+  std::vector<double> av = a.to_vector(), bv = b.to_vector(), c(M * N, 0.0);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = 0; k < K; ++k) c[m * N + n] += av[m * K + k] * bv[k * N + n];
+  return c;
+}
+
+void expect_close(const std::vector<double>& got, const std::vector<double>& want, double tol = 1e-12) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], tol) << "element " << i;
+}
+}  // namespace
+
+TEST(Matmul, ShapesAndValuesForEveryRankCombination) {
+  Tensor A = random_leaf({3, 4}, -1, 1, 1).detach(), B = random_leaf({4, 5}, -1, 1, 2).detach();
+  Tensor v4 = random_leaf({4}, -1, 1, 3).detach(), w3 = random_leaf({3}, -1, 1, 4).detach();
+  // 2-D x 2-D
+  Tensor C = matmul(A, B);
+  EXPECT_EQ(C.shape(), (Shape{3, 5}));
+  expect_close(C.to_vector(), naive_mm(A, B));
+  // 1-D x 1-D: dot product, 0-d
+  Tensor d = matmul(v4, v4);
+  EXPECT_EQ(d.dim(), 0);
+  double dot = 0;
+  for (double x : v4.to_vector()) dot += x * x;
+  EXPECT_NEAR(d.item(), dot, 1e-12);
+  // 2-D x 1-D and 1-D x 2-D
+  EXPECT_EQ(matmul(A, v4).shape(), (Shape{3}));
+  expect_close(matmul(A, v4).to_vector(), naive_mm(A, v4.view({4, 1})));
+  EXPECT_EQ(matmul(w3, A).shape(), (Shape{4}));
+  expect_close(matmul(w3, A).to_vector(), naive_mm(w3.view({1, 3}), A));
+  // transposed operands (BLAS reads them through strides)
+  Tensor At = random_leaf({4, 3}, -1, 1, 5).detach();
+  expect_close(matmul(At.t(), B).to_vector(), naive_mm(At.t().contiguous(), B));
+  expect_close(matmul(A, B.t().contiguous().t()).to_vector(), naive_mm(A, B));
+}
+
+TEST(Matmul, BatchedWithBroadcastBatchDims) {
+  Tensor a = random_leaf({2, 1, 3, 4}, -1, 1, 6).detach(), b = random_leaf({3, 4, 2}, -1, 1, 7).detach();
+  Tensor c = matmul(a, b);
+  EXPECT_EQ(c.shape(), (Shape{2, 3, 3, 2}));
+  for (int64_t i = 0; i < 2; ++i)
+    for (int64_t j = 0; j < 3; ++j)
+      expect_close(c.select(0, i).select(0, j).to_vector(),
+                   naive_mm(a.select(0, i).select(0, 0), b.select(0, j)));
+  // [B,M,K] x [K,N] (folded into one GEMM) and [K] x [B,K,N]
+  Tensor x = random_leaf({2, 3, 4}, -1, 1, 8).detach(), W = random_leaf({4, 5}, -1, 1, 9).detach();
+  Tensor y = matmul(x, W);
+  EXPECT_EQ(y.shape(), (Shape{2, 3, 5}));
+  expect_close(y.select(0, 1).to_vector(), naive_mm(x.select(0, 1), W));
+  Tensor v = random_leaf({3}, -1, 1, 10).detach();
+  EXPECT_EQ(matmul(v, x).shape(), (Shape{2, 4}));
+  EXPECT_EQ(matmul(x, random_leaf({4}, -1, 1, 11).detach()).shape(), (Shape{2, 3}));
+}
+
+TEST(Matmul, GradcheckAllForms) {
+  Tensor m34 = random_leaf({3, 4}, -1, 1, 20), m45 = random_leaf({4, 5}, -1, 1, 21);
+  Tensor v4 = random_leaf({4}, -1, 1, 22), v3 = random_leaf({3}, -1, 1, 23);
+  Tensor b234 = random_leaf({2, 3, 4}, -1, 1, 24), b2145 = random_leaf({2, 1, 4, 5}, -1, 1, 25);
+  Tensor m43 = random_leaf({4, 3}, -1, 1, 26);
+  std::vector<std::tuple<const char*, Fn, Inputs>> cases = {
+      {"2d_2d", [](const Inputs& in) { return matmul(in[0], in[1]); }, {m34, m45}},
+      {"1d_1d", [](const Inputs& in) { return matmul(in[0], in[1]); }, {v4, v4.detach().clone()}},
+      {"2d_1d", [](const Inputs& in) { return matmul(in[0], in[1]); }, {m34, v4}},
+      {"1d_2d", [](const Inputs& in) { return matmul(in[0], in[1]); }, {v3, m34}},
+      {"3d_2d_fold", [](const Inputs& in) { return matmul(in[0], in[1]); }, {b234, m45}},
+      {"3d_4d_broadcast", [](const Inputs& in) { return matmul(in[0], in[1]); }, {b234, b2145}},
+      {"transposed_a", [](const Inputs& in) { return matmul(in[0].t(), in[1]); }, {m43, m45}},
+      {"transposed_b", [](const Inputs& in) { return matmul(in[0], in[1].t()); }, {m34, random_leaf({5, 4}, -1, 1, 28)}},
+      {"transposed_batch", [](const Inputs& in) { return matmul(in[0].transpose(1, 2), in[1]); },
+       {b234.detach().clone().requires_grad_(true), random_leaf({2, 3, 5}, -1, 1, 27)}},
+      {"same_input", [](const Inputs& in) { return matmul(in[0], in[0].t()); }, {m34}},
+  };
+  for (auto& [name, f, in] : cases) {
+    SCOPED_TRACE(name);
+    EXPECT_GRADCHECK(f, in);
+  }
+}
+
+TEST(Matmul, BmmValuesAndGradcheck) {
+  Tensor a = random_leaf({3, 2, 4}, -1, 1, 30), b = random_leaf({3, 4, 5}, -1, 1, 31);
+  Tensor c = bmm(a.detach(), b.detach());
+  EXPECT_EQ(c.shape(), (Shape{3, 2, 5}));
+  for (int64_t i = 0; i < 3; ++i)
+    expect_close(c.select(0, i).to_vector(), naive_mm(a.detach().select(0, i), b.detach().select(0, i)));
+  Fn f = [](const Inputs& in) { return bmm(in[0], in[1]); };
+  EXPECT_GRADCHECK(f, (Inputs{a, b}));
+  Tensor bt = random_leaf({3, 5, 4}, -1, 1, 32);
+  Fn g = [](const Inputs& in) { return bmm(in[0], in[1].transpose(1, 2)); };
+  EXPECT_GRADCHECK(g, (Inputs{a, bt}));
+}
+
+TEST(Matmul, LinearWithAndWithoutBias) {
+  Tensor x = random_leaf({2, 3, 4}, -1, 1, 40), W = random_leaf({5, 4}, -1, 1, 41), b = random_leaf({5}, -1, 1, 42);
+  Tensor y = linear(x.detach(), W.detach(), b.detach());
+  EXPECT_EQ(y.shape(), (Shape{2, 3, 5}));
+  std::vector<double> ref = naive_mm(x.detach().reshape({6, 4}), W.detach().t().contiguous());
+  std::vector<double> bv = b.to_vector(), yv = y.to_vector();
+  for (size_t i = 0; i < yv.size(); ++i) EXPECT_NEAR(yv[i], ref[i] + bv[i % 5], 1e-12);
+  expect_close(linear(x.detach(), W.detach()).to_vector(), ref);
+  Fn with_bias = [](const Inputs& in) { return linear(in[0], in[1], in[2]); };
+  Fn no_bias = [](const Inputs& in) { return linear(in[0], in[1]); };
+  EXPECT_GRADCHECK(with_bias, (Inputs{x, W, b}));
+  EXPECT_GRADCHECK(no_bias, (Inputs{x, W}));
+  Tensor x2 = random_leaf({4, 3}, -1, 1, 43);  // transposed input
+  Fn transposed = [](const Inputs& in) { return linear(in[0].t(), in[1], in[2]); };
+  EXPECT_GRADCHECK(transposed, (Inputs{x2, W, b}));
+  Tensor x1 = random_leaf({4}, -1, 1, 44);  // 1-D input
+  EXPECT_GRADCHECK(with_bias, (Inputs{x1, W, b}));
+}
+
+TEST(Matmul, F32MatchesF64) {
+  Tensor a = random_leaf({8, 16}, -1, 1, 50).detach(), b = random_leaf({16, 4}, -1, 1, 51).detach();
+  Tensor c64 = matmul(a, b), c32 = matmul(a.to(DType::f32), b.to(DType::f32));
+  EXPECT_EQ(c32.dtype(), DType::f32);
+  EXPECT_LT(max_rel_diff(c32.to(DType::f64), c64), 1e-5);
+}
+
+TEST(Matmul, ErrorsNameTheOpAndShapes) {
+  std::string e = error_of([] { matmul(zeros({2, 3}), zeros({4, 5})); });
+  EXPECT_TRUE(contains(e, "matmul") && contains(e, "[2,3]") && contains(e, "[4,5]")) << e;
+  e = error_of([] { matmul(zeros({2, 2, 3}), zeros({3, 3, 4})); });
+  EXPECT_TRUE(contains(e, "matmul") && contains(e, "broadcast")) << e;
+  e = error_of([] { bmm(zeros({2, 2, 3}), zeros({3, 3, 4})); });
+  EXPECT_TRUE(contains(e, "bmm")) << e;
+  e = error_of([] { linear(zeros({2, 3}), zeros({5, 4})); });
+  EXPECT_TRUE(contains(e, "linear") && contains(e, "[5,4]")) << e;
+  e = error_of([] { linear(zeros({2, 4}), zeros({5, 4}), zeros({4})); });
+  EXPECT_TRUE(contains(e, "bias")) << e;
+  EXPECT_THROW(matmul(zeros({}), zeros({3})), Error);
+  EXPECT_THROW(matmul(zeros({3}), zeros({3}, DType::f64)), Error);
+}
