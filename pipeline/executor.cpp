@@ -1,0 +1,371 @@
+#include "pipeline/executor.h"
+
+#include <cstring>
+#include <fstream>
+#include <map>
+
+#include "engine/error.h"
+#include "engine/ops.h"
+
+namespace dgpipe::pipeline {
+
+using engine::DType;
+using engine::NoGradGuard;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// ---- side-input (context) serialization: present u8 | dtype u8 | ndim u8 | dims i64... | raw bytes ----
+void put_tensor(std::vector<uint8_t>& out, const Tensor& t) {
+  if (!t.defined()) {
+    out.push_back(0);
+    return;
+  }
+  Tensor c = t.to(engine::Device::cpu()).contiguous();
+  out.push_back(1);
+  out.push_back(static_cast<uint8_t>(c.dtype()));
+  out.push_back(static_cast<uint8_t>(c.dim()));
+  for (int64_t d : c.shape()) {
+    uint8_t b[8];
+    std::memcpy(b, &d, 8);
+    out.insert(out.end(), b, b + 8);
+  }
+  const uint8_t* p = static_cast<const uint8_t*>(c.raw_data());
+  out.insert(out.end(), p, p + c.nbytes());
+}
+
+Tensor get_tensor(const uint8_t*& p, const uint8_t* end, engine::Device device) {
+  auto need = [&](size_t n) {
+    DGP_CHECK(static_cast<size_t>(end - p) >= n, "pipeline message: truncated side inputs");
+  };
+  need(1);
+  if (*p++ == 0) return Tensor();
+  need(2);
+  DType dtype = static_cast<DType>(*p++);
+  DGP_CHECK(static_cast<int>(dtype) <= static_cast<int>(DType::boolean), "pipeline message: bad side-input dtype");
+  int ndim = *p++;
+  engine::Shape shape(ndim);
+  need(8 * static_cast<size_t>(ndim));
+  for (int i = 0; i < ndim; ++i) {
+    std::memcpy(&shape[i], p, 8);
+    p += 8;
+    DGP_CHECK(shape[i] >= 0 && shape[i] < (int64_t(1) << 40), "pipeline message: bad side-input shape");
+  }
+  Tensor t = engine::empty(shape, engine::TensorOptions(dtype, engine::Device::cpu()));
+  need(t.nbytes());
+  std::memcpy(t.raw_data(), p, t.nbytes());
+  p += t.nbytes();
+  return t.to(device);
+}
+
+bool has_type(const layers::Module& m, const std::string& type) {
+  for (auto& [name, mod] : m.named_modules())
+    if (mod->type_name() == type) return true;
+  return false;
+}
+
+}  // namespace
+
+StageExecutor::StageExecutor(StageSetup setup, std::shared_ptr<Channel> channel)
+    : setup_(std::move(setup)), channel_(std::move(channel)) {
+  const int s = setup_.stage, S = setup_.num_stages;
+  DGP_CHECK(S >= 1 && s >= 0 && s < S, "pipeline: stage " << s << " of " << S);
+  DGP_CHECK(!setup_.blocks.empty(), "pipeline: stage " << s << " has no blocks");
+  auto boundary = [](int a, int b, const char* dir) {
+    return "stage" + std::to_string(a) + "->" + std::to_string(b) + " " + dir;
+  };
+  if (s > 0) {
+    up_fwd_ = compress::make_codec(setup_.upstream_fwd, boundary(s - 1, s, "fwd"));
+    up_bwd_ = compress::make_codec(setup_.upstream_bwd, boundary(s - 1, s, "bwd"));
+  }
+  if (s < S - 1) {
+    down_fwd_ = compress::make_codec(setup_.downstream_fwd, boundary(s, s + 1, "fwd"));
+    down_bwd_ = compress::make_codec(setup_.downstream_bwd, boundary(s, s + 1, "bwd"));
+  }
+  if (setup_.recompute) {
+    for (auto& b : setup_.blocks)
+      DGP_CHECK(!has_type(*b, "BatchNorm2d") && !has_type(*b, "Dropout"),
+                "pipeline: --recompute needs blocks without BatchNorm or Dropout (recomputing them would update "
+                "running statistics twice or draw new masks); stage "
+                    << s << " has one");
+  }
+}
+
+Tensor StageExecutor::run_blocks(const Tensor& x, const layers::BlockContext& ctx) {
+  Tensor h = x;
+  for (auto& b : setup_.blocks) h = b->forward(h, ctx);
+  return h;
+}
+
+std::vector<uint8_t> StageExecutor::encode_message(compress::Codec& codec, const Tensor& t,
+                                                   const layers::BlockContext* ctx, BoundaryStats& st) {
+  auto t0 = Clock::now();
+  compress::Packet packet = codec.encode(t.detach());
+  std::vector<uint8_t> bytes = packet.serialize();
+  st.encode_s += seconds_since(t0);
+  st.raw_bytes += static_cast<uint64_t>(t.numel()) * 4;
+  st.wire_bytes += packet.wire_bytes();
+  st.messages++;
+  size_t packet_len = bytes.size();
+  std::vector<uint8_t> out(8);
+  uint64_t len64 = packet_len;
+  std::memcpy(out.data(), &len64, 8);
+  out.insert(out.end(), bytes.begin(), bytes.end());
+  if (ctx) {
+    size_t before = out.size();
+    put_tensor(out, ctx->attention_mask);
+    put_tensor(out, ctx->additive_mask);
+    put_tensor(out, ctx->token_type_ids);
+    st.side_bytes += out.size() - before;
+  }
+  return out;
+}
+
+Tensor StageExecutor::decode_message(compress::Codec& codec, const std::vector<uint8_t>& bytes,
+                                     layers::BlockContext* ctx, BoundaryStats& st) {
+  auto t0 = Clock::now();
+  DGP_CHECK(bytes.size() >= 8, "pipeline message: truncated (" << bytes.size() << " bytes)");
+  uint64_t len = 0;
+  std::memcpy(&len, bytes.data(), 8);
+  DGP_CHECK(len <= bytes.size() - 8, "pipeline message: packet length " << len << " exceeds message");
+  compress::Packet p = compress::Packet::deserialize(bytes.data() + 8, len, setup_.device, codec.boundary());
+  Tensor x = codec.decode(p);
+  if (ctx) {
+    const uint8_t* q = bytes.data() + 8 + len;
+    const uint8_t* end = bytes.data() + bytes.size();
+    ctx->attention_mask = get_tensor(q, end, setup_.device);
+    ctx->additive_mask = get_tensor(q, end, setup_.device);
+    ctx->token_type_ids = get_tensor(q, end, setup_.device);
+  }
+  st.decode_s += seconds_since(t0);
+  return x;
+}
+
+void StageExecutor::event(const char* name, int mb, Clock::time_point t0) {
+  if (!tracing_) return;
+  auto now = Clock::now();
+  TraceEvent e;
+  e.stage = setup_.stage;
+  e.name = mb >= 0 ? std::string(name) + " " + std::to_string(mb) : std::string(name);
+  e.start_us = std::chrono::duration<double, std::micro>(t0 - origin_).count();
+  e.dur_us = std::chrono::duration<double, std::micro>(now - t0).count();
+  trace_.push_back(std::move(e));
+}
+
+namespace {
+layers::BlockContext ctx_on(const layers::BlockContext& c, engine::Device d) {
+  layers::BlockContext r;
+  if (c.attention_mask.defined()) r.attention_mask = c.attention_mask.to(d);
+  if (c.additive_mask.defined()) r.additive_mask = c.additive_mask.to(d);
+  if (c.token_type_ids.defined()) r.token_type_ids = c.token_type_ids.to(d);
+  return r;
+}
+}  // namespace
+
+StepResult StageExecutor::train_step(int64_t step, const std::vector<MicroBatch>& data) {
+  const int s = setup_.stage, S = setup_.num_stages, M = setup_.micro_batches;
+  const bool first = s == 0, last = s == S - 1;
+  DGP_CHECK(!(first || last) || static_cast<int>(data.size()) == M,
+            "pipeline: stage " << s << " needs " << M << " micro-batches of data, got " << data.size());
+  for (auto& b : setup_.blocks) b->train(true);
+  int64_t total = 0;
+  if (last)
+    for (auto& mb : data) total += mb.labels.numel();
+
+  struct Saved {
+    Tensor input;   // leaf on receiving stages (x̂), or the data input on stage 0
+    Tensor output;  // block output (non-last) or the scaled loss (last)
+    layers::BlockContext ctx;
+  };
+  std::vector<Saved> saved(M);
+  std::vector<Tensor> grads_in(M);
+  StepResult result;
+  auto step_start = Clock::now();
+  double busy = 0;
+  const auto program = make_schedule(S, M, setup_.kind)[s];
+
+  auto forward_mb = [&](int m, bool with_grad) {
+    Saved& sv = saved[m];
+    std::unique_ptr<NoGradGuard> ng;
+    if (!with_grad) ng = std::make_unique<NoGradGuard>();
+    Tensor out = run_blocks(sv.input, sv.ctx);
+    if (last) {
+      const Tensor labels = data[m].labels.to(setup_.device);
+      Tensor ce = engine::cross_entropy(out, labels, setup_.label_smoothing);
+      double weight = setup_.seed_compat ? 1.0 : static_cast<double>(labels.numel()) / static_cast<double>(total);
+      Tensor loss = engine::mul(ce, weight);
+      {
+        NoGradGuard g;
+        result.loss += setup_.seed_compat ? ce.item() * labels.numel() / static_cast<double>(total)
+                                          : loss.item();
+        Tensor pred = engine::argmax(out.detach(), 1);
+        Tensor hit = engine::eq(pred, labels);
+        result.correct += static_cast<int64_t>(engine::sum(engine::cast(hit, DType::f32)).item());
+        result.samples += labels.numel();
+      }
+      sv.output = loss;
+    } else {
+      sv.output = out;
+    }
+  };
+
+  for (const Instruction& in : program) {
+    const int m = in.micro_batch;
+    auto t0 = Clock::now();
+    bool counts_busy = true;
+    switch (in.op) {
+      case Op::RecvAct: {
+        Message msg = channel_->recv(s - 1, s, MsgKind::activation, m, step);
+        up_stats_.wait_s += seconds_since(t0);
+        counts_busy = false;
+        auto td = Clock::now();
+        Tensor x = decode_message(*up_fwd_, msg.bytes, &saved[m].ctx, up_stats_).detach();
+        x.requires_grad_(true);
+        saved[m].input = x;
+        busy += seconds_since(td);
+        break;
+      }
+      case Op::Forward: {
+        if (first) {
+          saved[m].input = data[m].input.to(setup_.device);
+          saved[m].ctx = ctx_on(data[m].ctx, setup_.device);
+        }
+        forward_mb(m, !setup_.recompute);
+        break;
+      }
+      case Op::SendAct: {
+        std::vector<uint8_t> bytes = encode_message(*down_fwd_, saved[m].output, &saved[m].ctx, down_fwd_stats_);
+        Message msg{s, s + 1, MsgKind::activation, m, step, std::move(bytes)};
+        channel_->send(std::move(msg));
+        if (setup_.recompute) saved[m].output = Tensor();
+        break;
+      }
+      case Op::RecvGrad: {
+        Message msg = channel_->recv(s + 1, s, MsgKind::gradient, m, step);
+        down_fwd_stats_.wait_s += seconds_since(t0);
+        counts_busy = false;
+        auto td = Clock::now();
+        BoundaryStats dummy;
+        grads_in[m] = decode_message(*down_bwd_, msg.bytes, nullptr, dummy);
+        down_fwd_stats_.decode_s += dummy.decode_s;
+        busy += seconds_since(td);
+        break;
+      }
+      case Op::Backward: {
+        if (setup_.recompute) forward_mb(m, true);
+        Saved& sv = saved[m];
+        if (last) {
+          engine::backward({sv.output}, {engine::ones_like(sv.output)});
+        } else {
+          Tensor g = grads_in[m];
+          if (g.dtype() != sv.output.dtype()) g = g.to(sv.output.dtype());
+          if (sv.output.requires_grad()) engine::backward({sv.output}, {g});
+          grads_in[m] = Tensor();
+        }
+        sv.output = Tensor();
+        break;
+      }
+      case Op::SendGrad: {
+        Tensor g = saved[m].input.grad();
+        if (!g.defined()) g = engine::zeros_like(saved[m].input);
+        std::vector<uint8_t> bytes = encode_message(*up_bwd_, g, nullptr, up_bwd_stats_);
+        channel_->send(Message{s, s - 1, MsgKind::gradient, m, step, std::move(bytes)});
+        saved[m] = Saved();
+        break;
+      }
+      case Op::OptimizerStep: {
+        if (setup_.optimizer_step) setup_.optimizer_step();
+        break;
+      }
+    }
+    if (counts_busy) busy += seconds_since(t0);
+    event(op_name(in.op), m, t0);
+  }
+  stats_.busy_s += busy;
+  stats_.wall_s += seconds_since(step_start);
+  return result;
+}
+
+StepResult StageExecutor::eval_step(int64_t step, const std::vector<MicroBatch>& data, bool keep_logits) {
+  const int s = setup_.stage, S = setup_.num_stages, M = setup_.micro_batches;
+  const bool first = s == 0, last = s == S - 1;
+  DGP_CHECK(!(first || last) || static_cast<int>(data.size()) == M,
+            "pipeline: stage " << s << " needs " << M << " micro-batches of data, got " << data.size());
+  NoGradGuard ng;
+  for (auto& b : setup_.blocks) b->train(false);
+  StepResult result;
+  int64_t total = 0;
+  if (last)
+    for (auto& mb : data) total += mb.labels.numel();
+  for (int m = 0; m < M; ++m) {
+    Tensor x;
+    layers::BlockContext ctx;
+    if (first) {
+      x = data[m].input.to(setup_.device);
+      ctx = ctx_on(data[m].ctx, setup_.device);
+    } else {
+      Message msg = channel_->recv(s - 1, s, MsgKind::activation, m, step);
+      BoundaryStats ignore;
+      x = decode_message(*up_fwd_, msg.bytes, &ctx, ignore);
+    }
+    Tensor out = run_blocks(x, ctx);
+    if (last) {
+      Tensor labels = data[m].labels.to(setup_.device);
+      Tensor ce = engine::cross_entropy(out, labels);
+      result.loss += ce.item() * static_cast<double>(labels.numel()) / static_cast<double>(total);
+      Tensor hit = engine::eq(engine::argmax(out, 1), labels);
+      result.correct += static_cast<int64_t>(engine::sum(engine::cast(hit, DType::f32)).item());
+      result.samples += labels.numel();
+      if (keep_logits) result.logits.push_back(out.to(engine::Device::cpu()));
+    } else {
+      BoundaryStats ignore;
+      channel_->send(Message{s, s + 1, MsgKind::activation, m, step, encode_message(*down_fwd_, out, &ctx, ignore)});
+    }
+  }
+  return result;
+}
+
+void write_chrome_trace(const std::string& path, const std::vector<TraceEvent>& events, int pid) {
+  std::ofstream f(path);
+  DGP_CHECK(f.good(), "trace: cannot write '" << path << "'");
+  f << "{\"traceEvents\":[\n";
+  for (size_t i = 0; i < events.size(); ++i) {
+    const TraceEvent& e = events[i];
+    f << "{\"name\":\"" << e.name << "\",\"ph\":\"X\",\"ts\":" << e.start_us << ",\"dur\":" << e.dur_us
+      << ",\"pid\":" << pid << ",\"tid\":" << e.stage << "}" << (i + 1 < events.size() ? ",\n" : "\n");
+  }
+  f << "],\"displayTimeUnit\":\"ms\"}\n";
+  DGP_CHECK(f.good(), "trace: error writing '" << path << "'");
+}
+
+std::vector<MicroBatch> split_micro_batches(const MicroBatch& batch, int M) {
+  DGP_CHECK(M >= 1, "pipeline: micro-batches must be >= 1, got " << M);
+  int64_t n = batch.input.size(0);
+  DGP_CHECK(n >= M, "pipeline: a batch of " << n << " samples cannot be split into " << M << " micro-batches");
+  auto inputs = engine::chunk(batch.input, M, 0);
+  DGP_CHECK(static_cast<int>(inputs.size()) == M,
+            "pipeline: a batch of " << n << " samples splits into " << inputs.size() << " chunks, not " << M
+                                    << " (torch.chunk sizes); choose a batch divisible by the micro-batch count");
+  auto split_opt = [&](const Tensor& t) {
+    std::vector<Tensor> parts(M);
+    if (t.defined()) parts = engine::chunk(t, M, 0);
+    return parts;
+  };
+  auto labels = split_opt(batch.labels);
+  auto am = split_opt(batch.ctx.attention_mask);
+  auto add = split_opt(batch.ctx.additive_mask);
+  auto tt = split_opt(batch.ctx.token_type_ids);
+  std::vector<MicroBatch> out(M);
+  for (int m = 0; m < M; ++m) {
+    out[m].input = inputs[m];
+    out[m].labels = labels[m];
+    out[m].ctx.attention_mask = am[m];
+    out[m].ctx.additive_mask = add[m];
+    out[m].ctx.token_type_ids = tt[m];
+  }
+  return out;
+}
+
+}  // namespace dgpipe::pipeline

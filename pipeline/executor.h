@@ -1,0 +1,120 @@
+// The stage executor: interprets one stage's instruction list (pipeline/schedule.h) for one optimizer step.
+//
+// A stage runs a contiguous range of a model's blocks. Activations leave it through the forward codec of its
+// downstream boundary and gradients through the backward codec of its upstream boundary; both are decoded by the
+// neighbour. The sender keeps its exact activation (its own graph is untouched); the receiver trains on the
+// decoded x̂, a leaf that requires grad, and sends back its gradient: straight-through, as the original.
+//
+// Loss: the last stage computes cross-entropy per micro-batch scaled by n_m / N, so the parameters receive the
+// gradient of the mean loss over the whole mini-batch (seed_compat: unscaled sum of micro-batch means, the
+// original's choice). BatchNorm normalises per micro-batch (a block sees one micro-batch at a time).
+#pragma once
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "compress/codec.h"
+#include "layers/module.h"
+#include "pipeline/channel.h"
+#include "pipeline/schedule.h"
+
+namespace dgpipe::pipeline {
+
+using engine::Tensor;
+
+// One micro-batch as the data owner sees it.
+struct MicroBatch {
+  Tensor input;                // stage 0's input (images f32 [n,3,H,W] or token ids i64 [n,L])
+  Tensor labels;               // i64 [n], used by the last stage
+  layers::BlockContext ctx;    // side inputs (attention mask); travels with activations to later stages
+};
+
+struct BoundaryStats {
+  uint64_t raw_bytes = 0;   // what an uncompressed f32 tensor would have cost
+  uint64_t wire_bytes = 0;  // what the codec's packets cost (header + body)
+  uint64_t side_bytes = 0;  // side inputs sent with activations (attention masks)
+  uint64_t messages = 0;
+  double encode_s = 0, decode_s = 0, wait_s = 0;
+};
+
+struct StageStats {
+  double busy_s = 0;  // time in Forward/Backward/encode/decode/optimizer
+  double wall_s = 0;  // time from the first to the last instruction of the step
+  double idle_fraction() const { return wall_s > 0 ? 1.0 - busy_s / wall_s : 0.0; }
+};
+
+struct TraceEvent {
+  int stage;
+  std::string name;
+  double start_us;
+  double dur_us;
+};
+
+struct StageSetup {
+  int stage = 0;
+  int num_stages = 1;
+  int micro_batches = 1;
+  ScheduleKind kind = ScheduleKind::gpipe;
+  std::vector<layers::ModulePtr> blocks;  // this stage's blocks, already on `device`
+  engine::Device device = engine::Device::cpu();
+  std::string upstream_fwd = "none", upstream_bwd = "none";      // boundary stage-1 -> stage
+  std::string downstream_fwd = "none", downstream_bwd = "none";  // boundary stage -> stage+1
+  bool seed_compat = false;
+  bool recompute = false;  // keep only stage inputs during forward; recompute the graph in backward
+  std::function<void()> optimizer_step;  // called at OptimizerStep (step + zero_grad); may be empty
+  double label_smoothing = 0.0;
+};
+
+struct StepResult {
+  double loss = 0;        // last stage: mini-batch loss (mean over samples)
+  int64_t correct = 0;    // last stage: top-1 correct predictions
+  int64_t samples = 0;
+  std::vector<Tensor> logits;  // last stage, when keep_logits
+};
+
+class StageExecutor {
+ public:
+  StageExecutor(StageSetup setup, std::shared_ptr<Channel> channel);
+
+  // One training step. `data` is needed by stage 0 (inputs, contexts) and by the last stage (labels); other
+  // stages may pass an empty vector.
+  StepResult train_step(int64_t step, const std::vector<MicroBatch>& data);
+  // Forward only (evaluation through the codecs, as the original validated); no gradients, no optimizer.
+  StepResult eval_step(int64_t step, const std::vector<MicroBatch>& data, bool keep_logits = false);
+
+  const StageSetup& setup() const { return setup_; }
+  BoundaryStats& upstream_stats() { return up_stats_; }      // grads sent / activations received
+  BoundaryStats& downstream_fwd_stats() { return down_fwd_stats_; }  // activations sent by this stage
+  BoundaryStats& upstream_bwd_stats() { return up_bwd_stats_; }      // gradients sent by this stage
+  StageStats& stats() { return stats_; }
+  std::vector<TraceEvent>& trace() { return trace_; }
+  void set_trace(bool on) { tracing_ = on; }
+  void set_trace_origin(std::chrono::steady_clock::time_point t0) { origin_ = t0; }
+
+ private:
+  Tensor run_blocks(const Tensor& x, const layers::BlockContext& ctx);
+  std::vector<uint8_t> encode_message(compress::Codec& codec, const Tensor& t, const layers::BlockContext* ctx,
+                                      BoundaryStats& st);
+  Tensor decode_message(compress::Codec& codec, const std::vector<uint8_t>& bytes, layers::BlockContext* ctx,
+                        BoundaryStats& st);
+  void event(const char* name, int mb, std::chrono::steady_clock::time_point t0);
+
+  StageSetup setup_;
+  std::shared_ptr<Channel> channel_;
+  std::unique_ptr<compress::Codec> up_fwd_, up_bwd_, down_fwd_, down_bwd_;
+  BoundaryStats up_stats_, down_fwd_stats_, up_bwd_stats_;
+  StageStats stats_;
+  std::vector<TraceEvent> trace_;
+  bool tracing_ = false;
+  std::chrono::steady_clock::time_point origin_ = std::chrono::steady_clock::now();
+};
+
+// Writes a Chrome/Perfetto trace (JSON "traceEvents", one complete event per instruction, one thread per stage).
+void write_chrome_trace(const std::string& path, const std::vector<TraceEvent>& events, int pid = 0);
+
+// Splits a mini-batch into M micro-batches along dim 0 (torch.chunk sizes); contexts are split alike.
+std::vector<MicroBatch> split_micro_batches(const MicroBatch& batch, int micro_batches);
+
+}  // namespace dgpipe::pipeline

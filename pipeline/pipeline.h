@@ -1,0 +1,85 @@
+// A whole pipeline: partition a model's blocks into stages, place stages on ranks and devices, and run steps.
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/optim/optimizer.h"
+#include "pipeline/executor.h"
+
+namespace dgpipe::pipeline {
+
+// "1,17,1" -> {1,17,1} (must sum to num_blocks and have `stages` entries, or stages == 0 to take its length).
+std::vector<int> parse_balance(const std::string& text, int num_blocks, int stages);
+// Contiguous partition of blocks minimising the slowest stage, given each block's cost.
+std::vector<int> balance_by_cost(const std::vector<double>& costs, int stages);
+// Measures forward+backward time of each block on `sample` (one micro-batch) and balances by it.
+std::vector<int> balance_by_time(const std::vector<layers::ModulePtr>& blocks, const MicroBatch& sample, int stages);
+
+enum class Placement { chain, client_server };
+Placement parse_placement(const std::string& text);
+// stage -> rank. chain: stage i on rank i. client-server: rank 0 runs the first and the last stage (data and
+// labels stay there); the middle stages run on ranks 1..S-2.
+std::vector<int> place_stages(Placement placement, int stages);
+int ranks_needed(Placement placement, int stages);
+
+using OptimizerFactory = std::function<std::unique_ptr<engine::Optimizer>(std::vector<Tensor> params, int stage)>;
+
+struct PipelineOptions {
+  std::vector<int> balance;                  // blocks per stage
+  int micro_batches = 1;
+  ScheduleKind kind = ScheduleKind::gpipe;
+  std::vector<compress::DirectionPair> codecs;  // per boundary (size stages-1), or one entry for all
+  std::vector<engine::Device> devices;       // per stage, or one entry for all (default cpu)
+  Placement placement = Placement::chain;
+  LinkModel link;
+  bool seed_compat = false;
+  bool recompute = false;
+  double label_smoothing = 0.0;
+  std::chrono::milliseconds timeout{std::chrono::seconds(120)};
+  bool trace = false;
+};
+
+class Pipeline {
+ public:
+  // Local: every stage runs as a thread of this process (LocalChannel).
+  Pipeline(std::vector<layers::ModulePtr> blocks, PipelineOptions opts, OptimizerFactory make_optimizer);
+#ifdef DGPIPE_WITH_MPI
+  // MPI: this process runs the stages placed on `rank` (mpi_init first); the others run in the other ranks.
+  Pipeline(std::vector<layers::ModulePtr> blocks, PipelineOptions opts, OptimizerFactory make_optimizer, int rank,
+           int world_size);
+#endif
+
+  // One optimizer step on a mini-batch (split into micro-batches). The result's loss/accuracy is filled on the
+  // process running the last stage. Any stage failing stops all stages and rethrows its error here.
+  StepResult train_step(const MicroBatch& batch);
+  StepResult eval_step(const MicroBatch& batch, bool keep_logits = false);
+
+  int num_stages() const { return static_cast<int>(opts_.balance.size()); }
+  const PipelineOptions& options() const { return opts_; }
+  // Stages run by this process, with their statistics and optimizers.
+  std::vector<std::unique_ptr<StageExecutor>>& local_stages() { return stages_; }
+  std::vector<std::unique_ptr<engine::Optimizer>>& optimizers() { return optimizers_; }
+  const std::vector<int>& stage_rank() const { return stage_rank_; }
+  bool runs_stage(int s) const { return stage_rank_[s] == rank_; }
+  std::vector<TraceEvent> trace_events() const;
+  void write_trace(const std::string& path) const;
+  // Sets the learning rate of every local stage's optimizer (what a schedule calls each iteration).
+  void set_lr(double lr);
+
+ private:
+  void build(std::vector<layers::ModulePtr> blocks, OptimizerFactory make_optimizer);
+  template <class Fn>
+  StepResult run_all(Fn&& fn);
+
+  PipelineOptions opts_;
+  std::shared_ptr<Channel> channel_;
+  std::vector<int> stage_rank_;
+  int rank_ = 0;
+  std::vector<std::unique_ptr<StageExecutor>> stages_;
+  std::vector<std::unique_ptr<engine::Optimizer>> optimizers_;
+  int64_t step_ = 0;
+};
+
+}  // namespace dgpipe::pipeline

@@ -1,0 +1,189 @@
+// Transparency: with codec `none`, a pipelined step gives the same parameters as single-device training on the same
+// micro-batches, whatever the stage count, micro-batch count, schedule or placement. Plus partition, wire accounting
+// with codecs, trace output and failure propagation.
+#include "pipeline/pipeline.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <fstream>
+
+#include "compress/codec.h"
+#include "engine/optim/sgd.h"
+#include "layers/layers.h"
+#include "pipeline_test_models.h"
+
+using namespace dgpipe;
+using namespace dgpipe::pipeline;
+using engine::Tensor;
+
+namespace {
+
+std::unique_ptr<engine::Optimizer> make_sgd(std::vector<Tensor> params, int) {
+  engine::SGDOptions o;
+  o.lr = 0.1;
+  o.momentum = 0.9;
+  o.weight_decay = 1e-3;
+  return std::make_unique<engine::SGD>(std::move(params), o);
+}
+
+// Single-device reference: the same micro-batches, loss scaled by n_m / N, one optimizer step.
+void reference_step(std::vector<layers::ModulePtr>& blocks, engine::Optimizer& opt, const MicroBatch& batch, int M) {
+  auto micro = split_micro_batches(batch, M);
+  int64_t total = batch.labels.numel();
+  for (auto& b : blocks) b->train(true);
+  for (auto& mb : micro) {
+    Tensor h = mb.input;
+    for (auto& b : blocks) h = b->forward(h, mb.ctx);
+    Tensor loss = engine::mul(engine::cross_entropy(h, mb.labels),
+                              static_cast<double>(mb.labels.numel()) / static_cast<double>(total));
+    loss.backward();
+  }
+  opt.step();
+  opt.zero_grad();
+}
+
+double max_param_diff(const std::vector<layers::ModulePtr>& a, const std::vector<layers::ModulePtr>& b) {
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    auto pa = a[i]->state_dict(), pb = b[i]->state_dict();
+    for (size_t k = 0; k < pa.size(); ++k) {
+      auto va = pa[k].second.to_vector(), vb = pb[k].second.to_vector();
+      double num = 0, den = 0;
+      for (size_t j = 0; j < va.size(); ++j) {
+        num += (va[j] - vb[j]) * (va[j] - vb[j]);
+        den += vb[j] * vb[j];
+      }
+      worst = std::max(worst, std::sqrt(num / std::max(den, 1e-30)));
+    }
+  }
+  return worst;
+}
+
+void check_transparency(const std::string& model, int S, int M, ScheduleKind kind, Placement placement) {
+  SCOPED_TRACE(model + " S=" + std::to_string(S) + " M=" + std::to_string(M) + " " + schedule_kind_name(kind));
+  auto ref_blocks = testmodels::make_blocks(model);
+  auto pipe_blocks = testmodels::make_blocks(model);
+  ASSERT_LT(max_param_diff(ref_blocks, pipe_blocks), 1e-12) << "factories must build identical models";
+  std::vector<Tensor> ref_params;
+  for (auto& b : ref_blocks)
+    for (auto& p : b->parameters()) ref_params.push_back(p);
+  auto ref_opt = make_sgd(ref_params, 0);
+
+  PipelineOptions opts;
+  opts.balance = balance_by_cost(std::vector<double>(pipe_blocks.size(), 1.0), S);
+  opts.micro_batches = M;
+  opts.kind = kind;
+  opts.placement = placement;
+  Pipeline pipe(pipe_blocks, opts, make_sgd);
+  for (int step = 0; step < 3; ++step) {
+    MicroBatch batch = testmodels::make_batch(model, 8, 100 + step);
+    reference_step(ref_blocks, *ref_opt, batch, M);
+    pipe.train_step(batch);
+  }
+  EXPECT_LT(max_param_diff(pipe_blocks, ref_blocks), 1e-5);
+}
+
+}  // namespace
+
+TEST(Pipeline, TransparencyMlpAllShapes) {
+  for (int S : {1, 2, 3, 4})
+    for (int M : {1, 2, 4})
+      for (ScheduleKind kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b})
+        check_transparency("mlp", S, M, kind, S >= 3 ? Placement::client_server : Placement::chain);
+}
+
+TEST(Pipeline, TransparencyModels) {
+  for (const std::string model : testmodels::available_models()) {
+    if (model == "mlp") continue;
+    for (int S : {2, 3, 4})
+      for (int M : {1, 2, 4}) check_transparency(model, S, M, ScheduleKind::gpipe, Placement::chain);
+    check_transparency(model, 3, 4, ScheduleKind::one_f_one_b, Placement::client_server);
+  }
+}
+
+TEST(Pipeline, BalanceByCost) {
+  EXPECT_EQ(balance_by_cost({1, 1, 1, 1}, 2), (std::vector<int>{2, 2}));
+  EXPECT_EQ(balance_by_cost({5, 1, 1, 1, 1, 1}, 2), (std::vector<int>{1, 5}));
+  EXPECT_EQ(balance_by_cost({4, 1, 1, 1, 1, 4}, 3), (std::vector<int>{1, 4, 1}));
+  EXPECT_EQ(parse_balance("1,17,1", 19, 3), (std::vector<int>{1, 17, 1}));
+  EXPECT_THROW(parse_balance("1,17", 19, 2), engine::Error);
+  EXPECT_THROW(parse_balance("1,x,1", 19, 3), engine::Error);
+  EXPECT_THROW(parse_balance("1,2", 3, 3), engine::Error);
+  EXPECT_EQ(place_stages(Placement::client_server, 4), (std::vector<int>{0, 1, 2, 0}));
+  EXPECT_THROW(place_stages(Placement::client_server, 2), engine::Error);
+  EXPECT_THROW(parse_placement("ring"), engine::Error);
+}
+
+TEST(Pipeline, WireBytesFollowTheCodecFormulas) {
+  auto blocks = testmodels::make_blocks("mlp");
+  PipelineOptions opts;
+  opts.balance = {2, 1, 2};
+  opts.micro_batches = 4;
+  opts.codecs = {compress::parse_direction_pair("fwd=sortquant:6+2,bwd=uniform:8")};
+  Pipeline pipe(blocks, opts, make_sgd);
+  const int steps = 2;
+  MicroBatch batch = testmodels::make_batch("mlp", 8, 1);
+  for (int i = 0; i < steps; ++i) pipe.train_step(batch);
+  // Each boundary carries one activation [2,16] per micro-batch forward and one gradient back.
+  auto fwd = compress::make_codec("sortquant:6+2"), bwd = compress::make_codec("uniform:8");
+  engine::Shape shape{2, 16};
+  for (auto& st : pipe.local_stages()) {
+    int s = st->setup().stage;
+    if (s < 2) {
+      EXPECT_EQ(st->downstream_fwd_stats().wire_bytes, steps * 4 * fwd->wire_bytes(shape)) << "stage " << s;
+      EXPECT_EQ(st->downstream_fwd_stats().raw_bytes, steps * 4 * 2 * 16 * 4u);
+    }
+    if (s > 0) EXPECT_EQ(st->upstream_bwd_stats().wire_bytes, steps * 4 * bwd->wire_bytes(shape)) << "stage " << s;
+  }
+  // On a real boundary tensor, bit-packed 8-bit codes cost a quarter of f32 plus a small header: the ratio is real.
+  engine::Shape boundary{64, 32, 32, 32};
+  double raw = 64.0 * 32 * 32 * 32 * 4;
+  EXPECT_GT(fwd->wire_bytes(boundary), 0.25 * raw);
+  EXPECT_LT(fwd->wire_bytes(boundary), 0.2501 * raw);
+}
+
+TEST(Pipeline, TraceHasOneEventPerInstruction) {
+  auto blocks = testmodels::make_blocks("mlp");
+  PipelineOptions opts;
+  opts.balance = {1, 2, 2};
+  opts.micro_batches = 3;
+  opts.trace = true;
+  Pipeline pipe(blocks, opts, make_sgd);
+  pipe.train_step(testmodels::make_batch("mlp", 6, 2));
+  std::string path = ::testing::TempDir() + "dgpipe_trace.json";
+  pipe.write_trace(path);
+  std::ifstream f(path);
+  nlohmann::json j = nlohmann::json::parse(f);
+  size_t expected = 0;
+  for (auto& p : make_schedule(3, 3, ScheduleKind::gpipe)) expected += p.size();
+  EXPECT_EQ(j["traceEvents"].size(), expected);
+  for (auto& e : j["traceEvents"]) {
+    EXPECT_EQ(e["ph"], "X");
+    EXPECT_GE(e["dur"].get<double>(), 0.0);
+  }
+  std::remove(path.c_str());
+}
+
+TEST(Pipeline, FailingStageStopsEveryStage) {
+  // A codec that cannot encode (NaN activations) makes stage 0 fail; stage 1 must not hang waiting for it.
+  auto blocks = testmodels::make_blocks("mlp");
+  PipelineOptions opts;
+  opts.balance = {1, 4};
+  opts.micro_batches = 2;
+  opts.codecs = {compress::parse_direction_pair("uniform:8")};
+  opts.timeout = std::chrono::seconds(30);
+  Pipeline pipe(blocks, opts, make_sgd);
+  MicroBatch batch = testmodels::make_batch("mlp", 4, 3);
+  batch.input = engine::mul(batch.input, std::nan(""));
+  auto t0 = std::chrono::steady_clock::now();
+  try {
+    pipe.train_step(batch);
+    FAIL() << "expected an error";
+  } catch (const engine::Error& e) {
+    std::string w = e.what();
+    EXPECT_NE(w.find("stage0->1"), std::string::npos) << w;  // names the boundary
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+}
