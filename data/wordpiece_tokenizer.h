@@ -1,0 +1,57 @@
+// WordPiece (BERT) from vocab.txt, matching Hugging Face's BertNormalizer (clean text, CJK spacing, accent
+// stripping, lower-casing) + BertPreTokenizer (split on whitespace, isolate punctuation) + WordPiece model
+// (greedy longest match, "##" continuations, [UNK] for a word with no split) + BertProcessing:
+// [CLS] A [SEP] and [CLS] A [SEP] B [SEP], with token type 1 on "B [SEP]".
+#pragma once
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "data/tokenizer.h"
+
+namespace dgpipe::data {
+
+struct WordPieceOptions {
+  bool lowercase = true;                // BERT uncased
+  std::optional<bool> strip_accents;    // unset: follow lowercase (as HF)
+  bool handle_chinese_chars = true;
+  bool clean_text = true;
+  std::string unk_token = "[UNK]";
+  std::string cls_token = "[CLS]";
+  std::string sep_token = "[SEP]";
+  std::string pad_token = "[PAD]";
+  std::string continuing_prefix = "##";
+  size_t max_input_chars_per_word = 100;
+};
+
+class WordPieceTokenizer : public Tokenizer {
+ public:
+  // Throws naming the file and line for a missing file or invalid UTF-8, and naming a missing special token.
+  explicit WordPieceTokenizer(const std::string& vocab_txt_path, WordPieceOptions options = {});
+
+  std::vector<int64_t> tokenize(std::string_view text) const override;
+  int64_t pad_id() const override { return pad_id_; }
+  int64_t vocab_size() const override { return static_cast<int64_t>(id_to_token_.size()); }
+  const SpecialTokenLayout& special_tokens() const override { return layout_; }
+  std::string name() const override { return "WordPiece (" + vocab_path_ + ")"; }
+
+  // Normalised text split into words and punctuation (BERT's "basic tokenization"), before WordPiece. For tests.
+  std::vector<std::string> basic_tokenize(std::string_view text) const;
+  int64_t token_to_id(const std::string& token) const;  // -1 when absent
+  const std::string& id_to_token(int64_t id) const;
+
+ private:
+  std::u32string normalize(std::string_view text) const;
+  void wordpiece(const std::u32string& word, std::vector<int64_t>& out) const;
+
+  std::string vocab_path_;
+  WordPieceOptions options_;
+  std::unordered_map<std::string, int64_t> token_to_id_;
+  std::vector<std::string> id_to_token_;
+  int64_t unk_id_ = 0, pad_id_ = 0;
+  SpecialTokenLayout layout_;
+};
+
+}  // namespace dgpipe::data
