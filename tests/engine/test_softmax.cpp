@@ -180,3 +180,17 @@ TEST(CrossEntropy, OutOfRangeTargetErrorNamesOpIndexAndClassCount) {
   EXPECT_THROW(cross_entropy(zeros({3}), from_vector(std::vector<int64_t>{0}, {1})), Error);  // 1-D logits
   EXPECT_THROW(cross_entropy(logits, from_vector(std::vector<int64_t>{0, 1, 2}, {3}), 1.5), Error);
 }
+
+TEST(Softmax, HalfInputsComputeInFloatOnCpu) {
+  Tensor x = random_leaf({4, 6}, -3, 3, 80).detach().to(DType::f32);
+  Tensor y16 = softmax(x.to(DType::f16), 1);
+  EXPECT_EQ(y16.dtype(), DType::f16);
+  EXPECT_LT(max_rel_diff(y16.to(DType::f32), softmax(x, 1)), 2e-3);
+  Tensor logits16 = x.to(DType::bf16).requires_grad_(true);
+  Tensor target = from_vector(std::vector<int64_t>{0, 5, 2, 3}, {4});
+  Tensor loss = cross_entropy(logits16, target, 0.1);
+  EXPECT_EQ(loss.dtype(), DType::bf16);
+  EXPECT_NEAR(loss.item(), cross_entropy(logits16.detach().to(DType::f32), target, 0.1).item(), 2e-2);
+  loss.backward();
+  EXPECT_EQ(logits16.grad().dtype(), DType::bf16);
+}
