@@ -61,7 +61,7 @@ class FastQuantCodec final : public Codec {
     for (int64_t j = 0; j < ns; ++j) sample[j] = v[fastquant_sample_index(j, n, ns)];
     std::sort(sample.begin(), sample.end());
     std::vector<float> bounds(groups > 1 ? groups - 1 : 0);
-    for (int g = 1; g < groups; ++g) bounds[g - 1] = sample[fastquant_boundary_rank(g, groups, ns)];
+    for (int g = 1; g < groups && ns > 0; ++g) bounds[g - 1] = sample[fastquant_boundary_rank(g, groups, ns)];
 
     std::vector<int> group(static_cast<size_t>(n));
     std::vector<float> lo(groups, 0.0f), hi(groups, 0.0f), step(groups, 0.0f);
