@@ -195,3 +195,28 @@ TEST(AdamW, LoadStateDictRejectsMismatches) {
   missing.erase("step");
   EXPECT_THROW(opt.load_state_dict(missing), Error);
 }
+
+TEST(AdamW, CudaMatchesCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device: skipped";
+  Generator gen(6);
+  Tensor init = randn({1000}, DType::f32, &gen);
+  std::vector<Tensor> grads;
+  for (int s = 0; s < 3; ++s) grads.push_back(randn({1000}, DType::f32, &gen));
+  AdamWOptions o;
+  o.lr = 0.01;
+  o.weight_decay = 0.1;
+  Tensor cpu = init.clone(), gpu = init.to(Device::cuda(0));
+  cpu.requires_grad_();
+  gpu.requires_grad_();
+  AdamW opt_cpu({cpu}, o), opt_gpu({gpu}, o);
+  for (const Tensor& g : grads) {
+    cpu.set_grad(g);
+    gpu.set_grad(g.to(Device::cuda(0)));
+    opt_cpu.step();
+    opt_gpu.step();
+  }
+  std::vector<double> a = cpu.to_vector(), b = gpu.to_vector();
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-6 + 1e-6 * std::abs(a[i])) << i;
+  auto state = opt_gpu.state_dict();
+  EXPECT_TRUE(state.at("state.0.exp_avg").is_cuda());
+}

@@ -211,3 +211,28 @@ TEST(SGD, StateRoundTripResumesIdentically) {
   opt_b.step();
   for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].to_vector(), b[i].to_vector()) << "param " << i;
 }
+
+TEST(SGD, CudaMatchesCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device: skipped";
+  Generator gen(5);
+  Tensor init = randn({1000}, DType::f32, &gen);
+  std::vector<Tensor> grads;
+  for (int s = 0; s < 3; ++s) grads.push_back(randn({1000}, DType::f32, &gen));
+  SGDOptions o;
+  o.lr = 0.1;
+  o.momentum = 0.9;
+  o.weight_decay = 0.01;
+  o.nesterov = true;
+  Tensor cpu = init.clone(), gpu = init.to(Device::cuda(0));
+  cpu.requires_grad_();
+  gpu.requires_grad_();
+  SGD opt_cpu({cpu}, o), opt_gpu({gpu}, o);
+  for (const Tensor& g : grads) {
+    cpu.set_grad(g);
+    gpu.set_grad(g.to(Device::cuda(0)));
+    opt_cpu.step();
+    opt_gpu.step();
+  }
+  std::vector<double> a = cpu.to_vector(), b = gpu.to_vector();
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-6 + 1e-6 * std::abs(a[i])) << i;
+}
