@@ -50,7 +50,7 @@ void BM_Conv2dForward(benchmark::State& state) {
     benchmark::DoNotOptimize(y.raw_data());
   }
   state.SetLabel(kNames[state.range(0)]);
-  state.counters["GFLOP/s"] =
+  state.counters["GFLOP"] =
       benchmark::Counter(forward_flops(s) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
@@ -75,7 +75,7 @@ void BM_Conv2dForwardBackward(benchmark::State& state) {
     benchmark::DoNotOptimize(w.grad().raw_data());
   }
   state.SetLabel(kNames[state.range(0)]);
-  state.counters["GFLOP/s"] =
+  state.counters["GFLOP"] =
       benchmark::Counter(3 * forward_flops(s) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
