@@ -1,0 +1,60 @@
+#include "models/registry.h"
+
+#include <sstream>
+
+#include "models/roberta.h"
+#include "models/vision.h"
+
+namespace dgpipe::models {
+
+std::vector<std::string> model_names() { return {"mobilenetv2", "resnet18", "vgg11", "roberta", "bert"}; }
+
+ModelPtr build_model(const std::string& name_in, const ModelOptions& opts) {
+  std::string name = name_in;
+  if (name == "vgg11_bn" || name == "vgg11-bn") name = "vgg11";
+  if (name == "roberta-base") name = "roberta";
+  if (name == "minilm" || name == "all-minilm-l6-v2") name = "bert";
+  const bool image = name == "mobilenetv2" || name == "resnet18" || name == "vgg11";
+  if (image) {
+    DGP_CHECK(opts.input_size == 32 || opts.input_size == 224,
+              "build_model: " << name << " supports --input-size 32 (CIFAR) or 224 (ImageNet), got " << opts.input_size);
+    const bool cifar = opts.input_size == 32;
+    const int64_t classes = opts.num_classes > 0 ? opts.num_classes : (cifar ? 10 : 1000);
+    if (name == "mobilenetv2") {
+      MobileNetV2Config c;
+      c.num_classes = classes;
+      c.cifar = cifar;
+      c.seed = opts.seed;
+      return make_mobilenetv2(c);
+    }
+    if (name == "resnet18") {
+      ResNet18Config c;
+      c.num_classes = classes;
+      c.cifar = cifar;
+      c.seed = opts.seed;
+      return make_resnet18(c);
+    }
+    VGG11Config c;
+    c.num_classes = classes;
+    c.cifar = cifar;
+    c.seed = opts.seed;
+    return make_vgg11_bn(c);
+  }
+  if (name == "roberta" || name == "bert") {
+    const int64_t classes = opts.num_classes >= 0 ? opts.num_classes : 2;
+    EncoderConfig c = !opts.hf_config.empty() ? EncoderConfig::from_hf_config(opts.hf_config, classes)
+                      : name == "roberta"     ? EncoderConfig::roberta_base(classes)
+                                              : EncoderConfig::minilm_l6(classes);
+    DGP_CHECK(opts.hf_config.empty() || (c.variant == EncoderConfig::Variant::bert) == (name == "bert"),
+              "build_model: " << opts.hf_config << " describes a " << (name == "bert" ? "RoBERTa" : "BERT")
+                              << " model, not " << name);
+    if (classes == 0) c.add_pooler = c.variant == EncoderConfig::Variant::bert;  // BertModel has a pooler
+    c.seed = opts.seed;
+    return make_text_model(c);
+  }
+  std::ostringstream known;
+  for (auto& n : model_names()) known << " " << n;
+  DGP_FAIL("build_model: unknown model '" << name_in << "' (known:" << known.str() << ")");
+}
+
+}  // namespace dgpipe::models
