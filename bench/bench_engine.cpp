@@ -1,8 +1,8 @@
-// Engine throughput: square f32 GEMM (GFLOP/s, 2*n^3 flops per matmul) and memory-bound ops on 16M floats
-// (GB/s counting the bytes each op must move: add/mul read two arrays and write one, gelu reads one and writes
-// one, sum reads one; the AdamW step reads param, grad and both moments and writes param and moments).
-// Every benchmark runs on the CPU; the same set runs on cuda:0 when a GPU is present (synchronised per
-// iteration, so the figures include launch overhead).
+// Engine throughput: square f32 GEMM (counter GFLOP, shown per second: 2*n^3 flops per matmul) and
+// memory-bound ops on 16M floats (counter GB, per second, counting the bytes each op must move: add/mul read
+// two arrays and write one, gelu reads one and writes one, sum reads one; the AdamW step reads param, grad
+// and both moments and writes param and moments). Every benchmark runs on the CPU; the same set runs on
+// cuda:0 when a GPU is present (synchronised per iteration, so the figures include launch overhead).
 //   build-<dir>/bench/bench_engine [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
 
@@ -23,7 +23,8 @@ void sync_if_cuda(Device d) {
 }
 
 void set_bytes_rate(benchmark::State& state, double bytes_per_iteration) {
-  state.counters["GB/s"] = benchmark::Counter(bytes_per_iteration * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB"] =
+      benchmark::Counter(bytes_per_iteration * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void BM_Sgemm(benchmark::State& state, Device device) {
@@ -37,11 +38,13 @@ void BM_Sgemm(benchmark::State& state, Device device) {
     sync_if_cuda(device);
     benchmark::DoNotOptimize(c.raw_data());
   }
-  state.counters["GFLOP/s"] =
+  state.counters["GFLOP"] =
       benchmark::Counter(2.0 * n * n * n * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
-enum class Elementwise { add, mul, gelu, sum };
+// add_inplace (x += y, no output allocation) separates the loop's bandwidth from the cost of a fresh 64 MiB
+// output (allocation and first-touch page faults on the CPU) that add pays.
+enum class Elementwise { add, add_inplace, mul, gelu, sum };
 
 void BM_Elementwise(benchmark::State& state, Device device, Elementwise op) {
   Generator gen(12);
@@ -51,10 +54,21 @@ void BM_Elementwise(benchmark::State& state, Device device, Elementwise op) {
   for (auto _ : state) {
     Tensor out;
     switch (op) {
-      case Elementwise::add: out = add(x, y); break;
-      case Elementwise::mul: out = mul(x, y); break;
-      case Elementwise::gelu: out = gelu(x); break;
-      case Elementwise::sum: out = sum(x); break;
+      case Elementwise::add:
+        out = add(x, y);
+        break;
+      case Elementwise::add_inplace:
+        out = add_(x, y, 1e-9);
+        break;
+      case Elementwise::mul:
+        out = mul(x, y);
+        break;
+      case Elementwise::gelu:
+        out = gelu(x);
+        break;
+      case Elementwise::sum:
+        out = sum(x);
+        break;
     }
     sync_if_cuda(device);
     benchmark::DoNotOptimize(out.raw_data());
@@ -63,9 +77,16 @@ void BM_Elementwise(benchmark::State& state, Device device, Elementwise op) {
   double bytes = 0;
   switch (op) {
     case Elementwise::add:
-    case Elementwise::mul: bytes = 3 * array; break;
-    case Elementwise::gelu: bytes = 2 * array; break;
-    case Elementwise::sum: bytes = array; break;
+    case Elementwise::add_inplace:
+    case Elementwise::mul:
+      bytes = 3 * array;
+      break;
+    case Elementwise::gelu:
+      bytes = 2 * array;
+      break;
+    case Elementwise::sum:
+      bytes = array;
+      break;
   }
   set_bytes_rate(state, bytes);
 }
@@ -88,8 +109,11 @@ void register_all(Device device) {
   const std::string dev = device.is_cuda() ? "cuda" : "cpu";
   auto* gemm = benchmark::RegisterBenchmark(("sgemm/" + dev).c_str(), BM_Sgemm, device);
   gemm->Arg(256)->Arg(512)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
-  const std::pair<const char*, Elementwise> ops[] = {
-      {"add", Elementwise::add}, {"mul", Elementwise::mul}, {"gelu", Elementwise::gelu}, {"sum", Elementwise::sum}};
+  const std::pair<const char*, Elementwise> ops[] = {{"add", Elementwise::add},
+                                                     {"add_inplace", Elementwise::add_inplace},
+                                                     {"mul", Elementwise::mul},
+                                                     {"gelu", Elementwise::gelu},
+                                                     {"sum", Elementwise::sum}};
   for (const auto& [name, op] : ops)
     benchmark::RegisterBenchmark((std::string(name) + "_16M/" + dev).c_str(), BM_Elementwise, device, op)
         ->Unit(benchmark::kMillisecond)

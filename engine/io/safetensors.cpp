@@ -29,8 +29,8 @@ const char* const kMetadataKey = "__metadata__";
 
 // Only the dtypes the engine has; safetensors also defines U16, U32, U64 and float8 types, which are refused.
 bool dtype_from_safetensors(const std::string& name, DType& out) {
-  for (DType t : {DType::f32, DType::f64, DType::f16, DType::bf16, DType::i8, DType::u8, DType::i16, DType::i32,
-                  DType::i64, DType::boolean}) {
+  for (DType t : {DType::f32, DType::f64, DType::f16, DType::bf16, DType::i8, DType::u8, DType::i16,
+                  DType::i32, DType::i64, DType::boolean}) {
     if (name == safetensors_dtype_name(t)) {
       out = t;
       return true;
@@ -39,14 +39,16 @@ bool dtype_from_safetensors(const std::string& name, DType& out) {
   return false;
 }
 
-std::string errno_text() { return std::strerror(errno); }
+std::string errno_text() {
+  return std::strerror(errno);
+}
 
 // ---------------- header validation ----------------
 
 SafetensorsEntry parse_entry(const std::string& path, const std::string& name, const json& info,
                              uint64_t data_size) {
-  DGP_CHECK(info.is_object(), "safetensors: " << path << ": tensor '" << name << "': entry must be a JSON object, got "
-                                              << info.type_name());
+  DGP_CHECK(info.is_object(), "safetensors: " << path << ": tensor '" << name
+                                              << "': entry must be a JSON object, got " << info.type_name());
   for (const auto& field : info.items()) {
     const std::string& k = field.key();
     DGP_CHECK(k == "dtype" || k == "shape" || k == "data_offsets",
@@ -58,9 +60,11 @@ SafetensorsEntry parse_entry(const std::string& path, const std::string& name, c
 
   SafetensorsEntry e;
   const json& dtype = info["dtype"];
-  DGP_CHECK(dtype.is_string(), "safetensors: " << path << ": tensor '" << name << "': dtype must be a string");
+  DGP_CHECK(dtype.is_string(),
+            "safetensors: " << path << ": tensor '" << name << "': dtype must be a string");
   DGP_CHECK(dtype_from_safetensors(dtype.get<std::string>(), e.dtype),
-            "safetensors: " << path << ": tensor '" << name << "': unsupported dtype '" << dtype.get<std::string>()
+            "safetensors: " << path << ": tensor '" << name << "': unsupported dtype '"
+                            << dtype.get<std::string>()
                             << "' (supported: F32 F64 F16 BF16 I8 U8 I16 I32 I64 BOOL)");
 
   const json& shape = info["shape"];
@@ -76,7 +80,8 @@ SafetensorsEntry parse_entry(const std::string& path, const std::string& name, c
               "safetensors: " << path << ": tensor '" << name << "': shape[" << d << "] = " << dim.dump()
                               << " is not a non-negative integer");
     uint64_t n = dim.get<uint64_t>();
-    DGP_CHECK(n <= limit, "safetensors: " << path << ": tensor '" << name << "': shape[" << d << "] too large");
+    DGP_CHECK(n <= limit,
+              "safetensors: " << path << ": tensor '" << name << "': shape[" << d << "] too large");
     e.shape.push_back(static_cast<int64_t>(n));
     DGP_CHECK(n == 0 || bytes <= limit / n,
               "safetensors: " << path << ": tensor '" << name << "': shape " << shape.dump() << " overflows");
@@ -84,23 +89,25 @@ SafetensorsEntry parse_entry(const std::string& path, const std::string& name, c
   }
 
   const json& offsets = info["data_offsets"];
-  DGP_CHECK(offsets.is_array() && offsets.size() == 2,
-            "safetensors: " << path << ": tensor '" << name << "': data_offsets must be an array [begin, end]");
+  DGP_CHECK(
+      offsets.is_array() && offsets.size() == 2,
+      "safetensors: " << path << ": tensor '" << name << "': data_offsets must be an array [begin, end]");
   for (size_t i = 0; i < 2; ++i)
-    DGP_CHECK(offsets[i].is_number_unsigned() || (offsets[i].is_number_integer() && offsets[i].get<int64_t>() >= 0),
-              "safetensors: " << path << ": tensor '" << name << "': data_offsets[" << i << "] = "
-                              << offsets[i].dump() << " is not a non-negative integer");
+    DGP_CHECK(
+        offsets[i].is_number_unsigned() || (offsets[i].is_number_integer() && offsets[i].get<int64_t>() >= 0),
+        "safetensors: " << path << ": tensor '" << name << "': data_offsets[" << i
+                        << "] = " << offsets[i].dump() << " is not a non-negative integer");
   e.begin = offsets[0].get<uint64_t>();
   e.end = offsets[1].get<uint64_t>();
-  DGP_CHECK(e.begin <= e.end, "safetensors: " << path << ": tensor '" << name << "': data_offsets [" << e.begin
-                                              << ", " << e.end << "] end before begin");
-  DGP_CHECK(e.end <= data_size, "safetensors: " << path << ": tensor '" << name << "': data_offsets [" << e.begin
-                                                << ", " << e.end << "] run past the data section (" << data_size
-                                                << " bytes; file truncated?)");
-  DGP_CHECK(e.end - e.begin == bytes, "safetensors: " << path << ": tensor '" << name << "': data_offsets ["
-                                                      << e.begin << ", " << e.end << "] span " << e.end - e.begin
-                                                      << " bytes but " << safetensors_dtype_name(e.dtype)
-                                                      << shape_str(e.shape) << " needs " << bytes);
+  DGP_CHECK(e.begin <= e.end, "safetensors: " << path << ": tensor '" << name << "': data_offsets ["
+                                              << e.begin << ", " << e.end << "] end before begin");
+  DGP_CHECK(e.end <= data_size, "safetensors: " << path << ": tensor '" << name << "': data_offsets ["
+                                                << e.begin << ", " << e.end << "] run past the data section ("
+                                                << data_size << " bytes; file truncated?)");
+  DGP_CHECK(e.end - e.begin == bytes,
+            "safetensors: " << path << ": tensor '" << name << "': data_offsets [" << e.begin << ", " << e.end
+                            << "] span " << e.end - e.begin << " bytes but "
+                            << safetensors_dtype_name(e.dtype) << shape_str(e.shape) << " needs " << bytes);
   return e;
 }
 
@@ -111,32 +118,36 @@ std::map<std::string, std::string> parse_metadata(const std::string& path, const
                                               << meta.type_name());
   for (const auto& item : meta.items()) {
     DGP_CHECK(item.value().is_string(), "safetensors: " << path << ": __metadata__ field '" << item.key()
-                                                        << "' must be a string, got " << item.value().type_name());
+                                                        << "' must be a string, got "
+                                                        << item.value().type_name());
     out[item.key()] = item.value().get<std::string>();
   }
   return out;
 }
 
-// Offsets must tile the data section exactly: sorted by begin, each tensor starts where the previous one ended,
-// the first at 0 and the last at the end of the file. This rejects overlapping tensors, gaps and trailing bytes,
-// as the reference implementation does, while accepting tensors listed in any order.
+// Offsets must tile the data section exactly: sorted by begin, each tensor starts where the previous one
+// ended, the first at 0 and the last at the end of the file. This rejects overlapping tensors, gaps and
+// trailing bytes, as the reference implementation does, while accepting tensors listed in any order.
 void check_tiling(const std::string& path, const std::map<std::string, SafetensorsEntry>& entries,
                   uint64_t data_size) {
   std::vector<std::pair<const std::string*, const SafetensorsEntry*>> order;
   for (const auto& [name, e] : entries) order.emplace_back(&name, &e);
   std::stable_sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
-    return a.second->begin != b.second->begin ? a.second->begin < b.second->begin : a.second->end < b.second->end;
+    return a.second->begin != b.second->begin ? a.second->begin < b.second->begin
+                                              : a.second->end < b.second->end;
   });
   uint64_t expected = 0;
   const std::string* previous = nullptr;
   for (const auto& [name, e] : order) {
     if (e->begin < expected) {
-      DGP_FAIL("safetensors: " << path << ": tensor '" << *name << "': data_offsets [" << e->begin << ", " << e->end
-                               << "] overlap tensor '" << *previous << "' (which ends at " << expected << ")");
+      DGP_FAIL("safetensors: " << path << ": tensor '" << *name << "': data_offsets [" << e->begin << ", "
+                               << e->end << "] overlap tensor '" << *previous << "' (which ends at "
+                               << expected << ")");
     }
     DGP_CHECK(e->begin == expected, "safetensors: " << path << ": tensor '" << *name << "': data_offsets ["
                                                     << e->begin << ", " << e->end << "] leave a gap of "
-                                                    << e->begin - expected << " bytes after offset " << expected);
+                                                    << e->begin - expected << " bytes after offset "
+                                                    << expected);
     expected = e->end;
     previous = name;
   }
@@ -167,25 +178,28 @@ SafetensorsIndex read_safetensors_index(const std::string& path) {
   DGP_CHECK(in.gcount() == 8, "safetensors: " << path << ": cannot read the header length");
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
-  DGP_CHECK(header_len <= file_size - 8, "safetensors: " << path << ": header length " << header_len
-                                                         << " exceeds the " << file_size - 8
-                                                         << " bytes after the length field (truncated or not a "
-                                                            "safetensors file)");
+  DGP_CHECK(header_len <= file_size - 8,
+            "safetensors: " << path << ": header length " << header_len << " exceeds the " << file_size - 8
+                            << " bytes after the length field (truncated or not a "
+                               "safetensors file)");
   DGP_CHECK(header_len <= kMaxHeaderBytes, "safetensors: " << path << ": header length " << header_len
-                                                           << " exceeds the limit of " << kMaxHeaderBytes << " bytes");
+                                                           << " exceeds the limit of " << kMaxHeaderBytes
+                                                           << " bytes");
   DGP_CHECK(header_len >= 2, "safetensors: " << path << ": header length " << header_len << " is too small");
   std::string header(header_len, '\0');
   in.read(header.data(), static_cast<std::streamsize>(header_len));
-  DGP_CHECK(static_cast<uint64_t>(in.gcount()) == header_len, "safetensors: " << path << ": cannot read the header");
-  DGP_CHECK(header[0] == '{', "safetensors: " << path << ": header must be a JSON object (starts with '"
-                                              << header[0] << "')");
+  DGP_CHECK(static_cast<uint64_t>(in.gcount()) == header_len,
+            "safetensors: " << path << ": cannot read the header");
+  DGP_CHECK(header[0] == '{',
+            "safetensors: " << path << ": header must be a JSON object (starts with '" << header[0] << "')");
 
   // Duplicate top-level keys would silently keep one of two tensors: refuse them while parsing.
   std::set<std::string> seen;
   std::string duplicate;
   json::parser_callback_t on_event = [&](int depth, json::parse_event_t event, json& parsed) {
     if (event == json::parse_event_t::key && depth == 1 && parsed.is_string()) {
-      if (!seen.insert(parsed.get<std::string>()).second && duplicate.empty()) duplicate = parsed.get<std::string>();
+      if (!seen.insert(parsed.get<std::string>()).second && duplicate.empty())
+        duplicate = parsed.get<std::string>();
     }
     return true;
   };
@@ -195,8 +209,10 @@ SafetensorsIndex read_safetensors_index(const std::string& path) {
   } catch (const json::exception& e) {
     DGP_FAIL("safetensors: " << path << ": header is not valid JSON: " << e.what());
   }
-  DGP_CHECK(root.is_object(), "safetensors: " << path << ": header must be a JSON object, got " << root.type_name());
-  DGP_CHECK(duplicate.empty(), "safetensors: " << path << ": tensor '" << duplicate << "' appears twice in the header");
+  DGP_CHECK(root.is_object(),
+            "safetensors: " << path << ": header must be a JSON object, got " << root.type_name());
+  DGP_CHECK(duplicate.empty(),
+            "safetensors: " << path << ": tensor '" << duplicate << "' appears twice in the header");
 
   SafetensorsIndex index;
   index.data_start = 8 + header_len;
@@ -272,7 +288,8 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
   try {
     text = header.dump();
   } catch (const json::exception& e) {
-    DGP_FAIL("safetensors: " << path << ": cannot encode the header (names and metadata must be UTF-8): " << e.what());
+    DGP_FAIL("safetensors: " << path << ": cannot encode the header (names and metadata must be UTF-8): "
+                             << e.what());
   }
   // Pad with spaces to a multiple of 8 so the data section is 8-byte aligned when the file is mapped.
   text.append((8 - text.size() % 8) % 8, ' ');

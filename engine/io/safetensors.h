@@ -1,5 +1,7 @@
-// safetensors files: an 8-byte little-endian header length N, N bytes of JSON header, then the raw tensor bytes.
-//   {"__metadata__": {"k": "v"}, "name": {"dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end]}, ...}
+// safetensors files: an 8-byte little-endian header length N, N bytes of JSON header, then the raw tensor
+// bytes.
+//   {"__metadata__": {"k": "v"}, "name": {"dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end]},
+//   ...}
 // Offsets are relative to the start of the data section. We write what the reference implementation writes
 // (header padded with spaces to a multiple of 8 bytes, data packed without gaps) and read strictly: every
 // inconsistency in a file is an Error naming the file and the offending tensor or field, never a crash.

@@ -29,10 +29,10 @@ AdamW::AdamW(std::vector<ParamGroupSpec> groups, const AdamWOptions& defaults)
 void AdamW::validate(const OptimizerHyper& h, size_t group) const {
   DGP_CHECK(h.lr >= 0.0, "AdamW: group " << group << ": invalid learning rate " << h.lr);
   DGP_CHECK(h.eps >= 0.0, "AdamW: group " << group << ": invalid eps " << h.eps);
-  DGP_CHECK(h.beta1 >= 0.0 && h.beta1 < 1.0, "AdamW: group " << group << ": invalid beta1 " << h.beta1
-                                                             << " (must be in [0, 1))");
-  DGP_CHECK(h.beta2 >= 0.0 && h.beta2 < 1.0, "AdamW: group " << group << ": invalid beta2 " << h.beta2
-                                                             << " (must be in [0, 1))");
+  DGP_CHECK(h.beta1 >= 0.0 && h.beta1 < 1.0,
+            "AdamW: group " << group << ": invalid beta1 " << h.beta1 << " (must be in [0, 1))");
+  DGP_CHECK(h.beta2 >= 0.0 && h.beta2 < 1.0,
+            "AdamW: group " << group << ": invalid beta2 " << h.beta2 << " (must be in [0, 1))");
   DGP_CHECK(h.weight_decay >= 0.0, "AdamW: group " << group << ": invalid weight_decay " << h.weight_decay);
 }
 

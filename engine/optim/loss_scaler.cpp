@@ -13,12 +13,12 @@ DynamicLossScaler::DynamicLossScaler(const LossScalerOptions& options)
     : options_(options), scale_(options.enabled ? options.init_scale : 1.0) {
   DGP_CHECK(options.init_scale > 0.0 && std::isfinite(options.init_scale),
             "DynamicLossScaler: init_scale " << options.init_scale << " must be positive and finite");
-  DGP_CHECK(options.growth_factor > 1.0, "DynamicLossScaler: growth_factor " << options.growth_factor
-                                                                             << " must be > 1");
+  DGP_CHECK(options.growth_factor > 1.0,
+            "DynamicLossScaler: growth_factor " << options.growth_factor << " must be > 1");
   DGP_CHECK(options.backoff_factor > 0.0 && options.backoff_factor < 1.0,
             "DynamicLossScaler: backoff_factor " << options.backoff_factor << " must be in (0, 1)");
-  DGP_CHECK(options.growth_interval > 0, "DynamicLossScaler: growth_interval " << options.growth_interval
-                                                                              << " must be positive");
+  DGP_CHECK(options.growth_interval > 0,
+            "DynamicLossScaler: growth_interval " << options.growth_interval << " must be positive");
 }
 
 Tensor DynamicLossScaler::scale(const Tensor& loss) const {
@@ -32,7 +32,8 @@ bool DynamicLossScaler::unscale(Optimizer& optimizer) {
   DGP_CHECK(!unscaled_, "DynamicLossScaler::unscale: already called since the last update()");
   DGP_CHECK(!stepped_or_skipped_, "DynamicLossScaler::unscale: called after step(); call update() first");
   NoGradGuard no_grad;
-  // Multiply by the reciprocal computed in f32, as GradScaler does, so unscaled values match PyTorch bit for bit.
+  // Multiply by the reciprocal computed in f32, as GradScaler does, so unscaled values match PyTorch bit for
+  // bit.
   const double inv_scale = static_cast<double>(1.0f / static_cast<float>(scale_));
   bool all_finite = true;
   for (ParamGroup& group : optimizer.param_groups()) {
@@ -94,7 +95,8 @@ void DynamicLossScaler::load_state_dict(const std::map<std::string, Tensor>& sta
   DGP_CHECK(s->second.numel() == 1 && g->second.numel() == 1,
             "DynamicLossScaler::load_state_dict: 'scale' and 'growth_tracker' must be one-element tensors");
   double scale = s->second.item();
-  DGP_CHECK(scale > 0.0 && std::isfinite(scale), "DynamicLossScaler::load_state_dict: invalid scale " << scale);
+  DGP_CHECK(scale > 0.0 && std::isfinite(scale),
+            "DynamicLossScaler::load_state_dict: invalid scale " << scale);
   scale_ = scale;
   good_steps_ = static_cast<int64_t>(g->second.item());
 }

@@ -1,8 +1,9 @@
 // Dynamic loss scaling for mixed-precision training (the torch.cuda.amp.GradScaler policy).
 //
-// Half-precision gradients underflow when the loss is small, so the loss is multiplied by a large scale before
-// backward and the gradients are divided by it before the optimizer step. When any gradient holds an Inf or NaN
-// the step is skipped and the scale is cut (backoff); after growth_interval consecutive good steps it grows.
+// Half-precision gradients underflow when the loss is small, so the loss is multiplied by a large scale
+// before backward and the gradients are divided by it before the optimizer step. When any gradient holds an
+// Inf or NaN the step is skipped and the scale is cut (backoff); after growth_interval consecutive good steps
+// it grows.
 //
 //   Tensor loss = ...;
 //   scaler.scale(loss).backward();
@@ -36,10 +37,11 @@ class DynamicLossScaler {
   // Divides every gradient of the optimizer's parameters by the scale, once per step, and records whether any
   // is Inf/NaN. Returns true when all gradients are finite. Calling it twice before update() throws.
   bool unscale(Optimizer& optimizer);
-  // Unscales (if not done yet) and runs optimizer.step() unless a gradient was not finite. Returns whether the
-  // optimizer stepped.
+  // Unscales (if not done yet) and runs optimizer.step() unless a gradient was not finite. Returns whether
+  // the optimizer stepped.
   bool step(Optimizer& optimizer);
-  // Adjusts the scale from the outcome of this iteration and resets the per-iteration state. Must follow step().
+  // Adjusts the scale from the outcome of this iteration and resets the per-iteration state. Must follow
+  // step().
   void update();
 
   double scale_value() const { return scale_; }

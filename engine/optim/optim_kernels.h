@@ -38,9 +38,9 @@ struct AdamWStepArgs {
 
 // Scalars an AdamW update needs that do not depend on the element: computed once per tensor in double.
 struct AdamWScalars {
-  double decay_factor;          // 1 - lr * weight_decay (decoupled decay)
-  double step_size;             // lr / (1 - beta1^step)
-  double bias_correction2_sqrt; // sqrt(1 - beta2^step)
+  double decay_factor;           // 1 - lr * weight_decay (decoupled decay)
+  double step_size;              // lr / (1 - beta1^step)
+  double bias_correction2_sqrt;  // sqrt(1 - beta2^step)
 };
 inline AdamWScalars adamw_scalars(const AdamWStepArgs& a) {
   double bc1 = 1.0 - std::pow(a.beta1, static_cast<double>(a.step));
@@ -65,8 +65,8 @@ DGP_OPTIM_HD void sgd_update_element(T& p, T grad, T& buf, T lr, T weight_decay,
 // One AdamW element: p <- p*(1-lr*wd); m <- m + (1-b1)(g-m); v <- b2*v + (1-b2)g^2;
 // p <- p - step_size * m / (sqrt(v)/sqrt(bc2) + eps). eps sits outside the square root, as in PyTorch.
 template <class T>
-DGP_OPTIM_HD void adamw_update_element(T& p, T grad, T& exp_avg, T& exp_avg_sq, T decay_factor, T beta1, T beta2,
-                                       T eps, T step_size, T bias_correction2_sqrt) {
+DGP_OPTIM_HD void adamw_update_element(T& p, T grad, T& exp_avg, T& exp_avg_sq, T decay_factor, T beta1,
+                                       T beta2, T eps, T step_size, T bias_correction2_sqrt) {
   p *= decay_factor;
   exp_avg += (T(1) - beta1) * (grad - exp_avg);  // PyTorch's lerp form
   exp_avg_sq = beta2 * exp_avg_sq + (T(1) - beta2) * grad * grad;
@@ -88,16 +88,18 @@ void sgd_step_cpu(T* param, const T* grad, T* momentum_buffer, int64_t n, const 
 template <class T>
 void adamw_step_cpu(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, int64_t n, const AdamWStepArgs& a) {
   const AdamWScalars s = adamw_scalars(a);
-  const T decay = T(s.decay_factor), b1 = T(a.beta1), b2 = T(a.beta2), eps = T(a.eps), step_size = T(s.step_size),
-          bc2_sqrt = T(s.bias_correction2_sqrt);
+  const T decay = T(s.decay_factor), b1 = T(a.beta1), b2 = T(a.beta2), eps = T(a.eps),
+          step_size = T(s.step_size), bc2_sqrt = T(s.bias_correction2_sqrt);
   for (int64_t i = 0; i < n; ++i)
-    adamw_update_element<T>(param[i], grad[i], exp_avg[i], exp_avg_sq[i], decay, b1, b2, eps, step_size, bc2_sqrt);
+    adamw_update_element<T>(param[i], grad[i], exp_avg[i], exp_avg_sq[i], decay, b1, b2, eps, step_size,
+                            bc2_sqrt);
 }
 
 // CUDA launchers (engine/optim/optim.cu): fused single-pass updates of contiguous f32/f64 tensors on one
 // device, on the current stream. momentum_buffer may be undefined when momentum is 0.
 namespace cuda_ops {
-void sgd_step(const Tensor& param, const Tensor& grad, const Tensor& momentum_buffer, const SGDStepArgs& args);
+void sgd_step(const Tensor& param, const Tensor& grad, const Tensor& momentum_buffer,
+              const SGDStepArgs& args);
 void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
                 const AdamWStepArgs& args);
 }  // namespace cuda_ops

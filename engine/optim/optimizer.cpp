@@ -33,10 +33,11 @@ Optimizer::Optimizer(const char* name, std::vector<ParamGroupSpec> groups, const
       // The same tensor twice would be updated twice per step.
       for (const ParamGroup& prev : groups_)
         for (const Tensor& q : prev.params)
-          DGP_CHECK(!q.same(p), name_ << ": parameter " << i << " of group " << g << " appears in two groups");
+          DGP_CHECK(!q.same(p),
+                    name_ << ": parameter " << i << " of group " << g << " appears in two groups");
       for (size_t j = 0; j < i; ++j)
-        DGP_CHECK(!spec.params[j].same(p), name_ << ": parameter " << i << " of group " << g
-                                                 << " appears twice in the group");
+        DGP_CHECK(!spec.params[j].same(p),
+                  name_ << ": parameter " << i << " of group " << g << " appears twice in the group");
     }
     group.params = std::move(spec.params);
     groups_.push_back(std::move(group));
@@ -99,8 +100,12 @@ void Optimizer::check_update_inputs(int64_t param_index, const Tensor& param, co
 // ---------------- state export / import ----------------
 
 namespace {
-Tensor scalar_i64(int64_t v) { return full({}, static_cast<double>(v), DType::i64); }
-Tensor scalar_f64(double v) { return full({}, v, DType::f64); }
+Tensor scalar_i64(int64_t v) {
+  return full({}, static_cast<double>(v), DType::i64);
+}
+Tensor scalar_f64(double v) {
+  return full({}, v, DType::f64);
+}
 
 // Parses "state.<i>.<name>" into (i, name); false when the key has another form.
 bool parse_state_key(const std::string& key, int64_t& index, std::string& name) {
@@ -109,7 +114,8 @@ bool parse_state_key(const std::string& key, int64_t& index, std::string& name) 
   size_t dot = key.find('.', prefix.size());
   if (dot == std::string::npos || dot == prefix.size()) return false;
   std::string digits = key.substr(prefix.size(), dot - prefix.size());
-  if (!std::all_of(digits.begin(), digits.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
+  if (!std::all_of(digits.begin(), digits.end(),
+                   [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
     return false;
   if (digits.size() > 12) return false;
   index = std::strtoll(digits.c_str(), nullptr, 10);
@@ -123,8 +129,8 @@ bool parse_group_key(const std::string& key, size_t& group, std::string& field) 
   size_t dot = key.find('.', prefix.size());
   if (dot == std::string::npos || dot == prefix.size()) return false;
   std::string digits = key.substr(prefix.size(), dot - prefix.size());
-  if (digits.size() > 9 ||
-      !std::all_of(digits.begin(), digits.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
+  if (digits.size() > 9 || !std::all_of(digits.begin(), digits.end(),
+                                        [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
     return false;
   group = static_cast<size_t>(std::strtoul(digits.c_str(), nullptr, 10));
   field = key.substr(dot + 1);
@@ -165,11 +171,12 @@ void Optimizer::load_state_dict(const std::map<std::string, Tensor>& state) {
     std::string field;
     size_t group = 0;
     if (parse_state_key(key, index, field)) {
-      DGP_CHECK(index < num_params(), name_ << ": load_state_dict: '" << key << "' refers to parameter " << index
-                                            << " but the optimizer has " << num_params());
+      DGP_CHECK(index < num_params(), name_ << ": load_state_dict: '" << key << "' refers to parameter "
+                                            << index << " but the optimizer has " << num_params());
       const Tensor& p = *params[static_cast<size_t>(index)];
       if (field == "step") {
-        DGP_CHECK(value.numel() == 1, name_ << ": load_state_dict: '" << key << "' must be a one-element tensor");
+        DGP_CHECK(value.numel() == 1,
+                  name_ << ": load_state_dict: '" << key << "' must be a one-element tensor");
         restored[static_cast<size_t>(index)][field] = scalar_i64(static_cast<int64_t>(value.item()));
         continue;
       }
@@ -184,7 +191,8 @@ void Optimizer::load_state_dict(const std::map<std::string, Tensor>& state) {
     } else if (parse_group_key(key, group, field)) {
       DGP_CHECK(group < groups.size(), name_ << ": load_state_dict: '" << key << "' refers to group " << group
                                              << " but the optimizer has " << groups.size());
-      DGP_CHECK(value.numel() == 1, name_ << ": load_state_dict: '" << key << "' must be a one-element tensor");
+      DGP_CHECK(value.numel() == 1,
+                name_ << ": load_state_dict: '" << key << "' must be a one-element tensor");
       if (field == "lr") {
         groups[group].hyper.lr = value.item();
       } else if (field == "weight_decay") {
@@ -221,9 +229,9 @@ bool default_no_decay(const std::string& name, const Tensor& param) {
   return false;
 }
 
-std::vector<ParamGroupSpec> param_groups_no_decay(const std::vector<std::pair<std::string, Tensor>>& named_params,
-                                                  double weight_decay,
-                                                  const std::function<bool(const std::string&, const Tensor&)>& no_decay) {
+std::vector<ParamGroupSpec> param_groups_no_decay(
+    const std::vector<std::pair<std::string, Tensor>>& named_params, double weight_decay,
+    const std::function<bool(const std::string&, const Tensor&)>& no_decay) {
   ParamGroupSpec decayed, not_decayed;
   decayed.weight_decay = weight_decay;
   not_decayed.weight_decay = 0.0;

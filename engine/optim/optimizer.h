@@ -89,8 +89,8 @@ class Optimizer {
   // Names of the per-parameter tensors this optimizer keeps (for load_state_dict validation).
   virtual std::vector<std::string> state_names() const = 0;
 
-  // Checks that a parameter/gradient pair can be updated by the raw kernels (same dtype/device/shape, contiguous,
-  // f32/f64) and throws naming the optimizer and the parameter index otherwise.
+  // Checks that a parameter/gradient pair can be updated by the raw kernels (same dtype/device/shape,
+  // contiguous, f32/f64) and throws naming the optimizer and the parameter index otherwise.
   void check_update_inputs(int64_t param_index, const Tensor& param, const Tensor& grad) const;
 
  private:

@@ -14,7 +14,8 @@ namespace {
 constexpr double kPi = 3.14159265358979323846;
 
 void check_base(double base_lr, const char* what) {
-  DGP_CHECK(base_lr >= 0.0 && std::isfinite(base_lr), what << ": base learning rate " << base_lr << " is invalid");
+  DGP_CHECK(base_lr >= 0.0 && std::isfinite(base_lr),
+            what << ": base learning rate " << base_lr << " is invalid");
 }
 void check_warmup_total(int64_t warmup, int64_t total, const char* what) {
   DGP_CHECK(warmup >= 0, what << ": warmup_steps " << warmup << " is negative");
@@ -45,8 +46,8 @@ LRSchedule LRSchedule::polynomial_with_warmup(double base_lr, int64_t warmup_ste
   check_base(base_lr, "polynomial schedule");
   check_warmup_total(warmup_steps, total_steps, "polynomial schedule");
   // HF raises the same error: the decay goes from base_lr down to lr_end.
-  DGP_CHECK(lr_end < base_lr, "polynomial schedule: lr_end " << lr_end << " must be smaller than the base lr "
-                                                             << base_lr);
+  DGP_CHECK(lr_end < base_lr,
+            "polynomial schedule: lr_end " << lr_end << " must be smaller than the base lr " << base_lr);
   DGP_CHECK(power > 0.0, "polynomial schedule: power " << power << " must be positive");
   LRSchedule s(Kind::polynomial, base_lr);
   s.warmup_ = warmup_steps;
@@ -82,7 +83,8 @@ double LRSchedule::factor(int64_t t) const {
       return 1.0;
     case Kind::cosine: {
       if (t < warmup_) return warmup_factor(t, warmup_);
-      double progress = static_cast<double>(t - warmup_) / static_cast<double>(std::max<int64_t>(1, total_ - warmup_));
+      double progress =
+          static_cast<double>(t - warmup_) / static_cast<double>(std::max<int64_t>(1, total_ - warmup_));
       return std::max(0.0, 0.5 * (1.0 + std::cos(kPi * progress)));
     }
     case Kind::polynomial: {
@@ -96,8 +98,8 @@ double LRSchedule::factor(int64_t t) const {
     }
     case Kind::linear: {
       if (t < warmup_) return warmup_factor(t, warmup_);
-      return std::max(0.0, static_cast<double>(total_ - t) /
-                               static_cast<double>(std::max<int64_t>(1, total_ - warmup_)));
+      return std::max(
+          0.0, static_cast<double>(total_ - t) / static_cast<double>(std::max<int64_t>(1, total_ - warmup_)));
     }
     case Kind::step:
       return std::pow(gamma_, static_cast<double>(t / step_size_));
@@ -105,7 +107,9 @@ double LRSchedule::factor(int64_t t) const {
   return 1.0;
 }
 
-double LRSchedule::lr(int64_t t) const { return base_lr_ * factor(t); }
+double LRSchedule::lr(int64_t t) const {
+  return base_lr_ * factor(t);
+}
 
 double LRSchedule::apply(Optimizer& optimizer, int64_t t) const {
   double value = lr(t);
@@ -116,14 +120,22 @@ double LRSchedule::apply(Optimizer& optimizer, int64_t t) const {
 std::string LRSchedule::describe() const {
   std::ostringstream os;
   switch (kind_) {
-    case Kind::constant: os << "constant(lr=" << base_lr_ << ")"; break;
-    case Kind::cosine: os << "cosine(lr=" << base_lr_ << ", warmup=" << warmup_ << ", total=" << total_ << ")"; break;
-    case Kind::polynomial:
-      os << "polynomial(lr=" << base_lr_ << ", warmup=" << warmup_ << ", total=" << total_ << ", lr_end=" << lr_end_
-         << ", power=" << power_ << ")";
+    case Kind::constant:
+      os << "constant(lr=" << base_lr_ << ")";
       break;
-    case Kind::linear: os << "linear(lr=" << base_lr_ << ", warmup=" << warmup_ << ", total=" << total_ << ")"; break;
-    case Kind::step: os << "step(lr=" << base_lr_ << ", step_size=" << step_size_ << ", gamma=" << gamma_ << ")"; break;
+    case Kind::cosine:
+      os << "cosine(lr=" << base_lr_ << ", warmup=" << warmup_ << ", total=" << total_ << ")";
+      break;
+    case Kind::polynomial:
+      os << "polynomial(lr=" << base_lr_ << ", warmup=" << warmup_ << ", total=" << total_
+         << ", lr_end=" << lr_end_ << ", power=" << power_ << ")";
+      break;
+    case Kind::linear:
+      os << "linear(lr=" << base_lr_ << ", warmup=" << warmup_ << ", total=" << total_ << ")";
+      break;
+    case Kind::step:
+      os << "step(lr=" << base_lr_ << ", step_size=" << step_size_ << ", gamma=" << gamma_ << ")";
+      break;
   }
   return os.str();
 }

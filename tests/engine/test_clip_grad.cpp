@@ -45,7 +45,8 @@ TEST(ClipGradNorm, MatchesPyTorch) {
       std::vector<double> got = params[i].grad().to_vector();
       std::vector<double> want = c["clipped"][i].get<std::vector<double>>();
       for (size_t k = 0; k < got.size(); ++k)
-        EXPECT_NEAR(got[k], want[k], 1e-6 + 1e-6 * std::abs(want[k])) << "max_norm " << max_norm << " param " << i;
+        EXPECT_NEAR(got[k], want[k], 1e-6 + 1e-6 * std::abs(want[k]))
+            << "max_norm " << max_norm << " param " << i;
     }
   }
   EXPECT_TRUE(clipped_some && left_some) << "the goldens should cover both the clipping and the no-op case";

@@ -31,7 +31,7 @@ TEST(LossScaler, ScalesTheLossAndUnscalesTheGradients) {
   EXPECT_TRUE(scaler.unscale(opt));
   EXPECT_EQ(w.grad().to_vector(), (std::vector<double>{2.0, 4.0}));
   EXPECT_THROW(scaler.unscale(opt), Error);  // twice in one iteration would divide twice
-  EXPECT_TRUE(scaler.step(opt));               // does not unscale again
+  EXPECT_TRUE(scaler.step(opt));             // does not unscale again
   EXPECT_EQ(w.to_vector(), (std::vector<double>{-1.0, -2.0}));
   scaler.update();
   EXPECT_EQ(scaler.scale_value(), 65536.0);
@@ -49,7 +49,8 @@ TEST(LossScaler, SkipsTheStepAndBacksOffOnInfOrNan) {
     w.set_grad(from_vector(std::vector<double>{1.0, 1.0}, {2}));
     v.set_grad(from_vector(std::vector<double>{bad}, {1}));
     EXPECT_FALSE(scaler.step(opt));
-    EXPECT_EQ(w.to_vector(), (std::vector<double>{1.0, 2.0})) << "a skipped step must not touch any parameter";
+    EXPECT_EQ(w.to_vector(), (std::vector<double>{1.0, 2.0}))
+        << "a skipped step must not touch any parameter";
     EXPECT_EQ(v.to_vector(), (std::vector<double>{3.0}));
     EXPECT_EQ(opt.step_count(), 0);
     scaler.update();

@@ -2,8 +2,8 @@
 #include <unistd.h>
 
 #include <cmath>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -20,9 +20,8 @@ namespace {
 class Safetensors : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("dgpipe_test_safetensors_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() / ("dgpipe_test_safetensors_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::create_directories(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
@@ -41,7 +40,8 @@ void write_bytes(const std::string& path, const std::string& bytes) {
 }
 
 // A hand-made file: length prefix + header text + data bytes.
-std::string make_file(const std::string& header, const std::string& data, uint64_t declared_len = UINT64_MAX) {
+std::string make_file(const std::string& header, const std::string& data,
+                      uint64_t declared_len = UINT64_MAX) {
   uint64_t len = declared_len == UINT64_MAX ? header.size() : declared_len;
   std::string out(8, '\0');
   for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((len >> (8 * i)) & 0xff);
@@ -56,7 +56,8 @@ void expect_rejected(const std::string& path, const std::string& needle) {
   } catch (const Error& e) {
     std::string what = e.what();
     EXPECT_NE(what.find(path), std::string::npos) << "message does not name the file: " << what;
-    EXPECT_NE(what.find(needle), std::string::npos) << "message does not mention '" << needle << "': " << what;
+    EXPECT_NE(what.find(needle), std::string::npos)
+        << "message does not mention '" << needle << "': " << what;
   }
 }
 
@@ -193,7 +194,8 @@ TEST_F(Safetensors, RejectsLyingDataOffsets) {
   std::string file = path("lying.safetensors");
   std::string data(24, '\0');
   // 2x3 f32 needs 24 bytes, the header says 20
-  write_bytes(file, make_file(R"({"x":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}})", data.substr(0, 20)));
+  write_bytes(file,
+              make_file(R"({"x":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}})", data.substr(0, 20)));
   expect_rejected(file, "'x'");
   // past the end of the data section
   write_bytes(file, make_file(R"({"x":{"dtype":"F32","shape":[2,3],"data_offsets":[4,28]}})", data));
@@ -246,8 +248,8 @@ TEST_F(Safetensors, RejectsAnUnknownDtypeAndBadShapes) {
   expect_rejected(file, "shape[0]");
   write_bytes(file, make_file(R"({"w":{"dtype":"F32","shape":[1.5],"data_offsets":[0,8]}})", data));
   expect_rejected(file, "shape[0]");
-  write_bytes(file,
-              make_file(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", data));
+  write_bytes(
+      file, make_file(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", data));
   expect_rejected(file, "overflows");
   write_bytes(file, make_file(R"({"w":{"dtype":"F32","shape":[2]}})", data));
   expect_rejected(file, "missing field 'data_offsets'");

@@ -25,7 +25,8 @@ void expect_trace(const LRSchedule& s, const json& golden, const char* name) {
   std::vector<double> lrs = golden["lrs"].get<std::vector<double>>();
   ASSERT_FALSE(lrs.empty());
   for (size_t t = 0; t < lrs.size(); ++t)
-    EXPECT_NEAR(s.lr(static_cast<int64_t>(t)), lrs[t], 1e-12 + 1e-12 * std::abs(lrs[t])) << name << " at t=" << t;
+    EXPECT_NEAR(s.lr(static_cast<int64_t>(t)), lrs[t], 1e-12 + 1e-12 * std::abs(lrs[t]))
+        << name << " at t=" << t;
 }
 
 }  // namespace
@@ -37,8 +38,9 @@ TEST(Schedule, CosineWithWarmupMatchesTransformers) {
 
 TEST(Schedule, PolynomialWithWarmupMatchesTransformers) {
   json g = load_schedules()["polynomial"];
-  expect_trace(LRSchedule::polynomial_with_warmup(g["base_lr"], g["warmup"], g["total"], g["lr_end"], g["power"]), g,
-               "polynomial");
+  expect_trace(
+      LRSchedule::polynomial_with_warmup(g["base_lr"], g["warmup"], g["total"], g["lr_end"], g["power"]), g,
+      "polynomial");
 }
 
 TEST(Schedule, LinearWithWarmupMatchesTransformers) {

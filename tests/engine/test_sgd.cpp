@@ -20,10 +20,12 @@ json load_golden() {
   return json::parse(in);
 }
 
-Shape to_shape(const json& j) { return j.get<std::vector<int64_t>>(); }
+Shape to_shape(const json& j) {
+  return j.get<std::vector<int64_t>>();
+}
 
-// Replays the golden problem: fresh parameters from "init", gradients per step (null = no gradient), and checks
-// the parameters after every step against PyTorch.
+// Replays the golden problem: fresh parameters from "init", gradients per step (null = no gradient), and
+// checks the parameters after every step against PyTorch.
 void replay(const json& golden, const std::string& which, const SGDOptions& options) {
   std::vector<Tensor> params;
   for (size_t i = 0; i < golden["shapes"].size(); ++i) {
