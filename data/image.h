@@ -20,9 +20,12 @@ struct Image {
   bool empty() const { return pixels.empty(); }
 };
 
-// Decodes JPEG or PNG bytes (stb_image) to RGB (channels = 3; grey and alpha images are converted as PIL's
+// Decodes JPEG or PNG bytes (stb_image; JPEG through libjpeg-turbo when the build found it, which gives the very
+// pixels PIL/torchvision decode — stb_image's chroma upsampling rounds differently, up to 2-3 levels apart) to RGB (channels = 3; grey and alpha images are converted as PIL's
 // convert("RGB") does). `source` names the file in the error thrown for bytes that are not a readable image.
 Image decode_image(const std::string& bytes, const std::string& source);
+// "libjpeg" or "stb_image": which decoder reads JPEG in this build.
+const char* jpeg_decoder_name();
 // Reads and decodes a file.
 Image load_image(const std::string& path);
 
