@@ -1,0 +1,84 @@
+// Device helpers shared by the codec kernels (uniform.cu, sortquant.cu, fastquant.cu). Included only by .cu files.
+//
+// Work unit: a tile of kTileElems = 256 threads x 8 elements. A thread loads its 8 consecutive floats with two
+// 16-byte loads (scalar loads for a ragged or misaligned tail), computes 8 codes of `bits` bits and packs them
+// into exactly `bits` bytes in shared memory; the block then stores its 256*bits contiguous payload bytes with
+// 16-byte stores (the payload starts 16-byte aligned in the body and 256*bits is a multiple of 16).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "compress/codec.h"
+#include "compress/quant_math.h"
+#include "engine/error.h"
+
+#define DGP_CODEC_CUDA_CHECK(expr)                                                                      \
+  do {                                                                                                  \
+    cudaError_t dgp_err_ = (expr);                                                                      \
+    DGP_CHECK(dgp_err_ == cudaSuccess, "codec CUDA call " #expr " failed: " << cudaGetErrorString(dgp_err_)); \
+  } while (0)
+
+namespace dgpipe::compress::cuda_kernels {
+
+constexpr int kThreads = 256;
+constexpr int kPerThread = 8;
+constexpr int64_t kTileElems = kThreads * kPerThread;
+
+inline uint64_t detail_payload_offset(int groups) { return (kPreludeBytes + 8ull * groups + 15) & ~uint64_t(15); }
+inline cudaStream_t stream() { return static_cast<cudaStream_t>(codec_stream()); }
+inline int64_t tiles(int64_t n) { return (n + kTileElems - 1) / kTileElems; }
+
+// Reduction functors (cub::Min/Max were removed in CCCL 3).
+struct MinOp {
+  template <class T>
+  __device__ __forceinline__ T operator()(const T& a, const T& b) const { return b < a ? b : a; }
+};
+struct MaxOp {
+  template <class T>
+  __device__ __forceinline__ T operator()(const T& a, const T& b) const { return a < b ? b : a; }
+};
+
+// Loads x[base .. base+8) (zeros past n).
+__device__ __forceinline__ void load8(const float* __restrict__ x, int64_t n, int64_t base, float v[8]) {
+  if (base + 8 <= n && (reinterpret_cast<uintptr_t>(x + base) & 15) == 0) {
+    float4 a = __ldg(reinterpret_cast<const float4*>(x + base));
+    float4 b = __ldg(reinterpret_cast<const float4*>(x + base) + 1);
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+  } else {
+#pragma unroll
+    for (int k = 0; k < 8; ++k) v[k] = base + k < n ? __ldg(x + base + k) : 0.0f;
+  }
+}
+
+// Packs this thread's 8 codes and stores the tile's payload bytes. `stage` holds kThreads*16 bytes.
+__device__ __forceinline__ void store_tile(uint8_t* stage, const uint32_t codes[8], int bits, uint8_t* payload,
+                                           uint64_t payload_bytes, int64_t tile) {
+  pack8(codes, bits, stage + threadIdx.x * bits);
+  __syncthreads();
+  const uint64_t tile_bytes = static_cast<uint64_t>(kThreads) * bits;
+  const uint64_t start = static_cast<uint64_t>(tile) * tile_bytes;
+  uint64_t avail = payload_bytes > start ? payload_bytes - start : 0;
+  if (avail >= tile_bytes) {
+    const int words = static_cast<int>(tile_bytes / 16);
+    for (int w = threadIdx.x; w < words; w += kThreads)
+      reinterpret_cast<uint4*>(payload + start)[w] = reinterpret_cast<const uint4*>(stage)[w];
+  } else {
+    for (uint64_t b = threadIdx.x; b < avail; b += kThreads) payload[start + b] = stage[b];
+  }
+}
+
+// Reads the 8-byte prelude + K (lo, step) pairs of a body into shared arrays.
+__device__ __forceinline__ void load_group_stats(const uint8_t* body, int groups, float* lo, float* step) {
+  const float* s = reinterpret_cast<const float*>(body + kPreludeBytes);
+  for (int g = threadIdx.x; g < groups; g += blockDim.x) {
+    lo[g] = s[2 * g];
+    step[g] = s[2 * g + 1];
+  }
+}
+
+__device__ __forceinline__ uint64_t group_payload_offset_dev(int groups) {
+  return (kPreludeBytes + 8ull * groups + 15) & ~uint64_t(15);
+}
+
+}  // namespace dgpipe::compress::cuda_kernels
