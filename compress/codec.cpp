@@ -6,6 +6,7 @@
 
 #include "compress/codec_impl.h"
 #include "compress/quant_math.h"
+#include "engine/cuda.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 
@@ -304,7 +305,13 @@ int index_bits(int64_t n) {
   return b;
 }
 
-void* codec_stream() { return nullptr; }
+void* codec_stream() {
+#ifdef DGPIPE_WITH_CUDA
+  return engine::cuda::current_stream().raw();
+#else
+  return nullptr;
+#endif
+}
 
 namespace detail {
 

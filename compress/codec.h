@@ -91,8 +91,7 @@ std::vector<uint32_t> read_codes(const Packet& p);
 // Index width in bits used by top-k for n elements: the narrowest that represents n - 1 (at least 1).
 int index_bits(int64_t n);
 
-// CUDA stream the codec kernels use. TODO: hook to the engine's current stream once engine/cuda lands; until
-// then the legacy default stream (nullptr) keeps the kernels ordered with the engine's own launches.
+// CUDA stream (cudaStream_t) the codec kernels run on: the engine's current stream of the current device.
 void* codec_stream();
 
 }  // namespace dgpipe::compress

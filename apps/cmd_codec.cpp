@@ -1,0 +1,191 @@
+// `dgpipe codec`: compares boundary codecs on one tensor — wire bytes, ratio, bits per element, error norms
+// (max |e|, mean |e|, relative L2, cosine) and encode/decode times.
+//   dgpipe codec --synthetic laplace --shape 64,32,32,32
+//   dgpipe codec --input act.safetensors --tensor boundary0 --codecs uniform:8,sortquant:6+2 --format csv
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "apps/command.h"
+#include "compress/codec.h"
+#include "engine/cuda.h"
+#include "engine/io/safetensors.h"
+#include "engine/ops.h"
+
+namespace dgpipe::apps {
+namespace {
+
+using engine::Tensor;
+
+const char* kDefaultCodecs =
+    "none,fp16,bf16,uniform:4,uniform:6,uniform:8,uniform:12,sortquant:3+1,sortquant:4+2,sortquant:6+2,"
+    "sortquant:9+3,sortquant:12+4,fastquant:4+2,fastquant:6+2,fastquant:9+3,topk:0.05,topk:0.1,topk:0.25,power:2,"
+    "power:4,power:8,svd:4,svd:8,kmeans:2,kmeans:3,kmeans:4";
+
+Tensor synthetic(const std::string& dist, const engine::Shape& shape, uint64_t seed) {
+  engine::Generator gen(seed);
+  Tensor z = engine::randn(shape, engine::DType::f32, &gen);
+  if (dist == "normal") return z;
+  if (dist == "relu") return engine::relu(z);
+  if (dist == "uniform") return engine::rand(shape, engine::DType::f32, &gen);
+  if (dist == "laplace") {
+    // inverse CDF of Laplace(0, 1) on u - 1/2
+    std::vector<double> u = engine::rand(shape, engine::DType::f64, &gen).to_vector();
+    for (double& v : u) {
+      double c = v - 0.5;
+      v = -(c < 0 ? -1 : 1) * std::log(std::max(1e-12, 1 - 2 * std::fabs(c)));
+    }
+    return engine::from_vector(u, shape, engine::DType::f32);
+  }
+  DGP_FAIL("dgpipe codec: unknown --synthetic distribution '" << dist << "' (normal, laplace, relu, uniform)");
+}
+
+struct Row {
+  std::string spec;
+  uint64_t wire = 0;
+  double ratio = 0, bits = 0, max_abs = 0, mean_abs = 0, rel_l2 = 0, cosine = 0, enc_ms = 0, dec_ms = 0;
+};
+
+Row measure(const std::string& spec, const Tensor& x, int repeat) {
+  auto codec = compress::make_codec(spec, "dgpipe codec");
+  auto sync = [&] {
+    if (x.is_cuda()) engine::cuda::device_synchronize(x.device().index);
+  };
+  compress::Packet p = codec->encode(x);  // warm-up (and warm start for power)
+  Tensor y = codec->decode(p);
+  sync();
+  double enc = 1e30, dec = 1e30;
+  for (int r = 0; r < repeat; ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    p = codec->encode(x);
+    sync();
+    auto t1 = std::chrono::steady_clock::now();
+    y = codec->decode(p);
+    sync();
+    auto t2 = std::chrono::steady_clock::now();
+    enc = std::min(enc, std::chrono::duration<double, std::milli>(t1 - t0).count());
+    dec = std::min(dec, std::chrono::duration<double, std::milli>(t2 - t1).count());
+  }
+  p.serialize();  // validates the status word (a CUDA encode's NaN/Inf report)
+  std::vector<double> a = x.to_vector(), b = y.to_vector();
+  Row row;
+  row.spec = spec;
+  row.wire = p.wire_bytes();
+  const double n = static_cast<double>(a.size());
+  row.ratio = row.wire / (4.0 * n);
+  row.bits = row.wire * 8.0 / n;
+  double se = 0, sx = 0, sy = 0, sxy = 0, sabs = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    double e = a[i] - b[i];
+    row.max_abs = std::max(row.max_abs, std::fabs(e));
+    sabs += std::fabs(e);
+    se += e * e;
+    sx += a[i] * a[i];
+    sy += b[i] * b[i];
+    sxy += a[i] * b[i];
+  }
+  row.mean_abs = sabs / n;
+  row.rel_l2 = sx > 0 ? std::sqrt(se / sx) : std::sqrt(se);
+  row.cosine = (sx > 0 && sy > 0) ? sxy / std::sqrt(sx * sy) : (se == 0 ? 1.0 : 0.0);
+  row.enc_ms = enc;
+  row.dec_ms = dec;
+  return row;
+}
+
+int run_codec(int argc, char** argv) {
+  CLI::App app{"Compare boundary codecs on a tensor: wire bytes, ratio, error norms, encode/decode time"};
+  std::string input, tensor_name, dist = "laplace", shape_text = "64,32,32,32", device_text = "cpu", format = "table";
+  std::vector<std::string> specs;
+  uint64_t seed = 1;
+  int repeat = 3;
+  app.add_option("--input", input, "safetensors file holding the tensor");
+  app.add_option("--tensor", tensor_name, "tensor name inside --input (default: the first, in name order)");
+  app.add_option("--synthetic", dist, "distribution when no --input: normal, laplace, relu, uniform")
+      ->capture_default_str();
+  app.add_option("--shape", shape_text, "shape of the synthetic tensor, e.g. 64,32,32,32")->capture_default_str();
+  app.add_option("--seed", seed, "seed of the synthetic tensor")->capture_default_str();
+  app.add_option("--codecs", specs, "codec specs, comma separated (default: a sweep of every method)")
+      ->delimiter(',');
+  app.add_option("--device", device_text, "cpu or cuda[:N]")->capture_default_str();
+  app.add_option("--repeat", repeat, "timed repetitions (the minimum is reported)")->capture_default_str();
+  app.add_option("--format", format, "table, csv or json")->check(CLI::IsMember({"table", "csv", "json"}))
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (specs.empty()) {
+    std::stringstream ss(kDefaultCodecs);
+    std::string s;
+    while (std::getline(ss, s, ',')) specs.push_back(s);
+  }
+  for (const auto& s : specs) compress::parse_codec_spec(s);  // fail early on a typo
+
+  Tensor x;
+  std::string source;
+  if (!input.empty()) {
+    engine::SafetensorsFile f = engine::load_safetensors(input);
+    DGP_CHECK(!f.tensors.empty(), "dgpipe codec: " << input << " holds no tensors");
+    if (tensor_name.empty()) tensor_name = f.tensors.begin()->first;
+    auto it = f.tensors.find(tensor_name);
+    DGP_CHECK(it != f.tensors.end(), "dgpipe codec: no tensor '" << tensor_name << "' in " << input);
+    x = it->second.to(engine::DType::f32).contiguous();
+    source = input + ":" + tensor_name;
+  } else {
+    engine::Shape shape;
+    std::stringstream ss(shape_text);
+    std::string d;
+    while (std::getline(ss, d, ',')) shape.push_back(std::stoll(d));
+    x = synthetic(dist, shape, seed);
+    source = "synthetic " + dist;
+  }
+  x = x.to(engine::Device::parse(device_text));
+  DGP_CHECK(engine::isfinite_all(x), "dgpipe codec: " << source << " contains NaN/Inf");
+
+  std::vector<Row> rows;
+  for (const auto& s : specs) rows.push_back(measure(s, x, repeat));
+
+  if (format == "csv") {
+    std::cout << "source,shape,spec,wire_bytes,ratio,bits_per_element,max_abs,mean_abs,rel_l2,cosine,encode_ms,decode_ms\n";
+    for (const auto& r : rows)
+      std::cout << source << ",\"" << engine::shape_str(x.shape()) << "\"," << r.spec << "," << r.wire << ","
+                << r.ratio << "," << r.bits << "," << r.max_abs << "," << r.mean_abs << "," << r.rel_l2 << ","
+                << r.cosine << "," << r.enc_ms << "," << r.dec_ms << "\n";
+  } else if (format == "json") {
+    std::cout << "[";
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      std::cout << (i ? ",\n " : "") << "{\"spec\":\"" << r.spec << "\",\"wire_bytes\":" << r.wire
+                << ",\"ratio\":" << r.ratio << ",\"bits_per_element\":" << r.bits << ",\"max_abs\":" << r.max_abs
+                << ",\"mean_abs\":" << r.mean_abs << ",\"rel_l2\":" << r.rel_l2 << ",\"cosine\":" << r.cosine
+                << ",\"encode_ms\":" << r.enc_ms << ",\"decode_ms\":" << r.dec_ms << "}";
+    }
+    std::cout << "]\n";
+  } else {
+    std::cout << source << " " << engine::shape_str(x.shape()) << " on " << x.device().str() << ", "
+              << x.numel() * 4 << " bytes as f32\n";
+    std::cout << std::left << std::setw(18) << "codec" << std::right << std::setw(12) << "wire B" << std::setw(8)
+              << "ratio" << std::setw(7) << "bits" << std::setw(11) << "max|e|" << std::setw(11) << "mean|e|"
+              << std::setw(10) << "relL2" << std::setw(9) << "cosine" << std::setw(10) << "enc ms" << std::setw(10)
+              << "dec ms" << "\n";
+    for (const auto& r : rows)
+      std::cout << std::left << std::setw(18) << r.spec << std::right << std::setw(12) << r.wire << std::fixed
+                << std::setprecision(4) << std::setw(8) << r.ratio << std::setprecision(2) << std::setw(7) << r.bits
+                << std::scientific << std::setprecision(2) << std::setw(11) << r.max_abs << std::setw(11)
+                << r.mean_abs << std::setw(10) << r.rel_l2 << std::fixed << std::setprecision(5) << std::setw(9)
+                << r.cosine << std::setprecision(3) << std::setw(10) << r.enc_ms << std::setw(10) << r.dec_ms
+                << std::defaultfloat << "\n";
+  }
+  return 0;
+}
+
+const Registration reg{"codec", "compare boundary codecs on a tensor (wire bytes, error norms, timings)", run_codec};
+
+}  // namespace
+}  // namespace dgpipe::apps
