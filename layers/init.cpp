@@ -23,13 +23,17 @@ int64_t fan_out(const Tensor& w) {
 }
 
 void uniform_(Tensor& t, double lo, double hi, Generator* gen) {
-  Tensor u = engine::rand(t.shape(), engine::TensorOptions(engine::DType::f64), gen);
-  t.copy_(u * (hi - lo) + lo);
+  // Drawn in the parameter's own dtype and device and scaled in place: a full-size model (10^8 weights) must not
+  // need double-precision temporaries.
+  Tensor u = engine::rand(t.shape(), engine::TensorOptions(t.dtype(), t.device()), gen);
+  engine::mul_(u, hi - lo);
+  t.copy_(lo == 0.0 ? u : engine::add(u, lo));
 }
 
 void normal_(Tensor& t, double mean, double std, Generator* gen) {
-  Tensor n = engine::randn(t.shape(), engine::TensorOptions(engine::DType::f64), gen);
-  t.copy_(n * std + mean);
+  Tensor n = engine::randn(t.shape(), engine::TensorOptions(t.dtype(), t.device()), gen);
+  engine::mul_(n, std);
+  t.copy_(mean == 0.0 ? n : engine::add(n, mean));
 }
 
 void constant_(Tensor& t, double value) { t.fill_(value); }

@@ -1,5 +1,7 @@
 #include "models/registry.h"
 
+#include <algorithm>
+#include <cmath>
 #include <sstream>
 
 #include "models/roberta.h"
@@ -20,10 +22,14 @@ ModelPtr build_model(const std::string& name_in, const ModelOptions& opts) {
               "build_model: " << name << " supports --input-size 32 (CIFAR) or 224 (ImageNet), got " << opts.input_size);
     const bool cifar = opts.input_size == 32;
     const int64_t classes = opts.num_classes > 0 ? opts.num_classes : (cifar ? 10 : 1000);
+    DGP_CHECK(opts.width_mult > 0 && opts.width_mult <= 4,
+              "build_model: width multiplier must be in (0, 4], got " << opts.width_mult);
+    auto scaled = [&](int64_t channels) { return std::max<int64_t>(4, std::llround(channels * opts.width_mult)); };
     if (name == "mobilenetv2") {
       MobileNetV2Config c;
       c.num_classes = classes;
       c.cifar = cifar;
+      c.width_mult = opts.width_mult;
       c.seed = opts.seed;
       return make_mobilenetv2(c);
     }
@@ -31,12 +37,16 @@ ModelPtr build_model(const std::string& name_in, const ModelOptions& opts) {
       ResNet18Config c;
       c.num_classes = classes;
       c.cifar = cifar;
+      c.base_width = scaled(c.base_width);
       c.seed = opts.seed;
       return make_resnet18(c);
     }
     VGG11Config c;
     c.num_classes = classes;
     c.cifar = cifar;
+    for (int64_t& w : c.layers)
+      if (w > 0) w = scaled(w);
+    if (!cifar) c.hidden = scaled(c.hidden);
     c.seed = opts.seed;
     return make_vgg11_bn(c);
   }

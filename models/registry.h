@@ -10,6 +10,7 @@ namespace dgpipe::models {
 struct ModelOptions {
   int64_t num_classes = -1;  // -1: the model's default (10 for the CIFAR models, 1000 at 224, 2 for text)
   int64_t input_size = 32;   // image models: 32 (CIFAR geometry) or 224 (torchvision's ImageNet geometry)
+  double width_mult = 1.0;   // image models: channel width multiplier (1.0 = the published network)
   std::string hf_config;     // text models: a Hugging Face config.json to take the sizes from
   uint64_t seed = 0;         // initialisation seed
 };

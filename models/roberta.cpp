@@ -121,13 +121,20 @@ using Parts = std::vector<std::pair<std::string, std::shared_ptr<Module>>>;
 class TextEmbeddings : public Module {
  public:
   TextEmbeddings(const EncoderConfig& c, E::Generator* gen) : cfg_(c) {
-    word = register_module("word_embeddings", std::make_shared<Embedding>(c.vocab_size, c.hidden, c.pad_token_id, gen));
+    const bool roberta = c.variant == EncoderConfig::Variant::roberta;
+    word = std::make_shared<Embedding>(c.vocab_size, c.hidden, c.pad_token_id, gen);
     // RoBERTa's position table has the pad row as padding_idx; BERT's has none.
-    int64_t pos_pad = c.variant == EncoderConfig::Variant::roberta ? c.pad_token_id : -1;
-    position = register_module("position_embeddings", std::make_shared<Embedding>(c.max_positions, c.hidden, pos_pad, gen));
-    token_type = register_module("token_type_embeddings", std::make_shared<Embedding>(c.type_vocab_size, c.hidden, -1, gen));
-    norm = register_module("LayerNorm", std::make_shared<LayerNorm>(c.hidden, c.layer_norm_eps));
-    dropout = register_module("dropout", std::make_shared<Dropout>(c.hidden_dropout));
+    position = std::make_shared<Embedding>(c.max_positions, c.hidden, roberta ? c.pad_token_id : -1, gen);
+    token_type = std::make_shared<Embedding>(c.type_vocab_size, c.hidden, -1, gen);
+    norm = std::make_shared<LayerNorm>(c.hidden, c.layer_norm_eps);
+    dropout = std::make_shared<Dropout>(c.hidden_dropout);
+    // Registration order = state_dict order, which differs between Hugging Face's two classes.
+    register_module("word_embeddings", word);
+    if (!roberta) register_module("position_embeddings", position);
+    register_module("token_type_embeddings", token_type);
+    register_module("LayerNorm", norm);
+    register_module("dropout", dropout);
+    if (roberta) register_module("position_embeddings", position);
   }
   Tensor forward(const Tensor& ids, const BlockContext& ctx) override {
     DGP_CHECK(ids.dim() == 2 && !E::is_floating(ids.dtype()),
