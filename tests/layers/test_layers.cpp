@@ -1,0 +1,109 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "layers/init.h"
+#include "layers/layers.h"
+#include "support/gradcheck.h"
+
+using namespace dgpipe;
+using namespace dgpipe::layers;
+using engine::Tensor;
+
+TEST(Layers, LinearInitBoundsAndForward) {
+  Linear l(50, 20);
+  double bound = 1.0 / std::sqrt(50.0);
+  EXPECT_LE(engine::max(engine::abs(l.weight)).item(), bound);
+  EXPECT_GT(engine::max(engine::abs(l.weight)).item(), 0.9 * bound);  // uniform fills the range
+  EXPECT_LE(engine::max(engine::abs(l.bias)).item(), bound);
+  Tensor x = engine::randn({3, 7, 50});
+  Tensor y = l(x);
+  EXPECT_EQ(y.shape(), (engine::Shape{3, 7, 20}));
+  EXPECT_LT(dgpipe::testing::max_rel_diff(y, engine::matmul(x, l.weight.t()) + l.bias), 1e-5);
+  EXPECT_THROW(l(engine::randn({2, 49})), engine::Error);
+}
+
+TEST(Layers, Conv2dShapesAndInit) {
+  Conv2dOptions o;
+  o.kernel = 3;
+  o.stride = 2;
+  o.padding = 1;
+  o.groups = 2;
+  Conv2d c(4, 6, o);
+  EXPECT_EQ(c.weight.shape(), (engine::Shape{6, 2, 3, 3}));
+  EXPECT_EQ(init::fan_in(c.weight), 18);
+  EXPECT_LE(engine::max(engine::abs(c.weight)).item(), 1.0 / std::sqrt(18.0));
+  EXPECT_EQ(c(engine::randn({2, 4, 9, 9})).shape(), (engine::Shape{2, 6, 5, 5}));
+  o.groups = 3;
+  EXPECT_THROW(Conv2d(4, 6, o), engine::Error);
+}
+
+TEST(Layers, BatchNormTrainUpdatesRunningStatsEvalUsesThem) {
+  BatchNorm2d bn(3);
+  Tensor x = engine::add(engine::mul(engine::randn({8, 3, 4, 4}), 2.0), 1.0);
+  bn.train();
+  Tensor y = bn(x);
+  // batch statistics: each channel of y has mean 0 and biased variance ~1
+  for (double m : engine::mean(y, {0, 2, 3}).to_vector()) EXPECT_NEAR(m, 0.0, 1e-5);
+  std::vector<double> batch_mean = engine::mean(x, {0, 2, 3}).to_vector();
+  std::vector<double> batch_var = engine::var(x, {0, 2, 3}, 1).to_vector();  // unbiased for running_var
+  std::vector<double> rm = bn.running_mean.to_vector(), rv = bn.running_var.to_vector();
+  for (int c = 0; c < 3; ++c) {
+    EXPECT_NEAR(rm[c], 0.1 * batch_mean[c], 1e-5);
+    EXPECT_NEAR(rv[c], 0.9 + 0.1 * batch_var[c], 1e-5);
+  }
+  EXPECT_EQ(bn.num_batches_tracked.item(), 1.0);
+  bn.eval();
+  Tensor ye = bn(x);
+  EXPECT_EQ(bn.num_batches_tracked.item(), 1.0);  // eval changes nothing
+  EXPECT_EQ(bn.running_mean.to_vector(), rm);
+  Tensor expect = (x - bn.running_mean.view({1, 3, 1, 1})) / engine::sqrt(bn.running_var.view({1, 3, 1, 1}) + 1e-5);
+  EXPECT_LT(dgpipe::testing::max_rel_diff(ye, expect), 1e-5);
+}
+
+TEST(Layers, DropoutOffInEvalScaledInTrain) {
+  Dropout d(0.25);
+  Tensor x = engine::ones({10000});
+  d.eval();
+  EXPECT_TRUE(d(x).same(x));
+  d.train();
+  std::vector<double> y = d(x).to_vector();
+  int zeros = 0;
+  for (double v : y) {
+    if (v == 0.0) ++zeros;
+    else EXPECT_NEAR(v, 1.0 / 0.75, 1e-6);
+  }
+  EXPECT_NEAR(zeros / 10000.0, 0.25, 0.02);
+  EXPECT_THROW(Dropout(1.0), engine::Error);
+}
+
+TEST(Layers, EmbeddingPaddingRowIsZeroAndGetsNoGradient) {
+  Embedding e(10, 4, /*padding_idx=*/1);
+  EXPECT_EQ(engine::sum(engine::abs(e.weight.select(0, 1))).item(), 0.0);
+  Tensor ids = engine::from_vector(std::vector<int64_t>{1, 3, 1, 3}, {2, 2});
+  engine::sum(e(ids)).backward();
+  EXPECT_EQ(engine::sum(engine::abs(e.weight.grad().select(0, 1))).item(), 0.0);
+  EXPECT_EQ(e.weight.grad().select(0, 3).to_vector(), (std::vector<double>{2, 2, 2, 2}));
+}
+
+TEST(Layers, LayerNormNormalisesLastDim) {
+  LayerNorm ln(6, 1e-12);
+  Tensor y = ln(engine::add(engine::mul(engine::randn({4, 6}), 3.0), 5.0));
+  for (double m : engine::mean(y, {1}).to_vector()) EXPECT_NEAR(m, 0.0, 1e-5);
+  for (double v : engine::var(y, {1}, 0).to_vector()) EXPECT_NEAR(v, 1.0, 1e-4);
+  EXPECT_THROW(ln(engine::randn({4, 5})), engine::Error);
+}
+
+TEST(Layers, ActivationsPoolingAndContainers) {
+  Tensor x = engine::from_vector(std::vector<float>{-1, 0.5, 7, 3}, {1, 1, 2, 2});
+  EXPECT_EQ((*ReLU())(x).to_vector(), (std::vector<double>{0, 0.5, 7, 3}));
+  EXPECT_EQ((*ReLU6())(x).to_vector(), (std::vector<double>{0, 0.5, 6, 3}));
+  EXPECT_NEAR((*Tanh())(x).to_vector()[1], std::tanh(0.5), 1e-6);
+  EXPECT_NEAR((*GELU())(x).to_vector()[0], -1 * 0.5 * (1 + std::erf(-1 / std::sqrt(2.0))), 1e-6);
+  EXPECT_EQ((*MaxPool2d(2, 2))(x).to_vector(), std::vector<double>{7});
+  EXPECT_EQ((*AvgPool2d(2, 2))(x).to_vector(), std::vector<double>{2.375});
+  EXPECT_EQ((*AdaptiveAvgPool2d(1))(x).to_vector(), std::vector<double>{2.375});
+  Sequential seq({ReLU(), std::make_shared<Flatten>()});
+  EXPECT_EQ(seq(x).shape(), (engine::Shape{1, 4}));
+  EXPECT_EQ(seq.children()[1].first, "1");
+}
