@@ -8,6 +8,7 @@
 
 #include "engine/error.h"
 #include "engine/ops.h"
+#include "layers/layers.h"
 
 namespace dgpipe::pipeline {
 
@@ -159,6 +160,11 @@ void Pipeline::build(std::vector<layers::ModulePtr> blocks, OptimizerFactory mak
     setup.device = device_of(s);
     for (auto& b : mine) b->to(setup.device);
     setup.blocks = mine;
+    generators_.push_back(std::make_unique<engine::Generator>(opts_.seed * 1000003ull + static_cast<uint64_t>(s) + 1));
+    for (auto& b : mine)
+      for (auto& [name, module] : b->named_modules())
+        if (auto* drop = dynamic_cast<const layers::Dropout*>(module.get()))
+          const_cast<layers::Dropout*>(drop)->gen = generators_.back().get();
     if (s > 0) {
       setup.upstream_fwd = codec_of(s - 1).fwd;
       setup.upstream_bwd = codec_of(s - 1).bwd;

@@ -39,6 +39,9 @@ struct PipelineOptions {
   double label_smoothing = 0.0;
   std::chrono::milliseconds timeout{std::chrono::seconds(120)};
   bool trace = false;
+  // Every stage draws dropout masks from its own Philox generator seeded from (seed, stage), so threads never
+  // race for one generator and a run is reproducible.
+  uint64_t seed = 0;
 };
 
 class Pipeline {
@@ -67,6 +70,8 @@ class Pipeline {
   void write_trace(const std::string& path) const;
   // Sets the learning rate of every local stage's optimizer (what a schedule calls each iteration).
   void set_lr(double lr);
+  // The dropout generator of local stage index i (for checkpoints).
+  engine::Generator& stage_generator(size_t i) { return *generators_.at(i); }
 
  private:
   void build(std::vector<layers::ModulePtr> blocks, OptimizerFactory make_optimizer);
@@ -79,6 +84,7 @@ class Pipeline {
   int rank_ = 0;
   std::vector<std::unique_ptr<StageExecutor>> stages_;
   std::vector<std::unique_ptr<engine::Optimizer>> optimizers_;
+  std::vector<std::unique_ptr<engine::Generator>> generators_;
   int64_t step_ = 0;
 };
 
