@@ -327,6 +327,8 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
   std::string log_dir = c.log_dir;
   if (c.channel == "mpi" && world > 1 && rank > 0) log_dir = (fs::path(c.log_dir) / ("rank" + std::to_string(rank))).string();
   ensure_writable_dir(log_dir);
+  const std::string ckpt_path = (fs::path(log_dir) / "checkpoint.safetensors").string();
+  DGP_CHECK(!c.resume || fs::exists(ckpt_path), "--resume: no checkpoint in '" << log_dir << "' (" << ckpt_path << ")");
 
   std::vector<engine::Device> devices = parse_devices(c.devices);
   bool any_cuda = false;
@@ -427,15 +429,15 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
   engine::LRSchedule schedule = make_schedule(c, total_steps, steps_per_epoch);
 
   // Resume: model state, optimizer states, dropout generators, counters.
-  const std::string ckpt_path = (fs::path(log_dir) / "checkpoint.safetensors").string();
   int64_t start_epoch = 0, global_step = 0;
   auto save_checkpoint = [&](int64_t next_epoch) {
     std::map<std::string, Tensor> tensors;
+    // The whole model under its PyTorch names (under MPI, the blocks of other ranks' stages are stale copies and
+    // are ignored on resume: each rank restores its own stages from its own file).
+    for (auto& [name, t] : model->state_dict()) tensors["model." + name] = t;
     for (size_t si = 0; si < pipe->local_stages().size(); ++si) {
       auto& st = pipe->local_stages()[si];
       int s = st->setup().stage;
-      for (auto& b : st->setup().blocks)
-        for (auto& [name, t] : b->state_dict()) tensors["model." + name] = t;
       if (si < pipe->optimizers().size())
         for (auto& [k, t] : pipe->optimizers()[si]->state_dict()) tensors["optim." + std::to_string(s) + "." + k] = t;
       engine::PhiloxState g = pipe->stage_generator(si).state();
@@ -457,10 +459,10 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
       std::map<std::string, Tensor> model_state;
       for (auto& [k, t] : f.tensors)
         if (k.rfind("model.", 0) == 0) model_state[k.substr(6)] = t;
+      model->load_state_dict(model_state, true);
       for (size_t si = 0; si < pipe->local_stages().size(); ++si) {
         auto& st = pipe->local_stages()[si];
         int s = st->setup().stage;
-        for (auto& b : st->setup().blocks) b->load_state_dict(model_state, false);
         std::map<std::string, Tensor> opt_state;
         std::string prefix = "optim." + std::to_string(s) + ".";
         for (auto& [k, t] : f.tensors)

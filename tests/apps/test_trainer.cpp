@@ -1,0 +1,244 @@
+// `dgpipe train` end to end on small data: clear errors, bit-exact resume, GLUE tasks with a small encoder,
+// and learning on a synthetic CIFAR-10 binary set.
+#include "apps/trainer.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "apps/command.h"
+#include "apps/train_config.h"
+#include "engine/error.h"
+
+using namespace dgpipe;
+using namespace dgpipe::apps;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string temp_dir(const std::string& name) {
+  fs::path p = fs::path(::testing::TempDir()) / ("dgpipe_" + name);
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p.string();
+}
+
+// CIFAR-10 in the official binary layout (label byte + 3x1024 plane bytes per record), where the class is
+// visible: a colour per class plus noise, so a small network learns it in a few steps.
+std::string synthetic_cifar(int per_file) {
+  std::string dir = temp_dir("cifar_bin");
+  fs::path sub = fs::path(dir) / "cifar-10-batches-bin";
+  fs::create_directories(sub);
+  std::mt19937 gen(5);
+  auto write = [&](const std::string& name, int n) {
+    std::ofstream f(sub / name, std::ios::binary);
+    for (int i = 0; i < n; ++i) {
+      uint8_t label = static_cast<uint8_t>(gen() % 10);
+      f.put(static_cast<char>(label));
+      for (int c = 0; c < 3; ++c) {
+        int base = ((label >> c) & 1) ? 190 : 60;
+        if (c == 0 && label >= 8) base = 128;
+        for (int p = 0; p < 1024; ++p) {
+          int stripe = (p % 32) < (4 + 3 * label) ? 30 : 0;  // class-dependent vertical band
+          int v = base + stripe + static_cast<int>(gen() % 41) - 20;
+          f.put(static_cast<char>(std::clamp(v, 0, 255)));
+        }
+      }
+    }
+  };
+  for (int b = 1; b <= 5; ++b) write("data_batch_" + std::to_string(b) + ".bin", per_file);
+  write("test_batch.bin", per_file);
+  return dir;
+}
+
+TrainConfig small_image_config(const std::string& data_dir, const std::string& log_dir) {
+  TrainConfig c;
+  c.model = "resnet18";
+  c.width = 0.125;
+  c.dataset = "cifar10";
+  c.data_dir = data_dir;
+  c.batch = 16;
+  c.epochs = 2;
+  c.chunks = 2;
+  c.stages = 2;
+  c.compress = "fwd=sortquant:6+2,bwd=uniform:8";
+  c.lr = 0.05;
+  c.workers = 1;
+  c.log_every = 0;
+  c.log_dir = log_dir;
+  return c;
+}
+
+std::string tiny_roberta_config() {
+  std::string dir = temp_dir("tiny_roberta");
+  nlohmann::json j{{"model_type", "roberta"},     {"vocab_size", 50265},       {"hidden_size", 32},
+                   {"num_hidden_layers", 2},      {"num_attention_heads", 4},  {"intermediate_size", 64},
+                   {"max_position_embeddings", 130}, {"type_vocab_size", 1},   {"pad_token_id", 1},
+                   {"hidden_dropout_prob", 0.1},  {"attention_probs_dropout_prob", 0.1},
+                   {"layer_norm_eps", 1e-5},      {"initializer_range", 0.02}, {"hidden_act", "gelu"}};
+  std::string path = (fs::path(dir) / "config.json").string();
+  std::ofstream(path) << j.dump(2);
+  return path;
+}
+
+bool have_glue() { return fs::exists("../shared/data/glue/RTE/train.tsv") && fs::exists("../shared/data/roberta-base/vocab.json"); }
+
+TrainConfig small_text_config(const std::string& task, const std::string& log_dir) {
+  TrainConfig c;
+  c.model = "roberta";
+  c.model_config = tiny_roberta_config();
+  c.dataset = task;
+  c.data_dir = "../shared/data/glue";
+  c.tokenizer_dir = "../shared/data/roberta-base";
+  c.max_len = 32;
+  c.train_subset = 64;
+  c.eval_subset = 48;
+  c.batch = 16;
+  c.chunks = 2;
+  c.stages = 3;
+  c.placement = "client-server";
+  c.epochs = 1;
+  c.optimizer = "adamw";
+  c.lr = 1e-3;
+  c.weight_decay = 0.01;
+  c.schedule = "linear";
+  c.warmup = 0.1;
+  c.compress = "uniform:8";
+  c.workers = 1;
+  c.log_every = 0;
+  c.log_dir = log_dir;
+  return c;
+}
+
+void expect_error(const std::vector<std::string>& args, const std::string& needle) {
+  std::vector<std::string> storage = {"dgpipe train"};
+  storage.insert(storage.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& s : storage) argv.push_back(s.data());
+  TrainConfig c;
+  try {
+    parse_train_args(static_cast<int>(argv.size()), argv.data(), c);
+    run_training(c);
+    ADD_FAILURE() << "expected an error containing '" << needle << "'";
+  } catch (const engine::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+
+TEST(Train, BadInputGivesClearErrors) {
+  expect_error({"--model", "alexnet"}, "--model");
+  expect_error({"--dataset", "mnist"}, "--dataset");
+  expect_error({"--lr", "fast"}, "--lr");
+  expect_error({"--lr", "-1"}, "--lr");
+  expect_error({"--chunks", "8", "--batch", "4"}, "--chunks");
+  expect_error({"--no-such-flag", "1"}, "no-such-flag");
+  expect_error({"--preset", "imagenet-in-a-minute"}, "--preset");
+  expect_error({"--placement", "ring"}, "--placement");
+  expect_error({"--data-dir", "/nonexistent/cifar"}, "--data-dir");
+  expect_error({"--model", "roberta", "--dataset", "cifar10", "--data-dir", synthetic_cifar(4)}, "does not fit");
+  // an unwritable log dir: a path under a regular file
+  std::string file = temp_dir("logfile") + "/plain-file";
+  std::ofstream(file) << "x";
+  expect_error({"--data-dir", synthetic_cifar(4), "--log-dir", file + "/run"}, "--log-dir");
+  // config files: unknown keys and wrong types name the file and the key
+  std::string cfg = temp_dir("cfg") + "/bad.json";
+  std::ofstream(cfg) << R"({"lr": 0.1, "learning_rate": 3})";
+  expect_error({"--config", cfg}, "learning_rate");
+  std::ofstream(cfg) << R"({"epochs": "ten"})";
+  expect_error({"--config", cfg}, "epochs");
+  expect_error({"--config", "/nonexistent.json"}, "--config");
+  expect_error({"--resume", "--log-dir", temp_dir("empty_run"), "--data-dir", synthetic_cifar(4)}, "--resume");
+}
+
+TEST(Train, PrecedenceDefaultsPresetConfigFlags) {
+  std::string cfg = temp_dir("cfg2") + "/c.json";
+  std::ofstream(cfg) << R"({"lr": 0.02, "epochs": 7})";
+  std::vector<std::string> storage = {"dgpipe train", "--preset", "demo", "--config", cfg, "--epochs", "3"};
+  std::vector<char*> argv;
+  for (auto& s : storage) argv.push_back(s.data());
+  TrainConfig c;
+  ASSERT_TRUE(parse_train_args(static_cast<int>(argv.size()), argv.data(), c));
+  EXPECT_EQ(c.compress, "sortquant:6+2");  // from the preset
+  EXPECT_DOUBLE_EQ(c.lr, 0.02);            // config file over preset
+  EXPECT_EQ(c.epochs, 3);                  // flag over config file
+  // to_json/merge_json round trip
+  TrainConfig d;
+  d.merge_json(c.to_json(), "round trip");
+  EXPECT_EQ(d.to_json(), c.to_json());
+}
+
+TEST(Train, ResumeReproducesTheUninterruptedRunExactly) {
+  std::string data = synthetic_cifar(16);  // 80 train images: 5 steps of 16 per epoch
+  TrainConfig full = small_image_config(data, temp_dir("run_full"));
+  TrainSummary a = run_training(full);
+  ASSERT_EQ(a.step_losses.size(), 10u);
+  TrainConfig part = small_image_config(data, temp_dir("run_part"));
+  TrainSummary b = run_training(part, /*stop_after_steps=*/7);  // checkpoint after epoch 1 (step 5), then "crash"
+  ASSERT_EQ(b.step_losses.size(), 7u);
+  part.resume = true;
+  TrainSummary c = run_training(part);
+  ASSERT_EQ(c.step_losses.size(), 5u);  // epoch 2 again, from the checkpoint
+  for (size_t i = 0; i < 5; ++i) EXPECT_EQ(c.step_losses[i], a.step_losses[5 + i]) << "step " << 6 + i;
+  for (size_t i = 0; i < 7; ++i) EXPECT_EQ(b.step_losses[i], a.step_losses[i]) << "step " << 1 + i;
+  EXPECT_EQ(c.final_eval_acc, a.final_eval_acc);
+  // what the log dir holds
+  for (const char* f : {"config.json", "metrics.csv", "metrics.jsonl", "summary.json", "checkpoint.safetensors"})
+    EXPECT_TRUE(fs::exists(fs::path(full.log_dir) / f)) << f;
+  nlohmann::json s = nlohmann::json::parse(std::ifstream(fs::path(full.log_dir) / "summary.json"));
+  EXPECT_GT(s["raw_bytes"].get<double>(), 0);
+  EXPECT_LT(s["compression_ratio"].get<double>(), 0.3);  // 8-bit codes both ways
+}
+
+TEST(Train, LearnsSyntheticImages) {
+  std::string data = synthetic_cifar(64);  // 320 train images
+  TrainConfig c = small_image_config(data, temp_dir("run_learn"));
+  c.epochs = 6;
+  c.batch = 32;
+  c.lr = 0.05;
+  c.stages = 3;
+  c.placement = "client-server";
+  TrainSummary s = run_training(c);
+  ASSERT_FALSE(s.epochs.empty());
+  EXPECT_LT(s.epochs.back().train_loss, s.epochs.front().train_loss);
+  EXPECT_GT(s.final_eval_acc, 0.5) << "10 classes: chance is 0.1";
+}
+
+TEST(Train, GlueTasksRunEndToEndWithASmallEncoder) {
+  if (!have_glue()) GTEST_SKIP() << "../shared/data/glue or the roberta-base tokenizer is absent";
+  for (std::string task : {"rte", "cola", "sst2"}) {
+    SCOPED_TRACE(task);
+    TrainConfig c = small_text_config(task, temp_dir("run_" + task));
+    TrainSummary s = run_training(c);
+    ASSERT_EQ(s.epochs.size(), 1u);
+    EXPECT_TRUE(std::isfinite(s.epochs[0].train_loss));
+    EXPECT_GT(s.epochs[0].eval_acc, 0.0);
+    EXPECT_GE(s.final_eval_mcc, -1.0);
+    EXPECT_LE(s.final_eval_mcc, 1.0);
+    nlohmann::json j = nlohmann::json::parse(std::ifstream(fs::path(c.log_dir) / "summary.json"));
+    EXPECT_TRUE(j.contains("final_eval_mcc"));
+  }
+}
+
+TEST(Train, TextResumeIsExactWithDropout) {
+  if (!have_glue()) GTEST_SKIP() << "../shared/data/glue or the roberta-base tokenizer is absent";
+  TrainConfig full = small_text_config("rte", temp_dir("rte_full"));
+  full.epochs = 2;
+  full.train_subset = 32;
+  TrainSummary a = run_training(full);
+  TrainConfig part = small_text_config("rte", temp_dir("rte_part"));
+  part.epochs = 2;
+  part.train_subset = 32;
+  run_training(part, 3);  // 2 steps per epoch: checkpoint at step 2, stop at 3
+  part.resume = true;
+  TrainSummary c = run_training(part);
+  ASSERT_EQ(a.step_losses.size(), 4u);
+  ASSERT_EQ(c.step_losses.size(), 2u);
+  EXPECT_EQ(c.step_losses[0], a.step_losses[2]);
+  EXPECT_EQ(c.step_losses[1], a.step_losses[3]);
+}
