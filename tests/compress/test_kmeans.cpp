@@ -34,7 +34,7 @@ TEST(KMeans, EveryElementDecodesToItsNearestCentroid) {
       for (float cj : c) best = std::min(best, std::fabs(xv[i] - cj));
       ASSERT_LE(std::fabs(xv[i] - yv[i]), best * (1 + 1e-6) + 1e-30) << dist_name(d) << " element " << i;
     }
-    if (d == Dist::all_equal || d == Dist::tiny) EXPECT_EQ(xv, yv) << dist_name(d);
+    if (d == Dist::all_equal || d == Dist::tiny) { EXPECT_EQ(xv, yv) << dist_name(d); }
   }
 }
 

@@ -102,7 +102,7 @@ TEST(LowRank, ZeroAndRankDeficientInputsStayFinite) {
     auto codec = make_codec(spec);
     Tensor z = dgpipe::engine::zeros({2, 5, 7});
     std::vector<double> y = codec->decode(codec->encode(z)).to_vector();
-    for (double v : y) ASSERT_EQ(v, 0.0) << spec;
+    for (double v : y) { ASSERT_EQ(v, 0.0) << spec; }
     Tensor one = make_input(Dist::all_equal, 1, {2, 5, 7});  // rank 1
     EXPECT_LE(frob_diff(codec->decode(codec->encode(one)), one), 1e-4) << spec;
     Tensor tiny = make_input(Dist::normal, 1, {3});  // 1 x 3 matrix: rank clamps to 1, exact

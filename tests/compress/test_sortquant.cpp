@@ -43,18 +43,18 @@ void check_group_packet(Codec& codec, const Tensor& x, int q, int s, bool exact_
     EXPECT_NEAR(st[g].step, (gmax[g] - gmin[g]) / ((1 << q) - 1), 1e-6 * (gmax[g] - gmin[g]) + 1e-30) << what;
     // Groups are ordered: everything in group g <= everything in group g + 1 (ties may straddle).
     for (int h = g + 1; h < groups; ++h)
-      if (count[h]) EXPECT_LE(gmax[g], gmin[h]) << what << " groups " << g << "," << h;
+      if (count[h]) { EXPECT_LE(gmax[g], gmin[h]) << what << " groups " << g << "," << h; }
   }
   if (exact_population) {
     // tensor_split sizes: the first n mod K groups have ceil(n/K), the others floor(n/K).
-    for (int g = 0; g < groups; ++g) EXPECT_EQ(count[g], n / groups + (g < n % groups ? 1 : 0)) << what << " group " << g;
+    for (int g = 0; g < groups; ++g) { EXPECT_EQ(count[g], n / groups + (g < n % groups ? 1 : 0)) << what << " group " << g; }
   }
   for (int64_t i = 0; i < n; ++i) {
     const uint32_t g = codes[i] >> q;
     const double mag = std::max(std::fabs(gmin[g]), std::fabs(gmax[g]));
     const double tol = st[g].step * 0.5 * (1 + 1e-5) + 4 * mag * 1.2e-7;
     ASSERT_LE(std::fabs(xv[i] - yv[i]), tol) << what << " element " << i << " group " << g;
-    if (st[g].step == 0.0f) ASSERT_EQ(xv[i], yv[i]) << what << ": constant group must be exact";
+    if (st[g].step == 0.0f) { ASSERT_EQ(xv[i], yv[i]) << what << ": constant group must be exact"; }
   }
 }
 
@@ -82,7 +82,7 @@ TEST(SortQuant, TiesStraddlingBoundariesSplitInIndexOrder) {
     EXPECT_EQ(g, expect) << "element " << i;
   }
   std::vector<double> y = codec->decode(p).to_vector();
-  for (int i = 0; i < 10; ++i) EXPECT_EQ(y[i], 0.0);
+  for (int i = 0; i < 10; ++i) { EXPECT_EQ(y[i], 0.0); }
   // Negative zero is the same value as zero.
   v[3] = -0.0f;
   std::vector<uint32_t> codes2 = read_codes(codec->encode(dgpipe::engine::from_vector(v, {16})));

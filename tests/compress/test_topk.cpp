@@ -35,7 +35,7 @@ TEST(TopK, KeepsExactlyTheLargestMagnitudes) {
         }
       }
       // Non-zero kept values equal k unless zeros are among the k largest (all-equal has none).
-      if (d != Dist::post_relu || r < 0.5) EXPECT_EQ(kept, k) << dist_name(d) << " r=" << r;
+      if (d != Dist::post_relu || r < 0.5) { EXPECT_EQ(kept, k) << dist_name(d) << " r=" << r; }
       EXPECT_GE(min_kept, max_dropped) << dist_name(d) << " r=" << r;
     }
 }

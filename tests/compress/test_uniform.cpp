@@ -30,12 +30,12 @@ TEST(Uniform, MaxErrorIsHalfAStepOnEveryDistribution) {
       double worst = 0;
       for (size_t i = 0; i < xv.size(); ++i) worst = std::max(worst, std::fabs(xv[i] - yv[i]));
       EXPECT_LE(worst, tol) << dist_name(d) << " Q=" << q;
-      if (d == Dist::all_equal) EXPECT_EQ(worst, 0.0) << "constant tensor must decode exactly";
+      if (d == Dist::all_equal) { EXPECT_EQ(worst, 0.0) << "constant tensor must decode exactly"; }
       // Codes cover the range: the minimum maps to 0 and the maximum to 2^Q - 1 (unless constant).
       std::vector<uint32_t> codes = read_codes(p);
       uint32_t cmax = *std::max_element(codes.begin(), codes.end());
       EXPECT_EQ(*std::min_element(codes.begin(), codes.end()), 0u);
-      if (hi > lo) EXPECT_EQ(cmax, (1u << q) - 1) << dist_name(d);
+      if (hi > lo) { EXPECT_EQ(cmax, (1u << q) - 1) << dist_name(d); }
     }
   }
 }
