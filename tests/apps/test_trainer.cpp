@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <unistd.h>
 
 #include "apps/command.h"
 #include "apps/train_config.h"
@@ -21,7 +22,8 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string temp_dir(const std::string& name) {
-  fs::path p = fs::path(::testing::TempDir()) / ("dgpipe_" + name);
+  // The pid keeps concurrent runs of this suite (several build folders) out of each other's way.
+  fs::path p = fs::path(::testing::TempDir()) / ("dgpipe_" + std::to_string(::getpid()) + "_" + name);
   fs::remove_all(p);
   fs::create_directories(p);
   return p.string();

@@ -98,7 +98,8 @@ TEST(Channel, ThrottleMatchesConfiguredBandwidth) {
   for (int mb = 0; mb < 8; ++mb) ch.send(make_msg(0, 1, MsgKind::activation, mb, 0, 100000));
   for (int mb = 0; mb < 8; ++mb) ch.recv(0, 1, MsgKind::activation, mb, 0);
   double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
-  EXPECT_NEAR(elapsed, 0.2, 0.02);  // within 10%
+  EXPECT_GE(elapsed, 0.2 * 0.999);  // the wire time is a floor
+  EXPECT_LT(elapsed, 0.2 * 1.1);    // within 10%
   // Latency adds once per message but overlaps across messages in flight.
   LinkModel lat;
   lat.latency_s = 0.05;
@@ -107,5 +108,6 @@ TEST(Channel, ThrottleMatchesConfiguredBandwidth) {
   ch2.send(make_msg(0, 1, MsgKind::activation, 0, 0, 10));
   ch2.recv(0, 1, MsgKind::activation, 0, 0);
   elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
-  EXPECT_NEAR(elapsed, 0.05, 0.005);
+  EXPECT_GE(elapsed, 0.05);   // never early
+  EXPECT_LT(elapsed, 0.075);  // and not much late, even on a loaded machine
 }
