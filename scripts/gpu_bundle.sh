@@ -19,10 +19,10 @@ echo "== configure $BUILD_DIR (CUDA on, sm_$CUDA_ARCH, static OpenBLAS)"
 cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DDGPIPE_WITH_CUDA=ON \
   -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" -DDGPIPE_STATIC_BLAS=ON -DDGPIPE_BUILD_TESTS=ON -DDGPIPE_BUILD_BENCH=ON >/dev/null
 
-# What goes in: the dgpipe binary, every test suite that exercises CUDA code (file names containing "cuda" or
-# "gpu", plus the autocast suite), and the CUDA benchmarks. The CPU-only suites run in CI and are left out: with
-# the CUDA kernels linked into each of them they would not fit the 64 MiB budget.
-mapfile -t TEST_SRCS < <(cd "$ROOT/tests" && ls */test_*cuda*.cpp */test_*gpu*.cpp engine/test_amp.cpp 2>/dev/null | sort -u)
+# What goes in: the dgpipe binary, every test suite that exercises CUDA code (the files that skip themselves without
+# a device: DGP_SKIP_WITHOUT_CUDA / have_cuda() / cuda_available()) and the benchmarks that run on CUDA. The
+# CPU-only suites run in CI.
+mapfile -t TEST_SRCS < <(cd "$ROOT/tests" && grep -lE 'DGP_SKIP_WITHOUT_CUDA|have_cuda\(\)|cuda_available\(\)' */test_*.cpp | sort -u)
 TEST_TARGETS=()
 for src in "${TEST_SRCS[@]}"; do
   folder="${src%%/*}"
@@ -30,22 +30,24 @@ for src in "${TEST_SRCS[@]}"; do
   TEST_TARGETS+=("${folder}_${stem}")
 done
 BENCH_TARGETS=()
-for src in "$ROOT"/bench/bench_cuda_*.cpp "$ROOT"/bench/bench_engine.cpp; do
-  [ -f "$src" ] && BENCH_TARGETS+=("$(basename "$src" .cpp)")
-done
+for src in $(grep -l "cuda" "$ROOT"/bench/bench_*.cpp); do BENCH_TARGETS+=("$(basename "$src" .cpp)"); done
 TARGETS=(dgpipe "${TEST_TARGETS[@]}" "${BENCH_TARGETS[@]}")
 
 echo "== build ${#TARGETS[@]} targets with $JOBS jobs: ${TARGETS[*]}"
 cmake --build "$BUILD_DIR" -j "$JOBS" --target "${TARGETS[@]}"
 
-echo "== collect into $BUNDLE"
-rm -rf "$BUNDLE"
-mkdir -p "$BUNDLE/bin" "$BUNDLE/tests" "$BUNDLE/bench" "$BUNDLE/lib" "$BUNDLE/src"
-cp "$BUILD_DIR/bin/dgpipe" "$BUNDLE/bin/"
-for t in "${TEST_TARGETS[@]}"; do cp "$BUILD_DIR/tests/$t" "$BUNDLE/tests/"; done
-for b in "${BENCH_TARGETS[@]}"; do cp "$BUILD_DIR/bench/$b" "$BUNDLE/bench/"; done
+# Everything is staged as a plain tree, then packed: each binary carries the same statically linked OpenBLAS
+# (~25 MiB, kernels for every x86 generation) and the same CUDA fat binaries, which xz with a 64 MiB window stores
+# once. Python's lzma unpacks it where xz is missing.
+STAGE="$BUILD_DIR/gpu-bundle-stage"
+echo "== stage in $STAGE"
+rm -rf "$STAGE" "$BUNDLE"
+mkdir -p "$STAGE/bin" "$STAGE/tests" "$STAGE/bench" "$STAGE/lib" "$STAGE/src" "$BUNDLE"
+cp "$BUILD_DIR/bin/dgpipe" "$STAGE/bin/"
+for t in "${TEST_TARGETS[@]}"; do cp "$BUILD_DIR/tests/$t" "$STAGE/tests/"; done
+for b in "${BENCH_TARGETS[@]}"; do cp "$BUILD_DIR/bench/$b" "$STAGE/bench/"; done
 # Symbols are not needed to run; line tables for CUDA kernels stay inside the fat binaries.
-strip --strip-unneeded "$BUNDLE"/bin/* "$BUNDLE"/tests/* "$BUNDLE"/bench/* 2>/dev/null || true
+strip --strip-unneeded "$STAGE"/bin/* "$STAGE"/tests/* "$STAGE"/bench/* 2>/dev/null || true
 
 # Shared libraries the GPU machine lacks: everything the binaries load except the C runtime (which every Linux
 # has and must match its kernel) and the CUDA libraries (which must match the machine's driver and are found
@@ -57,29 +59,33 @@ is_system_or_cuda() {
   esac
   return 1
 }
-for f in "$BUNDLE"/bin/* "$BUNDLE"/tests/* "$BUNDLE"/bench/*; do
+for f in "$STAGE"/bin/* "$STAGE"/tests/* "$STAGE"/bench/*; do
   ldd "$f" | awk '/=> \// { print $3 }' | while read -r lib; do
     is_system_or_cuda "$lib" && continue
-    [ -e "$BUNDLE/lib/$(basename "$lib")" ] || cp -L "$lib" "$BUNDLE/lib/"
+    [ -e "$STAGE/lib/$(basename "$lib")" ] || cp -L "$lib" "$STAGE/lib/"
   done
 done
-strip --strip-unneeded "$BUNDLE"/lib/* 2>/dev/null || true
+strip --strip-unneeded "$STAGE"/lib/* 2>/dev/null || true
 
 # Small inputs the suites read at run time (goldens), the PyTorch comparison script and the runner.
-[ -d "$ROOT/tests/data" ] && mkdir -p "$BUNDLE/src/tests" && cp -r "$ROOT/tests/data" "$BUNDLE/src/tests/"
-mkdir -p "$BUNDLE/src/bench"
-cp "$ROOT/bench/engine_vs_pytorch.py" "$BUNDLE/src/bench/"
-cp "$ROOT/scripts/run_gpu_suites.sh" "$BUNDLE/run_gpu_suites.sh"
-chmod +x "$BUNDLE/run_gpu_suites.sh"
+[ -d "$ROOT/tests/data" ] && mkdir -p "$STAGE/src/tests" && cp -r "$ROOT/tests/data" "$STAGE/src/tests/"
+mkdir -p "$STAGE/src/bench"
+cp "$ROOT"/bench/*_vs_pytorch.py "$STAGE/src/bench/"
 {
   echo "dgpipe GPU bundle"
   echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
   echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) for sm_$CUDA_ARCH with $(nvcc --version | tail -1)"
   echo "tests: ${TEST_TARGETS[*]}"
   echo "bench: ${BENCH_TARGETS[*]}"
-  echo "bundled libs: $(ls "$BUNDLE/lib" | tr '\n' ' ')"
+  echo "bundled libs: $(ls "$STAGE/lib" | tr '\n' ' ')"
   echo "needed from the GPU machine: libcuda (driver), libcublas, libcublasLt, libcudnn (+ its sub-libraries)"
-} > "$BUNDLE/MANIFEST.txt"
+} > "$STAGE/MANIFEST.txt"
+cp "$STAGE/MANIFEST.txt" "$BUNDLE/MANIFEST.txt"
+cp "$ROOT/scripts/run_gpu_suites.sh" "$BUNDLE/run_gpu_suites.sh"
+chmod +x "$BUNDLE/run_gpu_suites.sh"
+echo "== pack $(du -sh "$STAGE" | cut -f1) into $BUNDLE/payload.tar.xz"
+tar -C "$STAGE" -cf - . | xz -9 -T"$JOBS" > "$BUNDLE/payload.tar.xz"
+
 
 size=$(du -sb "$BUNDLE" | cut -f1)
 echo "== bundle: $(du -sh "$BUNDLE" | cut -f1) ($size bytes)"

@@ -18,6 +18,20 @@ LOG="$OUT/run.log"
 : > "$LOG"
 say() { echo "$*" | tee -a "$LOG"; }
 
+# ---- 0. unpack the payload (binaries, libraries, goldens) next to the logs ----
+if [ -f "$HERE/payload.tar.xz" ]; then
+  WORK="${BUNDLE_WORKDIR:-$OUT/bundle}"
+  rm -rf "$WORK" && mkdir -p "$WORK"
+  if command -v xz >/dev/null 2>&1; then
+    xz -dc "$HERE/payload.tar.xz" | tar -C "$WORK" -xf -
+  else
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1], "r:xz").extractall(sys.argv[2])' \
+      "$HERE/payload.tar.xz" "$WORK"
+  fi || { say "error: cannot unpack $HERE/payload.tar.xz"; exit 2; }
+  HERE="$WORK"
+  say "unpacked the payload into $WORK"
+fi
+
 # ---- 1. find the CUDA libraries this machine provides ----
 candidates=()
 for d in "${CUDA_HOME:-}" "${CUDA_PATH:-}" /usr/local/cuda /usr/local/cuda-* /opt/cuda; do
