@@ -53,6 +53,7 @@ namespace dgpipe::apps {
   X(channel, "local (stages as threads of one process) | mpi (one process per rank, start with mpirun)")           \
   X(seed_compat, "reproduce the original's choices: sum of micro-batch losses")                                     \
   X(recompute, "recompute activations in backward instead of keeping them")                                        \
+  X(deferred_bn, "batch-norm running statistics over the whole mini-batch (default: per micro-batch, as the original)") \
   X(precision, "fp32 | fp16 | bf16 | mixed (half precision needs a CUDA device)")                                   \
   X(seed, "run seed: initialisation, shuffling, augmentation, dropout")                                             \
   X(workers, "data loader worker threads")                                                                          \

@@ -54,6 +54,7 @@ struct TrainConfig {
   std::string channel = "local";        // local (stages as threads) | mpi (one process per rank, via mpirun)
   bool seed_compat = false;
   bool recompute = false;
+  bool deferred_bn = false;
   // precision
   std::string precision = "fp32";  // fp32 | fp16 | bf16 | mixed
   // reproducibility and run management

@@ -376,6 +376,7 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
   if (!c.link_latency.empty()) po.link.latency_s = pipeline::parse_latency(c.link_latency);
   po.seed_compat = c.seed_compat;
   po.recompute = c.recompute;
+  po.deferred_bn = c.deferred_bn;
   po.label_smoothing = c.label_smoothing;
   po.trace = !c.trace.empty();
   po.seed = c.seed;

@@ -76,6 +76,22 @@ BatchNorm2d::BatchNorm2d(int64_t c, double eps_, double momentum_) : channels(c)
 Tensor BatchNorm2d::forward(const Tensor& x, const BlockContext&) {
   DGP_CHECK(x.dim() == 4 && x.size(1) == channels,
             "BatchNorm2d(" << channels << "): expected input [N," << channels << ",H,W], got " << E::shape_str(x.shape()));
+  if (deferred_ && is_training()) {
+    Tensor out = E::batch_norm2d(x, weight, bias, Tensor(), Tensor(), true, momentum, eps);
+    E::NoGradGuard no_grad;
+    Tensor xd = E::cast(x.detach(), DType::f64);
+    Tensor s = E::sum(xd, {0, 2, 3});
+    Tensor sq = E::sum(E::mul(xd, xd), {0, 2, 3});
+    if (!sum_.defined()) {
+      sum_ = s;
+      sum_squares_ = sq;
+    } else {
+      sum_ = E::add(sum_, s);
+      sum_squares_ = E::add(sum_squares_, sq);
+    }
+    count_ += x.size(0) * x.size(2) * x.size(3);
+    return out;
+  }
   Tensor out = E::batch_norm2d(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
   if (is_training()) {
     // Counted on the tensor's own device (no host round trip); f32 is exact far beyond any run's length.
@@ -83,6 +99,30 @@ Tensor BatchNorm2d::forward(const Tensor& x, const BlockContext&) {
     num_batches_tracked.copy_(E::add(E::cast(num_batches_tracked, DType::f32), 1.0));
   }
   return out;
+}
+
+void BatchNorm2d::set_deferred(bool on) {
+  deferred_ = on;
+  sum_ = sum_squares_ = Tensor();
+  count_ = 0;
+}
+
+void BatchNorm2d::commit_deferred() {
+  if (!deferred_ || count_ == 0) return;
+  E::NoGradGuard no_grad;
+  double n = static_cast<double>(count_);
+  Tensor mean = E::mul(sum_, 1.0 / n);
+  Tensor var_biased = E::sub(E::mul(sum_squares_, 1.0 / n), E::mul(mean, mean));
+  Tensor var_unbiased = E::mul(var_biased, count_ > 1 ? n / (n - 1) : 1.0);
+  auto fold = [&](Tensor& running, const Tensor& stat) {
+    Tensor updated = E::add(E::mul(E::cast(running, DType::f64), 1.0 - momentum), E::mul(stat, momentum));
+    running.copy_(updated);
+  };
+  fold(running_mean, mean);
+  fold(running_var, var_unbiased);
+  num_batches_tracked.copy_(E::add(E::cast(num_batches_tracked, DType::f32), 1.0));
+  sum_ = sum_squares_ = Tensor();
+  count_ = 0;
 }
 
 std::string BatchNorm2d::extra_repr() const {

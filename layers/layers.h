@@ -51,6 +51,19 @@ class BatchNorm2d : public Module {
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
   int64_t channels;
   double eps, momentum;
+
+  // Deferred mode (torchgpipe's DeferredBatchNorm idea): in training each micro-batch is still normalised with its
+  // own statistics, but the running statistics are not touched per micro-batch; instead per-channel sums are
+  // accumulated and commit_deferred() (called once per optimizer step) folds the statistics of the whole
+  // mini-batch into the running ones, as one BatchNorm call on the full mini-batch would (unbiased running var).
+  void set_deferred(bool on);
+  bool deferred() const { return deferred_; }
+  void commit_deferred();
+
+ private:
+  bool deferred_ = false;
+  Tensor sum_, sum_squares_;  // f64 [C]
+  int64_t count_ = 0;
 };
 
 // Layer norm over the last dimension (the only form BERT/RoBERTa use).

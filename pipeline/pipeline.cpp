@@ -184,11 +184,21 @@ void Pipeline::build(std::vector<layers::ModulePtr> blocks, OptimizerFactory mak
       optimizers_.push_back(make_optimizer(params, s));
       opt = optimizers_.back().get();
     }
-    setup.optimizer_step = [opt]() {
+    std::vector<layers::BatchNorm2d*> deferred;
+    if (opts_.deferred_bn)
+      for (auto& b : mine)
+        for (auto& [name, module] : b->named_modules())
+          if (auto* bn = dynamic_cast<const layers::BatchNorm2d*>(module.get())) {
+            auto* mutable_bn = const_cast<layers::BatchNorm2d*>(bn);
+            mutable_bn->set_deferred(true);
+            deferred.push_back(mutable_bn);
+          }
+    setup.optimizer_step = [opt, deferred]() {
       if (opt) {
         opt->step();
         opt->zero_grad();
       }
+      for (auto* bn : deferred) bn->commit_deferred();
     };
     stages_.push_back(std::make_unique<StageExecutor>(std::move(setup), channel_));
     stages_.back()->set_trace(opts_.trace);

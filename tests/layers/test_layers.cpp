@@ -107,3 +107,32 @@ TEST(Layers, ActivationsPoolingAndContainers) {
   EXPECT_EQ(seq(x).shape(), (engine::Shape{1, 4}));
   EXPECT_EQ(seq.children()[1].first, "1");
 }
+
+TEST(BatchNorm2dDeferred, TwoMicroBatchesEqualOneFullBatch) {
+  // Running statistics from two deferred micro-batches equal those of one BatchNorm call on the whole mini-batch;
+  // each micro-batch is still normalised with its own statistics.
+  dgpipe::engine::Generator gen(21);
+  Tensor x = dgpipe::engine::add(dgpipe::engine::mul(dgpipe::engine::randn({8, 3, 4, 4}, {}, &gen), 2.0), 0.5);
+  dgpipe::layers::BatchNorm2d full(3), deferred(3);
+  full.train();
+  deferred.train();
+  deferred.set_deferred(true);
+  full(x);
+  auto halves = dgpipe::engine::chunk(x, 2, 0);
+  Tensor y0 = deferred(halves[0]);
+  Tensor running_before = deferred.running_mean.clone();
+  deferred(halves[1]);
+  EXPECT_EQ(deferred.running_mean.to_vector(), running_before.to_vector()) << "untouched until commit";
+  deferred.commit_deferred();
+  auto a = full.running_mean.to_vector(), b = deferred.running_mean.to_vector();
+  auto av = full.running_var.to_vector(), bv = deferred.running_var.to_vector();
+  for (int c = 0; c < 3; ++c) {
+    EXPECT_NEAR(a[c], b[c], 1e-6);
+    EXPECT_NEAR(av[c], bv[c], 1e-5);
+  }
+  EXPECT_EQ(deferred.num_batches_tracked.item(), 1.0);
+  // the micro-batch output is normalised by its own statistics
+  dgpipe::layers::BatchNorm2d plain(3);
+  plain.train();
+  EXPECT_EQ(plain(halves[0]).to_vector(), y0.to_vector());
+}
