@@ -577,7 +577,11 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
       pipe->set_lr(lr);
       m.lr = lr;
       pipeline::StepResult r = pipe->train_step(to_micro_batch(b, *model, data.text));
-      if (!c.trace.empty() && global_step + 1 == c.trace_steps) pipe->write_trace(c.trace);
+      if (!c.trace.empty() && global_step + 1 == c.trace_steps) {
+        pipe->write_trace(c.trace);
+        pipe->stop_tracing();
+        if (reporter) std::cout << "  trace of the first " << c.trace_steps << " steps written to " << c.trace << "\n";
+      }
       ++global_step;
       ++steps_in_epoch;
       ++steps_this_run;

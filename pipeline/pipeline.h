@@ -71,6 +71,10 @@ class Pipeline {
   bool runs_stage(int s) const { return stage_rank_[s] == rank_; }
   std::vector<TraceEvent> trace_events() const;
   void write_trace(const std::string& path) const;
+  // Stops recording trace events (a trace covers the first steps; recording forever would grow without bound).
+  void stop_tracing() {
+    for (auto& s : stages_) s->set_trace(false);
+  }
   // Sets the learning rate of every local stage's optimizer (what a schedule calls each iteration).
   void set_lr(double lr);
   // The dropout generator of local stage index i (for checkpoints).
