@@ -1,0 +1,70 @@
+// The `dgpipe` subcommands through the same entry point the binary uses (apps::run_command).
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
+
+#include "apps/command.h"
+#include "engine/io/safetensors.h"
+#include "engine/ops.h"
+
+using namespace dgpipe;
+namespace fs = std::filesystem;
+
+namespace {
+// Runs a subcommand with stdout captured into a string.
+int run_capture(const std::string& name, const std::vector<std::string>& args, std::string& out) {
+  std::string path = ::testing::TempDir() + "dgpipe_cmd_" + std::to_string(::getpid()) + ".txt";
+  std::fflush(stdout);
+  int saved = dup(fileno(stdout));
+  FILE* f = std::freopen(path.c_str(), "w", stdout);
+  EXPECT_NE(f, nullptr);
+  int rc = apps::run_command(name, args);
+  std::fflush(stdout);
+  dup2(saved, fileno(stdout));
+  close(saved);
+  std::ifstream in(path);
+  out.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  fs::remove(path);
+  return rc;
+}
+}  // namespace
+
+TEST(Commands, ModelInfoCountsEqualPyTorch) {
+  // counts from torchvision / the PyTorch CIFAR definitions (scripts/goldens_models.py)
+  struct Case {
+    std::string model, input_size;
+    std::string count;
+  };
+  for (const Case& c : {Case{"resnet18", "32", "11173962"}, Case{"mobilenetv2", "32", "2236682"},
+                        Case{"vgg11", "32", "9231114"}, Case{"mobilenetv2", "224", "3504872"}}) {
+    std::string out;
+    ASSERT_EQ(run_capture("model-info", {"--model", c.model, "--input-size", c.input_size, "--counts"}, out), 0);
+    EXPECT_NE(out.find("parameters: " + c.count), std::string::npos) << c.model << "\n" << out;
+  }
+  std::string out;
+  EXPECT_NE(run_capture("model-info", {"--model", "alexnet"}, out), 0);
+}
+
+TEST(Commands, CodecToolReportsEveryCodec) {
+  std::string out;
+  ASSERT_EQ(run_capture("codec", {"--synthetic", "normal", "--shape", "4,8,16,16", "--codecs",
+                                  "uniform:8,sortquant:6+2,topk:0.1", "--format", "csv"},
+                        out),
+            0);
+  for (const char* codec : {"uniform:8", "sortquant:6+2", "topk:0.1"})
+    EXPECT_NE(out.find(codec), std::string::npos) << out;
+  // On a tensor from a safetensors file
+  std::string path = ::testing::TempDir() + "dgpipe_codec_input_" + std::to_string(::getpid()) + ".safetensors";
+  engine::Generator gen(3);
+  engine::save_safetensors(path, {{"act", engine::relu(engine::randn({2, 4, 8, 8}, {}, &gen))}});
+  ASSERT_EQ(run_capture("codec", {"--input", path, "--codecs", "fastquant:6+2"}, out), 0);
+  EXPECT_NE(out.find("fastquant:6+2"), std::string::npos) << out;
+  fs::remove(path);
+  // Bad specs and missing files are errors, not crashes
+  EXPECT_NE(run_capture("codec", {"--codecs", "bogus:3"}, out), 0);
+  EXPECT_NE(run_capture("codec", {"--input", "/nonexistent.safetensors"}, out), 0);
+  EXPECT_NE(run_capture("nonexistent-command", {}, out), 0);
+}
