@@ -560,6 +560,7 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
 
   int64_t steps_this_run = 0;
   bool stop = false;
+  std::map<std::string, uint64_t> epoch_fwd_bytes, epoch_bwd_bytes;  // per-boundary totals at the last epoch end
   for (int64_t epoch = start_epoch; epoch < c.epochs && !stop; ++epoch) {
     EpochMetrics m;
     m.epoch = epoch;
@@ -624,10 +625,27 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
       if (c.dataset == "cola") std::cout << "  mcc " << std::setprecision(4) << m.eval_mcc;
       std::cout << "  lr " << std::setprecision(5) << m.lr << "  " << std::setprecision(1) << m.samples_per_s
                 << " samples/s  " << human_seconds(m.seconds);
-      if (m.raw_bytes > 0)
-        std::cout << "  boundaries " << human_bytes(m.wire_bytes) << " on the wire for " << human_bytes(m.raw_bytes)
-                  << " of f32 (" << std::setprecision(1) << 100.0 * m.wire_bytes / m.raw_bytes << "%, "
-                  << human_bytes(m.wire_bytes / std::max(m.seconds, 1e-9)) << "/s)";
+      int64_t left = total_steps - global_step;
+      if (left > 0) std::cout << "  ETA " << human_seconds(left * m.seconds / std::max<int64_t>(steps_in_epoch, 1));
+      if (m.raw_bytes > 0) {
+        std::cout << "\n    wire: " << human_bytes(m.wire_bytes) << " for " << human_bytes(m.raw_bytes) << " of f32 ("
+                  << std::setprecision(1) << 100.0 * m.wire_bytes / m.raw_bytes << "%)";
+        // per boundary and direction, this epoch
+        for (auto& st : pipe->local_stages()) {
+          int s = st->setup().stage;
+          auto& f = st->downstream_fwd_stats();
+          auto& g = st->upstream_bwd_stats();
+          auto key = std::to_string(s);
+          if (s < pipe->num_stages() - 1)
+            std::cout << "  " << s << "->" << s + 1 << " fwd "
+                      << human_bytes((f.wire_bytes - epoch_fwd_bytes[key]) / std::max(m.seconds, 1e-9)) << "/s";
+          if (s > 0)
+            std::cout << "  " << s << "->" << s - 1 << " bwd "
+                      << human_bytes((g.wire_bytes - epoch_bwd_bytes[key]) / std::max(m.seconds, 1e-9)) << "/s";
+          epoch_fwd_bytes[key] = f.wire_bytes;
+          epoch_bwd_bytes[key] = g.wire_bytes;
+        }
+      }
       std::cout << "\n" << std::flush;
       csv << m.epoch << "," << m.step << "," << m.train_loss << "," << m.train_acc << "," << m.eval_loss << ","
           << m.eval_acc << "," << m.eval_mcc << "," << m.eval_f1 << "," << m.lr << "," << m.samples_per_s << ","
