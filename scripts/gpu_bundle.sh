@@ -22,7 +22,7 @@ cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DDGPIPE_WITH_CUDA=O
 # What goes in: the dgpipe binary, every test suite that exercises CUDA code (the files that skip themselves without
 # a device: DGP_SKIP_WITHOUT_CUDA / have_cuda() / cuda_available()) and the benchmarks that run on CUDA. The
 # CPU-only suites run in CI.
-mapfile -t TEST_SRCS < <(cd "$ROOT/tests" && grep -lE 'DGP_SKIP_WITHOUT_CUDA|have_cuda\(\)|cuda_available\(\)' */test_*.cpp | sort -u)
+mapfile -t TEST_SRCS < <(cd "$ROOT/tests" && grep -lE 'DGP_SKIP_WITHOUT_CUDA|have_cuda\(\)|cuda_available\(\)' */test_*.cpp | grep -v '^support/' | sort -u)
 TEST_TARGETS=()
 for src in "${TEST_SRCS[@]}"; do
   folder="${src%%/*}"

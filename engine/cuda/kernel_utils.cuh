@@ -70,6 +70,7 @@ struct StridedIndexer {
 template <int K>
 StridedIndexer<K> make_indexer(const Shape& shape, const Tensor* const ts[K], const char* op) {
   StridedIndexer<K> ix;
+  DGP_CHECK(shape.size() <= 64, op << ": tensors of more than 64 dimensions are not supported");
   int n = 0;
   int64_t sizes[64];
   int64_t strides[K][64];
