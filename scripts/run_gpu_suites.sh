@@ -84,7 +84,7 @@ for t in "$HERE"/tests/*; do
   rc=$?
   if [ $rc -eq 0 ]; then
     passed=$((passed + 1))
-    say "PASS $name ($(grep -c '^\[       OK \]' "$OUT/tests/$name.log") ok, $(grep -c '^\[  SKIPPED \]' "$OUT/tests/$name.log") skipped)"
+    say "PASS $name ($(grep -c '^\[       OK \]' "$OUT/tests/$name.log") ok, $(grep -c '^\[  SKIPPED \].*ms)$' "$OUT/tests/$name.log") skipped)"
   else
     failed=$((failed + 1))
     say "FAIL $name (exit $rc): see tests/$name.log"
