@@ -71,7 +71,9 @@ check_sha() {  # file expected-sha label
 }
 fetch() {  # url dest
   say "downloading $1"
-  if command -v curl >/dev/null; then curl -fL --retry 3 -o "$2" "$1"; else wget -q -O "$2" "$1"; fi
+  local ok=0
+  if command -v curl >/dev/null; then curl -fsSL --retry 3 -o "$2" "$1" && ok=1; else wget -q -O "$2" "$1" && ok=1; fi
+  [ "$ok" -eq 1 ] || { rm -f "$2"; die "download of $1 failed (offline? place the data sets in $SHARED instead)"; }
 }
 elapsed() { echo "$(( $(date +%s) - $1 ))s"; }
 
