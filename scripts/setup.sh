@@ -7,7 +7,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev   # tests and benchmarks
   libopenblas-dev                              # CPU GEMM (OpenBLAS, pthread build)
   nlohmann-json3-dev                           # safetensors headers, configs, logs
-  libstb-dev                                   # JPEG/PNG decoding
+  libstb-dev                                   # PNG decoding (and JPEG where libjpeg is absent)
+  libjpeg-dev                                  # JPEG decoding identical to PIL's (libjpeg-turbo)
   libcli11-dev                                 # command line
   libsentencepiece-dev                         # SentencePiece tokenizers
   libopenmpi-dev openmpi-bin                   # mpi channel
