@@ -9,14 +9,17 @@
 //   counter-based seed per call), I subspace iterations, Q = orth(Y), B = Q^T A (l x n), eigen-decomposition of
 //   B B^T (Jacobi) -> top R eigenvectors W; send L = Q W, R = B^T W. Decode L R^T = Q W W^T Q^T A (best rank-R
 //   approximation of A within the sketched subspace, singular values folded into R).
-// Cost: 2I + 1 GEMM passes over A (power), 2I + 3 (svd); memory O(b (m + n) l). CUDA tensors run this CPU
-// reference on a host copy (no fused kernel yet).
+// Cost: 2I + 1 GEMM passes over A (power), 2I + 3 (svd); memory O(b (m + n) l). CUDA tensors run the twin in
+// lowrank.cu (batched cuBLAS GEMMs, one-block-per-matrix orthonormalisation and Jacobi, state on the device); svd
+// of a rank above cuda_kernels::kSvdMaxCudaRank runs this reference on a host copy.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "compress/codec_impl.h"
+#include "compress/method_kernels.h"
+#include "engine/autograd.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "engine/ops/gemm.h"
@@ -148,11 +151,30 @@ class LowRankCodec : public Codec {
     Packet p;
     p.boundary = boundary_;
     p.header = make_header(x);
+    const MatrixView mv = matrix_view(x.shape());
+    const int64_t r = effective_rank(x.shape());
+    if (x.is_cuda() && cuda_supported(r)) {
+#ifdef DGPIPE_WITH_CUDA
+      engine::NoGradGuard no_grad;
+      if (x.numel() == 0) {
+        p.body = make_body(p.header.body_bytes, x.device());
+      } else {
+        Tensor xf = (x.dtype() == engine::DType::f32 ? x : x.to(engine::DType::f32)).contiguous();
+        p.body = engine::empty({static_cast<int64_t>(p.header.body_bytes)},
+                               engine::TensorOptions(engine::DType::u8, x.device()));
+        prepare(mv, r, x.device());
+        encode_cuda(xf.reshape({mv.b, mv.m, mv.n}), p.body, r);
+      }
+      ++calls_;
+      return p;
+#else
+      DGP_FAIL(where() << ": CUDA tensor but dgpipe was built without CUDA");
+#endif
+    }
     Tensor h = host_f32(x);
     Tensor body = make_body(p.header.body_bytes, engine::Device::cpu());
     if (h.numel() > 0) {
-      MatrixView mv = matrix_view(x.shape());
-      const int64_t r = effective_rank(x.shape());
+      prepare(mv, r, engine::Device::cpu());
       float* lbuf = reinterpret_cast<float*>(body.data<uint8_t>() + l_offset());
       float* rbuf = lbuf + mv.b * mv.m * r;
       for (int64_t bi = 0; bi < mv.b; ++bi)
@@ -166,6 +188,17 @@ class LowRankCodec : public Codec {
 
   Tensor decode(const Packet& p) override {
     check_packet(p);
+    if (p.body.is_cuda()) {
+#ifdef DGPIPE_WITH_CUDA
+      engine::NoGradGuard no_grad;
+      const MatrixView mv = matrix_view(p.header.shape);
+      Tensor out = engine::empty({mv.b, mv.m, mv.n}, engine::TensorOptions(engine::DType::f32, p.body.device()));
+      if (out.numel() > 0) cuda_kernels::lowrank_decode(p.body, out, p.header.params[2]);
+      return finish_decode(out.reshape(p.header.shape), p, p.body.device());
+#else
+      DGP_FAIL(where() << ": CUDA packet but dgpipe was built without CUDA");
+#endif
+    }
     p.check_status();
     Tensor hb = p.host_body();
     Tensor out = engine::zeros(p.header.shape, engine::DType::f32);
@@ -182,6 +215,12 @@ class LowRankCodec : public Codec {
   }
 
  protected:
+  // Called once per encode of a non-empty tensor, before factor()/encode_cuda() (the power codec's warm start).
+  virtual void prepare(const MatrixView& mv, int64_t r, engine::Device device) {}
+  // Whether the CUDA twin handles this rank (otherwise a CUDA tensor runs the CPU reference on a host copy).
+  virtual bool cuda_supported(int64_t r) const { return true; }
+  // a: contiguous f32 [b, m, n] on a CUDA device; writes the whole body.
+  virtual void encode_cuda(const Tensor& a, const Tensor& body, int64_t r) = 0;
   virtual void factor(const float* a, int64_t m, int64_t n, int64_t r, int64_t batch_index, const MatrixView& mv,
                       float* lout, float* rout) = 0;
   CodecId id_;
@@ -194,16 +233,34 @@ class PowerCodec final : public LowRankCodec {
   PowerCodec(int rank, int iters) : LowRankCodec(CodecId::power, rank, iters) {}
 
  protected:
+  // (Re)initialises the warm-start state P [b, n, r] when the boundary's shape changes (Philox normals, the same
+  // on both devices), and moves it to the device of the input (it then stays there between calls).
+  void prepare(const MatrixView& mv, int64_t r, engine::Device device) override {
+    if (!state_.defined() || state_b_ != mv.b || state_m_ != mv.m || state_n_ != mv.n || state_r_ != r) {
+      const engine::PhiloxState st{0x90e3u + static_cast<uint64_t>(r), 0};
+      if (device.is_cuda()) {
+#ifdef DGPIPE_WITH_CUDA
+        state_ = engine::empty({mv.b, mv.n, r}, engine::TensorOptions(engine::DType::f32, device));
+        cuda_kernels::power_init_state(state_, r);
+#endif
+      } else {
+        state_ = engine::empty({mv.b, mv.n, r}, engine::DType::f32);
+        float* s = state_.data<float>();
+        for (int64_t i = 0; i < state_.numel(); ++i) s[i] = engine::philox_normal(st, static_cast<uint64_t>(i));
+      }
+      state_b_ = mv.b, state_m_ = mv.m, state_n_ = mv.n, state_r_ = r;
+    } else if (state_.device() != device) {
+      state_ = state_.to(device);
+    }
+  }
+  void encode_cuda(const Tensor& a, const Tensor& body, int64_t r) override {
+#ifdef DGPIPE_WITH_CUDA
+    cuda_kernels::power_encode(a, state_, body, r, iters_, calls_);
+#endif
+  }
   void factor(const float* a, int64_t m, int64_t n, int64_t r, int64_t bi, const MatrixView& mv, float* lout,
               float* rout) override {
-    // (Re)initialise the warm-start state when the boundary's shape changes.
-    if (state_b_ != mv.b || state_m_ != m || state_n_ != n || state_r_ != r) {
-      state_.assign(static_cast<size_t>(mv.b * n * r), 0.0f);
-      engine::PhiloxState st{0x90e3u + static_cast<uint64_t>(r), 0};
-      for (size_t i = 0; i < state_.size(); ++i) state_[i] = engine::philox_normal(st, i);
-      state_b_ = mv.b, state_m_ = m, state_n_ = n, state_r_ = r;
-    }
-    float* pm = state_.data() + bi * n * r;
+    float* pm = state_.data<float>() + bi * n * r;
     for (int it = 0; it < iters_; ++it) {
       orthonormalize(pm, n, r, 0x5151u + calls_ * 1315423911ull + static_cast<uint64_t>(bi));
       gemm(false, a, pm, lout, m, n, r);  // Q = A P
@@ -214,7 +271,7 @@ class PowerCodec final : public LowRankCodec {
   }
 
  private:
-  std::vector<float> state_;
+  Tensor state_;  // P [b, n, r] f32 on the device of the last input
   int64_t state_b_ = -1, state_m_ = -1, state_n_ = -1, state_r_ = -1;
 };
 
@@ -223,6 +280,12 @@ class SvdCodec final : public LowRankCodec {
   SvdCodec(int rank, int iters) : LowRankCodec(CodecId::svd, rank, iters) {}
 
  protected:
+  bool cuda_supported(int64_t r) const override { return r <= cuda_kernels::kSvdMaxCudaRank; }
+  void encode_cuda(const Tensor& a, const Tensor& body, int64_t r) override {
+#ifdef DGPIPE_WITH_CUDA
+    cuda_kernels::svd_encode(a, body, r, iters_, calls_);
+#endif
+  }
   void factor(const float* a, int64_t m, int64_t n, int64_t r, int64_t bi, const MatrixView&, float* lout,
               float* rout) override {
     const int64_t l = std::min<int64_t>({r + std::min<int64_t>(r, 8), m, n});

@@ -3,6 +3,8 @@
 // Body: prelude | k values f32 (in increasing index order) | pad to 16 | k indices bit-packed in
 // index_bits(N) = ceil(log2 N) bits (the narrowest width that holds N - 1; 17 bits for a 128K-element tensor).
 // Decode: zeros, then scatter. CPU: one nth_element over (|x|, index) pairs, O(N), plus a sort of the k kept indices.
+// CUDA (topk.cu): radix select of the threshold magnitude + order-preserving compaction, the same bytes; decode is
+// a memset and a scatter kernel.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -11,6 +13,7 @@
 #include <vector>
 
 #include "compress/codec_impl.h"
+#include "compress/method_kernels.h"
 #include "compress/quant_math.h"
 #include "engine/error.h"
 #include "engine/ops.h"
@@ -49,9 +52,21 @@ class TopKCodec final : public Codec {
     Packet p;
     p.boundary = boundary_;
     p.header = make_header(x);
+    const int64_t n = x.numel(), k = p.header.params[0];
+    DGP_CHECK(index_bits(n) <= 32 && n <= (int64_t(1) << 32), where() << ": tensors of more than 2^32 elements are not supported");
+    if (x.is_cuda()) {
+#ifdef DGPIPE_WITH_CUDA
+      Tensor xf = (x.dtype() == engine::DType::f32 ? x : x.to(engine::DType::f32)).contiguous();
+      p.body = engine::empty({static_cast<int64_t>(p.header.body_bytes)},
+                             engine::TensorOptions(engine::DType::u8, x.device()));
+      cuda_kernels::topk_encode(xf, p.body, k);
+      return p;
+#else
+      DGP_FAIL(where() << ": CUDA tensor but dgpipe was built without CUDA");
+#endif
+    }
     Tensor h = host_f32(x);
     const float* v = h.data<float>();
-    const int64_t n = h.numel(), k = p.header.params[0];
     std::vector<int64_t> idx(static_cast<size_t>(n));
     std::iota(idx.begin(), idx.end(), int64_t(0));
     auto larger = [&](int64_t a, int64_t b) {
@@ -68,18 +83,26 @@ class TopKCodec final : public Codec {
       std::memcpy(b + kPreludeBytes + 4 * j, &v[idx[j]], 4);
       codes[j] = static_cast<uint32_t>(idx[j]);
     }
-    DGP_CHECK(index_bits(n) <= 32 && n <= (int64_t(1) << 32), where() << ": tensors of more than 2^32 elements are not supported");
     pack_codes(codes.data(), k, index_bits(n), b + index_offset(k));
-    p.body = x.is_cuda() ? body.to(x.device()) : body;
+    p.body = body;
     return p;
   }
 
   Tensor decode(const Packet& p) override {
     check_packet(p);
+    const int64_t n = engine::shape_numel(p.header.shape), k = p.header.params[0];
+    if (p.body.is_cuda()) {
+#ifdef DGPIPE_WITH_CUDA
+      Tensor out = engine::empty(p.header.shape, engine::TensorOptions(engine::DType::f32, p.body.device()));
+      cuda_kernels::topk_decode(p.body, out, k);
+      return finish_decode(out, p, p.body.device());
+#else
+      DGP_FAIL(where() << ": CUDA packet but dgpipe was built without CUDA");
+#endif
+    }
     p.check_status();
     Tensor hb = p.host_body();
     const uint8_t* b = hb.data<uint8_t>();
-    const int64_t n = engine::shape_numel(p.header.shape), k = p.header.params[0];
     const int bits = index_bits(n);
     Tensor out = engine::zeros(p.header.shape, engine::DType::f32);
     float* o = out.data<float>();
