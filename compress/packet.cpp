@@ -56,13 +56,13 @@ void Packet::check_status() const {
                                                      << " non-finite values (NaN/Inf); refusing to send it");
 }
 
-std::vector<uint8_t> Packet::serialize() const {
+std::vector<uint8_t> Packet::serialize_header() const {
   check_status();
   DGP_CHECK(header.body_bytes == body_bytes(), where(boundary) << ": header says " << header.body_bytes
                                                                << " body bytes but the body has " << body_bytes());
   DGP_CHECK(header.shape.size() < 256 && header.params.size() < 256, where(boundary) << ": too many dims/params");
   std::vector<uint8_t> out;
-  out.reserve(wire_bytes());
+  out.reserve(header_bytes());
   put<uint32_t>(out, kPacketMagic);
   put<uint8_t>(out, kPacketVersion);
   put<uint8_t>(out, static_cast<uint8_t>(header.codec));
@@ -75,6 +75,13 @@ std::vector<uint8_t> Packet::serialize() const {
   for (int64_t d : header.shape) put<int64_t>(out, d);
   for (int64_t p : header.params) put<int64_t>(out, p);
   put<uint64_t>(out, header.body_bytes);
+  DGP_CHECK(out.size() == header_bytes(), "Packet::serialize_header: internal size mismatch");
+  return out;
+}
+
+std::vector<uint8_t> Packet::serialize() const {
+  std::vector<uint8_t> out = serialize_header();
+  out.reserve(wire_bytes());
   engine::Tensor hb = host_body();
   const uint8_t* b = static_cast<const uint8_t*>(hb.raw_data());
   out.insert(out.end(), b, b + body_bytes());
@@ -82,7 +89,10 @@ std::vector<uint8_t> Packet::serialize() const {
   return out;
 }
 
-Packet Packet::deserialize(const uint8_t* data, size_t nbytes, engine::Device device, const std::string& boundary) {
+namespace {
+// Parses and validates the header at the start of data; returns the packet (without body) and sets *pos to the
+// first byte after the header.
+Packet parse_header(const uint8_t* data, size_t nbytes, const std::string& boundary, size_t* header_end) {
   const std::string w = where(boundary);
   size_t pos = 0;
   auto need = [&](size_t n, const char* what) {
@@ -127,12 +137,42 @@ Packet Packet::deserialize(const uint8_t* data, size_t nbytes, engine::Device de
     p.header.params.push_back(v);
   }
   get(p.header.body_bytes, "body size");
-  DGP_CHECK(nbytes - pos == p.header.body_bytes, w << ": header announces " << p.header.body_bytes
-                                                   << " body bytes but " << (nbytes - pos) << " follow"
-                                                   << (nbytes - pos < p.header.body_bytes ? " (truncated)" : ""));
+  *header_end = pos;
+  return p;
+}
+}  // namespace
+
+Packet Packet::deserialize(const uint8_t* data, size_t nbytes, engine::Device device, const std::string& boundary) {
+  size_t pos = 0;
+  Packet p = parse_header(data, nbytes, boundary, &pos);
+  DGP_CHECK(nbytes - pos == p.header.body_bytes, where(boundary) << ": header announces " << p.header.body_bytes
+                                                                 << " body bytes but " << (nbytes - pos) << " follow"
+                                                                 << (nbytes - pos < p.header.body_bytes ? " (truncated)" : ""));
   engine::Tensor hb = make_body(p.header.body_bytes, engine::Device::cpu());
   if (p.header.body_bytes) std::memcpy(hb.raw_data(), data + pos, p.header.body_bytes);
   p.body = device.is_cpu() ? hb : hb.to(device);
+  return p;
+}
+
+Packet Packet::deserialize_with_body(const uint8_t* header, size_t nbytes, engine::Tensor body,
+                                     const std::string& boundary) {
+  const std::string w = where(boundary);
+  size_t pos = 0;
+  Packet p = parse_header(header, nbytes, boundary, &pos);
+  DGP_CHECK(pos == nbytes, w << ": " << (nbytes - pos) << " bytes follow the header; a header sent apart from its body "
+                             << "must stand alone");
+  if (!body.defined()) {
+    DGP_CHECK(p.header.body_bytes == 0, w << ": header announces " << p.header.body_bytes
+                                          << " body bytes but no body arrived");
+    p.body = make_body(0, engine::Device::cpu());
+    return p;
+  }
+  DGP_CHECK(body.dtype() == engine::DType::u8 && body.dim() == 1 && body.is_contiguous(),
+            w << ": a body must be a 1-D contiguous u8 tensor, got " << engine::dtype_name(body.dtype()) << " "
+              << engine::shape_str(body.shape()));
+  DGP_CHECK(static_cast<uint64_t>(body.numel()) == p.header.body_bytes,
+            w << ": header announces " << p.header.body_bytes << " body bytes but the body has " << body.numel());
+  p.body = std::move(body);
   return p;
 }
 

@@ -59,6 +59,14 @@ struct Packet {
                             const std::string& boundary = "") {
     return deserialize(bytes.data(), bytes.size(), device, boundary);
   }
+  // The header alone (the first header_bytes() of serialize()), for channels that move the body separately and
+  // keep it on the device (the NCCL channel). Validates the status word and the body size like serialize().
+  std::vector<uint8_t> serialize_header() const;
+  // Rebuilds a packet from serialize_header() bytes (exactly those, nothing after them) and a body that travelled
+  // on its own: a 1-D contiguous u8 tensor of header.body_bytes bytes on any device (an undefined tensor stands
+  // for an empty body). The body is used as it is (no copy).
+  static Packet deserialize_with_body(const uint8_t* header, size_t nbytes, engine::Tensor body,
+                                      const std::string& boundary = "");
   // Host copy of the body (the body itself when it is on the CPU).
   engine::Tensor host_body() const;
   // Throws when the status word records non-finite inputs (reads the device; call where a sync is acceptable).

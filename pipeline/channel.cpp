@@ -56,6 +56,8 @@ double parse_latency(const std::string& text) {
   DGP_FAIL("link latency: unknown unit '" << unit << "' in '" << text << "' (s, ms, us)");
 }
 
+size_t message_bytes(const Message& msg) { return msg.bytes.size() + (msg.body.defined() ? msg.body.nbytes() : 0); }
+
 // ---------------- Mailbox ----------------
 
 void Mailbox::put(Message msg, std::chrono::steady_clock::time_point deliver_at) {
@@ -133,7 +135,7 @@ std::chrono::steady_clock::time_point LinkThrottle::reserve(int src, int dst, si
 // ---------------- LocalChannel ----------------
 
 void LocalChannel::send(Message msg) {
-  auto at = throttle_.reserve(msg.src_stage, msg.dst_stage, msg.bytes.size());
+  auto at = throttle_.reserve(msg.src_stage, msg.dst_stage, message_bytes(msg));
   mailbox_.put(std::move(msg), at);
 }
 

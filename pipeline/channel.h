@@ -17,6 +17,9 @@
 #include <tuple>
 #include <vector>
 
+#include "engine/cuda.h"
+#include "engine/tensor.h"
+
 namespace dgpipe::pipeline {
 
 enum class MsgKind : uint8_t { activation = 0, gradient = 1, control = 2 };
@@ -28,8 +31,17 @@ struct Message {
   MsgKind kind = MsgKind::activation;
   int micro_batch = 0;
   int64_t step = 0;
-  std::vector<uint8_t> bytes;
+  std::vector<uint8_t> bytes;  // host bytes: the whole message, or (device-body channels) everything but the body
+  // Only with a channel that carries_device_bodies(): the packet body, a 1-D contiguous u8 tensor that stays on its
+  // device (undefined when the packet has no body). Host-byte channels leave it empty.
+  engine::Tensor body;
+  // Set by a channel on delivery when `body` is a CUDA tensor written by work still queued on another stream:
+  // recv() has already made the receiver's current stream wait for it; kept so the event outlives that wait.
+  std::shared_ptr<engine::cuda::Event> body_ready;
 };
+
+// Bytes a message puts on the wire: host bytes plus the device body, if any.
+size_t message_bytes(const Message& msg);
 
 // Emulated link: time on the wire = latency + bytes / bandwidth, messages on one directed link serialized.
 struct LinkModel {
@@ -49,6 +61,9 @@ class Channel {
   virtual Message recv(int src_stage, int dst_stage, MsgKind kind, int micro_batch, int64_t step) = 0;
   // Marks the whole pipeline failed: every blocked or later recv throws with this reason.
   virtual void abort(const std::string& reason) = 0;
+  // True when the channel moves a packet body as a device tensor (Message::body) next to the host bytes, instead
+  // of inside them; the executor then sends only the packet header as bytes (see executor.cpp).
+  virtual bool carries_device_bodies() const { return false; }
   void set_timeout(std::chrono::milliseconds t) { timeout_ = t; }
   std::chrono::milliseconds timeout() const { return timeout_; }
 
@@ -130,6 +145,34 @@ class MpiChannel : public Channel {
 // Initialises MPI with MPI_THREAD_MULTIPLE once per process (idempotent) and returns (rank, size).
 std::pair<int, int> mpi_init(int* argc, char*** argv);
 void mpi_finalize();
+#endif
+
+#if defined(DGPIPE_WITH_CUDA) && defined(DGPIPE_WITH_MPI) && defined(DGPIPE_WITH_NCCL)
+// GPU<->GPU between processes (mpirun, one CUDA device per rank): packet bodies stay on the device and move with
+// ncclSend/ncclRecv; the small host part of a message (packet header, side inputs, address) moves with MPI, ahead
+// of its body, so the receiver knows the body size and allocates before posting the receive. Same-rank messages go
+// through the mailbox with an event. See pipeline/channel_nccl.cpp and docs/pipeline.md for the ordering, stream
+// and failure design. Untested on real hardware: it needs two GPUs (NCCL refuses two ranks on one GPU).
+class NcclChannel : public Channel {
+ public:
+  // Collective: every rank of MPI_COMM_WORLD constructs it (after mpi_init) with the same stage_rank. `device` is
+  // this rank's CUDA device (every stage of the rank must run there).
+  NcclChannel(std::vector<int> stage_rank, int device, LinkModel link = {});
+  ~NcclChannel() override;
+  void send(Message msg) override;
+  Message recv(int src_stage, int dst_stage, MsgKind kind, int micro_batch, int64_t step) override;
+  // Aborts every NCCL communicator (so kernels waiting for a dead peer return) and then the whole MPI job.
+  void abort(const std::string& reason) override;
+  bool carries_device_bodies() const override { return true; }
+  int rank() const { return rank_; }
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+  std::vector<int> stage_rank_;
+  int rank_ = 0;
+};
 #endif
 
 }  // namespace dgpipe::pipeline

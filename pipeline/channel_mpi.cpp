@@ -109,12 +109,14 @@ MpiChannel::~MpiChannel() {
 }
 
 void MpiChannel::send(Message msg) {
-  auto at = throttle_.reserve(msg.src_stage, msg.dst_stage, msg.bytes.size());
+  auto at = throttle_.reserve(msg.src_stage, msg.dst_stage, message_bytes(msg));
   int dest = stage_rank_.at(msg.dst_stage);
   if (dest == rank_) {
     mailbox_.put(std::move(msg), at);
     return;
   }
+  DGP_CHECK(!msg.body.defined(), "mpi channel: stage " << msg.src_stage << " sent a device body to stage "
+                                                       << msg.dst_stage << "; this channel carries host bytes only");
   Impl::Outgoing o;
   o.buffer.resize(sizeof(WireHeader) + msg.bytes.size());
   WireHeader h{msg.micro_batch, static_cast<int32_t>(msg.kind), msg.step};

@@ -60,6 +60,14 @@ Tensor get_tensor(const uint8_t*& p, const uint8_t* end, engine::Device device) 
   return t.to(device);
 }
 
+void address(Message& msg, int src, int dst, MsgKind kind, int micro_batch, int64_t step) {
+  msg.src_stage = src;
+  msg.dst_stage = dst;
+  msg.kind = kind;
+  msg.micro_batch = micro_batch;
+  msg.step = step;
+}
+
 bool has_type(const layers::Module& m, const std::string& type) {
   for (auto& [name, mod] : m.named_modules())
     if (mod->type_name() == type) return true;
@@ -99,18 +107,24 @@ Tensor StageExecutor::run_blocks(const Tensor& x, const layers::BlockContext& ct
   return h;
 }
 
-std::vector<uint8_t> StageExecutor::encode_message(compress::Codec& codec, const Tensor& t,
-                                                   const layers::BlockContext* ctx, BoundaryStats& st) {
+// Message layout (host bytes): packet length u64 | packet | side inputs (activations only). With a channel that
+// carries device bodies, "packet" is only the packet header and the body travels as Message::body, so it never
+// leaves the device on this side of the link.
+Message StageExecutor::encode_message(compress::Codec& codec, const Tensor& t, const layers::BlockContext* ctx,
+                                      BoundaryStats& st) {
   auto t0 = Clock::now();
+  const bool device_bodies = channel_->carries_device_bodies();
   compress::Packet packet = codec.encode(t.detach());
-  std::vector<uint8_t> bytes = packet.serialize();
+  std::vector<uint8_t> bytes = device_bodies ? packet.serialize_header() : packet.serialize();
   st.encode_s += seconds_since(t0);
   st.raw_bytes += static_cast<uint64_t>(t.numel()) * 4;
   st.wire_bytes += packet.wire_bytes();
   st.messages++;
-  size_t packet_len = bytes.size();
-  std::vector<uint8_t> out(8);
-  uint64_t len64 = packet_len;
+  Message msg;
+  if (device_bodies && packet.body_bytes() > 0) msg.body = packet.body.contiguous().view({-1});
+  std::vector<uint8_t>& out = msg.bytes;
+  out.resize(8);
+  uint64_t len64 = bytes.size();
   std::memcpy(out.data(), &len64, 8);
   out.insert(out.end(), bytes.begin(), bytes.end());
   if (ctx) {
@@ -120,17 +134,25 @@ std::vector<uint8_t> StageExecutor::encode_message(compress::Codec& codec, const
     put_tensor(out, ctx->token_type_ids);
     st.side_bytes += out.size() - before;
   }
-  return out;
+  return msg;
 }
 
-Tensor StageExecutor::decode_message(compress::Codec& codec, const std::vector<uint8_t>& bytes,
-                                     layers::BlockContext* ctx, BoundaryStats& st) {
+Tensor StageExecutor::decode_message(compress::Codec& codec, const Message& msg, layers::BlockContext* ctx,
+                                     BoundaryStats& st) {
   auto t0 = Clock::now();
+  const std::vector<uint8_t>& bytes = msg.bytes;
   DGP_CHECK(bytes.size() >= 8, "pipeline message: truncated (" << bytes.size() << " bytes)");
   uint64_t len = 0;
   std::memcpy(&len, bytes.data(), 8);
   DGP_CHECK(len <= bytes.size() - 8, "pipeline message: packet length " << len << " exceeds message");
-  compress::Packet p = compress::Packet::deserialize(bytes.data() + 8, len, setup_.device, codec.boundary());
+  compress::Packet p;
+  if (channel_->carries_device_bodies()) {
+    p = compress::Packet::deserialize_with_body(bytes.data() + 8, len, msg.body, codec.boundary());
+    if (p.body.device() != setup_.device) p.body = p.body.to(setup_.device);
+  } else {
+    DGP_CHECK(!msg.body.defined(), "pipeline message: a device body arrived over a channel that carries host bytes");
+    p = compress::Packet::deserialize(bytes.data() + 8, len, setup_.device, codec.boundary());
+  }
   Tensor x = codec.decode(p);
   if (ctx) {
     const uint8_t* q = bytes.data() + 8 + len;
@@ -221,7 +243,7 @@ StepResult StageExecutor::train_step(int64_t step, const std::vector<MicroBatch>
         up_stats_.wait_s += seconds_since(t0);
         counts_busy = false;
         auto td = Clock::now();
-        Tensor x = decode_message(*up_fwd_, msg.bytes, &saved[m].ctx, up_stats_).detach();
+        Tensor x = decode_message(*up_fwd_, msg, &saved[m].ctx, up_stats_).detach();
         x.requires_grad_(true);
         saved[m].input = x;
         busy += seconds_since(td);
@@ -236,8 +258,8 @@ StepResult StageExecutor::train_step(int64_t step, const std::vector<MicroBatch>
         break;
       }
       case Op::SendAct: {
-        std::vector<uint8_t> bytes = encode_message(*down_fwd_, saved[m].output, &saved[m].ctx, down_fwd_stats_);
-        Message msg{s, s + 1, MsgKind::activation, m, step, std::move(bytes)};
+        Message msg = encode_message(*down_fwd_, saved[m].output, &saved[m].ctx, down_fwd_stats_);
+        address(msg, s, s + 1, MsgKind::activation, m, step);
         channel_->send(std::move(msg));
         if (setup_.recompute) saved[m].output = Tensor();
         break;
@@ -248,7 +270,7 @@ StepResult StageExecutor::train_step(int64_t step, const std::vector<MicroBatch>
         counts_busy = false;
         auto td = Clock::now();
         BoundaryStats dummy;
-        grads_in[m] = decode_message(*down_bwd_, msg.bytes, nullptr, dummy);
+        grads_in[m] = decode_message(*down_bwd_, msg, nullptr, dummy);
         down_fwd_stats_.decode_s += dummy.decode_s;
         busy += seconds_since(td);
         break;
@@ -270,8 +292,9 @@ StepResult StageExecutor::train_step(int64_t step, const std::vector<MicroBatch>
       case Op::SendGrad: {
         Tensor g = saved[m].input.grad();
         if (!g.defined()) g = engine::zeros_like(saved[m].input);
-        std::vector<uint8_t> bytes = encode_message(*up_bwd_, g, nullptr, up_bwd_stats_);
-        channel_->send(Message{s, s - 1, MsgKind::gradient, m, step, std::move(bytes)});
+        Message msg = encode_message(*up_bwd_, g, nullptr, up_bwd_stats_);
+        address(msg, s, s - 1, MsgKind::gradient, m, step);
+        channel_->send(std::move(msg));
         saved[m] = Saved();
         break;
       }
@@ -308,7 +331,7 @@ StepResult StageExecutor::eval_step(int64_t step, const std::vector<MicroBatch>&
     } else {
       Message msg = channel_->recv(s - 1, s, MsgKind::activation, m, step);
       BoundaryStats ignore;
-      x = decode_message(*up_fwd_, msg.bytes, &ctx, ignore);
+      x = decode_message(*up_fwd_, msg, &ctx, ignore);
     }
     Tensor out = run_blocks(x, ctx);
     if (last) {
@@ -321,7 +344,9 @@ StepResult StageExecutor::eval_step(int64_t step, const std::vector<MicroBatch>&
       if (keep_logits) result.logits.push_back(out.to(engine::Device::cpu()));
     } else {
       BoundaryStats ignore;
-      channel_->send(Message{s, s + 1, MsgKind::activation, m, step, encode_message(*down_fwd_, out, &ctx, ignore)});
+      Message msg = encode_message(*down_fwd_, out, &ctx, ignore);
+      address(msg, s, s + 1, MsgKind::activation, m, step);
+      channel_->send(std::move(msg));
     }
   }
   return result;

@@ -95,10 +95,10 @@ class StageExecutor {
 
  private:
   Tensor run_blocks(const Tensor& x, const layers::BlockContext& ctx);
-  std::vector<uint8_t> encode_message(compress::Codec& codec, const Tensor& t, const layers::BlockContext* ctx,
-                                      BoundaryStats& st);
-  Tensor decode_message(compress::Codec& codec, const std::vector<uint8_t>& bytes, layers::BlockContext* ctx,
-                        BoundaryStats& st);
+  // Encodes t (and the side inputs of ctx, when given) into a message: host bytes, plus the packet body as a device
+  // tensor when the channel carries_device_bodies(). The caller fills in the address.
+  Message encode_message(compress::Codec& codec, const Tensor& t, const layers::BlockContext* ctx, BoundaryStats& st);
+  Tensor decode_message(compress::Codec& codec, const Message& msg, layers::BlockContext* ctx, BoundaryStats& st);
   void event(const char* name, int mb, std::chrono::steady_clock::time_point t0);
 
   StageSetup setup_;

@@ -112,6 +112,14 @@ Pipeline::Pipeline(std::vector<layers::ModulePtr> blocks, PipelineOptions opts, 
   build(std::move(blocks), std::move(make_optimizer));
 }
 
+Pipeline::Pipeline(std::vector<layers::ModulePtr> blocks, PipelineOptions opts, OptimizerFactory make_optimizer,
+                   std::shared_ptr<Channel> channel)
+    : opts_(std::move(opts)), channel_(std::move(channel)) {
+  DGP_CHECK(channel_ != nullptr, "pipeline: no channel given");
+  stage_rank_.assign(opts_.balance.size(), 0);
+  build(std::move(blocks), std::move(make_optimizer));
+}
+
 #ifdef DGPIPE_WITH_MPI
 Pipeline::Pipeline(std::vector<layers::ModulePtr> blocks, PipelineOptions opts, OptimizerFactory make_optimizer,
                    int rank, int world_size)
@@ -122,7 +130,33 @@ Pipeline::Pipeline(std::vector<layers::ModulePtr> blocks, PipelineOptions opts, 
   DGP_CHECK(world_size == needed, "pipeline: " << S << " stages with placement "
                                                << (opts_.placement == Placement::chain ? "chain" : "client-server")
                                                << " need " << needed << " MPI ranks, mpirun started " << world_size);
-  channel_ = std::make_shared<MpiChannel>(stage_rank_, opts_.link);
+  if (opts_.process_channel == "nccl") {
+#if defined(DGPIPE_WITH_CUDA) && defined(DGPIPE_WITH_NCCL)
+    // NCCL moves device memory: every stage of this rank must sit on one CUDA device (CPU<->GPU edges: use mpi).
+    int device = -1;
+    for (int s = 0; s < S; ++s) {
+      if (stage_rank_[s] != rank_) continue;
+      engine::Device d = opts_.devices.empty()       ? engine::Device::cpu()
+                         : opts_.devices.size() == 1 ? opts_.devices[0]
+                                                     : opts_.devices[s];
+      DGP_CHECK(d.is_cuda(), "pipeline: --channel nccl needs every stage on a CUDA device, but stage "
+                                 << s << " (rank " << rank_ << ") is on " << d.str()
+                                 << "; use --channel mpi for CPU<->GPU edges");
+      DGP_CHECK(device < 0 || device == d.index, "pipeline: --channel nccl needs one CUDA device per rank, but rank "
+                                                     << rank_ << " has stages on cuda:" << device << " and cuda:"
+                                                     << d.index);
+      device = d.index;
+    }
+    channel_ = std::make_shared<NcclChannel>(stage_rank_, device < 0 ? 0 : device, opts_.link);
+#else
+    DGP_FAIL("pipeline: --channel nccl: dgpipe was built without NCCL (it needs CUDA, MPI and nccl.h/libnccl at "
+             "configure time); use --channel mpi");
+#endif
+  } else {
+    DGP_CHECK(opts_.process_channel == "mpi", "pipeline: unknown process channel '" << opts_.process_channel
+                                                                                   << "' (expected mpi or nccl)");
+    channel_ = std::make_shared<MpiChannel>(stage_rank_, opts_.link);
+  }
   build(std::move(blocks), std::move(make_optimizer));
 }
 #endif

@@ -34,6 +34,9 @@ struct PipelineOptions {
   std::vector<engine::Device> devices;       // per stage, or one entry for all (default cpu)
   Placement placement = Placement::chain;
   LinkModel link;
+  // Multi-process constructor only: "mpi" (host bytes over MPI) or "nccl" (device bodies GPU<->GPU with NCCL,
+  // every stage of a rank on that rank's one CUDA device; needs a build with NCCL).
+  std::string process_channel = "mpi";
   bool seed_compat = false;
   bool recompute = false;
   // BatchNorm running statistics over the whole mini-batch, committed at each optimizer step (see
@@ -51,6 +54,10 @@ class Pipeline {
  public:
   // Local: every stage runs as a thread of this process (LocalChannel).
   Pipeline(std::vector<layers::ModulePtr> blocks, PipelineOptions opts, OptimizerFactory make_optimizer);
+  // Every stage as a thread of this process, over a caller-supplied channel (tests: a channel that carries device
+  // bodies without leaving the CPU).
+  Pipeline(std::vector<layers::ModulePtr> blocks, PipelineOptions opts, OptimizerFactory make_optimizer,
+           std::shared_ptr<Channel> channel);
 #ifdef DGPIPE_WITH_MPI
   // MPI: this process runs the stages placed on `rank` (mpi_init first); the others run in the other ranks.
   Pipeline(std::vector<layers::ModulePtr> blocks, PipelineOptions opts, OptimizerFactory make_optimizer, int rank,
