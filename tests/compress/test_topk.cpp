@@ -1,4 +1,4 @@
-// Top-k: keeps exactly the k largest magnitudes, values exact, indices in the narrowest width.
+// Top-k: keeps exactly the k largest magnitudes, values exact, indices in the narrowest width; CUDA parity.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -6,6 +6,7 @@
 
 #include "compress/codec.h"
 #include "distributions.h"
+#include "support/gradcheck.h"
 
 using namespace dgpipe::compress;
 using namespace dgpipe::testing;
@@ -57,4 +58,48 @@ TEST(TopK, IndexWidthIsTheNarrowestThatFits) {
   auto codec = make_codec("topk:0.25");
   // 4096 elements: 1024 values (4096 B + 8 prelude -> 4112 aligned) + 1024 x 12-bit indices (1536 B).
   EXPECT_EQ(codec->body_bytes({4096}), 4112u + 1536u);
+}
+
+// The CUDA encoder (radix select + compaction) must send the CPU reference's packet byte for byte, ties included:
+// distributions with heavy ties (post-ReLU zeros, all-equal, +-1 magnitudes spread over many 2048-element tiles),
+// a tensor of several tiles with a ragged tail, fractions down to a single kept element.
+TEST(TopK, CudaEqualsCpuPacketForPacket) {
+  DGP_SKIP_WITHOUT_CUDA();
+  using dgpipe::engine::Device;
+  using dgpipe::engine::Shape;
+  std::vector<std::pair<std::string, Tensor>> inputs;
+  for (Dist d : all_dists()) {
+    inputs.emplace_back(dist_name(d), make_input(d));
+    if (d != Dist::tiny) inputs.emplace_back(std::string(dist_name(d)) + " large", make_input(d, 5, Shape{16, 64, 9, 13}));
+  }
+  std::vector<float> ties(10001);
+  for (size_t i = 0; i < ties.size(); ++i) ties[i] = (i % 7 == 3) ? 2.0f : ((i % 2) ? -1.0f : 1.0f);
+  ties[9999] = -2.0f;
+  inputs.emplace_back("ties", dgpipe::engine::from_vector(ties, {10001}));
+  inputs.emplace_back("signed zeros", dgpipe::engine::from_vector(std::vector<float>{0.0f, -0.0f, 0.0f, -0.0f, 1e-40f}, {5}));
+  for (auto& [name, x] : inputs)
+    for (double r : {1e-4, 0.01, 0.1, 0.3, 0.5, 1.0}) {
+      std::ostringstream spec;
+      spec << "topk:" << r;
+      auto codec = make_codec(spec.str());
+      Packet cpu = codec->encode(x);
+      Packet gpu = codec->encode(x.to(Device::cuda()));
+      ASSERT_TRUE(gpu.body.is_cuda());
+      EXPECT_EQ(cpu.serialize(), gpu.serialize()) << name << " " << spec.str();
+      EXPECT_EQ(codec->decode(cpu).to_vector(), codec->decode(gpu).to(Device::cpu()).to_vector()) << name << " " << spec.str();
+      // A CPU decode of the GPU packet (the receiving stage may be a CPU) gives the same tensor.
+      Packet moved = Packet::deserialize(gpu.serialize());
+      EXPECT_EQ(codec->decode(cpu).to_vector(), codec->decode(moved).to_vector()) << name << " " << spec.str();
+    }
+}
+
+TEST(TopK, CudaReportsNonFiniteInputs) {
+  DGP_SKIP_WITHOUT_CUDA();
+  std::vector<float> v(3000, 1.0f);
+  v[17] = NAN;
+  v[2500] = INFINITY;
+  auto codec = make_codec("topk:0.1");
+  Packet p = codec->encode(dgpipe::engine::from_vector(v, {3000}).to(dgpipe::engine::Device::cuda()));
+  EXPECT_THROW(p.check_status(), dgpipe::engine::Error);
+  EXPECT_THROW(p.serialize(), dgpipe::engine::Error);
 }
