@@ -12,8 +12,9 @@
 // Any spec may end in "+ef" (error feedback: the sender adds the residual of its previous encode).
 // "fwd=SPEC,bwd=SPEC" chooses per direction (parse_direction_pair); a single SPEC applies to both.
 //
-// Encode/decode run on the device of the tensor: CPU reference everywhere, fused CUDA kernels for the quantizers
-// (uniform, sortquant, fastquant) and the casts; the others run their CPU reference on a host copy.
+// Encode/decode run on the device of the tensor: CPU reference everywhere, CUDA twins for every method (fused
+// kernels for the quantizers and top-k, device Lloyd iterations for k-means, batched cuBLAS for power/svd); only
+// svd above rank 64 runs its CPU reference on a host copy.
 #pragma once
 #include <cstdint>
 #include <memory>
