@@ -50,7 +50,8 @@ namespace dgpipe::apps {
   X(compress, "boundary codecs: SPEC | fwd=SPEC,bwd=SPEC | per boundary separated by ';' (see dgpipe codec)")       \
   X(link_bandwidth, "emulate a slow link between stages, e.g. 1gbit, 100mbit, 50MB")                                \
   X(link_latency, "emulated link latency, e.g. 5ms")                                                                \
-  X(channel, "local (stages as threads of one process) | mpi (one process per rank, start with mpirun)")           \
+  X(channel, "local (stages as threads of one process) | mpi (one process per rank, start with mpirun) | nccl "    \
+             "(as mpi, activations GPU to GPU; one GPU per rank; untested)")                                       \
   X(seed_compat, "reproduce the original's choices: sum of micro-batch losses")                                     \
   X(recompute, "recompute activations in backward instead of keeping them")                                        \
   X(deferred_bn, "batch-norm running statistics over the whole mini-batch (default: per micro-batch, as the original)") \
@@ -182,7 +183,8 @@ void TrainConfig::validate() const {
             "--placement: expected chain or client-server, got '" << placement << "'");
   DGP_CHECK(schedule_kind == "gpipe" || schedule_kind == "1f1b",
             "--schedule-kind: expected gpipe or 1f1b, got '" << schedule_kind << "'");
-  DGP_CHECK(channel == "local" || channel == "mpi", "--channel: expected local or mpi, got '" << channel << "'");
+  DGP_CHECK(channel == "local" || channel == "mpi" || channel == "nccl",
+            "--channel: expected local, mpi or nccl, got '" << channel << "'");
   DGP_CHECK(precision == "fp32" || precision == "fp16" || precision == "bf16" || precision == "mixed",
             "--precision: expected fp32, fp16, bf16 or mixed, got '" << precision << "'");
   DGP_CHECK(input_size == 32 || input_size == 224 || (input_size >= 16 && input_size <= 512),

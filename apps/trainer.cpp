@@ -315,17 +315,19 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
   c.validate();
   TrainSummary summary;
   int rank = 0, world = 1;
+  // mpi and nccl: one process per rank, started by mpirun (nccl bootstraps over MPI).
+  const bool multi_process = c.channel == "mpi" || c.channel == "nccl";
 #ifdef DGPIPE_WITH_MPI
-  if (c.channel == "mpi") {
+  if (multi_process) {
     int argc = 0;
     char** argv = nullptr;
     std::tie(rank, world) = pipeline::mpi_init(&argc, &argv);
   }
 #else
-  DGP_CHECK(c.channel == "local", "--channel mpi: dgpipe was built without MPI");
+  DGP_CHECK(!multi_process, "--channel " << c.channel << ": dgpipe was built without MPI");
 #endif
   std::string log_dir = c.log_dir;
-  if (c.channel == "mpi" && world > 1 && rank > 0) log_dir = (fs::path(c.log_dir) / ("rank" + std::to_string(rank))).string();
+  if (multi_process && world > 1 && rank > 0) log_dir = (fs::path(c.log_dir) / ("rank" + std::to_string(rank))).string();
   ensure_writable_dir(log_dir);
   const std::string ckpt_path = (fs::path(log_dir) / "checkpoint.safetensors").string();
   DGP_CHECK(!c.resume || fs::exists(ckpt_path), "--resume: no checkpoint in '" << log_dir << "' (" << ckpt_path << ")");
@@ -417,7 +419,10 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
   };
   std::unique_ptr<pipeline::Pipeline> pipe;
 #ifdef DGPIPE_WITH_MPI
-  if (c.channel == "mpi") pipe = std::make_unique<pipeline::Pipeline>(blocks, po, make_optimizer, rank, world);
+  if (multi_process) {
+    po.process_channel = c.channel;
+    pipe = std::make_unique<pipeline::Pipeline>(blocks, po, make_optimizer, rank, world);
+  }
 #endif
   if (!pipe) pipe = std::make_unique<pipeline::Pipeline>(blocks, po, make_optimizer);
   const bool reporter = pipe->runs_stage(pipe->num_stages() - 1);  // the rank that sees the loss
@@ -703,7 +708,7 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
     std::cout << "; logs in " << log_dir << "\n";
   }
 #ifdef DGPIPE_WITH_MPI
-  if (c.channel == "mpi") {
+  if (multi_process) {
     pipe.reset();
     pipeline::mpi_finalize();
   }

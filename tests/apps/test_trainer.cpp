@@ -142,6 +142,7 @@ TEST(Train, BadInputGivesClearErrors) {
   expect_error({"--no-such-flag", "1"}, "no-such-flag");
   expect_error({"--preset", "imagenet-in-a-minute"}, "--preset");
   expect_error({"--placement", "ring"}, "--placement");
+  expect_error({"--channel", "pigeon"}, "expected local, mpi or nccl");
   expect_error({"--data-dir", "/nonexistent/cifar"}, "--data-dir");
   expect_error({"--model", "roberta", "--dataset", "cifar10", "--data-dir", synthetic_cifar(4)}, "does not fit");
   // an unwritable log dir: a path under a regular file
