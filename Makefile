@@ -24,7 +24,9 @@ test: build
 	@bash scripts/prepare_data.sh --only minilm
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
-run: build
+# The main job needs only the dgpipe binary (not the test and benchmark executables).
+run: configure
+	@cmake --build $(BUILD) -j $(JOBS) --target dgpipe
 	@bash scripts/run_main.sh $(BUILD)
 
 bench: build
