@@ -90,10 +90,6 @@ Message message(int src, int dst, MsgKind kind, int mb, Tensor body) {
   return m;
 }
 
-void skip_unless_worker() {
-  if (!is_worker()) GTEST_SKIP() << "runs inside mpirun (NcclChannel.TwoRanksOnTwoGpus starts it)";
-}
-
 }  // namespace
 
 TEST(NcclChannel, TwoRanksOnTwoGpus) {
@@ -122,7 +118,7 @@ TEST(NcclChannel, TwoRanksOnTwoGpus) {
 }
 
 TEST(NcclChannelWorker, ExchangesDeviceBodies) {
-  skip_unless_worker();
+  if (!is_worker()) GTEST_SKIP() << "runs inside mpirun (NcclChannel.TwoRanksOnTwoGpus starts it)";
   int argc = 0;
   char** argv = nullptr;
   auto [rank, size] = mpi_init(&argc, &argv);
@@ -163,7 +159,7 @@ TEST(NcclChannelWorker, ExchangesDeviceBodies) {
 }
 
 TEST(NcclChannelWorker, PipelineTransparency) {
-  skip_unless_worker();
+  if (!is_worker()) GTEST_SKIP() << "runs inside mpirun (NcclChannel.TwoRanksOnTwoGpus starts it)";
   int argc = 0;
   char** argv = nullptr;
   auto [rank, size] = mpi_init(&argc, &argv);
