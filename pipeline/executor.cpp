@@ -92,6 +92,9 @@ StageExecutor::StageExecutor(StageSetup setup, std::shared_ptr<Channel> channel)
     down_fwd_ = compress::make_codec(setup_.downstream_fwd, boundary(s, s + 1, "fwd"));
     down_bwd_ = compress::make_codec(setup_.downstream_bwd, boundary(s, s + 1, "bwd"));
   }
+#ifdef DGPIPE_WITH_CUDA
+  if (setup_.device.is_cuda()) compute_stream_ = engine::cuda::Stream::create(setup_.device.index);
+#endif
   if (setup_.recompute) {
     for (auto& b : setup_.blocks)
       DGP_CHECK(!has_type(*b, "BatchNorm2d") && !has_type(*b, "Dropout"),
@@ -187,6 +190,10 @@ layers::BlockContext ctx_on(const layers::BlockContext& c, engine::Device d) {
 }  // namespace
 
 StepResult StageExecutor::train_step(int64_t step, const std::vector<MicroBatch>& data) {
+#ifdef DGPIPE_WITH_CUDA
+  std::unique_ptr<engine::cuda::StreamGuard> on_stream;
+  if (setup_.device.is_cuda()) on_stream = std::make_unique<engine::cuda::StreamGuard>(compute_stream_);
+#endif
   const int s = setup_.stage, S = setup_.num_stages, M = setup_.micro_batches;
   const bool first = s == 0, last = s == S - 1;
   DGP_CHECK(!(first || last) || static_cast<int>(data.size()) == M,
@@ -312,6 +319,10 @@ StepResult StageExecutor::train_step(int64_t step, const std::vector<MicroBatch>
 }
 
 StepResult StageExecutor::eval_step(int64_t step, const std::vector<MicroBatch>& data, bool keep_logits) {
+#ifdef DGPIPE_WITH_CUDA
+  std::unique_ptr<engine::cuda::StreamGuard> on_stream;
+  if (setup_.device.is_cuda()) on_stream = std::make_unique<engine::cuda::StreamGuard>(compute_stream_);
+#endif
   const int s = setup_.stage, S = setup_.num_stages, M = setup_.micro_batches;
   const bool first = s == 0, last = s == S - 1;
   DGP_CHECK(!(first || last) || static_cast<int>(data.size()) == M,

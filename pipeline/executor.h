@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "compress/codec.h"
+#include "engine/cuda.h"
 #include "layers/module.h"
 #include "pipeline/channel.h"
 #include "pipeline/schedule.h"
@@ -103,6 +104,9 @@ class StageExecutor {
 
   StageSetup setup_;
   std::shared_ptr<Channel> channel_;
+  // CUDA stages run their kernels on a stream of their own, so stages sharing a GPU overlap instead of
+  // serialising on one stream (unused on the CPU).
+  engine::cuda::Stream compute_stream_;
   std::unique_ptr<compress::Codec> up_fwd_, up_bwd_, down_fwd_, down_bwd_;
   BoundaryStats up_stats_, down_fwd_stats_, up_bwd_stats_;
   StageStats stats_;
