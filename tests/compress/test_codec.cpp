@@ -4,20 +4,14 @@
 #include "compress/codec.h"
 #include "distributions.h"
 #include "engine/ops.h"
+#include "support/test_util.h"
 
 using namespace dgpipe::compress;
 using dgpipe::engine::Error;
 using dgpipe::engine::Tensor;
+using dgpipe::testing::error_of;
 
 namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 const std::vector<std::string> kAllSpecs = {"none",        "fp16",       "bf16",      "uniform:8",  "uniform:1",
                                             "uniform:13",  "sortquant:6+2", "sortquant:3+1", "sortquant:12+4",
                                             "fastquant:6+2", "fastquant:5+3", "topk:0.1", "topk:1", "power:2",

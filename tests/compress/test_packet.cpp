@@ -7,20 +7,11 @@
 #include "compress/codec.h"
 #include "distributions.h"
 #include "engine/error.h"
+#include "support/test_util.h"
 
 using namespace dgpipe::compress;
 using dgpipe::engine::Tensor;
-
-namespace {
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const dgpipe::engine::Error& e) {
-    return e.what();
-  }
-  return "";
-}
-}  // namespace
+using dgpipe::testing::error_of;
 
 TEST(Packet, HeaderAndBodyApartRoundTrip) {
   Tensor x = dgpipe::testing::make_input(dgpipe::testing::Dist::normal);

@@ -5,7 +5,7 @@
 
 #include "compress/codec.h"
 #include "distributions.h"
-#include "golden_util.h"
+#include "support/golden_json.h"
 #include "support/gradcheck.h"
 
 using namespace dgpipe::compress;
@@ -62,7 +62,7 @@ TEST(Uniform, KeepsDtypeAndShape) {
 }
 
 TEST(Uniform, MatchesTheOriginalGoldenCodes) {
-  nlohmann::json g = load_codec_goldens();
+  nlohmann::json g = load_golden_json("codecs/goldens.json");
   ASSERT_FALSE(g.is_null()) << "tests/data/codecs/goldens.json missing: run scripts/goldens_codecs.py";
   int checked = 0;
   for (const auto& c : g["cases"]) {

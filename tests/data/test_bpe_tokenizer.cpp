@@ -7,6 +7,7 @@
 #include "data_test_paths.h"
 #include "engine/error.h"
 #include "tokenizer_golden.h"
+#include "support/test_util.h"
 
 using dgpipe::data::BpeOptions;
 using dgpipe::data::ByteLevelBpeTokenizer;
@@ -36,15 +37,6 @@ void write_tiny_bpe(const ScratchDir& dir, const std::string& merges) {
   json += "\"ab\": 300, \"abc\": 301, \"bc\": 302, \"aa\": 303, \"\u0120a\": 304}";
   write_text(dir / "vocab.json", json);
   write_text(dir / "merges.txt", "#version: 0.2\n" + merges);
-}
-
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 }  // namespace
@@ -88,32 +80,32 @@ TEST(BpeTokenizer, MergesApplyLowestRankFirst) {
 TEST(BpeTokenizer, BadInputsNameTheFileAndLine) {
   ScratchDir dir;
   write_tiny_bpe(dir, "a b\nab\n");
-  std::string msg = message_of([&] { ByteLevelBpeTokenizer(dir / "vocab.json", dir / "merges.txt"); });
+  std::string msg = error_of([&] { ByteLevelBpeTokenizer(dir / "vocab.json", dir / "merges.txt"); });
   EXPECT_NE(msg.find("merges.txt:3"), std::string::npos) << msg;
 
-  msg = message_of([&] { ByteLevelBpeTokenizer(dir / "missing.json", dir / "merges.txt"); });
+  msg = error_of([&] { ByteLevelBpeTokenizer(dir / "missing.json", dir / "merges.txt"); });
   EXPECT_NE(msg.find("missing.json"), std::string::npos) << msg;
   EXPECT_NE(msg.find("cannot open"), std::string::npos) << msg;
 
   write_tiny_bpe(dir, "a b\nq zz\n");
-  msg = message_of([&] { ByteLevelBpeTokenizer(dir / "vocab.json", dir / "merges.txt"); });
+  msg = error_of([&] { ByteLevelBpeTokenizer(dir / "vocab.json", dir / "merges.txt"); });
   EXPECT_NE(msg.find("merges.txt:3"), std::string::npos) << msg;
 
   write_text(dir / "bad.json", "{\n\"a\": 1,\n\"b\" 2}");
-  msg = message_of([&] { ByteLevelBpeTokenizer(dir / "bad.json", dir / "merges.txt"); });
+  msg = error_of([&] { ByteLevelBpeTokenizer(dir / "bad.json", dir / "merges.txt"); });
   EXPECT_NE(msg.find("bad.json:3"), std::string::npos) << msg;
 
   write_text(dir / "merges_bad_utf8.txt", "#version: 0.2\na b\n\xff\xfe b\n");
   write_tiny_bpe(dir, "");
-  msg = message_of([&] { ByteLevelBpeTokenizer(dir / "vocab.json", dir / "merges_bad_utf8.txt"); });
+  msg = error_of([&] { ByteLevelBpeTokenizer(dir / "vocab.json", dir / "merges_bad_utf8.txt"); });
   EXPECT_NE(msg.find("merges_bad_utf8.txt:3: invalid UTF-8"), std::string::npos) << msg;
 
   ByteLevelBpeTokenizer tok(dir / "vocab.json", dir / "merges.txt");
-  msg = message_of([&] { tok.tokenize("ok \xc3\x28"); });
+  msg = error_of([&] { tok.tokenize("ok \xc3\x28"); });
   EXPECT_NE(msg.find("invalid UTF-8 at byte 3"), std::string::npos) << msg;
   EncodeOptions tiny;
   tiny.max_length = 3;
-  msg = message_of([&] { tok.encode("a", std::string_view("b"), tiny); });
+  msg = error_of([&] { tok.encode("a", std::string_view("b"), tiny); });
   EXPECT_NE(msg.find("max_length 3"), std::string::npos) << msg;
 }
 

@@ -7,12 +7,14 @@
 
 #include "data_test_paths.h"
 #include "engine/error.h"
+#include "support/test_util.h"
 
 using dgpipe::data::CifarBinaryDataset;
 using dgpipe::data::CifarKind;
 using dgpipe::data::write_cifar_binary;
 using dgpipe::engine::Error;
 using dgpipe::testing::ScratchDir;
+using dgpipe::testing::error_of;
 
 namespace {
 
@@ -29,15 +31,6 @@ std::vector<uint8_t> planar_pixels(int records) {
     }
   }
   return px;
-}
-
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 }  // namespace
@@ -75,7 +68,7 @@ TEST(CifarBinary, ReadsTheOfficialCifar10Layout) {
   EXPECT_NE(train.describe(7).find("data_batch_3.bin record 1"), std::string::npos) << train.describe(7);
   EXPECT_THROW(train.image(15), Error);
   // The test split is a different file: absent here, and the error names it.
-  const std::string msg = message_of([&] { CifarBinaryDataset::cifar10(dir.str(), false); });
+  const std::string msg = error_of([&] { CifarBinaryDataset::cifar10(dir.str(), false); });
   EXPECT_NE(msg.find("test_batch.bin"), std::string::npos) << msg;
 }
 
@@ -99,7 +92,7 @@ TEST(CifarBinary, TruncatedFileAndBadLabelsAreNamed) {
   ScratchDir dir;
   write_cifar_binary(dir / "data.bin", CifarKind::cifar10, planar_pixels(2), {3, 4});
   std::filesystem::resize_file(dir / "data.bin", 2 * 3073 - 100);
-  std::string msg = message_of([&] { CifarBinaryDataset({dir / "data.bin"}, CifarKind::cifar10); });
+  std::string msg = error_of([&] { CifarBinaryDataset({dir / "data.bin"}, CifarKind::cifar10); });
   EXPECT_NE(msg.find("data.bin"), std::string::npos) << msg;
   EXPECT_NE(msg.find("record 1 is truncated"), std::string::npos) << msg;
 
@@ -109,13 +102,13 @@ TEST(CifarBinary, TruncatedFileAndBadLabelsAreNamed) {
     f.seekp(2 * 3073);
     f.put(static_cast<char>(12));  // record 2's label
   }
-  msg = message_of([&] { CifarBinaryDataset({dir / "labels.bin"}, CifarKind::cifar10); });
+  msg = error_of([&] { CifarBinaryDataset({dir / "labels.bin"}, CifarKind::cifar10); });
   EXPECT_NE(msg.find("labels.bin record 2"), std::string::npos) << msg;
   EXPECT_NE(msg.find("label 12"), std::string::npos) << msg;
 
   { std::ofstream(dir / "empty.bin"); }
-  msg = message_of([&] { CifarBinaryDataset({dir / "empty.bin"}, CifarKind::cifar10); });
+  msg = error_of([&] { CifarBinaryDataset({dir / "empty.bin"}, CifarKind::cifar10); });
   EXPECT_NE(msg.find("empty.bin is empty"), std::string::npos) << msg;
-  msg = message_of([&] { CifarBinaryDataset({dir / "nope.bin"}, CifarKind::cifar10); });
+  msg = error_of([&] { CifarBinaryDataset({dir / "nope.bin"}, CifarKind::cifar10); });
   EXPECT_NE(msg.find("nope.bin"), std::string::npos) << msg;
 }

@@ -6,6 +6,7 @@
 
 #include "data_test_paths.h"
 #include "engine/error.h"
+#include "support/test_util.h"
 
 using dgpipe::data::GlueDataset;
 using dgpipe::data::GlueTask;
@@ -18,15 +19,6 @@ std::string write_file(const ScratchDir& dir, const std::string& name, const std
   const std::string path = dir / name;
   std::ofstream(path, std::ios::binary) << text;
   return path;
-}
-
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 }  // namespace
@@ -79,28 +71,28 @@ TEST(Glue, OfficialLayoutsOfEveryTask) {
 
 TEST(Glue, BadRowsNameTheFileAndLine) {
   ScratchDir dir;
-  std::string msg = message_of([&] {
+  std::string msg = error_of([&] {
     GlueDataset(GlueTask::rte, write_file(dir, "cols.tsv", "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n"
                                                            "1\tonly three\tentailment\n"));
   });
   EXPECT_NE(msg.find("cols.tsv:3"), std::string::npos) << msg;
   EXPECT_NE(msg.find("expected 4 tab-separated columns, found 3"), std::string::npos) << msg;
 
-  msg = message_of([&] { GlueDataset(GlueTask::cola, write_file(dir, "label.tsv", "gj04\t1\t\tOk.\ngj04\t2\t\tNo.\n")); });
+  msg = error_of([&] { GlueDataset(GlueTask::cola, write_file(dir, "label.tsv", "gj04\t1\t\tOk.\ngj04\t2\t\tNo.\n")); });
   EXPECT_NE(msg.find("label.tsv:2: unknown label '2'"), std::string::npos) << msg;
 
-  msg = message_of([&] {
+  msg = error_of([&] {
     GlueDataset(GlueTask::sst2, write_file(dir, "utf8.tsv", "sentence\tlabel\ngood\t1\nbad \xe9t\xe9\t0\n"));
   });
   EXPECT_NE(msg.find("utf8.tsv:3: invalid UTF-8"), std::string::npos) << msg;
 
-  msg = message_of([&] { GlueDataset(GlueTask::rte, write_file(dir, "header.tsv", "idx\tfirst\tsecond\tlabel\n")); });
+  msg = error_of([&] { GlueDataset(GlueTask::rte, write_file(dir, "header.tsv", "idx\tfirst\tsecond\tlabel\n")); });
   EXPECT_NE(msg.find("header.tsv:1"), std::string::npos) << msg;
   EXPECT_NE(msg.find("sentence1"), std::string::npos) << msg;
 
-  msg = message_of([&] { GlueDataset(GlueTask::rte, dir / "missing.tsv"); });
+  msg = error_of([&] { GlueDataset(GlueTask::rte, dir / "missing.tsv"); });
   EXPECT_NE(msg.find("missing.tsv"), std::string::npos) << msg;
-  msg = message_of([&] { GlueDataset(GlueTask::rte, write_file(dir, "empty.tsv", "")); });
+  msg = error_of([&] { GlueDataset(GlueTask::rte, write_file(dir, "empty.tsv", "")); });
   EXPECT_NE(msg.find("empty.tsv is empty"), std::string::npos) << msg;
 }
 

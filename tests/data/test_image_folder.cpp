@@ -12,6 +12,7 @@
 
 #include "data_test_paths.h"
 #include "engine/error.h"
+#include "support/test_util.h"
 
 namespace fs = std::filesystem;
 using dgpipe::data::ImageFolderDataset;
@@ -43,15 +44,6 @@ void write_png(const std::string& path, int w, int h, uint8_t value) {
 void write_text(const std::string& path, const std::string& text) {
   fs::create_directories(fs::path(path).parent_path());
   std::ofstream(path) << text;
-}
-
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 }  // namespace
@@ -166,20 +158,20 @@ TEST(ImageFolder, ClassesSortedByNameFilesSortedWithin) {
 
 TEST(ImageFolder, BadFoldersAndFilesAreNamed) {
   ScratchDir dir;
-  std::string msg = message_of([&] { ImageFolderDataset(dir / "absent"); });
+  std::string msg = error_of([&] { ImageFolderDataset(dir / "absent"); });
   EXPECT_NE(msg.find("absent"), std::string::npos) << msg;
-  msg = message_of([&] { ImageFolderDataset(dir.str()); });
+  msg = error_of([&] { ImageFolderDataset(dir.str()); });
   EXPECT_NE(msg.find("no class sub-folders"), std::string::npos) << msg;
 
   write_png(dir / "cat/1.png", 4, 4, 1);
   fs::create_directories(dir / "dog");  // empty class folder
-  msg = message_of([&] { ImageFolderDataset(dir.str()); });
+  msg = error_of([&] { ImageFolderDataset(dir.str()); });
   EXPECT_NE(msg.find("dog"), std::string::npos) << msg;
   EXPECT_NE(msg.find("has no images"), std::string::npos) << msg;
 
   write_png(dir / "dog/1.png", 4, 4, 2);
   write_text(dir / "dog/notes.txt", "not an image");
-  msg = message_of([&] { ImageFolderDataset(dir.str()); });
+  msg = error_of([&] { ImageFolderDataset(dir.str()); });
   EXPECT_NE(msg.find("notes.txt"), std::string::npos) << msg;
   ImageFolderOptions lenient;
   lenient.skip_non_image_files = true;
@@ -189,9 +181,9 @@ TEST(ImageFolder, BadFoldersAndFilesAreNamed) {
   write_text(dir / "dog/2.jpg", "a text file named like a JPEG");
   ImageFolderDataset ds(dir.str());
   ASSERT_EQ(ds.size(), 3);
-  msg = message_of([&] { ds.image(2); });
+  msg = error_of([&] { ds.image(2); });
   EXPECT_NE(msg.find("dog/2.jpg"), std::string::npos) << msg;
-  msg = message_of([&] { ds.verify_all(2); });
+  msg = error_of([&] { ds.verify_all(2); });
   EXPECT_NE(msg.find("dog/2.jpg"), std::string::npos) << msg;
 }
 
@@ -211,6 +203,6 @@ TEST(ImageFolder, Food101Layout) {
   EXPECT_EQ(train.image(0).pixels[0], 2);
   EXPECT_EQ(ImageFolderDataset::food101(dir.str(), false).size(), 1);
   write_text(dir / "meta/test.txt", "pizza/11\nsushi/3\n");
-  const std::string msg = message_of([&] { ImageFolderDataset::food101(dir.str(), false); });
+  const std::string msg = error_of([&] { ImageFolderDataset::food101(dir.str(), false); });
   EXPECT_NE(msg.find("test.txt:2"), std::string::npos) << msg;
 }

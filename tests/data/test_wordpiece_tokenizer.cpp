@@ -7,6 +7,7 @@
 #include "data_test_paths.h"
 #include "engine/error.h"
 #include "tokenizer_golden.h"
+#include "support/test_util.h"
 
 using dgpipe::data::EncodeOptions;
 using dgpipe::data::WordPieceOptions;
@@ -28,15 +29,6 @@ std::string write_tiny_vocab(const ScratchDir& dir) {
     out << t << "\n";
   }
   return path;
-}
-
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 }  // namespace
@@ -78,23 +70,23 @@ TEST(WordPieceTokenizer, GreedyLongestMatchAndUnknownWords) {
 
 TEST(WordPieceTokenizer, BadInputsNameTheFileAndLine) {
   ScratchDir dir;
-  std::string msg = message_of([&] { WordPieceTokenizer(dir / "no_vocab.txt"); });
+  std::string msg = error_of([&] { WordPieceTokenizer(dir / "no_vocab.txt"); });
   EXPECT_NE(msg.find("no_vocab.txt"), std::string::npos) << msg;
   EXPECT_NE(msg.find("cannot open"), std::string::npos) << msg;
   {
     std::ofstream out(dir / "bad.txt", std::ios::binary);
     out << "[PAD]\n[UNK]\n[CLS]\n\xc0\xaf\n[SEP]\n";  // an overlong '/' on line 4
   }
-  msg = message_of([&] { WordPieceTokenizer(dir / "bad.txt"); });
+  msg = error_of([&] { WordPieceTokenizer(dir / "bad.txt"); });
   EXPECT_NE(msg.find("bad.txt:4: invalid UTF-8"), std::string::npos) << msg;
   {
     std::ofstream out(dir / "nosep.txt");
     out << "[PAD]\n[UNK]\n[CLS]\n";
   }
-  msg = message_of([&] { WordPieceTokenizer(dir / "nosep.txt"); });
+  msg = error_of([&] { WordPieceTokenizer(dir / "nosep.txt"); });
   EXPECT_NE(msg.find("[SEP]"), std::string::npos) << msg;
   WordPieceTokenizer tok(write_tiny_vocab(dir));
-  msg = message_of([&] { tok.tokenize("abc\xe2\x82"); });
+  msg = error_of([&] { tok.tokenize("abc\xe2\x82"); });
   EXPECT_NE(msg.find("invalid UTF-8 at byte 3"), std::string::npos) << msg;
 }
 

@@ -1,25 +1,17 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstdlib>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "engine/ops.h"
 #include "engine/optim/adamw.h"
+#include "support/golden_json.h"
 
 using namespace dgpipe::engine;
+using dgpipe::testing::load_golden_json;
 using nlohmann::json;
 
 namespace {
-
-json load_golden() {
-  const char* root = std::getenv("DGPIPE_SOURCE_DIR");
-  std::string path = std::string(root ? root : ".") + "/tests/data/optim.json";
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("cannot open " + path + " (run scripts/goldens_optim.py)");
-  return json::parse(in);
-}
 
 std::vector<Tensor> golden_params(const json& golden) {
   std::vector<Tensor> params;
@@ -55,7 +47,7 @@ AdamWOptions golden_options(const json& golden) {
 }  // namespace
 
 TEST(AdamW, MatchesPyTorchWithWeightDecayAndASkippedParameter) {
-  json golden = load_golden();
+  json golden = load_golden_json("optim.json");
   std::vector<Tensor> params = golden_params(golden);
   AdamW opt(params, golden_options(golden));
   const json& after = golden["adamw"]["after"];
@@ -138,7 +130,7 @@ TEST(AdamW, RejectsInvalidHyperParameters) {
 }
 
 TEST(AdamW, StateRoundTripResumesIdentically) {
-  json golden = load_golden();
+  json golden = load_golden_json("optim.json");
   std::vector<Tensor> a = golden_params(golden);
   AdamW opt_a(a, golden_options(golden));
   for (size_t s = 0; s < 2; ++s) {

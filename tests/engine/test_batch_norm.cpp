@@ -3,46 +3,29 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstdlib>
-#include <fstream>
 #include <functional>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "engine/ops.h"
+#include "support/golden_json.h"
 #include "support/gradcheck.h"
+#include "support/test_util.h"
 
 using namespace dgpipe::engine;
+using dgpipe::testing::golden_tensor;
+using dgpipe::testing::load_golden_json;
 using dgpipe::testing::max_rel_diff;
 using dgpipe::testing::random_leaf;
+using dgpipe::testing::error_of;
 
 namespace {
 
-// tests/data/ops_conv_pool_bn.json, written by scripts/goldens_conv_pool_bn.py.
+// tests/data/ops_conv_pool_bn.json, written by scripts/goldens_conv_pool_bn.py; parsed once per test binary.
 const nlohmann::json& goldens() {
-  static const nlohmann::json doc = [] {
-    const char* root = std::getenv("DGPIPE_SOURCE_DIR");
-    const std::string path = std::string(root != nullptr ? root : ".") + "/tests/data/ops_conv_pool_bn.json";
-    std::ifstream in(path);
-    if (!in) throw Error("golden file " + path + " not found; set DGPIPE_SOURCE_DIR to the repository root");
-    return nlohmann::json::parse(in);
-  }();
+  static const nlohmann::json doc = load_golden_json("ops_conv_pool_bn.json");
   return doc;
-}
-
-Tensor golden(const nlohmann::json& entry, DType dtype) {
-  return from_vector(entry.at("data").get<std::vector<double>>(), entry.at("shape").get<Shape>(),
-                     TensorOptions(dtype));
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 constexpr double kMomentum = 0.1, kEps = 1e-5;
@@ -53,16 +36,16 @@ TEST(BatchNorm, MatchesPyTorchTrainThenEval) {
   const nlohmann::json& c = goldens().at("cases").at("batch_norm");
   const double momentum = c.at("params").at("momentum"), eps = c.at("params").at("eps");
   for (DType dt : {DType::f64, DType::f32}) {
-    Tensor w = golden(c.at("weight"), dt), b = golden(c.at("bias"), dt);
-    Tensor rm = golden(c.at("running_mean"), dt), rv = golden(c.at("running_var"), dt);
-    Tensor y = batch_norm2d(golden(c.at("input"), dt), w, b, rm, rv, true, momentum, eps);
-    EXPECT_LT(max_rel_diff(y, golden(c.at("output_train"), DType::f64)), 1e-5) << dtype_name(dt);
-    EXPECT_LT(max_rel_diff(rm, golden(c.at("running_mean_after"), DType::f64)), 1e-5) << dtype_name(dt);
-    EXPECT_LT(max_rel_diff(rv, golden(c.at("running_var_after"), DType::f64)), 1e-5) << dtype_name(dt);
-    Tensor ye = batch_norm2d(golden(c.at("eval_input"), dt), w, b, rm, rv, false, momentum, eps);
-    EXPECT_LT(max_rel_diff(ye, golden(c.at("output_eval"), DType::f64)), 1e-5) << dtype_name(dt);
-    Tensor yn = batch_norm2d(golden(c.at("input"), dt), Tensor(), Tensor(), Tensor(), Tensor(), true, momentum, eps);
-    EXPECT_LT(max_rel_diff(yn, golden(c.at("output_train_noaffine"), DType::f64)), 1e-5) << dtype_name(dt);
+    Tensor w = golden_tensor(c.at("weight"), dt), b = golden_tensor(c.at("bias"), dt);
+    Tensor rm = golden_tensor(c.at("running_mean"), dt), rv = golden_tensor(c.at("running_var"), dt);
+    Tensor y = batch_norm2d(golden_tensor(c.at("input"), dt), w, b, rm, rv, true, momentum, eps);
+    EXPECT_LT(max_rel_diff(y, golden_tensor(c.at("output_train"), DType::f64)), 1e-5) << dtype_name(dt);
+    EXPECT_LT(max_rel_diff(rm, golden_tensor(c.at("running_mean_after"), DType::f64)), 1e-5) << dtype_name(dt);
+    EXPECT_LT(max_rel_diff(rv, golden_tensor(c.at("running_var_after"), DType::f64)), 1e-5) << dtype_name(dt);
+    Tensor ye = batch_norm2d(golden_tensor(c.at("eval_input"), dt), w, b, rm, rv, false, momentum, eps);
+    EXPECT_LT(max_rel_diff(ye, golden_tensor(c.at("output_eval"), DType::f64)), 1e-5) << dtype_name(dt);
+    Tensor yn = batch_norm2d(golden_tensor(c.at("input"), dt), Tensor(), Tensor(), Tensor(), Tensor(), true, momentum, eps);
+    EXPECT_LT(max_rel_diff(yn, golden_tensor(c.at("output_train_noaffine"), DType::f64)), 1e-5) << dtype_name(dt);
   }
 }
 

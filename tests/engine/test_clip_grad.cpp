@@ -1,26 +1,18 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstdlib>
-#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 
 #include "engine/ops.h"
 #include "engine/optim/clip_grad.h"
+#include "support/golden_json.h"
 
 using namespace dgpipe::engine;
+using dgpipe::testing::load_golden_json;
 using nlohmann::json;
 
 namespace {
-json load_cases() {
-  const char* root = std::getenv("DGPIPE_SOURCE_DIR");
-  std::string path = std::string(root ? root : ".") + "/tests/data/optim.json";
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("cannot open " + path + " (run scripts/goldens_optim.py)");
-  return json::parse(in)["clip_grad_norm"];
-}
-
 Tensor leaf_with_grad(const Shape& shape, const std::vector<double>& grad) {
   Tensor p = zeros(shape);
   p.requires_grad_();
@@ -30,7 +22,7 @@ Tensor leaf_with_grad(const Shape& shape, const std::vector<double>& grad) {
 }  // namespace
 
 TEST(ClipGradNorm, MatchesPyTorch) {
-  json cases = load_cases();
+  json cases = load_golden_json("optim.json")["clip_grad_norm"];
   ASSERT_EQ(cases.size(), 2u);
   bool clipped_some = false, left_some = false;
   for (const json& c : cases) {

@@ -3,37 +3,29 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <functional>
-#include <fstream>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "engine/ops.h"
+#include "support/golden_json.h"
 #include "support/gradcheck.h"
+#include "support/test_util.h"
 
 using namespace dgpipe::engine;
+using dgpipe::testing::golden_tensor;
+using dgpipe::testing::load_golden_json;
 using dgpipe::testing::max_rel_diff;
 using dgpipe::testing::random_leaf;
+using dgpipe::testing::error_of;
 
 namespace {
 
-// tests/data/ops_conv_pool_bn.json, written by scripts/goldens_conv_pool_bn.py.
+// tests/data/ops_conv_pool_bn.json, written by scripts/goldens_conv_pool_bn.py; parsed once per test binary.
 const nlohmann::json& goldens() {
-  static const nlohmann::json doc = [] {
-    const char* root = std::getenv("DGPIPE_SOURCE_DIR");
-    const std::string path = std::string(root != nullptr ? root : ".") + "/tests/data/ops_conv_pool_bn.json";
-    std::ifstream in(path);
-    if (!in) throw Error("golden file " + path + " not found; set DGPIPE_SOURCE_DIR to the repository root");
-    return nlohmann::json::parse(in);
-  }();
+  static const nlohmann::json doc = load_golden_json("ops_conv_pool_bn.json");
   return doc;
-}
-
-Tensor golden(const nlohmann::json& entry, DType dtype) {
-  return from_vector(entry.at("data").get<std::vector<double>>(), entry.at("shape").get<Shape>(),
-                     TensorOptions(dtype));
 }
 
 Conv2dParams params(int64_t stride, int64_t pad, int64_t dilation = 1, int64_t groups = 1) {
@@ -43,15 +35,6 @@ Conv2dParams params(int64_t stride, int64_t pad, int64_t dilation = 1, int64_t g
   p.dilation_h = p.dilation_w = dilation;
   p.groups = groups;
   return p;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace
@@ -67,9 +50,9 @@ TEST_P(ConvGolden, MatchesPyTorch) {
   p.dilation_h = pj.at("dilation")[0], p.dilation_w = pj.at("dilation")[1];
   p.groups = pj.at("groups");
   for (DType dt : {DType::f64, DType::f32}) {
-    Tensor b = c.contains("bias") ? golden(c.at("bias"), dt) : Tensor();
-    Tensor y = conv2d(golden(c.at("input"), dt), golden(c.at("weight"), dt), b, p);
-    Tensor expected = golden(c.at("output"), DType::f64);
+    Tensor b = c.contains("bias") ? golden_tensor(c.at("bias"), dt) : Tensor();
+    Tensor y = conv2d(golden_tensor(c.at("input"), dt), golden_tensor(c.at("weight"), dt), b, p);
+    Tensor expected = golden_tensor(c.at("output"), DType::f64);
     ASSERT_EQ(y.shape(), expected.shape()) << GetParam();
     EXPECT_LT(max_rel_diff(y, expected), 1e-5) << GetParam() << " " << dtype_name(dt);
   }

@@ -4,22 +4,13 @@
 
 #include "engine/ops.h"
 #include "support/gradcheck.h"
+#include "support/test_util.h"
 
 using namespace dgpipe::engine;
 using dgpipe::testing::gradcheck;
 using dgpipe::testing::random_leaf;
 using Inputs = std::vector<Tensor>;
-
-namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-}  // namespace
+using dgpipe::testing::error_of;
 
 TEST(Dropout, MaskStatisticsAndScale) {
   const int64_t n = 200000;

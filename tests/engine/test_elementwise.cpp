@@ -5,6 +5,7 @@
 #include "engine/ops.h"
 #include "support/golden_json.h"
 #include "support/gradcheck.h"
+#include "support/test_util.h"
 
 using namespace dgpipe::engine;
 using dgpipe::testing::golden_tensor;
@@ -15,18 +16,10 @@ using dgpipe::testing::max_rel_diff;
 using dgpipe::testing::random_leaf;
 using Inputs = std::vector<Tensor>;
 using Fn = std::function<Tensor(const Inputs&)>;
+using dgpipe::testing::error_of;
+using dgpipe::testing::contains;
 
 namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
 // Checks a unary op elementwise against a scalar reference and its gradient by finite differences, on a
 // contiguous leaf and on a transposed (non-contiguous) view of it.
 void check_unary(const char* name, const std::function<Tensor(const Tensor&)>& op, double (*ref)(double), double lo,

@@ -3,6 +3,7 @@
 #include "engine/ops.h"
 #include "support/golden_json.h"
 #include "support/gradcheck.h"
+#include "support/test_util.h"
 
 using namespace dgpipe::engine;
 using dgpipe::testing::golden_tensor;
@@ -11,18 +12,8 @@ using dgpipe::testing::load_golden_json;
 using dgpipe::testing::max_rel_diff;
 using dgpipe::testing::random_leaf;
 using Inputs = std::vector<Tensor>;
-
-namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-}  // namespace
+using dgpipe::testing::error_of;
+using dgpipe::testing::contains;
 
 TEST(Embedding, MatchesPyTorchGolden) {
   auto c = load_golden_json("ops_nn.json").at("cases").at("embedding");

@@ -5,6 +5,7 @@
 #include "engine/ops.h"
 #include "support/golden_json.h"
 #include "support/gradcheck.h"
+#include "support/test_util.h"
 
 using namespace dgpipe::engine;
 using dgpipe::testing::golden_tensor;
@@ -13,17 +14,7 @@ using dgpipe::testing::load_golden_json;
 using dgpipe::testing::max_rel_diff;
 using dgpipe::testing::random_leaf;
 using Inputs = std::vector<Tensor>;
-
-namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-}  // namespace
+using dgpipe::testing::error_of;
 
 TEST(LayerNorm, MatchesPyTorchGoldens) {
   auto cases = load_golden_json("ops_nn.json").at("cases");

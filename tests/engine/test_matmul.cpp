@@ -2,6 +2,7 @@
 
 #include "engine/ops.h"
 #include "support/gradcheck.h"
+#include "support/test_util.h"
 
 using namespace dgpipe::engine;
 using dgpipe::testing::gradcheck;
@@ -9,18 +10,10 @@ using dgpipe::testing::max_rel_diff;
 using dgpipe::testing::random_leaf;
 using Inputs = std::vector<Tensor>;
 using Fn = std::function<Tensor(const Inputs&)>;
+using dgpipe::testing::error_of;
+using dgpipe::testing::contains;
 
 namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
 // Plain triple loop over contiguous copies: C[m,n] = sum_k A[m,k] B[k,n].
 std::vector<double> naive_mm(const Tensor& a, const Tensor& b) {
   int64_t M = a.size(0), K = a.size(1), N = b.size(1);

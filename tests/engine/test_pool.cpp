@@ -3,53 +3,36 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <functional>
-#include <fstream>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "engine/ops.h"
+#include "support/golden_json.h"
 #include "support/gradcheck.h"
+#include "support/test_util.h"
 
 using namespace dgpipe::engine;
+using dgpipe::testing::golden_tensor;
+using dgpipe::testing::load_golden_json;
 using dgpipe::testing::max_rel_diff;
 using dgpipe::testing::random_leaf;
+using dgpipe::testing::error_of;
 
 namespace {
 
-// tests/data/ops_conv_pool_bn.json, written by scripts/goldens_conv_pool_bn.py.
+// tests/data/ops_conv_pool_bn.json, written by scripts/goldens_conv_pool_bn.py; parsed once per test binary.
 const nlohmann::json& goldens() {
-  static const nlohmann::json doc = [] {
-    const char* root = std::getenv("DGPIPE_SOURCE_DIR");
-    const std::string path = std::string(root != nullptr ? root : ".") + "/tests/data/ops_conv_pool_bn.json";
-    std::ifstream in(path);
-    if (!in) throw Error("golden file " + path + " not found; set DGPIPE_SOURCE_DIR to the repository root");
-    return nlohmann::json::parse(in);
-  }();
+  static const nlohmann::json doc = load_golden_json("ops_conv_pool_bn.json");
   return doc;
-}
-
-Tensor golden(const nlohmann::json& entry, DType dtype) {
-  return from_vector(entry.at("data").get<std::vector<double>>(), entry.at("shape").get<Shape>(),
-                     TensorOptions(dtype));
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 void expect_golden(const std::string& name, const std::function<Tensor(const Tensor&, const nlohmann::json&)>& op) {
   const nlohmann::json& c = goldens().at("cases").at(name);
   for (DType dt : {DType::f64, DType::f32}) {
-    Tensor y = op(golden(c.at("input"), dt), c.at("params"));
-    Tensor expected = golden(c.at("output"), DType::f64);
+    Tensor y = op(golden_tensor(c.at("input"), dt), c.at("params"));
+    Tensor expected = golden_tensor(c.at("output"), DType::f64);
     ASSERT_EQ(y.shape(), expected.shape()) << name;
     EXPECT_EQ(y.dtype(), dt);
     EXPECT_LT(max_rel_diff(y, expected), 1e-5) << name << " " << dtype_name(dt);

@@ -4,24 +4,17 @@
 
 #include "engine/ops.h"
 #include "support/gradcheck.h"
+#include "support/test_util.h"
 
 using namespace dgpipe::engine;
 using dgpipe::testing::gradcheck;
 using dgpipe::testing::random_leaf;
 using Inputs = std::vector<Tensor>;
 using Fn = std::function<Tensor(const Inputs&)>;
+using dgpipe::testing::error_of;
+using dgpipe::testing::contains;
 
 namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
 // x[i][j][k] = 100 i + 10 j + k, shape [2,3,4]
 Tensor digits() {
   std::vector<double> v;

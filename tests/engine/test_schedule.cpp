@@ -1,25 +1,17 @@
 #include <gtest/gtest.h>
 
-#include <cstdlib>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "engine/ops.h"
 #include "engine/optim/schedule.h"
 #include "engine/optim/sgd.h"
+#include "support/golden_json.h"
 
 using namespace dgpipe::engine;
+using dgpipe::testing::load_golden_json;
 using nlohmann::json;
 
 namespace {
-
-json load_schedules() {
-  const char* root = std::getenv("DGPIPE_SOURCE_DIR");
-  std::string path = std::string(root ? root : ".") + "/tests/data/optim.json";
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("cannot open " + path + " (run scripts/goldens_optim.py)");
-  return json::parse(in)["schedules"];
-}
 
 void expect_trace(const LRSchedule& s, const json& golden, const char* name) {
   std::vector<double> lrs = golden["lrs"].get<std::vector<double>>();
@@ -32,24 +24,24 @@ void expect_trace(const LRSchedule& s, const json& golden, const char* name) {
 }  // namespace
 
 TEST(Schedule, CosineWithWarmupMatchesTransformers) {
-  json g = load_schedules()["cosine"];
+  json g = load_golden_json("optim.json")["schedules"]["cosine"];
   expect_trace(LRSchedule::cosine_with_warmup(g["base_lr"], g["warmup"], g["total"]), g, "cosine");
 }
 
 TEST(Schedule, PolynomialWithWarmupMatchesTransformers) {
-  json g = load_schedules()["polynomial"];
+  json g = load_golden_json("optim.json")["schedules"]["polynomial"];
   expect_trace(
       LRSchedule::polynomial_with_warmup(g["base_lr"], g["warmup"], g["total"], g["lr_end"], g["power"]), g,
       "polynomial");
 }
 
 TEST(Schedule, LinearWithWarmupMatchesTransformers) {
-  json g = load_schedules()["linear"];
+  json g = load_golden_json("optim.json")["schedules"]["linear"];
   expect_trace(LRSchedule::linear_with_warmup(g["base_lr"], g["warmup"], g["total"]), g, "linear");
 }
 
 TEST(Schedule, StepDecayMatchesStepLR) {
-  json g = load_schedules()["step"];
+  json g = load_golden_json("optim.json")["schedules"]["step"];
   expect_trace(LRSchedule::step_decay(g["base_lr"], g["step_size"], g["gamma"]), g, "step");
 }
 

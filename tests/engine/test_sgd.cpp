@@ -1,24 +1,16 @@
 #include <gtest/gtest.h>
 
-#include <cstdlib>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "engine/ops.h"
 #include "engine/optim/sgd.h"
+#include "support/golden_json.h"
 
 using namespace dgpipe::engine;
+using dgpipe::testing::load_golden_json;
 using nlohmann::json;
 
 namespace {
-
-json load_golden() {
-  const char* root = std::getenv("DGPIPE_SOURCE_DIR");
-  std::string path = std::string(root ? root : ".") + "/tests/data/optim.json";
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("cannot open " + path + " (run scripts/goldens_optim.py)");
-  return json::parse(in);
-}
 
 Shape to_shape(const json& j) {
   return j.get<std::vector<int64_t>>();
@@ -59,7 +51,7 @@ void replay(const json& golden, const std::string& which, const SGDOptions& opti
 }  // namespace
 
 TEST(SGD, MatchesPyTorchWithNesterovMomentumAndWeightDecay) {
-  json golden = load_golden();
+  json golden = load_golden_json("optim.json");
   const json& c = golden["sgd"]["config"];
   ASSERT_TRUE(c["nesterov"].get<bool>());
   SGDOptions o;
@@ -72,7 +64,7 @@ TEST(SGD, MatchesPyTorchWithNesterovMomentumAndWeightDecay) {
 }
 
 TEST(SGD, MatchesPyTorchWithDampening) {
-  json golden = load_golden();
+  json golden = load_golden_json("optim.json");
   const json& c = golden["sgd_dampening"]["config"];
   SGDOptions o;
   o.lr = c["lr"];
@@ -165,7 +157,7 @@ TEST(SGD, ErrorsNameTheParameter) {
 }
 
 TEST(SGD, StateRoundTripResumesIdentically) {
-  json golden = load_golden();
+  json golden = load_golden_json("optim.json");
   auto make_params = [&] {
     std::vector<Tensor> ps;
     for (size_t i = 0; i < golden["shapes"].size(); ++i) {

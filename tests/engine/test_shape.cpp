@@ -2,23 +2,17 @@
 
 #include "engine/ops.h"
 #include "support/gradcheck.h"
+#include "support/test_util.h"
 
 using namespace dgpipe::engine;
 using dgpipe::testing::gradcheck;
 using dgpipe::testing::random_leaf;
 using Inputs = std::vector<Tensor>;
 using Fn = std::function<Tensor(const Inputs&)>;
+using dgpipe::testing::error_of;
+using dgpipe::testing::contains;
 
 namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 Tensor iota(const Shape& shape, double start = 0) {
   return add(arange(0, shape_numel(shape), 1, DType::f64).view(shape), start);
 }

@@ -1,6 +1,7 @@
 #include "pipeline_test_models.h"
 
 #include "engine/ops.h"
+#include "engine/optim/sgd.h"
 #include "models/roberta.h"
 #include "models/vision.h"
 
@@ -94,6 +95,16 @@ pipeline::MicroBatch make_batch(const std::string& name, int64_t n, uint64_t see
     DGP_FAIL("test model '" << name << "' unknown");
   }
   return mb;
+}
+
+pipeline::OptimizerFactory sgd_factory(double weight_decay) {
+  return [weight_decay](std::vector<Tensor> params, int /*stage*/) -> std::unique_ptr<engine::Optimizer> {
+    engine::SGDOptions o;
+    o.lr = 0.1;
+    o.momentum = 0.9;
+    o.weight_decay = weight_decay;
+    return std::make_unique<engine::SGD>(std::move(params), o);
+  };
 }
 
 }  // namespace dgpipe::testmodels

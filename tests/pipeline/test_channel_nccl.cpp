@@ -164,12 +164,7 @@ TEST(NcclChannelWorker, PipelineTransparency) {
   char** argv = nullptr;
   auto [rank, size] = mpi_init(&argc, &argv);
   ASSERT_EQ(size, 2);
-  auto make_sgd = [](std::vector<Tensor> params, int) -> std::unique_ptr<engine::Optimizer> {
-    engine::SGDOptions o;
-    o.lr = 0.1;
-    o.momentum = 0.9;
-    return std::make_unique<engine::SGD>(std::move(params), o);
-  };
+  const OptimizerFactory make_sgd = testmodels::sgd_factory();
   auto blocks = testmodels::make_blocks("mlp");
   auto reference = testmodels::make_blocks("mlp");
   PipelineOptions opts;

@@ -19,12 +19,7 @@ using engine::Tensor;
 
 namespace {
 
-std::unique_ptr<engine::Optimizer> make_sgd(std::vector<Tensor> params, int) {
-  engine::SGDOptions o;
-  o.lr = 0.1;
-  o.momentum = 0.9;
-  return std::make_unique<engine::SGD>(std::move(params), o);
-}
+const pipeline::OptimizerFactory make_sgd = testmodels::sgd_factory();
 
 // Reports carries_device_bodies() and moves bodies as tensors next to the host bytes, copying them as a real
 // transport would (the receiver never aliases the sender's memory). Counts what crosses.

@@ -21,13 +21,7 @@ using engine::Tensor;
 
 namespace {
 
-std::unique_ptr<engine::Optimizer> make_sgd(std::vector<Tensor> params, int) {
-  engine::SGDOptions o;
-  o.lr = 0.1;
-  o.momentum = 0.9;
-  o.weight_decay = 1e-3;
-  return std::make_unique<engine::SGD>(std::move(params), o);
-}
+const pipeline::OptimizerFactory make_sgd = testmodels::sgd_factory(1e-3);
 
 // Single-device reference: the same micro-batches, loss scaled by n_m / N, one optimizer step.
 void reference_step(std::vector<layers::ModulePtr>& blocks, engine::Optimizer& opt, const MicroBatch& batch, int M) {

@@ -20,12 +20,7 @@ using namespace dgpipe::pipeline;
 using engine::Tensor;
 
 namespace {
-std::unique_ptr<engine::Optimizer> make_sgd(std::vector<Tensor> params, int) {
-  engine::SGDOptions o;
-  o.lr = 0.1;
-  o.momentum = 0.9;
-  return std::make_unique<engine::SGD>(std::move(params), o);
-}
+const pipeline::OptimizerFactory make_sgd = testmodels::sgd_factory();
 }  // namespace
 
 int main(int argc, char** argv) {
