@@ -193,6 +193,22 @@ PacketHeader Codec::make_header(const Tensor& x) const {
   return h;
 }
 
+Packet Codec::start_packet(const Tensor& x) const {
+  check_input(x);
+  Packet p;
+  p.boundary = boundary_;
+  p.header = make_header(x);
+  return p;
+}
+
+Tensor Codec::device_body(const Packet& p, engine::Device device) {
+  return engine::empty({static_cast<int64_t>(p.header.body_bytes)}, engine::TensorOptions(engine::DType::u8, device));
+}
+
+Tensor Codec::contiguous_f32(const Tensor& x) {
+  return (x.dtype() == engine::DType::f32 ? x : x.to(engine::DType::f32)).contiguous();
+}
+
 std::string Codec::where() const {
   return spec() + " at boundary '" + (boundary_.empty() ? std::string("(unnamed)") : boundary_) + "'";
 }

@@ -75,6 +75,14 @@ class Codec {
   void check_packet(const Packet& p) const;
   PacketHeader make_header(const engine::Tensor& x) const;
   std::string where() const;  // "uniform:8 at boundary 'stage0->1 fwd'"
+
+  // The common start of an encode: checks x (check_input), names the boundary and fills the header (make_header);
+  // the caller fills the body.
+  Packet start_packet(const engine::Tensor& x) const;
+  // An uninitialised u8 body of p.header.body_bytes on `device`, for a kernel that writes every byte of it.
+  static engine::Tensor device_body(const Packet& p, engine::Device device);
+  // x as a contiguous f32 tensor on its own device (x itself when it already is one): what the encode kernels read.
+  static engine::Tensor contiguous_f32(const engine::Tensor& x);
 };
 
 std::unique_ptr<Codec> make_codec(const CodecSpec& spec, const std::string& boundary = "");

@@ -147,10 +147,7 @@ class LowRankCodec : public Codec {
   }
 
   Packet encode(const Tensor& x) override {
-    check_input(x);
-    Packet p;
-    p.boundary = boundary_;
-    p.header = make_header(x);
+    Packet p = start_packet(x);
     const MatrixView mv = matrix_view(x.shape());
     const int64_t r = effective_rank(x.shape());
     if (x.is_cuda() && cuda_supported(r)) {
@@ -159,9 +156,8 @@ class LowRankCodec : public Codec {
       if (x.numel() == 0) {
         p.body = make_body(p.header.body_bytes, x.device());
       } else {
-        Tensor xf = (x.dtype() == engine::DType::f32 ? x : x.to(engine::DType::f32)).contiguous();
-        p.body = engine::empty({static_cast<int64_t>(p.header.body_bytes)},
-                               engine::TensorOptions(engine::DType::u8, x.device()));
+        Tensor xf = contiguous_f32(x);
+        p.body = device_body(p, x.device());
         prepare(mv, r, x.device());
         encode_cuda(xf.reshape({mv.b, mv.m, mv.n}), p.body, r);
       }

@@ -48,17 +48,13 @@ class TopKCodec final : public Codec {
   }
 
   Packet encode(const Tensor& x) override {
-    check_input(x);
-    Packet p;
-    p.boundary = boundary_;
-    p.header = make_header(x);
+    Packet p = start_packet(x);
     const int64_t n = x.numel(), k = p.header.params[0];
     DGP_CHECK(index_bits(n) <= 32 && n <= (int64_t(1) << 32), where() << ": tensors of more than 2^32 elements are not supported");
     if (x.is_cuda()) {
 #ifdef DGPIPE_WITH_CUDA
-      Tensor xf = (x.dtype() == engine::DType::f32 ? x : x.to(engine::DType::f32)).contiguous();
-      p.body = engine::empty({static_cast<int64_t>(p.header.body_bytes)},
-                             engine::TensorOptions(engine::DType::u8, x.device()));
+      Tensor xf = contiguous_f32(x);
+      p.body = device_body(p, x.device());
       cuda_kernels::topk_encode(xf, p.body, k);
       return p;
 #else

@@ -27,15 +27,11 @@ class UniformCodec final : public Codec {
   }
 
   Packet encode(const Tensor& x) override {
-    check_input(x);
-    Packet p;
-    p.boundary = boundary_;
-    p.header = make_header(x);
+    Packet p = start_packet(x);
     if (x.is_cuda()) {
 #ifdef DGPIPE_WITH_CUDA
-      Tensor xf = (x.dtype() == engine::DType::f32 ? x : x.to(engine::DType::f32)).contiguous();
-      p.body = engine::empty({static_cast<int64_t>(p.header.body_bytes)},
-                             engine::TensorOptions(engine::DType::u8, x.device()));
+      Tensor xf = contiguous_f32(x);
+      p.body = device_body(p, x.device());
       cuda_kernels::uniform_encode(xf, p.body, q_bits_);
       return p;
 #else
