@@ -24,7 +24,8 @@ using engine::Tensor;
 
 const char* kDefaultCodecs =
     "none,fp16,bf16,uniform:4,uniform:6,uniform:8,uniform:12,sortquant:3+1,sortquant:4+2,sortquant:6+2,"
-    "sortquant:9+3,sortquant:12+4,fastquant:4+2,fastquant:6+2,fastquant:9+3,topk:0.05,topk:0.1,topk:0.25,power:2,"
+    "sortquant:9+3,sortquant:12+4,fastquant:4+2,fastquant:6+2,fastquant:9+3,topk:0.05,topk:0.1,topk:0.25,"
+    "power:2,"
     "power:4,power:8,svd:4,svd:8,kmeans:2,kmeans:3,kmeans:4";
 
 Tensor synthetic(const std::string& dist, const engine::Shape& shape, uint64_t seed) {
@@ -42,7 +43,8 @@ Tensor synthetic(const std::string& dist, const engine::Shape& shape, uint64_t s
     }
     return engine::from_vector(u, shape, engine::DType::f32);
   }
-  DGP_FAIL("dgpipe codec: unknown --synthetic distribution '" << dist << "' (normal, laplace, relu, uniform)");
+  DGP_FAIL("dgpipe codec: unknown --synthetic distribution '" << dist
+                                                              << "' (normal, laplace, relu, uniform)");
 }
 
 struct Row {
@@ -99,7 +101,8 @@ Row measure(const std::string& spec, const Tensor& x, int repeat) {
 
 int run_codec(int argc, char** argv) {
   CLI::App app{"Compare boundary codecs on a tensor: wire bytes, ratio, error norms, encode/decode time"};
-  std::string input, tensor_name, dist = "laplace", shape_text = "64,32,32,32", device_text = "cpu", format = "table";
+  std::string input, tensor_name, dist = "laplace", shape_text = "64,32,32,32", device_text = "cpu",
+                                  format = "table";
   std::vector<std::string> specs;
   uint64_t seed = 1;
   int repeat = 3;
@@ -107,13 +110,15 @@ int run_codec(int argc, char** argv) {
   app.add_option("--tensor", tensor_name, "tensor name inside --input (default: the first, in name order)");
   app.add_option("--synthetic", dist, "distribution when no --input: normal, laplace, relu, uniform")
       ->capture_default_str();
-  app.add_option("--shape", shape_text, "shape of the synthetic tensor, e.g. 64,32,32,32")->capture_default_str();
+  app.add_option("--shape", shape_text, "shape of the synthetic tensor, e.g. 64,32,32,32")
+      ->capture_default_str();
   app.add_option("--seed", seed, "seed of the synthetic tensor")->capture_default_str();
   app.add_option("--codecs", specs, "codec specs, comma separated (default: a sweep of every method)")
       ->delimiter(',');
   app.add_option("--device", device_text, "cpu or cuda[:N]")->capture_default_str();
   app.add_option("--repeat", repeat, "timed repetitions (the minimum is reported)")->capture_default_str();
-  app.add_option("--format", format, "table, csv or json")->check(CLI::IsMember({"table", "csv", "json"}))
+  app.add_option("--format", format, "table, csv or json")
+      ->check(CLI::IsMember({"table", "csv", "json"}))
       ->capture_default_str();
   try {
     app.parse(argc, argv);
@@ -152,7 +157,8 @@ int run_codec(int argc, char** argv) {
   for (const auto& s : specs) rows.push_back(measure(s, x, repeat));
 
   if (format == "csv") {
-    std::cout << "source,shape,spec,wire_bytes,ratio,bits_per_element,max_abs,mean_abs,rel_l2,cosine,encode_ms,decode_ms\n";
+    std::cout << "source,shape,spec,wire_bytes,ratio,bits_per_element,max_abs,mean_abs,rel_l2,cosine,encode_"
+                 "ms,decode_ms\n";
     for (const auto& r : rows)
       std::cout << source << ",\"" << engine::shape_str(x.shape()) << "\"," << r.spec << "," << r.wire << ","
                 << r.ratio << "," << r.bits << "," << r.max_abs << "," << r.mean_abs << "," << r.rel_l2 << ","
@@ -162,30 +168,33 @@ int run_codec(int argc, char** argv) {
     for (size_t i = 0; i < rows.size(); ++i) {
       const Row& r = rows[i];
       std::cout << (i ? ",\n " : "") << "{\"spec\":\"" << r.spec << "\",\"wire_bytes\":" << r.wire
-                << ",\"ratio\":" << r.ratio << ",\"bits_per_element\":" << r.bits << ",\"max_abs\":" << r.max_abs
-                << ",\"mean_abs\":" << r.mean_abs << ",\"rel_l2\":" << r.rel_l2 << ",\"cosine\":" << r.cosine
-                << ",\"encode_ms\":" << r.enc_ms << ",\"decode_ms\":" << r.dec_ms << "}";
+                << ",\"ratio\":" << r.ratio << ",\"bits_per_element\":" << r.bits
+                << ",\"max_abs\":" << r.max_abs << ",\"mean_abs\":" << r.mean_abs
+                << ",\"rel_l2\":" << r.rel_l2 << ",\"cosine\":" << r.cosine << ",\"encode_ms\":" << r.enc_ms
+                << ",\"decode_ms\":" << r.dec_ms << "}";
     }
     std::cout << "]\n";
   } else {
     std::cout << source << " " << engine::shape_str(x.shape()) << " on " << x.device().str() << ", "
               << x.numel() * 4 << " bytes as f32\n";
-    std::cout << std::left << std::setw(18) << "codec" << std::right << std::setw(12) << "wire B" << std::setw(8)
-              << "ratio" << std::setw(7) << "bits" << std::setw(11) << "max|e|" << std::setw(11) << "mean|e|"
-              << std::setw(10) << "relL2" << std::setw(9) << "cosine" << std::setw(10) << "enc ms" << std::setw(10)
-              << "dec ms" << "\n";
+    std::cout << std::left << std::setw(18) << "codec" << std::right << std::setw(12) << "wire B"
+              << std::setw(8) << "ratio" << std::setw(7) << "bits" << std::setw(11) << "max|e|"
+              << std::setw(11) << "mean|e|" << std::setw(10) << "relL2" << std::setw(9) << "cosine"
+              << std::setw(10) << "enc ms" << std::setw(10) << "dec ms"
+              << "\n";
     for (const auto& r : rows)
       std::cout << std::left << std::setw(18) << r.spec << std::right << std::setw(12) << r.wire << std::fixed
-                << std::setprecision(4) << std::setw(8) << r.ratio << std::setprecision(2) << std::setw(7) << r.bits
-                << std::scientific << std::setprecision(2) << std::setw(11) << r.max_abs << std::setw(11)
-                << r.mean_abs << std::setw(10) << r.rel_l2 << std::fixed << std::setprecision(5) << std::setw(9)
-                << r.cosine << std::setprecision(3) << std::setw(10) << r.enc_ms << std::setw(10) << r.dec_ms
-                << std::defaultfloat << "\n";
+                << std::setprecision(4) << std::setw(8) << r.ratio << std::setprecision(2) << std::setw(7)
+                << r.bits << std::scientific << std::setprecision(2) << std::setw(11) << r.max_abs
+                << std::setw(11) << r.mean_abs << std::setw(10) << r.rel_l2 << std::fixed
+                << std::setprecision(5) << std::setw(9) << r.cosine << std::setprecision(3) << std::setw(10)
+                << r.enc_ms << std::setw(10) << r.dec_ms << std::defaultfloat << "\n";
   }
   return 0;
 }
 
-const Registration reg{"codec", "compare boundary codecs on a tensor (wire bytes, error norms, timings)", run_codec};
+const Registration reg{"codec", "compare boundary codecs on a tensor (wire bytes, error norms, timings)",
+                       run_codec};
 
 }  // namespace
 }  // namespace dgpipe::apps

@@ -1,5 +1,5 @@
-// `dgpipe model-info --model NAME`: the blocks a pipeline can cut between, every parameter's name and shape (as
-// PyTorch's state_dict names them) and the parameter counts.
+// `dgpipe model-info --model NAME`: the blocks a pipeline can cut between, every parameter's name and shape
+// (as PyTorch's state_dict names them) and the parameter counts.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
@@ -18,7 +18,8 @@ int run_model_info(int argc, char** argv) {
   bool names_only = false, counts_only = false;
   app.add_option("--model", name, "mobilenetv2 | resnet18 | vgg11 | roberta | bert (minilm)")->required();
   app.add_option("--num-classes", opts.num_classes, "classes of the head (text: 0 = encoder only)");
-  app.add_option("--input-size", opts.input_size, "image models: 32 (CIFAR geometry) or 224 (ImageNet geometry)");
+  app.add_option("--input-size", opts.input_size,
+                 "image models: 32 (CIFAR geometry) or 224 (ImageNet geometry)");
   app.add_option("--config", opts.hf_config, "text models: Hugging Face config.json giving the sizes");
   app.add_flag("--names", names_only, "print only 'name shape' lines of the state_dict");
   app.add_flag("--counts", counts_only, "print only the blocks and counts");
@@ -49,13 +50,15 @@ int run_model_info(int argc, char** argv) {
   for (size_t i = 0; i < model->num_blocks(); ++i) {
     char line[160];
     std::snprintf(line, sizeof line, "  %3zu  %-22s %-28s %12lld\n", i, model->block_label(i).c_str(),
-                  model->block(i)->type_name().c_str(), static_cast<long long>(model->block_num_parameters(i)));
+                  model->block(i)->type_name().c_str(),
+                  static_cast<long long>(model->block_num_parameters(i)));
     std::cout << line;
   }
   if (!counts_only) {
     std::cout << "\nstate_dict:\n";
     for (auto& [n, t] : model->state_dict())
-      std::cout << "  " << n << " [" << shape_text(t.shape()) << "] " << engine::dtype_name(t.dtype()) << "\n";
+      std::cout << "  " << n << " [" << shape_text(t.shape()) << "] " << engine::dtype_name(t.dtype())
+                << "\n";
   }
   int64_t buffers = 0;
   for (auto& [n, t] : model->named_buffers()) buffers += t.numel();
@@ -64,7 +67,7 @@ int run_model_info(int argc, char** argv) {
   return 0;
 }
 
-const apps::Registration registration{"model-info", "print a model's blocks, parameter names/shapes and counts",
-                                      run_model_info};
+const apps::Registration registration{
+    "model-info", "print a model's blocks, parameter names/shapes and counts", run_model_info};
 
 }  // namespace

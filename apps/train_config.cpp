@@ -11,60 +11,65 @@
 namespace dgpipe::apps {
 
 // Every option once: key, help. Flags are the keys with '-' for '_'.
-#define DGP_TRAIN_FIELDS(X)                                                                                          \
-  X(model, "model: mobilenetv2 | resnet18 | vgg11 | roberta | bert")                                                 \
-  X(dataset, "dataset: cifar10 | cifar100 | imagefolder | rte | cola | sst2 | mrpc | qnli")                          \
-  X(data_dir, "dataset folder (default: data-cache/<dataset> for images, ../shared/data/glue for GLUE)")            \
-  X(tokenizer_dir, "tokenizer files: vocab.json+merges.txt (roberta) or vocab.txt (bert)")                          \
-  X(num_classes, "classes of the head (-1: the dataset's)")                                                          \
-  X(max_len, "text: tokens per example (padded/truncated)")                                                          \
-  X(input_size, "image models: 32 (CIFAR geometry) or 224 (ImageNet geometry; images are resized)")                \
-  X(width, "image models: width multiplier (1.0 = the published network)")                                         \
-  X(model_config, "text models: a Hugging Face config.json with the sizes (default: roberta-base / MiniLM-L6)")     \
-  X(train_subset, "train on the first N samples only (0: all)")                                                     \
-  X(eval_subset, "evaluate on the first N samples only (0: all)")                                                   \
-  X(augment, "images: random crop with padding and horizontal flip in training")                                    \
-  X(optimizer, "sgd | adamw")                                                                                       \
-  X(lr, "peak learning rate")                                                                                       \
-  X(momentum, "SGD momentum")                                                                                        \
-  X(nesterov, "SGD Nesterov momentum")                                                                              \
-  X(weight_decay, "weight decay (L2 for SGD, decoupled for AdamW)")                                                 \
-  X(no_decay_norms, "no weight decay on biases and normalisation weights")                                          \
-  X(schedule, "learning-rate schedule: constant | cosine | linear | polynomial | step (stepped per iteration)")     \
-  X(warmup, "linear warm-up: a fraction of all steps if < 1, else a number of steps")                              \
-  X(lr_end, "polynomial schedule: final learning rate")                                                             \
-  X(step_size, "step schedule: decay every N steps (0: every epoch)")                                               \
-  X(gamma, "step schedule: decay factor")                                                                           \
-  X(epochs, "epochs")                                                                                               \
-  X(max_steps, "stop after N optimizer steps (0: run all epochs)")                                                  \
-  X(batch, "mini-batch size (split into --chunks micro-batches)")                                                   \
-  X(eval_batch, "evaluation batch size (0: --batch)")                                                               \
-  X(clip, "clip gradients to this global L2 norm (0: off)")                                                         \
-  X(label_smoothing, "cross-entropy label smoothing")                                                               \
-  X(stages, "pipeline stages")                                                                                      \
-  X(balance, "blocks per stage: '1,17,1', 'auto' (by measured time), or empty (equal counts)")                     \
-  X(placement, "chain (stage i on rank i) | client-server (rank 0 runs the first and last stage)")                 \
-  X(devices, "device of every stage, or one per stage: cpu | cuda:0 | cpu,cuda:0,cpu")                             \
-  X(chunks, "micro-batches per mini-batch")                                                                         \
-  X(schedule_kind, "gpipe (fill-drain) | 1f1b")                                                                     \
-  X(compress, "boundary codecs: SPEC | fwd=SPEC,bwd=SPEC | per boundary separated by ';' (see dgpipe codec)")       \
-  X(link_bandwidth, "emulate a slow link between stages, e.g. 1gbit, 100mbit, 50MB")                                \
-  X(link_latency, "emulated link latency, e.g. 5ms")                                                                \
-  X(channel, "local (stages as threads of one process) | mpi (one process per rank, start with mpirun) | nccl "    \
-             "(as mpi, activations GPU to GPU; one GPU per rank; untested)")                                       \
-  X(seed_compat, "reproduce the original's choices: sum of micro-batch losses")                                     \
-  X(recompute, "recompute activations in backward instead of keeping them")                                        \
-  X(deferred_bn, "batch-norm running statistics over the whole mini-batch (default: per micro-batch, as the original)") \
-  X(precision, "fp32 | fp16 | bf16 | mixed (half precision needs a CUDA device)")                                   \
-  X(seed, "run seed: initialisation, shuffling, augmentation, dropout")                                             \
-  X(workers, "data loader worker threads")                                                                          \
-  X(log_dir, "folder for config.json, metrics.csv/.jsonl, checkpoints, summary.json")                               \
-  X(resume, "continue the run in --log-dir from its last checkpoint")                                               \
-  X(eval_only, "only evaluate (the checkpoint in --log-dir, or --init-from)")                                      \
-  X(init_from, "initialise from a pretrained checkpoint (safetensors, PyTorch/Hugging Face names)")                 \
-  X(log_every, "progress line every N steps (0: once per epoch)")                                                  \
-  X(checkpoint_every, "epochs between checkpoints (0: only at the end)")                                           \
-  X(trace, "write a Chrome/Perfetto trace of the first --trace-steps steps to this file")                          \
+#define DGP_TRAIN_FIELDS(X)                                                                                \
+  X(model, "model: mobilenetv2 | resnet18 | vgg11 | roberta | bert")                                       \
+  X(dataset, "dataset: cifar10 | cifar100 | imagefolder | rte | cola | sst2 | mrpc | qnli")                \
+  X(data_dir, "dataset folder (default: data-cache/<dataset> for images, ../shared/data/glue for GLUE)")   \
+  X(tokenizer_dir, "tokenizer files: vocab.json+merges.txt (roberta) or vocab.txt (bert)")                 \
+  X(num_classes, "classes of the head (-1: the dataset's)")                                                \
+  X(max_len, "text: tokens per example (padded/truncated)")                                                \
+  X(input_size, "image models: 32 (CIFAR geometry) or 224 (ImageNet geometry; images are resized)")        \
+  X(width, "image models: width multiplier (1.0 = the published network)")                                 \
+  X(model_config,                                                                                          \
+    "text models: a Hugging Face config.json with the sizes (default: roberta-base / MiniLM-L6)")          \
+  X(train_subset, "train on the first N samples only (0: all)")                                            \
+  X(eval_subset, "evaluate on the first N samples only (0: all)")                                          \
+  X(augment, "images: random crop with padding and horizontal flip in training")                           \
+  X(optimizer, "sgd | adamw")                                                                              \
+  X(lr, "peak learning rate")                                                                              \
+  X(momentum, "SGD momentum")                                                                              \
+  X(nesterov, "SGD Nesterov momentum")                                                                     \
+  X(weight_decay, "weight decay (L2 for SGD, decoupled for AdamW)")                                        \
+  X(no_decay_norms, "no weight decay on biases and normalisation weights")                                 \
+  X(schedule,                                                                                              \
+    "learning-rate schedule: constant | cosine | linear | polynomial | step (stepped per iteration)")      \
+  X(warmup, "linear warm-up: a fraction of all steps if < 1, else a number of steps")                      \
+  X(lr_end, "polynomial schedule: final learning rate")                                                    \
+  X(step_size, "step schedule: decay every N steps (0: every epoch)")                                      \
+  X(gamma, "step schedule: decay factor")                                                                  \
+  X(epochs, "epochs")                                                                                      \
+  X(max_steps, "stop after N optimizer steps (0: run all epochs)")                                         \
+  X(batch, "mini-batch size (split into --chunks micro-batches)")                                          \
+  X(eval_batch, "evaluation batch size (0: --batch)")                                                      \
+  X(clip, "clip gradients to this global L2 norm (0: off)")                                                \
+  X(label_smoothing, "cross-entropy label smoothing")                                                      \
+  X(stages, "pipeline stages")                                                                             \
+  X(balance, "blocks per stage: '1,17,1', 'auto' (by measured time), or empty (equal counts)")             \
+  X(placement, "chain (stage i on rank i) | client-server (rank 0 runs the first and last stage)")         \
+  X(devices, "device of every stage, or one per stage: cpu | cuda:0 | cpu,cuda:0,cpu")                     \
+  X(chunks, "micro-batches per mini-batch")                                                                \
+  X(schedule_kind, "gpipe (fill-drain) | 1f1b")                                                            \
+  X(compress,                                                                                              \
+    "boundary codecs: SPEC | fwd=SPEC,bwd=SPEC | per boundary separated by ';' (see dgpipe codec)")        \
+  X(link_bandwidth, "emulate a slow link between stages, e.g. 1gbit, 100mbit, 50MB")                       \
+  X(link_latency, "emulated link latency, e.g. 5ms")                                                       \
+  X(channel,                                                                                               \
+    "local (stages as threads of one process) | mpi (one process per rank, start with mpirun) | nccl "     \
+    "(as mpi, activations GPU to GPU; one GPU per rank; untested)")                                        \
+  X(seed_compat, "reproduce the original's choices: sum of micro-batch losses")                            \
+  X(recompute, "recompute activations in backward instead of keeping them")                                \
+  X(deferred_bn,                                                                                           \
+    "batch-norm running statistics over the whole mini-batch (default: per micro-batch, as the original)") \
+  X(precision, "fp32 | fp16 | bf16 | mixed (half precision needs a CUDA device)")                          \
+  X(seed, "run seed: initialisation, shuffling, augmentation, dropout")                                    \
+  X(workers, "data loader worker threads")                                                                 \
+  X(log_dir, "folder for config.json, metrics.csv/.jsonl, checkpoints, summary.json")                      \
+  X(resume, "continue the run in --log-dir from its last checkpoint")                                      \
+  X(eval_only, "only evaluate (the checkpoint in --log-dir, or --init-from)")                              \
+  X(init_from, "initialise from a pretrained checkpoint (safetensors, PyTorch/Hugging Face names)")        \
+  X(log_every, "progress line every N steps (0: once per epoch)")                                          \
+  X(checkpoint_every, "epochs between checkpoints (0: only at the end)")                                   \
+  X(trace, "write a Chrome/Perfetto trace of the first --trace-steps steps to this file")                  \
   X(trace_steps, "steps recorded by --trace")
 
 namespace {
@@ -145,7 +150,8 @@ void TrainConfig::merge_json(const nlohmann::json& j, const std::string& source)
     return k;
   }();
   for (auto it = j.begin(); it != j.end(); ++it)
-    DGP_CHECK(known.count(it.key()), source << ": unknown setting '" << it.key() << "' (see dgpipe train --help)");
+    DGP_CHECK(known.count(it.key()),
+              source << ": unknown setting '" << it.key() << "' (see dgpipe train --help)");
 #define X(name, help) \
   if (j.contains(#name)) assign(name, j[#name], #name, source);
   DGP_TRAIN_FIELDS(X)
@@ -154,28 +160,32 @@ void TrainConfig::merge_json(const nlohmann::json& j, const std::string& source)
 }
 
 void TrainConfig::validate() const {
-  static const std::set<std::string> models = {"mobilenetv2", "resnet18", "vgg11", "vgg11_bn", "roberta",
-                                               "roberta-base", "bert", "minilm"};
-  DGP_CHECK(models.count(model), "--model: unknown model '" << model
-                                                            << "' (expected mobilenetv2, resnet18, vgg11, roberta or bert)");
-  static const std::set<std::string> datasets = {"cifar10", "cifar100", "imagefolder", "rte", "cola",
-                                                 "sst2",    "mrpc",     "qnli"};
-  DGP_CHECK(datasets.count(dataset), "--dataset: unknown dataset '"
-                                         << dataset << "' (expected cifar10, cifar100, imagefolder, rte, cola, sst2, mrpc or qnli)");
-  DGP_CHECK(optimizer == "sgd" || optimizer == "adamw", "--optimizer: expected sgd or adamw, got '" << optimizer << "'");
+  static const std::set<std::string> models = {"mobilenetv2", "resnet18",     "vgg11", "vgg11_bn",
+                                               "roberta",     "roberta-base", "bert",  "minilm"};
+  DGP_CHECK(models.count(model), "--model: unknown model '"
+                                     << model
+                                     << "' (expected mobilenetv2, resnet18, vgg11, roberta or bert)");
+  static const std::set<std::string> datasets = {"cifar10", "cifar100", "imagefolder", "rte",
+                                                 "cola",    "sst2",     "mrpc",        "qnli"};
+  DGP_CHECK(datasets.count(dataset),
+            "--dataset: unknown dataset '"
+                << dataset << "' (expected cifar10, cifar100, imagefolder, rte, cola, sst2, mrpc or qnli)");
+  DGP_CHECK(optimizer == "sgd" || optimizer == "adamw",
+            "--optimizer: expected sgd or adamw, got '" << optimizer << "'");
   DGP_CHECK(lr > 0, "--lr: must be positive, got " << lr);
   DGP_CHECK(momentum >= 0 && momentum < 1, "--momentum: must be in [0,1), got " << momentum);
   DGP_CHECK(weight_decay >= 0, "--weight-decay: must be >= 0, got " << weight_decay);
   static const std::set<std::string> schedules = {"constant", "cosine", "linear", "polynomial", "step"};
-  DGP_CHECK(schedules.count(schedule), "--schedule: unknown '" << schedule
-                                                                << "' (constant, cosine, linear, polynomial, step)");
+  DGP_CHECK(schedules.count(schedule),
+            "--schedule: unknown '" << schedule << "' (constant, cosine, linear, polynomial, step)");
   DGP_CHECK(warmup >= 0, "--warmup: must be >= 0, got " << warmup);
   DGP_CHECK(epochs >= 1, "--epochs: must be >= 1, got " << epochs);
   DGP_CHECK(max_steps >= 0, "--max-steps: must be >= 0, got " << max_steps);
   DGP_CHECK(batch >= 1, "--batch: must be >= 1, got " << batch);
   DGP_CHECK(eval_batch >= 0, "--eval-batch: must be >= 0, got " << eval_batch);
   DGP_CHECK(clip >= 0, "--clip: must be >= 0, got " << clip);
-  DGP_CHECK(label_smoothing >= 0 && label_smoothing < 1, "--label-smoothing: must be in [0,1), got " << label_smoothing);
+  DGP_CHECK(label_smoothing >= 0 && label_smoothing < 1,
+            "--label-smoothing: must be in [0,1), got " << label_smoothing);
   DGP_CHECK(stages >= 1 && stages <= 64, "--stages: must be in 1..64, got " << stages);
   DGP_CHECK(chunks >= 1, "--chunks: must be >= 1, got " << chunks);
   DGP_CHECK(batch >= chunks, "--batch " << batch << " is smaller than --chunks " << chunks);
@@ -199,25 +209,52 @@ void TrainConfig::validate() const {
 }
 
 std::vector<std::string> preset_names() {
-  return {"demo", "cifar10-mobilenetv2", "cifar10-mobilenetv2-sq8", "cifar10-resnet18", "rte-roberta",
+  return {"demo",         "cifar10-mobilenetv2", "cifar10-mobilenetv2-sq8", "cifar10-resnet18", "rte-roberta",
           "cola-roberta", "sst2-roberta"};
 }
 
 nlohmann::json preset(const std::string& name) {
   using nlohmann::json;
-  // The make-run job: a real client-server pipeline on CIFAR-10 that finishes in about ten minutes on 2 CPU cores.
+  // The make-run job: a real client-server pipeline on CIFAR-10 that finishes in about ten minutes on 2 CPU
+  // cores.
   if (name == "demo")
-    return json{{"model", "resnet18"}, {"width", 0.25}, {"dataset", "cifar10"}, {"train_subset", 20000},
-                {"eval_subset", 2000}, {"epochs", 2}, {"batch", 64}, {"chunks", 4}, {"stages", 3},
-                {"placement", "client-server"}, {"compress", "sortquant:6+2"}, {"optimizer", "sgd"},
-                {"lr", 0.1}, {"momentum", 0.9}, {"nesterov", true}, {"weight_decay", 5e-4},
-                {"schedule", "cosine"}, {"warmup", 0.05}, {"log_every", 50}, {"log_dir", "runs/demo"}};
+    return json{{"model", "resnet18"},
+                {"width", 0.25},
+                {"dataset", "cifar10"},
+                {"train_subset", 20000},
+                {"eval_subset", 2000},
+                {"epochs", 2},
+                {"batch", 64},
+                {"chunks", 4},
+                {"stages", 3},
+                {"placement", "client-server"},
+                {"compress", "sortquant:6+2"},
+                {"optimizer", "sgd"},
+                {"lr", 0.1},
+                {"momentum", 0.9},
+                {"nesterov", true},
+                {"weight_decay", 5e-4},
+                {"schedule", "cosine"},
+                {"warmup", 0.05},
+                {"log_every", 50},
+                {"log_dir", "runs/demo"}};
   // CIFAR-10 MobileNetV2 from scratch (the research notes' "tfs" row, 94.07%), standard SGD recipe.
   if (name == "cifar10-mobilenetv2")
-    return json{{"model", "mobilenetv2"}, {"dataset", "cifar10"}, {"epochs", 200}, {"batch", 128}, {"chunks", 4},
-                {"stages", 3}, {"placement", "client-server"}, {"optimizer", "sgd"}, {"lr", 0.1},
-                {"momentum", 0.9}, {"nesterov", true}, {"weight_decay", 5e-4}, {"schedule", "cosine"},
-                {"warmup", 0.01}, {"log_dir", "runs/cifar10-mobilenetv2"}};
+    return json{{"model", "mobilenetv2"},
+                {"dataset", "cifar10"},
+                {"epochs", 200},
+                {"batch", 128},
+                {"chunks", 4},
+                {"stages", 3},
+                {"placement", "client-server"},
+                {"optimizer", "sgd"},
+                {"lr", 0.1},
+                {"momentum", 0.9},
+                {"nesterov", true},
+                {"weight_decay", 5e-4},
+                {"schedule", "cosine"},
+                {"warmup", 0.01},
+                {"log_dir", "runs/cifar10-mobilenetv2"}};
   if (name == "cifar10-mobilenetv2-sq8") {
     json j = preset("cifar10-mobilenetv2");
     j["compress"] = "sortquant:6+2";
@@ -233,10 +270,20 @@ nlohmann::json preset(const std::string& name) {
   // GLUE fine-tuning as the original: AdamW, lr 2e-5, linear warm-up over 10% of the steps, max length 128,
   // batch 32 in 4 micro-batches, 20 epochs; client-server split with the first and last layers on the client.
   auto glue = [](const std::string& task, int64_t epochs) {
-    return json{{"model", "roberta"},       {"dataset", task},     {"epochs", epochs},      {"batch", 32},
-                {"chunks", 4},              {"stages", 3},         {"placement", "client-server"},
-                {"optimizer", "adamw"},     {"lr", 2e-5},          {"weight_decay", 0.0},   {"schedule", "linear"},
-                {"warmup", 0.1},            {"max_len", 128},      {"augment", false},
+    return json{{"model", "roberta"},
+                {"dataset", task},
+                {"epochs", epochs},
+                {"batch", 32},
+                {"chunks", 4},
+                {"stages", 3},
+                {"placement", "client-server"},
+                {"optimizer", "adamw"},
+                {"lr", 2e-5},
+                {"weight_decay", 0.0},
+                {"schedule", "linear"},
+                {"warmup", 0.1},
+                {"max_len", 128},
+                {"augment", false},
                 {"tokenizer_dir", "data-cache/roberta-base"},
                 {"log_dir", "runs/" + task + "-roberta"}};
   };
@@ -248,17 +295,21 @@ nlohmann::json preset(const std::string& name) {
 
 std::string preset_help() {
   return "presets:\n"
-         "  demo                     the make-run job: client-server ResNet18/4 on 20k CIFAR-10 images, sortquant:6+2, ~10 min on 2 CPU cores\n"
-         "  cifar10-mobilenetv2      CIFAR-10 MobileNetV2 from scratch, SGD 0.1 cosine, 200 epochs, 3 stages client-server\n"
+         "  demo                     the make-run job: client-server ResNet18/4 on 20k CIFAR-10 images, "
+         "sortquant:6+2, ~10 min on 2 CPU cores\n"
+         "  cifar10-mobilenetv2      CIFAR-10 MobileNetV2 from scratch, SGD 0.1 cosine, 200 epochs, 3 stages "
+         "client-server\n"
          "  cifar10-mobilenetv2-sq8  the same with sortquant:6+2 at both boundaries (the research's SQ8)\n"
          "  cifar10-resnet18         CIFAR-10 ResNet18 from scratch\n"
          "  rte-roberta | cola-roberta | sst2-roberta\n"
-         "                           GLUE fine-tuning as the original: AdamW 2e-5, warm-up 10%, max length 128, batch 32/4\n";
+         "                           GLUE fine-tuning as the original: AdamW 2e-5, warm-up 10%, max length "
+         "128, batch 32/4\n";
 }
 
 bool parse_train_args(int argc, char** argv, TrainConfig& config) {
-  CLI::App app{"dgpipe train: train or fine-tune a model, pipelined across stages with compressed boundaries.\n" +
-               preset_help()};
+  CLI::App app{
+      "dgpipe train: train or fine-tune a model, pipelined across stages with compressed boundaries.\n" +
+      preset_help()};
   app.set_help_flag("-h,--help", "print this help and exit");
   std::string preset_name, config_file;
   app.add_option("--preset", preset_name, "named settings (see above); flags given override it");
@@ -267,16 +318,16 @@ bool parse_train_args(int argc, char** argv, TrainConfig& config) {
   std::map<std::string, CLI::Option*> options;
   TrainConfig defaults;
   const nlohmann::json default_json = defaults.to_json();
-#define X(name, help)                                                                                    \
-  {                                                                                                      \
-    std::string d = default_json[#name].is_string() ? default_json[#name].get<std::string>()            \
-                                                    : default_json[#name].dump();                        \
-    if (std::is_same_v<decltype(defaults.name), bool>) {                                                 \
-      options[#name] = app.add_option(flag_of(#name), values[#name], std::string(help) + " [" + d + "]") \
-                           ->expected(0, 1);                                                             \
-    } else {                                                                                             \
-      options[#name] = app.add_option(flag_of(#name), values[#name], std::string(help) + " [" + d + "]"); \
-    }                                                                                                    \
+#define X(name, help)                                                                                        \
+  {                                                                                                          \
+    std::string d = default_json[#name].is_string() ? default_json[#name].get<std::string>()                 \
+                                                    : default_json[#name].dump();                            \
+    if (std::is_same_v<decltype(defaults.name), bool>) {                                                     \
+      options[#name] =                                                                                       \
+          app.add_option(flag_of(#name), values[#name], std::string(help) + " [" + d + "]")->expected(0, 1); \
+    } else {                                                                                                 \
+      options[#name] = app.add_option(flag_of(#name), values[#name], std::string(help) + " [" + d + "]");    \
+    }                                                                                                        \
   }
   DGP_TRAIN_FIELDS(X)
 #undef X

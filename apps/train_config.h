@@ -1,5 +1,5 @@
-// Configuration of `dgpipe train`: every option has a flag (--lr) and the same key in a JSON config file ("lr").
-// Precedence: built-in defaults < --preset < --config FILE < flags given on the command line.
+// Configuration of `dgpipe train`: every option has a flag (--lr) and the same key in a JSON config file
+// ("lr"). Precedence: built-in defaults < --preset < --config FILE < flags given on the command line.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -13,40 +13,41 @@ struct TrainConfig {
   // task
   std::string model = "resnet18";
   std::string dataset = "cifar10";
-  std::string data_dir;        // default: per dataset (data-cache/cifar10, ../shared/data/glue, ...)
-  std::string tokenizer_dir;   // text tasks: vocab.json+merges.txt (roberta) or vocab.txt (bert)
-  int64_t num_classes = -1;    // -1: the dataset's
+  std::string data_dir;       // default: per dataset (data-cache/cifar10, ../shared/data/glue, ...)
+  std::string tokenizer_dir;  // text tasks: vocab.json+merges.txt (roberta) or vocab.txt (bert)
+  int64_t num_classes = -1;   // -1: the dataset's
   int64_t max_len = 128;
-  int64_t input_size = 32;     // image models: 32 (CIFAR geometry) or 224 (ImageNet geometry)
-  double width = 1.0;          // width multiplier of the image models (1.0 = the published network)
-  std::string model_config;    // text models: a Hugging Face config.json giving the sizes (default: the preset size)
-  int64_t train_subset = 0;    // use only the first N training samples (0: all), e.g. for a quick demo
+  int64_t input_size = 32;  // image models: 32 (CIFAR geometry) or 224 (ImageNet geometry)
+  double width = 1.0;       // width multiplier of the image models (1.0 = the published network)
+  std::string
+      model_config;  // text models: a Hugging Face config.json giving the sizes (default: the preset size)
+  int64_t train_subset = 0;  // use only the first N training samples (0: all), e.g. for a quick demo
   int64_t eval_subset = 0;
-  bool augment = true;         // random crop + flip for images
+  bool augment = true;  // random crop + flip for images
   // optimisation
   std::string optimizer = "sgd";  // sgd | adamw
   double lr = 0.1;
   double momentum = 0.9;
   bool nesterov = false;
   double weight_decay = 5e-4;
-  bool no_decay_norms = true;  // no weight decay on biases and norm weights
+  bool no_decay_norms = true;       // no weight decay on biases and norm weights
   std::string schedule = "cosine";  // constant | cosine | linear | polynomial | step
-  double warmup = 0.0;         // warm-up: a fraction of all steps if < 1, else a number of steps
-  double lr_end = 1e-7;        // polynomial
-  int64_t step_size = 0;       // step schedule: decay every N steps (0: every epoch)
+  double warmup = 0.0;              // warm-up: a fraction of all steps if < 1, else a number of steps
+  double lr_end = 1e-7;             // polynomial
+  int64_t step_size = 0;            // step schedule: decay every N steps (0: every epoch)
   double gamma = 0.1;
   int64_t epochs = 10;
-  int64_t max_steps = 0;       // stop after N optimizer steps (0: all epochs)
+  int64_t max_steps = 0;  // stop after N optimizer steps (0: all epochs)
   int64_t batch = 128;
-  int64_t eval_batch = 0;      // 0: same as batch
-  double clip = 0.0;           // clip gradients to this global norm (0: off)
+  int64_t eval_batch = 0;  // 0: same as batch
+  double clip = 0.0;       // clip gradients to this global norm (0: off)
   double label_smoothing = 0.0;
   // pipeline
   int stages = 1;
-  std::string balance;         // "1,17,1" | "auto" | "" (equal block counts)
-  std::string placement = "chain";  // chain | client-server
-  std::string devices = "cpu";      // one device for all stages, or one per stage: cpu,cuda:0,cuda:1
-  int chunks = 1;                   // micro-batches per mini-batch
+  std::string balance;                  // "1,17,1" | "auto" | "" (equal block counts)
+  std::string placement = "chain";      // chain | client-server
+  std::string devices = "cpu";          // one device for all stages, or one per stage: cpu,cuda:0,cuda:1
+  int chunks = 1;                       // micro-batches per mini-batch
   std::string schedule_kind = "gpipe";  // gpipe | 1f1b
   std::string compress = "none";        // one spec, "fwd=...,bwd=...", or ';'-separated per boundary
   std::string link_bandwidth;           // e.g. 1gbit ("" = unthrottled)
@@ -63,10 +64,10 @@ struct TrainConfig {
   std::string log_dir = "runs/latest";
   bool resume = false;
   bool eval_only = false;
-  std::string init_from;       // pretrained checkpoint (safetensors; heads may be missing)
-  int64_t log_every = 50;      // progress line every N steps (0: per epoch only)
+  std::string init_from;         // pretrained checkpoint (safetensors; heads may be missing)
+  int64_t log_every = 50;        // progress line every N steps (0: per epoch only)
   int64_t checkpoint_every = 1;  // epochs between checkpoints (0: only at the end)
-  std::string trace;           // write a Chrome/Perfetto trace of the first steps to this file
+  std::string trace;             // write a Chrome/Perfetto trace of the first steps to this file
   int64_t trace_steps = 3;
   std::string preset;
 

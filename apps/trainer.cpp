@@ -1,5 +1,6 @@
 #include "apps/trainer.h"
 
+#include <unistd.h>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -9,7 +10,6 @@
 #include <iostream>
 #include <map>
 #include <sstream>
-#include <unistd.h>
 
 #include "compress/codec.h"
 #include "data/bpe_tokenizer.h"
@@ -67,8 +67,8 @@ class SubsetText : public data::TextDataset {
   int64_t n_;
 };
 
-// A subset of the first n samples, spread over the classes: the datasets are stored class by class, so we take
-// the first samples of a seeded permutation instead of the first rows.
+// A subset of the first n samples, spread over the classes: the datasets are stored class by class, so we
+// take the first samples of a seeded permutation instead of the first rows.
 template <class Base, class Subset>
 std::shared_ptr<const Base> take_subset(std::shared_ptr<const Base> base, int64_t n) {
   if (n <= 0 || n >= base->size()) return base;
@@ -105,17 +105,20 @@ std::string default_data_dir(const TrainConfig& c) {
   if (!c.data_dir.empty()) return c.data_dir;
   // Where `make data` (scripts/prepare_data.sh) puts things.
   if (c.dataset == "cifar10")
-    return fs::exists("data-cache/cifar10-jpg") ? "data-cache/cifar10-jpg" : "data-cache/cifar-10-batches-bin";
+    return fs::exists("data-cache/cifar10-jpg") ? "data-cache/cifar10-jpg"
+                                                : "data-cache/cifar-10-batches-bin";
   if (c.dataset == "cifar100") return "data-cache/cifar-100-binary";
-  if (c.dataset == "imagefolder") DGP_FAIL("--dataset imagefolder needs --data-dir (with train/ and test/ or val/)");
+  if (c.dataset == "imagefolder")
+    DGP_FAIL("--dataset imagefolder needs --data-dir (with train/ and test/ or val/)");
   return fs::exists("data-cache/glue") ? "data-cache/glue" : "../shared/data/glue";
 }
 
 Data build_data(const TrainConfig& c) {
   Data d;
   std::string dir = default_data_dir(c);
-  DGP_CHECK(fs::exists(dir), "--data-dir: '" << dir << "' does not exist"
-                                              << (c.data_dir.empty() ? " (run `make data` to prepare it)" : ""));
+  DGP_CHECK(fs::exists(dir), "--data-dir: '"
+                                 << dir << "' does not exist"
+                                 << (c.data_dir.empty() ? " (run `make data` to prepare it)" : ""));
   data::LoaderOptions train_opts, eval_opts;
   train_opts.batch_size = c.batch;
   train_opts.shuffle = true;
@@ -128,7 +131,8 @@ Data build_data(const TrainConfig& c) {
   eval_opts.drop_last = false;
   if (c.dataset == "cifar10" || c.dataset == "cifar100" || c.dataset == "imagefolder") {
     std::shared_ptr<const data::ImageDataset> train, eval;
-    bool binary = fs::exists(fs::path(dir) / "cifar-10-batches-bin") || fs::exists(fs::path(dir) / "data_batch_1.bin") ||
+    bool binary = fs::exists(fs::path(dir) / "cifar-10-batches-bin") ||
+                  fs::exists(fs::path(dir) / "data_batch_1.bin") ||
                   fs::exists(fs::path(dir) / "cifar-100-binary") || fs::exists(fs::path(dir) / "train.bin");
     if (c.dataset != "imagefolder" && binary) {
       if (c.dataset == "cifar10") {
@@ -141,8 +145,10 @@ Data build_data(const TrainConfig& c) {
       d.describe = c.dataset + " (binary) from " + dir;
     } else {
       fs::path test_dir = fs::exists(fs::path(dir) / "test") ? fs::path(dir) / "test" : fs::path(dir) / "val";
-      DGP_CHECK(fs::exists(fs::path(dir) / "train") && fs::exists(test_dir),
-                "--data-dir: '" << dir << "' holds neither the binary CIFAR files nor train/ and test/ image folders");
+      DGP_CHECK(
+          fs::exists(fs::path(dir) / "train") && fs::exists(test_dir),
+          "--data-dir: '" << dir
+                          << "' holds neither the binary CIFAR files nor train/ and test/ image folders");
       train = std::make_shared<data::ImageFolderDataset>((fs::path(dir) / "train").string());
       eval = std::make_shared<data::ImageFolderDataset>(test_dir.string());
       d.describe = c.dataset + " (image folders) from " + dir;
@@ -167,9 +173,12 @@ Data build_data(const TrainConfig& c) {
     }
     if (c.augment) train_tf.add(data::random_horizontal_flip());
     auto norm = data::cifar10_normalize();
-    d.train = std::make_unique<data::Loader>(std::make_shared<data::ImageBatchSource>(train, train_tf, norm), train_opts);
-    d.eval = std::make_unique<data::Loader>(std::make_shared<data::ImageBatchSource>(eval, eval_tf, norm), eval_opts);
-    d.describe += ": " + std::to_string(train->size()) + " train / " + std::to_string(eval->size()) + " eval images";
+    d.train = std::make_unique<data::Loader>(std::make_shared<data::ImageBatchSource>(train, train_tf, norm),
+                                             train_opts);
+    d.eval = std::make_unique<data::Loader>(std::make_shared<data::ImageBatchSource>(eval, eval_tf, norm),
+                                            eval_opts);
+    d.describe +=
+        ": " + std::to_string(train->size()) + " train / " + std::to_string(eval->size()) + " eval images";
     return d;
   }
   // GLUE
@@ -186,7 +195,9 @@ Data build_data(const TrainConfig& c) {
   bool bert = c.model == "bert" || c.model == "minilm";
   std::string tok_dir = c.tokenizer_dir;
   if (tok_dir.empty() && bert) tok_dir = "data-cache/minilm";
-  if (tok_dir.empty()) tok_dir = fs::exists("data-cache/roberta-base") ? "data-cache/roberta-base" : "../shared/data/roberta-base";
+  if (tok_dir.empty())
+    tok_dir =
+        fs::exists("data-cache/roberta-base") ? "data-cache/roberta-base" : "../shared/data/roberta-base";
   DGP_CHECK(fs::exists(tok_dir), "--tokenizer-dir: '" << tok_dir << "' does not exist (run `make data`)");
   DGP_CHECK(!tok_dir.empty(), "--tokenizer-dir: a BERT model needs the folder holding vocab.txt");
   if (bert) {
@@ -198,10 +209,12 @@ Data build_data(const TrainConfig& c) {
   enc.max_length = c.max_len;
   enc.truncation = true;
   enc.pad_to_max_length = true;
-  d.train = std::make_unique<data::Loader>(std::make_shared<data::TextBatchSource>(train, tokenizer, enc), train_opts);
-  d.eval = std::make_unique<data::Loader>(std::make_shared<data::TextBatchSource>(eval, tokenizer, enc), eval_opts);
-  d.describe = data::glue_task_name(task) + " from " + dir + ": " + std::to_string(train->size()) + " train / " +
-               std::to_string(eval->size()) + " dev examples";
+  d.train = std::make_unique<data::Loader>(std::make_shared<data::TextBatchSource>(train, tokenizer, enc),
+                                           train_opts);
+  d.eval = std::make_unique<data::Loader>(std::make_shared<data::TextBatchSource>(eval, tokenizer, enc),
+                                          eval_opts);
+  d.describe = data::glue_task_name(task) + " from " + dir + ": " + std::to_string(train->size()) +
+               " train / " + std::to_string(eval->size()) + " dev examples";
   return d;
 }
 
@@ -237,7 +250,8 @@ pipeline::MicroBatch to_micro_batch(const data::Batch& b, const models::Model& m
   if (text) {
     mb.input = b.input_ids;
     mb.ctx = model.make_context(b.input_ids);
-    if (b.token_type_ids.defined() && !mb.ctx.token_type_ids.defined()) mb.ctx.token_type_ids = b.token_type_ids;
+    if (b.token_type_ids.defined() && !mb.ctx.token_type_ids.defined())
+      mb.ctx.token_type_ids = b.token_type_ids;
   } else {
     mb.input = b.images;
   }
@@ -251,7 +265,8 @@ engine::LRSchedule make_schedule(const TrainConfig& c, int64_t total_steps, int6
   if (c.schedule == "cosine") return engine::LRSchedule::cosine_with_warmup(c.lr, warmup, total_steps);
   if (c.schedule == "linear") return engine::LRSchedule::linear_with_warmup(c.lr, warmup, total_steps);
   if (c.schedule == "polynomial")
-    return engine::LRSchedule::polynomial_with_warmup(c.lr, warmup, total_steps, std::min(c.lr_end, c.lr * 0.5));
+    return engine::LRSchedule::polynomial_with_warmup(c.lr, warmup, total_steps,
+                                                      std::min(c.lr_end, c.lr * 0.5));
   return engine::LRSchedule::step_decay(c.lr, c.step_size > 0 ? c.step_size : steps_per_epoch, c.gamma);
 }
 
@@ -270,9 +285,12 @@ std::string human_bytes(double b) {
 std::string human_seconds(double s) {
   std::ostringstream os;
   int64_t t = static_cast<int64_t>(s);
-  if (t >= 3600) os << t / 3600 << "h" << std::setw(2) << std::setfill('0') << (t % 3600) / 60 << "m";
-  else if (t >= 60) os << t / 60 << "m" << std::setw(2) << std::setfill('0') << t % 60 << "s";
-  else os << std::fixed << std::setprecision(1) << s << "s";
+  if (t >= 3600)
+    os << t / 3600 << "h" << std::setw(2) << std::setfill('0') << (t % 3600) / 60 << "m";
+  else if (t >= 60)
+    os << t / 60 << "m" << std::setw(2) << std::setfill('0') << t % 60 << "s";
+  else
+    os << std::fixed << std::setprecision(1) << s << "s";
   return os.str();
 }
 
@@ -327,29 +345,34 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
   DGP_CHECK(!multi_process, "--channel " << c.channel << ": dgpipe was built without MPI");
 #endif
   std::string log_dir = c.log_dir;
-  if (multi_process && world > 1 && rank > 0) log_dir = (fs::path(c.log_dir) / ("rank" + std::to_string(rank))).string();
+  if (multi_process && world > 1 && rank > 0)
+    log_dir = (fs::path(c.log_dir) / ("rank" + std::to_string(rank))).string();
   ensure_writable_dir(log_dir);
   const std::string ckpt_path = (fs::path(log_dir) / "checkpoint.safetensors").string();
-  DGP_CHECK(!c.resume || fs::exists(ckpt_path), "--resume: no checkpoint in '" << log_dir << "' (" << ckpt_path << ")");
+  DGP_CHECK(!c.resume || fs::exists(ckpt_path),
+            "--resume: no checkpoint in '" << log_dir << "' (" << ckpt_path << ")");
 
   std::vector<engine::Device> devices = parse_devices(c.devices);
   bool any_cuda = false;
   for (auto& d : devices) any_cuda |= d.is_cuda();
   DGP_CHECK(c.precision == "fp32" || any_cuda,
             "--precision " << c.precision << " needs a CUDA device (--devices cuda:0); the CPU runs fp32");
-  // The engine has the mixed-precision pieces (engine/amp.h: autocast policy, master weights, loss scaling), but the
-  // layers do not call autocast yet and nothing of it has run on a GPU; rather than train in fp32 while claiming
-  // otherwise, refuse.
-  DGP_CHECK(c.precision == "fp32", "--precision " << c.precision
-                                                  << " is not wired into dgpipe train yet (only fp32); see docs/gpu.md");
+  // The engine has the mixed-precision pieces (engine/amp.h: autocast policy, master weights, loss scaling),
+  // but the layers do not call autocast yet and nothing of it has run on a GPU; rather than train in fp32
+  // while claiming otherwise, refuse.
+  DGP_CHECK(c.precision == "fp32", "--precision "
+                                       << c.precision
+                                       << " is not wired into dgpipe train yet (only fp32); see docs/gpu.md");
   engine::manual_seed(c.seed);
 
   // Data and model.
   Data data = build_data(c);
   int64_t num_classes = c.num_classes > 0 ? c.num_classes : data.num_classes;
-  DGP_CHECK(num_classes >= data.num_classes,
-            "--num-classes " << num_classes << " is smaller than the dataset's " << data.num_classes << " classes");
-  bool text_model = c.model == "roberta" || c.model == "roberta-base" || c.model == "bert" || c.model == "minilm";
+  DGP_CHECK(num_classes >= data.num_classes, "--num-classes " << num_classes
+                                                              << " is smaller than the dataset's "
+                                                              << data.num_classes << " classes");
+  bool text_model =
+      c.model == "roberta" || c.model == "roberta-base" || c.model == "bert" || c.model == "minilm";
   DGP_CHECK(text_model == data.text, "--model " << c.model << " does not fit --dataset " << c.dataset << " ("
                                                 << (data.text ? "a text task" : "an image task") << ")");
   models::ModelOptions mo;
@@ -374,8 +397,9 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
   po.kind = pipeline::parse_schedule_kind(c.schedule_kind);
   po.placement = pipeline::parse_placement(c.placement);
   po.codecs = parse_codecs(c.compress);
-  DGP_CHECK(po.codecs.size() == 1 || static_cast<int>(po.codecs.size()) == c.stages - 1,
-            "--compress: " << po.codecs.size() << " per-boundary specs for " << c.stages - 1 << " boundaries");
+  DGP_CHECK(
+      po.codecs.size() == 1 || static_cast<int>(po.codecs.size()) == c.stages - 1,
+      "--compress: " << po.codecs.size() << " per-boundary specs for " << c.stages - 1 << " boundaries");
   po.devices = devices;
   DGP_CHECK(devices.size() == 1 || static_cast<int>(devices.size()) == c.stages,
             "--devices: " << devices.size() << " devices for " << c.stages << " stages");
@@ -407,8 +431,9 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
   auto make_optimizer = [&](std::vector<Tensor> params, int) -> std::unique_ptr<engine::Optimizer> {
     std::vector<std::pair<std::string, Tensor>> named;
     for (auto& p : params) named.push_back({param_names[p.impl_ptr().get()], p});
-    std::vector<engine::ParamGroupSpec> groups =
-        c.no_decay_norms ? engine::param_groups_no_decay(named, c.weight_decay) : engine::single_group(params);
+    std::vector<engine::ParamGroupSpec> groups = c.no_decay_norms
+                                                     ? engine::param_groups_no_decay(named, c.weight_decay)
+                                                     : engine::single_group(params);
     if (c.optimizer == "adamw") {
       engine::AdamWOptions o;
       o.lr = c.lr;
@@ -433,8 +458,8 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
   const bool reporter = pipe->runs_stage(pipe->num_stages() - 1);  // the rank that sees the loss
 
   const int64_t steps_per_epoch = data.train->num_batches();
-  DGP_CHECK(steps_per_epoch > 0, "the training set (" << data.train->num_samples() << " samples) is smaller than --batch "
-                                                      << c.batch);
+  DGP_CHECK(steps_per_epoch > 0, "the training set (" << data.train->num_samples()
+                                                      << " samples) is smaller than --batch " << c.batch);
   int64_t total_steps = steps_per_epoch * c.epochs;
   if (c.max_steps > 0) total_steps = std::min(total_steps, c.max_steps);
   engine::LRSchedule schedule = make_schedule(c, total_steps, steps_per_epoch);
@@ -443,17 +468,18 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
   int64_t start_epoch = 0, global_step = 0;
   auto save_checkpoint = [&](int64_t next_epoch) {
     std::map<std::string, Tensor> tensors;
-    // The whole model under its PyTorch names (under MPI, the blocks of other ranks' stages are stale copies and
-    // are ignored on resume: each rank restores its own stages from its own file).
+    // The whole model under its PyTorch names (under MPI, the blocks of other ranks' stages are stale copies
+    // and are ignored on resume: each rank restores its own stages from its own file).
     for (auto& [name, t] : model->state_dict()) tensors["model." + name] = t;
     for (size_t si = 0; si < pipe->local_stages().size(); ++si) {
       auto& st = pipe->local_stages()[si];
       int s = st->setup().stage;
       if (si < pipe->optimizers().size())
-        for (auto& [k, t] : pipe->optimizers()[si]->state_dict()) tensors["optim." + std::to_string(s) + "." + k] = t;
+        for (auto& [k, t] : pipe->optimizers()[si]->state_dict())
+          tensors["optim." + std::to_string(s) + "." + k] = t;
       engine::PhiloxState g = pipe->stage_generator(si).state();
-      tensors["rng." + std::to_string(s)] =
-          engine::from_vector(std::vector<int64_t>{static_cast<int64_t>(g.seed), static_cast<int64_t>(g.offset)}, {2});
+      tensors["rng." + std::to_string(s)] = engine::from_vector(
+          std::vector<int64_t>{static_cast<int64_t>(g.seed), static_cast<int64_t>(g.offset)}, {2});
     }
     std::map<std::string, std::string> meta{{"epoch", std::to_string(next_epoch)},
                                             {"step", std::to_string(global_step)},
@@ -462,7 +488,9 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
     engine::save_safetensors(ckpt_path, tensors, meta);
   };
   if (c.resume || c.eval_only) {
-    if (c.resume) DGP_CHECK(fs::exists(ckpt_path), "--resume: no checkpoint in '" << log_dir << "' (" << ckpt_path << ")");
+    if (c.resume)
+      DGP_CHECK(fs::exists(ckpt_path),
+                "--resume: no checkpoint in '" << log_dir << "' (" << ckpt_path << ")");
     if (fs::exists(ckpt_path)) {
       engine::SafetensorsFile f = engine::load_safetensors(ckpt_path);
       DGP_CHECK(f.metadata.count("format") && f.metadata["format"] == "dgpipe-checkpoint-1",
@@ -478,17 +506,19 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
         std::string prefix = "optim." + std::to_string(s) + ".";
         for (auto& [k, t] : f.tensors)
           if (k.rfind(prefix, 0) == 0) opt_state[k.substr(prefix.size())] = t;
-        if (si < pipe->optimizers().size() && !opt_state.empty()) pipe->optimizers()[si]->load_state_dict(opt_state);
+        if (si < pipe->optimizers().size() && !opt_state.empty())
+          pipe->optimizers()[si]->load_state_dict(opt_state);
         auto it = f.tensors.find("rng." + std::to_string(s));
         if (it != f.tensors.end()) {
           auto v = it->second.to_vector();
-          pipe->stage_generator(si).set_state(
-              engine::PhiloxState{static_cast<uint64_t>(static_cast<int64_t>(v[0])), static_cast<uint64_t>(v[1])});
+          pipe->stage_generator(si).set_state(engine::PhiloxState{
+              static_cast<uint64_t>(static_cast<int64_t>(v[0])), static_cast<uint64_t>(v[1])});
         }
       }
       start_epoch = std::stoll(f.metadata["epoch"]);
       global_step = std::stoll(f.metadata["step"]);
-      std::cout << "resumed from " << ckpt_path << " at epoch " << start_epoch << ", step " << global_step << "\n";
+      std::cout << "resumed from " << ckpt_path << " at epoch " << start_epoch << ", step " << global_step
+                << "\n";
     }
   }
 
@@ -498,10 +528,10 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
               << blocks.size() << " blocks) on " << data.describe << "\n"
               << "  pipeline: " << pipe->num_stages() << " stages [";
     for (size_t i = 0; i < po.balance.size(); ++i) std::cout << (i ? "," : "") << po.balance[i];
-    std::cout << "] " << c.placement << ", " << c.chunks << " micro-batches, " << c.schedule_kind << ", codecs "
-              << c.compress << ", channel " << c.channel << "\n"
-              << "  optimisation: " << c.optimizer << " " << schedule.describe() << ", batch " << c.batch << ", "
-              << c.epochs << " epochs x " << steps_per_epoch << " steps\n"
+    std::cout << "] " << c.placement << ", " << c.chunks << " micro-batches, " << c.schedule_kind
+              << ", codecs " << c.compress << ", channel " << c.channel << "\n"
+              << "  optimisation: " << c.optimizer << " " << schedule.describe() << ", batch " << c.batch
+              << ", " << c.epochs << " epochs x " << steps_per_epoch << " steps\n"
               << std::flush;
   }
 
@@ -513,7 +543,8 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
   std::ofstream jsonl(jsonl_path, fresh ? std::ios::trunc : std::ios::app);
   DGP_CHECK(csv.good() && jsonl.good(), "--log-dir: cannot write metrics in '" << log_dir << "'");
   if (fresh)
-    csv << "epoch,step,train_loss,train_acc,eval_loss,eval_acc,eval_mcc,eval_f1,lr,samples_per_s,seconds,wire_bytes,"
+    csv << "epoch,step,train_loss,train_acc,eval_loss,eval_acc,eval_mcc,eval_f1,lr,samples_per_s,seconds,"
+           "wire_bytes,"
            "raw_bytes\n";
 
   auto evaluate = [&](EpochMetrics& m) {
@@ -561,7 +592,8 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
     evaluate(m);
     if (reporter)
       std::cout << "eval: loss " << std::fixed << std::setprecision(4) << m.eval_loss << "  acc "
-                << std::setprecision(2) << 100 * m.eval_acc << "%  mcc " << std::setprecision(4) << m.eval_mcc << "\n";
+                << std::setprecision(2) << 100 * m.eval_acc << "%  mcc " << std::setprecision(4) << m.eval_mcc
+                << "\n";
     summary.epochs.push_back(m);
     summary.final_eval_acc = m.eval_acc;
     summary.final_eval_mcc = m.eval_mcc;
@@ -570,7 +602,8 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
 
   int64_t steps_this_run = 0;
   bool stop = false;
-  std::map<std::string, uint64_t> epoch_fwd_bytes, epoch_bwd_bytes;  // per-boundary totals at the last epoch end
+  std::map<std::string, uint64_t> epoch_fwd_bytes,
+      epoch_bwd_bytes;  // per-boundary totals at the last epoch end
   for (int64_t epoch = start_epoch; epoch < c.epochs && !stop; ++epoch) {
     EpochMetrics m;
     m.epoch = epoch;
@@ -591,7 +624,8 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
       if (!c.trace.empty() && global_step + 1 == c.trace_steps) {
         pipe->write_trace(c.trace);
         pipe->stop_tracing();
-        if (reporter) std::cout << "  trace of the first " << c.trace_steps << " steps written to " << c.trace << "\n";
+        if (reporter)
+          std::cout << "  trace of the first " << c.trace_steps << " steps written to " << c.trace << "\n";
       }
       ++global_step;
       ++steps_in_epoch;
@@ -608,13 +642,15 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
         double el = std::chrono::duration<double>(Clock::now() - epoch_start).count();
         double rate = steps_in_epoch * c.batch / std::max(el, 1e-9);
         int64_t left = total_steps - global_step;
-        std::cout << "  step " << global_step << "/" << total_steps << "  loss " << std::fixed << std::setprecision(4)
-                  << loss_sum / steps_in_epoch << "  acc " << std::setprecision(1) << 100.0 * correct / std::max<int64_t>(seen, 1)
-                  << "%  lr " << std::setprecision(5) << lr << "  " << std::setprecision(1) << rate << " samples/s  ETA "
+        std::cout << "  step " << global_step << "/" << total_steps << "  loss " << std::fixed
+                  << std::setprecision(4) << loss_sum / steps_in_epoch << "  acc " << std::setprecision(1)
+                  << 100.0 * correct / std::max<int64_t>(seen, 1) << "%  lr " << std::setprecision(5) << lr
+                  << "  " << std::setprecision(1) << rate << " samples/s  ETA "
                   << human_seconds(left * c.batch / std::max(rate, 1e-9)) << "\n"
                   << std::flush;
       }
-      if (stop_after_steps > 0 && steps_this_run >= stop_after_steps) return summary;  // simulated interruption
+      if (stop_after_steps > 0 && steps_this_run >= stop_after_steps)
+        return summary;  // simulated interruption
     }
     if (steps_in_epoch == 0) break;
     m.step = global_step;
@@ -629,17 +665,18 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
     evaluate(m);
     summary.epochs.push_back(m);
     if (reporter) {
-      std::cout << "epoch " << epoch + 1 << "/" << c.epochs << "  step " << global_step << "  loss " << std::fixed
-                << std::setprecision(4) << m.train_loss << "  train acc " << std::setprecision(2) << 100 * m.train_acc
-                << "%  eval acc " << 100 * m.eval_acc << "%";
+      std::cout << "epoch " << epoch + 1 << "/" << c.epochs << "  step " << global_step << "  loss "
+                << std::fixed << std::setprecision(4) << m.train_loss << "  train acc "
+                << std::setprecision(2) << 100 * m.train_acc << "%  eval acc " << 100 * m.eval_acc << "%";
       if (c.dataset == "cola") std::cout << "  mcc " << std::setprecision(4) << m.eval_mcc;
       std::cout << "  lr " << std::setprecision(5) << m.lr << "  " << std::setprecision(1) << m.samples_per_s
                 << " samples/s  " << human_seconds(m.seconds);
       int64_t left = total_steps - global_step;
-      if (left > 0) std::cout << "  ETA " << human_seconds(left * m.seconds / std::max<int64_t>(steps_in_epoch, 1));
+      if (left > 0)
+        std::cout << "  ETA " << human_seconds(left * m.seconds / std::max<int64_t>(steps_in_epoch, 1));
       if (m.raw_bytes > 0) {
-        std::cout << "\n    wire: " << human_bytes(m.wire_bytes) << " for " << human_bytes(m.raw_bytes) << " of f32 ("
-                  << std::setprecision(1) << 100.0 * m.wire_bytes / m.raw_bytes << "%)";
+        std::cout << "\n    wire: " << human_bytes(m.wire_bytes) << " for " << human_bytes(m.raw_bytes)
+                  << " of f32 (" << std::setprecision(1) << 100.0 * m.wire_bytes / m.raw_bytes << "%)";
         // per boundary and direction, this epoch
         for (auto& st : pipe->local_stages()) {
           int s = st->setup().stage;
@@ -648,40 +685,55 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
           auto key = std::to_string(s);
           if (s < pipe->num_stages() - 1)
             std::cout << "  " << s << "->" << s + 1 << " fwd "
-                      << human_bytes((f.wire_bytes - epoch_fwd_bytes[key]) / std::max(m.seconds, 1e-9)) << "/s";
+                      << human_bytes((f.wire_bytes - epoch_fwd_bytes[key]) / std::max(m.seconds, 1e-9))
+                      << "/s";
           if (s > 0)
             std::cout << "  " << s << "->" << s - 1 << " bwd "
-                      << human_bytes((g.wire_bytes - epoch_bwd_bytes[key]) / std::max(m.seconds, 1e-9)) << "/s";
+                      << human_bytes((g.wire_bytes - epoch_bwd_bytes[key]) / std::max(m.seconds, 1e-9))
+                      << "/s";
           epoch_fwd_bytes[key] = f.wire_bytes;
           epoch_bwd_bytes[key] = g.wire_bytes;
         }
       }
       std::cout << "\n" << std::flush;
-      csv << m.epoch << "," << m.step << "," << m.train_loss << "," << m.train_acc << "," << m.eval_loss << ","
-          << m.eval_acc << "," << m.eval_mcc << "," << m.eval_f1 << "," << m.lr << "," << m.samples_per_s << ","
-          << m.seconds << "," << m.wire_bytes << "," << m.raw_bytes << "\n"
+      csv << m.epoch << "," << m.step << "," << m.train_loss << "," << m.train_acc << "," << m.eval_loss
+          << "," << m.eval_acc << "," << m.eval_mcc << "," << m.eval_f1 << "," << m.lr << ","
+          << m.samples_per_s << "," << m.seconds << "," << m.wire_bytes << "," << m.raw_bytes << "\n"
           << std::flush;
-      nlohmann::json j{{"epoch", m.epoch},         {"step", m.step},           {"train_loss", m.train_loss},
-                       {"train_acc", m.train_acc}, {"eval_loss", m.eval_loss}, {"eval_acc", m.eval_acc},
-                       {"eval_mcc", m.eval_mcc},   {"eval_f1", m.eval_f1},     {"lr", m.lr},
-                       {"samples_per_s", m.samples_per_s}, {"seconds", m.seconds}, {"wire_bytes", m.wire_bytes},
+      nlohmann::json j{{"epoch", m.epoch},
+                       {"step", m.step},
+                       {"train_loss", m.train_loss},
+                       {"train_acc", m.train_acc},
+                       {"eval_loss", m.eval_loss},
+                       {"eval_acc", m.eval_acc},
+                       {"eval_mcc", m.eval_mcc},
+                       {"eval_f1", m.eval_f1},
+                       {"lr", m.lr},
+                       {"samples_per_s", m.samples_per_s},
+                       {"seconds", m.seconds},
+                       {"wire_bytes", m.wire_bytes},
                        {"raw_bytes", m.raw_bytes}};
       nlohmann::json boundaries = nlohmann::json::array();
       for (auto& st : pipe->local_stages()) {
         auto& f = st->downstream_fwd_stats();
         auto& g = st->upstream_bwd_stats();
         boundaries.push_back({{"stage", st->setup().stage},
-                              {"fwd_wire_bytes", f.wire_bytes}, {"fwd_raw_bytes", f.raw_bytes},
-                              {"fwd_encode_s", f.encode_s}, {"bwd_wire_bytes", g.wire_bytes},
-                              {"bwd_raw_bytes", g.raw_bytes}, {"bwd_encode_s", g.encode_s},
-                              {"busy_s", st->stats().busy_s}, {"wall_s", st->stats().wall_s},
+                              {"fwd_wire_bytes", f.wire_bytes},
+                              {"fwd_raw_bytes", f.raw_bytes},
+                              {"fwd_encode_s", f.encode_s},
+                              {"bwd_wire_bytes", g.wire_bytes},
+                              {"bwd_raw_bytes", g.raw_bytes},
+                              {"bwd_encode_s", g.encode_s},
+                              {"busy_s", st->stats().busy_s},
+                              {"wall_s", st->stats().wall_s},
                               {"idle_fraction", st->stats().idle_fraction()}});
       }
       j["stages"] = boundaries;
       jsonl << j.dump() << "\n" << std::flush;
     }
     bool last_epoch = epoch + 1 == c.epochs || stop;
-    if ((c.checkpoint_every > 0 && (epoch + 1) % c.checkpoint_every == 0) || last_epoch) save_checkpoint(epoch + 1);
+    if ((c.checkpoint_every > 0 && (epoch + 1) % c.checkpoint_every == 0) || last_epoch)
+      save_checkpoint(epoch + 1);
   }
 
   boundary_totals(*pipe, summary.wire_bytes, summary.raw_bytes);
@@ -701,10 +753,12 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
                      {"final_eval_mcc", summary.final_eval_mcc},
                      {"wire_bytes", summary.wire_bytes},
                      {"raw_bytes", summary.raw_bytes},
-                     {"compression_ratio", summary.raw_bytes ? static_cast<double>(summary.wire_bytes) / summary.raw_bytes : 1.0},
+                     {"compression_ratio",
+                      summary.raw_bytes ? static_cast<double>(summary.wire_bytes) / summary.raw_bytes : 1.0},
                      {"samples_per_s", summary.epochs.empty() ? 0.0 : summary.epochs.back().samples_per_s}};
     write_text_atomic((fs::path(log_dir) / "summary.json").string(), s.dump(2) + "\n");
-    std::cout << "done: eval acc " << std::fixed << std::setprecision(2) << 100 * summary.final_eval_acc << "%";
+    std::cout << "done: eval acc " << std::fixed << std::setprecision(2) << 100 * summary.final_eval_acc
+              << "%";
     if (c.dataset == "cola") std::cout << ", mcc " << std::setprecision(4) << summary.final_eval_mcc;
     if (summary.raw_bytes)
       std::cout << "; the boundaries sent " << human_bytes(summary.wire_bytes) << " instead of "

@@ -28,9 +28,9 @@ struct TrainSummary {
   uint64_t wire_bytes = 0, raw_bytes = 0;
 };
 
-// Runs the configured job. Prints progress to stdout; writes into config.log_dir. When stop_after_steps > 0 the
-// run returns after that many steps of this invocation without a final checkpoint (tests use it to simulate an
-// interruption).
+// Runs the configured job. Prints progress to stdout; writes into config.log_dir. When stop_after_steps > 0
+// the run returns after that many steps of this invocation without a final checkpoint (tests use it to
+// simulate an interruption).
 TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps = 0);
 
 }  // namespace dgpipe::apps

@@ -1,6 +1,6 @@
-// conv2d throughput on the CPU (f32) for CIFAR-sized layers: forward, and forward + backward (input, weight and
-// bias gradients). Reported as GFLOP/s with 2*N*O*Ho*Wo*(C/groups)*kh*kw flops per forward and three times that
-// per forward+backward (the data and filter gradients each cost one forward).
+// conv2d throughput on the CPU (f32) for CIFAR-sized layers: forward, and forward + backward (input, weight
+// and bias gradients). Reported as GFLOP/s with 2*N*O*Ho*Wo*(C/groups)*kh*kw flops per forward and three
+// times that per forward+backward (the data and filter gradients each cost one forward).
 //   build-<dir>/bench/bench_conv [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
 
@@ -16,10 +16,10 @@ struct ConvShape {
 
 // Indexed by the benchmark argument.
 const ConvShape kShapes[] = {
-    {64, 32, 32, 32, 64, 3, 1, 1, 1},     // 0: ResNet-style 3x3
-    {64, 64, 32, 32, 64, 3, 1, 1, 64},    // 1: depthwise 3x3 (MobileNetV2)
-    {64, 64, 32, 32, 128, 1, 1, 0, 1},    // 2: pointwise 1x1
-    {64, 64, 32, 32, 128, 3, 2, 1, 1},    // 3: 3x3 stride 2 (downsampling)
+    {64, 32, 32, 32, 64, 3, 1, 1, 1},   // 0: ResNet-style 3x3
+    {64, 64, 32, 32, 64, 3, 1, 1, 64},  // 1: depthwise 3x3 (MobileNetV2)
+    {64, 64, 32, 32, 128, 1, 1, 0, 1},  // 2: pointwise 1x1
+    {64, 64, 32, 32, 128, 3, 2, 1, 1},  // 3: 3x3 stride 2 (downsampling)
 };
 
 const char* kNames[] = {"3x3_32to64", "dw3x3_64", "1x1_64to128", "3x3s2_64to128"};

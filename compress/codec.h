@@ -8,13 +8,14 @@
 //   topk:R                                keep the fraction R (0 < R <= 1) of largest magnitudes
 //   power:R[/I]                           rank-R power iteration, warm-started, I iterations (default 2)
 //   svd:R[/I]                             randomized SVD of rank R, I sketch power iterations (default 2)
-//   kmeans:B[/I]                          1-D k-means with 2^B centroids, at most I Lloyd iterations (default 20)
+//   kmeans:B[/I]                          1-D k-means with 2^B centroids, at most I Lloyd iterations (default
+//   20)
 // Any spec may end in "+ef" (error feedback: the sender adds the residual of its previous encode).
 // "fwd=SPEC,bwd=SPEC" chooses per direction (parse_direction_pair); a single SPEC applies to both.
 //
 // Encode/decode run on the device of the tensor: CPU reference everywhere, CUDA twins for every method (fused
-// kernels for the quantizers and top-k, device Lloyd iterations for k-means, batched cuBLAS for power/svd); only
-// svd above rank 64 runs its CPU reference on a host copy.
+// kernels for the quantizers and top-k, device Lloyd iterations for k-means, batched cuBLAS for power/svd);
+// only svd above rank 64 runs its CPU reference on a host copy.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -28,12 +29,12 @@ namespace dgpipe::compress {
 
 struct CodecSpec {
   CodecId id = CodecId::none;
-  int q_bits = 0;          // uniform / sortquant / fastquant: value bits
-  int s_bits = 0;          // sortquant / fastquant: split bits (2^S groups)
-  double fraction = 0.0;   // topk: fraction kept
-  int rank = 0;            // power / svd
-  int iterations = 0;      // power / svd / kmeans
-  int bits = 0;            // kmeans: 2^bits centroids
+  int q_bits = 0;         // uniform / sortquant / fastquant: value bits
+  int s_bits = 0;         // sortquant / fastquant: split bits (2^S groups)
+  double fraction = 0.0;  // topk: fraction kept
+  int rank = 0;           // power / svd
+  int iterations = 0;     // power / svd / kmeans
+  int bits = 0;           // kmeans: 2^bits centroids
   bool error_feedback = false;
   std::string str() const;  // canonical spelling, parse(str()) == *this
 };
@@ -76,12 +77,13 @@ class Codec {
   PacketHeader make_header(const engine::Tensor& x) const;
   std::string where() const;  // "uniform:8 at boundary 'stage0->1 fwd'"
 
-  // The common start of an encode: checks x (check_input), names the boundary and fills the header (make_header);
-  // the caller fills the body.
+  // The common start of an encode: checks x (check_input), names the boundary and fills the header
+  // (make_header); the caller fills the body.
   Packet start_packet(const engine::Tensor& x) const;
   // An uninitialised u8 body of p.header.body_bytes on `device`, for a kernel that writes every byte of it.
   static engine::Tensor device_body(const Packet& p, engine::Device device);
-  // x as a contiguous f32 tensor on its own device (x itself when it already is one): what the encode kernels read.
+  // x as a contiguous f32 tensor on its own device (x itself when it already is one): what the encode kernels
+  // read.
   static engine::Tensor contiguous_f32(const engine::Tensor& x);
 };
 
@@ -95,7 +97,8 @@ struct GroupStat {
 };
 // Per-group statistics of a uniform (one group), sortquant or fastquant packet.
 std::vector<GroupStat> read_group_stats(const Packet& p);
-// Unpacked codes of a uniform / sortquant / fastquant / kmeans packet (code = group << Q | q for the group codecs).
+// Unpacked codes of a uniform / sortquant / fastquant / kmeans packet (code = group << Q | q for the group
+// codecs).
 std::vector<uint32_t> read_codes(const Packet& p);
 // Index width in bits used by top-k for n elements: the narrowest that represents n - 1 (at least 1).
 int index_bits(int64_t n);

@@ -1,9 +1,11 @@
-// Device helpers shared by the codec kernels (uniform.cu, sortquant.cu, fastquant.cu). Included only by .cu files.
+// Device helpers shared by the codec kernels (uniform.cu, sortquant.cu, fastquant.cu). Included only by .cu
+// files.
 //
-// Work unit: a tile of kTileElems = 256 threads x 8 elements. A thread loads its 8 consecutive floats with two
-// 16-byte loads (scalar loads for a ragged or misaligned tail), computes 8 codes of `bits` bits and packs them
-// into exactly `bits` bytes in shared memory; the block then stores its 256*bits contiguous payload bytes with
-// 16-byte stores (the payload starts 16-byte aligned in the body and 256*bits is a multiple of 16).
+// Work unit: a tile of kTileElems = 256 threads x 8 elements. A thread loads its 8 consecutive floats with
+// two 16-byte loads (scalar loads for a ragged or misaligned tail), computes 8 codes of `bits` bits and packs
+// them into exactly `bits` bytes in shared memory; the block then stores its 256*bits contiguous payload
+// bytes with 16-byte stores (the payload starts 16-byte aligned in the body and 256*bits is a multiple of
+// 16).
 #pragma once
 #include <cuda_runtime.h>
 
@@ -13,10 +15,11 @@
 #include "compress/quant_math.h"
 #include "engine/error.h"
 
-#define DGP_CODEC_CUDA_CHECK(expr)                                                                      \
-  do {                                                                                                  \
-    cudaError_t dgp_err_ = (expr);                                                                      \
-    DGP_CHECK(dgp_err_ == cudaSuccess, "codec CUDA call " #expr " failed: " << cudaGetErrorString(dgp_err_)); \
+#define DGP_CODEC_CUDA_CHECK(expr)                                                   \
+  do {                                                                               \
+    cudaError_t dgp_err_ = (expr);                                                   \
+    DGP_CHECK(dgp_err_ == cudaSuccess,                                               \
+              "codec CUDA call " #expr " failed: " << cudaGetErrorString(dgp_err_)); \
   } while (0)
 
 namespace dgpipe::compress::cuda_kernels {
@@ -25,18 +28,28 @@ constexpr int kThreads = 256;
 constexpr int kPerThread = 8;
 constexpr int64_t kTileElems = kThreads * kPerThread;
 
-inline uint64_t detail_payload_offset(int groups) { return (kPreludeBytes + 8ull * groups + 15) & ~uint64_t(15); }
-inline cudaStream_t stream() { return static_cast<cudaStream_t>(codec_stream()); }
-inline int64_t tiles(int64_t n) { return (n + kTileElems - 1) / kTileElems; }
+inline uint64_t detail_payload_offset(int groups) {
+  return (kPreludeBytes + 8ull * groups + 15) & ~uint64_t(15);
+}
+inline cudaStream_t stream() {
+  return static_cast<cudaStream_t>(codec_stream());
+}
+inline int64_t tiles(int64_t n) {
+  return (n + kTileElems - 1) / kTileElems;
+}
 
 // Reduction functors (cub::Min/Max were removed in CCCL 3).
 struct MinOp {
   template <class T>
-  __device__ __forceinline__ T operator()(const T& a, const T& b) const { return b < a ? b : a; }
+  __device__ __forceinline__ T operator()(const T& a, const T& b) const {
+    return b < a ? b : a;
+  }
 };
 struct MaxOp {
   template <class T>
-  __device__ __forceinline__ T operator()(const T& a, const T& b) const { return a < b ? b : a; }
+  __device__ __forceinline__ T operator()(const T& a, const T& b) const {
+    return a < b ? b : a;
+  }
 };
 
 // Loads x[base .. base+8) (zeros past n).
@@ -52,8 +65,8 @@ __device__ __forceinline__ void load8(const float* __restrict__ x, int64_t n, in
 }
 
 // Packs this thread's 8 codes and stores the tile's payload bytes. `stage` holds kThreads*16 bytes.
-__device__ __forceinline__ void store_tile(uint8_t* stage, const uint32_t codes[8], int bits, uint8_t* payload,
-                                           uint64_t payload_bytes, int64_t tile) {
+__device__ __forceinline__ void store_tile(uint8_t* stage, const uint32_t codes[8], int bits,
+                                           uint8_t* payload, uint64_t payload_bytes, int64_t tile) {
   pack8(codes, bits, stage + threadIdx.x * bits);
   __syncthreads();
   const uint64_t tile_bytes = static_cast<uint64_t>(kThreads) * bits;

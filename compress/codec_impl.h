@@ -6,15 +6,16 @@
 
 namespace dgpipe::compress::detail {
 
-std::unique_ptr<Codec> make_cast_codec(const CodecSpec& spec);         // cast.cpp
-std::unique_ptr<Codec> make_uniform_codec(const CodecSpec& spec);      // uniform.cpp
-std::unique_ptr<Codec> make_sortquant_codec(const CodecSpec& spec);    // sortquant.cpp
-std::unique_ptr<Codec> make_fastquant_codec(const CodecSpec& spec);    // fastquant.cpp
-std::unique_ptr<Codec> make_topk_codec(const CodecSpec& spec);         // topk.cpp
-std::unique_ptr<Codec> make_power_codec(const CodecSpec& spec);        // lowrank.cpp
-std::unique_ptr<Codec> make_svd_codec(const CodecSpec& spec);          // lowrank.cpp
-std::unique_ptr<Codec> make_kmeans_codec(const CodecSpec& spec);       // kmeans.cpp
-std::unique_ptr<Codec> make_error_feedback(std::unique_ptr<Codec> inner, const CodecSpec& spec);  // error_feedback.cpp
+std::unique_ptr<Codec> make_cast_codec(const CodecSpec& spec);       // cast.cpp
+std::unique_ptr<Codec> make_uniform_codec(const CodecSpec& spec);    // uniform.cpp
+std::unique_ptr<Codec> make_sortquant_codec(const CodecSpec& spec);  // sortquant.cpp
+std::unique_ptr<Codec> make_fastquant_codec(const CodecSpec& spec);  // fastquant.cpp
+std::unique_ptr<Codec> make_topk_codec(const CodecSpec& spec);       // topk.cpp
+std::unique_ptr<Codec> make_power_codec(const CodecSpec& spec);      // lowrank.cpp
+std::unique_ptr<Codec> make_svd_codec(const CodecSpec& spec);        // lowrank.cpp
+std::unique_ptr<Codec> make_kmeans_codec(const CodecSpec& spec);     // kmeans.cpp
+std::unique_ptr<Codec> make_error_feedback(std::unique_ptr<Codec> inner,
+                                           const CodecSpec& spec);  // error_feedback.cpp
 
 // Contiguous f32 host copy of x (converting dtype and device as needed).
 engine::Tensor host_f32(const engine::Tensor& x);
@@ -28,8 +29,12 @@ engine::Tensor typed_view(const engine::Tensor& body, uint64_t byte_offset, engi
                           const engine::Shape& shape);
 
 // Body layout of the group quantizers (uniform = one group): prelude, K x (lo, step) f32, pad to 16, codes.
-inline uint64_t group_stats_offset() { return kPreludeBytes; }
-inline uint64_t group_payload_offset(int groups) { return align16(kPreludeBytes + 8ull * groups); }
+inline uint64_t group_stats_offset() {
+  return kPreludeBytes;
+}
+inline uint64_t group_payload_offset(int groups) {
+  return align16(kPreludeBytes + 8ull * groups);
+}
 
 // CPU reference pieces shared by uniform / sortquant / fastquant.
 // Packs codes[0..n) of `bits` bits densely into out (ceil(n*bits/8) bytes).
@@ -37,14 +42,16 @@ void pack_codes(const uint32_t* codes, int64_t n, int bits, uint8_t* out);
 // Writes prelude + K x (lo, step) into the head of a host body.
 void write_group_stats(uint8_t* body, const float* lo, const float* step, int groups);
 // Decodes a group-quantizer body: out[i] = lo[g] + q * step[g], g = code >> Q, q = code & (2^Q - 1).
-void group_decode_cpu(const uint8_t* body, uint64_t body_bytes, int64_t n, int q_bits, int s_bits, float* out);
+void group_decode_cpu(const uint8_t* body, uint64_t body_bytes, int64_t n, int q_bits, int s_bits,
+                      float* out);
 uint64_t group_body_bytes(int64_t n, int q_bits, int s_bits);
-// Fast quantization's sample (shared with fastquant.cu): size, j-th sampled flat index, and the 0-based rank in the
-// sorted sample of boundary g (1 <= g < K).
+// Fast quantization's sample (shared with fastquant.cu): size, j-th sampled flat index, and the 0-based rank
+// in the sorted sample of boundary g (1 <= g < K).
 constexpr int64_t kFastQuantSample = 8192;
 int64_t fastquant_sample_size(int64_t n);
 inline int64_t fastquant_sample_index(int64_t j, int64_t n, int64_t ns) {
-  return static_cast<int64_t>((static_cast<unsigned __int128>(j) * static_cast<uint64_t>(n)) / static_cast<uint64_t>(ns));
+  return static_cast<int64_t>((static_cast<unsigned __int128>(j) * static_cast<uint64_t>(n)) /
+                              static_cast<uint64_t>(ns));
 }
 inline int64_t fastquant_boundary_rank(int g, int groups, int64_t ns) {
   int64_t r = (static_cast<int64_t>(g) * ns + groups - 1) / groups - 1;  // ceil(g*ns/K) - 1

@@ -17,7 +17,9 @@ class ErrorFeedbackCodec final : public Codec {
   explicit ErrorFeedbackCodec(std::unique_ptr<Codec> inner) : inner_(std::move(inner)) {}
   CodecId id() const override { return inner_->id(); }
   std::string spec() const override { return inner_->spec() + "+ef"; }
-  std::vector<int64_t> header_params(const engine::Shape& s) const override { return inner_->header_params(s); }
+  std::vector<int64_t> header_params(const engine::Shape& s) const override {
+    return inner_->header_params(s);
+  }
   uint64_t body_bytes(const engine::Shape& s) const override { return inner_->body_bytes(s); }
 
   Packet encode(const Tensor& x) override {

@@ -1,14 +1,14 @@
-// Fast quantization (spec §2.3, with its bugs fixed): group boundaries are quantiles estimated on a sample instead
-// of exact order statistics; the code layout and decoding are sortquant's.
+// Fast quantization (spec §2.3, with its bugs fixed): group boundaries are quantiles estimated on a sample
+// instead of exact order statistics; the code layout and decoding are sortquant's.
 //
-// Estimator: a strided sample of n_s = min(N, 8192) elements, s_j = x[floor(j*N/n_s)] (it spans every sample of
-// the micro-batch, unlike the original's first sample), sorted; boundary t_g = s_(ceil(g*n_s/K) - 1) for
-// g = 1..K-1 (0-based order statistic: the lower g/K quantile). Element x goes to group #{g : t_g < x} (a value equal
-// to a boundary stays in the lower group, as in the original); duplicated quantiles give empty groups instead of
-// the original's overwrites. Group statistics are then exact (min and max of its members).
-// Cost: n_s gathered reads + an O(n_s log n_s) sort (one CUDA block, shared memory), then 2 passes over x: group
-// min/max (fused with the non-finite check), and quantize+pack. Equal population holds only up to sampling error
-// (standard deviation ~ sqrt(p(1-p)/n_s) of N per boundary, i.e. ~0.5% of N for n_s = 8192).
+// Estimator: a strided sample of n_s = min(N, 8192) elements, s_j = x[floor(j*N/n_s)] (it spans every sample
+// of the micro-batch, unlike the original's first sample), sorted; boundary t_g = s_(ceil(g*n_s/K) - 1) for
+// g = 1..K-1 (0-based order statistic: the lower g/K quantile). Element x goes to group #{g : t_g < x} (a
+// value equal to a boundary stays in the lower group, as in the original); duplicated quantiles give empty
+// groups instead of the original's overwrites. Group statistics are then exact (min and max of its members).
+// Cost: n_s gathered reads + an O(n_s log n_s) sort (one CUDA block, shared memory), then 2 passes over x:
+// group min/max (fused with the non-finite check), and quantize+pack. Equal population holds only up to
+// sampling error (standard deviation ~ sqrt(p(1-p)/n_s) of N per boundary, i.e. ~0.5% of N for n_s = 8192).
 #include <algorithm>
 #include <vector>
 
@@ -20,7 +20,9 @@
 
 namespace dgpipe::compress::detail {
 
-int64_t fastquant_sample_size(int64_t n) { return std::min<int64_t>(n, kFastQuantSample); }
+int64_t fastquant_sample_size(int64_t n) {
+  return std::min<int64_t>(n, kFastQuantSample);
+}
 
 namespace {
 
@@ -30,7 +32,9 @@ class FastQuantCodec final : public Codec {
  public:
   FastQuantCodec(int q, int s) : q_bits_(q), s_bits_(s) {}
   CodecId id() const override { return CodecId::fastquant; }
-  std::string spec() const override { return "fastquant:" + std::to_string(q_bits_) + "+" + std::to_string(s_bits_); }
+  std::string spec() const override {
+    return "fastquant:" + std::to_string(q_bits_) + "+" + std::to_string(s_bits_);
+  }
   std::vector<int64_t> header_params(const engine::Shape&) const override { return {q_bits_, s_bits_}; }
   uint64_t body_bytes(const engine::Shape& shape) const override {
     return group_body_bytes(engine::shape_numel(shape), q_bits_, s_bits_);
@@ -74,7 +78,8 @@ class FastQuantCodec final : public Codec {
         hi[g] = v[i] > hi[g] ? v[i] : hi[g];
       }
     }
-    for (int g = 0; g < groups; ++g) step[g] = seen[g] ? quant_step(lo[g], hi[g], (1u << q_bits_) - 1u) : 0.0f;
+    for (int g = 0; g < groups; ++g)
+      step[g] = seen[g] ? quant_step(lo[g], hi[g], (1u << q_bits_) - 1u) : 0.0f;
 
     p.body = make_body(p.header.body_bytes, engine::Device::cpu());
     uint8_t* body = p.body.data<uint8_t>();

@@ -1,7 +1,7 @@
 // CUDA fast quantization (twin of fastquant.cpp). Passes over x: the sample gather (n_s <= 8192 reads), then
-// (1) group assignment + per-group min/max (block-private in shared memory, one global atomic per group and block)
-// fused with the NaN/Inf count, and (2) the fused group/quantize/pack pass. The sample is sorted by one block with
-// a bitonic network in shared memory (8192 keys = 32 KiB). No host synchronisation.
+// (1) group assignment + per-group min/max (block-private in shared memory, one global atomic per group and
+// block) fused with the NaN/Inf count, and (2) the fused group/quantize/pack pass. The sample is sorted by
+// one block with a bitonic network in shared memory (8192 keys = 32 KiB). No host synchronisation.
 #include "compress/codec_cuda.cuh"
 #include "compress/codec_impl.h"
 #include "compress/quant_kernels.h"
@@ -20,14 +20,16 @@ struct FastState {
   uint32_t nonfinite;
 };
 
-__global__ void sample_sort_kernel(const float* __restrict__ x, int64_t n, int64_t ns, int groups, FastState* st) {
+__global__ void sample_sort_kernel(const float* __restrict__ x, int64_t n, int64_t ns, int groups,
+                                   FastState* st) {
   __shared__ uint32_t keys[kSample];
   int padded = 1;
   while (padded < ns) padded <<= 1;
   for (int j = threadIdx.x; j < padded; j += blockDim.x) {
     if (j < ns) {
-      const int64_t i = static_cast<int64_t>((static_cast<unsigned long long>(j) * static_cast<unsigned long long>(n)) /
-                                             static_cast<unsigned long long>(ns));
+      const int64_t i =
+          static_cast<int64_t>((static_cast<unsigned long long>(j) * static_cast<unsigned long long>(n)) /
+                               static_cast<unsigned long long>(ns));
       keys[j] = float_to_key(x[i]);
     } else {
       keys[j] = 0xffffffffu;  // sorts last
@@ -65,7 +67,10 @@ __device__ __forceinline__ int fast_group(const uint32_t* bounds, int nb, uint32
   int lo = 0, hi = nb;
   while (lo < hi) {
     int mid = (lo + hi) / 2;
-    if (bounds[mid] < key) lo = mid + 1; else hi = mid;
+    if (bounds[mid] < key)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return lo;
 }

@@ -25,7 +25,8 @@ uint64_t group_body_bytes(int64_t n, int q_bits, int s_bits) {
   return group_payload_offset(1 << s_bits) + packed_bytes(static_cast<uint64_t>(n), q_bits + s_bits);
 }
 
-void group_decode_cpu(const uint8_t* body, uint64_t body_bytes, int64_t n, int q_bits, int s_bits, float* out) {
+void group_decode_cpu(const uint8_t* body, uint64_t body_bytes, int64_t n, int q_bits, int s_bits,
+                      float* out) {
   const int groups = 1 << s_bits;
   std::vector<float> lo(groups), step(groups);
   for (int g = 0; g < groups; ++g) {

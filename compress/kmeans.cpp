@@ -1,13 +1,13 @@
 // 1-D k-means with K = 2^B centroids (spec §2.8, with its bugs fixed).
-// Init: quantiles of a strided sample (n_s = min(N, 65536), sorted): c_j = s_((2j+1) n_s / 2K), deterministic.
-// Lloyd iterations, at most I: in one dimension the nearest centroid is found by a binary search over the K - 1
-// midpoints of the sorted centroids, so an iteration costs one pass over x and O(N + K) memory (never N x K);
-// an empty cluster keeps its previous centroid (the original set it to 0). Stops when no centroid moves by more
-// than 1e-6 of the data range. Labels map to centroids by gather (no sequential in-place substitution).
-// Body: prelude | K centroids f32 | pad to 16 | N codes of B bits. Decode: centroid[code].
-// CUDA (kmeans.cu): the same steps on the device (sample sorted by CUB, per-block partial sums + atomics, a
-// convergence flag read by the kernels instead of the host); results agree with this reference up to the order of
-// the double sums (see kmeans.cu).
+// Init: quantiles of a strided sample (n_s = min(N, 65536), sorted): c_j = s_((2j+1) n_s / 2K),
+// deterministic. Lloyd iterations, at most I: in one dimension the nearest centroid is found by a binary
+// search over the K - 1 midpoints of the sorted centroids, so an iteration costs one pass over x and O(N + K)
+// memory (never N x K); an empty cluster keeps its previous centroid (the original set it to 0). Stops when
+// no centroid moves by more than 1e-6 of the data range. Labels map to centroids by gather (no sequential
+// in-place substitution). Body: prelude | K centroids f32 | pad to 16 | N codes of B bits. Decode:
+// centroid[code]. CUDA (kmeans.cu): the same steps on the device (sample sorted by CUB, per-block partial
+// sums + atomics, a convergence flag read by the kernels instead of the host); results agree with this
+// reference up to the order of the double sums (see kmeans.cu).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -28,7 +28,9 @@ class KMeansCodec final : public Codec {
  public:
   KMeansCodec(int bits, int iters) : bits_(bits), iters_(iters) {}
   CodecId id() const override { return CodecId::kmeans; }
-  std::string spec() const override { return "kmeans:" + std::to_string(bits_) + "/" + std::to_string(iters_); }
+  std::string spec() const override {
+    return "kmeans:" + std::to_string(bits_) + "/" + std::to_string(iters_);
+  }
   std::vector<int64_t> header_params(const engine::Shape&) const override { return {bits_, iters_}; }
   uint64_t payload_offset() const { return align16(kPreludeBytes + 4ull * (1u << bits_)); }
   uint64_t body_bytes(const engine::Shape& s) const override {
@@ -123,7 +125,8 @@ class KMeansCodec final : public Codec {
     float* o = out.data<float>();
     const int64_t n = out.numel();
     const uint64_t off = payload_offset();
-    for (int64_t i = 0; i < n; ++i) o[i] = cf[get_bits(b + off, hb.nbytes() - off, static_cast<uint64_t>(i), bits_)];
+    for (int64_t i = 0; i < n; ++i)
+      o[i] = cf[get_bits(b + off, hb.nbytes() - off, static_cast<uint64_t>(i), bits_)];
     return finish_decode(out, p, p.body.device());
   }
 

@@ -2,20 +2,24 @@
 //
 //  init      the strided sample (n_s = min(N, 65536) gathered reads) is sorted with CUB's radix sort and the
 //            centroids are its (2j+1)/2K quantiles, as on the CPU;
-//  iteration one pass over x: nearest centroid by binary search over the K - 1 double midpoints (in shared memory
-//            for K <= 1024), sums in double and counts accumulated per block in shared memory (warp-aggregated when
-//            lanes of a warp hit the same cluster, as post-ReLU zeros do) and flushed with one atomic per cluster
-//            and block; then a one-block kernel divides, measures the largest move, sorts the K centroids (bitonic,
-//            shared memory), recomputes the midpoints and raises a `done` flag on the device when no centroid moved
-//            by more than 1e-6 of the sample range. All I iterations are launched up front; after `done` they
-//            return at once, so the host never waits. Memory: the K-entry state plus the sample, O(N_s + K).
+//  iteration one pass over x: nearest centroid by binary search over the K - 1 double midpoints (in shared
+//  memory
+//            for K <= 1024), sums in double and counts accumulated per block in shared memory
+//            (warp-aggregated when lanes of a warp hit the same cluster, as post-ReLU zeros do) and flushed
+//            with one atomic per cluster and block; then a one-block kernel divides, measures the largest
+//            move, sorts the K centroids (bitonic, shared memory), recomputes the midpoints and raises a
+//            `done` flag on the device when no centroid moved by more than 1e-6 of the sample range. All I
+//            iterations are launched up front; after `done` they return at once, so the host never waits.
+//            Memory: the K-entry state plus the sample, O(N_s + K).
 //  final     f32 centroids into the body, then one pass: binary search over the f32 midpoints, the CPU's
-//            distance check at the boundary, B-bit codes packed 8 per thread (16-byte stores) and NaN/Inf counted.
-// Passes over x: (iterations run) + 1. Why results can differ from the CPU in the last bits: the CPU adds each
-// cluster's members in index order, the GPU in an order set by its atomics, so the double sums (and therefore
-// the centroids) can differ by a few units in the last place of a double. That changes the f32 centroids only
-// when a double lands next to an f32 rounding boundary, flips a code only for an element within that distance of
-// a midpoint, and changes the iteration count only when the largest move is within rounding of the threshold.
+//            distance check at the boundary, B-bit codes packed 8 per thread (16-byte stores) and NaN/Inf
+//            counted.
+// Passes over x: (iterations run) + 1. Why results can differ from the CPU in the last bits: the CPU adds
+// each cluster's members in index order, the GPU in an order set by its atomics, so the double sums (and
+// therefore the centroids) can differ by a few units in the last place of a double. That changes the f32
+// centroids only when a double lands next to an f32 rounding boundary, flips a code only for an element
+// within that distance of a midpoint, and changes the iteration count only when the largest move is within
+// rounding of the threshold.
 #include <cub/device/device_radix_sort.cuh>
 
 #include "compress/codec_cuda.cuh"
@@ -26,9 +30,9 @@
 namespace dgpipe::compress::cuda_kernels {
 namespace {
 
-constexpr int kMaxCentroids = 4096;       // B <= 12
-constexpr int kSharedCentroids = 1024;    // per-block shared sums up to this K
-constexpr int64_t kMaxSample = 65536;     // as kmeans.cpp
+constexpr int kMaxCentroids = 4096;     // B <= 12
+constexpr int kSharedCentroids = 1024;  // per-block shared sums up to this K
+constexpr int64_t kMaxSample = 65536;   // as kmeans.cpp
 
 struct KMeansState {
   double c[kMaxCentroids];
@@ -40,9 +44,12 @@ struct KMeansState {
   int done;
 };
 
-uint64_t kmeans_payload_offset(int centroids) { return align16(kPreludeBytes + 4ull * centroids); }
+uint64_t kmeans_payload_offset(int centroids) {
+  return align16(kPreludeBytes + 4ull * centroids);
+}
 
-__global__ void kmeans_sample_kernel(const float* __restrict__ x, int64_t n, int64_t ns, float* __restrict__ sample) {
+__global__ void kmeans_sample_kernel(const float* __restrict__ x, int64_t n, int64_t ns,
+                                     float* __restrict__ sample) {
   const int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (j < ns) sample[j] = x[(j * n) / ns];
 }
@@ -68,18 +75,24 @@ __device__ __forceinline__ int upper_bound_index(const T* mids, int count, T v) 
   int lo = 0, hi = count;
   while (lo < hi) {
     const int mid = (lo + hi) >> 1;
-    if (mids[mid] <= v) lo = mid + 1; else hi = mid;
+    if (mids[mid] <= v)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return lo;
 }
 
-__device__ __forceinline__ void atomic_add_count(unsigned* p, unsigned v) { atomicAdd(p, v); }
+__device__ __forceinline__ void atomic_add_count(unsigned* p, unsigned v) {
+  atomicAdd(p, v);
+}
 __device__ __forceinline__ void atomic_add_count(unsigned long long* p, unsigned v) {
   atomicAdd(p, static_cast<unsigned long long>(v));
 }
 
-// Adds v to cluster c (c < 0: inactive lane). The whole warp calls it. When lanes share a cluster, the leader of
-// each set of peers adds their sum and count once, so a heavily repeated value does not serialise on one address.
+// Adds v to cluster c (c < 0: inactive lane). The whole warp calls it. When lanes share a cluster, the leader
+// of each set of peers adds their sum and count once, so a heavily repeated value does not serialise on one
+// address.
 template <class CountT>
 __device__ __forceinline__ void add_to_cluster(int c, double v, double* sums, CountT* counts) {
   const unsigned peers = __match_any_sync(0xffffffffu, c);
@@ -126,8 +139,10 @@ __global__ void kmeans_assign_kernel(const float* __restrict__ x, int64_t n, KMe
       const bool in = base + j < n;
       const double value = in ? static_cast<double>(v[j]) : 0.0;
       const int c = in ? upper_bound_index(mids, k - 1, value) : -1;
-      if (kShared) add_to_cluster(c, value, sh_sum, sh_count);
-      else add_to_cluster(c, value, st->sum, st->count);
+      if (kShared)
+        add_to_cluster(c, value, sh_sum, sh_count);
+      else
+        add_to_cluster(c, value, st->sum, st->count);
     }
   }
   if (kShared) {
@@ -160,8 +175,8 @@ __global__ void kmeans_update_kernel(KMeansState* st, int k) {
   }
   for (int off = 16; off > 0; off >>= 1) moved = fmax(moved, __shfl_xor_sync(0xffffffffu, moved, off));
   if ((threadIdx.x & 31) == 0) warp_max[threadIdx.x >> 5] = moved;
-  // Bitonic sort of cs (k is a power of two); Lloyd keeps 1-D centroids ordered, this guards rounding as the CPU's
-  // std::sort does.
+  // Bitonic sort of cs (k is a power of two); Lloyd keeps 1-D centroids ordered, this guards rounding as the
+  // CPU's std::sort does.
   for (int size = 2; size <= k; size <<= 1)
     for (int stride = size >> 1; stride > 0; stride >>= 1) {
       __syncthreads();
@@ -199,8 +214,8 @@ __global__ void kmeans_finalize_kernel(KMeansState* st, int k, uint8_t* body) {
   }
 }
 
-__global__ void kmeans_pack_kernel(const float* __restrict__ x, int64_t n, const KMeansState* st, int k, int bits,
-                                   uint8_t* body, uint64_t body_bytes, uint64_t payload_offset) {
+__global__ void kmeans_pack_kernel(const float* __restrict__ x, int64_t n, const KMeansState* st, int k,
+                                   int bits, uint8_t* body, uint64_t body_bytes, uint64_t payload_offset) {
   __shared__ float cf[kMaxCentroids], fm[kMaxCentroids];
   __shared__ __align__(16) uint8_t stage[kThreads * 16];
   __shared__ unsigned sh_bad;
@@ -234,8 +249,8 @@ __global__ void kmeans_pack_kernel(const float* __restrict__ x, int64_t n, const
   if (threadIdx.x == 0 && sh_bad) atomicAdd(reinterpret_cast<uint32_t*>(body), sh_bad);
 }
 
-__global__ void kmeans_decode_kernel(const uint8_t* __restrict__ body, uint64_t body_bytes, float* __restrict__ out,
-                                     int64_t n, int bits, uint64_t payload_offset) {
+__global__ void kmeans_decode_kernel(const uint8_t* __restrict__ body, uint64_t body_bytes,
+                                     float* __restrict__ out, int64_t n, int bits, uint64_t payload_offset) {
   __shared__ float cf[kMaxCentroids];
   const int k = 1 << bits;
   const float* body_c = reinterpret_cast<const float*>(body + kPreludeBytes);
@@ -289,7 +304,8 @@ void kmeans_encode(const engine::Tensor& x, const engine::Tensor& body, int bits
   void* sort_tmp = sp + state_bytes + 2 * sample_bytes;
   const float* xp = static_cast<const float*>(x.raw_data());
 
-  kmeans_sample_kernel<<<static_cast<unsigned>((ns + kThreads - 1) / kThreads), kThreads, 0, s>>>(xp, n, ns, sample);
+  kmeans_sample_kernel<<<static_cast<unsigned>((ns + kThreads - 1) / kThreads), kThreads, 0, s>>>(xp, n, ns,
+                                                                                                  sample);
   DGP_CODEC_CUDA_CHECK(cub::DeviceRadixSort::SortKeys(sort_tmp, sort_bytes, sample, sorted, ns, 0, 32, s));
   kmeans_init_kernel<<<1, 1024, 0, s>>>(st, sorted, ns, k);
   const int64_t ntiles = tiles(n);
@@ -298,8 +314,10 @@ void kmeans_encode(const engine::Tensor& x, const engine::Tensor& body, int bits
   const int64_t cap = static_cast<int64_t>(sms) * (k <= kSharedCentroids ? 2 : 4);
   const unsigned grid = static_cast<unsigned>(ntiles < cap ? ntiles : cap);
   for (int it = 0; it < iters; ++it) {
-    if (k <= kSharedCentroids) kmeans_assign_kernel<true><<<grid, kThreads, 0, s>>>(xp, n, st, k);
-    else kmeans_assign_kernel<false><<<grid, kThreads, 0, s>>>(xp, n, st, k);
+    if (k <= kSharedCentroids)
+      kmeans_assign_kernel<true><<<grid, kThreads, 0, s>>>(xp, n, st, k);
+    else
+      kmeans_assign_kernel<false><<<grid, kThreads, 0, s>>>(xp, n, st, k);
     kmeans_update_kernel<<<1, 1024, 0, s>>>(st, k);
   }
   kmeans_finalize_kernel<<<1, 1024, 0, s>>>(st, k, bp);
@@ -310,9 +328,9 @@ void kmeans_encode(const engine::Tensor& x, const engine::Tensor& body, int bits
 void kmeans_decode(const engine::Tensor& body, const engine::Tensor& out, int bits) {
   const int64_t n = out.numel();
   if (n == 0) return;
-  kmeans_decode_kernel<<<tiles(n), kThreads, 0, stream()>>>(static_cast<const uint8_t*>(body.raw_data()), body.nbytes(),
-                                                             static_cast<float*>(out.raw_data()), n, bits,
-                                                             kmeans_payload_offset(1 << bits));
+  kmeans_decode_kernel<<<tiles(n), kThreads, 0, stream()>>>(
+      static_cast<const uint8_t*>(body.raw_data()), body.nbytes(), static_cast<float*>(out.raw_data()), n,
+      bits, kmeans_payload_offset(1 << bits));
   DGP_CODEC_CUDA_CHECK(cudaGetLastError());
 }
 

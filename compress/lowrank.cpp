@@ -1,17 +1,18 @@
 // Low-rank codecs on the matrix view of a tensor: 4-D [b,C,H,W] -> b matrices C x HW, 3-D [b,m,n] as given,
-// 2-D one matrix, 1-D a 1 x N row, 5-D+ [d0, d1, rest]. Both send L [b,m,r] and R [b,n,r] (f32) and decode L R^T.
+// 2-D one matrix, 1-D a 1 x N row, 5-D+ [d0, d1, rest]. Both send L [b,m,r] and R [b,n,r] (f32) and decode L
+// R^T.
 //
 // power:R/I — power iteration (spec §2.6) with the fix of orthonormalising every iteration (same subspace, no
 //   overflow). State P [b,n,r] persists in the codec instance (one instance per boundary and direction = warm
 //   start); it starts from Philox normals. Each iteration: P <- orth(P); Q <- A P; Q <- orth(Q); P <- A^T Q.
 //   Sent: L = Q (orthonormal), R = P = A^T Q; decode Q Q^T A, the projection on the tracked subspace.
 // svd:R/I — randomized SVD (Halko et al.): sketch Y = A Omega with l = R + min(R, 8) Gaussian columns (fresh,
-//   counter-based seed per call), I subspace iterations, Q = orth(Y), B = Q^T A (l x n), eigen-decomposition of
-//   B B^T (Jacobi) -> top R eigenvectors W; send L = Q W, R = B^T W. Decode L R^T = Q W W^T Q^T A (best rank-R
-//   approximation of A within the sketched subspace, singular values folded into R).
+//   counter-based seed per call), I subspace iterations, Q = orth(Y), B = Q^T A (l x n), eigen-decomposition
+//   of B B^T (Jacobi) -> top R eigenvectors W; send L = Q W, R = B^T W. Decode L R^T = Q W W^T Q^T A (best
+//   rank-R approximation of A within the sketched subspace, singular values folded into R).
 // Cost: 2I + 1 GEMM passes over A (power), 2I + 3 (svd); memory O(b (m + n) l). CUDA tensors run the twin in
-// lowrank.cu (batched cuBLAS GEMMs, one-block-per-matrix orthonormalisation and Jacobi, state on the device); svd
-// of a rank above cuda_kernels::kSvdMaxCudaRank runs this reference on a host copy.
+// lowrank.cu (batched cuBLAS GEMMs, one-block-per-matrix orthonormalisation and Jacobi, state on the device);
+// svd of a rank above cuda_kernels::kSvdMaxCudaRank runs this reference on a host copy.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -45,8 +46,8 @@ namespace {
 
 using engine::Tensor;
 
-// Orthonormalises the columns of a row-major [rows x cols] matrix in place (modified Gram-Schmidt, two passes for
-// stability). A column that collapses (rank deficiency) is replaced by a fresh Philox direction and
+// Orthonormalises the columns of a row-major [rows x cols] matrix in place (modified Gram-Schmidt, two passes
+// for stability). A column that collapses (rank deficiency) is replaced by a fresh Philox direction and
 // re-orthogonalised, or zeroed if even that fails (then L R^T simply loses that direction).
 void orthonormalize(float* a, int64_t rows, int64_t cols, uint64_t seed) {
   std::vector<double> col(rows);
@@ -87,8 +88,10 @@ void gemm(bool trans_a, const float* a, const float* bm, float* c, int64_t m, in
   engine::cpu::gemm(trans_a, false, m, r, n, 1.0f, a, trans_a ? m : n, bm, r, 0.0f, c, r);
 }
 
-// Symmetric eigen-decomposition of a small l x l matrix (cyclic Jacobi); eigenvalues descending, vectors in columns.
-void symmetric_eigen(std::vector<double>& g, int64_t l, std::vector<double>& vecs, std::vector<double>& vals) {
+// Symmetric eigen-decomposition of a small l x l matrix (cyclic Jacobi); eigenvalues descending, vectors in
+// columns.
+void symmetric_eigen(std::vector<double>& g, int64_t l, std::vector<double>& vecs,
+                     std::vector<double>& vals) {
   vecs.assign(l * l, 0.0);
   for (int64_t i = 0; i < l; ++i) vecs[i * l + i] = 1.0;
   for (int sweep = 0; sweep < 60; ++sweep) {
@@ -188,7 +191,8 @@ class LowRankCodec : public Codec {
 #ifdef DGPIPE_WITH_CUDA
       engine::NoGradGuard no_grad;
       const MatrixView mv = matrix_view(p.header.shape);
-      Tensor out = engine::empty({mv.b, mv.m, mv.n}, engine::TensorOptions(engine::DType::f32, p.body.device()));
+      Tensor out =
+          engine::empty({mv.b, mv.m, mv.n}, engine::TensorOptions(engine::DType::f32, p.body.device()));
       if (out.numel() > 0) cuda_kernels::lowrank_decode(p.body, out, p.header.params[2]);
       return finish_decode(out.reshape(p.header.shape), p, p.body.device());
 #else
@@ -204,21 +208,24 @@ class LowRankCodec : public Codec {
       const float* lbuf = reinterpret_cast<const float*>(hb.data<uint8_t>() + l_offset());
       const float* rbuf = lbuf + mv.b * mv.m * r;
       for (int64_t bi = 0; bi < mv.b; ++bi)
-        engine::cpu::gemm(false, true, mv.m, mv.n, r, 1.0f, lbuf + bi * mv.m * r, r, rbuf + bi * mv.n * r, r, 0.0f,
-                          out.data<float>() + bi * mv.m * mv.n, mv.n);
+        engine::cpu::gemm(false, true, mv.m, mv.n, r, 1.0f, lbuf + bi * mv.m * r, r, rbuf + bi * mv.n * r, r,
+                          0.0f, out.data<float>() + bi * mv.m * mv.n, mv.n);
     }
     return finish_decode(out, p, p.body.device());
   }
 
  protected:
-  // Called once per encode of a non-empty tensor, before factor()/encode_cuda() (the power codec's warm start).
+  // Called once per encode of a non-empty tensor, before factor()/encode_cuda() (the power codec's warm
+  // start).
   virtual void prepare(const MatrixView& mv, int64_t r, engine::Device device) {}
   // Whether the CUDA twin handles this rank (otherwise a CUDA tensor runs the CPU reference on a host copy).
-  virtual bool cuda_supported(int64_t r) const { return true; }
+  virtual bool cuda_supported(int64_t r) const {
+    return true;
+  }
   // a: contiguous f32 [b, m, n] on a CUDA device; writes the whole body.
   virtual void encode_cuda(const Tensor& a, const Tensor& body, int64_t r) = 0;
-  virtual void factor(const float* a, int64_t m, int64_t n, int64_t r, int64_t batch_index, const MatrixView& mv,
-                      float* lout, float* rout) = 0;
+  virtual void factor(const float* a, int64_t m, int64_t n, int64_t r, int64_t batch_index,
+                      const MatrixView& mv, float* lout, float* rout) = 0;
   CodecId id_;
   int rank_, iters_;
   uint64_t calls_ = 0;
@@ -229,8 +236,8 @@ class PowerCodec final : public LowRankCodec {
   PowerCodec(int rank, int iters) : LowRankCodec(CodecId::power, rank, iters) {}
 
  protected:
-  // (Re)initialises the warm-start state P [b, n, r] when the boundary's shape changes (Philox normals, the same
-  // on both devices), and moves it to the device of the input (it then stays there between calls).
+  // (Re)initialises the warm-start state P [b, n, r] when the boundary's shape changes (Philox normals, the
+  // same on both devices), and moves it to the device of the input (it then stays there between calls).
   void prepare(const MatrixView& mv, int64_t r, engine::Device device) override {
     if (!state_.defined() || state_b_ != mv.b || state_m_ != mv.m || state_n_ != mv.n || state_r_ != r) {
       const engine::PhiloxState st{0x90e3u + static_cast<uint64_t>(r), 0};
@@ -242,7 +249,8 @@ class PowerCodec final : public LowRankCodec {
       } else {
         state_ = engine::empty({mv.b, mv.n, r}, engine::DType::f32);
         float* s = state_.data<float>();
-        for (int64_t i = 0; i < state_.numel(); ++i) s[i] = engine::philox_normal(st, static_cast<uint64_t>(i));
+        for (int64_t i = 0; i < state_.numel(); ++i)
+          s[i] = engine::philox_normal(st, static_cast<uint64_t>(i));
       }
       state_b_ = mv.b, state_m_ = mv.m, state_n_ = mv.n, state_r_ = r;
     } else if (state_.device() != device) {
@@ -261,7 +269,7 @@ class PowerCodec final : public LowRankCodec {
       orthonormalize(pm, n, r, 0x5151u + calls_ * 1315423911ull + static_cast<uint64_t>(bi));
       gemm(false, a, pm, lout, m, n, r);  // Q = A P
       orthonormalize(lout, m, r, 0xa11ceu + calls_ * 2654435761ull + static_cast<uint64_t>(bi));
-      gemm(true, a, lout, pm, n, m, r);   // P = A^T Q
+      gemm(true, a, lout, pm, n, m, r);  // P = A^T Q
     }
     std::memcpy(rout, pm, sizeof(float) * static_cast<size_t>(n * r));
   }
@@ -285,7 +293,8 @@ class SvdCodec final : public LowRankCodec {
   void factor(const float* a, int64_t m, int64_t n, int64_t r, int64_t bi, const MatrixView&, float* lout,
               float* rout) override {
     const int64_t l = std::min<int64_t>({r + std::min<int64_t>(r, 8), m, n});
-    std::vector<float> omega(static_cast<size_t>(n * l)), y(static_cast<size_t>(m * l)), z(static_cast<size_t>(n * l));
+    std::vector<float> omega(static_cast<size_t>(n * l)), y(static_cast<size_t>(m * l)),
+        z(static_cast<size_t>(n * l));
     engine::PhiloxState st{0x5dd0u + calls_ * 0x100000001b3ull + static_cast<uint64_t>(bi) * 7919u, 0};
     for (size_t i = 0; i < omega.size(); ++i) omega[i] = engine::philox_normal(st, i);
     gemm(false, a, omega.data(), y.data(), m, n, l);  // Y = A Omega
@@ -324,6 +333,8 @@ class SvdCodec final : public LowRankCodec {
 std::unique_ptr<Codec> make_power_codec(const CodecSpec& spec) {
   return std::make_unique<PowerCodec>(spec.rank, spec.iterations);
 }
-std::unique_ptr<Codec> make_svd_codec(const CodecSpec& spec) { return std::make_unique<SvdCodec>(spec.rank, spec.iterations); }
+std::unique_ptr<Codec> make_svd_codec(const CodecSpec& spec) {
+  return std::make_unique<SvdCodec>(spec.rank, spec.iterations);
+}
 
 }  // namespace dgpipe::compress::detail

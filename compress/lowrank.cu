@@ -1,15 +1,15 @@
 // CUDA low-rank codecs (twin of lowrank.cpp): the same algorithm, batched over the b matrices of the view.
 //
-// GEMMs are batched strided cuBLAS calls on the engine's current stream (engine::cuda_ops::bmm, which follows the
-// engine's TF32 setting). Orthonormalisation is one block per matrix: modified Gram-Schmidt applied twice, the
-// projections onto earlier columns taken 32 at a time (one block reduction per 32 dot products, the working column
-// in a double scratch vector, like the CPU's), and a collapsed column re-drawn from the same Philox stream the CPU
-// uses. The randomized SVD's small l x l eigenproblem (l = r + min(r, 8) <= 72) is a cyclic Jacobi in shared
-// memory, one block per matrix, in the CPU's rotation order; B B^T is formed in double by cuBLAS.
-// The power iteration's warm-start state P stays on the device between calls. Non-finite inputs are counted into
-// the status word by one extra read of A.
-// Passes over A: power 2I + 1 GEMM reads + 1 check; svd 2I + 3 GEMM reads + 1 check. No host synchronisation.
-// Results match the CPU reference to float rounding (GEMM summation order and FMA differ), not bit for bit.
+// GEMMs are batched strided cuBLAS calls on the engine's current stream (engine::cuda_ops::bmm, which follows
+// the engine's TF32 setting). Orthonormalisation is one block per matrix: modified Gram-Schmidt applied
+// twice, the projections onto earlier columns taken 32 at a time (one block reduction per 32 dot products,
+// the working column in a double scratch vector, like the CPU's), and a collapsed column re-drawn from the
+// same Philox stream the CPU uses. The randomized SVD's small l x l eigenproblem (l = r + min(r, 8) <= 72) is
+// a cyclic Jacobi in shared memory, one block per matrix, in the CPU's rotation order; B B^T is formed in
+// double by cuBLAS. The power iteration's warm-start state P stays on the device between calls. Non-finite
+// inputs are counted into the status word by one extra read of A. Passes over A: power 2I + 1 GEMM reads + 1
+// check; svd 2I + 3 GEMM reads + 1 check. No host synchronisation. Results match the CPU reference to float
+// rounding (GEMM summation order and FMA differ), not bit for bit.
 #include "compress/codec_cuda.cuh"
 #include "compress/codec_impl.h"
 #include "compress/method_kernels.h"
@@ -54,8 +54,8 @@ __device__ double block_sum(double v, double* scratch /* kOrthWarps + 1 */) {
 // In place, column by column, the CPU's orthonormalize() on the matrix of block `blockIdx.x` ([rows x cols],
 // row-major, batch stride rows*cols). seed of matrix bi = seed0 + bi * seed_stride.
 __global__ void __launch_bounds__(kOrthThreads)
-orthonormalize_kernel(float* __restrict__ a_all, int64_t rows, int64_t cols, double* __restrict__ col_all,
-                      uint64_t seed0, uint64_t seed_stride) {
+    orthonormalize_kernel(float* __restrict__ a_all, int64_t rows, int64_t cols, double* __restrict__ col_all,
+                          uint64_t seed0, uint64_t seed_stride) {
   __shared__ double red[kOrthWarps][kChunk];
   __shared__ double dots[kChunk];
   __shared__ double sum_scratch[kOrthWarps + 1];
@@ -119,7 +119,8 @@ orthonormalize_kernel(float* __restrict__ a_all, int64_t rows, int64_t cols, dou
       for (int64_t r = threadIdx.x; r < rows; r += kOrthThreads) nn += col[r] * col[r];
       const double norm = sqrt(block_sum(nn, sum_scratch));
       if (norm > 1e-6 * norm0 && norm > 1e-30) {
-        for (int64_t r = threadIdx.x; r < rows; r += kOrthThreads) a[r * cols + c] = static_cast<float>(col[r] / norm);
+        for (int64_t r = threadIdx.x; r < rows; r += kOrthThreads)
+          a[r * cols + c] = static_cast<float>(col[r] / norm);
         break;
       }
       if (attempt == 1 || c >= rows) {
@@ -166,8 +167,9 @@ __global__ void count_nonfinite_kernel(const float* __restrict__ a, int64_t n, u
   if ((threadIdx.x & 31) == 0 && bad) atomicAdd(status, bad);
 }
 
-// Launched with kOrthThreads threads (block_sum). Cyclic Jacobi on the l x l symmetric G of block bi (double, in shared memory), the CPU's rotation order; writes
-// the eigenvectors of the r largest eigenvalues (descending; equal eigenvalues by index) as W [l x r] f32.
+// Launched with kOrthThreads threads (block_sum). Cyclic Jacobi on the l x l symmetric G of block bi (double,
+// in shared memory), the CPU's rotation order; writes the eigenvectors of the r largest eigenvalues
+// (descending; equal eigenvalues by index) as W [l x r] f32.
 __global__ void jacobi_top_kernel(const double* __restrict__ g_all, int l, int r, float* __restrict__ w_all) {
   extern __shared__ double shared[];
   __shared__ double sum_scratch[kOrthWarps + 1];
@@ -230,7 +232,8 @@ struct LowRankViews {
 
 LowRankViews body_views(const Tensor& body, int64_t b, int64_t m, int64_t n, int64_t r) {
   return {detail::typed_view(body, kLOffset, engine::DType::f32, {b, m, r}),
-          detail::typed_view(body, kLOffset + 4ull * static_cast<uint64_t>(b * m * r), engine::DType::f32, {b, n, r})};
+          detail::typed_view(body, kLOffset + 4ull * static_cast<uint64_t>(b * m * r), engine::DType::f32,
+                             {b, n, r})};
 }
 
 // Zeroes the prelude and counts NaN/Inf of a into its status word.
@@ -254,7 +257,8 @@ void power_init_state(const Tensor& state, int64_t r) {
   engine::cuda_ops::philox_fill(state, engine::PhiloxState{0x90e3u + static_cast<uint64_t>(r), 0}, true);
 }
 
-void power_encode(const Tensor& a, const Tensor& state, const Tensor& body, int64_t r, int iters, uint64_t call) {
+void power_encode(const Tensor& a, const Tensor& state, const Tensor& body, int64_t r, int iters,
+                  uint64_t call) {
   const int64_t b = a.size(0), m = a.size(1), n = a.size(2);
   write_status(a, body);
   LowRankViews v = body_views(body, b, m, n, r);
@@ -267,8 +271,8 @@ void power_encode(const Tensor& a, const Tensor& state, const Tensor& body, int6
     orthonormalize(v.l, col, 0xa11ceu + call * 2654435761ull, 1);
     engine::cuda_ops::bmm(state, at, v.l);  // P = A^T Q
   }
-  DGP_CODEC_CUDA_CHECK(cudaMemcpyAsync(v.r.raw_data(), state.raw_data(), state.nbytes(), cudaMemcpyDeviceToDevice,
-                                       stream()));
+  DGP_CODEC_CUDA_CHECK(
+      cudaMemcpyAsync(v.r.raw_data(), state.raw_data(), state.nbytes(), cudaMemcpyDeviceToDevice, stream()));
 }
 
 void svd_encode(const Tensor& a, const Tensor& body, int64_t r, int iters, uint64_t call) {
@@ -276,8 +280,8 @@ void svd_encode(const Tensor& a, const Tensor& body, int64_t r, int iters, uint6
   int64_t l = r + (r < 8 ? r : 8);
   l = l < m ? l : m;
   l = l < n ? l : n;
-  DGP_CHECK(r <= kSvdMaxCudaRank && l <= kSvdMaxCudaRank + 8, "svd CUDA encode: rank " << r << " above "
-                                                                                     << kSvdMaxCudaRank);
+  DGP_CHECK(r <= kSvdMaxCudaRank && l <= kSvdMaxCudaRank + 8,
+            "svd CUDA encode: rank " << r << " above " << kSvdMaxCudaRank);
   write_status(a, body);
   const engine::Device dev = a.device();
   const engine::TensorOptions f32(engine::DType::f32, dev);

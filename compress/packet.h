@@ -4,9 +4,10 @@
 //   header  = magic "DGPK" | version u8 | codec u8 | dtype u8 | ndim u8 | nparams u8 | 3 reserved bytes
 //             | shape: ndim x i64 | params: nparams x i64 | body_bytes u64
 //   body    = the codec's statistics section (per-group min/step, centroids, ...) followed by its payload.
-// The header is known on the host before any kernel runs (it depends only on codec, shape and parameters), so a
-// CUDA encode never waits for the device; the statistics the kernels compute stay on the device at the head of
-// the body and travel with the payload. wire_bytes() = header bytes + body bytes, exactly what crosses the link.
+// The header is known on the host before any kernel runs (it depends only on codec, shape and parameters), so
+// a CUDA encode never waits for the device; the statistics the kernels compute stay on the device at the head
+// of the body and travel with the payload. wire_bytes() = header bytes + body bytes, exactly what crosses the
+// link.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -16,15 +17,28 @@
 
 namespace dgpipe::compress {
 
-enum class CodecId : uint8_t { none = 0, fp16, bf16, uniform, sortquant, fastquant, topk, power, svd, kmeans };
+enum class CodecId : uint8_t {
+  none = 0,
+  fp16,
+  bf16,
+  uniform,
+  sortquant,
+  fastquant,
+  topk,
+  power,
+  svd,
+  kmeans
+};
 const char* codec_id_name(CodecId id);
 
 constexpr uint32_t kPacketMagic = 0x4b504744u;  // "DGPK" read as little-endian u32
 constexpr uint8_t kPacketVersion = 1;
-// Bodies of the lossy codecs start with an 8-byte prelude: a u32 status word (number of non-finite inputs seen
-// by a CUDA encode, saturating; the CPU encode throws instead) and a reserved u32.
+// Bodies of the lossy codecs start with an 8-byte prelude: a u32 status word (number of non-finite inputs
+// seen by a CUDA encode, saturating; the CPU encode throws instead) and a reserved u32.
 constexpr uint64_t kPreludeBytes = 8;
-inline uint64_t align16(uint64_t n) { return (n + 15) & ~uint64_t(15); }
+inline uint64_t align16(uint64_t n) {
+  return (n + 15) & ~uint64_t(15);
+}
 
 struct PacketHeader {
   CodecId codec = CodecId::none;
@@ -59,17 +73,19 @@ struct Packet {
                             const std::string& boundary = "") {
     return deserialize(bytes.data(), bytes.size(), device, boundary);
   }
-  // The header alone (the first header_bytes() of serialize()), for channels that move the body separately and
-  // keep it on the device (the NCCL channel). Validates the status word and the body size like serialize().
+  // The header alone (the first header_bytes() of serialize()), for channels that move the body separately
+  // and keep it on the device (the NCCL channel). Validates the status word and the body size like
+  // serialize().
   std::vector<uint8_t> serialize_header() const;
-  // Rebuilds a packet from serialize_header() bytes (exactly those, nothing after them) and a body that travelled
-  // on its own: a 1-D contiguous u8 tensor of header.body_bytes bytes on any device (an undefined tensor stands
-  // for an empty body). The body is used as it is (no copy).
+  // Rebuilds a packet from serialize_header() bytes (exactly those, nothing after them) and a body that
+  // travelled on its own: a 1-D contiguous u8 tensor of header.body_bytes bytes on any device (an undefined
+  // tensor stands for an empty body). The body is used as it is (no copy).
   static Packet deserialize_with_body(const uint8_t* header, size_t nbytes, engine::Tensor body,
                                       const std::string& boundary = "");
   // Host copy of the body (the body itself when it is on the CPU).
   engine::Tensor host_body() const;
-  // Throws when the status word records non-finite inputs (reads the device; call where a sync is acceptable).
+  // Throws when the status word records non-finite inputs (reads the device; call where a sync is
+  // acceptable).
   void check_status() const;
 };
 

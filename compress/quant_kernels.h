@@ -1,7 +1,7 @@
-// CUDA launchers of the quantizing codecs (uniform.cu, sortquant.cu, fastquant.cu, group_decode in uniform.cu).
-// CUDA-free header: callers include it unconditionally and call the launchers only under DGPIPE_WITH_CUDA.
-// Every launcher runs on codec_stream(), never synchronises the host, and writes the whole body (prelude,
-// statistics, payload) in the layout of the CPU reference, byte for byte.
+// CUDA launchers of the quantizing codecs (uniform.cu, sortquant.cu, fastquant.cu, group_decode in
+// uniform.cu). CUDA-free header: callers include it unconditionally and call the launchers only under
+// DGPIPE_WITH_CUDA. Every launcher runs on codec_stream(), never synchronises the host, and writes the whole
+// body (prelude, statistics, payload) in the layout of the CPU reference, byte for byte.
 #pragma once
 #include "engine/tensor.h"
 

@@ -1,9 +1,9 @@
-// Scalar formulas shared by the CPU reference codecs and their CUDA twins, so both compute bit-identical codes.
-// No CUDA headers: under nvcc the functions become __host__ __device__.
+// Scalar formulas shared by the CPU reference codecs and their CUDA twins, so both compute bit-identical
+// codes. No CUDA headers: under nvcc the functions become __host__ __device__.
 //
 // Bit packing: code i of width W bits occupies bits [i*W, (i+1)*W) of the payload, bit 0 being the least
-// significant bit of byte 0 (little-endian bit order). Eight codes of width W fill exactly W bytes, which is the
-// unit a CUDA thread packs (8 elements = two 16-byte loads -> W bytes stored).
+// significant bit of byte 0 (little-endian bit order). Eight codes of width W fill exactly W bytes, which is
+// the unit a CUDA thread packs (8 elements = two 16-byte loads -> W bytes stored).
 #pragma once
 #include <cmath>
 #include <cstddef>
@@ -19,7 +19,9 @@
 namespace dgpipe::compress {
 
 // Bytes of a densely bit-packed array of n codes of `bits` bits.
-DGP_CODEC_HD uint64_t packed_bytes(uint64_t n, int bits) { return (n * static_cast<uint64_t>(bits) + 7) / 8; }
+DGP_CODEC_HD uint64_t packed_bytes(uint64_t n, int bits) {
+  return (n * static_cast<uint64_t>(bits) + 7) / 8;
+}
 
 // Round half to even in the current (default, nearest) rounding mode, as torch.round. nearbyint never raises
 // FE_INEXACT-dependent traps and matches the CUDA rintf.
@@ -62,15 +64,17 @@ DGP_CODEC_HD float fdiv(float a, float b) {
 #endif
 }
 
-// Step of a min/max quantizer with `levels` = 2^Q - 1 intervals: (hi - lo) / levels, in fp32 like the original.
+// Step of a min/max quantizer with `levels` = 2^Q - 1 intervals: (hi - lo) / levels, in fp32 like the
+// original.
 DGP_CODEC_HD float quant_step(float lo, float hi, uint32_t levels) {
   return fdiv(fsub(hi, lo), static_cast<float>(levels));
 }
 
 // Uniform quantizer, bit-compatible with the original: code = round((x - lo)/step - 2^(Q-1)) + 2^(Q-1).
-// The original stores the signed value round(...) (its offset code); the unsigned code sent here is that value
-// plus 2^(Q-1). Subtracting the (exactly representable) offset before rounding is kept so that fp32 rounding of
-// the subtraction, and thus every tie, is the original's. A zero step (constant tensor) gives code 0.
+// The original stores the signed value round(...) (its offset code); the unsigned code sent here is that
+// value plus 2^(Q-1). Subtracting the (exactly representable) offset before rounding is kept so that fp32
+// rounding of the subtraction, and thus every tie, is the original's. A zero step (constant tensor) gives
+// code 0.
 DGP_CODEC_HD uint32_t uniform_code(float x, float lo, float step, int q_bits) {
   if (!(step > 0.0f)) return 0u;
   const float half_range = static_cast<float>(1u << (q_bits - 1));
@@ -90,10 +94,12 @@ DGP_CODEC_HD uint32_t group_value_code(float x, float lo, float step, int q_bits
 }
 
 // Arithmetic decode of a value code: lo + q*step (no FMA, so every backend gives the same float).
-DGP_CODEC_HD float dequant(uint32_t q, float lo, float step) { return fadd(fmul(static_cast<float>(q), step), lo); }
+DGP_CODEC_HD float dequant(uint32_t q, float lo, float step) {
+  return fadd(fmul(static_cast<float>(q), step), lo);
+}
 
-// Order-preserving map of a float to an unsigned key (negative values flipped). -0 is mapped to +0 so that the
-// two zeros, equal as floats, are one key (the CPU compares floats, the GPU compares keys).
+// Order-preserving map of a float to an unsigned key (negative values flipped). -0 is mapped to +0 so that
+// the two zeros, equal as floats, are one key (the CPU compares floats, the GPU compares keys).
 DGP_CODEC_HD uint32_t float_to_key(float f) {
   uint32_t u;
 #ifdef __CUDA_ARCH__
@@ -123,7 +129,8 @@ DGP_CODEC_HD bool is_finite_float(float x) {
 #endif
 }
 
-// Writes code `value` (< 2^bits) at position i of a bit-packed stream (CPU reference; bytes must start zeroed).
+// Writes code `value` (< 2^bits) at position i of a bit-packed stream (CPU reference; bytes must start
+// zeroed).
 inline void put_bits(uint8_t* out, uint64_t i, int bits, uint32_t value) {
   uint64_t bit = i * static_cast<uint64_t>(bits);
   int written = 0;

@@ -1,18 +1,20 @@
 // Sort quantization (spec §2.2), exact and without a full sort.
 //
-// The flattened tensor's stable sort order is cut into K = 2^S groups with torch.tensor_split sizes (the first
-// N mod K groups hold ceil(N/K) elements, the rest floor(N/K)). Group g has lo_g = its smallest and hi_g = its
-// largest value, step_g = (hi_g - lo_g)/(2^Q - 1); an element's code is (g << Q) | round((x - lo_g)/step_g), Q + S
-// bits, bit-packed. Decoding is arithmetic (g = code >> Q), so every code decodes and a constant group is exact.
+// The flattened tensor's stable sort order is cut into K = 2^S groups with torch.tensor_split sizes (the
+// first N mod K groups hold ceil(N/K) elements, the rest floor(N/K)). Group g has lo_g = its smallest and
+// hi_g = its largest value, step_g = (hi_g - lo_g)/(2^Q - 1); an element's code is (g << Q) | round((x -
+// lo_g)/step_g), Q + S bits, bit-packed. Decoding is arithmetic (g = code >> Q), so every code decodes and a
+// constant group is exact.
 //
 // Only 2K order statistics are needed (the first and last rank of every group), never the permutation:
 //  * A value x that does not straddle a group boundary belongs to group #{g >= 1 : lo_g <= x}.
-//  * A value t that straddles a boundary (hi_{g-1} == lo_g == t, e.g. the zeros of a post-ReLU tensor) is split
-//    by stable order: its i-th occurrence in flat index order has rank count_less(t) + i and goes to the group
-//    holding that rank. Groups are therefore exactly the tensor_split sizes, ties included.
-// CPU: multi-select with nth_element (O(N log K)), one counting pass for straddling values (only when there are
-// any), one quantize+pack pass. CUDA (sortquant.cu): radix select of the 2K ranks (4 histogram passes of 8 bits),
-// then one fused quantize+pack pass (+ one counting pass when straddling values exist).
+//  * A value t that straddles a boundary (hi_{g-1} == lo_g == t, e.g. the zeros of a post-ReLU tensor) is
+//  split
+//    by stable order: its i-th occurrence in flat index order has rank count_less(t) + i and goes to the
+//    group holding that rank. Groups are therefore exactly the tensor_split sizes, ties included.
+// CPU: multi-select with nth_element (O(N log K)), one counting pass for straddling values (only when there
+// are any), one quantize+pack pass. CUDA (sortquant.cu): radix select of the 2K ranks (4 histogram passes of
+// 8 bits), then one fused quantize+pack pass (+ one counting pass when straddling values exist).
 #include <algorithm>
 #include <map>
 #include <vector>
@@ -41,7 +43,9 @@ class SortQuantCodec final : public Codec {
  public:
   SortQuantCodec(int q, int s) : q_bits_(q), s_bits_(s) {}
   CodecId id() const override { return CodecId::sortquant; }
-  std::string spec() const override { return "sortquant:" + std::to_string(q_bits_) + "+" + std::to_string(s_bits_); }
+  std::string spec() const override {
+    return "sortquant:" + std::to_string(q_bits_) + "+" + std::to_string(s_bits_);
+  }
   std::vector<int64_t> header_params(const engine::Shape&) const override { return {q_bits_, s_bits_}; }
   uint64_t body_bytes(const engine::Shape& shape) const override {
     return group_body_bytes(engine::shape_numel(shape), q_bits_, s_bits_);
@@ -108,7 +112,9 @@ class SortQuantCodec final : public Codec {
       auto it = straddle.empty() ? straddle.end() : straddle.find(xv + 0.0f);
       if (it != straddle.end()) {
         const int64_t rank = it->second.first + it->second.second++;
-        g = static_cast<int>(std::upper_bound(start.begin(), start.begin() + nonempty, rank) - start.begin()) - 1;
+        g = static_cast<int>(std::upper_bound(start.begin(), start.begin() + nonempty, rank) -
+                             start.begin()) -
+            1;
       } else {
         g = 0;  // #{g >= 1 : lo_g <= x}; lo is non-decreasing, so a binary search over lo[1..nonempty)
         g = static_cast<int>(std::upper_bound(lo.begin() + 1, lo.begin() + std::max(nonempty, 1), xv) -

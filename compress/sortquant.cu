@@ -1,10 +1,11 @@
 // CUDA sort quantization (twin of sortquant.cpp): exact groups by radix SELECT, not a sort.
 //
-// Why a select: the encoder needs only 2K order statistics (first and last rank of each group) plus, for values
-// that straddle a group boundary, count_less(value). A keys-only radix sort of N floats reads and writes 4 bytes
-// per element in each of 4+ passes (>= 32N bytes of traffic, plus temporary storage); the select reads the keys
-// once per 8-bit digit (4 passes x 4N bytes, histograms in shared memory) and never writes them, so it moves about
-// half the bytes and needs O(K) scratch. count_less falls out of the select (rank - rank-among-equals).
+// Why a select: the encoder needs only 2K order statistics (first and last rank of each group) plus, for
+// values that straddle a group boundary, count_less(value). A keys-only radix sort of N floats reads and
+// writes 4 bytes per element in each of 4+ passes (>= 32N bytes of traffic, plus temporary storage); the
+// select reads the keys once per 8-bit digit (4 passes x 4N bytes, histograms in shared memory) and never
+// writes them, so it moves about half the bytes and needs O(K) scratch. count_less falls out of the select
+// (rank - rank-among-equals).
 //
 // Passes over x: 4 histogram passes (the first also counts NaN/Inf) + 1 fused group/quantize/pack pass.
 // When some value straddles a boundary (e.g. post-ReLU zeros) one more counting pass gives every tile its
@@ -93,7 +94,10 @@ __global__ void select_hist_kernel(const float* __restrict__ x, int64_t n, int p
         int lo = 0, hi = nslots;  // lower_bound over the sorted distinct prefixes
         while (lo < hi) {
           int mid = (lo + hi) / 2;
-          if (sh_prefix[mid] < pfx) lo = mid + 1; else hi = mid;
+          if (sh_prefix[mid] < pfx)
+            lo = mid + 1;
+          else
+            hi = mid;
         }
         live = lo < nslots && sh_prefix[lo] == pfx;
         slot = lo;
@@ -103,8 +107,10 @@ __global__ void select_hist_kernel(const float* __restrict__ x, int64_t n, int p
     // Warp-aggregated increments: heavy ties (post-ReLU zeros) would otherwise serialise on one counter.
     const unsigned peers = __match_any_sync(0xffffffffu, bin);
     if (bin != 0xffffffffu && (threadIdx.x & 31) == __ffs(peers) - 1) {
-      if (shared_hist) atomicAdd(&sh_hist[bin], __popc(peers));
-      else atomicAdd(&hist[bin], __popc(peers));
+      if (shared_hist)
+        atomicAdd(&sh_hist[bin], __popc(peers));
+      else
+        atomicAdd(&hist[bin], __popc(peers));
     }
   }
   if (pass == 0 && bad) atomicAdd(&sh_bad, bad);
@@ -160,7 +166,8 @@ __global__ void sortquant_stats_kernel(SelectState* st, int64_t n, int groups, i
       st->lo_key[g] = lk;
       if (g > 0 && st->prefix[2 * g - 1] == lk && (ns == 0 || st->straddle_key[ns - 1] != lk)) {
         st->straddle_key[ns] = lk;
-        st->straddle_less[ns] = static_cast<unsigned long long>(target_rank(2 * g, n, groups)) - st->remaining[2 * g];
+        st->straddle_less[ns] =
+            static_cast<unsigned long long>(target_rank(2 * g, n, groups)) - st->remaining[2 * g];
         ++ns;
       }
     }
@@ -174,7 +181,10 @@ __device__ __forceinline__ int find_straddle(const uint32_t* keys, int ns, uint3
   int lo = 0, hi = ns;
   while (lo < hi) {
     int mid = (lo + hi) / 2;
-    if (keys[mid] < key) lo = mid + 1; else hi = mid;
+    if (keys[mid] < key)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return (lo < ns && keys[lo] == key) ? lo : -1;
 }
@@ -199,12 +209,14 @@ __global__ void straddle_count_kernel(const float* __restrict__ x, int64_t n, co
     if (s >= 0) atomicAdd(&counts[s], 1u);
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < ns; i += blockDim.x) tile_counts[static_cast<size_t>(blockIdx.x) * groups + i] = counts[i];
+  for (int i = threadIdx.x; i < ns; i += blockDim.x)
+    tile_counts[static_cast<size_t>(blockIdx.x) * groups + i] = counts[i];
 }
 
 // Exclusive scan over tiles, one block per straddling value.
 __global__ void straddle_scan_kernel(const SelectState* st, const uint32_t* __restrict__ tile_counts,
-                                     unsigned long long* __restrict__ tile_prefix, int64_t ntiles, int groups) {
+                                     unsigned long long* __restrict__ tile_prefix, int64_t ntiles,
+                                     int groups) {
   const int s = blockIdx.x;
   if (s >= st->nstraddle) return;
   using Scan = cub::BlockScan<unsigned long long, kThreads>;
@@ -212,7 +224,8 @@ __global__ void straddle_scan_kernel(const SelectState* st, const uint32_t* __re
   unsigned long long carry = 0;
   for (int64_t t0 = 0; t0 < ntiles; t0 += kThreads) {
     const int64_t t = t0 + threadIdx.x;
-    unsigned long long c = t < ntiles ? tile_counts[static_cast<size_t>(t) * groups + s] : 0ull, prefix, total;
+    unsigned long long c = t < ntiles ? tile_counts[static_cast<size_t>(t) * groups + s] : 0ull, prefix,
+                       total;
     Scan(tmp).ExclusiveSum(c, prefix, total);
     if (t < ntiles) tile_prefix[static_cast<size_t>(t) * groups + s] = carry + prefix;
     carry += total;
@@ -220,10 +233,11 @@ __global__ void straddle_scan_kernel(const SelectState* st, const uint32_t* __re
   }
 }
 
-__global__ void sortquant_pack_kernel(const float* __restrict__ x, int64_t n, uint8_t* body, uint64_t body_bytes,
-                                      const SelectState* st, const uint32_t* __restrict__ tile_counts,
-                                      const unsigned long long* __restrict__ tile_prefix, int q_bits, int s_bits,
-                                      int nonempty) {
+__global__ void sortquant_pack_kernel(const float* __restrict__ x, int64_t n, uint8_t* body,
+                                      uint64_t body_bytes, const SelectState* st,
+                                      const uint32_t* __restrict__ tile_counts,
+                                      const unsigned long long* __restrict__ tile_prefix, int q_bits,
+                                      int s_bits, int nonempty) {
   using Scan = cub::BlockScan<uint32_t, kThreads>;
   __shared__ typename Scan::TempStorage tmp;
   __shared__ __align__(16) uint8_t stage[kThreads * 16];
@@ -254,7 +268,10 @@ __global__ void sortquant_pack_kernel(const float* __restrict__ x, int64_t n, ui
       int a = 1, b = nonempty > 1 ? nonempty : 1;  // upper_bound over lo_key[1..nonempty)
       while (a < b) {
         int mid = (a + b) / 2;
-        if (lo_key[mid] <= key) a = mid + 1; else b = mid;
+        if (lo_key[mid] <= key)
+          a = mid + 1;
+        else
+          b = mid;
       }
       g[k] = a - 1;
     }
@@ -276,8 +293,10 @@ __global__ void sortquant_pack_kernel(const float* __restrict__ x, int64_t n, ui
   uint32_t codes[8];
 #pragma unroll
   for (int k = 0; k < 8; ++k)
-    codes[k] = base + k < n ? ((static_cast<uint32_t>(g[k]) << q_bits) | group_value_code(v[k], lo[g[k]], step[g[k]], q_bits))
-                            : 0u;
+    codes[k] =
+        base + k < n
+            ? ((static_cast<uint32_t>(g[k]) << q_bits) | group_value_code(v[k], lo[g[k]], step[g[k]], q_bits))
+            : 0u;
   const uint64_t off = group_payload_offset_dev(groups);
   store_tile(stage, codes, q_bits + s_bits, body + off, body_bytes - off, blockIdx.x);
 }
@@ -296,13 +315,15 @@ void sortquant_encode(const engine::Tensor& x, const engine::Tensor& body, int q
   const size_t hist_bytes = 4 * hist_words * 4;
   const size_t counts_bytes = (static_cast<size_t>(ntiles) * groups * 4 + 255) & ~size_t(255);
   const size_t prefix_bytes = static_cast<size_t>(ntiles) * groups * 8;
-  engine::Tensor scratch = engine::empty({static_cast<int64_t>(state_bytes + hist_bytes + counts_bytes + prefix_bytes)},
-                                         engine::TensorOptions(engine::DType::u8, x.device()));
+  engine::Tensor scratch =
+      engine::empty({static_cast<int64_t>(state_bytes + hist_bytes + counts_bytes + prefix_bytes)},
+                    engine::TensorOptions(engine::DType::u8, x.device()));
   uint8_t* base = static_cast<uint8_t*>(scratch.raw_data());
   SelectState* st = reinterpret_cast<SelectState*>(base);
   uint32_t* hist = reinterpret_cast<uint32_t*>(base + state_bytes);
   uint32_t* tile_counts = reinterpret_cast<uint32_t*>(base + state_bytes + hist_bytes);
-  unsigned long long* tile_prefix = reinterpret_cast<unsigned long long*>(base + state_bytes + hist_bytes + counts_bytes);
+  unsigned long long* tile_prefix =
+      reinterpret_cast<unsigned long long*>(base + state_bytes + hist_bytes + counts_bytes);
   const float* xp = static_cast<const float*>(x.raw_data());
   uint8_t* bp = static_cast<uint8_t*>(body.raw_data());
   cudaStream_t s = stream();
@@ -322,8 +343,8 @@ void sortquant_encode(const engine::Tensor& x, const engine::Tensor& body, int q
     // Only does work when a value straddles a boundary (the kernels read nstraddle on the device).
     straddle_count_kernel<<<ntiles, kThreads, 0, s>>>(xp, n, st, tile_counts, groups);
     straddle_scan_kernel<<<groups, kThreads, 0, s>>>(st, tile_counts, tile_prefix, ntiles, groups);
-    sortquant_pack_kernel<<<ntiles, kThreads, 0, s>>>(xp, n, bp, body.nbytes(), st, tile_counts, tile_prefix, q_bits,
-                                                      s_bits, nonempty);
+    sortquant_pack_kernel<<<ntiles, kThreads, 0, s>>>(xp, n, bp, body.nbytes(), st, tile_counts, tile_prefix,
+                                                      q_bits, s_bits, nonempty);
   }
   DGP_CODEC_CUDA_CHECK(cudaGetLastError());
 }

@@ -1,10 +1,10 @@
-// Top-k by magnitude (spec §2.5, sent for real): k = floor(R*N) (at least 1 when N > 0) largest |x| over the whole
-// flattened tensor; ties in magnitude keep the smaller flat index, so the choice is deterministic.
+// Top-k by magnitude (spec §2.5, sent for real): k = floor(R*N) (at least 1 when N > 0) largest |x| over the
+// whole flattened tensor; ties in magnitude keep the smaller flat index, so the choice is deterministic.
 // Body: prelude | k values f32 (in increasing index order) | pad to 16 | k indices bit-packed in
-// index_bits(N) = ceil(log2 N) bits (the narrowest width that holds N - 1; 17 bits for a 128K-element tensor).
-// Decode: zeros, then scatter. CPU: one nth_element over (|x|, index) pairs, O(N), plus a sort of the k kept indices.
-// CUDA (topk.cu): radix select of the threshold magnitude + order-preserving compaction, the same bytes; decode is
-// a memset and a scatter kernel.
+// index_bits(N) = ceil(log2 N) bits (the narrowest width that holds N - 1; 17 bits for a 128K-element
+// tensor). Decode: zeros, then scatter. CPU: one nth_element over (|x|, index) pairs, O(N), plus a sort of
+// the k kept indices. CUDA (topk.cu): radix select of the threshold magnitude + order-preserving compaction,
+// the same bytes; decode is a memset and a scatter kernel.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -50,7 +50,8 @@ class TopKCodec final : public Codec {
   Packet encode(const Tensor& x) override {
     Packet p = start_packet(x);
     const int64_t n = x.numel(), k = p.header.params[0];
-    DGP_CHECK(index_bits(n) <= 32 && n <= (int64_t(1) << 32), where() << ": tensors of more than 2^32 elements are not supported");
+    DGP_CHECK(index_bits(n) <= 32 && n <= (int64_t(1) << 32),
+              where() << ": tensors of more than 2^32 elements are not supported");
     if (x.is_cuda()) {
 #ifdef DGPIPE_WITH_CUDA
       Tensor xf = contiguous_f32(x);
@@ -117,6 +118,8 @@ class TopKCodec final : public Codec {
 
 }  // namespace
 
-std::unique_ptr<Codec> make_topk_codec(const CodecSpec& spec) { return std::make_unique<TopKCodec>(spec.fraction); }
+std::unique_ptr<Codec> make_topk_codec(const CodecSpec& spec) {
+  return std::make_unique<TopKCodec>(spec.fraction);
+}
 
 }  // namespace dgpipe::compress::detail

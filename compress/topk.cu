@@ -1,19 +1,25 @@
-// CUDA top-k (twin of topk.cpp): radix select of the k-th largest magnitude, then an order-preserving compaction.
+// CUDA top-k (twin of topk.cpp): radix select of the k-th largest magnitude, then an order-preserving
+// compaction.
 //
-// Keys are the bit patterns of |x| (31 bits; for non-negative floats the unsigned order is the float order, and
-// -0 and +0 are both key 0). The order is "larger key first, then smaller flat index", exactly the CPU tie rule.
+// Keys are the bit patterns of |x| (31 bits; for non-negative floats the unsigned order is the float order,
+// and -0 and +0 are both key 0). The order is "larger key first, then smaller flat index", exactly the CPU
+// tie rule.
 //  1. Select (3 passes over x, digits of 11, 11 and 9 bits): each pass histograms, in shared memory with
-//     warp-aggregated increments, the next digit of the keys whose higher digits equal the prefix chosen so far
-//     (counted from the top, so the histogram is in descending key order); a one-block kernel scans the histogram
-//     and picks the digit that holds rank k - 1. The result is the threshold key T and needed = how many of the
-//     elements with key T are kept (k - #{key > T}). The first pass also counts NaN/Inf for the status word.
-//  2. Count (1 pass): per tile of 2048 elements, #{key > T} and #{key == T}; an exclusive device scan over tiles.
-//  3. Scatter (1 pass): an element is kept if key > T, or key == T and fewer than `needed` equal keys precede it in
-//     flat index order (tile prefix + block scan); its output slot is the number of kept elements before it, so
-//     the values land in increasing index order, as the CPU's sorted indices. Values go straight into the body,
-//     indices into a k-entry scratch array.
+//     warp-aggregated increments, the next digit of the keys whose higher digits equal the prefix chosen so
+//     far (counted from the top, so the histogram is in descending key order); a one-block kernel scans the
+//     histogram and picks the digit that holds rank k - 1. The result is the threshold key T and needed = how
+//     many of the elements with key T are kept (k - #{key > T}). The first pass also counts NaN/Inf for the
+//     status word.
+//  2. Count (1 pass): per tile of 2048 elements, #{key > T} and #{key == T}; an exclusive device scan over
+//  tiles.
+//  3. Scatter (1 pass): an element is kept if key > T, or key == T and fewer than `needed` equal keys precede
+//  it in
+//     flat index order (tile prefix + block scan); its output slot is the number of kept elements before it,
+//     so the values land in increasing index order, as the CPU's sorted indices. Values go straight into the
+//     body, indices into a k-entry scratch array.
 //  4. Pack: 8 indices per thread into exactly index_bits(N) bytes of the payload (the CPU's bit layout).
-// Passes over x: 5 reads; writes: 4k value bytes + 4k scratch bytes + the packed indices. No host synchronisation.
+// Passes over x: 5 reads; writes: 4k value bytes + 4k scratch bytes + the packed indices. No host
+// synchronisation.
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 #include <cub/device/device_scan.cuh>
@@ -27,14 +33,18 @@ namespace {
 
 constexpr int kPasses = 3;
 constexpr int kHistBins = 2048;
-__host__ __device__ constexpr int digit_shift(int pass) { return pass == 0 ? 20 : (pass == 1 ? 9 : 0); }
-__host__ __device__ constexpr int digit_width(int pass) { return pass == 2 ? 9 : 11; }
+__host__ __device__ constexpr int digit_shift(int pass) {
+  return pass == 0 ? 20 : (pass == 1 ? 9 : 0);
+}
+__host__ __device__ constexpr int digit_width(int pass) {
+  return pass == 2 ? 9 : 11;
+}
 
 struct TopkState {
-  uint32_t prefix;              // key bits chosen so far (real, not descending, digits)
+  uint32_t prefix;  // key bits chosen so far (real, not descending, digits)
   uint32_t nonfinite;
-  unsigned long long remaining; // rank of the target among the live keys, in descending order
-  unsigned long long needed;    // after the select: how many keys equal to T are kept
+  unsigned long long remaining;  // rank of the target among the live keys, in descending order
+  unsigned long long needed;     // after the select: how many keys equal to T are kept
 };
 
 struct TileCounts {
@@ -46,7 +56,9 @@ struct AddTileCounts {
   }
 };
 
-__device__ __forceinline__ uint32_t magnitude_key(float v) { return __float_as_uint(v) & 0x7fffffffu; }
+__device__ __forceinline__ uint32_t magnitude_key(float v) {
+  return __float_as_uint(v) & 0x7fffffffu;
+}
 
 __device__ __forceinline__ uint64_t kept_before_tile(const TileCounts& t, unsigned long long needed) {
   return t.greater + (t.equal < needed ? t.equal : needed);
@@ -215,7 +227,9 @@ __global__ void topk_decode_kernel(const uint8_t* __restrict__ body, uint64_t bo
   if (static_cast<int64_t>(i) < n) out[i] = reinterpret_cast<const float*>(body + kPreludeBytes)[j];
 }
 
-uint64_t topk_index_offset(int64_t k) { return align16(kPreludeBytes + 4ull * static_cast<uint64_t>(k)); }
+uint64_t topk_index_offset(int64_t k) {
+  return align16(kPreludeBytes + 4ull * static_cast<uint64_t>(k));
+}
 
 }  // namespace
 
@@ -241,9 +255,9 @@ void topk_encode(const engine::Tensor& x, const engine::Tensor& body, int64_t k)
   const size_t hist_bytes = round256(kPasses * kHistBins * sizeof(uint32_t));
   const size_t tile_bytes = round256(static_cast<size_t>(ntiles) * sizeof(TileCounts));
   const size_t index_bytes = round256(static_cast<size_t>(k) * sizeof(uint32_t));
-  engine::Tensor scratch =
-      engine::empty({static_cast<int64_t>(state_bytes + hist_bytes + 2 * tile_bytes + index_bytes + scan_bytes)},
-                    engine::TensorOptions(engine::DType::u8, x.device()));
+  engine::Tensor scratch = engine::empty(
+      {static_cast<int64_t>(state_bytes + hist_bytes + 2 * tile_bytes + index_bytes + scan_bytes)},
+      engine::TensorOptions(engine::DType::u8, x.device()));
   uint8_t* sp = static_cast<uint8_t*>(scratch.raw_data());
   TopkState* st = reinterpret_cast<TopkState*>(sp);
   uint32_t* hist = reinterpret_cast<uint32_t*>(sp + state_bytes);
@@ -257,15 +271,16 @@ void topk_encode(const engine::Tensor& x, const engine::Tensor& body, int64_t k)
   DGP_CODEC_CUDA_CHECK(cudaMemsetAsync(bp, 0, kPreludeBytes, s));  // the last pick writes the status word
   // Zero the bytes the kernels never write: the pad between the values and the index payload.
   const uint64_t values_end = kPreludeBytes + 4ull * static_cast<uint64_t>(k);
-  if (index_offset > values_end) DGP_CODEC_CUDA_CHECK(cudaMemsetAsync(bp + values_end, 0, index_offset - values_end, s));
+  if (index_offset > values_end)
+    DGP_CODEC_CUDA_CHECK(cudaMemsetAsync(bp + values_end, 0, index_offset - values_end, s));
   topk_init_kernel<<<1, 1, 0, s>>>(st, k);
   for (int pass = 0; pass < kPasses; ++pass) {
     topk_hist_kernel<<<ntiles, kThreads, 0, s>>>(xp, n, pass, st, hist + pass * kHistBins);
     topk_pick_kernel<<<1, 1024, 0, s>>>(st, hist + pass * kHistBins, pass, bp);
   }
   topk_count_kernel<<<ntiles, kThreads, 0, s>>>(xp, n, st, tile_counts);
-  DGP_CODEC_CUDA_CHECK(cub::DeviceScan::ExclusiveScan(scan_tmp, scan_bytes, tile_counts, tile_prefix, AddTileCounts(),
-                                                      TileCounts{0, 0}, ntiles, s));
+  DGP_CODEC_CUDA_CHECK(cub::DeviceScan::ExclusiveScan(scan_tmp, scan_bytes, tile_counts, tile_prefix,
+                                                      AddTileCounts(), TileCounts{0, 0}, ntiles, s));
   topk_scatter_kernel<<<ntiles, kThreads, 0, s>>>(xp, n, st, tile_prefix,
                                                   reinterpret_cast<float*>(bp + kPreludeBytes), indices);
   const int64_t packers = (k + 7) / 8;

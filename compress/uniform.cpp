@@ -1,7 +1,8 @@
 // Uniform Q-bit min/max quantization (spec §2.1, with the Δ = 0 and packing fixes).
-//   lo = min x, hi = max x, step = (hi - lo) / (2^Q - 1), q = round_half_even((x - lo)/step - 2^(Q-1)) + 2^(Q-1).
-// The original sent the signed code q - 2^(Q-1) in an int8/int16 container; here q (unsigned) is bit-packed in Q
-// bits. Body: prelude | lo f32 | step f32 | pad to 16 | ceil(N*Q/8) bytes of codes. Decode: lo + q*step.
+//   lo = min x, hi = max x, step = (hi - lo) / (2^Q - 1), q = round_half_even((x - lo)/step - 2^(Q-1)) +
+//   2^(Q-1).
+// The original sent the signed code q - 2^(Q-1) in an int8/int16 container; here q (unsigned) is bit-packed
+// in Q bits. Body: prelude | lo f32 | step f32 | pad to 16 | ceil(N*Q/8) bytes of codes. Decode: lo + q*step.
 // Passes over memory: CPU 2 reads (min/max, quantize) + 1 packed write; CUDA the same, fused (uniform.cu).
 #include <vector>
 
@@ -87,6 +88,8 @@ Tensor decode_group_packet(const Packet& p, int q_bits, int s_bits) {
   return finish_decode(out, p, engine::Device::cpu());
 }
 
-std::unique_ptr<Codec> make_uniform_codec(const CodecSpec& spec) { return std::make_unique<UniformCodec>(spec.q_bits); }
+std::unique_ptr<Codec> make_uniform_codec(const CodecSpec& spec) {
+  return std::make_unique<UniformCodec>(spec.q_bits);
+}
 
 }  // namespace dgpipe::compress::detail

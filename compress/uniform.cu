@@ -1,7 +1,7 @@
 // CUDA uniform quantization (twin of uniform.cpp) and the decoder shared by uniform / sortquant / fastquant.
 // Encode: 2 passes over x — (1) min/max as order-preserving keys + non-finite count, warp-reduced then one
-// atomic per block; (2) fused quantize + bit-pack (16-byte loads, 16-byte stores). A 1-thread kernel between them
-// turns the keys into (lo, step) in the body. No host synchronisation.
+// atomic per block; (2) fused quantize + bit-pack (16-byte loads, 16-byte stores). A 1-thread kernel between
+// them turns the keys into (lo, step) in the body. No host synchronisation.
 #include <cub/block/block_reduce.cuh>
 
 #include "compress/codec_cuda.cuh"
@@ -56,8 +56,8 @@ __global__ void uniform_stats_kernel(const uint32_t* scratch, int64_t n, int q_b
   stats[1] = quant_step(lo, hi, (1u << q_bits) - 1u);
 }
 
-__global__ void uniform_pack_kernel(const float* __restrict__ x, int64_t n, uint8_t* body, uint64_t body_bytes,
-                                    int q_bits) {
+__global__ void uniform_pack_kernel(const float* __restrict__ x, int64_t n, uint8_t* body,
+                                    uint64_t body_bytes, int q_bits) {
   __shared__ __align__(16) uint8_t stage[kThreads * 16];
   const float* stats = reinterpret_cast<const float*>(body + kPreludeBytes);
   const float lo = stats[0], step = stats[1];
@@ -71,8 +71,8 @@ __global__ void uniform_pack_kernel(const float* __restrict__ x, int64_t n, uint
   store_tile(stage, codes, q_bits, body + off, body_bytes - off, blockIdx.x);
 }
 
-__global__ void group_decode_kernel(const uint8_t* __restrict__ body, uint64_t body_bytes, float* __restrict__ out,
-                                    int64_t n, int q_bits, int s_bits) {
+__global__ void group_decode_kernel(const uint8_t* __restrict__ body, uint64_t body_bytes,
+                                    float* __restrict__ out, int64_t n, int q_bits, int s_bits) {
   __shared__ float lo[256], step[256];
   const int groups = 1 << s_bits;
   load_group_stats(body, groups, lo, step);
@@ -126,8 +126,9 @@ void uniform_encode(const engine::Tensor& x, const engine::Tensor& body, int q_b
 void group_decode(const engine::Tensor& body, const engine::Tensor& out, int q_bits, int s_bits) {
   const int64_t n = out.numel();
   if (n == 0) return;
-  group_decode_kernel<<<tiles(n), kThreads, 0, stream()>>>(static_cast<const uint8_t*>(body.raw_data()), body.nbytes(),
-                                                            static_cast<float*>(out.raw_data()), n, q_bits, s_bits);
+  group_decode_kernel<<<tiles(n), kThreads, 0, stream()>>>(static_cast<const uint8_t*>(body.raw_data()),
+                                                           body.nbytes(), static_cast<float*>(out.raw_data()),
+                                                           n, q_bits, s_bits);
   DGP_CODEC_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -35,9 +35,12 @@ enum class PieceClass { letter, number, space, other };
 PieceClass piece_class(char32_t c) {
   if (unicode::is_white_space(c)) return PieceClass::space;
   switch (unicode::char_class(c)) {
-    case unicode::CharClass::letter: return PieceClass::letter;
-    case unicode::CharClass::number: return PieceClass::number;
-    default: return PieceClass::other;
+    case unicode::CharClass::letter:
+      return PieceClass::letter;
+    case unicode::CharClass::number:
+      return PieceClass::number;
+    default:
+      return PieceClass::other;
   }
 }
 
@@ -95,8 +98,8 @@ const std::string& byte_to_unicode(uint8_t byte) {
   return map[byte];
 }
 
-ByteLevelBpeTokenizer::ByteLevelBpeTokenizer(const std::string& vocab_json_path, const std::string& merges_txt_path,
-                                             BpeOptions options)
+ByteLevelBpeTokenizer::ByteLevelBpeTokenizer(const std::string& vocab_json_path,
+                                             const std::string& merges_txt_path, BpeOptions options)
     : vocab_path_(vocab_json_path), options_(std::move(options)) {
   const std::string who = "bpe tokenizer";
   const std::string json_text = read_file_bytes(vocab_json_path, who);
@@ -110,8 +113,9 @@ ByteLevelBpeTokenizer::ByteLevelBpeTokenizer(const std::string& vocab_json_path,
   DGP_CHECK(vocab.is_object(), who << ": " << vocab_json_path << ": expected a JSON object of token -> id");
   int64_t max_id = -1;
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    DGP_CHECK(it.value().is_number_integer() && it.value().get<int64_t>() >= 0,
-              who << ": " << vocab_json_path << ": token '" << it.key() << "' has a non-integer or negative id");
+    DGP_CHECK(
+        it.value().is_number_integer() && it.value().get<int64_t>() >= 0,
+        who << ": " << vocab_json_path << ": token '" << it.key() << "' has a non-integer or negative id");
     const int64_t id = it.value().get<int64_t>();
     token_to_id_[it.key()] = id;
     max_id = std::max(max_id, id);
@@ -133,8 +137,8 @@ ByteLevelBpeTokenizer::ByteLevelBpeTokenizer(const std::string& vocab_json_path,
     if (line.rfind("#version", 0) == 0) continue;
     const std::vector<std::string> parts = split_fields(line, ' ');
     DGP_CHECK(parts.size() == 2 && !parts[0].empty() && !parts[1].empty(),
-              who << ": " << merges_txt_path << ":" << ln + 1 << ": expected two space-separated symbols, got '"
-                  << line << "'");
+              who << ": " << merges_txt_path << ":" << ln + 1
+                  << ": expected two space-separated symbols, got '" << line << "'");
     const int64_t left = token_to_id(parts[0]), right = token_to_id(parts[1]);
     const int64_t merged = token_to_id(parts[0] + parts[1]);
     DGP_CHECK(left >= 0 && right >= 0 && merged >= 0,
@@ -161,7 +165,8 @@ ByteLevelBpeTokenizer::ByteLevelBpeTokenizer(const std::string& vocab_json_path,
 
 std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_directory(const std::string& dir,
                                                                              BpeOptions options) {
-  return std::make_unique<ByteLevelBpeTokenizer>(dir + "/vocab.json", dir + "/merges.txt", std::move(options));
+  return std::make_unique<ByteLevelBpeTokenizer>(dir + "/vocab.json", dir + "/merges.txt",
+                                                 std::move(options));
 }
 
 int64_t ByteLevelBpeTokenizer::token_to_id(const std::string& token) const {
@@ -170,15 +175,18 @@ int64_t ByteLevelBpeTokenizer::token_to_id(const std::string& token) const {
 }
 
 const std::string& ByteLevelBpeTokenizer::id_to_token(int64_t id) const {
-  DGP_CHECK(id >= 0 && id < vocab_size(), name() << ": id " << id << " outside the vocabulary of " << vocab_size());
+  DGP_CHECK(id >= 0 && id < vocab_size(),
+            name() << ": id " << id << " outside the vocabulary of " << vocab_size());
   return id_to_token_[id];
 }
 
 std::vector<std::string> ByteLevelBpeTokenizer::pre_tokenize(std::string_view text) const {
   std::u32string decoded;
   size_t bad = 0;
-  DGP_CHECK(unicode::decode_utf8(text, decoded, &bad), name() << ": invalid UTF-8 at byte " << bad << " of the input");
-  if (options_.add_prefix_space && !decoded.empty() && decoded[0] != U' ') decoded.insert(decoded.begin(), U' ');
+  DGP_CHECK(unicode::decode_utf8(text, decoded, &bad),
+            name() << ": invalid UTF-8 at byte " << bad << " of the input");
+  if (options_.add_prefix_space && !decoded.empty() && decoded[0] != U' ')
+    decoded.insert(decoded.begin(), U' ');
   std::vector<std::string> out;
   for (const std::u32string& piece : gpt2_split(decoded)) out.push_back(unicode::to_utf8(piece));
   return out;

@@ -1,6 +1,6 @@
-// Byte-level BPE (GPT-2 / RoBERTa) from vocab.json + merges.txt, matching Hugging Face's ByteLevel pre-tokenizer
-// (GPT-2 split pattern, no prefix space by default) + BPE model + RobertaProcessing: <s> A </s> and
-// <s> A </s></s> B </s>, all token types 0.
+// Byte-level BPE (GPT-2 / RoBERTa) from vocab.json + merges.txt, matching Hugging Face's ByteLevel
+// pre-tokenizer (GPT-2 split pattern, no prefix space by default) + BPE model + RobertaProcessing: <s> A </s>
+// and <s> A </s></s> B </s>, all token types 0.
 #pragma once
 #include <memory>
 #include <shared_mutex>
@@ -27,7 +27,8 @@ class ByteLevelBpeTokenizer : public Tokenizer {
   ByteLevelBpeTokenizer(const std::string& vocab_json_path, const std::string& merges_txt_path,
                         BpeOptions options = {});
   // roberta-base style directory holding vocab.json and merges.txt.
-  static std::unique_ptr<ByteLevelBpeTokenizer> from_directory(const std::string& dir, BpeOptions options = {});
+  static std::unique_ptr<ByteLevelBpeTokenizer> from_directory(const std::string& dir,
+                                                               BpeOptions options = {});
 
   std::vector<int64_t> tokenize(std::string_view text) const override;
   int64_t pad_id() const override { return pad_id_; }

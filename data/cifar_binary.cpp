@@ -61,7 +61,9 @@ CifarBinaryDataset::CifarBinaryDataset(const std::vector<std::string>& files, Ci
     pixels_.reserve(pixels_.size() + static_cast<size_t>(count * kPixelBytes));
     for (int64_t r = 0; r < count; ++r) {
       const uint8_t* rec = p + r * record;
-      const int64_t lab = kind == CifarKind::cifar10 ? rec[0] : kind == CifarKind::cifar100_fine ? rec[1] : rec[0];
+      const int64_t lab = kind == CifarKind::cifar10         ? rec[0]
+                          : kind == CifarKind::cifar100_fine ? rec[1]
+                                                             : rec[0];
       DGP_CHECK(lab < num_classes, "cifar: " << file << " record " << r << " (byte offset " << r * record
                                              << ") has label " << lab << ", outside 0.." << num_classes - 1);
       labels_.push_back(lab);

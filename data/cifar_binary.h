@@ -1,6 +1,7 @@
 // CIFAR-10 and CIFAR-100 in their official binary layout.
 //   CIFAR-10  (data_batch_1..5.bin, test_batch.bin): records of 1 label byte + 3072 pixel bytes.
-//   CIFAR-100 (train.bin, test.bin):                records of coarse label byte + fine label byte + 3072 bytes.
+//   CIFAR-100 (train.bin, test.bin):                records of coarse label byte + fine label byte + 3072
+//   bytes.
 // Pixels are planar: 1024 red (row-major 32x32), then 1024 green, then 1024 blue.
 #pragma once
 #include <string>
@@ -14,8 +15,9 @@ enum class CifarKind { cifar10, cifar100_fine, cifar100_coarse };
 
 class CifarBinaryDataset : public ImageDataset {
  public:
-  // Reads every record of the files into memory. Throws naming the file for a missing file, a size that is not a
-  // whole number of records (naming the truncated record) or a label outside the class range (naming the record).
+  // Reads every record of the files into memory. Throws naming the file for a missing file, a size that is
+  // not a whole number of records (naming the truncated record) or a label outside the class range (naming
+  // the record).
   CifarBinaryDataset(const std::vector<std::string>& files, CifarKind kind);
   // The official file names under `dir` (cifar-10-batches-bin/ or cifar-100-binary/, or their contents).
   static CifarBinaryDataset cifar10(const std::string& dir, bool train);
@@ -28,7 +30,9 @@ class CifarBinaryDataset : public ImageDataset {
   std::string describe(int64_t index) const override;
 
   static constexpr int64_t kPixelBytes = 3 * 32 * 32;
-  static int64_t record_bytes(CifarKind kind) { return kind == CifarKind::cifar10 ? 1 + kPixelBytes : 2 + kPixelBytes; }
+  static int64_t record_bytes(CifarKind kind) {
+    return kind == CifarKind::cifar10 ? 1 + kPixelBytes : 2 + kPixelBytes;
+  }
 
  private:
   CifarKind kind_;

@@ -1,4 +1,5 @@
-// What the loader reads from: image datasets (decoded pixels + class label) and text datasets (one text or a pair
+// What the loader reads from: image datasets (decoded pixels + class label) and text datasets (one text or a
+// pair
 // + label). Implementations are safe to read from several threads at once.
 #pragma once
 #include <cstdint>

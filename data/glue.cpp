@@ -24,11 +24,16 @@ struct Layout {
 
 Layout layout_of(GlueTask task) {
   switch (task) {
-    case GlueTask::rte: return {"sentence1", "sentence2", "label"};
-    case GlueTask::qnli: return {"question", "sentence", "label"};
-    case GlueTask::mrpc: return {"#1 String", "#2 String", "Quality"};
-    case GlueTask::sst2: return {"sentence", "", "label"};
-    case GlueTask::cola: return {"sentence", "", "label"};
+    case GlueTask::rte:
+      return {"sentence1", "sentence2", "label"};
+    case GlueTask::qnli:
+      return {"question", "sentence", "label"};
+    case GlueTask::mrpc:
+      return {"#1 String", "#2 String", "Quality"};
+    case GlueTask::sst2:
+      return {"sentence", "", "label"};
+    case GlueTask::cola:
+      return {"sentence", "", "label"};
   }
   return {};
 }
@@ -53,16 +58,23 @@ GlueTask parse_glue_task(const std::string& name) {
 
 std::string glue_task_name(GlueTask task) {
   switch (task) {
-    case GlueTask::rte: return "RTE";
-    case GlueTask::cola: return "CoLA";
-    case GlueTask::sst2: return "SST-2";
-    case GlueTask::mrpc: return "MRPC";
-    case GlueTask::qnli: return "QNLI";
+    case GlueTask::rte:
+      return "RTE";
+    case GlueTask::cola:
+      return "CoLA";
+    case GlueTask::sst2:
+      return "SST-2";
+    case GlueTask::mrpc:
+      return "MRPC";
+    case GlueTask::qnli:
+      return "QNLI";
   }
   return "?";
 }
 
-bool glue_task_is_pair(GlueTask task) { return !layout_of(task).text_b.empty(); }
+bool glue_task_is_pair(GlueTask task) {
+  return !layout_of(task).text_b.empty();
+}
 
 std::vector<std::string> glue_labels(GlueTask task) {
   if (task == GlueTask::rte || task == GlueTask::qnli) return {"entailment", "not_entailment"};
@@ -95,8 +107,8 @@ GlueDataset::GlueDataset(GlueTask task, const std::string& tsv_path)
     col_label = find(layout.label);
     DGP_CHECK(col_a >= 0 && (layout.text_b.empty() || col_b >= 0),
               who << ": " << tsv_path << ":1: header [" << join(first) << "] lacks the column '"
-                  << (col_a < 0 ? layout.text_a : layout.text_b) << "' of the official " << glue_task_name(task)
-                  << " layout");
+                  << (col_a < 0 ? layout.text_a : layout.text_b) << "' of the official "
+                  << glue_task_name(task) << " layout");
   }
   has_labels_ = col_label >= 0;
 
@@ -120,7 +132,8 @@ GlueDataset::GlueDataset(GlueTask task, const std::string& tsv_path)
   }
 }
 
-GlueDataset GlueDataset::from_directory(const std::string& glue_dir, GlueTask task, const std::string& split) {
+GlueDataset GlueDataset::from_directory(const std::string& glue_dir, GlueTask task,
+                                        const std::string& split) {
   DGP_CHECK(split == "train" || split == "dev" || split == "test",
             "glue: unknown split '" << split << "' (expected train, dev or test)");
   return GlueDataset(task, glue_dir + "/" + glue_task_name(task) + "/" + split + ".tsv");

@@ -18,7 +18,7 @@ namespace dgpipe::data {
 enum class GlueTask { rte, cola, sst2, mrpc, qnli };
 
 GlueTask parse_glue_task(const std::string& name);  // "RTE", "rte", "SST-2", "sst2", ... throws on unknown
-std::string glue_task_name(GlueTask task);           // official folder name: "RTE", "CoLA", "SST-2", "MRPC", "QNLI"
+std::string glue_task_name(GlueTask task);  // official folder name: "RTE", "CoLA", "SST-2", "MRPC", "QNLI"
 bool glue_task_is_pair(GlueTask task);
 std::vector<std::string> glue_labels(GlueTask task);  // label names in id order
 

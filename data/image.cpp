@@ -42,7 +42,8 @@ void jpeg_keep_message(j_common_ptr cinfo) {
 }
 
 // Decodes with libjpeg(-turbo) using its defaults (islow IDCT, fancy upsampling): the same pixels as PIL and
-// torchvision. Returns false with `error` set when libjpeg cannot decode the stream (e.g. CMYK) or it is corrupt.
+// torchvision. Returns false with `error` set when libjpeg cannot decode the stream (e.g. CMYK) or it is
+// corrupt.
 bool decode_jpeg_libjpeg(const std::string& bytes, Image& image, std::string& error) {
   jpeg_decompress_struct cinfo;
   JpegErrorManager err;
@@ -58,7 +59,8 @@ bool decode_jpeg_libjpeg(const std::string& bytes, Image& image, std::string& er
     return false;
   }
   jpeg_create_decompress(&cinfo);
-  jpeg_mem_src(&cinfo, reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<unsigned long>(bytes.size()));
+  jpeg_mem_src(&cinfo, reinterpret_cast<const unsigned char*>(bytes.data()),
+               static_cast<unsigned long>(bytes.size()));
   jpeg_read_header(&cinfo, TRUE);
   if (cinfo.jpeg_color_space != JCS_GRAYSCALE && cinfo.jpeg_color_space != JCS_YCbCr &&
       cinfo.jpeg_color_space != JCS_RGB) {
@@ -78,7 +80,8 @@ bool decode_jpeg_libjpeg(const std::string& bytes, Image& image, std::string& er
     jpeg_read_scanlines(&cinfo, &row, 1);
   }
   jpeg_finish_decompress(&cinfo);
-  // libjpeg only warns about a truncated or damaged stream (and pads with grey); PIL refuses such files, so do we.
+  // libjpeg only warns about a truncated or damaged stream (and pads with grey); PIL refuses such files, so
+  // do we.
   const long warnings = err.base.num_warnings;
   jpeg_destroy_decompress(&cinfo);
   if (warnings > 0) {
@@ -90,7 +93,8 @@ bool decode_jpeg_libjpeg(const std::string& bytes, Image& image, std::string& er
 #endif
 
 bool is_jpeg(const std::string& bytes) {
-  return bytes.size() >= 3 && static_cast<uint8_t>(bytes[0]) == 0xFF && static_cast<uint8_t>(bytes[1]) == 0xD8;
+  return bytes.size() >= 3 && static_cast<uint8_t>(bytes[0]) == 0xFF &&
+         static_cast<uint8_t>(bytes[1]) == 0xD8;
 }
 
 }  // namespace
@@ -118,8 +122,9 @@ Image decode_image(const std::string& bytes, const std::string& source) {
   (void)is_jpeg;
 #endif
   int width = 0, height = 0, channels_in_file = 0;
-  stbi_uc* data = stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), static_cast<int>(bytes.size()),
-                                        &width, &height, &channels_in_file, 3);
+  stbi_uc* data =
+      stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), static_cast<int>(bytes.size()),
+                            &width, &height, &channels_in_file, 3);
   DGP_CHECK(data != nullptr, "decode_image: '" << source << "' is not a readable JPEG or PNG ("
                                                << stbi_failure_reason() << ")");
   Image image;
@@ -132,6 +137,8 @@ Image decode_image(const std::string& bytes, const std::string& source) {
   return image;
 }
 
-Image load_image(const std::string& path) { return decode_image(read_file_bytes(path, "load_image"), path); }
+Image load_image(const std::string& path) {
+  return decode_image(read_file_bytes(path, "load_image"), path);
+}
 
 }  // namespace dgpipe::data

@@ -27,19 +27,22 @@ ImageFolderDataset::ImageFolderDataset(const std::string& root, ImageFolderOptio
     const std::string name = entry.path().filename().string();
     if (entry.is_directory() && name[0] != '.') classes_.push_back(name);
   }
-  DGP_CHECK(!classes_.empty(), "image folder: '" << root << "' has no class sub-folders (expected root/<class>/*.jpg)");
+  DGP_CHECK(!classes_.empty(),
+            "image folder: '" << root << "' has no class sub-folders (expected root/<class>/*.jpg)");
   std::sort(classes_.begin(), classes_.end());
   for (size_t label = 0; label < classes_.size(); ++label) {
     const fs::path class_dir = fs::path(root) / classes_[label];
     std::vector<std::string> found;
-    for (const auto& entry : fs::recursive_directory_iterator(class_dir, fs::directory_options::follow_directory_symlink)) {
+    for (const auto& entry :
+         fs::recursive_directory_iterator(class_dir, fs::directory_options::follow_directory_symlink)) {
       if (!entry.is_regular_file()) continue;
       const std::string name = entry.path().filename().string();
       if (name[0] == '.') continue;
       if (!has_image_extension(name)) {
         DGP_CHECK(options.skip_non_image_files,
-                  "image folder: '" << entry.path().string()
-                                    << "' is not an image file (.jpg/.jpeg/.png); remove it or set skip_non_image_files");
+                  "image folder: '"
+                      << entry.path().string()
+                      << "' is not an image file (.jpg/.jpeg/.png); remove it or set skip_non_image_files");
         continue;
       }
       found.push_back(entry.path().string());
@@ -69,14 +72,15 @@ ImageFolderDataset ImageFolderDataset::food101(const std::string& root, bool tra
     if (lines[i].empty()) continue;
     const size_t slash = lines[i].find('/');
     DGP_CHECK(slash != std::string::npos && slash > 0 && slash + 1 < lines[i].size(),
-              who << ": " << list_file << ":" << i + 1 << ": expected '<class>/<image id>', got '" << lines[i] << "'");
+              who << ": " << list_file << ":" << i + 1 << ": expected '<class>/<image id>', got '" << lines[i]
+                  << "'");
     const std::string cls = lines[i].substr(0, slash);
     auto it = std::lower_bound(sorted.begin(), sorted.end(), cls);
-    DGP_CHECK(it != sorted.end() && *it == cls,
-              who << ": " << list_file << ":" << i + 1 << ": class '" << cls << "' is not in " << classes_file);
+    DGP_CHECK(it != sorted.end() && *it == cls, who << ": " << list_file << ":" << i + 1 << ": class '" << cls
+                                                    << "' is not in " << classes_file);
     const std::string path = ds.root_ + "/" + lines[i] + ".jpg";
-    DGP_CHECK(fs::is_regular_file(path), who << ": " << list_file << ":" << i + 1 << ": image '" << path
-                                             << "' does not exist");
+    DGP_CHECK(fs::is_regular_file(path),
+              who << ": " << list_file << ":" << i + 1 << ": image '" << path << "' does not exist");
     ds.files_.push_back(path);
     ds.labels_.push_back(it - sorted.begin());
   }
@@ -89,7 +93,9 @@ const std::string& ImageFolderDataset::path(int64_t index) const {
   return files_[static_cast<size_t>(index)];
 }
 
-Image ImageFolderDataset::image(int64_t index) const { return load_image(path(index)); }
+Image ImageFolderDataset::image(int64_t index) const {
+  return load_image(path(index));
+}
 
 int64_t ImageFolderDataset::label(int64_t index) const {
   DGP_CHECK(index >= 0 && index < size(), "image folder: index " << index << " outside 0.." << size() - 1);

@@ -1,7 +1,7 @@
-// Image folders: root/<class>/**/<image>.{jpg,jpeg,png}, as torchvision's ImageFolder reads them — classes are the
-// sub-folders of root sorted by name (class i = i-th name), files sorted within each class. Images are decoded on
-// demand (in the loader's workers) with stb_image. Also Food-101's layout (images/<class>/<id>.jpg with
-// meta/{classes,train,test}.txt).
+// Image folders: root/<class>/**/<image>.{jpg,jpeg,png}, as torchvision's ImageFolder reads them — classes
+// are the sub-folders of root sorted by name (class i = i-th name), files sorted within each class. Images
+// are decoded on demand (in the loader's workers) with stb_image. Also Food-101's layout
+// (images/<class>/<id>.jpg with meta/{classes,train,test}.txt).
 #pragma once
 #include <string>
 #include <vector>
@@ -12,7 +12,8 @@ namespace dgpipe::data {
 
 struct ImageFolderOptions {
   // A file without an image extension inside a class folder is an error (it is usually a mistake: a stray
-  // archive, a half-extracted copy). Set to skip such files instead. Hidden files (".name") are always skipped.
+  // archive, a half-extracted copy). Set to skip such files instead. Hidden files (".name") are always
+  // skipped.
   bool skip_non_image_files = false;
 };
 
@@ -21,7 +22,8 @@ class ImageFolderDataset : public ImageDataset {
   // Scans the folder. Throws naming the path for a missing root, a root without class folders, an empty class
   // folder, or (by default) a non-image file.
   explicit ImageFolderDataset(const std::string& root, ImageFolderOptions options = {});
-  // Food-101: root/meta/classes.txt, root/meta/{train,test}.txt ("class/id" lines), root/images/<class>/<id>.jpg.
+  // Food-101: root/meta/classes.txt, root/meta/{train,test}.txt ("class/id" lines),
+  // root/images/<class>/<id>.jpg.
   static ImageFolderDataset food101(const std::string& root, bool train);
 
   int64_t size() const override { return static_cast<int64_t>(files_.size()); }

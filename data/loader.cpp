@@ -13,19 +13,21 @@ constexpr uint64_t kShuffleStream = 0x5348554646ull;  // "SHUFF"
 constexpr uint64_t kAugmentStream = 0x415547ull;      // "AUG"
 
 engine::Tensor allocate_batch_tensor(const engine::Shape& shape, engine::DType dtype, bool pinned) {
-  // HOOK(pinned memory): return engine::cuda::empty_pinned(shape, dtype) here when `pinned` and a CUDA device is
-  // available, once the CUDA backend provides it. Until then `pinned` only records the intent.
+  // HOOK(pinned memory): return engine::cuda::empty_pinned(shape, dtype) here when `pinned` and a CUDA device
+  // is available, once the CUDA backend provides it. Until then `pinned` only records the intent.
   (void)pinned;
   return engine::empty(shape, engine::TensorOptions(dtype));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-ImageBatchSource::ImageBatchSource(std::shared_ptr<const ImageDataset> dataset, Compose transforms, Normalize normalize)
+ImageBatchSource::ImageBatchSource(std::shared_ptr<const ImageDataset> dataset, Compose transforms,
+                                   Normalize normalize)
     : dataset_(std::move(dataset)), transforms_(std::move(transforms)), normalize_(normalize) {
   DGP_CHECK(dataset_ != nullptr, "ImageBatchSource: null dataset");
 }
 
-Batch ImageBatchSource::collate(const std::vector<int64_t>& indices, uint64_t seed, int64_t epoch, bool pinned) const {
+Batch ImageBatchSource::collate(const std::vector<int64_t>& indices, uint64_t seed, int64_t epoch,
+                                bool pinned) const {
   DGP_CHECK(!indices.empty(), "ImageBatchSource::collate: empty batch");
   Batch batch;
   batch.indices = indices;
@@ -46,8 +48,9 @@ Batch ImageBatchSource::collate(const std::vector<int64_t>& indices, uint64_t se
     }
     DGP_CHECK(image.height == height && image.width == width && image.channels == 3,
               "collate: " << dataset_->describe(index) << " is " << image.height << "x" << image.width << "x"
-                          << image.channels << " after the transforms but " << dataset_->describe(indices[0]) << " is "
-                          << height << "x" << width << "x3; add a resize or crop so every image has one size");
+                          << image.channels << " after the transforms but " << dataset_->describe(indices[0])
+                          << " is " << height << "x" << width
+                          << "x3; add a resize or crop so every image has one size");
     normalize_.apply(image, images + row * 3 * height * width);
     labels[row] = dataset_->label(index);
   }
@@ -55,8 +58,8 @@ Batch ImageBatchSource::collate(const std::vector<int64_t>& indices, uint64_t se
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-TextBatchSource::TextBatchSource(std::shared_ptr<const TextDataset> dataset, std::shared_ptr<const Tokenizer> tokenizer,
-                                 EncodeOptions options)
+TextBatchSource::TextBatchSource(std::shared_ptr<const TextDataset> dataset,
+                                 std::shared_ptr<const Tokenizer> tokenizer, EncodeOptions options)
     : dataset_(std::move(dataset)), tokenizer_(std::move(tokenizer)), options_(options) {
   DGP_CHECK(dataset_ != nullptr && tokenizer_ != nullptr, "TextBatchSource: null dataset or tokenizer");
 }
@@ -106,11 +109,13 @@ Loader::Loader(std::shared_ptr<const BatchSource> source, LoaderOptions options)
   DGP_CHECK(source_ != nullptr, "Loader: null batch source");
   DGP_CHECK(options_.batch_size > 0, "Loader: batch_size " << options_.batch_size << " must be positive");
   DGP_CHECK(options_.num_workers >= 0, "Loader: num_workers " << options_.num_workers << " must be >= 0");
-  DGP_CHECK(options_.prefetch_batches > 0, "Loader: prefetch_batches " << options_.prefetch_batches
-                                                                      << " must be positive");
+  DGP_CHECK(options_.prefetch_batches > 0,
+            "Loader: prefetch_batches " << options_.prefetch_batches << " must be positive");
 }
 
-Loader::~Loader() { stop(); }
+Loader::~Loader() {
+  stop();
+}
 
 int64_t Loader::num_batches() const {
   const int64_t n = source_->size(), b = options_.batch_size;

@@ -1,9 +1,9 @@
-// The loader: seeded shuffling, batches built by worker threads ahead of the consumer (prefetch), delivered in a
-// fixed order, optional drop-last, a known number of batches per epoch, and a clean stop at any time.
+// The loader: seeded shuffling, batches built by worker threads ahead of the consumer (prefetch), delivered
+// in a fixed order, optional drop-last, a known number of batches per epoch, and a clean stop at any time.
 //
 // What a batch holds is decided by a BatchSource (images with transforms, or tokenised text); the loader only
-// decides which indices go together and runs the sources' collate() on its workers. Batches are identical for a
-// given (seed, epoch) whatever the number of workers.
+// decides which indices go together and runs the sources' collate() on its workers. Batches are identical for
+// a given (seed, epoch) whatever the number of workers.
 #pragma once
 #include <condition_variable>
 #include <cstdint>
@@ -29,8 +29,10 @@ class BatchSource {
  public:
   virtual ~BatchSource() = default;
   virtual int64_t size() const = 0;
-  // Builds the batch of `indices`. seed/epoch key each sample's random stream. Must be safe to call concurrently.
-  virtual Batch collate(const std::vector<int64_t>& indices, uint64_t seed, int64_t epoch, bool pinned) const = 0;
+  // Builds the batch of `indices`. seed/epoch key each sample's random stream. Must be safe to call
+  // concurrently.
+  virtual Batch collate(const std::vector<int64_t>& indices, uint64_t seed, int64_t epoch,
+                        bool pinned) const = 0;
 };
 
 // Images: decode, transform (seeded per sample), normalise into images f32 [B,3,H,W]; labels i64 [B].
@@ -39,7 +41,8 @@ class ImageBatchSource : public BatchSource {
  public:
   ImageBatchSource(std::shared_ptr<const ImageDataset> dataset, Compose transforms, Normalize normalize);
   int64_t size() const override { return dataset_->size(); }
-  Batch collate(const std::vector<int64_t>& indices, uint64_t seed, int64_t epoch, bool pinned) const override;
+  Batch collate(const std::vector<int64_t>& indices, uint64_t seed, int64_t epoch,
+                bool pinned) const override;
 
  private:
   std::shared_ptr<const ImageDataset> dataset_;
@@ -47,14 +50,16 @@ class ImageBatchSource : public BatchSource {
   Normalize normalize_;
 };
 
-// Text: tokenise each example (or pair) into input_ids / attention_mask / token_type_ids i64 [B,L]; labels i64 [B].
-// With options.pad_to_max_length, L = max_length; otherwise rows are padded to the longest in the batch.
+// Text: tokenise each example (or pair) into input_ids / attention_mask / token_type_ids i64 [B,L]; labels
+// i64 [B]. With options.pad_to_max_length, L = max_length; otherwise rows are padded to the longest in the
+// batch.
 class TextBatchSource : public BatchSource {
  public:
   TextBatchSource(std::shared_ptr<const TextDataset> dataset, std::shared_ptr<const Tokenizer> tokenizer,
                   EncodeOptions options);
   int64_t size() const override { return dataset_->size(); }
-  Batch collate(const std::vector<int64_t>& indices, uint64_t seed, int64_t epoch, bool pinned) const override;
+  Batch collate(const std::vector<int64_t>& indices, uint64_t seed, int64_t epoch,
+                bool pinned) const override;
 
  private:
   std::shared_ptr<const TextDataset> dataset_;

@@ -9,9 +9,10 @@
 namespace dgpipe::data {
 namespace {
 
-void check_pair(const char* metric, const std::vector<int64_t>& predictions, const std::vector<int64_t>& labels) {
-  DGP_CHECK(predictions.size() == labels.size(), metric << ": " << predictions.size() << " predictions for "
-                                                        << labels.size() << " labels");
+void check_pair(const char* metric, const std::vector<int64_t>& predictions,
+                const std::vector<int64_t>& labels) {
+  DGP_CHECK(predictions.size() == labels.size(),
+            metric << ": " << predictions.size() << " predictions for " << labels.size() << " labels");
   DGP_CHECK(!labels.empty(), metric << ": no examples");
 }
 
@@ -47,7 +48,8 @@ double matthews_corrcoef(const std::vector<int64_t>& predictions, const std::vec
   return denom == 0.0 ? 0.0 : cov_tp / denom;
 }
 
-double f1_score(const std::vector<int64_t>& predictions, const std::vector<int64_t>& labels, int64_t positive) {
+double f1_score(const std::vector<int64_t>& predictions, const std::vector<int64_t>& labels,
+                int64_t positive) {
   check_pair("f1_score", predictions, labels);
   double tp = 0, fp = 0, fn = 0;
   for (size_t i = 0; i < labels.size(); ++i) {
@@ -61,7 +63,8 @@ double f1_score(const std::vector<int64_t>& predictions, const std::vector<int64
 }
 
 std::vector<int64_t> argmax_rows(const engine::Tensor& scores) {
-  DGP_CHECK(scores.dim() == 2, "argmax_rows: expected [N, C] scores, got " << engine::shape_str(scores.shape()));
+  DGP_CHECK(scores.dim() == 2,
+            "argmax_rows: expected [N, C] scores, got " << engine::shape_str(scores.shape()));
   const std::vector<double> values = scores.to_vector();
   const int64_t n = scores.size(0), c = scores.size(1);
   DGP_CHECK(c > 0, "argmax_rows: no classes in " << engine::shape_str(scores.shape()));

@@ -13,7 +13,8 @@ namespace dgpipe::data {
 SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_path, SentencePieceOptions options)
     : model_path_(model_path), processor_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {
   const std::string who = "sentencepiece tokenizer";
-  DGP_CHECK(std::filesystem::is_regular_file(model_path), who << ": cannot open '" << model_path << "' (no such file)");
+  DGP_CHECK(std::filesystem::is_regular_file(model_path),
+            who << ": cannot open '" << model_path << "' (no such file)");
   const auto status = processor_->Load(model_path);
   DGP_CHECK(status.ok(), who << ": cannot load '" << model_path << "': " << status.ToString());
 
@@ -27,8 +28,9 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_path, Se
     }
     return ids;
   };
-  const bool custom = !(options.single_prefix.empty() && options.single_suffix.empty() &&
-                        options.pair_prefix.empty() && options.pair_middle.empty() && options.pair_suffix.empty());
+  const bool custom =
+      !(options.single_prefix.empty() && options.single_suffix.empty() && options.pair_prefix.empty() &&
+        options.pair_middle.empty() && options.pair_suffix.empty());
   if (custom) {
     layout_.single_prefix = ids_of(options.single_prefix);
     layout_.single_suffix = ids_of(options.single_suffix);
@@ -55,7 +57,9 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_path, Se
 
 SentencePieceTokenizer::~SentencePieceTokenizer() = default;
 
-int64_t SentencePieceTokenizer::vocab_size() const { return processor_->GetPieceSize(); }
+int64_t SentencePieceTokenizer::vocab_size() const {
+  return processor_->GetPieceSize();
+}
 
 std::vector<int64_t> SentencePieceTokenizer::tokenize(std::string_view text) const {
   const size_t bad = unicode::find_invalid_utf8(text);
@@ -76,7 +80,8 @@ std::vector<std::string> SentencePieceTokenizer::pieces(std::string_view text) c
 std::string SentencePieceTokenizer::decode(const std::vector<int64_t>& ids) const {
   std::vector<int> narrow;
   for (int64_t id : ids) {
-    DGP_CHECK(id >= 0 && id < vocab_size(), name() << ": decode: id " << id << " outside 0.." << vocab_size() - 1);
+    DGP_CHECK(id >= 0 && id < vocab_size(),
+              name() << ": decode: id " << id << " outside 0.." << vocab_size() - 1);
     narrow.push_back(static_cast<int>(id));
   }
   std::string text;
@@ -85,7 +90,9 @@ std::string SentencePieceTokenizer::decode(const std::vector<int64_t>& ids) cons
   return text;
 }
 
-int64_t SentencePieceTokenizer::piece_to_id(const std::string& piece) const { return processor_->PieceToId(piece); }
+int64_t SentencePieceTokenizer::piece_to_id(const std::string& piece) const {
+  return processor_->PieceToId(piece);
+}
 
 void train_sentencepiece(const std::string& input_path, const std::string& model_prefix, int vocab_size,
                          const std::unordered_map<std::string, std::string>& extra_args) {
@@ -95,7 +102,8 @@ void train_sentencepiece(const std::string& input_path, const std::string& model
       {"input", input_path}, {"model_prefix", model_prefix}, {"vocab_size", std::to_string(vocab_size)}};
   for (const auto& [key, value] : extra_args) args[key] = value;
   const auto status = sentencepiece::SentencePieceTrainer::Train(args);
-  DGP_CHECK(status.ok(), "train_sentencepiece: training on '" << input_path << "' failed: " << status.ToString());
+  DGP_CHECK(status.ok(),
+            "train_sentencepiece: training on '" << input_path << "' failed: " << status.ToString());
 }
 
 }  // namespace dgpipe::data

@@ -1,5 +1,5 @@
-// SentencePiece models (ALBERT, XLNet, T5, ... ) through the sentencepiece library. The model file carries its own
-// normalisation and segmentation; this wrapper adds the special-token layout, truncation and padding.
+// SentencePiece models (ALBERT, XLNet, T5, ... ) through the sentencepiece library. The model file carries
+// its own normalisation and segmentation; this wrapper adds the special-token layout, truncation and padding.
 #pragma once
 #include <memory>
 #include <string>
@@ -24,7 +24,8 @@ struct SentencePieceOptions {
 
 class SentencePieceTokenizer : public Tokenizer {
  public:
-  // Throws naming the file when it is missing or not a SentencePiece model, and naming unknown special pieces.
+  // Throws naming the file when it is missing or not a SentencePiece model, and naming unknown special
+  // pieces.
   explicit SentencePieceTokenizer(const std::string& model_path, SentencePieceOptions options = {});
   ~SentencePieceTokenizer() override;
 
@@ -46,7 +47,8 @@ class SentencePieceTokenizer : public Tokenizer {
 };
 
 // Trains a SentencePiece model on a text file (one sentence a line) and writes <model_prefix>.model/.vocab.
-// extra_args: further trainer flags as key -> value (e.g. {"model_type","bpe"}). Throws with the trainer's message.
+// extra_args: further trainer flags as key -> value (e.g. {"model_type","bpe"}). Throws with the trainer's
+// message.
 void train_sentencepiece(const std::string& input_path, const std::string& model_prefix, int vocab_size,
                          const std::unordered_map<std::string, std::string>& extra_args = {});
 

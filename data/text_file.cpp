@@ -30,8 +30,8 @@ std::vector<std::string> read_utf8_lines(const std::string& path, const std::str
     if (stop > start && bytes[stop - 1] == '\r') --stop;
     lines.emplace_back(bytes, start, stop - start);
     const size_t bad = unicode::find_invalid_utf8(lines.back());
-    DGP_CHECK(bad == std::string::npos,
-              who << ": " << path << ":" << lines.size() << ": invalid UTF-8 at byte " << bad << " of the line");
+    DGP_CHECK(bad == std::string::npos, who << ": " << path << ":" << lines.size()
+                                            << ": invalid UTF-8 at byte " << bad << " of the line");
     start = end + 1;
   }
   return lines;

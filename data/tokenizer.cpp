@@ -34,13 +34,15 @@ void truncate_longest_first(std::vector<int64_t>& a, std::vector<int64_t>* b, in
   if (len_b > keep_b) b->resize(keep_b);
 }
 
-Encoding Tokenizer::encode(std::string_view a, std::optional<std::string_view> b, const EncodeOptions& options) const {
+Encoding Tokenizer::encode(std::string_view a, std::optional<std::string_view> b,
+                           const EncodeOptions& options) const {
   const SpecialTokenLayout& layout = special_tokens();
   std::vector<int64_t> ids_a = tokenize(a);
   std::vector<int64_t> ids_b;
   if (b) ids_b = tokenize(*b);
   const int64_t num_special =
-      b ? static_cast<int64_t>(layout.pair_prefix.size() + layout.pair_middle.size() + layout.pair_suffix.size())
+      b ? static_cast<int64_t>(layout.pair_prefix.size() + layout.pair_middle.size() +
+                               layout.pair_suffix.size())
         : static_cast<int64_t>(layout.single_prefix.size() + layout.single_suffix.size());
   if (options.max_length > 0 && options.truncation) {
     DGP_CHECK(options.max_length >= num_special, name() << ": max_length " << options.max_length

@@ -1,6 +1,6 @@
-// Tokenizers: text -> ids, matching Hugging Face tokenizers id for id. A concrete tokenizer turns one text into
-// ids without special tokens (tokenize); encode() adds the model's special tokens for one text or a pair,
-// truncates longest-first to max_length and pads, like HF's post-processor + truncation + padding.
+// Tokenizers: text -> ids, matching Hugging Face tokenizers id for id. A concrete tokenizer turns one text
+// into ids without special tokens (tokenize); encode() adds the model's special tokens for one text or a
+// pair, truncates longest-first to max_length and pads, like HF's post-processor + truncation + padding.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -13,19 +13,20 @@ namespace dgpipe::data {
 struct Encoding {
   std::vector<int64_t> input_ids;
   std::vector<int64_t> attention_mask;  // 1 for real tokens, 0 for padding
-  std::vector<int64_t> token_type_ids;  // segment of each token (0 for the first text, 1 for the second in BERT)
+  std::vector<int64_t>
+      token_type_ids;  // segment of each token (0 for the first text, 1 for the second in BERT)
   int64_t length() const { return static_cast<int64_t>(input_ids.size()); }
 };
 
 struct EncodeOptions {
-  int64_t max_length = 512;      // 0: no limit (then no truncation and no padding)
-  bool truncation = true;        // longest-first, as HF TruncationStrategy::LongestFirst
-  bool pad_to_max_length = true; // pad ids with pad_id, mask 0, type 0, up to max_length
+  int64_t max_length = 512;       // 0: no limit (then no truncation and no padding)
+  bool truncation = true;         // longest-first, as HF TruncationStrategy::LongestFirst
+  bool pad_to_max_length = true;  // pad ids with pad_id, mask 0, type 0, up to max_length
 };
 
 // Where the special tokens go around one text or a pair, and which segment id the second text gets.
 struct SpecialTokenLayout {
-  std::vector<int64_t> single_prefix, single_suffix;            // prefix A suffix
+  std::vector<int64_t> single_prefix, single_suffix;           // prefix A suffix
   std::vector<int64_t> pair_prefix, pair_middle, pair_suffix;  // prefix A middle B suffix
   bool second_segment_is_type_one = false;  // BERT: B and pair_suffix get type 1; prefix, A, middle stay 0
 };
@@ -45,8 +46,8 @@ class Tokenizer {
                   const EncodeOptions& options = {}) const;
 };
 
-// HF's longest-first truncation of a pair to `budget` tokens in total (the shorter keeps what it can; when both
-// must be cut, the first gets ceil(budget/2) if it was the longer one). Exposed for tests.
+// HF's longest-first truncation of a pair to `budget` tokens in total (the shorter keeps what it can; when
+// both must be cut, the first gets ceil(budget/2) if it was the longer one). Exposed for tests.
 void truncate_longest_first(std::vector<int64_t>& a, std::vector<int64_t>* b, int64_t budget);
 
 }  // namespace dgpipe::data

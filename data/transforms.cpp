@@ -114,8 +114,9 @@ ImageTransform random_crop(int64_t size, int64_t padding) {
   DGP_CHECK(size > 0 && padding >= 0, "random_crop: size " << size << " and padding " << padding);
   return [size, padding](Image& image, SampleRng& rng) {
     const int64_t h = image.height + 2 * padding, w = image.width + 2 * padding;
-    DGP_CHECK(h >= size && w >= size, "random_crop: " << size << "x" << size << " crop from a " << image.height << "x"
-                                                      << image.width << " image padded by " << padding);
+    DGP_CHECK(h >= size && w >= size, "random_crop: " << size << "x" << size << " crop from a "
+                                                      << image.height << "x" << image.width
+                                                      << " image padded by " << padding);
     const int64_t top = rng.randint(0, h - size), left = rng.randint(0, w - size);
     image = crop_image(image, top - padding, left - padding, size, size);
   };
@@ -155,8 +156,9 @@ ImageTransform center_crop(int64_t height, int64_t width) {
 ImageTransform random_resized_crop(int64_t height, int64_t width, std::pair<double, double> scale,
                                    std::pair<double, double> ratio) {
   DGP_CHECK(scale.first > 0 && scale.first <= scale.second && ratio.first > 0 && ratio.first <= ratio.second,
-            "random_resized_crop: scale (" << scale.first << ", " << scale.second << ") and ratio (" << ratio.first
-                                           << ", " << ratio.second << ") must be positive, increasing ranges");
+            "random_resized_crop: scale (" << scale.first << ", " << scale.second << ") and ratio ("
+                                           << ratio.first << ", " << ratio.second
+                                           << ") must be positive, increasing ranges");
   return [=](Image& image, SampleRng& rng) {
     const double area = static_cast<double>(image.height * image.width);
     const double log_lo = std::log(ratio.first), log_hi = std::log(ratio.second);
@@ -196,9 +198,15 @@ void Normalize::apply(const Image& image, float* out) const {
   }
 }
 
-Normalize cifar10_normalize() { return Normalize{{0.4914f, 0.4822f, 0.4465f}, {0.2470f, 0.2435f, 0.2616f}}; }
-Normalize imagenet_normalize() { return Normalize{{0.485f, 0.456f, 0.406f}, {0.229f, 0.224f, 0.225f}}; }
+Normalize cifar10_normalize() {
+  return Normalize{{0.4914f, 0.4822f, 0.4465f}, {0.2470f, 0.2435f, 0.2616f}};
+}
+Normalize imagenet_normalize() {
+  return Normalize{{0.485f, 0.456f, 0.406f}, {0.229f, 0.224f, 0.225f}};
+}
 
-Compose cifar_train_transforms() { return Compose({random_crop(32, 4), random_horizontal_flip(0.5)}); }
+Compose cifar_train_transforms() {
+  return Compose({random_crop(32, 4), random_horizontal_flip(0.5)});
+}
 
 }  // namespace dgpipe::data

@@ -1,6 +1,6 @@
-// Image transforms on 8-bit HWC images, composed and driven by a per-sample random stream. The stream of sample i
-// in epoch e is a pure function of (run seed, e, i), so augmentation does not depend on which worker thread ran
-// it or in which order: a run is reproducible from its seed.
+// Image transforms on 8-bit HWC images, composed and driven by a per-sample random stream. The stream of
+// sample i in epoch e is a pure function of (run seed, e, i), so augmentation does not depend on which worker
+// thread ran it or in which order: a run is reproducible from its seed.
 #pragma once
 #include <array>
 #include <cstdint>
@@ -18,8 +18,8 @@ class SampleRng {
  public:
   SampleRng(uint64_t seed, uint64_t stream, uint64_t epoch, uint64_t index);
   uint32_t next_u32();
-  double uniform();                          // [0, 1), 53 bits
-  int64_t randint(int64_t lo, int64_t hi);   // uniform in [lo, hi], inclusive
+  double uniform();                         // [0, 1), 53 bits
+  int64_t randint(int64_t lo, int64_t hi);  // uniform in [lo, hi], inclusive
  private:
   uint64_t key_;
   uint64_t counter_ = 0;
@@ -57,15 +57,18 @@ ImageTransform random_horizontal_flip(double p = 0.5);
 ImageTransform resize(int64_t height, int64_t width);
 // Bilinear resize so the shorter side is `size`, keeping the aspect ratio (torchvision Resize(int)).
 ImageTransform resize_shorter_side(int64_t size);
-// Central height x width crop (torchvision CenterCrop: offsets rounded; zero-padded when the image is smaller).
+// Central height x width crop (torchvision CenterCrop: offsets rounded; zero-padded when the image is
+// smaller).
 ImageTransform center_crop(int64_t height, int64_t width);
 // torchvision RandomResizedCrop: an area fraction in `scale` and a log-uniform aspect ratio in `ratio`, up to
 // ten tries, falling back to a central crop; then a bilinear resize to height x width.
-ImageTransform random_resized_crop(int64_t height, int64_t width, std::pair<double, double> scale = {0.08, 1.0},
+ImageTransform random_resized_crop(int64_t height, int64_t width,
+                                   std::pair<double, double> scale = {0.08, 1.0},
                                    std::pair<double, double> ratio = {3.0 / 4.0, 4.0 / 3.0});
 
 // The individual operations, deterministic, for direct use and tests.
-Image crop_image(const Image& image, int64_t top, int64_t left, int64_t height, int64_t width);  // zero outside
+Image crop_image(const Image& image, int64_t top, int64_t left, int64_t height,
+                 int64_t width);  // zero outside
 Image pad_image(const Image& image, int64_t padding);
 Image flip_horizontal(const Image& image);
 Image resize_bilinear(const Image& image, int64_t height, int64_t width);

@@ -8,14 +8,16 @@ namespace dgpipe::data {
 namespace {
 
 // BERT's notions, as HF's tokenizers define them.
-bool bert_is_whitespace(char32_t c) { return unicode::is_white_space(c); }
+bool bert_is_whitespace(char32_t c) {
+  return unicode::is_white_space(c);
+}
 bool bert_is_control(char32_t c) {
   if (c == U'\t' || c == U'\n' || c == U'\r') return false;
   return unicode::char_class(c) == unicode::CharClass::control;
 }
 bool bert_is_punctuation(char32_t c) {
-  const bool ascii_punct = (c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) ||
-                           (c >= 123 && c <= 126);
+  const bool ascii_punct =
+      (c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) || (c >= 123 && c <= 126);
   return ascii_punct || unicode::char_class(c) == unicode::CharClass::punctuation;
 }
 bool is_chinese_char(char32_t c) {
@@ -56,7 +58,8 @@ WordPieceTokenizer::WordPieceTokenizer(const std::string& vocab_txt_path, WordPi
   for (size_t i = 0; i < lines.size(); ++i) {
     std::string token = lines[i];
     // HF trims trailing whitespace of each line.
-    while (!token.empty() && (token.back() == ' ' || token.back() == '\t' || token.back() == '\r')) token.pop_back();
+    while (!token.empty() && (token.back() == ' ' || token.back() == '\t' || token.back() == '\r'))
+      token.pop_back();
     token_to_id_[token] = static_cast<int64_t>(i);  // a repeated token keeps its last id, as in HF
     id_to_token_.push_back(token);
   }
@@ -82,14 +85,16 @@ int64_t WordPieceTokenizer::token_to_id(const std::string& token) const {
 }
 
 const std::string& WordPieceTokenizer::id_to_token(int64_t id) const {
-  DGP_CHECK(id >= 0 && id < vocab_size(), name() << ": id " << id << " outside the vocabulary of " << vocab_size());
+  DGP_CHECK(id >= 0 && id < vocab_size(),
+            name() << ": id " << id << " outside the vocabulary of " << vocab_size());
   return id_to_token_[id];
 }
 
 std::u32string WordPieceTokenizer::normalize(std::string_view text) const {
   std::u32string decoded;
   size_t bad = 0;
-  DGP_CHECK(unicode::decode_utf8(text, decoded, &bad), name() << ": invalid UTF-8 at byte " << bad << " of the input");
+  DGP_CHECK(unicode::decode_utf8(text, decoded, &bad),
+            name() << ": invalid UTF-8 at byte " << bad << " of the input");
   std::u32string out;
   out.reserve(decoded.size() + 8);
   // Order as HF's BertNormalizer: clean, space out CJK, strip accents, lower-case.

@@ -14,8 +14,8 @@
 namespace dgpipe::data {
 
 struct WordPieceOptions {
-  bool lowercase = true;                // BERT uncased
-  std::optional<bool> strip_accents;    // unset: follow lowercase (as HF)
+  bool lowercase = true;              // BERT uncased
+  std::optional<bool> strip_accents;  // unset: follow lowercase (as HF)
   bool handle_chinese_chars = true;
   bool clean_text = true;
   std::string unk_token = "[UNK]";
@@ -37,7 +37,8 @@ class WordPieceTokenizer : public Tokenizer {
   const SpecialTokenLayout& special_tokens() const override { return layout_; }
   std::string name() const override { return "WordPiece (" + vocab_path_ + ")"; }
 
-  // Normalised text split into words and punctuation (BERT's "basic tokenization"), before WordPiece. For tests.
+  // Normalised text split into words and punctuation (BERT's "basic tokenization"), before WordPiece. For
+  // tests.
   std::vector<std::string> basic_tokenize(std::string_view text) const;
   int64_t token_to_id(const std::string& token) const;  // -1 when absent
   const std::string& id_to_token(int64_t id) const;

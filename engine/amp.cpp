@@ -18,40 +18,63 @@ Precision parse_precision(const std::string& text) {
 
 const char* precision_name(Precision p) {
   switch (p) {
-    case Precision::fp32: return "fp32";
-    case Precision::fp16: return "fp16";
-    case Precision::bf16: return "bf16";
-    case Precision::mixed: return "mixed";
-    case Precision::mixed_bf16: return "mixed-bf16";
+    case Precision::fp32:
+      return "fp32";
+    case Precision::fp16:
+      return "fp16";
+    case Precision::bf16:
+      return "bf16";
+    case Precision::mixed:
+      return "mixed";
+    case Precision::mixed_bf16:
+      return "mixed-bf16";
   }
   return "?";
 }
 
 DType compute_dtype(Precision p) {
   switch (p) {
-    case Precision::fp32: return DType::f32;
+    case Precision::fp32:
+      return DType::f32;
     case Precision::fp16:
-    case Precision::mixed: return DType::f16;
+    case Precision::mixed:
+      return DType::f16;
     case Precision::bf16:
-    case Precision::mixed_bf16: return DType::bf16;
+    case Precision::mixed_bf16:
+      return DType::bf16;
   }
   return DType::f32;
 }
 
-bool uses_autocast(Precision p) { return p == Precision::mixed || p == Precision::mixed_bf16; }
-bool needs_loss_scaling(Precision p) { return p == Precision::fp16 || p == Precision::mixed; }
+bool uses_autocast(Precision p) {
+  return p == Precision::mixed || p == Precision::mixed_bf16;
+}
+bool needs_loss_scaling(Precision p) {
+  return p == Precision::fp16 || p == Precision::mixed;
+}
 
 CastPolicy policy_for(const std::string& op) {
   static const std::unordered_map<std::string, CastPolicy> table = {
       // tensor-core work
-      {"matmul", CastPolicy::lower_precision}, {"bmm", CastPolicy::lower_precision},
-      {"linear", CastPolicy::lower_precision}, {"conv2d", CastPolicy::lower_precision},
+      {"matmul", CastPolicy::lower_precision},
+      {"bmm", CastPolicy::lower_precision},
+      {"linear", CastPolicy::lower_precision},
+      {"conv2d", CastPolicy::lower_precision},
       {"attention", CastPolicy::lower_precision},
       // numerically sensitive: fp32
-      {"softmax", CastPolicy::fp32}, {"log_softmax", CastPolicy::fp32}, {"cross_entropy", CastPolicy::fp32},
-      {"layer_norm", CastPolicy::fp32}, {"batch_norm2d", CastPolicy::fp32}, {"sum", CastPolicy::fp32},
-      {"mean", CastPolicy::fp32}, {"var", CastPolicy::fp32}, {"exp", CastPolicy::fp32}, {"log", CastPolicy::fp32},
-      {"pow", CastPolicy::fp32}, {"rsqrt", CastPolicy::fp32}, {"loss", CastPolicy::fp32},
+      {"softmax", CastPolicy::fp32},
+      {"log_softmax", CastPolicy::fp32},
+      {"cross_entropy", CastPolicy::fp32},
+      {"layer_norm", CastPolicy::fp32},
+      {"batch_norm2d", CastPolicy::fp32},
+      {"sum", CastPolicy::fp32},
+      {"mean", CastPolicy::fp32},
+      {"var", CastPolicy::fp32},
+      {"exp", CastPolicy::fp32},
+      {"log", CastPolicy::fp32},
+      {"pow", CastPolicy::fp32},
+      {"rsqrt", CastPolicy::fp32},
+      {"loss", CastPolicy::fp32},
   };
   auto it = table.find(op);
   return it == table.end() ? CastPolicy::keep : it->second;
@@ -62,8 +85,12 @@ thread_local bool t_enabled = false;
 thread_local DType t_dtype = DType::f16;
 }  // namespace
 
-bool autocast_enabled() { return t_enabled; }
-DType autocast_dtype() { return t_dtype; }
+bool autocast_enabled() {
+  return t_enabled;
+}
+DType autocast_dtype() {
+  return t_dtype;
+}
 
 AutocastGuard::AutocastGuard(bool enabled, DType dtype) : prev_enabled_(t_enabled), prev_dtype_(t_dtype) {
   DGP_CHECK(dtype == DType::f16 || dtype == DType::bf16,

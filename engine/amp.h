@@ -1,10 +1,10 @@
 // Mixed precision: the autocast policy and fp32 master weights. Dynamic loss scaling is DynamicLossScaler
 // (engine/optim/loss_scaler.h); together they make `--precision mixed`.
 //
-// Policy (as PyTorch's autocast): GEMM-like ops (matmul, bmm, linear, conv2d) run in the low-precision dtype (f16 or
-// bf16: tensor cores); reductions, softmax/log_softmax, normalisations and losses run in fp32; everything else keeps
-// its inputs' dtype. Parameters stay fp32 (the master copy): a layer casts them with autocast() at use, and the
-// cast's backward returns an fp32 gradient, so the optimizer only ever sees fp32.
+// Policy (as PyTorch's autocast): GEMM-like ops (matmul, bmm, linear, conv2d) run in the low-precision dtype
+// (f16 or bf16: tensor cores); reductions, softmax/log_softmax, normalisations and losses run in fp32;
+// everything else keeps its inputs' dtype. Parameters stay fp32 (the master copy): a layer casts them with
+// autocast() at use, and the cast's backward returns an fp32 gradient, so the optimizer only ever sees fp32.
 //
 //   amp::AutocastGuard ac(true, DType::f16);
 //   Tensor y = linear(amp::autocast(x, "linear"), amp::autocast(w, "linear"), amp::autocast(b, "linear"));
@@ -18,8 +18,8 @@
 namespace dgpipe::engine::amp {
 
 // The --precision choices. mixed = autocast with f16 compute + loss scaling; mixed_bf16 the same with bf16
-// (bf16 has fp32's range, so the scaler is normally off). fp16/bf16 = the whole model stored in half precision
-// with fp32 master weights kept by MasterWeights.
+// (bf16 has fp32's range, so the scaler is normally off). fp16/bf16 = the whole model stored in half
+// precision with fp32 master weights kept by MasterWeights.
 enum class Precision { fp32, fp16, bf16, mixed, mixed_bf16 };
 Precision parse_precision(const std::string& text);  // "fp32", "fp16", "bf16", "mixed", "mixed-bf16"
 const char* precision_name(Precision p);
@@ -58,8 +58,9 @@ Tensor autocast(const Tensor& t, const std::string& op);
 std::vector<Tensor> autocast(const std::vector<Tensor>& ts, const std::string& op);
 
 // fp32 master copies of half-precision model parameters (Precision::fp16 / bf16). The optimizer is built over
-// master(); after backward, copy_grads_to_master() moves the model's half gradients into the masters' .grad (as
-// f32), and after the optimizer step, copy_master_to_model() writes the updated values back into the model.
+// master(); after backward, copy_grads_to_master() moves the model's half gradients into the masters' .grad
+// (as f32), and after the optimizer step, copy_master_to_model() writes the updated values back into the
+// model.
 class MasterWeights {
  public:
   explicit MasterWeights(std::vector<Tensor> model_params);

@@ -74,9 +74,15 @@ Edge gradient_edge(const Tensor& t) {
 
 }  // namespace
 
-bool grad_enabled() { return g_grad_enabled; }
-NoGradGuard::NoGradGuard() : previous_(g_grad_enabled) { g_grad_enabled = false; }
-NoGradGuard::~NoGradGuard() { g_grad_enabled = previous_; }
+bool grad_enabled() {
+  return g_grad_enabled;
+}
+NoGradGuard::NoGradGuard() : previous_(g_grad_enabled) {
+  g_grad_enabled = false;
+}
+NoGradGuard::~NoGradGuard() {
+  g_grad_enabled = previous_;
+}
 
 bool needs_grad(const std::vector<Tensor>& inputs) {
   if (!g_grad_enabled) return false;
@@ -85,7 +91,8 @@ bool needs_grad(const std::vector<Tensor>& inputs) {
   return false;
 }
 
-void record(const char* op_name, const std::vector<Tensor>& inputs, std::vector<Tensor*> outputs, BackwardFn fn) {
+void record(const char* op_name, const std::vector<Tensor>& inputs, std::vector<Tensor*> outputs,
+            BackwardFn fn) {
   auto node = std::make_shared<LambdaNode>(op_name, std::move(fn));
   node->sequence_nr = g_sequence.fetch_add(1);
   for (const Tensor& in : inputs) node->next_edges.push_back(in.defined() ? gradient_edge(in) : Edge{});

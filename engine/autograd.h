@@ -59,7 +59,8 @@ bool needs_grad(const std::vector<Tensor>& inputs);
 // Records an op: outputs get a new node whose backward fn maps grad_outputs to one gradient per input
 // (an undefined Tensor for inputs that need none). Call only when needs_grad(inputs).
 // Saved tensors captured by fn must be inputs or detach()ed outputs (capturing an output creates a cycle).
-void record(const char* op_name, const std::vector<Tensor>& inputs, std::vector<Tensor*> outputs, BackwardFn fn);
+void record(const char* op_name, const std::vector<Tensor>& inputs, std::vector<Tensor*> outputs,
+            BackwardFn fn);
 inline void record(const char* op_name, const std::vector<Tensor>& inputs, Tensor& output, BackwardFn fn) {
   record(op_name, inputs, std::vector<Tensor*>{&output}, std::move(fn));
 }

@@ -1,10 +1,10 @@
-// CUDA runtime services for CPU code: devices, streams, events, the caching allocator's statistics, pinned host
-// buffers and CUDA graphs. This header has no CUDA types, so any translation unit may include it; in a build
-// without CUDA (DGPIPE_WITH_CUDA=OFF) every function here throws a clear error except the queries
+// CUDA runtime services for CPU code: devices, streams, events, the caching allocator's statistics, pinned
+// host buffers and CUDA graphs. This header has no CUDA types, so any translation unit may include it; in a
+// build without CUDA (DGPIPE_WITH_CUDA=OFF) every function here throws a clear error except the queries
 // (device_count() returns 0, memory_stats() returns zeros).
 //
-// Model: each thread has a current device and, per device, a current stream (the legacy default stream unless set).
-// Every op runs on the current stream of its tensors' device. Ordering across streams uses events.
+// Model: each thread has a current device and, per device, a current stream (the legacy default stream unless
+// set). Every op runs on the current stream of its tensors' device. Ordering across streams uses events.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -21,7 +21,8 @@ void set_device(int device);
 void device_synchronize(int device = -1);
 
 // A CUDA stream. Copies are cheap handles; streams created with create() live until the process ends (a pool,
-// as streams are few and long-lived). The default-constructed Stream is the legacy default stream of device 0.
+// as streams are few and long-lived). The default-constructed Stream is the legacy default stream of device
+// 0.
 class Stream {
  public:
   Stream() = default;
@@ -91,12 +92,12 @@ class Event {
 
 // ---- caching allocator ----
 struct MemoryStats {
-  size_t allocated = 0;        // bytes in blocks handed out (rounded block sizes)
-  size_t reserved = 0;         // bytes obtained from cudaMalloc and still held
-  size_t peak_allocated = 0;   // max of `allocated` since start or reset_peak_stats
+  size_t allocated = 0;       // bytes in blocks handed out (rounded block sizes)
+  size_t reserved = 0;        // bytes obtained from cudaMalloc and still held
+  size_t peak_allocated = 0;  // max of `allocated` since start or reset_peak_stats
   size_t peak_reserved = 0;
-  uint64_t num_allocs = 0;         // allocate() calls served
-  uint64_t num_device_mallocs = 0; // cudaMalloc calls (steady state: no new ones)
+  uint64_t num_allocs = 0;          // allocate() calls served
+  uint64_t num_device_mallocs = 0;  // cudaMalloc calls (steady state: no new ones)
   uint64_t num_device_frees = 0;
 };
 MemoryStats memory_stats(int device = -1);
@@ -118,10 +119,10 @@ bool allow_tf32();
 
 // ---- CUDA graphs ----
 // Captures the work issued on the current (non-default) stream between capture_begin() and capture_end(), and
-// replays it. Memory allocated during capture comes from a pool private to the graph (so replays never clobber
-// tensors allocated afterwards) and is kept until the graph is destroyed. The captured region must not allocate
-// new device memory from the driver, synchronise, or copy from pageable host memory: run the step a few times
-// before capturing so the caching allocator is warm.
+// replays it. Memory allocated during capture comes from a pool private to the graph (so replays never
+// clobber tensors allocated afterwards) and is kept until the graph is destroyed. The captured region must
+// not allocate new device memory from the driver, synchronise, or copy from pageable host memory: run the
+// step a few times before capturing so the caching allocator is warm.
 class Graph {
  public:
   Graph();

@@ -20,11 +20,17 @@ Device Device::parse(const std::string& text) {
   DGP_FAIL("device: cannot parse '" << text << "' (expected cpu, cuda or cuda:N)");
 }
 
-std::string Device::str() const { return is_cpu() ? "cpu" : "cuda:" + std::to_string(index); }
+std::string Device::str() const {
+  return is_cpu() ? "cpu" : "cuda:" + std::to_string(index);
+}
 
 #ifndef DGPIPE_WITH_CUDA
-int cuda_device_count() { return 0; }
+int cuda_device_count() {
+  return 0;
+}
 #endif
-bool cuda_available() { return cuda_device_count() > 0; }
+bool cuda_available() {
+  return cuda_device_count() > 0;
+}
 
 }  // namespace dgpipe::engine

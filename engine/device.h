@@ -18,7 +18,9 @@ struct Device {
   bool is_cpu() const { return type == DeviceType::cpu; }
   bool is_cuda() const { return type == DeviceType::cuda; }
   std::string str() const;
-  bool operator==(const Device& o) const { return type == o.type && (type == DeviceType::cpu || index == o.index); }
+  bool operator==(const Device& o) const {
+    return type == o.type && (type == DeviceType::cpu || index == o.index);
+  }
   bool operator!=(const Device& o) const { return !(*this == o); }
 };
 

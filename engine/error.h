@@ -15,13 +15,13 @@ class Error : public std::runtime_error {
 }  // namespace dgpipe::engine
 
 // DGP_CHECK(cond, "op: message " << value << ...): throws dgpipe::engine::Error with the streamed message.
-#define DGP_CHECK(cond, msg)                            \
-  do {                                                  \
-    if (!(cond)) {                                      \
-      std::ostringstream dgp_check_stream_;             \
-      dgp_check_stream_ << msg;                         \
+#define DGP_CHECK(cond, msg)                                  \
+  do {                                                        \
+    if (!(cond)) {                                            \
+      std::ostringstream dgp_check_stream_;                   \
+      dgp_check_stream_ << msg;                               \
       throw ::dgpipe::engine::Error(dgp_check_stream_.str()); \
-    }                                                   \
+    }                                                         \
   } while (0)
 
 #define DGP_FAIL(msg) DGP_CHECK(false, msg)

@@ -94,7 +94,8 @@ Tensor index_select(const Tensor& a, int64_t dim, const Tensor& index);
 // ---------------- linear algebra (engine/ops/matmul.cpp) ----------------
 Tensor matmul(const Tensor& a, const Tensor& b);  // 1-D/2-D/batched with broadcasting of batch dims
 Tensor bmm(const Tensor& a, const Tensor& b);     // [B,n,k] x [B,k,m]
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());  // x W^T + b, weight [out,in]
+Tensor linear(const Tensor& x, const Tensor& weight,
+              const Tensor& bias = Tensor());  // x W^T + b, weight [out,in]
 
 // ---------------- convolution (engine/ops/conv.cpp) ----------------
 struct Conv2dParams {
@@ -113,8 +114,8 @@ Tensor avg_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t paddi
 Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w);
 
 // ---------------- normalisation: batch_norm2d (engine/ops/batch_norm.cpp) ----------------
-// Training: normalises with batch statistics (biased var) and, when running_mean/var are defined, updates them
-// in place with momentum (running = (1-m) running + m stat, unbiased var for running_var), like PyTorch.
+// Training: normalises with batch statistics (biased var) and, when running_mean/var are defined, updates
+// them in place with momentum (running = (1-m) running + m stat, unbiased var for running_var), like PyTorch.
 // Eval: uses the running statistics. weight/bias may be undefined (affine=false).
 Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
                     Tensor running_var, bool training, double momentum, double eps);

@@ -15,7 +15,9 @@ struct PhiloxState {
 void philox4x32(uint64_t seed, uint64_t counter, uint32_t out[4]);
 
 // Uniform float in [0,1) from 24 random bits, as every kernel uses it.
-inline float uniform_from_bits(uint32_t bits) { return static_cast<float>(bits >> 8) * (1.0f / 16777216.0f); }
+inline float uniform_from_bits(uint32_t bits) {
+  return static_cast<float>(bits >> 8) * (1.0f / 16777216.0f);
+}
 
 class Generator {
  public:
@@ -45,10 +47,12 @@ void manual_seed(uint64_t seed);
 // Draw rules shared by CPU and CUDA (keep in sync with engine/ops/random.cu):
 //  uniform element i: block = offset + i/4, word i%4.
 //  normal element i:  block = offset + i/2, Box–Muller on words (0,1): even i -> r*cos, odd i -> r*sin.
-//  dropout element i (row-major over the contiguous input): kept iff philox_uniform(s, i) >= float(p), i.e. the
-//    uniform rule above compared in float against p rounded to float; kept values are scaled by 1/(1-p) (computed
-//    in double, then rounded to the tensor's dtype). A dropout of n elements reserves ceil(n/4) blocks, and the
-//    backward pass regenerates the same mask from the saved state (engine/ops/dropout.cpp, dropout.cu).
+//  dropout element i (row-major over the contiguous input): kept iff philox_uniform(s, i) >= float(p), i.e.
+//  the
+//    uniform rule above compared in float against p rounded to float; kept values are scaled by 1/(1-p)
+//    (computed in double, then rounded to the tensor's dtype). A dropout of n elements reserves ceil(n/4)
+//    blocks, and the backward pass regenerates the same mask from the saved state (engine/ops/dropout.cpp,
+//    dropout.cu).
 float philox_uniform(PhiloxState s, uint64_t i);
 float philox_normal(PhiloxState s, uint64_t i);
 

@@ -8,8 +8,8 @@
 
 #include "engine/autograd.h"
 #include "engine/ops.h"
-#include "engine/ops/cpu_loops.h"
 #include "engine/ops/copy_kernels.h"
+#include "engine/ops/cpu_loops.h"
 
 namespace dgpipe::engine {
 
@@ -43,8 +43,12 @@ int64_t wrap_dim(int64_t dim, int64_t rank, const char* op) {
   return dim < 0 ? dim + r : dim;
 }
 
-int64_t Tensor::size(int64_t d) const { return impl().shape[wrap_dim(d, dim(), "size")]; }
-int64_t Tensor::stride(int64_t d) const { return impl().strides[wrap_dim(d, dim(), "stride")]; }
+int64_t Tensor::size(int64_t d) const {
+  return impl().shape[wrap_dim(d, dim(), "size")];
+}
+int64_t Tensor::stride(int64_t d) const {
+  return impl().strides[wrap_dim(d, dim(), "stride")];
+}
 
 bool Tensor::is_contiguous() const {
   int64_t expected = 1;
@@ -58,8 +62,8 @@ bool Tensor::is_contiguous() const {
 
 namespace {
 
-std::shared_ptr<TensorImpl> make_impl(std::shared_ptr<Storage> storage, Shape shape, Shape strides, int64_t offset,
-                                      DType dtype) {
+std::shared_ptr<TensorImpl> make_impl(std::shared_ptr<Storage> storage, Shape shape, Shape strides,
+                                      int64_t offset, DType dtype) {
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = std::move(storage);
   impl->shape = std::move(shape);
@@ -110,8 +114,8 @@ bool view_strides(const Tensor& t, const Shape& shape, Shape& out) {
   int64_t tensor_numel = 1, view_numel = 1;
   for (int64_t tensor_d = static_cast<int64_t>(old_shape.size()) - 1; tensor_d >= 0; --tensor_d) {
     tensor_numel *= old_shape[tensor_d];
-    if (tensor_d == 0 || (old_shape[tensor_d - 1] != 1 &&
-                          old_strides[tensor_d - 1] != tensor_numel * chunk_base_stride)) {
+    if (tensor_d == 0 ||
+        (old_shape[tensor_d - 1] != 1 && old_strides[tensor_d - 1] != tensor_numel * chunk_base_stride)) {
       while (view_d >= 0 && (view_numel < tensor_numel || shape[view_d] == 1)) {
         out[view_d] = view_numel * chunk_base_stride;
         view_numel *= shape[view_d];
@@ -140,14 +144,15 @@ double Tensor::item() const {
 std::vector<double> Tensor::to_vector() const {
   Tensor c = (device().is_cpu() ? *this : to(Device::cpu())).contiguous();
   std::vector<double> v(static_cast<size_t>(c.numel()));
-  for (int64_t i = 0; i < c.numel(); ++i) v[i] = cpu::load_as_double(c.storage()->data(), c.offset() + i, c.dtype());
+  for (int64_t i = 0; i < c.numel(); ++i)
+    v[i] = cpu::load_as_double(c.storage()->data(), c.offset() + i, c.dtype());
   return v;
 }
 
 Tensor& Tensor::requires_grad_(bool on) {
   DGP_CHECK(is_leaf(), "requires_grad_: only leaf tensors can change requires_grad (use detach())");
-  DGP_CHECK(!on || is_floating(dtype()), "requires_grad_: only floating tensors can require grad, got "
-                                             << dtype_name(dtype()));
+  DGP_CHECK(!on || is_floating(dtype()),
+            "requires_grad_: only floating tensors can require grad, got " << dtype_name(dtype()));
   impl().requires_grad = on;
   return *this;
 }
@@ -155,8 +160,8 @@ Tensor& Tensor::requires_grad_(bool on) {
 void Tensor::backward(const Tensor& grad) const {
   Tensor g = grad;
   if (!g.defined()) {
-    DGP_CHECK(numel() == 1, "backward: grad can be omitted only for a scalar, tensor has shape "
-                                << shape_str(shape()));
+    DGP_CHECK(numel() == 1,
+              "backward: grad can be omitted only for a scalar, tensor has shape " << shape_str(shape()));
     g = ones(shape(), TensorOptions(dtype(), device()));
   }
   engine::backward({*this}, {g});
@@ -171,15 +176,14 @@ Tensor Tensor::detach() const {
 Tensor Tensor::view(const Shape& shape_in) const {
   Shape shape = infer_shape(shape_in, numel(), "view");
   Shape st;
-  DGP_CHECK(view_strides(*this, shape, st), "view: tensor of shape " << shape_str(this->shape()) << " strides "
-                                                  << shape_str(strides()) << " cannot be viewed as "
-                                                  << shape_str(shape) << "; use reshape()");
+  DGP_CHECK(view_strides(*this, shape, st),
+            "view: tensor of shape " << shape_str(this->shape()) << " strides " << shape_str(strides())
+                                     << " cannot be viewed as " << shape_str(shape) << "; use reshape()");
   Tensor out = make_view(*this, shape, st, offset());
   if (needs_grad({*this})) {
     Shape in_shape = this->shape();
-    record("view", {*this}, out, [in_shape](const std::vector<Tensor>& g) {
-      return std::vector<Tensor>{g[0].reshape(in_shape)};
-    });
+    record("view", {*this}, out,
+           [in_shape](const std::vector<Tensor>& g) { return std::vector<Tensor>{g[0].reshape(in_shape)}; });
   }
   return out;
 }
@@ -206,9 +210,8 @@ Tensor Tensor::permute(const Shape& dims) const {
   }
   Tensor out = make_view(*this, shape, st, offset());
   if (needs_grad({*this})) {
-    record("permute", {*this}, out, [inverse](const std::vector<Tensor>& g) {
-      return std::vector<Tensor>{g[0].permute(inverse)};
-    });
+    record("permute", {*this}, out,
+           [inverse](const std::vector<Tensor>& g) { return std::vector<Tensor>{g[0].permute(inverse)}; });
   }
   return out;
 }
@@ -248,15 +251,16 @@ Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const 
 Tensor Tensor::narrow(int64_t d, int64_t start, int64_t length) const {
   d = wrap_dim(d, dim(), "narrow");
   DGP_CHECK(start >= 0 && length >= 0 && start + length <= shape()[d],
-            "narrow: range [" << start << "," << start + length << ") out of bounds for dim " << d << " of size "
-                              << shape()[d]);
+            "narrow: range [" << start << "," << start + length << ") out of bounds for dim " << d
+                              << " of size " << shape()[d]);
   return slice(d, start, start + length);
 }
 
 Tensor Tensor::select(int64_t d, int64_t index) const {
   d = wrap_dim(d, dim(), "select");
   int64_t n = shape()[d];
-  DGP_CHECK(index >= -n && index < n, "select: index " << index << " out of range for dim " << d << " of size " << n);
+  DGP_CHECK(index >= -n && index < n,
+            "select: index " << index << " out of range for dim " << d << " of size " << n);
   if (index < 0) index += n;
   return slice(d, index, index + 1).squeeze(d);
 }
@@ -277,9 +281,8 @@ Tensor Tensor::unsqueeze(int64_t d) const {
   st.insert(st.begin() + d, new_stride);
   Tensor out = make_view(*this, shape, st, offset());
   if (needs_grad({*this})) {
-    record("unsqueeze", {*this}, out, [d](const std::vector<Tensor>& g) {
-      return std::vector<Tensor>{g[0].squeeze(d)};
-    });
+    record("unsqueeze", {*this}, out,
+           [d](const std::vector<Tensor>& g) { return std::vector<Tensor>{g[0].squeeze(d)}; });
   }
   return out;
 }
@@ -302,8 +305,9 @@ Tensor Tensor::expand(const Shape& shape_in) const {
       shape[i] = src;
       st[i] = strides()[i - lead];
     } else {
-      DGP_CHECK(src == 1, "expand: cannot expand " << shape_str(this->shape()) << " to " << shape_str(shape_in)
-                                                    << " (dim " << i << ": " << src << " -> " << want << ")");
+      DGP_CHECK(src == 1, "expand: cannot expand " << shape_str(this->shape()) << " to "
+                                                   << shape_str(shape_in) << " (dim " << i << ": " << src
+                                                   << " -> " << want << ")");
       shape[i] = want;
       st[i] = 0;
     }
@@ -311,9 +315,8 @@ Tensor Tensor::expand(const Shape& shape_in) const {
   Tensor out = make_view(*this, shape, st, offset());
   if (needs_grad({*this})) {
     Shape in_shape = this->shape();
-    record("expand", {*this}, out, [in_shape](const std::vector<Tensor>& g) {
-      return std::vector<Tensor>{sum_to(g[0], in_shape)};
-    });
+    record("expand", {*this}, out,
+           [in_shape](const std::vector<Tensor>& g) { return std::vector<Tensor>{sum_to(g[0], in_shape)}; });
   }
   return out;
 }
@@ -334,7 +337,9 @@ Tensor Tensor::flatten(int64_t start, int64_t end) const {
 
 // ---------------- copies ----------------
 
-Tensor Tensor::contiguous() const { return is_contiguous() ? *this : clone(); }
+Tensor Tensor::contiguous() const {
+  return is_contiguous() ? *this : clone();
+}
 
 Tensor Tensor::clone() const {
   Tensor out = empty(shape(), TensorOptions(dtype(), device()));
@@ -357,14 +362,15 @@ Tensor Tensor::to(Device dev) const {
   }
   if (needs_grad({*this})) {
     Device src = device();
-    record("to_device", {*this}, out, [src](const std::vector<Tensor>& g) {
-      return std::vector<Tensor>{g[0].to(src)};
-    });
+    record("to_device", {*this}, out,
+           [src](const std::vector<Tensor>& g) { return std::vector<Tensor>{g[0].to(src)}; });
   }
   return out;
 }
 
-Tensor Tensor::to(DType t) const { return t == dtype() ? *this : cast(*this, t); }
+Tensor Tensor::to(DType t) const {
+  return t == dtype() ? *this : cast(*this, t);
+}
 
 namespace cuda_copy {
 #ifdef DGPIPE_WITH_CUDA
@@ -442,7 +448,8 @@ std::string Tensor::str(int64_t max_elements) const {
 Tensor empty(const Shape& shape, TensorOptions opts) {
   for (int64_t d : shape) DGP_CHECK(d >= 0, "empty: negative dimension in shape " << shape_str(shape));
   size_t nbytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(opts.dtype);
-  auto impl = make_impl(Storage::allocate(nbytes, opts.device), shape, contiguous_strides(shape), 0, opts.dtype);
+  auto impl =
+      make_impl(Storage::allocate(nbytes, opts.device), shape, contiguous_strides(shape), 0, opts.dtype);
   Tensor t(impl);
   if (opts.requires_grad) t.requires_grad_(true);
   return t;
@@ -450,7 +457,8 @@ Tensor empty(const Shape& shape, TensorOptions opts) {
 
 Tensor empty_strided(const Shape& shape, const Shape& strides, TensorOptions opts) {
   DGP_CHECK(shape.size() == strides.size(), "empty_strided: shape " << shape_str(shape) << " and strides "
-                                                                     << shape_str(strides) << " differ in rank");
+                                                                    << shape_str(strides)
+                                                                    << " differ in rank");
   int64_t span = 1;
   for (size_t i = 0; i < shape.size(); ++i) {
     DGP_CHECK(shape[i] >= 0 && strides[i] >= 0, "empty_strided: negative size or stride");
@@ -458,8 +466,8 @@ Tensor empty_strided(const Shape& shape, const Shape& strides, TensorOptions opt
   }
   if (span != 0)
     for (size_t i = 0; i < shape.size(); ++i) span += (shape[i] - 1) * strides[i];
-  auto impl = make_impl(Storage::allocate(static_cast<size_t>(span) * dtype_size(opts.dtype), opts.device), shape,
-                        strides, 0, opts.dtype);
+  auto impl = make_impl(Storage::allocate(static_cast<size_t>(span) * dtype_size(opts.dtype), opts.device),
+                        shape, strides, 0, opts.dtype);
   return Tensor(impl);
 }
 
@@ -481,20 +489,31 @@ Tensor full(const Shape& shape, double value, TensorOptions opts) {
   return t;
 }
 
-Tensor ones(const Shape& shape, TensorOptions opts) { return full(shape, 1.0, opts); }
+Tensor ones(const Shape& shape, TensorOptions opts) {
+  return full(shape, 1.0, opts);
+}
 
 Tensor arange(int64_t begin, int64_t end, int64_t step, TensorOptions opts) {
   DGP_CHECK(step != 0, "arange: step must be non-zero");
   int64_t n = std::max<int64_t>(0, (end - begin + step - (step > 0 ? 1 : -1)) / step);
   Tensor t = empty({n}, TensorOptions(opts.dtype, Device::cpu()));
-  for (int64_t i = 0; i < n; ++i) cpu::store_from_double(t.raw_data(), i, opts.dtype, double(begin + i * step));
+  for (int64_t i = 0; i < n; ++i)
+    cpu::store_from_double(t.raw_data(), i, opts.dtype, double(begin + i * step));
   return t.to(opts.device);
 }
 
-Tensor scalar_tensor(double value, TensorOptions opts) { return full({}, value, opts); }
-Tensor zeros_like(const Tensor& t) { return zeros(t.shape(), TensorOptions(t.dtype(), t.device())); }
-Tensor ones_like(const Tensor& t) { return ones(t.shape(), TensorOptions(t.dtype(), t.device())); }
-Tensor empty_like(const Tensor& t) { return empty(t.shape(), TensorOptions(t.dtype(), t.device())); }
+Tensor scalar_tensor(double value, TensorOptions opts) {
+  return full({}, value, opts);
+}
+Tensor zeros_like(const Tensor& t) {
+  return zeros(t.shape(), TensorOptions(t.dtype(), t.device()));
+}
+Tensor ones_like(const Tensor& t) {
+  return ones(t.shape(), TensorOptions(t.dtype(), t.device()));
+}
+Tensor empty_like(const Tensor& t) {
+  return empty(t.shape(), TensorOptions(t.dtype(), t.device()));
+}
 
 namespace {
 template <class Draw>

@@ -63,8 +63,8 @@ class Tensor {
   }
   template <class T>
   T* data() const {
-    DGP_CHECK(dtype_of<T>::value == dtype(), "data<" << dtype_name(dtype_of<T>::value) << ">() on a "
-                                                      << dtype_name(dtype()) << " tensor");
+    DGP_CHECK(dtype_of<T>::value == dtype(),
+              "data<" << dtype_name(dtype_of<T>::value) << ">() on a " << dtype_name(dtype()) << " tensor");
     return static_cast<T*>(raw_data());
   }
   // Value of a one-element tensor (any dtype, any device), as double.
@@ -86,8 +86,8 @@ class Tensor {
   Tensor detach() const;
 
   // ---- views (differentiable; share storage) ----
-  Tensor view(const Shape& shape) const;      // requires compatible strides; -1 infers one dim
-  Tensor reshape(const Shape& shape) const;   // a view when possible, else a copy
+  Tensor view(const Shape& shape) const;     // requires compatible strides; -1 infers one dim
+  Tensor reshape(const Shape& shape) const;  // a view when possible, else a copy
   Tensor permute(const Shape& dims) const;
   Tensor transpose(int64_t d0, int64_t d1) const;
   Tensor t() const { return transpose(0, 1); }
@@ -131,8 +131,8 @@ struct TensorOptions {
   Device device = Device::cpu();
   bool requires_grad = false;
   TensorOptions() = default;
-  TensorOptions(DType t) : dtype(t) {}                                     // NOLINT(runtime/explicit)
-  TensorOptions(Device d) : device(d) {}                                   // NOLINT(runtime/explicit)
+  TensorOptions(DType t) : dtype(t) {}    // NOLINT(runtime/explicit)
+  TensorOptions(Device d) : device(d) {}  // NOLINT(runtime/explicit)
   TensorOptions(DType t, Device d, bool rg = false) : dtype(t), device(d), requires_grad(rg) {}
 };
 

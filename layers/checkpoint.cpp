@@ -10,7 +10,8 @@ std::map<std::string, Tensor> read_tensors(const std::string& path) {
   return engine::load_safetensors(path).tensors;
 }
 
-void save_state_dict(const Module& module, const std::string& path, const std::map<std::string, std::string>& metadata) {
+void save_state_dict(const Module& module, const std::string& path,
+                     const std::map<std::string, std::string>& metadata) {
   std::map<std::string, Tensor> tensors;
   for (auto& [name, t] : module.state_dict()) {
     DGP_CHECK(tensors.emplace(name, t.detach()).second, "save_state_dict: duplicate name '" << name << "'");

@@ -13,18 +13,20 @@ int64_t receptive_field(const Tensor& w) {
 }  // namespace
 
 int64_t fan_in(const Tensor& w) {
-  DGP_CHECK(w.dim() >= 2, "init: fan_in needs a weight of 2 or more dims, got " << engine::shape_str(w.shape()));
+  DGP_CHECK(w.dim() >= 2,
+            "init: fan_in needs a weight of 2 or more dims, got " << engine::shape_str(w.shape()));
   return w.size(1) * receptive_field(w);
 }
 
 int64_t fan_out(const Tensor& w) {
-  DGP_CHECK(w.dim() >= 2, "init: fan_out needs a weight of 2 or more dims, got " << engine::shape_str(w.shape()));
+  DGP_CHECK(w.dim() >= 2,
+            "init: fan_out needs a weight of 2 or more dims, got " << engine::shape_str(w.shape()));
   return w.size(0) * receptive_field(w);
 }
 
 void uniform_(Tensor& t, double lo, double hi, Generator* gen) {
-  // Drawn in the parameter's own dtype and device and scaled in place: a full-size model (10^8 weights) must not
-  // need double-precision temporaries.
+  // Drawn in the parameter's own dtype and device and scaled in place: a full-size model (10^8 weights) must
+  // not need double-precision temporaries.
   Tensor u = engine::rand(t.shape(), engine::TensorOptions(t.dtype(), t.device()), gen);
   engine::mul_(u, hi - lo);
   t.copy_(lo == 0.0 ? u : engine::add(u, lo));
@@ -36,7 +38,9 @@ void normal_(Tensor& t, double mean, double std, Generator* gen) {
   t.copy_(mean == 0.0 ? n : engine::add(n, mean));
 }
 
-void constant_(Tensor& t, double value) { t.fill_(value); }
+void constant_(Tensor& t, double value) {
+  t.fill_(value);
+}
 
 void kaiming_uniform_(Tensor& t, double a, Generator* gen) {
   double gain = std::sqrt(2.0 / (1.0 + a * a));

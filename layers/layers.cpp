@@ -21,7 +21,9 @@ Linear::Linear(int64_t in, int64_t out, bool with_bias, Generator* gen) : in_fea
   }
 }
 
-Tensor Linear::forward(const Tensor& x, const BlockContext&) { return E::linear(x, weight, bias); }
+Tensor Linear::forward(const Tensor& x, const BlockContext&) {
+  return E::linear(x, weight, bias);
+}
 
 std::string Linear::extra_repr() const {
   std::ostringstream os;
@@ -57,14 +59,16 @@ Tensor Conv2d::forward(const Tensor& x, const BlockContext&) {
 
 std::string Conv2d::extra_repr() const {
   std::ostringstream os;
-  os << in_channels << "->" << out_channels << ", k=" << opts.kernel << ", s=" << opts.stride << ", p=" << opts.padding;
+  os << in_channels << "->" << out_channels << ", k=" << opts.kernel << ", s=" << opts.stride
+     << ", p=" << opts.padding;
   if (opts.groups != 1) os << ", groups=" << opts.groups;
   if (!opts.bias) os << ", no bias";
   return os.str();
 }
 
 // ---------------- BatchNorm2d ----------------
-BatchNorm2d::BatchNorm2d(int64_t c, double eps_, double momentum_) : channels(c), eps(eps_), momentum(momentum_) {
+BatchNorm2d::BatchNorm2d(int64_t c, double eps_, double momentum_)
+    : channels(c), eps(eps_), momentum(momentum_) {
   DGP_CHECK(c > 0, "BatchNorm2d: channels must be positive, got " << c);
   weight = register_parameter("weight", E::ones({c}));
   bias = register_parameter("bias", E::zeros({c}));
@@ -74,8 +78,9 @@ BatchNorm2d::BatchNorm2d(int64_t c, double eps_, double momentum_) : channels(c)
 }
 
 Tensor BatchNorm2d::forward(const Tensor& x, const BlockContext&) {
-  DGP_CHECK(x.dim() == 4 && x.size(1) == channels,
-            "BatchNorm2d(" << channels << "): expected input [N," << channels << ",H,W], got " << E::shape_str(x.shape()));
+  DGP_CHECK(x.dim() == 4 && x.size(1) == channels, "BatchNorm2d(" << channels << "): expected input [N,"
+                                                                  << channels << ",H,W], got "
+                                                                  << E::shape_str(x.shape()));
   if (deferred_ && is_training()) {
     Tensor out = E::batch_norm2d(x, weight, bias, Tensor(), Tensor(), true, momentum, eps);
     E::NoGradGuard no_grad;
@@ -151,7 +156,8 @@ std::string LayerNorm::extra_repr() const {
 }
 
 // ---------------- Embedding ----------------
-Embedding::Embedding(int64_t n, int64_t d, int64_t pad, Generator* gen) : num_embeddings(n), dim(d), padding_idx(pad) {
+Embedding::Embedding(int64_t n, int64_t d, int64_t pad, Generator* gen)
+    : num_embeddings(n), dim(d), padding_idx(pad) {
   DGP_CHECK(n > 0 && d > 0, "Embedding: sizes must be positive, got " << n << "x" << d);
   DGP_CHECK(pad >= -1 && pad < n, "Embedding: padding_idx " << pad << " out of range [0," << n << ")");
   weight = register_parameter("weight", E::empty({n, d}));
@@ -189,24 +195,36 @@ std::string Dropout::extra_repr() const {
 // ---------------- activations ----------------
 Tensor apply_activation(Activation kind, const Tensor& x) {
   switch (kind) {
-    case Activation::relu: return E::relu(x);
-    case Activation::relu6: return E::relu6(x);
-    case Activation::gelu: return E::gelu(x);
-    case Activation::tanh: return E::tanh(x);
-    case Activation::identity: return x;
+    case Activation::relu:
+      return E::relu(x);
+    case Activation::relu6:
+      return E::relu6(x);
+    case Activation::gelu:
+      return E::gelu(x);
+    case Activation::tanh:
+      return E::tanh(x);
+    case Activation::identity:
+      return x;
   }
   DGP_FAIL("apply_activation: unknown activation " << static_cast<int>(kind));
 }
 
-Tensor ActivationLayer::forward(const Tensor& x, const BlockContext&) { return apply_activation(kind, x); }
+Tensor ActivationLayer::forward(const Tensor& x, const BlockContext&) {
+  return apply_activation(kind, x);
+}
 
 std::string ActivationLayer::type_name() const {
   switch (kind) {
-    case Activation::relu: return "ReLU";
-    case Activation::relu6: return "ReLU6";
-    case Activation::gelu: return "GELU";
-    case Activation::tanh: return "Tanh";
-    case Activation::identity: return "Identity";
+    case Activation::relu:
+      return "ReLU";
+    case Activation::relu6:
+      return "ReLU6";
+    case Activation::gelu:
+      return "GELU";
+    case Activation::tanh:
+      return "Tanh";
+    case Activation::identity:
+      return "Identity";
   }
   return "Activation";
 }
@@ -214,18 +232,24 @@ std::string ActivationLayer::type_name() const {
 // ---------------- pooling ----------------
 Tensor Pool2d::forward(const Tensor& x, const BlockContext&) {
   switch (kind) {
-    case PoolKind::max: return E::max_pool2d(x, kernel, stride, padding);
-    case PoolKind::avg: return E::avg_pool2d(x, kernel, stride, padding);
-    case PoolKind::adaptive_avg: return E::adaptive_avg_pool2d(x, kernel, kernel);
+    case PoolKind::max:
+      return E::max_pool2d(x, kernel, stride, padding);
+    case PoolKind::avg:
+      return E::avg_pool2d(x, kernel, stride, padding);
+    case PoolKind::adaptive_avg:
+      return E::adaptive_avg_pool2d(x, kernel, kernel);
   }
   DGP_FAIL("Pool2d: unknown kind");
 }
 
 std::string Pool2d::type_name() const {
   switch (kind) {
-    case PoolKind::max: return "MaxPool2d";
-    case PoolKind::avg: return "AvgPool2d";
-    case PoolKind::adaptive_avg: return "AdaptiveAvgPool2d";
+    case PoolKind::max:
+      return "MaxPool2d";
+    case PoolKind::avg:
+      return "AvgPool2d";
+    case PoolKind::adaptive_avg:
+      return "AdaptiveAvgPool2d";
   }
   return "Pool2d";
 }

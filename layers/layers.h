@@ -52,10 +52,11 @@ class BatchNorm2d : public Module {
   int64_t channels;
   double eps, momentum;
 
-  // Deferred mode (torchgpipe's DeferredBatchNorm idea): in training each micro-batch is still normalised with its
-  // own statistics, but the running statistics are not touched per micro-batch; instead per-channel sums are
-  // accumulated and commit_deferred() (called once per optimizer step) folds the statistics of the whole
-  // mini-batch into the running ones, as one BatchNorm call on the full mini-batch would (unbiased running var).
+  // Deferred mode (torchgpipe's DeferredBatchNorm idea): in training each micro-batch is still normalised
+  // with its own statistics, but the running statistics are not touched per micro-batch; instead per-channel
+  // sums are accumulated and commit_deferred() (called once per optimizer step) folds the statistics of the
+  // whole mini-batch into the running ones, as one BatchNorm call on the full mini-batch would (unbiased
+  // running var).
   void set_deferred(bool on);
   bool deferred() const { return deferred_; }
   void commit_deferred();
@@ -109,11 +110,21 @@ class ActivationLayer : public Module {
   std::string type_name() const override;
   Activation kind;
 };
-inline std::shared_ptr<Module> ReLU() { return std::make_shared<ActivationLayer>(Activation::relu); }
-inline std::shared_ptr<Module> ReLU6() { return std::make_shared<ActivationLayer>(Activation::relu6); }
-inline std::shared_ptr<Module> GELU() { return std::make_shared<ActivationLayer>(Activation::gelu); }
-inline std::shared_ptr<Module> Tanh() { return std::make_shared<ActivationLayer>(Activation::tanh); }
-inline std::shared_ptr<Module> Identity() { return std::make_shared<ActivationLayer>(Activation::identity); }
+inline std::shared_ptr<Module> ReLU() {
+  return std::make_shared<ActivationLayer>(Activation::relu);
+}
+inline std::shared_ptr<Module> ReLU6() {
+  return std::make_shared<ActivationLayer>(Activation::relu6);
+}
+inline std::shared_ptr<Module> GELU() {
+  return std::make_shared<ActivationLayer>(Activation::gelu);
+}
+inline std::shared_ptr<Module> Tanh() {
+  return std::make_shared<ActivationLayer>(Activation::tanh);
+}
+inline std::shared_ptr<Module> Identity() {
+  return std::make_shared<ActivationLayer>(Activation::identity);
+}
 Tensor apply_activation(Activation kind, const Tensor& x);
 
 enum class PoolKind { max, avg, adaptive_avg };
@@ -162,9 +173,9 @@ class Sequential : public Module {
   std::vector<std::shared_ptr<Module>> items_;
 };
 
-// A pipeline block assembled from modules that live elsewhere in the model's name tree: each part is registered
-// under its full name ("features.3", "conv1"), so the block's parameter names are the whole model's names, and
-// `fn` says how the parts compute (pooling and flattening between them, say).
+// A pipeline block assembled from modules that live elsewhere in the model's name tree: each part is
+// registered under its full name ("features.3", "conv1"), so the block's parameter names are the whole
+// model's names, and `fn` says how the parts compute (pooling and flattening between them, say).
 class Block : public Module {
  public:
   using Fn = std::function<Tensor(const Tensor&, const BlockContext&)>;

@@ -18,7 +18,8 @@ Tensor Module::operator()(const Tensor& x) {
 
 Tensor Module::register_parameter(const std::string& name, Tensor value) {
   DGP_CHECK(value.defined(), type_name() << ": parameter '" << name << "' is undefined");
-  for (auto& [n, t] : params_) DGP_CHECK(n != name, type_name() << ": parameter '" << name << "' registered twice");
+  for (auto& [n, t] : params_)
+    DGP_CHECK(n != name, type_name() << ": parameter '" << name << "' registered twice");
   value.requires_grad_(true);
   params_.emplace_back(name, value);
   return value;
@@ -26,7 +27,8 @@ Tensor Module::register_parameter(const std::string& name, Tensor value) {
 
 Tensor Module::register_buffer(const std::string& name, Tensor value) {
   DGP_CHECK(value.defined(), type_name() << ": buffer '" << name << "' is undefined");
-  for (auto& [n, t] : buffers_) DGP_CHECK(n != name, type_name() << ": buffer '" << name << "' registered twice");
+  for (auto& [n, t] : buffers_)
+    DGP_CHECK(n != name, type_name() << ": buffer '" << name << "' registered twice");
   buffers_.emplace_back(name, value);
   return value;
 }
@@ -98,9 +100,10 @@ LoadReport Module::load_state_dict(const std::map<std::string, Tensor>& tensors,
       continue;
     }
     const Tensor& src = it->second;
-    DGP_CHECK(src.shape() == dst.shape(), "load_state_dict: '" << name << "' has shape " << engine::shape_str(src.shape())
-                                                               << " in the checkpoint but " << engine::shape_str(dst.shape())
-                                                               << " in the model");
+    DGP_CHECK(src.shape() == dst.shape(), "load_state_dict: '"
+                                              << name << "' has shape " << engine::shape_str(src.shape())
+                                              << " in the checkpoint but " << engine::shape_str(dst.shape())
+                                              << " in the model");
     Tensor target = dst;  // copy_ writes through the shared handle
     target.copy_(src);
     report.loaded.push_back(name);

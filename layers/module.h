@@ -2,9 +2,9 @@
 //
 // A Module owns named parameters and buffers and named child modules, in registration order, so that
 // named_parameters() / state_dict() produce exactly the names and order PyTorch's state_dict would
-// ("features.1.conv.0.0.weight", "roberta.encoder.layer.0.attention.self.query.weight", ...). A child registered
-// under a name containing dots ("features.3") simply contributes that prefix; a child registered under "" adds no
-// prefix (a Model's blocks use this, so the blocks' names are the whole model's names).
+// ("features.1.conv.0.0.weight", "roberta.encoder.layer.0.attention.self.query.weight", ...). A child
+// registered under a name containing dots ("features.3") simply contributes that prefix; a child registered
+// under "" adds no prefix (a Model's blocks use this, so the blocks' names are the whole model's names).
 //
 // Every module takes one tensor and returns one tensor, plus a BlockContext carrying side inputs that every
 // pipeline stage can rebuild from the model input (the attention mask of a text model). That is what lets a
@@ -40,7 +40,8 @@ struct BlockContext {
 
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
-// What load_state_dict found: keys the module expected but the file lacked, and keys the module does not have.
+// What load_state_dict found: keys the module expected but the file lacked, and keys the module does not
+// have.
 struct LoadReport {
   std::vector<std::string> missing;
   std::vector<std::string> unexpected;
@@ -72,11 +73,13 @@ class Module : public std::enable_shared_from_this<Module> {
   NamedTensors state_dict(const std::string& prefix = "") const;
   const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const { return children_; }
   // Every module with its full name, pre-order (this one first, named prefix).
-  std::vector<std::pair<std::string, std::shared_ptr<const Module>>> named_modules(const std::string& prefix = "") const;
+  std::vector<std::pair<std::string, std::shared_ptr<const Module>>> named_modules(
+      const std::string& prefix = "") const;
   int64_t num_parameters() const;  // elements of all parameters (buffers not counted)
 
-  // Copies the values of `tensors` (matched by name) into this module's parameters and buffers (shape must match;
-  // dtype and device are converted). strict: any missing or unexpected key is an error naming the keys.
+  // Copies the values of `tensors` (matched by name) into this module's parameters and buffers (shape must
+  // match; dtype and device are converted). strict: any missing or unexpected key is an error naming the
+  // keys.
   LoadReport load_state_dict(const std::map<std::string, Tensor>& tensors, bool strict = true);
 
   // ---- modes ----

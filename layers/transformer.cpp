@@ -14,18 +14,20 @@ Tensor Container::forward(const Tensor&, const BlockContext&) {
 
 Tensor additive_attention_mask(const Tensor& mask, DType dtype) {
   DGP_CHECK(mask.defined() && mask.dim() == 2,
-            "additive_attention_mask: expected a [N,L] mask, got " << (mask.defined() ? E::shape_str(mask.shape()) : "undefined"));
+            "additive_attention_mask: expected a [N,L] mask, got "
+                << (mask.defined() ? E::shape_str(mask.shape()) : "undefined"));
   DGP_CHECK(dtype == DType::f32 || dtype == DType::f64 || dtype == DType::f16 || dtype == DType::bf16,
             "additive_attention_mask: dtype must be floating, got " << E::dtype_name(dtype));
-  double lowest = dtype == DType::f64   ? std::numeric_limits<double>::lowest()
-                  : dtype == DType::f16 ? -65504.0
+  double lowest = dtype == DType::f64    ? std::numeric_limits<double>::lowest()
+                  : dtype == DType::f16  ? -65504.0
                   : dtype == DType::bf16 ? -3.3895313892515355e38
                                          : static_cast<double>(std::numeric_limits<float>::lowest());
   Tensor m = E::cast(mask, dtype);
   return E::mul(E::rsub(1.0, m), lowest).unsqueeze(1).unsqueeze(1);
 }
 
-MultiHeadSelfAttention::MultiHeadSelfAttention(int64_t hidden_, int64_t heads_, double attention_dropout, Generator* gen)
+MultiHeadSelfAttention::MultiHeadSelfAttention(int64_t hidden_, int64_t heads_, double attention_dropout,
+                                               Generator* gen)
     : hidden(hidden_), heads(heads_) {
   DGP_CHECK(heads_ > 0 && hidden_ % heads_ == 0,
             "MultiHeadSelfAttention: hidden " << hidden_ << " is not a multiple of heads " << heads_);
@@ -48,8 +50,9 @@ Tensor MultiHeadSelfAttention::forward(const Tensor& x, const BlockContext& ctx)
   if (ctx.additive_mask.defined()) {
     const Tensor& m = ctx.additive_mask;
     DGP_CHECK(m.dim() == 4 && m.size(0) == n && m.size(-1) == l,
-              "MultiHeadSelfAttention: mask " << E::shape_str(m.shape()) << " does not fit input " << E::shape_str(x.shape())
-                                              << " (expected [" << n << ",1,1," << l << "])");
+              "MultiHeadSelfAttention: mask " << E::shape_str(m.shape()) << " does not fit input "
+                                              << E::shape_str(x.shape()) << " (expected [" << n << ",1,1,"
+                                              << l << "])");
     scores = E::add(scores, m.dtype() == scores.dtype() ? m : E::cast(m, scores.dtype()));
   }
   Tensor probs = dropout->forward(E::softmax(scores, -1), ctx);
@@ -64,13 +67,16 @@ std::string MultiHeadSelfAttention::extra_repr() const {
 
 TransformerEncoderLayer::TransformerEncoderLayer(const TransformerLayerConfig& c, Generator* gen) : cfg(c) {
   auto attention = register_module("attention", std::make_shared<Container>("Attention"));
-  self_attention = attention->add("self", std::make_shared<MultiHeadSelfAttention>(c.hidden, c.heads, c.attention_dropout, gen));
+  self_attention = attention->add(
+      "self", std::make_shared<MultiHeadSelfAttention>(c.hidden, c.heads, c.attention_dropout, gen));
   auto attention_output = attention->add("output", std::make_shared<Container>("AttentionOutput"));
   attention_out = attention_output->add("dense", std::make_shared<Linear>(c.hidden, c.hidden, true, gen));
-  attention_norm = attention_output->add("LayerNorm", std::make_shared<LayerNorm>(c.hidden, c.layer_norm_eps));
+  attention_norm =
+      attention_output->add("LayerNorm", std::make_shared<LayerNorm>(c.hidden, c.layer_norm_eps));
   attention_out_dropout = attention_output->add("dropout", std::make_shared<Dropout>(c.hidden_dropout));
   auto intermediate = register_module("intermediate", std::make_shared<Container>("Intermediate"));
-  intermediate_dense = intermediate->add("dense", std::make_shared<Linear>(c.hidden, c.intermediate, true, gen));
+  intermediate_dense =
+      intermediate->add("dense", std::make_shared<Linear>(c.hidden, c.intermediate, true, gen));
   auto output = register_module("output", std::make_shared<Container>("Output"));
   output_dense = output->add("dense", std::make_shared<Linear>(c.intermediate, c.hidden, true, gen));
   output_norm = output->add("LayerNorm", std::make_shared<LayerNorm>(c.hidden, c.layer_norm_eps));

@@ -1,6 +1,6 @@
 // Multi-head self-attention and the post-LN transformer encoder layer of BERT/RoBERTa, with Hugging Face's
-// module names (attention.self.query, attention.output.LayerNorm, intermediate.dense, output.dense, ...), so that
-// a Hugging Face state_dict loads into it unchanged.
+// module names (attention.self.query, attention.output.LayerNorm, intermediate.dense, output.dense, ...), so
+// that a Hugging Face state_dict loads into it unchanged.
 #pragma once
 #include <memory>
 #include <string>
@@ -28,8 +28,8 @@ class Container : public Module {
 // (1 - mask) * lowest finite value, exactly as Hugging Face's eager attention builds it.
 Tensor additive_attention_mask(const Tensor& mask, DType dtype = DType::f32);
 
-// softmax(Q K^T / sqrt(d_head) + mask) V over `heads` heads; returns the concatenated heads [N,L,D] (the output
-// projection belongs to the layer, as in Hugging Face). The mask is ctx.additive_mask when defined.
+// softmax(Q K^T / sqrt(d_head) + mask) V over `heads` heads; returns the concatenated heads [N,L,D] (the
+// output projection belongs to the layer, as in Hugging Face). The mask is ctx.additive_mask when defined.
 class MultiHeadSelfAttention : public Module {
  public:
   MultiHeadSelfAttention(int64_t hidden, int64_t heads, double attention_dropout, Generator* gen = nullptr);

@@ -19,20 +19,25 @@ void Model::add_unused(const std::string& prefix, std::shared_ptr<Module> module
 }
 
 NamedTensors Model::block_named_parameters(size_t i) const {
-  DGP_CHECK(i < blocks_.size(), name_ << ": block " << i << " out of range (" << blocks_.size() << " blocks)");
+  DGP_CHECK(i < blocks_.size(),
+            name_ << ": block " << i << " out of range (" << blocks_.size() << " blocks)");
   return blocks_[i].module->named_parameters(blocks_[i].prefix);
 }
 
 int64_t Model::block_num_parameters(size_t i) const {
-  DGP_CHECK(i < blocks_.size(), name_ << ": block " << i << " out of range (" << blocks_.size() << " blocks)");
+  DGP_CHECK(i < blocks_.size(),
+            name_ << ": block " << i << " out of range (" << blocks_.size() << " blocks)");
   return blocks_[i].module->num_parameters();
 }
 
-Tensor Model::forward(const Tensor& x, const BlockContext& ctx) { return forward_blocks(x, ctx, 0, blocks_.size()); }
+Tensor Model::forward(const Tensor& x, const BlockContext& ctx) {
+  return forward_blocks(x, ctx, 0, blocks_.size());
+}
 
 Tensor Model::forward_blocks(const Tensor& x, const BlockContext& ctx, size_t begin, size_t end) {
-  DGP_CHECK(begin <= end && end <= blocks_.size(),
-            name_ << ": block range [" << begin << "," << end << ") out of range (" << blocks_.size() << " blocks)");
+  DGP_CHECK(begin <= end && end <= blocks_.size(), name_ << ": block range [" << begin << "," << end
+                                                         << ") out of range (" << blocks_.size()
+                                                         << " blocks)");
   Tensor h = x;
   for (size_t i = begin; i < end; ++i) h = blocks_[i].module->forward(h, ctx);
   return h;
@@ -65,7 +70,8 @@ layers::LoadReport load_checkpoint(Model& model, const std::string& path, bool s
   for (auto& [key, t] : file.tensors) {
     if (is_non_persistent_buffer(key)) continue;
     std::string name = key;
-    if (!model_keys.count(name) && !base_prefix.empty() && model_keys.count(base_prefix + name)) name = base_prefix + name;
+    if (!model_keys.count(name) && !base_prefix.empty() && model_keys.count(base_prefix + name))
+      name = base_prefix + name;
     if (!model_keys.count(name) && !base_prefix.empty() && name.rfind(base_prefix, 0) == 0 &&
         model_keys.count(name.substr(base_prefix.size())))
       name = name.substr(base_prefix.size());

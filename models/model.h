@@ -1,5 +1,5 @@
-// Model: an ordered list of blocks (so a pipeline can cut between any two) that together form one Module whose
-// state_dict names are the PyTorch / Hugging Face names of the same network.
+// Model: an ordered list of blocks (so a pipeline can cut between any two) that together form one Module
+// whose state_dict names are the PyTorch / Hugging Face names of the same network.
 #pragma once
 #include <memory>
 #include <string>
@@ -23,10 +23,11 @@ class Model : public Module {
 
  public:
   // (name_ is declared first so that it is initialised first.)
-  Model(std::string name, InputKind kind, int64_t num_classes) : name_(std::move(name)), input_kind(kind), num_classes(num_classes) {}
+  Model(std::string name, InputKind kind, int64_t num_classes)
+      : name_(std::move(name)), input_kind(kind), num_classes(num_classes) {}
 
-  // Appends a block. Its parameters are named `prefix` + the block's own names (prefix "" for blocks whose parts
-  // already carry full names).
+  // Appends a block. Its parameters are named `prefix` + the block's own names (prefix "" for blocks whose
+  // parts already carry full names).
   void add_block(const std::string& label, std::shared_ptr<Module> block, const std::string& prefix = "");
   // A module that belongs to the checkpoint but to no block (e.g. a BertModel pooler kept only so that
   // checkpoints load). It takes no part in forward.
@@ -67,10 +68,11 @@ class Model : public Module {
 
 using ModelPtr = std::shared_ptr<Model>;
 
-// Loads a checkpoint written by PyTorch/Hugging Face (safetensors). Keys are matched after two adjustments that
-// Hugging Face itself makes: non-persistent buffers (…position_ids, …token_type_ids) are dropped, and a base-model
-// checkpoint ("embeddings.…") loads into a model with a task head ("bert.embeddings.…"). strict=false lets the
-// task head stay missing (fine-tuning from a pretrained encoder); what was missing/unexpected is reported.
+// Loads a checkpoint written by PyTorch/Hugging Face (safetensors). Keys are matched after two adjustments
+// that Hugging Face itself makes: non-persistent buffers (…position_ids, …token_type_ids) are dropped, and a
+// base-model checkpoint ("embeddings.…") loads into a model with a task head ("bert.embeddings.…").
+// strict=false lets the task head stay missing (fine-tuning from a pretrained encoder); what was
+// missing/unexpected is reported.
 layers::LoadReport load_checkpoint(Model& model, const std::string& path, bool strict = true);
 
 }  // namespace dgpipe::models

@@ -9,7 +9,9 @@
 
 namespace dgpipe::models {
 
-std::vector<std::string> model_names() { return {"mobilenetv2", "resnet18", "vgg11", "roberta", "bert"}; }
+std::vector<std::string> model_names() {
+  return {"mobilenetv2", "resnet18", "vgg11", "roberta", "bert"};
+}
 
 ModelPtr build_model(const std::string& name_in, const ModelOptions& opts) {
   std::string name = name_in;
@@ -19,12 +21,15 @@ ModelPtr build_model(const std::string& name_in, const ModelOptions& opts) {
   const bool image = name == "mobilenetv2" || name == "resnet18" || name == "vgg11";
   if (image) {
     DGP_CHECK(opts.input_size == 32 || opts.input_size == 224,
-              "build_model: " << name << " supports --input-size 32 (CIFAR) or 224 (ImageNet), got " << opts.input_size);
+              "build_model: " << name << " supports --input-size 32 (CIFAR) or 224 (ImageNet), got "
+                              << opts.input_size);
     const bool cifar = opts.input_size == 32;
     const int64_t classes = opts.num_classes > 0 ? opts.num_classes : (cifar ? 10 : 1000);
     DGP_CHECK(opts.width_mult > 0 && opts.width_mult <= 4,
               "build_model: width multiplier must be in (0, 4], got " << opts.width_mult);
-    auto scaled = [&](int64_t channels) { return std::max<int64_t>(4, std::llround(channels * opts.width_mult)); };
+    auto scaled = [&](int64_t channels) {
+      return std::max<int64_t>(4, std::llround(channels * opts.width_mult));
+    };
     if (name == "mobilenetv2") {
       MobileNetV2Config c;
       c.num_classes = classes;

@@ -69,9 +69,11 @@ EncoderConfig EncoderConfig::from_hf_config(const std::string& path, int64_t num
   get_double("layer_norm_eps", c.layer_norm_eps);
   get_double("initializer_range", c.initializer_range);
   std::string act = j.value("hidden_act", "gelu");
-  DGP_CHECK(act == "gelu", "from_hf_config: " << path << ": hidden_act '" << act << "' unsupported (only exact gelu)");
+  DGP_CHECK(act == "gelu",
+            "from_hf_config: " << path << ": hidden_act '" << act << "' unsupported (only exact gelu)");
   std::string pos = j.value("position_embedding_type", "absolute");
-  DGP_CHECK(pos == "absolute", "from_hf_config: " << path << ": position_embedding_type '" << pos << "' unsupported");
+  DGP_CHECK(pos == "absolute",
+            "from_hf_config: " << path << ": position_embedding_type '" << pos << "' unsupported");
   return c;
 }
 
@@ -95,18 +97,21 @@ Tensor position_ids_for(const Tensor& ids, const EncoderConfig& cfg) {
   }
   int64_t max_pos = 0;
   for (int64_t p : pos) max_pos = std::max(max_pos, p);
-  DGP_CHECK(max_pos < cfg.max_positions, "position_ids: sequence length " << l << " needs position " << max_pos
-                                                                          << " but the model has " << cfg.max_positions
-                                                                          << " position embeddings");
+  DGP_CHECK(max_pos < cfg.max_positions, "position_ids: sequence length "
+                                             << l << " needs position " << max_pos << " but the model has "
+                                             << cfg.max_positions << " position embeddings");
   return E::from_vector(pos, {n, l}).to(ids.device());
 }
 
 BlockContext TextModel::make_context(const Tensor& ids) const {
-  DGP_CHECK(ids.defined() && ids.dim() == 2 && !E::is_floating(ids.dtype()),
-            name() << ": expected integer token ids [N,L], got "
-                   << (ids.defined() ? E::dtype_name(ids.dtype()) + std::string(" ") + E::shape_str(ids.shape()) : "undefined"));
+  DGP_CHECK(
+      ids.defined() && ids.dim() == 2 && !E::is_floating(ids.dtype()),
+      name() << ": expected integer token ids [N,L], got "
+             << (ids.defined() ? E::dtype_name(ids.dtype()) + std::string(" ") + E::shape_str(ids.shape())
+                               : "undefined"));
   BlockContext ctx;
-  ctx.attention_mask = E::ne(ids, E::full({}, static_cast<double>(cfg.pad_token_id), E::TensorOptions(ids.dtype(), ids.device())));
+  ctx.attention_mask = E::ne(
+      ids, E::full({}, static_cast<double>(cfg.pad_token_id), E::TensorOptions(ids.dtype(), ids.device())));
   ctx.additive_mask = layers::additive_attention_mask(ctx.attention_mask, DType::f32);
   ctx.position_ids = position_ids_for(ids, cfg);
   return ctx;
@@ -138,11 +143,15 @@ class TextEmbeddings : public Module {
   }
   Tensor forward(const Tensor& ids, const BlockContext& ctx) override {
     DGP_CHECK(ids.dim() == 2 && !E::is_floating(ids.dtype()),
-              "embeddings: expected integer token ids [N,L], got " << E::dtype_name(ids.dtype()) << " " << E::shape_str(ids.shape()));
+              "embeddings: expected integer token ids [N,L], got " << E::dtype_name(ids.dtype()) << " "
+                                                                   << E::shape_str(ids.shape()));
     Tensor pos = ctx.position_ids.defined() ? ctx.position_ids : position_ids_for(ids, cfg_);
-    DGP_CHECK(pos.shape() == ids.shape(), "embeddings: position ids " << E::shape_str(pos.shape()) << " do not match ids "
+    DGP_CHECK(pos.shape() == ids.shape(), "embeddings: position ids " << E::shape_str(pos.shape())
+                                                                      << " do not match ids "
                                                                       << E::shape_str(ids.shape()));
-    Tensor types = ctx.token_type_ids.defined() ? ctx.token_type_ids : E::zeros(ids.shape(), E::TensorOptions(DType::i64, ids.device()));
+    Tensor types = ctx.token_type_ids.defined()
+                       ? ctx.token_type_ids
+                       : E::zeros(ids.shape(), E::TensorOptions(DType::i64, ids.device()));
     Tensor h = E::add(word->forward(ids, ctx), position->forward(pos, ctx));
     h = E::add(h, token_type->forward(types, ctx));
     return dropout->forward(norm->forward(h, ctx), ctx);
@@ -156,8 +165,8 @@ class TextEmbeddings : public Module {
   EncoderConfig cfg_;
 };
 
-// Hugging Face's _init_weights for BERT/RoBERTa: Linear N(0, range) with zero bias, Embedding N(0, range) with the
-// padding row zeroed, LayerNorm 1/0.
+// Hugging Face's _init_weights for BERT/RoBERTa: Linear N(0, range) with zero bias, Embedding N(0, range)
+// with the padding row zeroed, LayerNorm 1/0.
 void hf_init(Module& m, double range, E::Generator* gen) {
   for (auto& [name, mod] : m.named_modules()) {
     Module* mm = const_cast<Module*>(mod.get());
@@ -197,7 +206,8 @@ ModelPtr make_text_model(const EncoderConfig& c) {
   lc.attention_dropout = c.attention_dropout;
   lc.layer_norm_eps = c.layer_norm_eps;
   for (int64_t i = 0; i < c.layers; ++i)
-    model->add_block("layer." + std::to_string(i), std::make_shared<layers::TransformerEncoderLayer>(lc, &gen),
+    model->add_block("layer." + std::to_string(i),
+                     std::make_shared<layers::TransformerEncoderLayer>(lc, &gen),
                      base + "encoder.layer." + std::to_string(i));
 
   const double head_dropout = c.classifier_dropout >= 0 ? c.classifier_dropout : c.hidden_dropout;
@@ -206,24 +216,28 @@ ModelPtr make_text_model(const EncoderConfig& c) {
     auto classifier = std::make_shared<Container>("RobertaClassificationHead");
     auto dense = classifier->add("dense", std::make_shared<Linear>(c.hidden, c.hidden, true, &gen));
     auto drop = classifier->add("dropout", std::make_shared<Dropout>(head_dropout));
-    auto out_proj = classifier->add("out_proj", std::make_shared<Linear>(c.hidden, c.num_classes, true, &gen));
-    model->add_block("head", std::make_shared<layers::Block>("RobertaClassificationHead", Parts{{"classifier", classifier}},
-                                                             [dense, drop, out_proj](const Tensor& x, const BlockContext& ctx) {
-                                                               Tensor h = drop->forward(x.select(1, 0), ctx);
-                                                               h = drop->forward(E::tanh(dense->forward(h, ctx)), ctx);
-                                                               return out_proj->forward(h, ctx);
-                                                             }));
+    auto out_proj =
+        classifier->add("out_proj", std::make_shared<Linear>(c.hidden, c.num_classes, true, &gen));
+    model->add_block("head", std::make_shared<layers::Block>(
+                                 "RobertaClassificationHead", Parts{{"classifier", classifier}},
+                                 [dense, drop, out_proj](const Tensor& x, const BlockContext& ctx) {
+                                   Tensor h = drop->forward(x.select(1, 0), ctx);
+                                   h = drop->forward(E::tanh(dense->forward(h, ctx)), ctx);
+                                   return out_proj->forward(h, ctx);
+                                 }));
   } else if (head && bert) {
     // BertForSequenceClassification: pooler (first token -> dense -> tanh) -> dropout -> classifier.
     auto pooler = std::make_shared<Container>("BertPooler");
     auto pool_dense = pooler->add("dense", std::make_shared<Linear>(c.hidden, c.hidden, true, &gen));
     auto drop = std::make_shared<Dropout>(head_dropout);
     auto classifier = std::make_shared<Linear>(c.hidden, c.num_classes, true, &gen);
-    model->add_block("head", std::make_shared<layers::Block>("BertPoolerClassifier", Parts{{"bert.pooler", pooler}, {"classifier", classifier}},
-                                                             [pool_dense, drop, classifier](const Tensor& x, const BlockContext& ctx) {
-                                                               Tensor pooled = E::tanh(pool_dense->forward(x.select(1, 0), ctx));
-                                                               return classifier->forward(drop->forward(pooled, ctx), ctx);
-                                                             }));
+    model->add_block("head",
+                     std::make_shared<layers::Block>(
+                         "BertPoolerClassifier", Parts{{"bert.pooler", pooler}, {"classifier", classifier}},
+                         [pool_dense, drop, classifier](const Tensor& x, const BlockContext& ctx) {
+                           Tensor pooled = E::tanh(pool_dense->forward(x.select(1, 0), ctx));
+                           return classifier->forward(drop->forward(pooled, ctx), ctx);
+                         }));
   } else if (c.add_pooler) {
     auto pooler = std::make_shared<Container>(bert ? "BertPooler" : "RobertaPooler");
     pooler->add("dense", std::make_shared<Linear>(c.hidden, c.hidden, true, &gen));

@@ -46,7 +46,8 @@ struct EncoderConfig {
 
 class TextModel : public Model {
  public:
-  TextModel(std::string name, const EncoderConfig& cfg) : Model(std::move(name), InputKind::tokens, cfg.num_classes), cfg(cfg) {}
+  TextModel(std::string name, const EncoderConfig& cfg)
+      : Model(std::move(name), InputKind::tokens, cfg.num_classes), cfg(cfg) {}
   BlockContext make_context(const Tensor& input_ids) const override;
   Shape example_input_shape(int64_t batch) const override { return {batch, 128}; }
   const EncoderConfig cfg;

@@ -63,8 +63,8 @@ std::shared_ptr<Sequential> conv_bn_act(int64_t in, int64_t out, int64_t k, int6
   return seq;
 }
 
-// MobileNetV2's inverted residual: [1×1 expand] -> 3×3 depthwise -> 1×1 linear projection, plus the input when
-// the shape is kept. Children: "conv" (a Sequential named as torchvision's).
+// MobileNetV2's inverted residual: [1×1 expand] -> 3×3 depthwise -> 1×1 linear projection, plus the input
+// when the shape is kept. Children: "conv" (a Sequential named as torchvision's).
 class InvertedResidual : public Module {
  public:
   InvertedResidual(int64_t in, int64_t out, int64_t stride, int64_t expand, E::Generator* gen)
@@ -131,8 +131,8 @@ ModelPtr make_mobilenetv2(const MobileNetV2Config& cfg) {
   DGP_CHECK(cfg.num_classes > 0, "mobilenetv2: num_classes must be positive, got " << cfg.num_classes);
   DGP_CHECK(cfg.width_mult > 0, "mobilenetv2: width_mult must be positive, got " << cfg.width_mult);
   E::Generator gen(cfg.seed);
-  auto model = std::make_shared<ImageModel>(cfg.cifar ? "mobilenetv2" : "mobilenetv2-imagenet", cfg.num_classes,
-                                            cfg.cifar ? 32 : 224);
+  auto model = std::make_shared<ImageModel>(cfg.cifar ? "mobilenetv2" : "mobilenetv2-imagenet",
+                                            cfg.num_classes, cfg.cifar ? 32 : 224);
   auto features = std::make_shared<Sequential>();
   int64_t channels = make_divisible(32 * cfg.width_mult, cfg.round_nearest);
   int64_t last = make_divisible(cfg.last_channel * std::max(1.0, cfg.width_mult), cfg.round_nearest);
@@ -154,10 +154,13 @@ ModelPtr make_mobilenetv2(const MobileNetV2Config& cfg) {
     std::string name = "features." + std::to_string(i);
     model->add_block(name, (*features)[i], name);
   }
-  model->add_block("head", std::make_shared<Block>("PoolClassifier", std::vector<std::pair<std::string, std::shared_ptr<Module>>>{{"classifier", classifier}},
-                                                   [classifier](const Tensor& x, const BlockContext& ctx) {
-                                                     return classifier->forward(E::adaptive_avg_pool2d(x, 1, 1).flatten(1), ctx);
-                                                   }));
+  model->add_block(
+      "head", std::make_shared<Block>(
+                  "PoolClassifier",
+                  std::vector<std::pair<std::string, std::shared_ptr<Module>>>{{"classifier", classifier}},
+                  [classifier](const Tensor& x, const BlockContext& ctx) {
+                    return classifier->forward(E::adaptive_avg_pool2d(x, 1, 1).flatten(1), ctx);
+                  }));
   torchvision_init(*model, true, &gen);
   return model;
 }
@@ -173,25 +176,31 @@ ModelPtr make_resnet18(const ResNet18Config& cfg) {
                          : std::make_shared<Conv2d>(3, w, conv_opts(7, 2, 3, false), &gen);
   auto bn1 = std::make_shared<BatchNorm2d>(w);
   const bool cifar = cfg.cifar;
-  model->add_block("stem", std::make_shared<Block>("Stem", std::vector<std::pair<std::string, std::shared_ptr<Module>>>{{"conv1", conv1}, {"bn1", bn1}},
-                                                   [conv1, bn1, cifar](const Tensor& x, const BlockContext& ctx) {
-                                                     Tensor y = E::relu(bn1->forward(conv1->forward(x, ctx), ctx));
-                                                     return cifar ? y : E::max_pool2d(y, 3, 2, 1);
-                                                   }));
+  model->add_block("stem",
+                   std::make_shared<Block>("Stem",
+                                           std::vector<std::pair<std::string, std::shared_ptr<Module>>>{
+                                               {"conv1", conv1}, {"bn1", bn1}},
+                                           [conv1, bn1, cifar](const Tensor& x, const BlockContext& ctx) {
+                                             Tensor y = E::relu(bn1->forward(conv1->forward(x, ctx), ctx));
+                                             return cifar ? y : E::max_pool2d(y, 3, 2, 1);
+                                           }));
   int64_t in = w;
   for (int64_t stage = 0; stage < 4; ++stage) {
     int64_t out = w << stage;
     for (int64_t b = 0; b < cfg.blocks_per_stage[stage]; ++b) {
       std::string name = "layer" + std::to_string(stage + 1) + "." + std::to_string(b);
-      model->add_block(name, std::make_shared<BasicBlock>(in, out, (b == 0 && stage > 0) ? 2 : 1, &gen), name);
+      model->add_block(name, std::make_shared<BasicBlock>(in, out, (b == 0 && stage > 0) ? 2 : 1, &gen),
+                       name);
       in = out;
     }
   }
   auto fc = std::make_shared<Linear>(in, cfg.num_classes, true, &gen);
-  model->add_block("head", std::make_shared<Block>("PoolFc", std::vector<std::pair<std::string, std::shared_ptr<Module>>>{{"fc", fc}},
-                                                   [fc](const Tensor& x, const BlockContext& ctx) {
-                                                     return fc->forward(E::adaptive_avg_pool2d(x, 1, 1).flatten(1), ctx);
-                                                   }));
+  model->add_block("head",
+                   std::make_shared<Block>(
+                       "PoolFc", std::vector<std::pair<std::string, std::shared_ptr<Module>>>{{"fc", fc}},
+                       [fc](const Tensor& x, const BlockContext& ctx) {
+                         return fc->forward(E::adaptive_avg_pool2d(x, 1, 1).flatten(1), ctx);
+                       }));
   torchvision_init(*model, false, &gen);
   return model;
 }
@@ -199,12 +208,15 @@ ModelPtr make_resnet18(const ResNet18Config& cfg) {
 ModelPtr make_vgg11_bn(const VGG11Config& cfg) {
   DGP_CHECK(cfg.num_classes > 0, "vgg11: num_classes must be positive, got " << cfg.num_classes);
   E::Generator gen(cfg.seed);
-  auto model = std::make_shared<ImageModel>(cfg.cifar ? "vgg11" : "vgg11-imagenet", cfg.num_classes, cfg.cifar ? 32 : 224);
-  // One block per conv-BN-ReLU unit, taking the max-pool that follows it; features keep torchvision's indices.
+  auto model = std::make_shared<ImageModel>(cfg.cifar ? "vgg11" : "vgg11-imagenet", cfg.num_classes,
+                                            cfg.cifar ? 32 : 224);
+  // One block per conv-BN-ReLU unit, taking the max-pool that follows it; features keep torchvision's
+  // indices.
   int64_t index = 0, in = 3, unit = 0;
   for (size_t i = 0; i < cfg.layers.size(); ++i) {
     int64_t width = cfg.layers[i];
-    DGP_CHECK(width > 0, "vgg11: layer list must start each unit with a conv width, got " << width << " at " << i);
+    DGP_CHECK(width > 0,
+              "vgg11: layer list must start each unit with a conv width, got " << width << " at " << i);
     auto conv = std::make_shared<Conv2d>(in, width, conv_opts(3, 1, 1, true), &gen);
     auto bn = std::make_shared<BatchNorm2d>(width);
     std::vector<std::pair<std::string, std::shared_ptr<Module>>> parts = {
@@ -215,22 +227,26 @@ ModelPtr make_vgg11_bn(const VGG11Config& cfg) {
       ++index;
       ++i;
     }
-    model->add_block("conv" + std::to_string(unit++), std::make_shared<Block>("ConvBnRelu" + std::string(pool ? "Pool" : ""), parts,
-                                                                             [conv, bn, pool](const Tensor& x, const BlockContext& ctx) {
-                                                                               Tensor y = E::relu(bn->forward(conv->forward(x, ctx), ctx));
-                                                                               return pool ? E::max_pool2d(y, 2, 2) : y;
-                                                                             }));
+    model->add_block("conv" + std::to_string(unit++),
+                     std::make_shared<Block>("ConvBnRelu" + std::string(pool ? "Pool" : ""), parts,
+                                             [conv, bn, pool](const Tensor& x, const BlockContext& ctx) {
+                                               Tensor y = E::relu(bn->forward(conv->forward(x, ctx), ctx));
+                                               return pool ? E::max_pool2d(y, 2, 2) : y;
+                                             }));
     in = width;
   }
   if (cfg.cifar) {
     auto classifier = std::make_shared<Linear>(in, cfg.num_classes, true, &gen);
-    model->add_block("head", std::make_shared<Block>("FlattenLinear", std::vector<std::pair<std::string, std::shared_ptr<Module>>>{{"classifier", classifier}},
-                                                     [classifier](const Tensor& x, const BlockContext& ctx) {
-                                                       DGP_CHECK(x.dim() == 4 && x.size(2) == 1 && x.size(3) == 1,
-                                                                 "vgg11 (CIFAR head): expected a 1x1 feature map, got "
-                                                                     << E::shape_str(x.shape()) << " (input must be 32x32)");
-                                                       return classifier->forward(x.flatten(1), ctx);
-                                                     }));
+    model->add_block(
+        "head", std::make_shared<Block>(
+                    "FlattenLinear",
+                    std::vector<std::pair<std::string, std::shared_ptr<Module>>>{{"classifier", classifier}},
+                    [classifier](const Tensor& x, const BlockContext& ctx) {
+                      DGP_CHECK(x.dim() == 4 && x.size(2) == 1 && x.size(3) == 1,
+                                "vgg11 (CIFAR head): expected a 1x1 feature map, got "
+                                    << E::shape_str(x.shape()) << " (input must be 32x32)");
+                      return classifier->forward(x.flatten(1), ctx);
+                    }));
   } else {
     auto classifier = std::make_shared<Sequential>();
     classifier->push_back(std::make_shared<Linear>(in * 49, cfg.hidden, true, &gen));
@@ -240,10 +256,13 @@ ModelPtr make_vgg11_bn(const VGG11Config& cfg) {
     classifier->push_back(layers::ReLU());
     classifier->push_back(std::make_shared<layers::Dropout>(cfg.dropout));
     classifier->push_back(std::make_shared<Linear>(cfg.hidden, cfg.num_classes, true, &gen));
-    model->add_block("head", std::make_shared<Block>("PoolClassifier", std::vector<std::pair<std::string, std::shared_ptr<Module>>>{{"classifier", classifier}},
-                                                     [classifier](const Tensor& x, const BlockContext& ctx) {
-                                                       return classifier->forward(E::adaptive_avg_pool2d(x, 7, 7).flatten(1), ctx);
-                                                     }));
+    model->add_block(
+        "head", std::make_shared<Block>(
+                    "PoolClassifier",
+                    std::vector<std::pair<std::string, std::shared_ptr<Module>>>{{"classifier", classifier}},
+                    [classifier](const Tensor& x, const BlockContext& ctx) {
+                      return classifier->forward(E::adaptive_avg_pool2d(x, 7, 7).flatten(1), ctx);
+                    }));
   }
   torchvision_init(*model, true, &gen);
   return model;

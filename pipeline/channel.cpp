@@ -12,9 +12,12 @@ namespace dgpipe::pipeline {
 
 const char* msg_kind_name(MsgKind k) {
   switch (k) {
-    case MsgKind::activation: return "activation";
-    case MsgKind::gradient: return "gradient";
-    case MsgKind::control: return "control";
+    case MsgKind::activation:
+      return "activation";
+    case MsgKind::gradient:
+      return "gradient";
+    case MsgKind::control:
+      return "control";
   }
   return "?";
 }
@@ -29,7 +32,8 @@ std::pair<double, std::string> split_number_unit(const std::string& text, const 
   std::string unit = text.substr(i);
   for (char& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (unit.size() > 2 && unit.substr(unit.size() - 2) == "/s") unit = unit.substr(0, unit.size() - 2);
-  if (unit.size() > 3 && unit.substr(unit.size() - 3) == "bps") unit = unit.substr(0, unit.size() - 3) + "bit";
+  if (unit.size() > 3 && unit.substr(unit.size() - 3) == "bps")
+    unit = unit.substr(0, unit.size() - 3) + "bit";
   return {v, unit};
 }
 }  // namespace
@@ -37,12 +41,13 @@ std::pair<double, std::string> split_number_unit(const std::string& text, const 
 double parse_bandwidth(const std::string& text) {
   auto [v, unit] = split_number_unit(text, "link bandwidth");
   static const std::map<std::string, double> units = {
-      {"bit", 1.0 / 8},   {"kbit", 1e3 / 8},   {"mbit", 1e6 / 8},      {"gbit", 1e9 / 8},
-      {"b", 1},           {"kb", 1e3},         {"mb", 1e6},            {"gb", 1e9},
-      {"kib", 1024.0},    {"mib", 1048576.0},  {"gib", 1073741824.0}};
+      {"bit", 1.0 / 8}, {"kbit", 1e3 / 8},  {"mbit", 1e6 / 8},    {"gbit", 1e9 / 8},
+      {"b", 1},         {"kb", 1e3},        {"mb", 1e6},          {"gb", 1e9},
+      {"kib", 1024.0},  {"mib", 1048576.0}, {"gib", 1073741824.0}};
   auto it = units.find(unit);
-  DGP_CHECK(it != units.end(), "link bandwidth: unknown unit '" << unit << "' in '" << text
-                                                                 << "' (bit, kbit, mbit, gbit, B, KB, MB, GB, KiB, MiB, GiB)");
+  DGP_CHECK(it != units.end(), "link bandwidth: unknown unit '"
+                                   << unit << "' in '" << text
+                                   << "' (bit, kbit, mbit, gbit, B, KB, MB, GB, KiB, MiB, GiB)");
   DGP_CHECK(v > 0, "link bandwidth: must be positive, got '" << text << "'");
   return v * it->second;
 }
@@ -56,7 +61,9 @@ double parse_latency(const std::string& text) {
   DGP_FAIL("link latency: unknown unit '" << unit << "' in '" << text << "' (s, ms, us)");
 }
 
-size_t message_bytes(const Message& msg) { return msg.bytes.size() + (msg.body.defined() ? msg.body.nbytes() : 0); }
+size_t message_bytes(const Message& msg) {
+  return msg.bytes.size() + (msg.body.defined() ? msg.body.nbytes() : 0);
+}
 
 // ---------------- Mailbox ----------------
 
@@ -75,9 +82,10 @@ Message Mailbox::take(int src, int dst, MsgKind kind, int micro_batch, int64_t s
   auto deadline = std::chrono::steady_clock::now() + timeout;
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
-    DGP_CHECK(abort_reason_.empty(), "stage " << dst << ": pipeline aborted while waiting for " << msg_kind_name(kind)
-                                              << " of micro-batch " << micro_batch << " (step " << step
-                                              << ") from stage " << src << ": " << abort_reason_);
+    DGP_CHECK(abort_reason_.empty(), "stage " << dst << ": pipeline aborted while waiting for "
+                                              << msg_kind_name(kind) << " of micro-batch " << micro_batch
+                                              << " (step " << step << ") from stage " << src << ": "
+                                              << abort_reason_);
     auto& q = queues_[key];
     auto now = std::chrono::steady_clock::now();
     if (!q.empty()) {
@@ -95,9 +103,9 @@ Message Mailbox::take(int src, int dst, MsgKind kind, int micro_batch, int64_t s
     } else {
       if (cv_.wait_until(lock, deadline) == std::cv_status::timeout && queues_[key].empty()) {
         DGP_CHECK(abort_reason_.empty(), "stage " << dst << ": pipeline aborted: " << abort_reason_);
-        DGP_FAIL("stage " << dst << ": no " << msg_kind_name(kind) << " from stage " << src << " for micro-batch "
-                          << micro_batch << " of step " << step << " within " << timeout.count() / 1000.0
-                          << " s (peer dead or stuck)");
+        DGP_FAIL("stage " << dst << ": no " << msg_kind_name(kind) << " from stage " << src
+                          << " for micro-batch " << micro_batch << " of step " << step << " within "
+                          << timeout.count() / 1000.0 << " s (peer dead or stuck)");
       }
     }
   }
@@ -124,7 +132,8 @@ std::chrono::steady_clock::time_point LinkThrottle::reserve(int src, int dst, si
   std::lock_guard<std::mutex> lock(mu_);
   auto& free_at = wire_free_[{src, dst}];
   auto start = std::max(now, free_at);
-  double wire_s = model_.bandwidth_bytes_per_s > 0 ? static_cast<double>(bytes) / model_.bandwidth_bytes_per_s : 0;
+  double wire_s =
+      model_.bandwidth_bytes_per_s > 0 ? static_cast<double>(bytes) / model_.bandwidth_bytes_per_s : 0;
   auto done = start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                           std::chrono::duration<double>(wire_s));
   free_at = done;

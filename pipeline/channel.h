@@ -3,8 +3,8 @@
 // Every message is addressed by (source stage, destination stage, kind) and is delivered in FIFO order per
 // address. send() never blocks (messages are buffered); recv() blocks until the next message for that address
 // arrives, the timeout expires (an error naming the peer stage, the micro-batch and the step), or the channel
-// is aborted because another stage failed (an error naming that stage and its reason). So a dead or stuck peer
-// never leaves the others hanging.
+// is aborted because another stage failed (an error naming that stage and its reason). So a dead or stuck
+// peer never leaves the others hanging.
 #pragma once
 #include <chrono>
 #include <condition_variable>
@@ -31,9 +31,10 @@ struct Message {
   MsgKind kind = MsgKind::activation;
   int micro_batch = 0;
   int64_t step = 0;
-  std::vector<uint8_t> bytes;  // host bytes: the whole message, or (device-body channels) everything but the body
-  // Only with a channel that carries_device_bodies(): the packet body, a 1-D contiguous u8 tensor that stays on its
-  // device (undefined when the packet has no body). Host-byte channels leave it empty.
+  std::vector<uint8_t>
+      bytes;  // host bytes: the whole message, or (device-body channels) everything but the body
+  // Only with a channel that carries_device_bodies(): the packet body, a 1-D contiguous u8 tensor that stays
+  // on its device (undefined when the packet has no body). Host-byte channels leave it empty.
   engine::Tensor body;
   // Set by a channel on delivery when `body` is a CUDA tensor written by work still queued on another stream:
   // recv() has already made the receiver's current stream wait for it; kept so the event outlives that wait.
@@ -61,8 +62,8 @@ class Channel {
   virtual Message recv(int src_stage, int dst_stage, MsgKind kind, int micro_batch, int64_t step) = 0;
   // Marks the whole pipeline failed: every blocked or later recv throws with this reason.
   virtual void abort(const std::string& reason) = 0;
-  // True when the channel moves a packet body as a device tensor (Message::body) next to the host bytes, instead
-  // of inside them; the executor then sends only the packet header as bytes (see executor.cpp).
+  // True when the channel moves a packet body as a device tensor (Message::body) next to the host bytes,
+  // instead of inside them; the executor then sends only the packet header as bytes (see executor.cpp).
   virtual bool carries_device_bodies() const { return false; }
   void set_timeout(std::chrono::milliseconds t) { timeout_ = t; }
   std::chrono::milliseconds timeout() const { return timeout_; }
@@ -121,8 +122,8 @@ class LocalChannel : public Channel {
 };
 
 #ifdef DGPIPE_WITH_MPI
-// One process per rank (mpirun); stage_rank[s] says which rank runs stage s. Same-rank messages go through the
-// mailbox, others through MPI point-to-point with tags per (src, dst, kind). Needs MPI_THREAD_MULTIPLE.
+// One process per rank (mpirun); stage_rank[s] says which rank runs stage s. Same-rank messages go through
+// the mailbox, others through MPI point-to-point with tags per (src, dst, kind). Needs MPI_THREAD_MULTIPLE.
 class MpiChannel : public Channel {
  public:
   MpiChannel(std::vector<int> stage_rank, LinkModel link = {});
@@ -148,15 +149,16 @@ void mpi_finalize();
 #endif
 
 #if defined(DGPIPE_WITH_CUDA) && defined(DGPIPE_WITH_MPI) && defined(DGPIPE_WITH_NCCL)
-// GPU<->GPU between processes (mpirun, one CUDA device per rank): packet bodies stay on the device and move with
-// ncclSend/ncclRecv; the small host part of a message (packet header, side inputs, address) moves with MPI, ahead
-// of its body, so the receiver knows the body size and allocates before posting the receive. Same-rank messages go
-// through the mailbox with an event. See pipeline/channel_nccl.cpp and docs/pipeline.md for the ordering, stream
-// and failure design. Untested on real hardware: it needs two GPUs (NCCL refuses two ranks on one GPU).
+// GPU<->GPU between processes (mpirun, one CUDA device per rank): packet bodies stay on the device and move
+// with ncclSend/ncclRecv; the small host part of a message (packet header, side inputs, address) moves with
+// MPI, ahead of its body, so the receiver knows the body size and allocates before posting the receive.
+// Same-rank messages go through the mailbox with an event. See pipeline/channel_nccl.cpp and docs/pipeline.md
+// for the ordering, stream and failure design. Untested on real hardware: it needs two GPUs (NCCL refuses two
+// ranks on one GPU).
 class NcclChannel : public Channel {
  public:
-  // Collective: every rank of MPI_COMM_WORLD constructs it (after mpi_init) with the same stage_rank. `device` is
-  // this rank's CUDA device (every stage of the rank must run there).
+  // Collective: every rank of MPI_COMM_WORLD constructs it (after mpi_init) with the same stage_rank.
+  // `device` is this rank's CUDA device (every stage of the rank must run there).
   NcclChannel(std::vector<int> stage_rank, int device, LinkModel link = {});
   ~NcclChannel() override;
   void send(Message msg) override;

@@ -1,4 +1,5 @@
-// MPI channel: one process per rank, launched by mpirun. Payloads travel as host bytes with MPI point-to-point.
+// MPI channel: one process per rank, launched by mpirun. Payloads travel as host bytes with MPI
+// point-to-point.
 #ifdef DGPIPE_WITH_MPI
 #include <mpi.h>
 
@@ -15,7 +16,9 @@ namespace dgpipe::pipeline {
 
 namespace {
 constexpr int kMaxStages = 64;
-int message_tag(int src, int dst, MsgKind kind) { return ((src * kMaxStages) + dst) * 4 + static_cast<int>(kind); }
+int message_tag(int src, int dst, MsgKind kind) {
+  return ((src * kMaxStages) + dst) * 4 + static_cast<int>(kind);
+}
 
 struct WireHeader {
   int32_t micro_batch;
@@ -75,8 +78,8 @@ struct MpiChannel::Impl {
         in_flight.push_back(std::move(queue.front()));
         queue.pop_front();
         Outgoing& o = in_flight.back();
-        MPI_Isend(o.buffer.data(), static_cast<int>(o.buffer.size()), MPI_BYTE, o.dest_rank, o.tag, MPI_COMM_WORLD,
-                  &o.request);
+        MPI_Isend(o.buffer.data(), static_cast<int>(o.buffer.size()), MPI_BYTE, o.dest_rank, o.tag,
+                  MPI_COMM_WORLD, &o.request);
         continue;
       }
       auto wake = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
@@ -88,14 +91,15 @@ struct MpiChannel::Impl {
 
 MpiChannel::MpiChannel(std::vector<int> stage_rank, LinkModel link)
     : impl_(std::make_unique<Impl>()), stage_rank_(std::move(stage_rank)), throttle_(link) {
-  DGP_CHECK(static_cast<int>(stage_rank_.size()) <= kMaxStages, "mpi channel: at most " << kMaxStages << " stages");
+  DGP_CHECK(static_cast<int>(stage_rank_.size()) <= kMaxStages,
+            "mpi channel: at most " << kMaxStages << " stages");
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   int size = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   for (size_t s = 0; s < stage_rank_.size(); ++s)
     DGP_CHECK(stage_rank_[s] >= 0 && stage_rank_[s] < size,
-              "mpi channel: stage " << s << " placed on rank " << stage_rank_[s] << " but mpirun started " << size
-                                    << " ranks");
+              "mpi channel: stage " << s << " placed on rank " << stage_rank_[s] << " but mpirun started "
+                                    << size << " ranks");
   impl_->sender = std::thread([this] { impl_->run(); });
 }
 
@@ -116,7 +120,8 @@ void MpiChannel::send(Message msg) {
     return;
   }
   DGP_CHECK(!msg.body.defined(), "mpi channel: stage " << msg.src_stage << " sent a device body to stage "
-                                                       << msg.dst_stage << "; this channel carries host bytes only");
+                                                       << msg.dst_stage
+                                                       << "; this channel carries host bytes only");
   Impl::Outgoing o;
   o.buffer.resize(sizeof(WireHeader) + msg.bytes.size());
   WireHeader h{msg.micro_batch, static_cast<int32_t>(msg.kind), msg.step};
@@ -140,14 +145,14 @@ Message MpiChannel::recv(int src, int dst, MsgKind kind, int micro_batch, int64_
   MPI_Status status;
   int flag = 0;
   while (true) {
-    DGP_CHECK(!mailbox_.aborted(), "stage " << dst << ": pipeline aborted while waiting for " << msg_kind_name(kind)
-                                            << " from stage " << src);
+    DGP_CHECK(!mailbox_.aborted(), "stage " << dst << ": pipeline aborted while waiting for "
+                                            << msg_kind_name(kind) << " from stage " << src);
     MPI_Iprobe(src_rank, tag, MPI_COMM_WORLD, &flag, &status);
     if (flag) break;
     DGP_CHECK(std::chrono::steady_clock::now() < deadline,
-              "stage " << dst << " (rank " << rank_ << "): no " << msg_kind_name(kind) << " from stage " << src
-                       << " (rank " << src_rank << ") for micro-batch " << micro_batch << " of step " << step
-                       << " within " << timeout_.count() / 1000.0 << " s (peer dead or stuck)");
+              "stage " << dst << " (rank " << rank_ << "): no " << msg_kind_name(kind) << " from stage "
+                       << src << " (rank " << src_rank << ") for micro-batch " << micro_batch << " of step "
+                       << step << " within " << timeout_.count() / 1000.0 << " s (peer dead or stuck)");
     std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
   int count = 0;
@@ -159,9 +164,9 @@ Message MpiChannel::recv(int src, int dst, MsgKind kind, int micro_batch, int64_
   WireHeader h;
   std::memcpy(&h, buffer.data(), sizeof(h));
   DGP_CHECK(h.micro_batch == micro_batch && h.step == step,
-            "stage " << dst << ": expected " << msg_kind_name(kind) << " of micro-batch " << micro_batch << " step "
-                     << step << " from stage " << src << " but received micro-batch " << h.micro_batch << " step "
-                     << h.step);
+            "stage " << dst << ": expected " << msg_kind_name(kind) << " of micro-batch " << micro_batch
+                     << " step " << step << " from stage " << src << " but received micro-batch "
+                     << h.micro_batch << " step " << h.step);
   Message m;
   m.src_stage = src;
   m.dst_stage = dst;

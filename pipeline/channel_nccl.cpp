@@ -1,41 +1,44 @@
-// NCCL channel: packet bodies move GPU->GPU between processes with ncclSend/ncclRecv and never touch the host;
-// the small host part of each message (address, packet header, side inputs) moves with MPI, ahead of its body.
+// NCCL channel: packet bodies move GPU->GPU between processes with ncclSend/ncclRecv and never touch the
+// host; the small host part of each message (address, packet header, side inputs) moves with MPI, ahead of
+// its body.
 //
-// Bootstrap (collective, in the constructor): rank 0 calls ncclGetUniqueId, MPI_Bcast hands the id to every rank,
-// every rank calls ncclCommInitRank on its CUDA device: one communicator for the job. From it, ncclCommSplit cuts a
-// two-rank communicator per DIRECTED link between neighbouring stages on different ranks (a->b and b->a are two
-// communicators). Why not send everything through the job communicator: NCCL executes the operations of one
-// communicator in the order they were issued, and a send blocks the GPU until its peer posts the matching receive.
-// If two ranks each issue a large send to the other before the receive of the other's message (activations going
-// forward while gradients come back, which 1F1B does all the time), both sends wait for receives queued behind
-// them: a deadlock. On a one-way link communicator the sender only sends and the receiver only receives, both in
-// the same order, so every send has its receive posted as soon as the header arrives. Each link has its own
-// non-blocking stream on each side (the "communication stream"); ordering with the stage's compute stream uses
-// events only: the link stream waits for an event recorded on the sender's current stream after the body was
-// written; the receiver's current stream waits for an event recorded after ncclRecv. No device-wide syncs.
+// Bootstrap (collective, in the constructor): rank 0 calls ncclGetUniqueId, MPI_Bcast hands the id to every
+// rank, every rank calls ncclCommInitRank on its CUDA device: one communicator for the job. From it,
+// ncclCommSplit cuts a two-rank communicator per DIRECTED link between neighbouring stages on different ranks
+// (a->b and b->a are two communicators). Why not send everything through the job communicator: NCCL executes
+// the operations of one communicator in the order they were issued, and a send blocks the GPU until its peer
+// posts the matching receive. If two ranks each issue a large send to the other before the receive of the
+// other's message (activations going forward while gradients come back, which 1F1B does all the time), both
+// sends wait for receives queued behind them: a deadlock. On a one-way link communicator the sender only
+// sends and the receiver only receives, both in the same order, so every send has its receive posted as soon
+// as the header arrives. Each link has its own non-blocking stream on each side (the "communication stream");
+// ordering with the stage's compute stream uses events only: the link stream waits for an event recorded on
+// the sender's current stream after the body was written; the receiver's current stream waits for an event
+// recorded after ncclRecv. No device-wide syncs.
 //
-// Ordering: per link, the header (MPI_Isend on a duplicate of MPI_COMM_WORLD, so it never meets other MPI traffic)
-// and the body (ncclSend) are issued under one lock, so headers and bodies leave in the same order. One progress
-// thread per process receives headers from any rank in their arrival order (MPI keeps the order per source),
-// allocates the body on the device (the size is in the header) and posts ncclRecv in that same order, then files
-// the message in the mailbox, from which recv() takes it by address like the MPI channel.
+// Ordering: per link, the header (MPI_Isend on a duplicate of MPI_COMM_WORLD, so it never meets other MPI
+// traffic) and the body (ncclSend) are issued under one lock, so headers and bodies leave in the same order.
+// One progress thread per process receives headers from any rank in their arrival order (MPI keeps the order
+// per source), allocates the body on the device (the size is in the header) and posts ncclRecv in that same
+// order, then files the message in the mailbox, from which recv() takes it by address like the MPI channel.
 //
 // Thread safety: NCCL calls are not safe in parallel on one communicator, nor on several communicators of one
-// device, so every NCCL call of the process holds one mutex. Connections are set up once, by a grouped warm-up
-// exchange of one byte per link in the constructor, so later sends and receives only enqueue work and never block
-// the host waiting for a peer (lazy connection set-up inside a send could otherwise wait for a peer whose
-// progress thread is waiting for our lock).
+// device, so every NCCL call of the process holds one mutex. Connections are set up once, by a grouped
+// warm-up exchange of one byte per link in the constructor, so later sends and receives only enqueue work and
+// never block the host waiting for a peer (lazy connection set-up inside a send could otherwise wait for a
+// peer whose progress thread is waiting for our lock).
 //
-// Failures: a receive posted on the GPU cannot time out by itself. The stage's recv() waits for the header with
-// the channel timeout (a dead or stuck peer is reported by name, as with MPI); the progress thread doubles as a
-// watchdog over every posted transfer (deadline = channel timeout from when a stage starts depending on it) and
-// polls ncclCommGetAsyncError. Either failure, or a stage error, calls abort(): ncclCommAbort on every
-// communicator (kernels stuck waiting for a dead peer return, so no thread stays blocked in a CUDA call), then
-// MPI_Abort for the whole job, as the MPI channel does.
+// Failures: a receive posted on the GPU cannot time out by itself. The stage's recv() waits for the header
+// with the channel timeout (a dead or stuck peer is reported by name, as with MPI); the progress thread
+// doubles as a watchdog over every posted transfer (deadline = channel timeout from when a stage starts
+// depending on it) and polls ncclCommGetAsyncError. Either failure, or a stage error, calls abort():
+// ncclCommAbort on every communicator (kernels stuck waiting for a dead peer return, so no thread stays
+// blocked in a CUDA call), then MPI_Abort for the whole job, as the MPI channel does.
 //
 // Limits: one CUDA device per rank and two ranks never on one GPU (NCCL refuses that); the emulated link
-// (--link-bandwidth/--link-latency) delays delivery at the receiver, the NCCL transfer itself runs at full speed.
-// UNTESTED on hardware: no machine with two GPUs was available (tests/pipeline/test_channel_nccl.cpp runs it there).
+// (--link-bandwidth/--link-latency) delays delivery at the receiver, the NCCL transfer itself runs at full
+// speed. UNTESTED on hardware: no machine with two GPUs was available (tests/pipeline/test_channel_nccl.cpp
+// runs it there).
 #if defined(DGPIPE_WITH_CUDA) && defined(DGPIPE_WITH_MPI) && defined(DGPIPE_WITH_NCCL)
 #include <mpi.h>
 #include <nccl.h>
@@ -61,12 +64,13 @@ namespace {
 
 constexpr int kHeaderTag = 7;
 
-#define DGP_NCCL_CHECK(expr, comm, what)                                                                     \
-  do {                                                                                                       \
-    ncclResult_t dgp_nccl_ = (expr);                                                                         \
-    if (dgp_nccl_ != ncclSuccess)                                                                            \
+#define DGP_NCCL_CHECK(expr, comm, what)                                                                 \
+  do {                                                                                                   \
+    ncclResult_t dgp_nccl_ = (expr);                                                                     \
+    if (dgp_nccl_ != ncclSuccess)                                                                        \
       DGP_FAIL("nccl channel: " << what << ": " << #expr << " failed: " << ncclGetErrorString(dgp_nccl_) \
-                                << " (" << ncclGetLastError(comm) << ") at " << __FILE__ << ":" << __LINE__); \
+                                << " (" << ncclGetLastError(comm) << ") at " << __FILE__ << ":"          \
+                                << __LINE__);                                                            \
   } while (0)
 
 // Precedes the host bytes of every cross-rank message.
@@ -79,10 +83,11 @@ struct WireHeader {
   uint64_t body_bytes;  // 0: no body follows on NCCL
 };
 
-std::string describe(const char* verb, MsgKind kind, int micro_batch, int64_t step, int src, int dst, int peer_rank) {
+std::string describe(const char* verb, MsgKind kind, int micro_batch, int64_t step, int src, int dst,
+                     int peer_rank) {
   std::ostringstream s;
-  s << verb << " " << msg_kind_name(kind) << " of micro-batch " << micro_batch << " (step " << step << ") from stage "
-    << src << " to stage " << dst << " (peer rank " << peer_rank << ")";
+  s << verb << " " << msg_kind_name(kind) << " of micro-batch " << micro_batch << " (step " << step
+    << ") from stage " << src << " to stage " << dst << " (peer rank " << peer_rank << ")";
   return s.str();
 }
 
@@ -90,7 +95,8 @@ void check_body(const Message& msg) {
   const engine::Tensor& b = msg.body;
   DGP_CHECK(b.dtype() == engine::DType::u8 && b.dim() == 1 && b.is_contiguous(),
             "nccl channel: stage " << msg.src_stage << " sent a body that is not a 1-D contiguous u8 tensor ("
-                                   << engine::dtype_name(b.dtype()) << " " << engine::shape_str(b.shape()) << ")");
+                                   << engine::dtype_name(b.dtype()) << " " << engine::shape_str(b.shape())
+                                   << ")");
 }
 
 }  // namespace
@@ -168,7 +174,8 @@ struct NcclChannel::Impl {
     m.bytes.assign(buffer.begin() + sizeof(WireHeader), buffer.end());
     if (h.body_bytes > 0) {
       auto it = in_links.find(status.MPI_SOURCE);
-      DGP_CHECK(it != in_links.end(), "nccl channel: rank " << rank << " got a body from rank " << status.MPI_SOURCE
+      DGP_CHECK(it != in_links.end(), "nccl channel: rank " << rank << " got a body from rank "
+                                                            << status.MPI_SOURCE
                                                             << ", which runs no neighbouring stage");
       Link& l = it->second;
       cuda::StreamGuard on_link(l.stream);  // the body's memory belongs to the link stream until delivery
@@ -176,9 +183,11 @@ struct NcclChannel::Impl {
                              engine::TensorOptions(engine::DType::u8, engine::Device::cuda(device)));
       {
         std::lock_guard<std::timed_mutex> lock(nccl_mu);
-        DGP_NCCL_CHECK(ncclRecv(m.body.raw_data(), h.body_bytes, ncclUint8, l.peer_in_comm, l.comm,
-                                static_cast<cudaStream_t>(l.stream.raw())),
-                       l.comm, describe("receiving", m.kind, m.micro_batch, m.step, m.src_stage, m.dst_stage, l.peer_rank));
+        DGP_NCCL_CHECK(
+            ncclRecv(m.body.raw_data(), h.body_bytes, ncclUint8, l.peer_in_comm, l.comm,
+                     static_cast<cudaStream_t>(l.stream.raw())),
+            l.comm,
+            describe("receiving", m.kind, m.micro_batch, m.step, m.src_stage, m.dst_stage, l.peer_rank));
       }
       m.body_ready = std::make_shared<cuda::Event>();
       m.body_ready->record(l.stream);
@@ -206,9 +215,11 @@ struct NcclChannel::Impl {
     if (poll_comms)
       for (ncclComm_t c : all_comms()) {
         ncclResult_t async = ncclSuccess;
-        if (ncclCommGetAsyncError(c, &async) == ncclSuccess && async != ncclSuccess && async != ncclInProgress)
-          return "rank " + std::to_string(rank) + ": NCCL reported an asynchronous error: " +
-                 ncclGetErrorString(async) + " (" + ncclGetLastError(c) + ")";
+        if (ncclCommGetAsyncError(c, &async) == ncclSuccess && async != ncclSuccess &&
+            async != ncclInProgress)
+          return "rank " + std::to_string(rank) +
+                 ": NCCL reported an asynchronous error: " + ncclGetErrorString(async) + " (" +
+                 ncclGetLastError(c) + ")";
       }
     return "";
   }
@@ -250,7 +261,8 @@ struct NcclChannel::Impl {
         if (!busy) std::this_thread::sleep_for(std::chrono::microseconds(50));
       }
     } catch (const std::exception& e) {
-      owner->abort(std::string("nccl channel progress thread on rank ") + std::to_string(rank) + ": " + e.what());
+      owner->abort(std::string("nccl channel progress thread on rank ") + std::to_string(rank) + ": " +
+                   e.what());
     }
   }
 };
@@ -268,8 +280,8 @@ NcclChannel::NcclChannel(std::vector<int> stage_rank, int device, LinkModel link
               "nccl channel: stage " << s << " placed on rank " << stage_rank_[s] << " but mpirun started "
                                      << im.world_size << " ranks");
   DGP_CHECK(device >= 0 && device < cuda::device_count(),
-            "nccl channel: rank " << rank_ << " asked for cuda:" << device << " but sees " << cuda::device_count()
-                                  << " CUDA devices");
+            "nccl channel: rank " << rank_ << " asked for cuda:" << device << " but sees "
+                                  << cuda::device_count() << " CUDA devices");
   cuda::set_device(device);
   MPI_Comm_dup(MPI_COMM_WORLD, &im.header_comm);
 
@@ -282,10 +294,11 @@ NcclChannel::NcclChannel(std::vector<int> stage_rank, int device, LinkModel link
   // Every rank learns whether every rank succeeded, so none is left waiting in a later collective.
   int ok = init == ncclSuccess ? 1 : 0, all_ok = 0;
   MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, im.header_comm);
-  DGP_CHECK(init == ncclSuccess, "nccl channel: ncclCommInitRank failed on rank "
-                                     << rank_ << " (cuda:" << device << "): " << ncclGetErrorString(init) << " ("
-                                     << ncclGetLastError(nullptr)
-                                     << "); each rank needs its own GPU (NCCL refuses two ranks on one device)");
+  DGP_CHECK(init == ncclSuccess,
+            "nccl channel: ncclCommInitRank failed on rank "
+                << rank_ << " (cuda:" << device << "): " << ncclGetErrorString(init) << " ("
+                << ncclGetLastError(nullptr)
+                << "); each rank needs its own GPU (NCCL refuses two ranks on one device)");
   DGP_CHECK(all_ok, "nccl channel: another rank failed to join the NCCL communicator (see its error)");
 
   // One-way link communicators, split in the same order on every rank (ncclCommSplit is collective).
@@ -300,9 +313,9 @@ NcclChannel::NcclChannel(std::vector<int> stage_rank, int device, LinkModel link
   for (auto [from, to] : links) {
     const bool member = rank_ == from || rank_ == to;
     ncclComm_t child = nullptr;
-    DGP_NCCL_CHECK(ncclCommSplit(im.world, member ? color : NCCL_SPLIT_NOCOLOR, rank_ == from ? 0 : 1, &child,
-                                 nullptr),
-                   im.world, "splitting the link communicator rank " << from << " -> rank " << to);
+    DGP_NCCL_CHECK(
+        ncclCommSplit(im.world, member ? color : NCCL_SPLIT_NOCOLOR, rank_ == from ? 0 : 1, &child, nullptr),
+        im.world, "splitting the link communicator rank " << from << " -> rank " << to);
     ++color;
     if (!member) continue;
     Impl::Link l;
@@ -360,12 +373,14 @@ NcclChannel::~NcclChannel() {
   if (im.progress.joinable()) im.progress.join();
   if (im.aborting) return;  // communicators already aborted; the job is going down
   try {
-    // Every message was consumed by its stage, so the transfers are done or about to be; give them the timeout.
+    // Every message was consumed by its stage, so the transfers are done or about to be; give them the
+    // timeout.
     auto deadline = Clock::now() + timeout_;
     bool drained = true;
     for (auto* links : {&im.out_links, &im.in_links})
       for (auto& [peer, l] : *links) {
-        while (!l.stream.query() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        while (!l.stream.query() && Clock::now() < deadline)
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
         drained = drained && l.stream.query();
       }
     for (ncclComm_t c : im.all_comms()) {
@@ -374,7 +389,8 @@ NcclChannel::~NcclChannel() {
       else
         ncclCommAbort(c);
     }
-    if (!drained) std::cerr << "dgpipe rank " << rank_ << ": nccl channel closed with transfers still pending\n";
+    if (!drained)
+      std::cerr << "dgpipe rank " << rank_ << ": nccl channel closed with transfers still pending\n";
     MPI_Comm_free(&im.header_comm);
   } catch (const std::exception& e) {
     std::cerr << "dgpipe rank " << rank_ << ": closing the nccl channel: " << e.what() << "\n";
@@ -398,16 +414,17 @@ void NcclChannel::send(Message msg) {
   }
   auto it = im.out_links.find(dest);
   DGP_CHECK(it != im.out_links.end(), "nccl channel: stage " << msg.src_stage << " (rank " << rank_
-                                                             << ") sends to stage " << msg.dst_stage << " on rank "
-                                                             << dest << ", which is not its neighbour's rank");
+                                                             << ") sends to stage " << msg.dst_stage
+                                                             << " on rank " << dest
+                                                             << ", which is not its neighbour's rank");
   Impl::Link& l = it->second;
   if (has_body)
     DGP_CHECK(msg.body.is_cuda() && msg.body.device().index == im.device,
               "nccl channel: stage " << msg.src_stage << " sent a body on " << msg.body.device().str()
                                      << " but this rank's channel runs on cuda:" << im.device);
   Impl::PendingHeader ph;
-  WireHeader h{msg.src_stage, msg.dst_stage, static_cast<int32_t>(msg.kind), msg.micro_batch, msg.step,
-               has_body ? static_cast<uint64_t>(msg.body.numel()) : 0};
+  WireHeader h{msg.src_stage,   msg.dst_stage, static_cast<int32_t>(msg.kind),
+               msg.micro_batch, msg.step,      has_body ? static_cast<uint64_t>(msg.body.numel()) : 0};
   ph.buffer.resize(sizeof(h) + msg.bytes.size());
   std::memcpy(ph.buffer.data(), &h, sizeof(h));
   if (!msg.bytes.empty()) std::memcpy(ph.buffer.data() + sizeof(h), msg.bytes.data(), msg.bytes.size());
@@ -430,14 +447,17 @@ void NcclChannel::send(Message msg) {
     MPI_Isend(p.buffer.data(), static_cast<int>(p.buffer.size()), MPI_BYTE, dest, kHeaderTag, im.header_comm,
               &p.request);
     if (has_body) {
-      DGP_NCCL_CHECK(ncclSend(msg.body.raw_data(), static_cast<size_t>(msg.body.numel()), ncclUint8, l.peer_in_comm,
-                              l.comm, static_cast<cudaStream_t>(l.stream.raw())),
-                     l.comm, describe("sending", msg.kind, msg.micro_batch, msg.step, msg.src_stage, msg.dst_stage, dest));
+      DGP_NCCL_CHECK(
+          ncclSend(msg.body.raw_data(), static_cast<size_t>(msg.body.numel()), ncclUint8, l.peer_in_comm,
+                   l.comm, static_cast<cudaStream_t>(l.stream.raw())),
+          l.comm,
+          describe("sending", msg.kind, msg.micro_batch, msg.step, msg.src_stage, msg.dst_stage, dest));
       done->record(l.stream);
     }
   }
   if (done)
-    im.watch(done, timeout_, describe("sending", msg.kind, msg.micro_batch, msg.step, msg.src_stage, msg.dst_stage, dest));
+    im.watch(done, timeout_,
+             describe("sending", msg.kind, msg.micro_batch, msg.step, msg.src_stage, msg.dst_stage, dest));
 }
 
 Message NcclChannel::recv(int src, int dst, MsgKind kind, int micro_batch, int64_t step) {
@@ -449,7 +469,8 @@ Message NcclChannel::recv(int src, int dst, MsgKind kind, int micro_batch, int64
     m.body_ready->wait(consumer);
     cuda::record_stream(m.body, consumer);
     if (stage_rank_.at(src) != rank_)
-      im.watch(m.body_ready, timeout_, describe("receiving", kind, micro_batch, step, src, dst, stage_rank_.at(src)));
+      im.watch(m.body_ready, timeout_,
+               describe("receiving", kind, micro_batch, step, src, dst, stage_rank_.at(src)));
   }
   return m;
 }

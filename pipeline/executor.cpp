@@ -15,7 +15,9 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 // ---- side-input (context) serialization: present u8 | dtype u8 | ndim u8 | dims i64... | raw bytes ----
 void put_tensor(std::vector<uint8_t>& out, const Tensor& t) {
@@ -44,7 +46,8 @@ Tensor get_tensor(const uint8_t*& p, const uint8_t* end, engine::Device device) 
   if (*p++ == 0) return Tensor();
   need(2);
   DType dtype = static_cast<DType>(*p++);
-  DGP_CHECK(static_cast<int>(dtype) <= static_cast<int>(DType::boolean), "pipeline message: bad side-input dtype");
+  DGP_CHECK(static_cast<int>(dtype) <= static_cast<int>(DType::boolean),
+            "pipeline message: bad side-input dtype");
   int ndim = *p++;
   engine::Shape shape(ndim);
   need(8 * static_cast<size_t>(ndim));
@@ -97,10 +100,11 @@ StageExecutor::StageExecutor(StageSetup setup, std::shared_ptr<Channel> channel)
 #endif
   if (setup_.recompute) {
     for (auto& b : setup_.blocks)
-      DGP_CHECK(!has_type(*b, "BatchNorm2d") && !has_type(*b, "Dropout"),
-                "pipeline: --recompute needs blocks without BatchNorm or Dropout (recomputing them would update "
-                "running statistics twice or draw new masks); stage "
-                    << s << " has one");
+      DGP_CHECK(
+          !has_type(*b, "BatchNorm2d") && !has_type(*b, "Dropout"),
+          "pipeline: --recompute needs blocks without BatchNorm or Dropout (recomputing them would update "
+          "running statistics twice or draw new masks); stage "
+              << s << " has one");
   }
 }
 
@@ -110,11 +114,11 @@ Tensor StageExecutor::run_blocks(const Tensor& x, const layers::BlockContext& ct
   return h;
 }
 
-// Message layout (host bytes): packet length u64 | packet | side inputs (activations only). With a channel that
-// carries device bodies, "packet" is only the packet header and the body travels as Message::body, so it never
-// leaves the device on this side of the link.
-Message StageExecutor::encode_message(compress::Codec& codec, const Tensor& t, const layers::BlockContext* ctx,
-                                      BoundaryStats& st) {
+// Message layout (host bytes): packet length u64 | packet | side inputs (activations only). With a channel
+// that carries device bodies, "packet" is only the packet header and the body travels as Message::body, so it
+// never leaves the device on this side of the link.
+Message StageExecutor::encode_message(compress::Codec& codec, const Tensor& t,
+                                      const layers::BlockContext* ctx, BoundaryStats& st) {
   auto t0 = Clock::now();
   const bool device_bodies = channel_->carries_device_bodies();
   compress::Packet packet = codec.encode(t.detach());
@@ -153,7 +157,8 @@ Tensor StageExecutor::decode_message(compress::Codec& codec, const Message& msg,
     p = compress::Packet::deserialize_with_body(bytes.data() + 8, len, msg.body, codec.boundary());
     if (p.body.device() != setup_.device) p.body = p.body.to(setup_.device);
   } else {
-    DGP_CHECK(!msg.body.defined(), "pipeline message: a device body arrived over a channel that carries host bytes");
+    DGP_CHECK(!msg.body.defined(),
+              "pipeline message: a device body arrived over a channel that carries host bytes");
     p = compress::Packet::deserialize(bytes.data() + 8, len, setup_.device, codec.boundary());
   }
   Tensor x = codec.decode(p);
@@ -223,12 +228,13 @@ StepResult StageExecutor::train_step(int64_t step, const std::vector<MicroBatch>
     if (last) {
       const Tensor labels = data[m].labels.to(setup_.device);
       Tensor ce = engine::cross_entropy(out, labels, setup_.label_smoothing);
-      double weight = setup_.seed_compat ? 1.0 : static_cast<double>(labels.numel()) / static_cast<double>(total);
+      double weight =
+          setup_.seed_compat ? 1.0 : static_cast<double>(labels.numel()) / static_cast<double>(total);
       Tensor loss = engine::mul(ce, weight);
       {
         NoGradGuard g;
-        result.loss += setup_.seed_compat ? ce.item() * labels.numel() / static_cast<double>(total)
-                                          : loss.item();
+        result.loss +=
+            setup_.seed_compat ? ce.item() * labels.numel() / static_cast<double>(total) : loss.item();
         Tensor pred = engine::argmax(out.detach(), 1);
         Tensor hit = engine::eq(pred, labels);
         result.correct += static_cast<int64_t>(engine::sum(engine::cast(hit, DType::f32)).item());
@@ -379,11 +385,13 @@ void write_chrome_trace(const std::string& path, const std::vector<TraceEvent>& 
 std::vector<MicroBatch> split_micro_batches(const MicroBatch& batch, int M) {
   DGP_CHECK(M >= 1, "pipeline: micro-batches must be >= 1, got " << M);
   int64_t n = batch.input.size(0);
-  DGP_CHECK(n >= M, "pipeline: a batch of " << n << " samples cannot be split into " << M << " micro-batches");
+  DGP_CHECK(n >= M,
+            "pipeline: a batch of " << n << " samples cannot be split into " << M << " micro-batches");
   auto inputs = engine::chunk(batch.input, M, 0);
-  DGP_CHECK(static_cast<int>(inputs.size()) == M,
-            "pipeline: a batch of " << n << " samples splits into " << inputs.size() << " chunks, not " << M
-                                    << " (torch.chunk sizes); choose a batch divisible by the micro-batch count");
+  DGP_CHECK(
+      static_cast<int>(inputs.size()) == M,
+      "pipeline: a batch of " << n << " samples splits into " << inputs.size() << " chunks, not " << M
+                              << " (torch.chunk sizes); choose a batch divisible by the micro-batch count");
   auto split_opt = [&](const Tensor& t) {
     std::vector<Tensor> parts(M);
     if (t.defined()) parts = engine::chunk(t, M, 0);

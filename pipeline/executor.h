@@ -1,13 +1,13 @@
 // The stage executor: interprets one stage's instruction list (pipeline/schedule.h) for one optimizer step.
 //
 // A stage runs a contiguous range of a model's blocks. Activations leave it through the forward codec of its
-// downstream boundary and gradients through the backward codec of its upstream boundary; both are decoded by the
-// neighbour. The sender keeps its exact activation (its own graph is untouched); the receiver trains on the
-// decoded x̂, a leaf that requires grad, and sends back its gradient: straight-through, as the original.
+// downstream boundary and gradients through the backward codec of its upstream boundary; both are decoded by
+// the neighbour. The sender keeps its exact activation (its own graph is untouched); the receiver trains on
+// the decoded x̂, a leaf that requires grad, and sends back its gradient: straight-through, as the original.
 //
-// Loss: the last stage computes cross-entropy per micro-batch scaled by n_m / N, so the parameters receive the
-// gradient of the mean loss over the whole mini-batch (seed_compat: unscaled sum of micro-batch means, the
-// original's choice). BatchNorm normalises per micro-batch (a block sees one micro-batch at a time).
+// Loss: the last stage computes cross-entropy per micro-batch scaled by n_m / N, so the parameters receive
+// the gradient of the mean loss over the whole mini-batch (seed_compat: unscaled sum of micro-batch means,
+// the original's choice). BatchNorm normalises per micro-batch (a block sees one micro-batch at a time).
 #pragma once
 #include <chrono>
 #include <functional>
@@ -27,9 +27,9 @@ using engine::Tensor;
 
 // One micro-batch as the data owner sees it.
 struct MicroBatch {
-  Tensor input;                // stage 0's input (images f32 [n,3,H,W] or token ids i64 [n,L])
-  Tensor labels;               // i64 [n], used by the last stage
-  layers::BlockContext ctx;    // side inputs (attention mask); travels with activations to later stages
+  Tensor input;              // stage 0's input (images f32 [n,3,H,W] or token ids i64 [n,L])
+  Tensor labels;             // i64 [n], used by the last stage
+  layers::BlockContext ctx;  // side inputs (attention mask); travels with activations to later stages
 };
 
 struct BoundaryStats {
@@ -69,8 +69,8 @@ struct StageSetup {
 };
 
 struct StepResult {
-  double loss = 0;        // last stage: mini-batch loss (mean over samples)
-  int64_t correct = 0;    // last stage: top-1 correct predictions
+  double loss = 0;      // last stage: mini-batch loss (mean over samples)
+  int64_t correct = 0;  // last stage: top-1 correct predictions
   int64_t samples = 0;
   std::vector<Tensor> logits;  // last stage, when keep_logits
 };
@@ -86,7 +86,7 @@ class StageExecutor {
   StepResult eval_step(int64_t step, const std::vector<MicroBatch>& data, bool keep_logits = false);
 
   const StageSetup& setup() const { return setup_; }
-  BoundaryStats& upstream_stats() { return up_stats_; }      // grads sent / activations received
+  BoundaryStats& upstream_stats() { return up_stats_; }              // grads sent / activations received
   BoundaryStats& downstream_fwd_stats() { return down_fwd_stats_; }  // activations sent by this stage
   BoundaryStats& upstream_bwd_stats() { return up_bwd_stats_; }      // gradients sent by this stage
   StageStats& stats() { return stats_; }
@@ -96,10 +96,12 @@ class StageExecutor {
 
  private:
   Tensor run_blocks(const Tensor& x, const layers::BlockContext& ctx);
-  // Encodes t (and the side inputs of ctx, when given) into a message: host bytes, plus the packet body as a device
-  // tensor when the channel carries_device_bodies(). The caller fills in the address.
-  Message encode_message(compress::Codec& codec, const Tensor& t, const layers::BlockContext* ctx, BoundaryStats& st);
-  Tensor decode_message(compress::Codec& codec, const Message& msg, layers::BlockContext* ctx, BoundaryStats& st);
+  // Encodes t (and the side inputs of ctx, when given) into a message: host bytes, plus the packet body as a
+  // device tensor when the channel carries_device_bodies(). The caller fills in the address.
+  Message encode_message(compress::Codec& codec, const Tensor& t, const layers::BlockContext* ctx,
+                         BoundaryStats& st);
+  Tensor decode_message(compress::Codec& codec, const Message& msg, layers::BlockContext* ctx,
+                        BoundaryStats& st);
   void event(const char* name, int mb, std::chrono::steady_clock::time_point t0);
 
   StageSetup setup_;
@@ -115,7 +117,8 @@ class StageExecutor {
   std::chrono::steady_clock::time_point origin_ = std::chrono::steady_clock::now();
 };
 
-// Writes a Chrome/Perfetto trace (JSON "traceEvents", one complete event per instruction, one thread per stage).
+// Writes a Chrome/Perfetto trace (JSON "traceEvents", one complete event per instruction, one thread per
+// stage).
 void write_chrome_trace(const std::string& path, const std::vector<TraceEvent>& events, int pid = 0);
 
 // Splits a mini-batch into M micro-batches along dim 0 (torch.chunk sizes); contexts are split alike.

@@ -27,14 +27,15 @@ std::vector<int> parse_balance(const std::string& text, int num_blocks, int stag
   DGP_CHECK(stages == 0 || static_cast<int>(out.size()) == stages,
             "--balance: '" << text << "' lists " << out.size() << " stages but --stages is " << stages);
   int total = std::accumulate(out.begin(), out.end(), 0);
-  DGP_CHECK(total == num_blocks, "--balance: '" << text << "' covers " << total << " blocks but the model has "
-                                                << num_blocks);
+  DGP_CHECK(total == num_blocks,
+            "--balance: '" << text << "' covers " << total << " blocks but the model has " << num_blocks);
   return out;
 }
 
 std::vector<int> balance_by_cost(const std::vector<double>& costs, int stages) {
   const int n = static_cast<int>(costs.size());
-  DGP_CHECK(stages >= 1 && stages <= n, "balance: cannot split " << n << " blocks into " << stages << " stages");
+  DGP_CHECK(stages >= 1 && stages <= n,
+            "balance: cannot split " << n << " blocks into " << stages << " stages");
   // best[k][i]: minimal max-stage cost splitting the first i blocks into k stages.
   std::vector<double> prefix(n + 1, 0);
   for (int i = 0; i < n; ++i) prefix[i + 1] = prefix[i] + costs[i];
@@ -60,7 +61,8 @@ std::vector<int> balance_by_cost(const std::vector<double>& costs, int stages) {
   return sizes;
 }
 
-std::vector<int> balance_by_time(const std::vector<layers::ModulePtr>& blocks, const MicroBatch& sample, int stages) {
+std::vector<int> balance_by_time(const std::vector<layers::ModulePtr>& blocks, const MicroBatch& sample,
+                                 int stages) {
   std::vector<double> costs;
   Tensor h = sample.input;
   for (auto& b : blocks) {
@@ -95,25 +97,29 @@ std::vector<int> place_stages(Placement placement, int S) {
   if (placement == Placement::chain) {
     std::iota(ranks.begin(), ranks.end(), 0);
   } else {
-    DGP_CHECK(S >= 3, "--placement client-server needs at least 3 stages (client first, servers, client last), got "
-                          << S);
+    DGP_CHECK(
+        S >= 3,
+        "--placement client-server needs at least 3 stages (client first, servers, client last), got " << S);
     for (int s = 1; s < S - 1; ++s) ranks[s] = s;
     ranks[0] = ranks[S - 1] = 0;
   }
   return ranks;
 }
 
-int ranks_needed(Placement placement, int S) { return placement == Placement::chain ? S : S - 1; }
+int ranks_needed(Placement placement, int S) {
+  return placement == Placement::chain ? S : S - 1;
+}
 
-Pipeline::Pipeline(std::vector<layers::ModulePtr> blocks, PipelineOptions opts, OptimizerFactory make_optimizer)
+Pipeline::Pipeline(std::vector<layers::ModulePtr> blocks, PipelineOptions opts,
+                   OptimizerFactory make_optimizer)
     : opts_(std::move(opts)) {
   stage_rank_.assign(opts_.balance.size(), 0);  // every stage in this process
   channel_ = std::make_shared<LocalChannel>(opts_.link);
   build(std::move(blocks), std::move(make_optimizer));
 }
 
-Pipeline::Pipeline(std::vector<layers::ModulePtr> blocks, PipelineOptions opts, OptimizerFactory make_optimizer,
-                   std::shared_ptr<Channel> channel)
+Pipeline::Pipeline(std::vector<layers::ModulePtr> blocks, PipelineOptions opts,
+                   OptimizerFactory make_optimizer, std::shared_ptr<Channel> channel)
     : opts_(std::move(opts)), channel_(std::move(channel)) {
   DGP_CHECK(channel_ != nullptr, "pipeline: no channel given");
   stage_rank_.assign(opts_.balance.size(), 0);
@@ -121,18 +127,20 @@ Pipeline::Pipeline(std::vector<layers::ModulePtr> blocks, PipelineOptions opts, 
 }
 
 #ifdef DGPIPE_WITH_MPI
-Pipeline::Pipeline(std::vector<layers::ModulePtr> blocks, PipelineOptions opts, OptimizerFactory make_optimizer,
-                   int rank, int world_size)
+Pipeline::Pipeline(std::vector<layers::ModulePtr> blocks, PipelineOptions opts,
+                   OptimizerFactory make_optimizer, int rank, int world_size)
     : opts_(std::move(opts)), rank_(rank) {
   int S = static_cast<int>(opts_.balance.size());
   stage_rank_ = place_stages(opts_.placement, S);
   int needed = ranks_needed(opts_.placement, S);
-  DGP_CHECK(world_size == needed, "pipeline: " << S << " stages with placement "
-                                               << (opts_.placement == Placement::chain ? "chain" : "client-server")
-                                               << " need " << needed << " MPI ranks, mpirun started " << world_size);
+  DGP_CHECK(world_size == needed,
+            "pipeline: " << S << " stages with placement "
+                         << (opts_.placement == Placement::chain ? "chain" : "client-server") << " need "
+                         << needed << " MPI ranks, mpirun started " << world_size);
   if (opts_.process_channel == "nccl") {
 #if defined(DGPIPE_WITH_CUDA) && defined(DGPIPE_WITH_NCCL)
-    // NCCL moves device memory: every stage of this rank must sit on one CUDA device (CPU<->GPU edges: use mpi).
+    // NCCL moves device memory: every stage of this rank must sit on one CUDA device (CPU<->GPU edges: use
+    // mpi).
     int device = -1;
     for (int s = 0; s < S; ++s) {
       if (stage_rank_[s] != rank_) continue;
@@ -142,19 +150,20 @@ Pipeline::Pipeline(std::vector<layers::ModulePtr> blocks, PipelineOptions opts, 
       DGP_CHECK(d.is_cuda(), "pipeline: --channel nccl needs every stage on a CUDA device, but stage "
                                  << s << " (rank " << rank_ << ") is on " << d.str()
                                  << "; use --channel mpi for CPU<->GPU edges");
-      DGP_CHECK(device < 0 || device == d.index, "pipeline: --channel nccl needs one CUDA device per rank, but rank "
-                                                     << rank_ << " has stages on cuda:" << device << " and cuda:"
-                                                     << d.index);
+      DGP_CHECK(device < 0 || device == d.index,
+                "pipeline: --channel nccl needs one CUDA device per rank, but rank "
+                    << rank_ << " has stages on cuda:" << device << " and cuda:" << d.index);
       device = d.index;
     }
     channel_ = std::make_shared<NcclChannel>(stage_rank_, device < 0 ? 0 : device, opts_.link);
 #else
-    DGP_FAIL("pipeline: --channel nccl: dgpipe was built without NCCL (it needs CUDA, MPI and nccl.h/libnccl at "
-             "configure time); use --channel mpi");
+    DGP_FAIL(
+        "pipeline: --channel nccl: dgpipe was built without NCCL (it needs CUDA, MPI and nccl.h/libnccl at "
+        "configure time); use --channel mpi");
 #endif
   } else {
-    DGP_CHECK(opts_.process_channel == "mpi", "pipeline: unknown process channel '" << opts_.process_channel
-                                                                                   << "' (expected mpi or nccl)");
+    DGP_CHECK(opts_.process_channel == "mpi",
+              "pipeline: unknown process channel '" << opts_.process_channel << "' (expected mpi or nccl)");
     channel_ = std::make_shared<MpiChannel>(stage_rank_, opts_.link);
   }
   build(std::move(blocks), std::move(make_optimizer));
@@ -167,8 +176,9 @@ void Pipeline::build(std::vector<layers::ModulePtr> blocks, OptimizerFactory mak
   int total = std::accumulate(opts_.balance.begin(), opts_.balance.end(), 0);
   DGP_CHECK(total == static_cast<int>(blocks.size()),
             "pipeline: balance covers " << total << " blocks but the model has " << blocks.size());
-  DGP_CHECK(opts_.codecs.empty() || opts_.codecs.size() == 1 || static_cast<int>(opts_.codecs.size()) == S - 1,
-            "pipeline: " << opts_.codecs.size() << " codec specs for " << S - 1 << " boundaries");
+  DGP_CHECK(
+      opts_.codecs.empty() || opts_.codecs.size() == 1 || static_cast<int>(opts_.codecs.size()) == S - 1,
+      "pipeline: " << opts_.codecs.size() << " codec specs for " << S - 1 << " boundaries");
   DGP_CHECK(opts_.devices.empty() || opts_.devices.size() == 1 || static_cast<int>(opts_.devices.size()) == S,
             "pipeline: " << opts_.devices.size() << " devices for " << S << " stages");
   channel_->set_timeout(opts_.timeout);
@@ -194,7 +204,8 @@ void Pipeline::build(std::vector<layers::ModulePtr> blocks, OptimizerFactory mak
     setup.device = device_of(s);
     for (auto& b : mine) b->to(setup.device);
     setup.blocks = mine;
-    generators_.push_back(std::make_unique<engine::Generator>(opts_.seed * 1000003ull + static_cast<uint64_t>(s) + 1));
+    generators_.push_back(
+        std::make_unique<engine::Generator>(opts_.seed * 1000003ull + static_cast<uint64_t>(s) + 1));
     for (auto& b : mine)
       for (auto& [name, module] : b->named_modules())
         if (auto* drop = dynamic_cast<const layers::Dropout*>(module.get()))
@@ -265,7 +276,8 @@ StepResult Pipeline::run_all(Fn&& fn) {
   }
   // Report the root cause: the first error that is not "aborted because another stage failed".
   for (size_t i = 0; i < n; ++i)
-    if (errors[i] && messages[i].find("pipeline aborted") == std::string::npos) std::rethrow_exception(errors[i]);
+    if (errors[i] && messages[i].find("pipeline aborted") == std::string::npos)
+      std::rethrow_exception(errors[i]);
   for (size_t i = 0; i < n; ++i)
     if (errors[i]) std::rethrow_exception(errors[i]);
   StepResult merged;
@@ -301,7 +313,9 @@ std::vector<TraceEvent> Pipeline::trace_events() const {
   return all;
 }
 
-void Pipeline::write_trace(const std::string& path) const { write_chrome_trace(path, trace_events(), rank_); }
+void Pipeline::write_trace(const std::string& path) const {
+  write_chrome_trace(path, trace_events(), rank_);
+}
 
 void Pipeline::set_lr(double lr) {
   for (auto& o : optimizers_) o->set_lr(lr);

@@ -15,7 +15,8 @@ std::vector<int> parse_balance(const std::string& text, int num_blocks, int stag
 // Contiguous partition of blocks minimising the slowest stage, given each block's cost.
 std::vector<int> balance_by_cost(const std::vector<double>& costs, int stages);
 // Measures forward+backward time of each block on `sample` (one micro-batch) and balances by it.
-std::vector<int> balance_by_time(const std::vector<layers::ModulePtr>& blocks, const MicroBatch& sample, int stages);
+std::vector<int> balance_by_time(const std::vector<layers::ModulePtr>& blocks, const MicroBatch& sample,
+                                 int stages);
 
 enum class Placement { chain, client_server };
 Placement parse_placement(const std::string& text);
@@ -24,14 +25,15 @@ Placement parse_placement(const std::string& text);
 std::vector<int> place_stages(Placement placement, int stages);
 int ranks_needed(Placement placement, int stages);
 
-using OptimizerFactory = std::function<std::unique_ptr<engine::Optimizer>(std::vector<Tensor> params, int stage)>;
+using OptimizerFactory =
+    std::function<std::unique_ptr<engine::Optimizer>(std::vector<Tensor> params, int stage)>;
 
 struct PipelineOptions {
-  std::vector<int> balance;                  // blocks per stage
+  std::vector<int> balance;  // blocks per stage
   int micro_batches = 1;
   ScheduleKind kind = ScheduleKind::gpipe;
   std::vector<compress::DirectionPair> codecs;  // per boundary (size stages-1), or one entry for all
-  std::vector<engine::Device> devices;       // per stage, or one entry for all (default cpu)
+  std::vector<engine::Device> devices;          // per stage, or one entry for all (default cpu)
   Placement placement = Placement::chain;
   LinkModel link;
   // Multi-process constructor only: "mpi" (host bytes over MPI) or "nccl" (device bodies GPU<->GPU with NCCL,
@@ -54,38 +56,53 @@ class Pipeline {
  public:
   // Local: every stage runs as a thread of this process (LocalChannel).
   Pipeline(std::vector<layers::ModulePtr> blocks, PipelineOptions opts, OptimizerFactory make_optimizer);
-  // Every stage as a thread of this process, over a caller-supplied channel (tests: a channel that carries device
-  // bodies without leaving the CPU).
+  // Every stage as a thread of this process, over a caller-supplied channel (tests: a channel that carries
+  // device bodies without leaving the CPU).
   Pipeline(std::vector<layers::ModulePtr> blocks, PipelineOptions opts, OptimizerFactory make_optimizer,
            std::shared_ptr<Channel> channel);
 #ifdef DGPIPE_WITH_MPI
   // MPI: this process runs the stages placed on `rank` (mpi_init first); the others run in the other ranks.
-  Pipeline(std::vector<layers::ModulePtr> blocks, PipelineOptions opts, OptimizerFactory make_optimizer, int rank,
-           int world_size);
+  Pipeline(std::vector<layers::ModulePtr> blocks, PipelineOptions opts, OptimizerFactory make_optimizer,
+           int rank, int world_size);
 #endif
 
-  // One optimizer step on a mini-batch (split into micro-batches). The result's loss/accuracy is filled on the
-  // process running the last stage. Any stage failing stops all stages and rethrows its error here.
+  // One optimizer step on a mini-batch (split into micro-batches). The result's loss/accuracy is filled on
+  // the process running the last stage. Any stage failing stops all stages and rethrows its error here.
   StepResult train_step(const MicroBatch& batch);
   StepResult eval_step(const MicroBatch& batch, bool keep_logits = false);
 
-  int num_stages() const { return static_cast<int>(opts_.balance.size()); }
-  const PipelineOptions& options() const { return opts_; }
+  int num_stages() const {
+    return static_cast<int>(opts_.balance.size());
+  }
+  const PipelineOptions& options() const {
+    return opts_;
+  }
   // Stages run by this process, with their statistics and optimizers.
-  std::vector<std::unique_ptr<StageExecutor>>& local_stages() { return stages_; }
-  std::vector<std::unique_ptr<engine::Optimizer>>& optimizers() { return optimizers_; }
-  const std::vector<int>& stage_rank() const { return stage_rank_; }
-  bool runs_stage(int s) const { return stage_rank_[s] == rank_; }
+  std::vector<std::unique_ptr<StageExecutor>>& local_stages() {
+    return stages_;
+  }
+  std::vector<std::unique_ptr<engine::Optimizer>>& optimizers() {
+    return optimizers_;
+  }
+  const std::vector<int>& stage_rank() const {
+    return stage_rank_;
+  }
+  bool runs_stage(int s) const {
+    return stage_rank_[s] == rank_;
+  }
   std::vector<TraceEvent> trace_events() const;
   void write_trace(const std::string& path) const;
-  // Stops recording trace events (a trace covers the first steps; recording forever would grow without bound).
+  // Stops recording trace events (a trace covers the first steps; recording forever would grow without
+  // bound).
   void stop_tracing() {
     for (auto& s : stages_) s->set_trace(false);
   }
   // Sets the learning rate of every local stage's optimizer (what a schedule calls each iteration).
   void set_lr(double lr);
   // The dropout generator of local stage index i (for checkpoints).
-  engine::Generator& stage_generator(size_t i) { return *generators_.at(i); }
+  engine::Generator& stage_generator(size_t i) {
+    return *generators_.at(i);
+  }
 
  private:
   void build(std::vector<layers::ModulePtr> blocks, OptimizerFactory make_optimizer);

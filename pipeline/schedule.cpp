@@ -10,13 +10,20 @@ namespace dgpipe::pipeline {
 
 const char* op_name(Op op) {
   switch (op) {
-    case Op::RecvAct: return "RecvAct";
-    case Op::Forward: return "Forward";
-    case Op::SendAct: return "SendAct";
-    case Op::RecvGrad: return "RecvGrad";
-    case Op::Backward: return "Backward";
-    case Op::SendGrad: return "SendGrad";
-    case Op::OptimizerStep: return "OptimizerStep";
+    case Op::RecvAct:
+      return "RecvAct";
+    case Op::Forward:
+      return "Forward";
+    case Op::SendAct:
+      return "SendAct";
+    case Op::RecvGrad:
+      return "RecvGrad";
+    case Op::Backward:
+      return "Backward";
+    case Op::SendGrad:
+      return "SendGrad";
+    case Op::OptimizerStep:
+      return "OptimizerStep";
   }
   return "?";
 }
@@ -27,7 +34,9 @@ ScheduleKind parse_schedule_kind(const std::string& name) {
   DGP_FAIL("unknown schedule kind '" << name << "' (expected gpipe or 1f1b)");
 }
 
-const char* schedule_kind_name(ScheduleKind kind) { return kind == ScheduleKind::gpipe ? "gpipe" : "1f1b"; }
+const char* schedule_kind_name(ScheduleKind kind) {
+  return kind == ScheduleKind::gpipe ? "gpipe" : "1f1b";
+}
 
 namespace {
 void emit_forward(StageProgram& p, int s, int S, int m) {
@@ -78,7 +87,8 @@ CheckResult check_schedule(const std::vector<StageProgram>& programs, int M) {
   std::vector<std::deque<int>> act(S), grad(S);
   std::vector<size_t> pc(S, 0);
   std::vector<std::vector<int>> forwarded(S, std::vector<int>(M, 0)), backwarded(S, std::vector<int>(M, 0));
-  std::vector<std::vector<int>> received_act(S, std::vector<int>(M, 0)), received_grad(S, std::vector<int>(M, 0));
+  std::vector<std::vector<int>> received_act(S, std::vector<int>(M, 0)),
+      received_grad(S, std::vector<int>(M, 0));
   std::vector<int> live(S, 0);
   while (true) {
     bool all_done = true, progressed = false;
@@ -89,7 +99,8 @@ CheckResult check_schedule(const std::vector<StageProgram>& programs, int M) {
       all_done = false;
       const Instruction& in = programs[s][pc[s]];
       std::ostringstream where;
-      where << "stage " << s << " instruction " << pc[s] << " (" << op_name(in.op) << " " << in.micro_batch << ")";
+      where << "stage " << s << " instruction " << pc[s] << " (" << op_name(in.op) << " " << in.micro_batch
+            << ")";
       if (in.op != Op::OptimizerStep && (in.micro_batch < 0 || in.micro_batch >= M))
         return fail(where.str() + ": micro-batch out of range");
       switch (in.op) {
@@ -112,7 +123,8 @@ CheckResult check_schedule(const std::vector<StageProgram>& programs, int M) {
           received_grad[s][in.micro_batch]++;
           break;
         case Op::Forward:
-          if (s > 0 && received_act[s][in.micro_batch] != 1) return fail(where.str() + ": input not received");
+          if (s > 0 && received_act[s][in.micro_batch] != 1)
+            return fail(where.str() + ": input not received");
           if (forwarded[s][in.micro_batch]++) return fail(where.str() + ": forwarded twice");
           live[s]++;
           r.max_live_activations = std::max(r.max_live_activations, live[s]);
@@ -124,7 +136,8 @@ CheckResult check_schedule(const std::vector<StageProgram>& programs, int M) {
           break;
         case Op::Backward:
           if (!forwarded[s][in.micro_batch]) return fail(where.str() + ": backward before forward");
-          if (s < S - 1 && received_grad[s][in.micro_batch] != 1) return fail(where.str() + ": gradient not received");
+          if (s < S - 1 && received_grad[s][in.micro_batch] != 1)
+            return fail(where.str() + ": gradient not received");
           if (backwarded[s][in.micro_batch]++) return fail(where.str() + ": backward twice");
           live[s]--;
           break;
@@ -145,8 +158,10 @@ CheckResult check_schedule(const std::vector<StageProgram>& programs, int M) {
     }
     // Messages sent in this step arrive for the next step.
     for (auto& [s, in] : sends) {
-      if (in.op == Op::SendAct) act[s].push_back(in.micro_batch);
-      else grad[s - 1].push_back(in.micro_batch);
+      if (in.op == Op::SendAct)
+        act[s].push_back(in.micro_batch);
+      else
+        grad[s - 1].push_back(in.micro_batch);
     }
     if (all_done) break;
     r.steps++;
@@ -155,8 +170,8 @@ CheckResult check_schedule(const std::vector<StageProgram>& programs, int M) {
       os << "deadlock: every unfinished stage is blocked (";
       for (int s = 0; s < S; ++s)
         if (pc[s] < programs[s].size())
-          os << "stage " << s << " at " << op_name(programs[s][pc[s]].op) << " " << programs[s][pc[s]].micro_batch
-             << "; ";
+          os << "stage " << s << " at " << op_name(programs[s][pc[s]].op) << " "
+             << programs[s][pc[s]].micro_batch << "; ";
       os << ")";
       return fail(os.str());
     }
@@ -167,7 +182,9 @@ CheckResult check_schedule(const std::vector<StageProgram>& programs, int M) {
   return r;
 }
 
-double theoretical_bubble(int S, int M) { return static_cast<double>(S - 1) / static_cast<double>(M + S - 1); }
+double theoretical_bubble(int S, int M) {
+  return static_cast<double>(S - 1) / static_cast<double>(M + S - 1);
+}
 
 std::string program_str(const StageProgram& p) {
   std::ostringstream os;

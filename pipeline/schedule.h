@@ -1,7 +1,8 @@
 // Pipeline schedules as pure data.
 //
-// A schedule maps (stages, micro-batches, kind) to one instruction list per stage. The executor interprets the
-// lists; the checker simulates them with message matching, so a schedule is tested without running a model.
+// A schedule maps (stages, micro-batches, kind) to one instruction list per stage. The executor interprets
+// the lists; the checker simulates them with message matching, so a schedule is tested without running a
+// model.
 #pragma once
 #include <string>
 #include <vector>
@@ -24,13 +25,14 @@ const char* schedule_kind_name(ScheduleKind kind);
 using StageProgram = std::vector<Instruction>;
 
 // GPipe (fill-drain): every stage runs all forwards, then all backwards in reverse micro-batch order.
-// 1F1B: stage s runs min(S-s-1, M) warm-up forwards, then alternates one forward and one backward, then drains.
+// 1F1B: stage s runs min(S-s-1, M) warm-up forwards, then alternates one forward and one backward, then
+// drains.
 std::vector<StageProgram> make_schedule(int stages, int micro_batches, ScheduleKind kind);
 
 struct CheckResult {
   bool ok = true;
-  std::string error;          // first violation found
-  int steps = 0;              // simulated time steps until every stage finished
+  std::string error;             // first violation found
+  int steps = 0;                 // simulated time steps until every stage finished
   int max_live_activations = 0;  // most forward graphs any stage held at once (memory footprint)
 };
 

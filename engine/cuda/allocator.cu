@@ -1,13 +1,14 @@
 // The caching, stream-ordered device allocator (one per device), pinned host buffers and byte copies.
 //
-// Memory comes from the driver in segments (2 MiB for small requests, requests rounded to 2 MiB otherwise) and is
-// handed out as blocks. A freed block goes back to a free list keyed by (pool, small/large, stream, size) and is
-// reused by the next request of the same stream that fits (splitting off the rest), so a steady-state training step
-// never calls cudaMalloc/cudaFree. Reuse within one stream is safe without synchronisation because the stream
-// orders the old user's kernels before the new user's. A block used on another stream (record_stream) is held back
-// until events recorded on those streams at free time have completed. Adjacent free blocks of one segment merge.
-// While a CUDA graph is being captured, blocks are taken from and returned to a pool private to that graph, so the
-// addresses baked into the graph are never handed to tensors outside it.
+// Memory comes from the driver in segments (2 MiB for small requests, requests rounded to 2 MiB otherwise)
+// and is handed out as blocks. A freed block goes back to a free list keyed by (pool, small/large, stream,
+// size) and is reused by the next request of the same stream that fits (splitting off the rest), so a
+// steady-state training step never calls cudaMalloc/cudaFree. Reuse within one stream is safe without
+// synchronisation because the stream orders the old user's kernels before the new user's. A block used on
+// another stream (record_stream) is held back until events recorded on those streams at free time have
+// completed. Adjacent free blocks of one segment merge. While a CUDA graph is being captured, blocks are
+// taken from and returned to a pool private to that graph, so the addresses baked into the graph are never
+// handed to tensors outside it.
 #include <algorithm>
 #include <mutex>
 #include <set>
@@ -22,10 +23,10 @@ namespace dgpipe::engine::cuda {
 
 namespace {
 
-constexpr size_t kRound = 512;                    // every block is a multiple of this
-constexpr size_t kSmallRequest = 1u << 20;        // requests up to 1 MiB come from small segments
-constexpr size_t kSmallSegment = 2u << 20;        // 2 MiB
-constexpr size_t kLargeRound = 2u << 20;          // large segments are rounded to 2 MiB
+constexpr size_t kRound = 512;              // every block is a multiple of this
+constexpr size_t kSmallRequest = 1u << 20;  // requests up to 1 MiB come from small segments
+constexpr size_t kSmallSegment = 2u << 20;  // 2 MiB
+constexpr size_t kLargeRound = 2u << 20;    // large segments are rounded to 2 MiB
 constexpr size_t kMinLargeSplitRemainder = 1u << 20;
 
 struct Block {
@@ -35,8 +36,8 @@ struct Block {
   uint64_t pool = 0;              // 0: general; otherwise a graph's private pool
   bool small = false;
   bool allocated = false;
-  int pending_events = 0;         // > 0: freed, waiting for other streams
-  Block* prev = nullptr;          // neighbours in the same segment
+  int pending_events = 0;  // > 0: freed, waiting for other streams
+  Block* prev = nullptr;   // neighbours in the same segment
   Block* next = nullptr;
   std::vector<cudaStream_t> used_on;  // streams recorded with record_stream
 };
@@ -45,7 +46,8 @@ struct BlockLess {
   bool operator()(const Block* a, const Block* b) const {
     if (a->pool != b->pool) return a->pool < b->pool;
     if (a->small != b->small) return a->small < b->small;
-    if (a->stream != b->stream) return reinterpret_cast<uintptr_t>(a->stream) < reinterpret_cast<uintptr_t>(b->stream);
+    if (a->stream != b->stream)
+      return reinterpret_cast<uintptr_t>(a->stream) < reinterpret_cast<uintptr_t>(b->stream);
     if (a->size != b->size) return a->size < b->size;
     return reinterpret_cast<uintptr_t>(a->ptr) < reinterpret_cast<uintptr_t>(b->ptr);
   }
@@ -114,7 +116,8 @@ class DeviceAllocator {
     if (it == live_.end()) return;  // not from this allocator (e.g. a view into foreign memory)
     Block* b = it->second;
     if (stream == b->stream) return;
-    if (std::find(b->used_on.begin(), b->used_on.end(), stream) == b->used_on.end()) b->used_on.push_back(stream);
+    if (std::find(b->used_on.begin(), b->used_on.end(), stream) == b->used_on.end())
+      b->used_on.push_back(stream);
   }
 
   MemoryStats stats() {
@@ -199,8 +202,8 @@ class DeviceAllocator {
       cudaMemGetInfo(&free_b, &total_b);
       std::ostringstream os;
       os << "CUDA out of memory allocating " << requested << " bytes on cuda:" << device_ << " ("
-         << cudaGetErrorString(err) << "); allocator: " << stats_.allocated << " bytes allocated, " << stats_.reserved
-         << " reserved; driver: " << free_b << " free of " << total_b;
+         << cudaGetErrorString(err) << "); allocator: " << stats_.allocated << " bytes allocated, "
+         << stats_.reserved << " reserved; driver: " << free_b << " free of " << total_b;
       throw Error(os.str());
     }
     stats_.reserved += seg;
@@ -310,21 +313,28 @@ DeviceAllocator& allocator_for(int device) {
   static std::mutex mu;
   static std::vector<DeviceAllocator*> all(64, nullptr);
   DGP_CHECK(device >= 0 && device < cuda_device_count(),
-            "cuda allocator: device cuda:" << device << " does not exist (" << cuda_device_count() << " device(s))");
+            "cuda allocator: device cuda:" << device << " does not exist (" << cuda_device_count()
+                                           << " device(s))");
   std::lock_guard<std::mutex> lock(mu);
   if (!all[device]) all[device] = new DeviceAllocator(device);  // lives until exit: storages may outlive main
   return *all[device];
 }
 
-int resolve(int device) { return device < 0 ? current_device() : device; }
+int resolve(int device) {
+  return device < 0 ? current_device() : device;
+}
 
 }  // namespace
 
 // ---- hooks used by Storage (engine/storage.h) ----
 
-void* allocate(size_t nbytes, int device) { return allocator_for(device).allocate(nbytes, stream_of(device)); }
+void* allocate(size_t nbytes, int device) {
+  return allocator_for(device).allocate(nbytes, stream_of(device));
+}
 
-void deallocate(void* ptr, int device) { allocator_for(device).deallocate(ptr); }
+void deallocate(void* ptr, int device) {
+  allocator_for(device).deallocate(ptr);
+}
 
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {
   if (nbytes == 0) return;
@@ -342,8 +352,8 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
     return;
   }
   if (dst_device.is_cuda()) {
-    // Host to device. From pageable memory the call returns once the source has been staged, so the caller may
-    // free its buffer right away; the copy is ordered on the current stream.
+    // Host to device. From pageable memory the call returns once the source has been staged, so the caller
+    // may free its buffer right away; the copy is ordered on the current stream.
     DGP_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, stream_of(dst_device.index)));
     return;
   }
@@ -359,13 +369,17 @@ MemoryStats memory_stats(int device) {
   if (cuda_device_count() == 0) return MemoryStats{};
   return allocator_for(resolve(device)).stats();
 }
-void reset_peak_stats(int device) { allocator_for(resolve(device)).reset_peak(); }
-void empty_cache(int device) { allocator_for(resolve(device)).empty_cache(); }
+void reset_peak_stats(int device) {
+  allocator_for(resolve(device)).reset_peak();
+}
+void empty_cache(int device) {
+  allocator_for(resolve(device)).empty_cache();
+}
 
 void record_stream(const Tensor& t, const Stream& s) {
   DGP_CHECK(t.defined() && t.is_cuda(), "record_stream: expected a CUDA tensor");
-  DGP_CHECK(t.device().index == s.device(), "record_stream: tensor on " << t.device().str()
-                                                                      << ", stream on cuda:" << s.device());
+  DGP_CHECK(t.device().index == s.device(),
+            "record_stream: tensor on " << t.device().str() << ", stream on cuda:" << s.device());
   allocator_for(s.device()).record_stream(t.storage()->data(), static_cast<cudaStream_t>(s.raw()));
 }
 
@@ -386,10 +400,18 @@ Tensor empty_pinned(const Shape& shape, DType dtype) {
 void ScratchDeleter::operator()(void* p) const {
   if (p) deallocate(p, device);
 }
-Scratch scratch(size_t nbytes, int device) { return Scratch(allocate(nbytes, device), ScratchDeleter{device}); }
+Scratch scratch(size_t nbytes, int device) {
+  return Scratch(allocate(nbytes, device), ScratchDeleter{device});
+}
 
-uint64_t allocator_begin_graph_pool(int device, cudaStream_t) { return allocator_for(device).begin_capture(); }
-void allocator_end_graph_capture(int device) { allocator_for(device).end_capture(); }
-void allocator_release_graph_pool(int device, uint64_t pool) { allocator_for(device).release_pool(pool); }
+uint64_t allocator_begin_graph_pool(int device, cudaStream_t) {
+  return allocator_for(device).begin_capture();
+}
+void allocator_end_graph_capture(int device) {
+  allocator_for(device).end_capture();
+}
+void allocator_release_graph_pool(int device, uint64_t pool) {
+  allocator_for(device).release_pool(pool);
+}
 
 }  // namespace dgpipe::engine::cuda

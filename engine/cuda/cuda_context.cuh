@@ -1,6 +1,6 @@
 // Internal CUDA helpers shared by every .cu file: checked calls with file:line, the current stream as a
-// cudaStream_t, per-thread cuBLAS / cuBLASLt / cuDNN handles, launch geometry and scratch memory from the caching
-// allocator. Include only from .cu files (it pulls in the CUDA headers).
+// cudaStream_t, per-thread cuBLAS / cuBLASLt / cuDNN handles, launch geometry and scratch memory from the
+// caching allocator. Include only from .cu files (it pulls in the CUDA headers).
 #pragma once
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -22,35 +22,40 @@ namespace dgpipe::engine::cuda {
 
 }  // namespace dgpipe::engine::cuda
 
-#define DGP_CUDA_CHECK(expr)                                                              \
-  do {                                                                                    \
-    cudaError_t dgp_err_ = (expr);                                                        \
-    if (dgp_err_ != cudaSuccess) ::dgpipe::engine::cuda::throw_cuda_error(dgp_err_, #expr, __FILE__, __LINE__); \
+#define DGP_CUDA_CHECK(expr)                                                         \
+  do {                                                                               \
+    cudaError_t dgp_err_ = (expr);                                                   \
+    if (dgp_err_ != cudaSuccess)                                                     \
+      ::dgpipe::engine::cuda::throw_cuda_error(dgp_err_, #expr, __FILE__, __LINE__); \
   } while (0)
 
-#define DGP_CUBLAS_CHECK(expr)                                                            \
-  do {                                                                                    \
-    cublasStatus_t dgp_st_ = (expr);                                                      \
-    if (dgp_st_ != CUBLAS_STATUS_SUCCESS)                                                 \
-      ::dgpipe::engine::cuda::throw_cublas_error(dgp_st_, #expr, __FILE__, __LINE__);    \
+#define DGP_CUBLAS_CHECK(expr)                                                        \
+  do {                                                                                \
+    cublasStatus_t dgp_st_ = (expr);                                                  \
+    if (dgp_st_ != CUBLAS_STATUS_SUCCESS)                                             \
+      ::dgpipe::engine::cuda::throw_cublas_error(dgp_st_, #expr, __FILE__, __LINE__); \
   } while (0)
 
-#define DGP_CUDNN_CHECK(expr)                                                             \
-  do {                                                                                    \
-    cudnnStatus_t dgp_st_ = (expr);                                                       \
-    if (dgp_st_ != CUDNN_STATUS_SUCCESS)                                                  \
-      ::dgpipe::engine::cuda::throw_cudnn_error(dgp_st_, #expr, __FILE__, __LINE__);     \
+#define DGP_CUDNN_CHECK(expr)                                                        \
+  do {                                                                               \
+    cudnnStatus_t dgp_st_ = (expr);                                                  \
+    if (dgp_st_ != CUDNN_STATUS_SUCCESS)                                             \
+      ::dgpipe::engine::cuda::throw_cudnn_error(dgp_st_, #expr, __FILE__, __LINE__); \
   } while (0)
 
-// After a kernel launch: reports launch-configuration errors at the launch site (asynchronous faults surface at
-// the next synchronising call, which is checked too).
+// After a kernel launch: reports launch-configuration errors at the launch site (asynchronous faults surface
+// at the next synchronising call, which is checked too).
 #define DGP_CUDA_CHECK_LAUNCH() DGP_CUDA_CHECK(cudaGetLastError())
 
 namespace dgpipe::engine::cuda {
 
 // The current stream of `device` on this thread, as the runtime type.
-inline cudaStream_t stream_of(int device) { return static_cast<cudaStream_t>(current_stream(device).raw()); }
-inline cudaStream_t stream_of(const Tensor& t) { return stream_of(t.device().index); }
+inline cudaStream_t stream_of(int device) {
+  return static_cast<cudaStream_t>(current_stream(device).raw());
+}
+inline cudaStream_t stream_of(const Tensor& t) {
+  return stream_of(t.device().index);
+}
 
 // Makes t's device current for the calling scope (kernels launch on the current device).
 class TensorDeviceGuard {

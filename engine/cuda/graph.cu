@@ -22,12 +22,14 @@ void Graph::capture_begin() {
   DGP_CHECK(!graph_ && !exec_ && pool_id_ == 0, "Graph::capture_begin: this graph was already captured");
   device_ = current_device();
   stream_ = current_stream(device_);
-  DGP_CHECK(stream_.raw() != nullptr,
-            "Graph::capture_begin: the current stream is the legacy default stream, which cannot be captured; "
-            "set a stream made with Stream::create() (StreamGuard) first");
+  DGP_CHECK(
+      stream_.raw() != nullptr,
+      "Graph::capture_begin: the current stream is the legacy default stream, which cannot be captured; "
+      "set a stream made with Stream::create() (StreamGuard) first");
   pool_id_ = allocator_begin_graph_pool(device_, static_cast<cudaStream_t>(stream_.raw()));
   // Relaxed mode: the allocator may query events of other streams while the capture runs.
-  cudaError_t err = cudaStreamBeginCapture(static_cast<cudaStream_t>(stream_.raw()), cudaStreamCaptureModeRelaxed);
+  cudaError_t err =
+      cudaStreamBeginCapture(static_cast<cudaStream_t>(stream_.raw()), cudaStreamCaptureModeRelaxed);
   if (err != cudaSuccess) {
     allocator_end_graph_capture(device_);
     DGP_CUDA_CHECK(err);
@@ -36,7 +38,8 @@ void Graph::capture_begin() {
 
 void Graph::capture_end() {
   DGP_CHECK(pool_id_ != 0 && !graph_, "Graph::capture_end without capture_begin");
-  DGP_CHECK(current_stream(device_) == stream_, "Graph::capture_end: the current stream changed during capture");
+  DGP_CHECK(current_stream(device_) == stream_,
+            "Graph::capture_end: the current stream changed during capture");
   cudaGraph_t g = nullptr;
   cudaError_t err = cudaStreamEndCapture(static_cast<cudaStream_t>(stream_.raw()), &g);
   allocator_end_graph_capture(device_);
@@ -50,7 +53,8 @@ void Graph::capture_end() {
 void Graph::replay() {
   DGP_CHECK(exec_ != nullptr, "Graph::replay: nothing was captured");
   DeviceGuard dg(device_);
-  DGP_CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), static_cast<cudaStream_t>(stream_.raw())));
+  DGP_CUDA_CHECK(
+      cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), static_cast<cudaStream_t>(stream_.raw())));
 }
 
 bool is_capturing() {

@@ -11,34 +11,76 @@
 namespace dgpipe::engine::cuda {
 
 // Storage type -> arithmetic type: halves compute in float, everything else in itself.
-template <class T> struct AccOf { using type = T; };
-template <> struct AccOf<__half> { using type = float; };
-template <> struct AccOf<__nv_bfloat16> { using type = float; };
-template <class T> using acc_t = typename AccOf<T>::type;
+template <class T>
+struct AccOf {
+  using type = T;
+};
+template <>
+struct AccOf<__half> {
+  using type = float;
+};
+template <>
+struct AccOf<__nv_bfloat16> {
+  using type = float;
+};
+template <class T>
+using acc_t = typename AccOf<T>::type;
 
-template <class T> __device__ __forceinline__ acc_t<T> to_acc(T v) { return static_cast<acc_t<T>>(v); }
-template <> __device__ __forceinline__ float to_acc<__half>(__half v) { return __half2float(v); }
-template <> __device__ __forceinline__ float to_acc<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <class T>
+__device__ __forceinline__ acc_t<T> to_acc(T v) {
+  return static_cast<acc_t<T>>(v);
+}
+template <>
+__device__ __forceinline__ float to_acc<__half>(__half v) {
+  return __half2float(v);
+}
+template <>
+__device__ __forceinline__ float to_acc<__nv_bfloat16>(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
 
-template <class T, class A> __device__ __forceinline__ T from_acc(A v) { return static_cast<T>(v); }
-template <> __device__ __forceinline__ __half from_acc<__half, float>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16, float>(float v) {
+template <class T, class A>
+__device__ __forceinline__ T from_acc(A v) {
+  return static_cast<T>(v);
+}
+template <>
+__device__ __forceinline__ __half from_acc<__half, float>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16, float>(float v) {
   return __float2bfloat16_rn(v);
 }
 
 }  // namespace dgpipe::engine::cuda
 
 // DGP_CUDA_DISPATCH_FLOATING(dtype, "op", [&] { ... scalar_t ... }): f32, f64, f16, bf16.
-#define DGP_CUDA_DISPATCH_FLOATING(DT, NAME, ...)                                                  \
-  do {                                                                                             \
-    switch (DT) {                                                                                  \
-      case ::dgpipe::engine::DType::f32: { using scalar_t = float; __VA_ARGS__(); break; }        \
-      case ::dgpipe::engine::DType::f64: { using scalar_t = double; __VA_ARGS__(); break; }       \
-      case ::dgpipe::engine::DType::f16: { using scalar_t = __half; __VA_ARGS__(); break; }       \
-      case ::dgpipe::engine::DType::bf16: { using scalar_t = __nv_bfloat16; __VA_ARGS__(); break; } \
-      default:                                                                                     \
+#define DGP_CUDA_DISPATCH_FLOATING(DT, NAME, ...)                                                   \
+  do {                                                                                              \
+    switch (DT) {                                                                                   \
+      case ::dgpipe::engine::DType::f32: {                                                          \
+        using scalar_t = float;                                                                     \
+        __VA_ARGS__();                                                                              \
+        break;                                                                                      \
+      }                                                                                             \
+      case ::dgpipe::engine::DType::f64: {                                                          \
+        using scalar_t = double;                                                                    \
+        __VA_ARGS__();                                                                              \
+        break;                                                                                      \
+      }                                                                                             \
+      case ::dgpipe::engine::DType::f16: {                                                          \
+        using scalar_t = __half;                                                                    \
+        __VA_ARGS__();                                                                              \
+        break;                                                                                      \
+      }                                                                                             \
+      case ::dgpipe::engine::DType::bf16: {                                                         \
+        using scalar_t = __nv_bfloat16;                                                             \
+        __VA_ARGS__();                                                                              \
+        break;                                                                                      \
+      }                                                                                             \
+      default:                                                                                      \
         DGP_FAIL(NAME << ": unsupported dtype " << ::dgpipe::engine::dtype_name(DT) << " on cuda"); \
-    }                                                                                              \
+    }                                                                                               \
   } while (0)
 
 namespace dgpipe::engine::cuda {
@@ -66,7 +108,8 @@ struct StridedIndexer {
 };
 
 // Builds an indexer for tensors of one shape, merging dims that are contiguous in every operand and dropping
-// size-1 dims, so the common cases need one or two divisions per element. Throws if more than kMaxDims remain.
+// size-1 dims, so the common cases need one or two divisions per element. Throws if more than kMaxDims
+// remain.
 template <int K>
 StridedIndexer<K> make_indexer(const Shape& shape, const Tensor* const ts[K], const char* op) {
   StridedIndexer<K> ix;
@@ -90,7 +133,8 @@ StridedIndexer<K> make_indexer(const Shape& shape, const Tensor* const ts[K], co
     for (int k = 0; k < K; ++k) strides[k][n] = ts[k]->strides()[d];
     ++n;
   }
-  DGP_CHECK(n <= kMaxDims, op << ": tensors with more than " << kMaxDims << " non-mergeable dims are not supported "
+  DGP_CHECK(n <= kMaxDims, op << ": tensors with more than " << kMaxDims
+                              << " non-mergeable dims are not supported "
                               << "on cuda (shape " << shape_str(shape) << "); call contiguous() first");
   ix.ndim = n;
   for (int d = 0; d < n; ++d) {
@@ -156,11 +200,17 @@ __device__ __forceinline__ void philox4x32_device(uint64_t seed, uint64_t counte
     uint32_t hi0 = __umulhi(M0, c0), lo0 = M0 * c0;
     uint32_t hi1 = __umulhi(M1, c2), lo1 = M1 * c2;
     uint32_t n0 = hi1 ^ c1 ^ k0, n1 = lo1, n2 = hi0 ^ c3 ^ k1, n3 = lo0;
-    c0 = n0; c1 = n1; c2 = n2; c3 = n3;
+    c0 = n0;
+    c1 = n1;
+    c2 = n2;
+    c3 = n3;
     k0 += W0;
     k1 += W1;
   }
-  out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
+  out[0] = c0;
+  out[1] = c1;
+  out[2] = c2;
+  out[3] = c3;
 }
 
 __device__ __forceinline__ float uniform_from_bits_device(uint32_t bits) {

@@ -52,8 +52,8 @@ namespace {
 void check_device(int device, const char* what) {
   int n = cuda_device_count();
   DGP_CHECK(n > 0, what << ": no CUDA device is available (driver missing or no GPU)");
-  DGP_CHECK(device >= 0 && device < n, what << ": device cuda:" << device << " does not exist (" << n
-                                             << " device(s))");
+  DGP_CHECK(device >= 0 && device < n,
+            what << ": device cuda:" << device << " does not exist (" << n << " device(s))");
 }
 
 constexpr int kMaxDevices = 64;
@@ -64,11 +64,15 @@ struct ThreadState {
 };
 thread_local ThreadState t_state;
 
-int resolve(int device) { return device < 0 ? current_device() : device; }
+int resolve(int device) {
+  return device < 0 ? current_device() : device;
+}
 
 }  // namespace
 
-int device_count() { return cuda_device_count(); }
+int device_count() {
+  return cuda_device_count();
+}
 
 int current_device() {
   if (t_state.device >= 0) return t_state.device;
@@ -128,7 +132,9 @@ Stream Stream::create(int device, bool high_priority) {
   return Stream::from_raw(s, device);
 }
 
-Stream Stream::default_stream(int device) { return Stream::from_raw(nullptr, resolve(device)); }
+Stream Stream::default_stream(int device) {
+  return Stream::from_raw(nullptr, resolve(device));
+}
 
 void Stream::synchronize() const {
   DeviceGuard g(device_);
@@ -148,7 +154,8 @@ bool Stream::query() const {
 
 Stream current_stream(int device) {
   device = resolve(device);
-  DGP_CHECK(device >= 0 && device < kMaxDevices, "current_stream: device index " << device << " out of range");
+  DGP_CHECK(device >= 0 && device < kMaxDevices,
+            "current_stream: device index " << device << " out of range");
   return Stream::from_raw(t_state.streams[device], device);
 }
 
@@ -157,7 +164,8 @@ void set_current_stream(const Stream& s) {
   t_state.streams[s.device()] = static_cast<cudaStream_t>(s.raw());
 }
 
-StreamGuard::StreamGuard(const Stream& s) : previous_(current_stream(s.device())), previous_device_(current_device()) {
+StreamGuard::StreamGuard(const Stream& s)
+    : previous_(current_stream(s.device())), previous_device_(current_device()) {
   if (s.device() != previous_device_) set_device(s.device());
   set_current_stream(s);
 }
@@ -184,15 +192,16 @@ void Event::record(const Stream& s) {
     event_ = e;
     device_ = s.device();
   }
-  DGP_CHECK(device_ == s.device(), "Event::record: event of cuda:" << device_ << " recorded on a stream of cuda:"
-                                                                   << s.device());
+  DGP_CHECK(device_ == s.device(),
+            "Event::record: event of cuda:" << device_ << " recorded on a stream of cuda:" << s.device());
   DGP_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event_), static_cast<cudaStream_t>(s.raw())));
 }
 
 void Event::wait(const Stream& s) const {
   if (!event_) return;  // never recorded: nothing to wait for
   DeviceGuard g(s.device());
-  DGP_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(s.raw()), static_cast<cudaEvent_t>(event_), 0));
+  DGP_CUDA_CHECK(
+      cudaStreamWaitEvent(static_cast<cudaStream_t>(s.raw()), static_cast<cudaEvent_t>(event_), 0));
 }
 
 void Event::synchronize() const {
@@ -214,7 +223,8 @@ float Event::elapsed_ms(const Event& end) const {
   DGP_CHECK(event_ && end.event_, "Event::elapsed_ms: both events must have been recorded");
   DGP_CHECK(timing_ && end.timing_, "Event::elapsed_ms: events must be created with timing=true");
   float ms = 0;
-  DGP_CUDA_CHECK(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(event_), static_cast<cudaEvent_t>(end.event_)));
+  DGP_CUDA_CHECK(
+      cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(event_), static_cast<cudaEvent_t>(end.event_)));
   return ms;
 }
 
@@ -238,15 +248,19 @@ int sm_count(int device) {
 namespace {
 std::atomic<bool> g_allow_tf32{false};
 }
-void set_allow_tf32(bool allow) { g_allow_tf32 = allow; }
-bool allow_tf32() { return g_allow_tf32.load(); }
+void set_allow_tf32(bool allow) {
+  g_allow_tf32 = allow;
+}
+bool allow_tf32() {
+  return g_allow_tf32.load();
+}
 
 // ---- handles ----
 
 namespace {
 
-// cuBLAS keeps its own workspace per stream unless given one; handing it a fixed buffer from our allocator keeps
-// graph capture free of hidden cudaMalloc calls.
+// cuBLAS keeps its own workspace per stream unless given one; handing it a fixed buffer from our allocator
+// keeps graph capture free of hidden cudaMalloc calls.
 constexpr size_t kCublasWorkspaceBytes = 32u << 20;
 
 struct Handles {
@@ -275,7 +289,8 @@ cublasHandle_t cublas_handle(int device) {
   DGP_CUBLAS_CHECK(cublasSetStream(h.blas, stream_of(device)));
   // Re-bind the workspace after a stream change (cuBLAS resets it to its default pool on cublasSetStream).
   DGP_CUBLAS_CHECK(cublasSetWorkspace(h.blas, h.blas_workspace, kCublasWorkspaceBytes));
-  DGP_CUBLAS_CHECK(cublasSetMathMode(h.blas, allow_tf32() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  DGP_CUBLAS_CHECK(
+      cublasSetMathMode(h.blas, allow_tf32() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
   return h.blas;
 }
 

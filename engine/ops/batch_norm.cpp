@@ -3,8 +3,8 @@
 // Per channel c, with M = N*H*W values: training normalises with the batch mean and the biased variance
 // (divide by M) and folds the unbiased variance (divide by M-1) into running_var, as PyTorch does; eval
 // normalises with the running statistics. Both cases reduce to per-channel (mean, invstd) that are saved for
-// the backward pass. Statistics are accumulated in double on the CPU, so the f32 path is as exact as PyTorch's.
-// The input may be [N,C,H,W] or, for the same op over fewer dims, [N,C] / [N,C,L].
+// the backward pass. Statistics are accumulated in double on the CPU, so the f32 path is as exact as
+// PyTorch's. The input may be [N,C,H,W] or, for the same op over fewer dims, [N,C] / [N,C,L].
 #include <cmath>
 #include <sstream>
 #include <string>
@@ -23,7 +23,9 @@ struct BnGeometry {
   int64_t per_channel() const { return N * inner; }
 };
 
-bool is_half(DType t) { return t == DType::f16 || t == DType::bf16; }
+bool is_half(DType t) {
+  return t == DType::f16 || t == DType::bf16;
+}
 
 std::string describe(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& rm, const Tensor& rv) {
   std::ostringstream s;
@@ -41,22 +43,25 @@ void check_channel_vector(const Tensor& t, const char* what, const Tensor& x, in
   if (!t.defined()) return;
   DGP_CHECK(t.dim() == 1 && t.size(0) == C, "batch_norm2d: " << what << " must have shape [" << C << "], got "
                                                              << shape_str(t.shape()) << ctx);
-  DGP_CHECK(t.device() == x.device(), "batch_norm2d: " << what << " on " << t.device().str() << " but input on "
-                                                       << x.device().str() << ctx);
+  DGP_CHECK(t.device() == x.device(), "batch_norm2d: " << what << " on " << t.device().str()
+                                                       << " but input on " << x.device().str() << ctx);
   if (same_dtype)
     DGP_CHECK(t.dtype() == x.dtype(), "batch_norm2d: " << what << " dtype " << dtype_name(t.dtype())
-                                                       << " differs from input dtype " << dtype_name(x.dtype()) << ctx);
+                                                       << " differs from input dtype "
+                                                       << dtype_name(x.dtype()) << ctx);
   else
-    DGP_CHECK(is_floating(t.dtype()), "batch_norm2d: " << what << " must be floating, got "
-                                                       << dtype_name(t.dtype()) << ctx);
+    DGP_CHECK(is_floating(t.dtype()),
+              "batch_norm2d: " << what << " must be floating, got " << dtype_name(t.dtype()) << ctx);
 }
 
-BnGeometry check_batch_norm(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& rm, const Tensor& rv,
-                            bool training, double momentum, double eps) {
+BnGeometry check_batch_norm(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& rm,
+                            const Tensor& rv, bool training, double momentum, double eps) {
   DGP_CHECK(x.defined(), "batch_norm2d: undefined input");
   const std::string ctx = describe(x, w, b, rm, rv);
-  DGP_CHECK(x.dim() >= 2, "batch_norm2d: expected an [N,C,H,W] (or [N,C,...]) input, got " << shape_str(x.shape()));
-  DGP_CHECK(is_floating(x.dtype()), "batch_norm2d: expected a floating input, got " << dtype_name(x.dtype()) << ctx);
+  DGP_CHECK(x.dim() >= 2,
+            "batch_norm2d: expected an [N,C,H,W] (or [N,C,...]) input, got " << shape_str(x.shape()));
+  DGP_CHECK(is_floating(x.dtype()),
+            "batch_norm2d: expected a floating input, got " << dtype_name(x.dtype()) << ctx);
   BnGeometry g;
   g.N = x.size(0);
   g.C = x.size(1);
@@ -69,9 +74,10 @@ BnGeometry check_batch_norm(const Tensor& x, const Tensor& w, const Tensor& b, c
             "batch_norm2d: running_mean and running_var must both be given or both be undefined" << ctx);
   DGP_CHECK(eps >= 0, "batch_norm2d: eps must be >= 0, got " << eps << ctx);
   if (training) {
-    DGP_CHECK(g.per_channel() > 1, "batch_norm2d: training needs more than 1 value per channel, got "
-                                       << g.per_channel() << ctx);
-    DGP_CHECK(momentum >= 0 && momentum <= 1, "batch_norm2d: momentum must lie in [0,1], got " << momentum << ctx);
+    DGP_CHECK(g.per_channel() > 1,
+              "batch_norm2d: training needs more than 1 value per channel, got " << g.per_channel() << ctx);
+    DGP_CHECK(momentum >= 0 && momentum <= 1,
+              "batch_norm2d: momentum must lie in [0,1], got " << momentum << ctx);
   } else {
     DGP_CHECK(rm.defined(), "batch_norm2d: eval mode needs running_mean and running_var" << ctx);
   }
@@ -133,7 +139,8 @@ void running_stats_cpu(const Tensor& running_mean, const Tensor& running_var, co
 
 // y = (x - mean) * invstd * w + b, as one multiply-add per element: y = x * scale + shift.
 template <class T>
-void normalize_cpu(const T* x, const T* w, const T* b, const T* mean, const T* invstd, T* out, const BnGeometry& g) {
+void normalize_cpu(const T* x, const T* w, const T* b, const T* mean, const T* invstd, T* out,
+                   const BnGeometry& g) {
   for (int64_t c = 0; c < g.C; ++c) {
     const double scale = static_cast<double>(invstd[c]) * (w != nullptr ? w[c] : T(1));
     const double shift = (b != nullptr ? b[c] : T(0)) - static_cast<double>(mean[c]) * scale;
@@ -151,8 +158,8 @@ void normalize_cpu(const T* x, const T* w, const T* b, const T* mean, const T* i
 //   eval (mean, invstd constants):  grad_x = g * gamma * invstd
 //   training (they depend on x):    grad_x = gamma * invstd * (g - sum(g)/M - xhat * sum(g * xhat)/M)
 template <class T>
-void batch_norm_backward_cpu(const T* gout, const T* x, const T* w, const T* mean, const T* invstd, T* gx, T* gw,
-                             T* gb, const BnGeometry& g, bool training) {
+void batch_norm_backward_cpu(const T* gout, const T* x, const T* w, const T* mean, const T* invstd, T* gx,
+                             T* gw, T* gb, const BnGeometry& g, bool training) {
   const double M = static_cast<double>(g.per_channel());
   for (int64_t c = 0; c < g.C; ++c) {
     const double mu = mean[c], is = invstd[c];
@@ -186,19 +193,24 @@ void batch_norm_backward_cpu(const T* gout, const T* x, const T* w, const T* mea
   }
 }
 
-Tensor contiguous_or_null(const Tensor& t) { return t.defined() ? t.contiguous() : Tensor(); }
-Tensor to_or_null(const Tensor& t, DType d) { return t.defined() ? t.to(d) : Tensor(); }
+Tensor contiguous_or_null(const Tensor& t) {
+  return t.defined() ? t.contiguous() : Tensor();
+}
+Tensor to_or_null(const Tensor& t, DType d) {
+  return t.defined() ? t.to(d) : Tensor();
+}
 
 struct BnForward {
   Tensor out, mean, invstd;  // mean/invstd [C] in the compute dtype
 };
 
-BnForward batch_norm_forward_raw(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& running_mean,
-                                 const Tensor& running_var, bool training, double momentum, double eps,
-                                 const BnGeometry& g) {
+BnForward batch_norm_forward_raw(const Tensor& x, const Tensor& w, const Tensor& b,
+                                 const Tensor& running_mean, const Tensor& running_var, bool training,
+                                 double momentum, double eps, const BnGeometry& g) {
   if (x.device().is_cpu() && is_half(x.dtype())) {
-    BnForward r = batch_norm_forward_raw(x.to(DType::f32), to_or_null(w, DType::f32), to_or_null(b, DType::f32),
-                                         running_mean, running_var, training, momentum, eps, g);
+    BnForward r =
+        batch_norm_forward_raw(x.to(DType::f32), to_or_null(w, DType::f32), to_or_null(b, DType::f32),
+                               running_mean, running_var, training, momentum, eps, g);
     r.out = r.out.to(x.dtype());
     return r;
   }
@@ -211,8 +223,8 @@ BnForward batch_norm_forward_raw(const Tensor& x, const Tensor& w, const Tensor&
   if (x.device().is_cuda()) {
 #ifdef DGPIPE_WITH_CUDA
     if (training)
-      cuda_ops::batch_norm_forward_training(r.out, r.mean, r.invstd, xc, wc, bc, running_mean, running_var, momentum,
-                                            eps);
+      cuda_ops::batch_norm_forward_training(r.out, r.mean, r.invstd, xc, wc, bc, running_mean, running_var,
+                                            momentum, eps);
     else
       cuda_ops::batch_norm_forward_inference(r.out, xc, wc, bc, running_mean, running_var, eps);
     // The backward pass needs (mean, invstd) in eval mode too; they are cheap [C] vectors.
@@ -248,8 +260,8 @@ BnGrads batch_norm_backward_raw(const Tensor& grad_out, const Tensor& x, const T
                                 bool need_w, bool need_b) {
   const DType dtype = x.dtype();
   if (x.device().is_cpu() && is_half(dtype)) {
-    BnGrads r = batch_norm_backward_raw(grad_out.to(DType::f32), x.to(DType::f32), to_or_null(w, DType::f32), mean,
-                                        invstd, g, training, need_x, need_w, need_b);
+    BnGrads r = batch_norm_backward_raw(grad_out.to(DType::f32), x.to(DType::f32), to_or_null(w, DType::f32),
+                                        mean, invstd, g, training, need_x, need_w, need_b);
     if (r.x.defined()) r.x = r.x.to(dtype);
     if (r.weight.defined()) r.weight = r.weight.to(dtype);
     if (r.bias.defined()) r.bias = r.bias.to(dtype);
@@ -270,9 +282,10 @@ BnGrads batch_norm_backward_raw(const Tensor& grad_out, const Tensor& x, const T
 #endif
   }
   DGP_DISPATCH_FLOATING(dtype, "batch_norm2d backward", [&] {
-    batch_norm_backward_cpu(go.data<scalar_t>(), xc.data<scalar_t>(), wc.defined() ? wc.data<scalar_t>() : nullptr,
-                            mean.data<scalar_t>(), invstd.data<scalar_t>(),
-                            need_x ? r.x.data<scalar_t>() : nullptr, need_w ? r.weight.data<scalar_t>() : nullptr,
+    batch_norm_backward_cpu(go.data<scalar_t>(), xc.data<scalar_t>(),
+                            wc.defined() ? wc.data<scalar_t>() : nullptr, mean.data<scalar_t>(),
+                            invstd.data<scalar_t>(), need_x ? r.x.data<scalar_t>() : nullptr,
+                            need_w ? r.weight.data<scalar_t>() : nullptr,
                             need_b ? r.bias.data<scalar_t>() : nullptr, g, training);
   });
   return r;
@@ -294,9 +307,10 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias, T
     const Tensor saved_w = weight.defined() ? weight.detach() : Tensor();
     const Tensor mean = f.mean, invstd = f.invstd;
     record("batch_norm2d", {x, weight, bias}, f.out,
-           [g, saved_x, saved_w, mean, invstd, training, need_x, need_w, need_b](const std::vector<Tensor>& grads) {
-             BnGrads r = batch_norm_backward_raw(grads[0], saved_x, saved_w, mean, invstd, g, training, need_x,
-                                                 need_w, need_b);
+           [g, saved_x, saved_w, mean, invstd, training, need_x, need_w,
+            need_b](const std::vector<Tensor>& grads) {
+             BnGrads r = batch_norm_backward_raw(grads[0], saved_x, saved_w, mean, invstd, g, training,
+                                                 need_x, need_w, need_b);
              return std::vector<Tensor>{r.x, r.weight, r.bias};
            });
   }

@@ -15,13 +15,14 @@ void batch_norm_forward_training(const Tensor& out, const Tensor& save_mean, con
                                  const Tensor& running_mean, const Tensor& running_var, double momentum,
                                  double eps);
 // Eval: normalises with the running statistics.
-void batch_norm_forward_inference(const Tensor& out, const Tensor& x, const Tensor& weight, const Tensor& bias,
-                                  const Tensor& running_mean, const Tensor& running_var, double eps);
+void batch_norm_forward_inference(const Tensor& out, const Tensor& x, const Tensor& weight,
+                                  const Tensor& bias, const Tensor& running_mean, const Tensor& running_var,
+                                  double eps);
 // Gradients from the saved statistics. training selects the full batch-statistics backward (the mean and
 // variance depend on x) over the affine one (they are constants). grad_x/grad_weight/grad_bias may be
 // undefined when not wanted.
 void batch_norm_backward(const Tensor& grad_x, const Tensor& grad_weight, const Tensor& grad_bias,
-                         const Tensor& grad_out, const Tensor& x, const Tensor& weight, const Tensor& save_mean,
-                         const Tensor& save_invstd, bool training);
+                         const Tensor& grad_out, const Tensor& x, const Tensor& weight,
+                         const Tensor& save_mean, const Tensor& save_invstd, bool training);
 
 }  // namespace dgpipe::engine::cuda_ops

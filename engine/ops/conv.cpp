@@ -33,7 +33,8 @@ struct ConvGeometry {
   // One input channel per group (depthwise, possibly with a channel multiplier): the direct loop beats a
   // GEMM whose inner dimension would only be kh*kw.
   bool depthwise() const { return p.groups > 1 && Cg == 1; }
-  // A 1x1, stride-1, unpadded convolution: col would be a copy of the input, so the GEMM reads the input itself.
+  // A 1x1, stride-1, unpadded convolution: col would be a copy of the input, so the GEMM reads the input
+  // itself.
   bool col_is_input() const {
     return kh == 1 && kw == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0;
   }
@@ -43,8 +44,8 @@ std::string describe(const Tensor& x, const Tensor& w, const Tensor& b, const Co
   std::ostringstream s;
   s << " (input " << shape_str(x.shape()) << ", weight " << shape_str(w.shape());
   if (b.defined()) s << ", bias " << shape_str(b.shape());
-  s << ", stride " << p.stride_h << "x" << p.stride_w << ", padding " << p.pad_h << "x" << p.pad_w << ", dilation "
-    << p.dilation_h << "x" << p.dilation_w << ", groups " << p.groups << ")";
+  s << ", stride " << p.stride_h << "x" << p.stride_w << ", padding " << p.pad_h << "x" << p.pad_w
+    << ", dilation " << p.dilation_h << "x" << p.dilation_w << ", groups " << p.groups << ")";
   return s.str();
 }
 
@@ -53,13 +54,15 @@ ConvGeometry check_conv2d(const Tensor& x, const Tensor& w, const Tensor& b, con
   DGP_CHECK(w.defined(), "conv2d: undefined weight");
   const std::string ctx = describe(x, w, b, p);
   DGP_CHECK(x.dim() == 4, "conv2d: expected a 4-D input [N,C,H,W], got " << shape_str(x.shape()) << ctx);
-  DGP_CHECK(w.dim() == 4, "conv2d: expected a 4-D weight [O,C/groups,kh,kw], got " << shape_str(w.shape()) << ctx);
-  DGP_CHECK(is_floating(x.dtype()), "conv2d: expected a floating input, got " << dtype_name(x.dtype()) << ctx);
-  DGP_CHECK(x.dtype() == w.dtype(), "conv2d: dtype mismatch between input (" << dtype_name(x.dtype())
-                                                                             << ") and weight ("
-                                                                             << dtype_name(w.dtype()) << ")" << ctx);
-  DGP_CHECK(x.device() == w.device(), "conv2d: input on " << x.device().str() << " but weight on "
-                                                          << w.device().str() << ctx);
+  DGP_CHECK(w.dim() == 4,
+            "conv2d: expected a 4-D weight [O,C/groups,kh,kw], got " << shape_str(w.shape()) << ctx);
+  DGP_CHECK(is_floating(x.dtype()),
+            "conv2d: expected a floating input, got " << dtype_name(x.dtype()) << ctx);
+  DGP_CHECK(x.dtype() == w.dtype(), "conv2d: dtype mismatch between input ("
+                                        << dtype_name(x.dtype()) << ") and weight (" << dtype_name(w.dtype())
+                                        << ")" << ctx);
+  DGP_CHECK(x.device() == w.device(),
+            "conv2d: input on " << x.device().str() << " but weight on " << w.device().str() << ctx);
   DGP_CHECK(p.groups >= 1, "conv2d: groups must be >= 1, got " << p.groups << ctx);
   DGP_CHECK(p.stride_h >= 1 && p.stride_w >= 1, "conv2d: stride must be >= 1" << ctx);
   DGP_CHECK(p.dilation_h >= 1 && p.dilation_w >= 1, "conv2d: dilation must be >= 1" << ctx);
@@ -68,22 +71,24 @@ ConvGeometry check_conv2d(const Tensor& x, const Tensor& w, const Tensor& b, con
   g.p = p;
   g.N = x.size(0), g.C = x.size(1), g.H = x.size(2), g.W = x.size(3);
   g.O = w.size(0), g.kh = w.size(2), g.kw = w.size(3);
-  DGP_CHECK(g.C % p.groups == 0, "conv2d: input channels " << g.C << " not divisible by groups " << p.groups << ctx);
-  DGP_CHECK(g.O % p.groups == 0, "conv2d: output channels " << g.O << " not divisible by groups " << p.groups
-                                                            << ctx);
+  DGP_CHECK(g.C % p.groups == 0,
+            "conv2d: input channels " << g.C << " not divisible by groups " << p.groups << ctx);
+  DGP_CHECK(g.O % p.groups == 0,
+            "conv2d: output channels " << g.O << " not divisible by groups " << p.groups << ctx);
   g.Cg = g.C / p.groups;
   g.Og = g.O / p.groups;
   DGP_CHECK(w.size(1) == g.Cg, "conv2d: input has " << g.C << " channels, so with groups " << p.groups
-                                                     << " weight dim 1 must be " << g.Cg << ", got " << w.size(1)
-                                                     << ctx);
+                                                    << " weight dim 1 must be " << g.Cg << ", got "
+                                                    << w.size(1) << ctx);
   DGP_CHECK(g.kh >= 1 && g.kw >= 1 && g.O >= 1, "conv2d: weight has an empty dimension" << ctx);
   if (b.defined()) {
-    DGP_CHECK(b.dim() == 1 && b.size(0) == g.O, "conv2d: bias must have shape [" << g.O << "], got "
-                                                                                << shape_str(b.shape()) << ctx);
-    DGP_CHECK(b.dtype() == x.dtype(), "conv2d: bias dtype " << dtype_name(b.dtype()) << " differs from input dtype "
+    DGP_CHECK(b.dim() == 1 && b.size(0) == g.O,
+              "conv2d: bias must have shape [" << g.O << "], got " << shape_str(b.shape()) << ctx);
+    DGP_CHECK(b.dtype() == x.dtype(), "conv2d: bias dtype " << dtype_name(b.dtype())
+                                                            << " differs from input dtype "
                                                             << dtype_name(x.dtype()) << ctx);
-    DGP_CHECK(b.device() == x.device(), "conv2d: bias on " << b.device().str() << " but input on "
-                                                           << x.device().str() << ctx);
+    DGP_CHECK(b.device() == x.device(),
+              "conv2d: bias on " << b.device().str() << " but input on " << x.device().str() << ctx);
   }
   const int64_t span_h = p.dilation_h * (g.kh - 1) + 1, span_w = p.dilation_w * (g.kw - 1) + 1;
   DGP_CHECK(span_h <= g.H + 2 * p.pad_h && span_w <= g.W + 2 * p.pad_w,
@@ -262,7 +267,8 @@ void conv_backward_gemm(const T* gout, const T* x, const T* w, T* grad_in, T* gr
 }
 
 template <class T>
-void conv_backward_depthwise(const T* gout, const T* x, const T* w, T* grad_in, T* grad_w, const ConvGeometry& g) {
+void conv_backward_depthwise(const T* gout, const T* x, const T* w, T* grad_in, T* grad_w,
+                             const ConvGeometry& g) {
   const Conv2dParams& p = g.p;
   const int64_t P = g.out_plane(), taps = g.kh * g.kw;
   if (grad_in != nullptr) std::fill(grad_in, grad_in + g.N * g.C * g.in_plane(), T(0));
@@ -315,9 +321,13 @@ void conv_backward_bias(const T* gout, T* grad_b, const ConvGeometry& g) {
   }
 }
 
-bool is_half(DType t) { return t == DType::f16 || t == DType::bf16; }
+bool is_half(DType t) {
+  return t == DType::f16 || t == DType::bf16;
+}
 
-Tensor contiguous_or_null(const Tensor& t) { return t.defined() ? t.contiguous() : Tensor(); }
+Tensor contiguous_or_null(const Tensor& t) {
+  return t.defined() ? t.contiguous() : Tensor();
+}
 
 // ---------------- raw dispatch (no autograd; inputs already checked and detached) ----------------
 
@@ -401,7 +411,8 @@ ConvGrads conv2d_backward_raw(const Tensor& grad_out, const Tensor& x, const Ten
 
 Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, const Conv2dParams& p) {
   const ConvGeometry g = check_conv2d(input, weight, bias, p);
-  Tensor out = conv2d_forward_raw(input.detach(), weight.detach(), bias.defined() ? bias.detach() : Tensor(), g);
+  Tensor out =
+      conv2d_forward_raw(input.detach(), weight.detach(), bias.defined() ? bias.detach() : Tensor(), g);
   if (needs_grad({input, weight, bias})) {
     const bool need_input = input.requires_grad();
     const bool need_weight = weight.requires_grad();
@@ -410,12 +421,13 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, con
     const Tensor saved_x = need_weight ? input.detach() : Tensor();
     const Tensor saved_w = need_input ? weight.detach() : Tensor();
     const DType dtype = input.dtype();
-    record("conv2d", {input, weight, bias}, out,
-           [g, saved_x, saved_w, dtype, need_input, need_weight, need_bias](const std::vector<Tensor>& grads) {
-             ConvGrads r = conv2d_backward_raw(grads[0], saved_x, saved_w, g, dtype, need_input, need_weight,
-                                               need_bias);
-             return std::vector<Tensor>{r.input, r.weight, r.bias};
-           });
+    record(
+        "conv2d", {input, weight, bias}, out,
+        [g, saved_x, saved_w, dtype, need_input, need_weight, need_bias](const std::vector<Tensor>& grads) {
+          ConvGrads r =
+              conv2d_backward_raw(grads[0], saved_x, saved_w, g, dtype, need_input, need_weight, need_bias);
+          return std::vector<Tensor>{r.input, r.weight, r.bias};
+        });
   }
   return out;
 }

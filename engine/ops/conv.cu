@@ -1,7 +1,8 @@
-// 2-D convolution on the GPU through cuDNN (engine/ops/conv_kernels.h): forward, backward-data, backward-filter
-// and the bias gradient. Algorithms come from cuDNN's heuristics, are chosen once per (shape, dtype, math mode,
-// direction) and cached; workspaces come from the caching allocator, so a warmed-up step is graph-capturable.
-// fp16/bf16 use tensor cores with fp32 accumulation; fp32 uses TF32 tensor cores only when allowed.
+// 2-D convolution on the GPU through cuDNN (engine/ops/conv_kernels.h): forward, backward-data,
+// backward-filter and the bias gradient. Algorithms come from cuDNN's heuristics, are chosen once per (shape,
+// dtype, math mode, direction) and cached; workspaces come from the caching allocator, so a warmed-up step is
+// graph-capturable. fp16/bf16 use tensor cores with fp32 accumulation; fp32 uses TF32 tensor cores only when
+// allowed.
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -17,11 +18,16 @@ using cuda::cudnn_handle;
 
 cudnnDataType_t cudnn_type(DType t) {
   switch (t) {
-    case DType::f32: return CUDNN_DATA_FLOAT;
-    case DType::f64: return CUDNN_DATA_DOUBLE;
-    case DType::f16: return CUDNN_DATA_HALF;
-    case DType::bf16: return CUDNN_DATA_BFLOAT16;
-    default: DGP_FAIL("conv2d: unsupported dtype " << dtype_name(t) << " on cuda");
+    case DType::f32:
+      return CUDNN_DATA_FLOAT;
+    case DType::f64:
+      return CUDNN_DATA_DOUBLE;
+    case DType::f16:
+      return CUDNN_DATA_HALF;
+    case DType::bf16:
+      return CUDNN_DATA_BFLOAT16;
+    default:
+      DGP_FAIL("conv2d: unsupported dtype " << dtype_name(t) << " on cuda");
   }
 }
 
@@ -29,7 +35,8 @@ struct TensorDesc {
   cudnnTensorDescriptor_t d = nullptr;
   TensorDesc(DType t, int64_t n, int64_t c, int64_t h, int64_t w) {
     DGP_CUDNN_CHECK(cudnnCreateTensorDescriptor(&d));
-    DGP_CUDNN_CHECK(cudnnSetTensor4dDescriptor(d, CUDNN_TENSOR_NCHW, cudnn_type(t), int(n), int(c), int(h), int(w)));
+    DGP_CUDNN_CHECK(
+        cudnnSetTensor4dDescriptor(d, CUDNN_TENSOR_NCHW, cudnn_type(t), int(n), int(c), int(h), int(w)));
   }
   ~TensorDesc() { cudnnDestroyTensorDescriptor(d); }
 };
@@ -38,7 +45,8 @@ struct FilterDesc {
   cudnnFilterDescriptor_t d = nullptr;
   FilterDesc(DType t, int64_t o, int64_t c, int64_t kh, int64_t kw) {
     DGP_CUDNN_CHECK(cudnnCreateFilterDescriptor(&d));
-    DGP_CUDNN_CHECK(cudnnSetFilter4dDescriptor(d, cudnn_type(t), CUDNN_TENSOR_NCHW, int(o), int(c), int(kh), int(kw)));
+    DGP_CUDNN_CHECK(
+        cudnnSetFilter4dDescriptor(d, cudnn_type(t), CUDNN_TENSOR_NCHW, int(o), int(c), int(kh), int(kw)));
   }
   ~FilterDesc() { cudnnDestroyFilterDescriptor(d); }
 };
@@ -47,13 +55,15 @@ struct ConvDesc {
   cudnnConvolutionDescriptor_t d = nullptr;
   ConvDesc(const Conv2dParams& p, DType t) {
     DGP_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&d));
-    DGP_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(d, int(p.pad_h), int(p.pad_w), int(p.stride_h), int(p.stride_w),
-                                                    int(p.dilation_h), int(p.dilation_w), CUDNN_CROSS_CORRELATION,
-                                                    t == DType::f64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT));
+    DGP_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(
+        d, int(p.pad_h), int(p.pad_w), int(p.stride_h), int(p.stride_w), int(p.dilation_h), int(p.dilation_w),
+        CUDNN_CROSS_CORRELATION, t == DType::f64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT));
     DGP_CUDNN_CHECK(cudnnSetConvolutionGroupCount(d, int(p.groups)));
     cudnnMathType_t math = CUDNN_DEFAULT_MATH;
-    if (t == DType::f16 || t == DType::bf16) math = CUDNN_TENSOR_OP_MATH;
-    else if (t == DType::f32 && !cuda::allow_tf32()) math = CUDNN_FMA_MATH;  // exact fp32, no TF32
+    if (t == DType::f16 || t == DType::bf16)
+      math = CUDNN_TENSOR_OP_MATH;
+    else if (t == DType::f32 && !cuda::allow_tf32())
+      math = CUDNN_FMA_MATH;  // exact fp32, no TF32
     DGP_CUDNN_CHECK(cudnnSetConvolutionMathType(d, math));
   }
   ~ConvDesc() { cudnnDestroyConvolutionDescriptor(d); }
@@ -68,8 +78,8 @@ struct Key {
   bool tf32;
   bool operator<(const Key& k) const {
     return std::tie(device, kind, n, c, h, w, o, kh, kw, sh, sw, ph, pw, dh, dw, groups, dtype, tf32) <
-           std::tie(k.device, k.kind, k.n, k.c, k.h, k.w, k.o, k.kh, k.kw, k.sh, k.sw, k.ph, k.pw, k.dh, k.dw, k.groups,
-                    k.dtype, k.tf32);
+           std::tie(k.device, k.kind, k.n, k.c, k.h, k.w, k.o, k.kh, k.kw, k.sh, k.sw, k.ph, k.pw, k.dh, k.dw,
+                    k.groups, k.dtype, k.tf32);
   }
 };
 
@@ -84,9 +94,9 @@ std::map<Key, Choice> g_cache;
 constexpr size_t kMaxWorkspace = size_t(1) << 30;  // algorithms needing more are skipped
 
 Key make_key(int kind, const Tensor& x, const Tensor& w, const Conv2dParams& p) {
-  return Key{x.device().index, kind, x.size(0), x.size(1), x.size(2), x.size(3), w.size(0), w.size(2), w.size(3),
-             p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.groups, int(x.dtype()),
-             cuda::allow_tf32()};
+  return Key{x.device().index, kind,         x.size(0),    x.size(1),  x.size(2),      x.size(3),
+             w.size(0),        w.size(2),    w.size(3),    p.stride_h, p.stride_w,     p.pad_h,
+             p.pad_w,          p.dilation_h, p.dilation_w, p.groups,   int(x.dtype()), cuda::allow_tf32()};
 }
 
 // Looks the key up or runs `choose` (cuDNN heuristics) and remembers its answer.
@@ -125,8 +135,8 @@ void check_inputs(const Tensor& a, const Tensor& b, const char* op) {
   DGP_CHECK(a.is_contiguous() && b.is_contiguous() && a.dim() == 4 && b.dim() == 4,
             op << ": cuda path expects contiguous 4-D tensors, got " << shape_str(a.shape()) << " and "
                << shape_str(b.shape()));
-  DGP_CHECK(a.dtype() == b.dtype(), op << ": dtype mismatch (" << dtype_name(a.dtype()) << " and "
-                                       << dtype_name(b.dtype()) << ")");
+  DGP_CHECK(a.dtype() == b.dtype(),
+            op << ": dtype mismatch (" << dtype_name(a.dtype()) << " and " << dtype_name(b.dtype()) << ")");
 }
 
 }  // namespace
@@ -146,15 +156,15 @@ void conv2d_forward(const Tensor& out, const Tensor& input, const Tensor& weight
   Choice c = cached_choice(make_key(0, input, weight, p), [&] {
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int count = 0;
-    DGP_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, xd.d, wd.d, cd.d, yd.d, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-                                                           &count, perf));
+    DGP_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, xd.d, wd.d, cd.d, yd.d,
+                                                           CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf));
     return first_usable(perf, count, "conv2d");
   });
   cuda::Scratch ws = cuda::scratch(c.workspace, dev);
   Scalars s(t);
   DGP_CUDNN_CHECK(cudnnConvolutionForward(h, s.one(), xd.d, input.raw_data(), wd.d, weight.raw_data(), cd.d,
-                                          static_cast<cudnnConvolutionFwdAlgo_t>(c.algo), ws.get(), c.workspace,
-                                          s.zero(), yd.d, out.raw_data()));
+                                          static_cast<cudnnConvolutionFwdAlgo_t>(c.algo), ws.get(),
+                                          c.workspace, s.zero(), yd.d, out.raw_data()));
   if (bias.defined()) {
     DGP_CHECK(bias.is_contiguous() && bias.numel() == out.size(1) && bias.dtype() == t,
               "conv2d: bias must be a contiguous [" << out.size(1) << "] " << dtype_name(t) << " tensor");
@@ -176,19 +186,21 @@ void conv2d_backward_data(const Tensor& grad_input, const Tensor& grad_out, cons
   TensorDesc dyd(t, grad_out.size(0), grad_out.size(1), grad_out.size(2), grad_out.size(3));
   ConvDesc cd(p, t);
   if (grad_out.numel() == 0) {
-    DGP_CUDA_CHECK(cudaMemsetAsync(grad_input.raw_data(), 0, grad_input.nbytes(), cuda::stream_of(grad_input)));
+    DGP_CUDA_CHECK(
+        cudaMemsetAsync(grad_input.raw_data(), 0, grad_input.nbytes(), cuda::stream_of(grad_input)));
     return;
   }
   Choice c = cached_choice(make_key(1, grad_input, weight, p), [&] {
     cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     int count = 0;
-    DGP_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, wd.d, dyd.d, cd.d, dxd.d,
-                                                                CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, perf));
+    DGP_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+        h, wd.d, dyd.d, cd.d, dxd.d, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, perf));
     return first_usable(perf, count, "conv2d backward (data)");
   });
   cuda::Scratch ws = cuda::scratch(c.workspace, dev);
   Scalars s(t);
-  DGP_CUDNN_CHECK(cudnnConvolutionBackwardData(h, s.one(), wd.d, weight.raw_data(), dyd.d, grad_out.raw_data(), cd.d,
+  DGP_CUDNN_CHECK(cudnnConvolutionBackwardData(h, s.one(), wd.d, weight.raw_data(), dyd.d,
+                                               grad_out.raw_data(), cd.d,
                                                static_cast<cudnnConvolutionBwdDataAlgo_t>(c.algo), ws.get(),
                                                c.workspace, s.zero(), dxd.d, grad_input.raw_data()));
 }
@@ -201,7 +213,8 @@ void conv2d_backward_filter(const Tensor& grad_weight, const Tensor& grad_out, c
   int dev = grad_weight.device().index;
   DType t = grad_out.dtype();
   if (grad_out.numel() == 0) {
-    DGP_CUDA_CHECK(cudaMemsetAsync(grad_weight.raw_data(), 0, grad_weight.nbytes(), cuda::stream_of(grad_weight)));
+    DGP_CUDA_CHECK(
+        cudaMemsetAsync(grad_weight.raw_data(), 0, grad_weight.nbytes(), cuda::stream_of(grad_weight)));
     return;
   }
   cudnnHandle_t h = cudnn_handle(dev);
@@ -218,13 +231,15 @@ void conv2d_backward_filter(const Tensor& grad_weight, const Tensor& grad_out, c
   });
   cuda::Scratch ws = cuda::scratch(c.workspace, dev);
   Scalars s(t);
-  DGP_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, s.one(), xd.d, input.raw_data(), dyd.d, grad_out.raw_data(), cd.d,
-                                                 static_cast<cudnnConvolutionBwdFilterAlgo_t>(c.algo), ws.get(),
-                                                 c.workspace, s.zero(), dwd.d, grad_weight.raw_data()));
+  DGP_CUDNN_CHECK(
+      cudnnConvolutionBackwardFilter(h, s.one(), xd.d, input.raw_data(), dyd.d, grad_out.raw_data(), cd.d,
+                                     static_cast<cudnnConvolutionBwdFilterAlgo_t>(c.algo), ws.get(),
+                                     c.workspace, s.zero(), dwd.d, grad_weight.raw_data()));
 }
 
 void conv2d_backward_bias(const Tensor& grad_bias, const Tensor& grad_out) {
-  DGP_CHECK(grad_out.is_contiguous() && grad_out.dim() == 4, "conv2d backward (bias): expects contiguous NCHW");
+  DGP_CHECK(grad_out.is_contiguous() && grad_out.dim() == 4,
+            "conv2d backward (bias): expects contiguous NCHW");
   if (grad_bias.numel() == 0) return;
   cuda::TensorDeviceGuard g(grad_bias);
   int dev = grad_bias.device().index;

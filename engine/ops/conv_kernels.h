@@ -1,6 +1,7 @@
-// CUDA launchers of the 2-D convolution (engine/ops/conv.cu, backed by cuDNN). The CPU twins live in conv.cpp.
-// All tensors are contiguous NCHW on one CUDA device and share a floating dtype; outputs are allocated by the
-// caller (conv.cpp) with the shapes it has already checked, so a launcher only has to fill them.
+// CUDA launchers of the 2-D convolution (engine/ops/conv.cu, backed by cuDNN). The CPU twins live in
+// conv.cpp. All tensors are contiguous NCHW on one CUDA device and share a floating dtype; outputs are
+// allocated by the caller (conv.cpp) with the shapes it has already checked, so a launcher only has to fill
+// them.
 #pragma once
 #include "engine/ops.h"
 

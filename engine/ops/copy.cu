@@ -14,7 +14,8 @@ constexpr int kThreads = 256;
 template <class Word>
 __global__ void copy_same_kernel(Word* __restrict__ dst, const Word* __restrict__ src, int64_t n,
                                  StridedIndexer<2> ix) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
     int64_t off[2];
     ix.offsets(i, off);
     dst[off[0]] = src[off[1]];
@@ -22,8 +23,10 @@ __global__ void copy_same_kernel(Word* __restrict__ dst, const Word* __restrict_
 }
 
 template <class D, class S>
-__global__ void copy_convert_kernel(D* __restrict__ dst, const S* __restrict__ src, int64_t n, StridedIndexer<2> ix) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+__global__ void copy_convert_kernel(D* __restrict__ dst, const S* __restrict__ src, int64_t n,
+                                    StridedIndexer<2> ix) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
     int64_t off[2];
     ix.offsets(i, off);
     dst[off[0]] = from_acc<D>(static_cast<float>(to_acc<S>(src[off[1]])));
@@ -32,39 +35,71 @@ __global__ void copy_convert_kernel(D* __restrict__ dst, const S* __restrict__ s
 
 __device__ double load_double(const void* base, int64_t i, DType t) {
   switch (t) {
-    case DType::f32: return static_cast<const float*>(base)[i];
-    case DType::f64: return static_cast<const double*>(base)[i];
-    case DType::f16: return __half2float(static_cast<const __half*>(base)[i]);
-    case DType::bf16: return __bfloat162float(static_cast<const __nv_bfloat16*>(base)[i]);
-    case DType::i8: return static_cast<const int8_t*>(base)[i];
-    case DType::u8: return static_cast<const uint8_t*>(base)[i];
-    case DType::i16: return static_cast<const int16_t*>(base)[i];
-    case DType::i32: return static_cast<const int32_t*>(base)[i];
-    case DType::i64: return static_cast<double>(static_cast<const int64_t*>(base)[i]);
-    case DType::boolean: return static_cast<const uint8_t*>(base)[i] ? 1.0 : 0.0;
+    case DType::f32:
+      return static_cast<const float*>(base)[i];
+    case DType::f64:
+      return static_cast<const double*>(base)[i];
+    case DType::f16:
+      return __half2float(static_cast<const __half*>(base)[i]);
+    case DType::bf16:
+      return __bfloat162float(static_cast<const __nv_bfloat16*>(base)[i]);
+    case DType::i8:
+      return static_cast<const int8_t*>(base)[i];
+    case DType::u8:
+      return static_cast<const uint8_t*>(base)[i];
+    case DType::i16:
+      return static_cast<const int16_t*>(base)[i];
+    case DType::i32:
+      return static_cast<const int32_t*>(base)[i];
+    case DType::i64:
+      return static_cast<double>(static_cast<const int64_t*>(base)[i]);
+    case DType::boolean:
+      return static_cast<const uint8_t*>(base)[i] ? 1.0 : 0.0;
   }
   return 0;
 }
 
 __device__ void store_double(void* base, int64_t i, DType t, double v) {
   switch (t) {
-    case DType::f32: static_cast<float*>(base)[i] = static_cast<float>(v); break;
-    case DType::f64: static_cast<double*>(base)[i] = v; break;
+    case DType::f32:
+      static_cast<float*>(base)[i] = static_cast<float>(v);
+      break;
+    case DType::f64:
+      static_cast<double*>(base)[i] = v;
+      break;
     // Through float, like the CPU (store_from_double converts to float first).
-    case DType::f16: static_cast<__half*>(base)[i] = __float2half_rn(static_cast<float>(v)); break;
-    case DType::bf16: static_cast<__nv_bfloat16*>(base)[i] = __float2bfloat16_rn(static_cast<float>(v)); break;
-    case DType::i8: static_cast<int8_t*>(base)[i] = static_cast<int8_t>(v); break;
-    case DType::u8: static_cast<uint8_t*>(base)[i] = static_cast<uint8_t>(v); break;
-    case DType::i16: static_cast<int16_t*>(base)[i] = static_cast<int16_t>(v); break;
-    case DType::i32: static_cast<int32_t*>(base)[i] = static_cast<int32_t>(v); break;
-    case DType::i64: static_cast<int64_t*>(base)[i] = static_cast<int64_t>(v); break;
-    case DType::boolean: static_cast<uint8_t*>(base)[i] = v != 0.0; break;
+    case DType::f16:
+      static_cast<__half*>(base)[i] = __float2half_rn(static_cast<float>(v));
+      break;
+    case DType::bf16:
+      static_cast<__nv_bfloat16*>(base)[i] = __float2bfloat16_rn(static_cast<float>(v));
+      break;
+    case DType::i8:
+      static_cast<int8_t*>(base)[i] = static_cast<int8_t>(v);
+      break;
+    case DType::u8:
+      static_cast<uint8_t*>(base)[i] = static_cast<uint8_t>(v);
+      break;
+    case DType::i16:
+      static_cast<int16_t*>(base)[i] = static_cast<int16_t>(v);
+      break;
+    case DType::i32:
+      static_cast<int32_t*>(base)[i] = static_cast<int32_t>(v);
+      break;
+    case DType::i64:
+      static_cast<int64_t*>(base)[i] = static_cast<int64_t>(v);
+      break;
+    case DType::boolean:
+      static_cast<uint8_t*>(base)[i] = v != 0.0;
+      break;
   }
 }
 
 // Any pair of dtypes through double (integers and bool; exact for values below 2^53).
-__global__ void copy_generic_kernel(void* dst, DType dt, const void* src, DType st, int64_t n, StridedIndexer<2> ix) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+__global__ void copy_generic_kernel(void* dst, DType dt, const void* src, DType st, int64_t n,
+                                    StridedIndexer<2> ix) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
     int64_t off[2];
     ix.offsets(i, off);
     store_double(dst, off[0], dt, load_double(src, off[1], st));
@@ -72,7 +107,8 @@ __global__ void copy_generic_kernel(void* dst, DType dt, const void* src, DType 
 }
 
 __global__ void fill_kernel(void* dst, DType dt, double value, int64_t n, StridedIndexer<1> ix) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
     int64_t off[1];
     ix.offsets(i, off);
     store_double(dst, off[0], dt, value);
@@ -83,7 +119,8 @@ __global__ void fill_kernel(void* dst, DType dt, double value, int64_t n, Stride
 template <class T>
 __global__ void uniform_kernel(T* __restrict__ out, int64_t n, uint64_t seed, uint64_t offset) {
   int64_t blocks = (n + 3) / 4;
-  for (int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; b < blocks; b += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; b < blocks;
+       b += int64_t(gridDim.x) * blockDim.x) {
     uint32_t w[4];
     philox4x32_device(seed, offset + static_cast<uint64_t>(b), w);
 #pragma unroll
@@ -97,7 +134,8 @@ __global__ void uniform_kernel(T* __restrict__ out, int64_t n, uint64_t seed, ui
 template <class T>
 __global__ void normal_kernel(T* __restrict__ out, int64_t n, uint64_t seed, uint64_t offset) {
   int64_t blocks = (n + 1) / 2;
-  for (int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; b < blocks; b += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; b < blocks;
+       b += int64_t(gridDim.x) * blockDim.x) {
     uint32_t w[4];
     philox4x32_device(seed, offset + static_cast<uint64_t>(b), w);
     // Full-precision math (no fast intrinsics) so the values match the CPU's to float rounding.
@@ -111,18 +149,22 @@ __global__ void normal_kernel(T* __restrict__ out, int64_t n, uint64_t seed, uin
 }
 
 template <class D, class S>
-void launch_convert(const Tensor& dst, const Tensor& src, int64_t n, const StridedIndexer<2>& ix, cudaStream_t s) {
+void launch_convert(const Tensor& dst, const Tensor& src, int64_t n, const StridedIndexer<2>& ix,
+                    cudaStream_t s) {
   copy_convert_kernel<D, S><<<grid_for(n, kThreads, dst.device().index), kThreads, 0, s>>>(
       static_cast<D*>(dst.storage()->data()), static_cast<const S*>(src.storage()->data()), n, ix);
 }
 
 // The float conversions autocast uses on every step get typed kernels; the rest take the generic path.
-bool try_float_convert(const Tensor& dst, const Tensor& src, int64_t n, const StridedIndexer<2>& ix, cudaStream_t s) {
+bool try_float_convert(const Tensor& dst, const Tensor& src, int64_t n, const StridedIndexer<2>& ix,
+                       cudaStream_t s) {
   DType d = dst.dtype(), t = src.dtype();
   if (d == DType::f16 && t == DType::f32) return launch_convert<__half, float>(dst, src, n, ix, s), true;
-  if (d == DType::bf16 && t == DType::f32) return launch_convert<__nv_bfloat16, float>(dst, src, n, ix, s), true;
+  if (d == DType::bf16 && t == DType::f32)
+    return launch_convert<__nv_bfloat16, float>(dst, src, n, ix, s), true;
   if (d == DType::f32 && t == DType::f16) return launch_convert<float, __half>(dst, src, n, ix, s), true;
-  if (d == DType::f32 && t == DType::bf16) return launch_convert<float, __nv_bfloat16>(dst, src, n, ix, s), true;
+  if (d == DType::f32 && t == DType::bf16)
+    return launch_convert<float, __nv_bfloat16>(dst, src, n, ix, s), true;
   return false;
 }
 
@@ -133,16 +175,17 @@ namespace cuda_copy {
 
 void copy_strided(const Tensor& dst, const Tensor& src) {
   using namespace cuda;
-  DGP_CHECK(dst.shape() == src.shape(), "copy: shapes " << shape_str(dst.shape()) << " and "
-                                                        << shape_str(src.shape()) << " differ");
-  DGP_CHECK(dst.device() == src.device(), "copy: cuda copy between " << src.device().str() << " and "
-                                                                     << dst.device().str());
+  DGP_CHECK(dst.shape() == src.shape(),
+            "copy: shapes " << shape_str(dst.shape()) << " and " << shape_str(src.shape()) << " differ");
+  DGP_CHECK(dst.device() == src.device(),
+            "copy: cuda copy between " << src.device().str() << " and " << dst.device().str());
   int64_t n = dst.numel();
   if (n == 0) return;
   TensorDeviceGuard g(dst);
   cudaStream_t s = stream_of(dst);
   if (dst.dtype() == src.dtype() && dst.is_contiguous() && src.is_contiguous()) {
-    DGP_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), dst.nbytes(), cudaMemcpyDeviceToDevice, s));
+    DGP_CUDA_CHECK(
+        cudaMemcpyAsync(dst.raw_data(), src.raw_data(), dst.nbytes(), cudaMemcpyDeviceToDevice, s));
     return;
   }
   const Tensor* ts[2] = {&dst, &src};
@@ -152,11 +195,20 @@ void copy_strided(const Tensor& dst, const Tensor& src) {
     void* d = dst.storage()->data();
     const void* sp = src.storage()->data();
     switch (dst.itemsize()) {
-      case 1: copy_same_kernel<uint8_t><<<grid, kThreads, 0, s>>>((uint8_t*)d, (const uint8_t*)sp, n, ix); break;
-      case 2: copy_same_kernel<uint16_t><<<grid, kThreads, 0, s>>>((uint16_t*)d, (const uint16_t*)sp, n, ix); break;
-      case 4: copy_same_kernel<uint32_t><<<grid, kThreads, 0, s>>>((uint32_t*)d, (const uint32_t*)sp, n, ix); break;
-      case 8: copy_same_kernel<uint64_t><<<grid, kThreads, 0, s>>>((uint64_t*)d, (const uint64_t*)sp, n, ix); break;
-      default: DGP_FAIL("copy: unsupported item size " << dst.itemsize());
+      case 1:
+        copy_same_kernel<uint8_t><<<grid, kThreads, 0, s>>>((uint8_t*)d, (const uint8_t*)sp, n, ix);
+        break;
+      case 2:
+        copy_same_kernel<uint16_t><<<grid, kThreads, 0, s>>>((uint16_t*)d, (const uint16_t*)sp, n, ix);
+        break;
+      case 4:
+        copy_same_kernel<uint32_t><<<grid, kThreads, 0, s>>>((uint32_t*)d, (const uint32_t*)sp, n, ix);
+        break;
+      case 8:
+        copy_same_kernel<uint64_t><<<grid, kThreads, 0, s>>>((uint64_t*)d, (const uint64_t*)sp, n, ix);
+        break;
+      default:
+        DGP_FAIL("copy: unsupported item size " << dst.itemsize());
     }
   } else if (!try_float_convert(dst, src, n, ix, s)) {
     copy_generic_kernel<<<grid, kThreads, 0, s>>>(dst.storage()->data(), dst.dtype(), src.storage()->data(),
@@ -181,8 +233,8 @@ void fill(const Tensor& dst, double value) {
   }
   const Tensor* ts[1] = {&dst};
   StridedIndexer<1> ix = make_indexer<1>(dst.shape(), ts, "fill_");
-  fill_kernel<<<grid_for(n, kThreads, dst.device().index), kThreads, 0, s>>>(dst.storage()->data(), dst.dtype(),
-                                                                              value, n, ix);
+  fill_kernel<<<grid_for(n, kThreads, dst.device().index), kThreads, 0, s>>>(dst.storage()->data(),
+                                                                             dst.dtype(), value, n, ix);
   DGP_CUDA_CHECK_LAUNCH();
 }
 
@@ -197,11 +249,11 @@ void philox_fill(const Tensor& out, PhiloxState state, bool normal) {
   unsigned grid = grid_for(blocks, kThreads, out.device().index);
   DGP_CUDA_DISPATCH_FLOATING(out.dtype(), (normal ? "randn" : "rand"), [&] {
     if (normal)
-      normal_kernel<scalar_t><<<grid, kThreads, 0, s>>>(static_cast<scalar_t*>(out.raw_data()), n, state.seed,
-                                                        state.offset);
+      normal_kernel<scalar_t>
+          <<<grid, kThreads, 0, s>>>(static_cast<scalar_t*>(out.raw_data()), n, state.seed, state.offset);
     else
-      uniform_kernel<scalar_t><<<grid, kThreads, 0, s>>>(static_cast<scalar_t*>(out.raw_data()), n, state.seed,
-                                                         state.offset);
+      uniform_kernel<scalar_t>
+          <<<grid, kThreads, 0, s>>>(static_cast<scalar_t*>(out.raw_data()), n, state.seed, state.offset);
   });
   DGP_CUDA_CHECK_LAUNCH();
 }

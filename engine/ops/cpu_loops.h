@@ -8,41 +8,41 @@
 #include "engine/tensor.h"
 
 // DGP_DISPATCH_FLOATING(dtype, "op", [&] { ... scalar_t ... }): f32 and f64 kernels.
-#define DGP_DISPATCH_FLOATING(DT, NAME, ...)                                                     \
-  do {                                                                                           \
-    switch (DT) {                                                                                \
-      case ::dgpipe::engine::DType::f32: {                                                       \
-        using scalar_t = float;                                                                  \
-        __VA_ARGS__();                                                                           \
-        break;                                                                                   \
-      }                                                                                          \
-      case ::dgpipe::engine::DType::f64: {                                                       \
-        using scalar_t = double;                                                                 \
-        __VA_ARGS__();                                                                           \
-        break;                                                                                   \
-      }                                                                                          \
-      default:                                                                                   \
+#define DGP_DISPATCH_FLOATING(DT, NAME, ...)                                                       \
+  do {                                                                                             \
+    switch (DT) {                                                                                  \
+      case ::dgpipe::engine::DType::f32: {                                                         \
+        using scalar_t = float;                                                                    \
+        __VA_ARGS__();                                                                             \
+        break;                                                                                     \
+      }                                                                                            \
+      case ::dgpipe::engine::DType::f64: {                                                         \
+        using scalar_t = double;                                                                   \
+        __VA_ARGS__();                                                                             \
+        break;                                                                                     \
+      }                                                                                            \
+      default:                                                                                     \
         DGP_FAIL(NAME << ": unsupported dtype " << ::dgpipe::engine::dtype_name(DT) << " on cpu"); \
-    }                                                                                            \
+    }                                                                                              \
   } while (0)
 
 // DGP_DISPATCH_INDEX(dtype, "op", [&] { ... index_t ... }): i32 and i64 index tensors.
-#define DGP_DISPATCH_INDEX(DT, NAME, ...)                                                         \
-  do {                                                                                            \
-    switch (DT) {                                                                                 \
-      case ::dgpipe::engine::DType::i32: {                                                        \
-        using index_t = int32_t;                                                                  \
-        __VA_ARGS__();                                                                            \
-        break;                                                                                    \
-      }                                                                                           \
-      case ::dgpipe::engine::DType::i64: {                                                        \
-        using index_t = int64_t;                                                                  \
-        __VA_ARGS__();                                                                            \
-        break;                                                                                    \
-      }                                                                                           \
-      default:                                                                                    \
+#define DGP_DISPATCH_INDEX(DT, NAME, ...)                                                           \
+  do {                                                                                              \
+    switch (DT) {                                                                                   \
+      case ::dgpipe::engine::DType::i32: {                                                          \
+        using index_t = int32_t;                                                                    \
+        __VA_ARGS__();                                                                              \
+        break;                                                                                      \
+      }                                                                                             \
+      case ::dgpipe::engine::DType::i64: {                                                          \
+        using index_t = int64_t;                                                                    \
+        __VA_ARGS__();                                                                              \
+        break;                                                                                      \
+      }                                                                                             \
+      default:                                                                                      \
         DGP_FAIL(NAME << ": indices must be i32 or i64, got " << ::dgpipe::engine::dtype_name(DT)); \
-    }                                                                                             \
+    }                                                                                               \
   } while (0)
 
 namespace dgpipe::engine::cpu {

@@ -1,6 +1,6 @@
 // dropout: keeps element i of x (row-major order) iff philox_uniform(state, i) >= p, scaling kept elements by
-// 1/(1-p) (the rule in engine/rng.h, shared with dropout.cu). Only the Philox state is saved: the backward pass
-// regenerates the same mask and applies it to the gradient, so no mask tensor is stored.
+// 1/(1-p) (the rule in engine/rng.h, shared with dropout.cu). Only the Philox state is saved: the backward
+// pass regenerates the same mask and applies it to the gradient, so no mask tensor is stored.
 #include "engine/ops.h"
 #include "engine/ops/cpu_loops.h"
 #include "engine/ops/dropout_kernels.h"
@@ -9,7 +9,9 @@ namespace dgpipe::engine {
 
 namespace {
 
-bool is_half(DType t) { return t == DType::f16 || t == DType::bf16; }
+bool is_half(DType t) {
+  return t == DType::f16 || t == DType::bf16;
+}
 
 // out = mask(state) * x * scale on a contiguous x.
 Tensor dropout_apply_raw(const Tensor& x, PhiloxState state, float keep_threshold, double scale) {
@@ -47,7 +49,7 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
   DGP_CHECK(p >= 0.0 && p <= 1.0, "dropout: probability p must be in [0,1], got " << p);
   DGP_CHECK(is_floating(x.dtype()), "dropout: expected a floating input, got " << dtype_name(x.dtype()));
   if (!training || p == 0.0) return x;  // identity: same tensor, same graph
-  if (p == 1.0) return mul(x, 0.0);     // everything dropped; keeps the graph so the gradient is a defined zero
+  if (p == 1.0) return mul(x, 0.0);  // everything dropped; keeps the graph so the gradient is a defined zero
 
   Generator& g = gen ? *gen : default_generator();
   const int64_t n = x.numel();

@@ -11,7 +11,8 @@ template <class T>
 __global__ void dropout_kernel(T* __restrict__ out, const T* __restrict__ x, int64_t n, uint64_t seed,
                                uint64_t offset, float threshold, acc_t<T> scale) {
   int64_t blocks = (n + 3) / 4;
-  for (int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; b < blocks; b += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; b < blocks;
+       b += int64_t(gridDim.x) * blockDim.x) {
     uint32_t w[4];
     philox4x32_device(seed, offset + static_cast<uint64_t>(b), w);
 #pragma unroll
@@ -30,7 +31,8 @@ __global__ void dropout_kernel(T* __restrict__ out, const T* __restrict__ x, int
 
 namespace cuda_ops {
 
-void dropout_apply(const Tensor& out, const Tensor& x, PhiloxState state, float keep_threshold, double scale) {
+void dropout_apply(const Tensor& out, const Tensor& x, PhiloxState state, float keep_threshold,
+                   double scale) {
   using namespace cuda;
   DGP_CHECK(x.is_contiguous() && out.is_contiguous(), "dropout: cuda kernel expects contiguous tensors");
   int64_t n = x.numel();

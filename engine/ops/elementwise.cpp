@@ -10,7 +10,9 @@ namespace dgpipe::engine {
 
 namespace {
 
-bool is_half(DType t) { return t == DType::f16 || t == DType::bf16; }
+bool is_half(DType t) {
+  return t == DType::f16 || t == DType::bf16;
+}
 
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
   size_t n = std::max(a.size(), b.size());
@@ -42,7 +44,8 @@ void check_floating(const Tensor& a, const char* op) {
 
 Tensor unary_raw(const Tensor& x, UnaryOp op, double a, double b, const char* name) {
   check_floating(x, name);
-  if (x.device().is_cpu() && is_half(x.dtype())) return unary_raw(x.to(DType::f32), op, a, b, name).to(x.dtype());
+  if (x.device().is_cpu() && is_half(x.dtype()))
+    return unary_raw(x.to(DType::f32), op, a, b, name).to(x.dtype());
   Tensor out = empty(x.shape(), TensorOptions(x.dtype(), x.device()));
   if (x.device().is_cuda()) {
 #ifdef DGPIPE_WITH_CUDA
@@ -89,15 +92,24 @@ void binary_loop(T* o, const Tensor& xe, const Tensor& ye) {
 template <class T>
 void binary_cpu(T* o, const Tensor& xe, const Tensor& ye, BinaryOp op) {
   switch (op) {
-    case BinaryOp::add: return binary_loop<BinaryOp::add, T>(o, xe, ye);
-    case BinaryOp::sub: return binary_loop<BinaryOp::sub, T>(o, xe, ye);
-    case BinaryOp::mul: return binary_loop<BinaryOp::mul, T>(o, xe, ye);
-    case BinaryOp::div: return binary_loop<BinaryOp::div, T>(o, xe, ye);
-    case BinaryOp::relu_backward: return binary_loop<BinaryOp::relu_backward, T>(o, xe, ye);
-    case BinaryOp::relu6_backward: return binary_loop<BinaryOp::relu6_backward, T>(o, xe, ye);
-    case BinaryOp::gelu_backward: return binary_loop<BinaryOp::gelu_backward, T>(o, xe, ye);
-    case BinaryOp::tanh_backward: return binary_loop<BinaryOp::tanh_backward, T>(o, xe, ye);
-    case BinaryOp::sigmoid_backward: return binary_loop<BinaryOp::sigmoid_backward, T>(o, xe, ye);
+    case BinaryOp::add:
+      return binary_loop<BinaryOp::add, T>(o, xe, ye);
+    case BinaryOp::sub:
+      return binary_loop<BinaryOp::sub, T>(o, xe, ye);
+    case BinaryOp::mul:
+      return binary_loop<BinaryOp::mul, T>(o, xe, ye);
+    case BinaryOp::div:
+      return binary_loop<BinaryOp::div, T>(o, xe, ye);
+    case BinaryOp::relu_backward:
+      return binary_loop<BinaryOp::relu_backward, T>(o, xe, ye);
+    case BinaryOp::relu6_backward:
+      return binary_loop<BinaryOp::relu6_backward, T>(o, xe, ye);
+    case BinaryOp::gelu_backward:
+      return binary_loop<BinaryOp::gelu_backward, T>(o, xe, ye);
+    case BinaryOp::tanh_backward:
+      return binary_loop<BinaryOp::tanh_backward, T>(o, xe, ye);
+    case BinaryOp::sigmoid_backward:
+      return binary_loop<BinaryOp::sigmoid_backward, T>(o, xe, ye);
   }
 }
 
@@ -138,12 +150,15 @@ Tensor compare_raw(const Tensor& x, const Tensor& y, CompareOp op, const char* n
   std::array<const int64_t*, 2> st{xe.strides().data(), ye.strides().data()};
   int64_t i = 0;
   cpu::for_each_offset<2>(shape, st, {xe.offset(), ye.offset()}, [&](const std::array<int64_t, 2>& off) {
-    o[i++] = compare_apply<double>(op, cpu::load_as_double(xs, off[0], t), cpu::load_as_double(ys, off[1], t));
+    o[i++] =
+        compare_apply<double>(op, cpu::load_as_double(xs, off[0], t), cpu::load_as_double(ys, off[1], t));
   });
   return out;
 }
 
-Tensor scalar_like(double v, const Tensor& like) { return full({}, v, TensorOptions(like.dtype(), like.device())); }
+Tensor scalar_like(double v, const Tensor& like) {
+  return full({}, v, TensorOptions(like.dtype(), like.device()));
+}
 
 }  // namespace
 
@@ -202,7 +217,8 @@ Tensor div(const Tensor& a, const Tensor& b) {
 
 namespace {
 // Unary op whose gradient is g * f'(x) computed by a BinaryOp on (g, saved).
-Tensor unary_with_binary_grad(const Tensor& a, UnaryOp op, BinaryOp grad_op, bool save_output, const char* name) {
+Tensor unary_with_binary_grad(const Tensor& a, UnaryOp op, BinaryOp grad_op, bool save_output,
+                              const char* name) {
   Tensor out = unary_raw(a, op, 0, 0, name);
   if (needs_grad({a})) {
     Tensor saved = save_output ? out.detach() : a.detach();
@@ -223,9 +239,8 @@ Tensor add(const Tensor& a, double s) {
 Tensor mul(const Tensor& a, double s) {
   Tensor out = unary_raw(a, UnaryOp::mul_scalar, s, 0, "mul");
   if (needs_grad({a})) {
-    record("mul_scalar", {a}, out, [s](const std::vector<Tensor>& g) {
-      return std::vector<Tensor>{mul(g[0], s)};
-    });
+    record("mul_scalar", {a}, out,
+           [s](const std::vector<Tensor>& g) { return std::vector<Tensor>{mul(g[0], s)}; });
   }
   return out;
 }
@@ -280,9 +295,8 @@ Tensor sqrt(const Tensor& a) {
   Tensor out = unary_raw(a, UnaryOp::sqrt, 0, 0, "sqrt");
   if (needs_grad({a})) {
     Tensor y = out.detach();
-    record("sqrt", {a}, out, [y](const std::vector<Tensor>& g) {
-      return std::vector<Tensor>{div(g[0], mul(y, 2.0))};
-    });
+    record("sqrt", {a}, out,
+           [y](const std::vector<Tensor>& g) { return std::vector<Tensor>{div(g[0], mul(y, 2.0))}; });
   }
   return out;
 }
@@ -360,20 +374,35 @@ Tensor sigmoid(const Tensor& a) {
 
 // ---------------- comparisons, where, masked_fill ----------------
 
-Tensor eq(const Tensor& a, const Tensor& b) { return compare_raw(a, b, CompareOp::eq, "eq"); }
-Tensor ne(const Tensor& a, const Tensor& b) { return compare_raw(a, b, CompareOp::ne, "ne"); }
-Tensor lt(const Tensor& a, const Tensor& b) { return compare_raw(a, b, CompareOp::lt, "lt"); }
-Tensor gt(const Tensor& a, const Tensor& b) { return compare_raw(a, b, CompareOp::gt, "gt"); }
-Tensor eq(const Tensor& a, double s) { return eq(a, scalar_like(s, a)); }
-Tensor gt(const Tensor& a, double s) { return gt(a, scalar_like(s, a)); }
-Tensor lt(const Tensor& a, double s) { return lt(a, scalar_like(s, a)); }
+Tensor eq(const Tensor& a, const Tensor& b) {
+  return compare_raw(a, b, CompareOp::eq, "eq");
+}
+Tensor ne(const Tensor& a, const Tensor& b) {
+  return compare_raw(a, b, CompareOp::ne, "ne");
+}
+Tensor lt(const Tensor& a, const Tensor& b) {
+  return compare_raw(a, b, CompareOp::lt, "lt");
+}
+Tensor gt(const Tensor& a, const Tensor& b) {
+  return compare_raw(a, b, CompareOp::gt, "gt");
+}
+Tensor eq(const Tensor& a, double s) {
+  return eq(a, scalar_like(s, a));
+}
+Tensor gt(const Tensor& a, double s) {
+  return gt(a, scalar_like(s, a));
+}
+Tensor lt(const Tensor& a, double s) {
+  return lt(a, scalar_like(s, a));
+}
 
 namespace {
 Tensor where_raw(const Tensor& cond, const Tensor& a, const Tensor& b) {
-  DGP_CHECK(cond.dtype() == DType::boolean, "where: condition must be bool, got " << dtype_name(cond.dtype()));
+  DGP_CHECK(cond.dtype() == DType::boolean,
+            "where: condition must be bool, got " << dtype_name(cond.dtype()));
   check_pair(a, b, "where");
-  DGP_CHECK(cond.device() == a.device(), "where: condition on " << cond.device().str() << ", values on "
-                                                                << a.device().str());
+  DGP_CHECK(cond.device() == a.device(),
+            "where: condition on " << cond.device().str() << ", values on " << a.device().str());
   Shape shape = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(), "where");
   Tensor ce = cond.detach().expand(shape), ae = a.detach().expand(shape), be = b.detach().expand(shape);
   Tensor out = empty(shape, TensorOptions(a.dtype(), a.device()));
@@ -428,7 +457,8 @@ Tensor cast(const Tensor& a, DType dtype) {
   }
   if (needs_grad({a}) && is_floating(dtype)) {
     DType src = a.dtype();
-    record("cast", {a}, out, [src](const std::vector<Tensor>& g) { return std::vector<Tensor>{cast(g[0], src)}; });
+    record("cast", {a}, out,
+           [src](const std::vector<Tensor>& g) { return std::vector<Tensor>{cast(g[0], src)}; });
   }
   return out;
 }
@@ -505,15 +535,35 @@ Tensor& addcmul_(Tensor& a, const Tensor& b, const Tensor& c, double value) {
 
 // ---------------- operators ----------------
 
-Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
-Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
-Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
-Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
-Tensor operator+(const Tensor& a, double s) { return add(a, s); }
-Tensor operator-(const Tensor& a, double s) { return add(a, -s); }
-Tensor operator*(const Tensor& a, double s) { return mul(a, s); }
-Tensor operator/(const Tensor& a, double s) { return mul(a, 1.0 / s); }
-Tensor operator*(double s, const Tensor& a) { return mul(a, s); }
-Tensor operator-(const Tensor& a) { return neg(a); }
+Tensor operator+(const Tensor& a, const Tensor& b) {
+  return add(a, b);
+}
+Tensor operator-(const Tensor& a, const Tensor& b) {
+  return sub(a, b);
+}
+Tensor operator*(const Tensor& a, const Tensor& b) {
+  return mul(a, b);
+}
+Tensor operator/(const Tensor& a, const Tensor& b) {
+  return div(a, b);
+}
+Tensor operator+(const Tensor& a, double s) {
+  return add(a, s);
+}
+Tensor operator-(const Tensor& a, double s) {
+  return add(a, -s);
+}
+Tensor operator*(const Tensor& a, double s) {
+  return mul(a, s);
+}
+Tensor operator/(const Tensor& a, double s) {
+  return mul(a, 1.0 / s);
+}
+Tensor operator*(double s, const Tensor& a) {
+  return mul(a, s);
+}
+Tensor operator-(const Tensor& a) {
+  return neg(a);
+}
 
 }  // namespace dgpipe::engine

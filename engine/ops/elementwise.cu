@@ -1,7 +1,8 @@
 // CUDA twins of the elementwise ops (engine/ops/elementwise.cpp). The math is the shared unary_apply /
-// binary_apply of elementwise_kernels.h, computed in float for f16/bf16 storage and in the storage type otherwise.
-// Contiguous operands take a vectorised path (16-byte loads and stores); anything else goes through a strided
-// indexer whose dims are merged first, so typical views cost one or two integer divisions per element.
+// binary_apply of elementwise_kernels.h, computed in float for f16/bf16 storage and in the storage type
+// otherwise. Contiguous operands take a vectorised path (16-byte loads and stores); anything else goes
+// through a strided indexer whose dims are merged first, so typical views cost one or two integer divisions
+// per element.
 #include "engine/cuda/kernel_utils.cuh"
 #include "engine/ops/elementwise_kernels.h"
 
@@ -21,13 +22,15 @@ constexpr int vec_width() {
   return 16 / static_cast<int>(sizeof(T)) > 0 ? 16 / static_cast<int>(sizeof(T)) : 1;
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
 
 // ---- unary ----
 
 template <class T>
-__global__ void unary_contig_kernel(T* __restrict__ out, const T* __restrict__ x, int64_t n, UnaryOp op, double a,
-                                    double b) {
+__global__ void unary_contig_kernel(T* __restrict__ out, const T* __restrict__ x, int64_t n, UnaryOp op,
+                                    double a, double b) {
   using A = acc_t<T>;
   constexpr int V = vec_width<T>();
   int64_t nvec = n / V;
@@ -41,14 +44,16 @@ __global__ void unary_contig_kernel(T* __restrict__ out, const T* __restrict__ x
     for (int j = 0; j < V; ++j) r.v[j] = from_acc<T>(unary_apply<A>(op, to_acc(in.v[j]), a, b));
     ov[i] = r;
   }
-  for (int64_t i = nvec * V + tid; i < n; i += stride) out[i] = from_acc<T>(unary_apply<A>(op, to_acc(x[i]), a, b));
+  for (int64_t i = nvec * V + tid; i < n; i += stride)
+    out[i] = from_acc<T>(unary_apply<A>(op, to_acc(x[i]), a, b));
 }
 
 template <class T>
-__global__ void unary_strided_kernel(T* __restrict__ out, const T* __restrict__ x, int64_t n, StridedIndexer<2> ix,
-                                     UnaryOp op, double a, double b) {
+__global__ void unary_strided_kernel(T* __restrict__ out, const T* __restrict__ x, int64_t n,
+                                     StridedIndexer<2> ix, UnaryOp op, double a, double b) {
   using A = acc_t<T>;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
     int64_t off[2];
     ix.offsets(i, off);
     out[off[0]] = from_acc<T>(unary_apply<A>(op, to_acc(x[off[1]]), a, b));
@@ -58,8 +63,8 @@ __global__ void unary_strided_kernel(T* __restrict__ out, const T* __restrict__ 
 // ---- binary ----
 
 template <class T>
-__global__ void binary_contig_kernel(T* __restrict__ out, const T* __restrict__ x, const T* __restrict__ y, int64_t n,
-                                     BinaryOp op) {
+__global__ void binary_contig_kernel(T* __restrict__ out, const T* __restrict__ x, const T* __restrict__ y,
+                                     int64_t n, BinaryOp op) {
   using A = acc_t<T>;
   constexpr int V = vec_width<T>();
   int64_t nvec = n / V;
@@ -79,10 +84,11 @@ __global__ void binary_contig_kernel(T* __restrict__ out, const T* __restrict__ 
 }
 
 template <class T>
-__global__ void binary_strided_kernel(T* __restrict__ out, const T* __restrict__ x, const T* __restrict__ y, int64_t n,
-                                      StridedIndexer<3> ix, BinaryOp op) {
+__global__ void binary_strided_kernel(T* __restrict__ out, const T* __restrict__ x, const T* __restrict__ y,
+                                      int64_t n, StridedIndexer<3> ix, BinaryOp op) {
   using A = acc_t<T>;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
     int64_t off[3];
     ix.offsets(i, off);
     out[off[0]] = from_acc<T>(binary_apply<A>(op, to_acc(x[off[1]]), to_acc(y[off[2]])));
@@ -92,9 +98,10 @@ __global__ void binary_strided_kernel(T* __restrict__ out, const T* __restrict__
 // ---- compare / where / isfinite ----
 
 template <class T>
-__global__ void compare_kernel(uint8_t* __restrict__ out, const T* __restrict__ x, const T* __restrict__ y, int64_t n,
-                               StridedIndexer<3> ix, CompareOp op) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+__global__ void compare_kernel(uint8_t* __restrict__ out, const T* __restrict__ x, const T* __restrict__ y,
+                               int64_t n, StridedIndexer<3> ix, CompareOp op) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
     int64_t off[3];
     ix.offsets(i, off);
     out[off[0]] = compare_apply<acc_t<T>>(op, to_acc(x[off[1]]), to_acc(y[off[2]])) ? 1 : 0;
@@ -104,7 +111,8 @@ __global__ void compare_kernel(uint8_t* __restrict__ out, const T* __restrict__ 
 template <class W>
 __global__ void where_kernel(W* __restrict__ out, const uint8_t* __restrict__ cond, const W* __restrict__ x,
                              const W* __restrict__ y, int64_t n, StridedIndexer<4> ix) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
     int64_t off[4];
     ix.offsets(i, off);
     out[off[0]] = cond[off[1]] ? x[off[2]] : y[off[3]];
@@ -112,9 +120,11 @@ __global__ void where_kernel(W* __restrict__ out, const uint8_t* __restrict__ co
 }
 
 template <class T>
-__global__ void nonfinite_kernel(const T* __restrict__ x, int64_t n, StridedIndexer<1> ix, int* __restrict__ flag) {
+__global__ void nonfinite_kernel(const T* __restrict__ x, int64_t n, StridedIndexer<1> ix,
+                                 int* __restrict__ flag) {
   bool bad = false;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
     int64_t off[1];
     ix.offsets(i, off);
     double v = static_cast<double>(to_acc(x[off[0]]));
@@ -124,24 +134,61 @@ __global__ void nonfinite_kernel(const T* __restrict__ x, int64_t n, StridedInde
 }
 
 // Dispatch over every dtype (comparisons work on integers and bools too).
-#define DGP_CUDA_DISPATCH_ALL(DT, NAME, ...)                                                          \
-  do {                                                                                                \
-    switch (DT) {                                                                                     \
-      case DType::f32: { using scalar_t = float; __VA_ARGS__(); break; }                             \
-      case DType::f64: { using scalar_t = double; __VA_ARGS__(); break; }                            \
-      case DType::f16: { using scalar_t = __half; __VA_ARGS__(); break; }                            \
-      case DType::bf16: { using scalar_t = __nv_bfloat16; __VA_ARGS__(); break; }                    \
-      case DType::i8: { using scalar_t = int8_t; __VA_ARGS__(); break; }                             \
-      case DType::u8: case DType::boolean: { using scalar_t = uint8_t; __VA_ARGS__(); break; }       \
-      case DType::i16: { using scalar_t = int16_t; __VA_ARGS__(); break; }                           \
-      case DType::i32: { using scalar_t = int32_t; __VA_ARGS__(); break; }                           \
-      case DType::i64: { using scalar_t = int64_t; __VA_ARGS__(); break; }                           \
-    }                                                                                                 \
+#define DGP_CUDA_DISPATCH_ALL(DT, NAME, ...) \
+  do {                                       \
+    switch (DT) {                            \
+      case DType::f32: {                     \
+        using scalar_t = float;              \
+        __VA_ARGS__();                       \
+        break;                               \
+      }                                      \
+      case DType::f64: {                     \
+        using scalar_t = double;             \
+        __VA_ARGS__();                       \
+        break;                               \
+      }                                      \
+      case DType::f16: {                     \
+        using scalar_t = __half;             \
+        __VA_ARGS__();                       \
+        break;                               \
+      }                                      \
+      case DType::bf16: {                    \
+        using scalar_t = __nv_bfloat16;      \
+        __VA_ARGS__();                       \
+        break;                               \
+      }                                      \
+      case DType::i8: {                      \
+        using scalar_t = int8_t;             \
+        __VA_ARGS__();                       \
+        break;                               \
+      }                                      \
+      case DType::u8:                        \
+      case DType::boolean: {                 \
+        using scalar_t = uint8_t;            \
+        __VA_ARGS__();                       \
+        break;                               \
+      }                                      \
+      case DType::i16: {                     \
+        using scalar_t = int16_t;            \
+        __VA_ARGS__();                       \
+        break;                               \
+      }                                      \
+      case DType::i32: {                     \
+        using scalar_t = int32_t;            \
+        __VA_ARGS__();                       \
+        break;                               \
+      }                                      \
+      case DType::i64: {                     \
+        using scalar_t = int64_t;            \
+        __VA_ARGS__();                       \
+        break;                               \
+      }                                      \
+    }                                        \
   } while (0)
 
 void check_same_device(const Tensor& out, const Tensor& t, const char* op) {
-  DGP_CHECK(t.device() == out.device(), op << ": operand on " << t.device().str() << ", output on "
-                                           << out.device().str());
+  DGP_CHECK(t.device() == out.device(),
+            op << ": operand on " << t.device().str() << ", output on " << out.device().str());
 }
 
 }  // namespace
@@ -161,14 +208,15 @@ void unary(const Tensor& out, const Tensor& x, UnaryOp op, double a, double b) {
   DGP_CUDA_DISPATCH_FLOATING(x.dtype(), "unary op", [&] {
     scalar_t* o = static_cast<scalar_t*>(out.raw_data());
     if (out.is_contiguous() && x.is_contiguous() && aligned16(o) && aligned16(x.raw_data())) {
-      unary_contig_kernel<scalar_t><<<grid_for(n / vec_width<scalar_t>() + 1, kThreads, dev), kThreads, 0, s>>>(
-          o, static_cast<const scalar_t*>(x.raw_data()), n, op, a, b);
+      unary_contig_kernel<scalar_t>
+          <<<grid_for(n / vec_width<scalar_t>() + 1, kThreads, dev), kThreads, 0, s>>>(
+              o, static_cast<const scalar_t*>(x.raw_data()), n, op, a, b);
     } else {
       const Tensor* ts[2] = {&out, &x};
       StridedIndexer<2> ix = make_indexer<2>(out.shape(), ts, "unary op");
       unary_strided_kernel<scalar_t><<<grid_for(n, kThreads, dev), kThreads, 0, s>>>(
-          static_cast<scalar_t*>(out.storage()->data()), static_cast<const scalar_t*>(x.storage()->data()), n, ix,
-          op, a, b);
+          static_cast<scalar_t*>(out.storage()->data()), static_cast<const scalar_t*>(x.storage()->data()), n,
+          ix, op, a, b);
     }
   });
   DGP_CUDA_CHECK_LAUNCH();
@@ -184,10 +232,12 @@ void binary(const Tensor& out, const Tensor& x, const Tensor& y, BinaryOp op) {
   int dev = out.device().index;
   DGP_CUDA_DISPATCH_FLOATING(x.dtype(), "binary op", [&] {
     scalar_t* o = static_cast<scalar_t*>(out.raw_data());
-    if (out.is_contiguous() && x.is_contiguous() && y.is_contiguous() && aligned16(o) && aligned16(x.raw_data()) &&
-        aligned16(y.raw_data())) {
-      binary_contig_kernel<scalar_t><<<grid_for(n / vec_width<scalar_t>() + 1, kThreads, dev), kThreads, 0, s>>>(
-          o, static_cast<const scalar_t*>(x.raw_data()), static_cast<const scalar_t*>(y.raw_data()), n, op);
+    if (out.is_contiguous() && x.is_contiguous() && y.is_contiguous() && aligned16(o) &&
+        aligned16(x.raw_data()) && aligned16(y.raw_data())) {
+      binary_contig_kernel<scalar_t>
+          <<<grid_for(n / vec_width<scalar_t>() + 1, kThreads, dev), kThreads, 0, s>>>(
+              o, static_cast<const scalar_t*>(x.raw_data()), static_cast<const scalar_t*>(y.raw_data()), n,
+              op);
     } else {
       const Tensor* ts[3] = {&out, &x, &y};
       StridedIndexer<3> ix = make_indexer<3>(out.shape(), ts, "binary op");
@@ -210,9 +260,9 @@ void compare(const Tensor& out, const Tensor& x, const Tensor& y, CompareOp op) 
   StridedIndexer<3> ix = make_indexer<3>(out.shape(), ts, "compare");
   unsigned grid = grid_for(n, kThreads, out.device().index);
   DGP_CUDA_DISPATCH_ALL(x.dtype(), "compare", [&] {
-    compare_kernel<scalar_t><<<grid, kThreads, 0, s>>>(static_cast<uint8_t*>(out.storage()->data()),
-                                                       static_cast<const scalar_t*>(x.storage()->data()),
-                                                       static_cast<const scalar_t*>(y.storage()->data()), n, ix, op);
+    compare_kernel<scalar_t><<<grid, kThreads, 0, s>>>(
+        static_cast<uint8_t*>(out.storage()->data()), static_cast<const scalar_t*>(x.storage()->data()),
+        static_cast<const scalar_t*>(y.storage()->data()), n, ix, op);
   });
   DGP_CUDA_CHECK_LAUNCH();
 }
@@ -233,11 +283,24 @@ void where(const Tensor& out, const Tensor& cond, const Tensor& x, const Tensor&
   const void* xp = x.storage()->data();
   const void* yp = y.storage()->data();
   switch (out.itemsize()) {
-    case 1: where_kernel<uint8_t><<<grid, kThreads, 0, s>>>((uint8_t*)o, c, (const uint8_t*)xp, (const uint8_t*)yp, n, ix); break;
-    case 2: where_kernel<uint16_t><<<grid, kThreads, 0, s>>>((uint16_t*)o, c, (const uint16_t*)xp, (const uint16_t*)yp, n, ix); break;
-    case 4: where_kernel<uint32_t><<<grid, kThreads, 0, s>>>((uint32_t*)o, c, (const uint32_t*)xp, (const uint32_t*)yp, n, ix); break;
-    case 8: where_kernel<uint64_t><<<grid, kThreads, 0, s>>>((uint64_t*)o, c, (const uint64_t*)xp, (const uint64_t*)yp, n, ix); break;
-    default: DGP_FAIL("where: unsupported item size " << out.itemsize());
+    case 1:
+      where_kernel<uint8_t>
+          <<<grid, kThreads, 0, s>>>((uint8_t*)o, c, (const uint8_t*)xp, (const uint8_t*)yp, n, ix);
+      break;
+    case 2:
+      where_kernel<uint16_t>
+          <<<grid, kThreads, 0, s>>>((uint16_t*)o, c, (const uint16_t*)xp, (const uint16_t*)yp, n, ix);
+      break;
+    case 4:
+      where_kernel<uint32_t>
+          <<<grid, kThreads, 0, s>>>((uint32_t*)o, c, (const uint32_t*)xp, (const uint32_t*)yp, n, ix);
+      break;
+    case 8:
+      where_kernel<uint64_t>
+          <<<grid, kThreads, 0, s>>>((uint64_t*)o, c, (const uint64_t*)xp, (const uint64_t*)yp, n, ix);
+      break;
+    default:
+      DGP_FAIL("where: unsupported item size " << out.itemsize());
   }
   DGP_CUDA_CHECK_LAUNCH();
 }

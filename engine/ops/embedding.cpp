@@ -1,5 +1,5 @@
-// embedding: out[..., :] = weight[indices[...], :]. The backward scatter-adds the output gradient into a [V, D]
-// gradient (repeated indices accumulate); the padding_idx row gets none, as in PyTorch.
+// embedding: out[..., :] = weight[indices[...], :]. The backward scatter-adds the output gradient into a [V,
+// D] gradient (repeated indices accumulate); the padding_idx row gets none, as in PyTorch.
 #include <cstring>
 
 #include "engine/ops.h"
@@ -14,7 +14,8 @@ namespace {
 template <class I>
 void check_indices_cpu(const I* ix, int64_t n, int64_t vocab) {
   for (int64_t j = 0; j < n; ++j)
-    DGP_CHECK(ix[j] >= 0 && ix[j] < vocab, "embedding: index " << static_cast<int64_t>(ix[j]) << " at position " << j
+    DGP_CHECK(ix[j] >= 0 && ix[j] < vocab, "embedding: index " << static_cast<int64_t>(ix[j])
+                                                               << " at position " << j
                                                                << " is out of range for a table of " << vocab
                                                                << " rows (valid: 0.." << vocab - 1 << ")");
 }
@@ -24,15 +25,16 @@ void check_indices_cpu(const I* ix, int64_t n, int64_t vocab) {
 Tensor embedding(const Tensor& weight, const Tensor& indices, int64_t padding_idx) {
   DGP_CHECK(weight.defined() && indices.defined(), "embedding: undefined weight or indices");
   DGP_CHECK(weight.dim() == 2, "embedding: weight must be [V,D], got " << shape_str(weight.shape()));
-  DGP_CHECK(is_floating(weight.dtype()), "embedding: weight must be floating, got " << dtype_name(weight.dtype()));
+  DGP_CHECK(is_floating(weight.dtype()),
+            "embedding: weight must be floating, got " << dtype_name(weight.dtype()));
   DGP_CHECK(indices.dtype() == DType::i64 || indices.dtype() == DType::i32,
             "embedding: indices must be i32 or i64, got " << dtype_name(indices.dtype()));
-  DGP_CHECK(indices.device() == weight.device(), "embedding: indices on " << indices.device().str()
-                                                                          << ", weight on "
-                                                                          << weight.device().str());
+  DGP_CHECK(indices.device() == weight.device(),
+            "embedding: indices on " << indices.device().str() << ", weight on " << weight.device().str());
   const int64_t vocab = weight.size(0), width = weight.size(1);
-  DGP_CHECK(padding_idx >= -1 && padding_idx < vocab,
-            "embedding: padding_idx " << padding_idx << " out of range for " << vocab << " rows (-1 means none)");
+  DGP_CHECK(padding_idx >= -1 && padding_idx < vocab, "embedding: padding_idx "
+                                                          << padding_idx << " out of range for " << vocab
+                                                          << " rows (-1 means none)");
 
   const int64_t n = indices.numel();
   Shape out_shape = indices.shape();

@@ -10,10 +10,12 @@ namespace cuda {
 namespace {
 
 template <class W>
-__global__ void embedding_gather(W* __restrict__ out, const W* __restrict__ weight, const int64_t* __restrict__ idx,
-                                 int64_t n, int64_t vocab, int64_t row_words) {
+__global__ void embedding_gather(W* __restrict__ out, const W* __restrict__ weight,
+                                 const int64_t* __restrict__ idx, int64_t n, int64_t vocab,
+                                 int64_t row_words) {
   int64_t total = n * row_words;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
     int64_t j = i / row_words, k = i % row_words;
     int64_t r = idx[j];
     if (r < 0 || r >= vocab) __trap();
@@ -23,10 +25,11 @@ __global__ void embedding_gather(W* __restrict__ out, const W* __restrict__ weig
 
 template <class T>
 __global__ void embedding_scatter_add(T* __restrict__ grad_weight, const T* __restrict__ grad_out,
-                                      const int64_t* __restrict__ idx, int64_t n, int64_t vocab, int64_t width,
-                                      int64_t padding_idx) {
+                                      const int64_t* __restrict__ idx, int64_t n, int64_t vocab,
+                                      int64_t width, int64_t padding_idx) {
   int64_t total = n * width;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
     int64_t j = i / width, k = i % width;
     int64_t r = idx[j];
     if (r == padding_idx) continue;
@@ -43,7 +46,8 @@ namespace cuda_ops {
 using namespace cuda;
 
 void embedding_forward(const Tensor& out, const Tensor& weight, const Tensor& indices) {
-  DGP_CHECK(indices.dtype() == DType::i64 && indices.is_contiguous() && weight.is_contiguous() && out.is_contiguous(),
+  DGP_CHECK(indices.dtype() == DType::i64 && indices.is_contiguous() && weight.is_contiguous() &&
+                out.is_contiguous(),
             "embedding: cuda kernel expects contiguous tensors and i64 indices");
   int64_t n = indices.numel(), vocab = weight.size(0);
   size_t row_bytes = static_cast<size_t>(weight.numel() / std::max<int64_t>(vocab, 1)) * weight.itemsize();
@@ -54,18 +58,22 @@ void embedding_forward(const Tensor& out, const Tensor& weight, const Tensor& in
   void* o = out.raw_data();
   const void* w = weight.raw_data();
   auto aligned = [&](size_t a) {
-    return row_bytes % a == 0 && reinterpret_cast<uintptr_t>(o) % a == 0 && reinterpret_cast<uintptr_t>(w) % a == 0;
+    return row_bytes % a == 0 && reinterpret_cast<uintptr_t>(o) % a == 0 &&
+           reinterpret_cast<uintptr_t>(w) % a == 0;
   };
   int dev = out.device().index;
   if (aligned(16)) {
     int64_t words = static_cast<int64_t>(row_bytes / 16);
-    embedding_gather<uint4><<<grid_for(n * words, 256, dev), 256, 0, s>>>((uint4*)o, (const uint4*)w, ip, n, vocab, words);
+    embedding_gather<uint4>
+        <<<grid_for(n * words, 256, dev), 256, 0, s>>>((uint4*)o, (const uint4*)w, ip, n, vocab, words);
   } else if (aligned(4)) {
     int64_t words = static_cast<int64_t>(row_bytes / 4);
-    embedding_gather<uint32_t><<<grid_for(n * words, 256, dev), 256, 0, s>>>((uint32_t*)o, (const uint32_t*)w, ip, n, vocab, words);
+    embedding_gather<uint32_t>
+        <<<grid_for(n * words, 256, dev), 256, 0, s>>>((uint32_t*)o, (const uint32_t*)w, ip, n, vocab, words);
   } else {
     int64_t words = static_cast<int64_t>(row_bytes / 2);
-    embedding_gather<uint16_t><<<grid_for(n * words, 256, dev), 256, 0, s>>>((uint16_t*)o, (const uint16_t*)w, ip, n, vocab, words);
+    embedding_gather<uint16_t>
+        <<<grid_for(n * words, 256, dev), 256, 0, s>>>((uint16_t*)o, (const uint16_t*)w, ip, n, vocab, words);
   }
   DGP_CUDA_CHECK_LAUNCH();
 }

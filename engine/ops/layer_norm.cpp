@@ -1,6 +1,7 @@
-// layer_norm over the trailing dims: y = (x - mean) / sqrt(var + eps) * weight + bias, biased variance (PyTorch).
-// The input is made contiguous and seen as [rows, cols] with cols = prod(normalized_shape); the per-row mean and
-// rstd = 1/sqrt(var + eps) are kept for the backward pass instead of the normalised activations.
+// layer_norm over the trailing dims: y = (x - mean) / sqrt(var + eps) * weight + bias, biased variance
+// (PyTorch). The input is made contiguous and seen as [rows, cols] with cols = prod(normalized_shape); the
+// per-row mean and rstd = 1/sqrt(var + eps) are kept for the backward pass instead of the normalised
+// activations.
 #include <cmath>
 
 #include "engine/ops.h"
@@ -11,10 +12,14 @@ namespace dgpipe::engine {
 
 namespace {
 
-bool is_half(DType t) { return t == DType::f16 || t == DType::bf16; }
+bool is_half(DType t) {
+  return t == DType::f16 || t == DType::bf16;
+}
 
 // Statistics dtype: f64 for f64 inputs (the gradcheck oracle), f32 otherwise.
-DType stats_dtype(DType x) { return x == DType::f64 ? DType::f64 : DType::f32; }
+DType stats_dtype(DType x) {
+  return x == DType::f64 ? DType::f64 : DType::f32;
+}
 
 template <class T>
 void forward_cpu(T* y, T* mean, T* rstd, const T* x, const T* w, const T* b, int64_t rows, int64_t cols,
@@ -44,7 +49,8 @@ void forward_cpu(T* y, T* mean, T* rstd, const T* x, const T* w, const T* b, int
 }
 
 // With xhat = (x - mean) * rstd and dxhat = dy * w:
-//   dx = rstd * (dxhat - mean_c(dxhat) - xhat * mean_c(dxhat * xhat)),  dw = sum_rows(dy * xhat),  db = sum_rows(dy)
+//   dx = rstd * (dxhat - mean_c(dxhat) - xhat * mean_c(dxhat * xhat)),  dw = sum_rows(dy * xhat),  db =
+//   sum_rows(dy)
 template <class T>
 void backward_cpu(T* dx, T* dw, T* db, const T* dy, const T* x, const T* mean, const T* rstd, const T* w,
                   int64_t rows, int64_t cols) {
@@ -92,8 +98,8 @@ struct Stats {
 Tensor forward_raw(const Tensor& x, const Tensor& w, const Tensor& b, int64_t rows, int64_t cols, double eps,
                    Stats& stats) {
   if (x.device().is_cpu() && is_half(x.dtype())) {
-    Tensor y = forward_raw(x.to(DType::f32), w.defined() ? w.to(DType::f32) : w, b.defined() ? b.to(DType::f32) : b,
-                           rows, cols, eps, stats);
+    Tensor y = forward_raw(x.to(DType::f32), w.defined() ? w.to(DType::f32) : w,
+                           b.defined() ? b.to(DType::f32) : b, rows, cols, eps, stats);
     return y.to(x.dtype());
   }
   Tensor y = empty(x.shape(), TensorOptions(x.dtype(), x.device()));
@@ -107,7 +113,8 @@ Tensor forward_raw(const Tensor& x, const Tensor& w, const Tensor& b, int64_t ro
   }
   DGP_DISPATCH_FLOATING(x.dtype(), "layer_norm", [&] {
     forward_cpu<scalar_t>(y.data<scalar_t>(), stats.mean.data<scalar_t>(), stats.rstd.data<scalar_t>(),
-                          x.data<scalar_t>(), ptr_or_null<scalar_t>(w), ptr_or_null<scalar_t>(b), rows, cols, eps);
+                          x.data<scalar_t>(), ptr_or_null<scalar_t>(w), ptr_or_null<scalar_t>(b), rows, cols,
+                          eps);
   });
   return y;
 }
@@ -120,8 +127,8 @@ Grads backward_raw(const Tensor& dy, const Tensor& x, const Tensor& w, const Sta
                    bool need_db, int64_t rows, int64_t cols) {
   Grads g;
   if (x.device().is_cpu() && is_half(x.dtype())) {
-    Grads f = backward_raw(dy.to(DType::f32), x.to(DType::f32), w.defined() ? w.to(DType::f32) : w, stats, need_dw,
-                           need_db, rows, cols);
+    Grads f = backward_raw(dy.to(DType::f32), x.to(DType::f32), w.defined() ? w.to(DType::f32) : w, stats,
+                           need_dw, need_db, rows, cols);
     g.dx = f.dx.to(x.dtype());
     if (f.dw.defined()) g.dw = f.dw.to(x.dtype());
     if (f.db.defined()) g.db = f.db.to(x.dtype());
@@ -138,9 +145,10 @@ Grads backward_raw(const Tensor& dy, const Tensor& x, const Tensor& w, const Sta
 #endif
   }
   DGP_DISPATCH_FLOATING(x.dtype(), "layer_norm backward", [&] {
-    backward_cpu<scalar_t>(g.dx.data<scalar_t>(), mut_ptr_or_null<scalar_t>(g.dw), mut_ptr_or_null<scalar_t>(g.db),
-                           dy.data<scalar_t>(), x.data<scalar_t>(), stats.mean.data<scalar_t>(),
-                           stats.rstd.data<scalar_t>(), ptr_or_null<scalar_t>(w), rows, cols);
+    backward_cpu<scalar_t>(g.dx.data<scalar_t>(), mut_ptr_or_null<scalar_t>(g.dw),
+                           mut_ptr_or_null<scalar_t>(g.db), dy.data<scalar_t>(), x.data<scalar_t>(),
+                           stats.mean.data<scalar_t>(), stats.rstd.data<scalar_t>(), ptr_or_null<scalar_t>(w),
+                           rows, cols);
   });
   return g;
 }
@@ -150,10 +158,10 @@ void check_param(const Tensor& p, const char* what, const Tensor& x, const Shape
   DGP_CHECK(p.shape() == normalized_shape, "layer_norm: " << what << " has shape " << shape_str(p.shape())
                                                           << " but normalized_shape is "
                                                           << shape_str(normalized_shape));
-  DGP_CHECK(p.dtype() == x.dtype(), "layer_norm: " << what << " is " << dtype_name(p.dtype()) << " but input is "
-                                                   << dtype_name(x.dtype()));
-  DGP_CHECK(p.device() == x.device(), "layer_norm: " << what << " on " << p.device().str() << " but input on "
-                                                     << x.device().str());
+  DGP_CHECK(p.dtype() == x.dtype(), "layer_norm: " << what << " is " << dtype_name(p.dtype())
+                                                   << " but input is " << dtype_name(x.dtype()));
+  DGP_CHECK(p.device() == x.device(),
+            "layer_norm: " << what << " on " << p.device().str() << " but input on " << x.device().str());
 }
 
 }  // namespace
@@ -164,7 +172,8 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
   DGP_CHECK(is_floating(x.dtype()), "layer_norm: expected a floating input, got " << dtype_name(x.dtype()));
   DGP_CHECK(!normalized_shape.empty(), "layer_norm: normalized_shape is empty");
   const int64_t k = static_cast<int64_t>(normalized_shape.size());
-  DGP_CHECK(x.dim() >= k, "layer_norm: input " << shape_str(x.shape()) << " has fewer dims than normalized_shape "
+  DGP_CHECK(x.dim() >= k, "layer_norm: input " << shape_str(x.shape())
+                                               << " has fewer dims than normalized_shape "
                                                << shape_str(normalized_shape));
   for (int64_t i = 0; i < k; ++i)
     DGP_CHECK(x.shape()[x.dim() - k + i] == normalized_shape[i],

@@ -1,7 +1,7 @@
 // CUDA twin of layer normalisation (engine/ops/layer_norm.cpp) over rows of [rows, cols].
 // Forward and dx: one warp per row (cols <= 1024) or one block per row, statistics in float (double for f64).
-// dweight/dbias are column sums over all rows: blocks of 32 columns x 8 row-lanes write per-chunk partials, a second
-// pass adds the chunks, so the reduction uses the whole GPU even when cols is small.
+// dweight/dbias are column sums over all rows: blocks of 32 columns x 8 row-lanes write per-chunk partials, a
+// second pass adds the chunks, so the reduction uses the whole GPU even when cols is small.
 #include "engine/cuda/kernel_utils.cuh"
 #include "engine/ops/layer_norm_kernels.h"
 
@@ -11,14 +11,17 @@ namespace {
 
 template <bool kBlock, class A>
 __device__ __forceinline__ A group_sum(A v, A* shared) {
-  if constexpr (kBlock) return block_sum(v, shared); else return warp_sum(v);
+  if constexpr (kBlock)
+    return block_sum(v, shared);
+  else
+    return warp_sum(v);
 }
 
 template <class T, bool kBlock>
 __global__ void layer_norm_forward_kernel(T* __restrict__ y, acc_t<T>* __restrict__ mean_out,
                                           acc_t<T>* __restrict__ rstd_out, const T* __restrict__ x,
-                                          const T* __restrict__ w, const T* __restrict__ b, int64_t rows, int64_t cols,
-                                          acc_t<T> eps) {
+                                          const T* __restrict__ w, const T* __restrict__ b, int64_t rows,
+                                          int64_t cols, acc_t<T> eps) {
   using A = acc_t<T>;
   __shared__ A shared[32];
   int64_t row = kBlock ? int64_t(blockIdx.x) : blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32;
@@ -85,8 +88,9 @@ constexpr int kColTile = 32, kRowLanes = 8;
 template <class T>
 __global__ void layer_norm_param_partials(acc_t<T>* __restrict__ pw, acc_t<T>* __restrict__ pb,
                                           const T* __restrict__ dy, const T* __restrict__ x,
-                                          const acc_t<T>* __restrict__ mean, const acc_t<T>* __restrict__ rstd,
-                                          int64_t rows, int64_t cols, int64_t rows_per_chunk) {
+                                          const acc_t<T>* __restrict__ mean,
+                                          const acc_t<T>* __restrict__ rstd, int64_t rows, int64_t cols,
+                                          int64_t rows_per_chunk) {
   using A = acc_t<T>;
   __shared__ A sw[kRowLanes][kColTile];
   __shared__ A sb[kRowLanes][kColTile];
@@ -115,10 +119,12 @@ __global__ void layer_norm_param_partials(acc_t<T>* __restrict__ pw, acc_t<T>* _
 }
 
 template <class T>
-__global__ void layer_norm_param_final(T* __restrict__ dw, T* __restrict__ db, const acc_t<T>* __restrict__ pw,
-                                       const acc_t<T>* __restrict__ pb, int64_t cols, int chunks) {
+__global__ void layer_norm_param_final(T* __restrict__ dw, T* __restrict__ db,
+                                       const acc_t<T>* __restrict__ pw, const acc_t<T>* __restrict__ pb,
+                                       int64_t cols, int chunks) {
   using A = acc_t<T>;
-  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < cols; c += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < cols;
+       c += int64_t(gridDim.x) * blockDim.x) {
     A aw = 0, ab = 0;
     for (int k = 0; k < chunks; ++k) {
       if (pw) aw += pw[k * cols + c];
@@ -141,15 +147,16 @@ namespace cuda_ops {
 
 using namespace cuda;
 
-void layer_norm_forward(const Tensor& y, const Tensor& mean, const Tensor& rstd, const Tensor& x, const Tensor& weight,
-                        const Tensor& bias, int64_t rows, int64_t cols, double eps) {
+void layer_norm_forward(const Tensor& y, const Tensor& mean, const Tensor& rstd, const Tensor& x,
+                        const Tensor& weight, const Tensor& bias, int64_t rows, int64_t cols, double eps) {
   DGP_CHECK(x.is_contiguous() && y.is_contiguous(), "layer_norm: cuda kernel expects contiguous tensors");
   if (rows == 0 || cols == 0) return;
   TensorDeviceGuard g(y);
   cudaStream_t s = stream_of(y);
   DGP_CUDA_DISPATCH_FLOATING(x.dtype(), "layer_norm", [&] {
     using A = acc_t<scalar_t>;
-    DGP_CHECK(mean.dtype() == (sizeof(A) == 8 ? DType::f64 : DType::f32), "layer_norm: statistics dtype mismatch");
+    DGP_CHECK(mean.dtype() == (sizeof(A) == 8 ? DType::f64 : DType::f32),
+              "layer_norm: statistics dtype mismatch");
     scalar_t* yp = static_cast<scalar_t*>(y.raw_data());
     const scalar_t* xp = static_cast<const scalar_t*>(x.raw_data());
     A* mp = static_cast<A*>(mean.raw_data());
@@ -160,15 +167,15 @@ void layer_norm_forward(const Tensor& y, const Tensor& mean, const Tensor& rstd,
       layer_norm_forward_kernel<scalar_t, false><<<static_cast<unsigned>((rows + 7) / 8), 256, 0, s>>>(
           yp, mp, rp, xp, wp, bp, rows, cols, static_cast<A>(eps));
     else
-      layer_norm_forward_kernel<scalar_t, true><<<static_cast<unsigned>(rows), 512, 0, s>>>(yp, mp, rp, xp, wp, bp, rows,
-                                                                                          cols, static_cast<A>(eps));
+      layer_norm_forward_kernel<scalar_t, true><<<static_cast<unsigned>(rows), 512, 0, s>>>(
+          yp, mp, rp, xp, wp, bp, rows, cols, static_cast<A>(eps));
   });
   DGP_CUDA_CHECK_LAUNCH();
 }
 
 void layer_norm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dbias, const Tensor& dy,
-                         const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& weight, int64_t rows,
-                         int64_t cols) {
+                         const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& weight,
+                         int64_t rows, int64_t cols) {
   DGP_CHECK(x.is_contiguous() && dy.is_contiguous() && dx.is_contiguous(),
             "layer_norm backward: cuda kernel expects contiguous tensors");
   if (cols == 0) return;
@@ -185,25 +192,28 @@ void layer_norm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& 
     if (rows > 0) {
       scalar_t* dxp = static_cast<scalar_t*>(dx.raw_data());
       if (cols <= 1024)
-        layer_norm_dx_kernel<scalar_t, false><<<static_cast<unsigned>((rows + 7) / 8), 256, 0, s>>>(dxp, dyp, xp, mp, rp,
-                                                                                                   wp, rows, cols);
+        layer_norm_dx_kernel<scalar_t, false>
+            <<<static_cast<unsigned>((rows + 7) / 8), 256, 0, s>>>(dxp, dyp, xp, mp, rp, wp, rows, cols);
       else
-        layer_norm_dx_kernel<scalar_t, true><<<static_cast<unsigned>(rows), 512, 0, s>>>(dxp, dyp, xp, mp, rp, wp, rows,
-                                                                                        cols);
+        layer_norm_dx_kernel<scalar_t, true>
+            <<<static_cast<unsigned>(rows), 512, 0, s>>>(dxp, dyp, xp, mp, rp, wp, rows, cols);
       DGP_CUDA_CHECK_LAUNCH();
     }
     if (!dweight.defined() && !dbias.defined()) return;
     int64_t col_tiles = (cols + kColTile - 1) / kColTile;
-    int64_t want = std::max<int64_t>(1, static_cast<int64_t>(sm_count(dev)) * 4 / std::max<int64_t>(col_tiles, 1));
+    int64_t want =
+        std::max<int64_t>(1, static_cast<int64_t>(sm_count(dev)) * 4 / std::max<int64_t>(col_tiles, 1));
     int chunks = static_cast<int>(std::min<int64_t>({want, std::max<int64_t>(rows / 32, 1), 512}));
     int64_t rows_per_chunk = (rows + chunks - 1) / chunks;
     if (rows_per_chunk == 0) rows_per_chunk = 1;
-    Scratch pw = dweight.defined() ? scratch(sizeof(A) * chunks * cols, dev) : Scratch(nullptr, ScratchDeleter{dev});
-    Scratch pb = dbias.defined() ? scratch(sizeof(A) * chunks * cols, dev) : Scratch(nullptr, ScratchDeleter{dev});
+    Scratch pw =
+        dweight.defined() ? scratch(sizeof(A) * chunks * cols, dev) : Scratch(nullptr, ScratchDeleter{dev});
+    Scratch pb =
+        dbias.defined() ? scratch(sizeof(A) * chunks * cols, dev) : Scratch(nullptr, ScratchDeleter{dev});
     dim3 grid(static_cast<unsigned>(col_tiles), static_cast<unsigned>(chunks));
     dim3 block(kColTile, kRowLanes);
-    layer_norm_param_partials<scalar_t><<<grid, block, 0, s>>>(static_cast<A*>(pw.get()), static_cast<A*>(pb.get()),
-                                                               dyp, xp, mp, rp, rows, cols, rows_per_chunk);
+    layer_norm_param_partials<scalar_t><<<grid, block, 0, s>>>(
+        static_cast<A*>(pw.get()), static_cast<A*>(pb.get()), dyp, xp, mp, rp, rows, cols, rows_per_chunk);
     layer_norm_param_final<scalar_t><<<grid_for(cols, 256, dev), 256, 0, s>>>(
         dweight.defined() ? static_cast<scalar_t*>(dweight.raw_data()) : nullptr,
         dbias.defined() ? static_cast<scalar_t*>(dbias.raw_data()) : nullptr, static_cast<const A*>(pw.get()),

@@ -1,7 +1,8 @@
 // CUDA launchers for layer normalisation (engine/ops/layer_norm.cu); the CPU twin is in layer_norm.cpp.
 // Every tensor is contiguous and viewed as rows: x, y, dx are [rows, cols] (cols = prod(normalized_shape)),
 // mean and rstd are [rows], weight/bias/dweight/dbias are [cols]. x, y, dx, weight and bias share a floating
-// dtype (f32, f16 or bf16 on the GPU); mean and rstd are f32 (f64 when x is f64) and statistics accumulate in f32.
+// dtype (f32, f16 or bf16 on the GPU); mean and rstd are f32 (f64 when x is f64) and statistics accumulate in
+// f32.
 #pragma once
 #include <cstdint>
 

@@ -13,9 +13,9 @@ namespace dgpipe::engine {
 
 namespace cpu {
 
-// OpenBLAS threads spin while they wait for work; next to pipeline stage threads and loader workers on a few cores
-// that costs far more than it gains (measured: 8x slower steps for a 3-stage CIFAR pipeline on 2 cores). So the
-// engine uses one BLAS thread per calling thread unless DGPIPE_BLAS_THREADS (or OpenBLAS's own
+// OpenBLAS threads spin while they wait for work; next to pipeline stage threads and loader workers on a few
+// cores that costs far more than it gains (measured: 8x slower steps for a 3-stage CIFAR pipeline on 2
+// cores). So the engine uses one BLAS thread per calling thread unless DGPIPE_BLAS_THREADS (or OpenBLAS's own
 // OPENBLAS_NUM_THREADS) says otherwise; parallelism comes from the stages.
 static void configure_blas_threads() {
   static std::once_flag once;
@@ -31,16 +31,16 @@ static void configure_blas_threads() {
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   configure_blas_threads();
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(M),
-              static_cast<int>(N), static_cast<int>(K), alpha, A, static_cast<int>(lda), B, static_cast<int>(ldb),
-              beta, C, static_cast<int>(ldc));
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+              static_cast<int>(M), static_cast<int>(N), static_cast<int>(K), alpha, A, static_cast<int>(lda),
+              B, static_cast<int>(ldb), beta, C, static_cast<int>(ldc));
 }
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
           const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
   configure_blas_threads();
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(M),
-              static_cast<int>(N), static_cast<int>(K), alpha, A, static_cast<int>(lda), B, static_cast<int>(ldb),
-              beta, C, static_cast<int>(ldc));
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+              static_cast<int>(M), static_cast<int>(N), static_cast<int>(K), alpha, A, static_cast<int>(lda),
+              B, static_cast<int>(ldb), beta, C, static_cast<int>(ldc));
 }
 }  // namespace cpu
 
@@ -80,8 +80,8 @@ void bmm_cpu(const Tensor& out, const Tensor& a, const Tensor& b) {
         for (int64_t j = 0; j < M * N; ++j) o[i * M * N + j] = 0;
         continue;
       }
-      cpu::gemm(oa.trans, ob.trans, M, N, K, scalar_t(1), static_cast<const scalar_t*>(oa.t.raw_data()), oa.ld,
-                static_cast<const scalar_t*>(ob.t.raw_data()), ob.ld, scalar_t(0), o + i * M * N,
+      cpu::gemm(oa.trans, ob.trans, M, N, K, scalar_t(1), static_cast<const scalar_t*>(oa.t.raw_data()),
+                oa.ld, static_cast<const scalar_t*>(ob.t.raw_data()), ob.ld, scalar_t(0), o + i * M * N,
                 std::max<int64_t>(1, N));
     }
   });
@@ -107,12 +107,12 @@ Tensor bmm_raw(const Tensor& a, const Tensor& b) {
 
 Tensor bmm(const Tensor& a, const Tensor& b) {
   DGP_CHECK(a.defined() && b.defined(), "bmm: undefined input");
-  DGP_CHECK(a.dim() == 3 && b.dim() == 3, "bmm: expected 3-D tensors, got " << shape_str(a.shape()) << " and "
-                                                                           << shape_str(b.shape()));
+  DGP_CHECK(a.dim() == 3 && b.dim() == 3,
+            "bmm: expected 3-D tensors, got " << shape_str(a.shape()) << " and " << shape_str(b.shape()));
   DGP_CHECK(a.size(0) == b.size(0) && a.size(2) == b.size(1),
             "bmm: shapes " << shape_str(a.shape()) << " and " << shape_str(b.shape()) << " do not match");
-  DGP_CHECK(a.dtype() == b.dtype(), "bmm: dtype mismatch (" << dtype_name(a.dtype()) << " and "
-                                                            << dtype_name(b.dtype()) << ")");
+  DGP_CHECK(a.dtype() == b.dtype(),
+            "bmm: dtype mismatch (" << dtype_name(a.dtype()) << " and " << dtype_name(b.dtype()) << ")");
   DGP_CHECK(a.device() == b.device(), "bmm: inputs on " << a.device().str() << " and " << b.device().str());
   DGP_CHECK(is_floating(a.dtype()), "bmm: expected floating tensors, got " << dtype_name(a.dtype()));
   Tensor out = bmm_raw(a, b);
@@ -130,7 +130,7 @@ Tensor bmm(const Tensor& a, const Tensor& b) {
 Tensor matmul(const Tensor& a, const Tensor& b) {
   DGP_CHECK(a.defined() && b.defined(), "matmul: undefined input");
   DGP_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: 0-d operands (shapes " << shape_str(a.shape()) << " and "
-                                                                           << shape_str(b.shape()) << ")");
+                                                                          << shape_str(b.shape()) << ")");
   // Promote vectors to matrices, broadcast batch dims, run one bmm, then drop the promoted dims.
   Tensor a2 = a.dim() == 1 ? a.unsqueeze(0) : a;
   Tensor b2 = b.dim() == 1 ? b.unsqueeze(1) : b;
@@ -187,8 +187,9 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
                              << " (expected last dim " << weight.size(1) << ")");
   Tensor y = matmul(x, weight.t());
   if (bias.defined()) {
-    DGP_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0),
-              "linear: bias " << shape_str(bias.shape()) << " does not match weight " << shape_str(weight.shape()));
+    DGP_CHECK(
+        bias.dim() == 1 && bias.size(0) == weight.size(0),
+        "linear: bias " << shape_str(bias.shape()) << " does not match weight " << shape_str(weight.shape()));
     y = add(y, bias);
   }
   return y;

@@ -1,9 +1,11 @@
 // Batched GEMM on the GPU through cuBLAS (engine/ops/gemm.h). Tensor cores are used for f16/bf16 (fp32
 // accumulation); fp32 uses TF32 tensor cores only when cuda::set_allow_tf32(true) was called.
 //
-// cuBLAS is column-major. A row-major C[M,N] = A[M,K] B[K,N] is the column-major C^T[N,M] = B^T A^T, so B goes
-// first. A row-major operand with unit column stride is, read column-major, its own transpose with ld = row stride
-// ("N"); one with unit row stride is the matrix itself with ld = column stride ("T"). Other layouts are copied.
+// cuBLAS is column-major. A row-major C[M,N] = A[M,K] B[K,N] is the column-major C^T[N,M] = B^T A^T, so B
+// goes first. A row-major operand with unit column stride is, read column-major, its own transpose with ld =
+// row stride
+// ("N"); one with unit row stride is the matrix itself with ld = column stride ("T"). Other layouts are
+// copied.
 #include "engine/cuda/cuda_context.cuh"
 #include "engine/ops/gemm.h"
 
@@ -12,8 +14,8 @@ namespace dgpipe::engine::cuda_ops {
 namespace {
 
 struct ColMajorOperand {
-  Tensor t;                  // possibly a contiguous copy
-  cublasOperation_t op;      // applied to the column-major view to get the row-major matrix's transpose
+  Tensor t;              // possibly a contiguous copy
+  cublasOperation_t op;  // applied to the column-major view to get the row-major matrix's transpose
   int64_t ld;
   int64_t batch_stride;
 };
@@ -32,11 +34,16 @@ ColMajorOperand describe(const Tensor& x) {
 
 cudaDataType_t data_type(DType t) {
   switch (t) {
-    case DType::f32: return CUDA_R_32F;
-    case DType::f64: return CUDA_R_64F;
-    case DType::f16: return CUDA_R_16F;
-    case DType::bf16: return CUDA_R_16BF;
-    default: DGP_FAIL("bmm: unsupported dtype " << dtype_name(t) << " on cuda");
+    case DType::f32:
+      return CUDA_R_32F;
+    case DType::f64:
+      return CUDA_R_64F;
+    case DType::f16:
+      return CUDA_R_16F;
+    case DType::bf16:
+      return CUDA_R_16BF;
+    default:
+      DGP_FAIL("bmm: unsupported dtype " << dtype_name(t) << " on cuda");
   }
 }
 
@@ -53,8 +60,8 @@ void bmm(const Tensor& out, const Tensor& a, const Tensor& b) {
     return;
   }
   DGP_CHECK(M <= INT32_MAX && N <= INT32_MAX && K <= INT32_MAX && batch <= INT32_MAX,
-            "bmm: dimensions exceed cuBLAS's 32-bit limits (" << shape_str(a.shape()) << " x " << shape_str(b.shape())
-                                                              << ")");
+            "bmm: dimensions exceed cuBLAS's 32-bit limits (" << shape_str(a.shape()) << " x "
+                                                              << shape_str(b.shape()) << ")");
   ColMajorOperand first = describe(b);   // B^T : N x K
   ColMajorOperand second = describe(a);  // A^T : K x M
   int dev = out.device().index;

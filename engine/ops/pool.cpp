@@ -1,7 +1,8 @@
 // 2-D pooling: max_pool2d, avg_pool2d and adaptive_avg_pool2d (checks, CPU loops, dispatch, autograd).
 // Window geometry follows PyTorch (floor mode, dilation 1): Ho = (H + 2*padding - kernel) / stride + 1, and
 // padding may be at most kernel/2 so that every window holds at least one real element.
-// Inputs are [N,C,H,W]; a 3-D [C,H,W] input is treated as a batch of one. The CUDA twins are in pool_kernels.h.
+// Inputs are [N,C,H,W]; a 3-D [C,H,W] input is treated as a batch of one. The CUDA twins are in
+// pool_kernels.h.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -20,22 +21,26 @@ struct PoolGeometry {
   int64_t planes() const { return N * C; }
 };
 
-bool is_half(DType t) { return t == DType::f16 || t == DType::bf16; }
+bool is_half(DType t) {
+  return t == DType::f16 || t == DType::bf16;
+}
 
 void check_pool_input(const Tensor& x, const char* op) {
   DGP_CHECK(x.defined(), op << ": undefined input");
-  DGP_CHECK(x.dim() == 4, op << ": expected a 3-D [C,H,W] or 4-D [N,C,H,W] input, got " << shape_str(x.shape()));
-  DGP_CHECK(is_floating(x.dtype()), op << ": expected a floating input, got " << dtype_name(x.dtype()) << " (input "
-                                       << shape_str(x.shape()) << ")");
+  DGP_CHECK(x.dim() == 4,
+            op << ": expected a 3-D [C,H,W] or 4-D [N,C,H,W] input, got " << shape_str(x.shape()));
+  DGP_CHECK(is_floating(x.dtype()), op << ": expected a floating input, got " << dtype_name(x.dtype())
+                                       << " (input " << shape_str(x.shape()) << ")");
 }
 
-PoolGeometry check_window_pool(const Tensor& x, int64_t kernel, int64_t stride, int64_t padding, const char* op) {
+PoolGeometry check_window_pool(const Tensor& x, int64_t kernel, int64_t stride, int64_t padding,
+                               const char* op) {
   check_pool_input(x, op);
   DGP_CHECK(kernel >= 1 && stride >= 1 && padding >= 0,
-            op << ": need kernel >= 1, stride >= 1, padding >= 0; got kernel " << kernel << ", stride " << stride
-               << ", padding " << padding << " (input " << shape_str(x.shape()) << ")");
-  DGP_CHECK(padding <= kernel / 2, op << ": padding " << padding << " must be at most half the kernel " << kernel
-                                      << " (input " << shape_str(x.shape()) << ")");
+            op << ": need kernel >= 1, stride >= 1, padding >= 0; got kernel " << kernel << ", stride "
+               << stride << ", padding " << padding << " (input " << shape_str(x.shape()) << ")");
+  DGP_CHECK(padding <= kernel / 2, op << ": padding " << padding << " must be at most half the kernel "
+                                      << kernel << " (input " << shape_str(x.shape()) << ")");
   PoolGeometry g;
   g.N = x.size(0), g.C = x.size(1), g.H = x.size(2), g.W = x.size(3);
   g.kernel = kernel, g.stride = stride, g.padding = padding;
@@ -47,7 +52,8 @@ PoolGeometry check_window_pool(const Tensor& x, int64_t kernel, int64_t stride, 
   return g;
 }
 
-// Runs f on a 4-D version of x: a 3-D [C,H,W] input becomes a batch of one and the result loses that dim again.
+// Runs f on a 4-D version of x: a 3-D [C,H,W] input becomes a batch of one and the result loses that dim
+// again.
 template <class F>
 Tensor with_batch_dim(const Tensor& x, const char* op, F&& f) {
   DGP_CHECK(x.defined(), op << ": undefined input");
@@ -64,8 +70,12 @@ Tensor empty_output(const PoolGeometry& g, const Tensor& x) {
 }
 
 // PyTorch's adaptive pooling bounds: cell o of `out` covers [floor(o*in/out), ceil((o+1)*in/out)).
-inline int64_t adaptive_start(int64_t o, int64_t out, int64_t in) { return (o * in) / out; }
-inline int64_t adaptive_end(int64_t o, int64_t out, int64_t in) { return ((o + 1) * in + out - 1) / out; }
+inline int64_t adaptive_start(int64_t o, int64_t out, int64_t in) {
+  return (o * in) / out;
+}
+inline int64_t adaptive_end(int64_t o, int64_t out, int64_t in) {
+  return ((o + 1) * in + out - 1) / out;
+}
 
 // ---------------- max ----------------
 
@@ -109,7 +119,8 @@ void max_pool_backward_cpu(const T* gout, const int64_t* indices, T* gin, const 
   }
 }
 
-Tensor max_pool_backward_raw(const Tensor& grad_out, const Tensor& indices, const PoolGeometry& g, DType dtype) {
+Tensor max_pool_backward_raw(const Tensor& grad_out, const Tensor& indices, const PoolGeometry& g,
+                             DType dtype) {
   if (grad_out.device().is_cpu() && is_half(dtype))
     return max_pool_backward_raw(grad_out.to(DType::f32), indices, g, DType::f32).to(dtype);
   Tensor gin = empty({g.N, g.C, g.H, g.W}, TensorOptions(dtype, grad_out.device()));
@@ -210,7 +221,8 @@ void avg_pool_backward_cpu(const T* gout, T* gin, const PoolGeometry& g) {
 }
 
 Tensor avg_pool_forward_raw(const Tensor& x, const PoolGeometry& g) {
-  if (x.device().is_cpu() && is_half(x.dtype())) return avg_pool_forward_raw(x.to(DType::f32), g).to(x.dtype());
+  if (x.device().is_cpu() && is_half(x.dtype()))
+    return avg_pool_forward_raw(x.to(DType::f32), g).to(x.dtype());
   const Tensor xc = x.contiguous();
   Tensor out = empty_output(g, xc);
   if (xc.device().is_cuda()) {
@@ -295,7 +307,8 @@ void adaptive_backward_cpu(const T* gout, T* gin, const PoolGeometry& g) {
 }
 
 Tensor adaptive_forward_raw(const Tensor& x, const PoolGeometry& g) {
-  if (x.device().is_cpu() && is_half(x.dtype())) return adaptive_forward_raw(x.to(DType::f32), g).to(x.dtype());
+  if (x.device().is_cpu() && is_half(x.dtype()))
+    return adaptive_forward_raw(x.to(DType::f32), g).to(x.dtype());
   const Tensor xc = x.contiguous();
   Tensor out = empty_output(g, xc);
   if (xc.device().is_cuda()) {
@@ -331,10 +344,9 @@ Tensor adaptive_backward_raw(const Tensor& grad_out, const PoolGeometry& g, DTyp
 
 Tensor adaptive_avg_pool2d_4d(const Tensor& x, int64_t out_h, int64_t out_w) {
   check_pool_input(x, "adaptive_avg_pool2d");
-  DGP_CHECK(out_h >= 1 && out_w >= 1, "adaptive_avg_pool2d: output size must be >= 1, got " << out_h << "x" << out_w
-                                                                                           << " (input "
-                                                                                           << shape_str(x.shape())
-                                                                                           << ")");
+  DGP_CHECK(out_h >= 1 && out_w >= 1, "adaptive_avg_pool2d: output size must be >= 1, got "
+                                          << out_h << "x" << out_w << " (input " << shape_str(x.shape())
+                                          << ")");
   PoolGeometry g;
   g.N = x.size(0), g.C = x.size(1), g.H = x.size(2), g.W = x.size(3), g.Ho = out_h, g.Wo = out_w;
   DGP_CHECK(g.H >= 1 && g.W >= 1, "adaptive_avg_pool2d: empty spatial input " << shape_str(x.shape()));
@@ -351,11 +363,13 @@ Tensor adaptive_avg_pool2d_4d(const Tensor& x, int64_t out_h, int64_t out_w) {
 }  // namespace
 
 Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
-  return with_batch_dim(x, "max_pool2d", [&](const Tensor& x4) { return max_pool2d_4d(x4, kernel, stride, padding); });
+  return with_batch_dim(x, "max_pool2d",
+                        [&](const Tensor& x4) { return max_pool2d_4d(x4, kernel, stride, padding); });
 }
 
 Tensor avg_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
-  return with_batch_dim(x, "avg_pool2d", [&](const Tensor& x4) { return avg_pool2d_4d(x4, kernel, stride, padding); });
+  return with_batch_dim(x, "avg_pool2d",
+                        [&](const Tensor& x4) { return avg_pool2d_4d(x4, kernel, stride, padding); });
 }
 
 Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w) {

@@ -1,6 +1,6 @@
-// CUDA twins of the 2-D pooling ops (engine/ops/pool.cpp), as plain kernels: one thread per output element going
-// forward; going backward, average pools gather (one thread per input element sums the windows that cover it, no
-// atomics) and max pooling scatters to the saved argmax with atomics (windows may overlap).
+// CUDA twins of the 2-D pooling ops (engine/ops/pool.cpp), as plain kernels: one thread per output element
+// going forward; going backward, average pools gather (one thread per input element sums the windows that
+// cover it, no atomics) and max pooling scatters to the saved argmax with atomics (windows may overlap).
 #include "engine/cuda/kernel_utils.cuh"
 #include "engine/ops/pool_kernels.h"
 
@@ -16,17 +16,20 @@ Geo geometry(const Tensor& in, const Tensor& out, int64_t k, int64_t s, int64_t 
   return Geo{in.size(0) * in.size(1), in.size(2), in.size(3), out.size(2), out.size(3), k, s, p};
 }
 
-__device__ __forceinline__ int64_t adaptive_start(int64_t o, int64_t out, int64_t in) { return (o * in) / out; }
+__device__ __forceinline__ int64_t adaptive_start(int64_t o, int64_t out, int64_t in) {
+  return (o * in) / out;
+}
 __device__ __forceinline__ int64_t adaptive_end(int64_t o, int64_t out, int64_t in) {
   return ((o + 1) * in + out - 1) / out;
 }
 
 template <class T>
-__global__ void max_pool_forward_kernel(T* __restrict__ out, int64_t* __restrict__ indices, const T* __restrict__ x,
-                                        Geo g) {
+__global__ void max_pool_forward_kernel(T* __restrict__ out, int64_t* __restrict__ indices,
+                                        const T* __restrict__ x, Geo g) {
   using A = acc_t<T>;
   int64_t total = g.planes * g.Ho * g.Wo;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
     int64_t ow = i % g.Wo, oh = (i / g.Wo) % g.Ho, plane = i / (g.Wo * g.Ho);
     const T* xp = x + plane * g.H * g.W;
     int64_t h0 = max(oh * g.s - g.p, int64_t(0)), h1 = min(oh * g.s - g.p + g.k, g.H);
@@ -48,10 +51,11 @@ __global__ void max_pool_forward_kernel(T* __restrict__ out, int64_t* __restrict
 
 template <class T>
 __global__ void max_pool_backward_kernel(T* __restrict__ gin, const T* __restrict__ gout,
-                                         const int64_t* __restrict__ indices, int64_t planes, int64_t in_plane,
-                                         int64_t out_plane) {
+                                         const int64_t* __restrict__ indices, int64_t planes,
+                                         int64_t in_plane, int64_t out_plane) {
   int64_t total = planes * out_plane;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
     int64_t plane = i / out_plane;
     atomicAdd(gin + plane * in_plane + indices[i], gout[i]);
   }
@@ -61,7 +65,8 @@ template <class T>
 __global__ void avg_pool_forward_kernel(T* __restrict__ out, const T* __restrict__ x, Geo g) {
   using A = acc_t<T>;
   int64_t total = g.planes * g.Ho * g.Wo;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
     int64_t ow = i % g.Wo, oh = (i / g.Wo) % g.Ho, plane = i / (g.Wo * g.Ho);
     const T* xp = x + plane * g.H * g.W;
     int64_t h0 = oh * g.s - g.p, w0 = ow * g.s - g.p;
@@ -82,7 +87,8 @@ template <class T>
 __global__ void avg_pool_backward_kernel(T* __restrict__ gin, const T* __restrict__ gout, Geo g) {
   using A = acc_t<T>;
   int64_t total = g.planes * g.H * g.W;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
     int64_t w = i % g.W, h = (i / g.W) % g.H, plane = i / (g.W * g.H);
     const T* gp = gout + plane * g.Ho * g.Wo;
     // Outputs whose window [o*s - p, o*s - p + k) contains h.
@@ -108,7 +114,8 @@ template <class T>
 __global__ void adaptive_forward_kernel(T* __restrict__ out, const T* __restrict__ x, Geo g) {
   using A = acc_t<T>;
   int64_t total = g.planes * g.Ho * g.Wo;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
     int64_t ow = i % g.Wo, oh = (i / g.Wo) % g.Ho, plane = i / (g.Wo * g.Ho);
     const T* xp = x + plane * g.H * g.W;
     int64_t h0 = adaptive_start(oh, g.Ho, g.H), h1 = adaptive_end(oh, g.Ho, g.H);
@@ -124,7 +131,8 @@ template <class T>
 __global__ void adaptive_backward_kernel(T* __restrict__ gin, const T* __restrict__ gout, Geo g) {
   using A = acc_t<T>;
   int64_t total = g.planes * g.H * g.W;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
     int64_t w = i % g.W, h = (i / g.W) % g.H, plane = i / (g.W * g.H);
     const T* gp = gout + plane * g.Ho * g.Wo;
     // Cells overlapping h lie around h*Ho/H; a margin of one covers the rounding of start/end.
@@ -145,8 +153,8 @@ __global__ void adaptive_backward_kernel(T* __restrict__ gin, const T* __restric
 }
 
 void check_nchw(const Tensor& t, const char* op) {
-  DGP_CHECK(t.dim() == 4 && t.is_contiguous(), op << ": cuda kernel expects a contiguous NCHW tensor, got "
-                                                  << shape_str(t.shape()));
+  DGP_CHECK(t.dim() == 4 && t.is_contiguous(),
+            op << ": cuda kernel expects a contiguous NCHW tensor, got " << shape_str(t.shape()));
 }
 
 }  // namespace
@@ -156,8 +164,8 @@ namespace cuda_ops {
 
 using namespace cuda;
 
-void max_pool2d_forward(const Tensor& out, const Tensor& indices, const Tensor& x, int64_t kernel, int64_t stride,
-                        int64_t padding) {
+void max_pool2d_forward(const Tensor& out, const Tensor& indices, const Tensor& x, int64_t kernel,
+                        int64_t stride, int64_t padding) {
   check_nchw(x, "max_pool2d");
   check_nchw(out, "max_pool2d");
   Geo g = geometry(x, out, kernel, stride, padding);
@@ -185,9 +193,10 @@ void max_pool2d_backward(const Tensor& grad_input, const Tensor& grad_out, const
   int64_t in_plane = grad_input.size(2) * grad_input.size(3), out_plane = grad_out.size(2) * grad_out.size(3);
   if (planes * out_plane == 0) return;
   DGP_CUDA_DISPATCH_FLOATING(grad_out.dtype(), "max_pool2d backward", [&] {
-    max_pool_backward_kernel<scalar_t><<<grid_for(planes * out_plane, 256, grad_input.device().index), 256, 0, s>>>(
-        static_cast<scalar_t*>(grad_input.raw_data()), static_cast<const scalar_t*>(grad_out.raw_data()),
-        static_cast<const int64_t*>(indices.raw_data()), planes, in_plane, out_plane);
+    max_pool_backward_kernel<scalar_t>
+        <<<grid_for(planes * out_plane, 256, grad_input.device().index), 256, 0, s>>>(
+            static_cast<scalar_t*>(grad_input.raw_data()), static_cast<const scalar_t*>(grad_out.raw_data()),
+            static_cast<const int64_t*>(indices.raw_data()), planes, in_plane, out_plane);
   });
   DGP_CUDA_CHECK_LAUNCH();
 }

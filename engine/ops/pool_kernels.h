@@ -9,8 +9,8 @@
 namespace dgpipe::engine::cuda_ops {
 
 // out [N,C,Ho,Wo]; indices (i64, same shape) receive the argmax as a flat index into the H*W plane.
-void max_pool2d_forward(const Tensor& out, const Tensor& indices, const Tensor& x, int64_t kernel, int64_t stride,
-                        int64_t padding);
+void max_pool2d_forward(const Tensor& out, const Tensor& indices, const Tensor& x, int64_t kernel,
+                        int64_t stride, int64_t padding);
 // grad_input [N,C,H,W] = grad_out scattered to the saved argmax positions (overlapping windows add up).
 void max_pool2d_backward(const Tensor& grad_input, const Tensor& grad_out, const Tensor& indices);
 

@@ -13,9 +13,9 @@ namespace dgpipe::engine {
 namespace {
 
 struct Plan {
-  Tensor rows;          // contiguous [outer, inner]
-  Shape out_shape;      // without reduced dims
-  Shape keep_shape;     // reduced dims kept as 1
+  Tensor rows;       // contiguous [outer, inner]
+  Shape out_shape;   // without reduced dims
+  Shape keep_shape;  // reduced dims kept as 1
   int64_t inner = 1;
 };
 
@@ -125,7 +125,9 @@ Tensor sum(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
   return out;
 }
 
-Tensor sum(const Tensor& a) { return sum(a, {}, false); }
+Tensor sum(const Tensor& a) {
+  return sum(a, {}, false);
+}
 
 Tensor mean(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
   Plan p = plan_reduction(a, dims, "mean");
@@ -133,7 +135,9 @@ Tensor mean(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
   return mul(sum(a, dims, keepdim), 1.0 / static_cast<double>(p.inner));
 }
 
-Tensor mean(const Tensor& a) { return mean(a, {}, false); }
+Tensor mean(const Tensor& a) {
+  return mean(a, {}, false);
+}
 
 Tensor var(const Tensor& a, const std::vector<int64_t>& dims, int64_t correction, bool keepdim) {
   Plan p = plan_reduction(a, dims, "var");
@@ -190,10 +194,18 @@ Tensor maxmin_all(const Tensor& a, bool is_max, const char* op) {
 }
 }  // namespace
 
-ValuesIndices max(const Tensor& a, int64_t dim, bool keepdim) { return maxmin_dim(a, dim, keepdim, true, "max"); }
-ValuesIndices min(const Tensor& a, int64_t dim, bool keepdim) { return maxmin_dim(a, dim, keepdim, false, "min"); }
-Tensor max(const Tensor& a) { return maxmin_all(a, true, "max"); }
-Tensor min(const Tensor& a) { return maxmin_all(a, false, "min"); }
+ValuesIndices max(const Tensor& a, int64_t dim, bool keepdim) {
+  return maxmin_dim(a, dim, keepdim, true, "max");
+}
+ValuesIndices min(const Tensor& a, int64_t dim, bool keepdim) {
+  return maxmin_dim(a, dim, keepdim, false, "min");
+}
+Tensor max(const Tensor& a) {
+  return maxmin_all(a, true, "max");
+}
+Tensor min(const Tensor& a) {
+  return maxmin_all(a, false, "min");
+}
 
 Tensor argmax(const Tensor& a, int64_t dim, bool keepdim) {
   NoGradGuard ng;

@@ -12,11 +12,18 @@ namespace dgpipe::engine {
 namespace cuda {
 namespace {
 
-template <class T> struct SumAcc { using type = float; };
-template <> struct SumAcc<double> { using type = double; };
+template <class T>
+struct SumAcc {
+  using type = float;
+};
+template <>
+struct SumAcc<double> {
+  using type = double;
+};
 
 template <class T, class A>
-__device__ __forceinline__ A row_partial_sum(const T* __restrict__ row, int64_t begin, int64_t end, int64_t step) {
+__device__ __forceinline__ A row_partial_sum(const T* __restrict__ row, int64_t begin, int64_t end,
+                                             int64_t step) {
   A acc = A(0);
   for (int64_t i = begin; i < end; i += step) acc += static_cast<A>(to_acc(row[i]));
   return acc;
@@ -35,8 +42,8 @@ __global__ void sum_warp_per_row(T* __restrict__ out, const T* __restrict__ x, i
 
 // One block per (row, chunk). With chunks == 1 it writes the result; otherwise a float/double partial.
 template <class T, class P>
-__global__ void sum_block_per_row(P* __restrict__ partial, T* __restrict__ out, const T* __restrict__ x, int64_t inner,
-                                  int64_t chunk_len, int chunks) {
+__global__ void sum_block_per_row(P* __restrict__ partial, T* __restrict__ out, const T* __restrict__ x,
+                                  int64_t inner, int64_t chunk_len, int chunks) {
   using A = typename SumAcc<T>::type;
   __shared__ A shared[32];
   int64_t row = blockIdx.x / chunks;
@@ -72,8 +79,8 @@ struct ValIdx {
   int64_t i;
 };
 
-// The CPU keeps the first NaN, else the first best value: `b` replaces `a` when it is a NaN seen before any NaN in
-// a, or strictly better, or equally good with a smaller index.
+// The CPU keeps the first NaN, else the first best value: `b` replaces `a` when it is a NaN seen before any
+// NaN in a, or strictly better, or equally good with a smaller index.
 template <class A>
 __device__ __forceinline__ ValIdx<A> pick(ValIdx<A> a, ValIdx<A> b, bool is_max) {
   if (b.i < 0) return a;
@@ -88,14 +95,15 @@ __device__ __forceinline__ ValIdx<A> pick(ValIdx<A> a, ValIdx<A> b, bool is_max)
 }
 
 template <class T>
-__global__ void maxmin_block_per_row(T* __restrict__ values, int64_t* __restrict__ indices, const T* __restrict__ x,
-                                     int64_t inner, bool is_max) {
+__global__ void maxmin_block_per_row(T* __restrict__ values, int64_t* __restrict__ indices,
+                                     const T* __restrict__ x, int64_t inner, bool is_max) {
   using A = acc_t<T>;
   __shared__ A sv[32];
   __shared__ int64_t si[32];
   const T* row = x + blockIdx.x * inner;
   ValIdx<A> best{A(0), -1};
-  for (int64_t i = threadIdx.x; i < inner; i += blockDim.x) best = pick(best, ValIdx<A>{to_acc(row[i]), i}, is_max);
+  for (int64_t i = threadIdx.x; i < inner; i += blockDim.x)
+    best = pick(best, ValIdx<A>{to_acc(row[i]), i}, is_max);
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
     ValIdx<A> other{__shfl_xor_sync(0xffffffffu, best.v, o), __shfl_xor_sync(0xffffffffu, best.i, o)};
@@ -123,10 +131,11 @@ __global__ void maxmin_block_per_row(T* __restrict__ values, int64_t* __restrict
 }
 
 template <class T>
-__global__ void maxmin_thread_per_row(T* __restrict__ values, int64_t* __restrict__ indices, const T* __restrict__ x,
-                                      int64_t outer, int64_t inner, bool is_max) {
+__global__ void maxmin_thread_per_row(T* __restrict__ values, int64_t* __restrict__ indices,
+                                      const T* __restrict__ x, int64_t outer, int64_t inner, bool is_max) {
   using A = acc_t<T>;
-  for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < outer; r += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < outer;
+       r += int64_t(gridDim.x) * blockDim.x) {
     const T* row = x + r * inner;
     ValIdx<A> best{to_acc(row[0]), 0};
     for (int64_t i = 1; i < inner; ++i) best = pick(best, ValIdx<A>{to_acc(row[i]), i}, is_max);
@@ -143,7 +152,8 @@ namespace cuda_ops {
 using namespace cuda;
 
 void sum_lastdim(const Tensor& out, const Tensor& x2d) {
-  DGP_CHECK(x2d.dim() == 2 && x2d.is_contiguous() && out.is_contiguous(), "sum: cuda kernel expects a contiguous 2-D input");
+  DGP_CHECK(x2d.dim() == 2 && x2d.is_contiguous() && out.is_contiguous(),
+            "sum: cuda kernel expects a contiguous 2-D input");
   int64_t outer = x2d.size(0), inner = x2d.size(1);
   if (outer == 0) return;
   TensorDeviceGuard g(out);
@@ -171,13 +181,15 @@ void sum_lastdim(const Tensor& out, const Tensor& x2d) {
       }
       int64_t chunk_len = (inner + chunks - 1) / chunks;
       if (chunks == 1) {
-        sum_block_per_row<scalar_t, P><<<static_cast<unsigned>(outer), 512, 0, s>>>(nullptr, op, xp, inner, chunk_len, 1);
+        sum_block_per_row<scalar_t, P>
+            <<<static_cast<unsigned>(outer), 512, 0, s>>>(nullptr, op, xp, inner, chunk_len, 1);
       } else {
         Scratch partial = scratch(sizeof(P) * outer * chunks, dev);
         P* pp = static_cast<P*>(partial.get());
-        sum_block_per_row<scalar_t, P><<<static_cast<unsigned>(outer * chunks), 512, 0, s>>>(pp, op, xp, inner,
-                                                                                            chunk_len, chunks);
-        sum_partials<scalar_t, P><<<static_cast<unsigned>((outer + 7) / 8), 256, 0, s>>>(op, pp, outer, chunks);
+        sum_block_per_row<scalar_t, P>
+            <<<static_cast<unsigned>(outer * chunks), 512, 0, s>>>(pp, op, xp, inner, chunk_len, chunks);
+        sum_partials<scalar_t, P>
+            <<<static_cast<unsigned>((outer + 7) / 8), 256, 0, s>>>(op, pp, outer, chunks);
       }
     }
   });
@@ -197,10 +209,12 @@ void maxmin_lastdim(const Tensor& values, const Tensor& indices, const Tensor& x
     scalar_t* vp = static_cast<scalar_t*>(values.raw_data());
     int64_t* ip = static_cast<int64_t*>(indices.raw_data());
     if (inner <= 16 && outer >= 4096) {
-      maxmin_thread_per_row<scalar_t><<<grid_for(outer, 256, dev), 256, 0, s>>>(vp, ip, xp, outer, inner, is_max);
+      maxmin_thread_per_row<scalar_t>
+          <<<grid_for(outer, 256, dev), 256, 0, s>>>(vp, ip, xp, outer, inner, is_max);
     } else {
       int threads = inner >= 512 ? 512 : (inner >= 128 ? 128 : 32);
-      maxmin_block_per_row<scalar_t><<<static_cast<unsigned>(outer), threads, 0, s>>>(vp, ip, xp, inner, is_max);
+      maxmin_block_per_row<scalar_t>
+          <<<static_cast<unsigned>(outer), threads, 0, s>>>(vp, ip, xp, inner, is_max);
     }
   });
   DGP_CUDA_CHECK_LAUNCH();

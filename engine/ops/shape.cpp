@@ -8,7 +8,8 @@ namespace dgpipe::engine {
 
 namespace cuda_ops {
 #ifdef DGPIPE_WITH_CUDA
-void index_select(const Tensor& out, const Tensor& src, int64_t dim, const Tensor& index);  // engine/ops/shape.cu
+void index_select(const Tensor& out, const Tensor& src, int64_t dim,
+                  const Tensor& index);  // engine/ops/shape.cu
 void index_add(const Tensor& dst, int64_t dim, const Tensor& index, const Tensor& src);
 #endif
 }  // namespace cuda_ops
@@ -21,16 +22,16 @@ Tensor concat(const std::vector<Tensor>& tensors, int64_t dim) {
   int64_t total = 0;
   for (size_t i = 0; i < tensors.size(); ++i) {
     const Tensor& t = tensors[i];
-    DGP_CHECK(t.dim() == first.dim(), "concat: tensor " << i << " has rank " << t.dim() << ", expected "
-                                                        << first.dim());
+    DGP_CHECK(t.dim() == first.dim(),
+              "concat: tensor " << i << " has rank " << t.dim() << ", expected " << first.dim());
     DGP_CHECK(t.dtype() == first.dtype() && t.device() == first.device(),
               "concat: tensor " << i << " is " << dtype_name(t.dtype()) << " on " << t.device().str()
-                                << ", expected " << dtype_name(first.dtype()) << " on " << first.device().str());
+                                << ", expected " << dtype_name(first.dtype()) << " on "
+                                << first.device().str());
     for (int64_t d = 0; d < t.dim(); ++d)
-      DGP_CHECK(d == dim || t.shape()[d] == shape[d], "concat: tensor " << i << " has shape "
-                                                                        << shape_str(t.shape()) << ", expected "
-                                                                        << shape_str(shape) << " except dim "
-                                                                        << dim);
+      DGP_CHECK(d == dim || t.shape()[d] == shape[d],
+                "concat: tensor " << i << " has shape " << shape_str(t.shape()) << ", expected "
+                                  << shape_str(shape) << " except dim " << dim);
     total += t.shape()[dim];
   }
   shape[dim] = total;
@@ -66,8 +67,8 @@ std::vector<Tensor> split(const Tensor& a, const std::vector<int64_t>& sizes, in
     DGP_CHECK(s >= 0, "split: negative size " << s);
     total += s;
   }
-  DGP_CHECK(total == a.shape()[dim], "split: sizes sum to " << total << " but dim " << dim << " has size "
-                                                            << a.shape()[dim]);
+  DGP_CHECK(total == a.shape()[dim],
+            "split: sizes sum to " << total << " but dim " << dim << " has size " << a.shape()[dim]);
   std::vector<Tensor> out;
   int64_t at = 0;
   for (int64_t s : sizes) {
@@ -92,10 +93,9 @@ Tensor stack(const std::vector<Tensor>& tensors, int64_t dim) {
   dim = wrap_dim(dim, tensors[0].dim() + 1, "stack");
   std::vector<Tensor> parts;
   for (size_t i = 0; i < tensors.size(); ++i) {
-    DGP_CHECK(tensors[i].shape() == tensors[0].shape(), "stack: tensor " << i << " has shape "
-                                                                         << shape_str(tensors[i].shape())
-                                                                         << ", expected "
-                                                                         << shape_str(tensors[0].shape()));
+    DGP_CHECK(tensors[i].shape() == tensors[0].shape(),
+              "stack: tensor " << i << " has shape " << shape_str(tensors[i].shape()) << ", expected "
+                               << shape_str(tensors[0].shape()));
     parts.push_back(tensors[i].unsqueeze(dim));
   }
   return concat(parts, dim);
@@ -115,8 +115,8 @@ void index_select_cpu(const Tensor& out, const Tensor& src, int64_t dim, const T
   char* op = static_cast<char*>(out.raw_data());
   const int64_t* ix = index.data<int64_t>();
   for (int64_t j = 0; j < m; ++j)
-    DGP_CHECK(ix[j] >= 0 && ix[j] < n, "index_select: index " << ix[j] << " out of range for dim " << dim
-                                                              << " of size " << n);
+    DGP_CHECK(ix[j] >= 0 && ix[j] < n,
+              "index_select: index " << ix[j] << " out of range for dim " << dim << " of size " << n);
   for (int64_t o = 0; o < outer; ++o)
     for (int64_t j = 0; j < m; ++j)
       std::memcpy(op + ((o * m + j) * inner) * item, sp + ((o * n + ix[j]) * inner) * item, inner * item);
@@ -146,9 +146,10 @@ void index_add_cpu(const Tensor& dst, int64_t dim, const Tensor& index, const Te
 
 Tensor index_select(const Tensor& a, int64_t dim, const Tensor& index_in) {
   dim = wrap_dim(dim, a.dim(), "index_select");
-  DGP_CHECK(index_in.dim() <= 1, "index_select: index must be 1-D, got shape " << shape_str(index_in.shape()));
-  DGP_CHECK(index_in.device() == a.device(), "index_select: index on " << index_in.device().str()
-                                                                       << ", tensor on " << a.device().str());
+  DGP_CHECK(index_in.dim() <= 1,
+            "index_select: index must be 1-D, got shape " << shape_str(index_in.shape()));
+  DGP_CHECK(index_in.device() == a.device(),
+            "index_select: index on " << index_in.device().str() << ", tensor on " << a.device().str());
   Tensor index = index_in.to(DType::i64).contiguous().reshape({index_in.numel()});
   Shape shape = a.shape();
   shape[dim] = index.numel();

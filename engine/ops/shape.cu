@@ -1,6 +1,6 @@
-// CUDA twins of index_select and its backward scatter-add (engine/ops/shape.cpp). src/out are contiguous and seen
-// as [outer, size_along_dim, inner]. An index outside [0, size) cannot be reported without a host sync, so the
-// kernels write zeros for it (select) or drop it (add) instead of touching memory they do not own.
+// CUDA twins of index_select and its backward scatter-add (engine/ops/shape.cpp). src/out are contiguous and
+// seen as [outer, size_along_dim, inner]. An index outside [0, size) cannot be reported without a host sync,
+// so the kernels write zeros for it (select) or drop it (add) instead of touching memory they do not own.
 #include "engine/cuda/kernel_utils.cuh"
 #include "engine/tensor.h"
 
@@ -11,10 +11,12 @@ namespace {
 constexpr int kThreads = 256;
 
 template <class W>
-__global__ void index_select_kernel(W* __restrict__ out, const W* __restrict__ src, const int64_t* __restrict__ index,
-                                    int64_t outer, int64_t nidx, int64_t src_dim, int64_t inner) {
+__global__ void index_select_kernel(W* __restrict__ out, const W* __restrict__ src,
+                                    const int64_t* __restrict__ index, int64_t outer, int64_t nidx,
+                                    int64_t src_dim, int64_t inner) {
   int64_t n = outer * nidx * inner;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
     int64_t k = i % inner;
     int64_t j = (i / inner) % nidx;
     int64_t o = i / (inner * nidx);
@@ -24,13 +26,17 @@ __global__ void index_select_kernel(W* __restrict__ out, const W* __restrict__ s
 }
 
 template <class T>
-__device__ __forceinline__ void atomic_add(T* p, T v) { atomicAdd(p, v); }
+__device__ __forceinline__ void atomic_add(T* p, T v) {
+  atomicAdd(p, v);
+}
 
 template <class T>
-__global__ void index_add_kernel(T* __restrict__ dst, const T* __restrict__ src, const int64_t* __restrict__ index,
-                                 int64_t outer, int64_t nidx, int64_t dst_dim, int64_t inner) {
+__global__ void index_add_kernel(T* __restrict__ dst, const T* __restrict__ src,
+                                 const int64_t* __restrict__ index, int64_t outer, int64_t nidx,
+                                 int64_t dst_dim, int64_t inner) {
   int64_t n = outer * nidx * inner;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
     int64_t k = i % inner;
     int64_t j = (i / inner) % nidx;
     int64_t o = i / (inner * nidx);
@@ -54,8 +60,9 @@ namespace cuda_ops {
 using namespace cuda;
 
 void index_select(const Tensor& out, const Tensor& src, int64_t dim, const Tensor& index) {
-  DGP_CHECK(src.is_contiguous() && out.is_contiguous() && index.is_contiguous() && index.dtype() == DType::i64,
-            "index_select: cuda kernel expects contiguous tensors and an i64 index");
+  DGP_CHECK(
+      src.is_contiguous() && out.is_contiguous() && index.is_contiguous() && index.dtype() == DType::i64,
+      "index_select: cuda kernel expects contiguous tensors and an i64 index");
   int64_t n = out.numel();
   if (n == 0) return;
   int64_t outer, inner;
@@ -68,18 +75,32 @@ void index_select(const Tensor& out, const Tensor& src, int64_t dim, const Tenso
   void* o = out.raw_data();
   const void* sp = src.raw_data();
   switch (out.itemsize()) {
-    case 1: index_select_kernel<uint8_t><<<grid, kThreads, 0, s>>>((uint8_t*)o, (const uint8_t*)sp, ip, outer, nidx, src_dim, inner); break;
-    case 2: index_select_kernel<uint16_t><<<grid, kThreads, 0, s>>>((uint16_t*)o, (const uint16_t*)sp, ip, outer, nidx, src_dim, inner); break;
-    case 4: index_select_kernel<uint32_t><<<grid, kThreads, 0, s>>>((uint32_t*)o, (const uint32_t*)sp, ip, outer, nidx, src_dim, inner); break;
-    case 8: index_select_kernel<uint64_t><<<grid, kThreads, 0, s>>>((uint64_t*)o, (const uint64_t*)sp, ip, outer, nidx, src_dim, inner); break;
-    default: DGP_FAIL("index_select: unsupported item size " << out.itemsize());
+    case 1:
+      index_select_kernel<uint8_t>
+          <<<grid, kThreads, 0, s>>>((uint8_t*)o, (const uint8_t*)sp, ip, outer, nidx, src_dim, inner);
+      break;
+    case 2:
+      index_select_kernel<uint16_t>
+          <<<grid, kThreads, 0, s>>>((uint16_t*)o, (const uint16_t*)sp, ip, outer, nidx, src_dim, inner);
+      break;
+    case 4:
+      index_select_kernel<uint32_t>
+          <<<grid, kThreads, 0, s>>>((uint32_t*)o, (const uint32_t*)sp, ip, outer, nidx, src_dim, inner);
+      break;
+    case 8:
+      index_select_kernel<uint64_t>
+          <<<grid, kThreads, 0, s>>>((uint64_t*)o, (const uint64_t*)sp, ip, outer, nidx, src_dim, inner);
+      break;
+    default:
+      DGP_FAIL("index_select: unsupported item size " << out.itemsize());
   }
   DGP_CUDA_CHECK_LAUNCH();
 }
 
 void index_add(const Tensor& dst, int64_t dim, const Tensor& index, const Tensor& src) {
-  DGP_CHECK(src.is_contiguous() && dst.is_contiguous() && index.is_contiguous() && index.dtype() == DType::i64,
-            "index_add: cuda kernel expects contiguous tensors and an i64 index");
+  DGP_CHECK(
+      src.is_contiguous() && dst.is_contiguous() && index.is_contiguous() && index.dtype() == DType::i64,
+      "index_add: cuda kernel expects contiguous tensors and an i64 index");
   DGP_CHECK(src.dtype() == dst.dtype(), "index_add: dtype mismatch (" << dtype_name(dst.dtype()) << " and "
                                                                       << dtype_name(src.dtype()) << ")");
   int64_t n = src.numel();
@@ -93,8 +114,8 @@ void index_add(const Tensor& dst, int64_t dim, const Tensor& index, const Tensor
   const int64_t* ip = static_cast<const int64_t*>(index.raw_data());
   DGP_CUDA_DISPATCH_FLOATING(dst.dtype(), "index_add", [&] {
     index_add_kernel<scalar_t><<<grid, kThreads, 0, s>>>(static_cast<scalar_t*>(dst.raw_data()),
-                                                         static_cast<const scalar_t*>(src.raw_data()), ip, outer, nidx,
-                                                         dst_dim, inner);
+                                                         static_cast<const scalar_t*>(src.raw_data()), ip,
+                                                         outer, nidx, dst_dim, inner);
   });
   DGP_CUDA_CHECK_LAUNCH();
 }

@@ -1,9 +1,9 @@
 // softmax, log_softmax and the fused cross-entropy loss.
 //
-// A softmax along dim d of a contiguous tensor is computed on the [outer, dim_size, inner] view of it (inner is the
-// product of the dims after d), so any dim works without a transpose. Rows are max-subtracted for stability.
-// cross_entropy fuses log-softmax and NLL: the forward keeps only the per-row logsumexp, and the backward writes
-// softmax - target distribution directly, never materialising log-probabilities.
+// A softmax along dim d of a contiguous tensor is computed on the [outer, dim_size, inner] view of it (inner
+// is the product of the dims after d), so any dim works without a transpose. Rows are max-subtracted for
+// stability. cross_entropy fuses log-softmax and NLL: the forward keeps only the per-row logsumexp, and the
+// backward writes softmax - target distribution directly, never materialising log-probabilities.
 #include <cmath>
 #include <limits>
 
@@ -15,7 +15,9 @@ namespace dgpipe::engine {
 
 namespace {
 
-bool is_half(DType t) { return t == DType::f16 || t == DType::bf16; }
+bool is_half(DType t) {
+  return t == DType::f16 || t == DType::bf16;
+}
 
 struct Layout {
   int64_t outer = 1, size = 1, inner = 1;
@@ -40,7 +42,8 @@ void softmax_forward_cpu(T* y, const T* x, Layout l, bool log) {
       for (int64_t c = 0; c < l.size; ++c) s += std::exp(x[base + c * l.inner] - m);
       if (log) {
         const double lse = m + std::log(s);
-        for (int64_t c = 0; c < l.size; ++c) y[base + c * l.inner] = static_cast<T>(x[base + c * l.inner] - lse);
+        for (int64_t c = 0; c < l.size; ++c)
+          y[base + c * l.inner] = static_cast<T>(x[base + c * l.inner] - lse);
       } else {
         const double inv = 1.0 / s;
         for (int64_t c = 0; c < l.size; ++c)
@@ -68,7 +71,8 @@ void softmax_backward_cpu(T* dx, const T* dy, const T* y, Layout l, bool log) {
 }
 
 Tensor softmax_forward_raw(const Tensor& x, Layout l, bool log) {
-  if (x.device().is_cpu() && is_half(x.dtype())) return softmax_forward_raw(x.to(DType::f32), l, log).to(x.dtype());
+  if (x.device().is_cpu() && is_half(x.dtype()))
+    return softmax_forward_raw(x.to(DType::f32), l, log).to(x.dtype());
   Tensor y = empty(x.shape(), TensorOptions(x.dtype(), x.device()));
   if (x.device().is_cuda()) {
 #ifdef DGPIPE_WITH_CUDA
@@ -77,7 +81,8 @@ Tensor softmax_forward_raw(const Tensor& x, Layout l, bool log) {
 #endif
   }
   const char* op = log ? "log_softmax" : "softmax";
-  DGP_DISPATCH_FLOATING(x.dtype(), op, [&] { softmax_forward_cpu<scalar_t>(y.data<scalar_t>(), x.data<scalar_t>(), l, log); });
+  DGP_DISPATCH_FLOATING(
+      x.dtype(), op, [&] { softmax_forward_cpu<scalar_t>(y.data<scalar_t>(), x.data<scalar_t>(), l, log); });
   return y;
 }
 
@@ -120,8 +125,8 @@ Tensor softmax_impl(const Tensor& x, int64_t dim, bool log) {
 
 // Per-row smoothed NLL and logsumexp. Out-of-range targets throw here, naming the row, the target and C.
 template <class T>
-void cross_entropy_forward_cpu(T* row_loss, T* row_lse, const T* x, const int64_t* target, int64_t n, int64_t c,
-                               double eps, int64_t ignore_index) {
+void cross_entropy_forward_cpu(T* row_loss, T* row_lse, const T* x, const int64_t* target, int64_t n,
+                               int64_t c, double eps, int64_t ignore_index) {
   for (int64_t i = 0; i < n; ++i) {
     const int64_t t = target[i];
     const T* xr = x + i * c;
@@ -138,9 +143,10 @@ void cross_entropy_forward_cpu(T* row_loss, T* row_lse, const T* x, const int64_
       row_loss[i] = T(0);
       continue;
     }
-    DGP_CHECK(t >= 0 && t < c, "cross_entropy: target " << t << " at position " << i << " is out of range for "
-                                                        << c << " classes (valid: 0.." << c - 1
-                                                        << ", or ignore_index " << ignore_index << ")");
+    DGP_CHECK(t >= 0 && t < c, "cross_entropy: target "
+                                   << t << " at position " << i << " is out of range for " << c
+                                   << " classes (valid: 0.." << c - 1 << ", or ignore_index " << ignore_index
+                                   << ")");
     const double nll = lse - xr[t];
     const double smooth = lse - sum_x / static_cast<double>(c);  // mean_c(-log p_c)
     row_loss[i] = static_cast<T>((1.0 - eps) * nll + eps * smooth);
@@ -148,8 +154,8 @@ void cross_entropy_forward_cpu(T* row_loss, T* row_lse, const T* x, const int64_
 }
 
 template <class T>
-void cross_entropy_backward_cpu(T* dx, const T* x, const T* row_lse, const int64_t* target, int64_t n, int64_t c,
-                                double scale, double eps, int64_t ignore_index) {
+void cross_entropy_backward_cpu(T* dx, const T* x, const T* row_lse, const int64_t* target, int64_t n,
+                                int64_t c, double scale, double eps, int64_t ignore_index) {
   const double off_target = eps / static_cast<double>(c);
   for (int64_t i = 0; i < n; ++i) {
     T* dr = dx + i * c;
@@ -169,24 +175,30 @@ void cross_entropy_backward_cpu(T* dx, const T* x, const T* row_lse, const int64
 
 }  // namespace
 
-Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, false); }
-Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, true); }
+Tensor softmax(const Tensor& x, int64_t dim) {
+  return softmax_impl(x, dim, false);
+}
+Tensor log_softmax(const Tensor& x, int64_t dim) {
+  return softmax_impl(x, dim, true);
+}
 
 // Mean reduction over the non-ignored rows, as PyTorch. When every target is ignore_index PyTorch returns NaN
-// (0/0); we return 0 with a zero gradient instead, because a micro-batch made only of padding is legitimate in a
-// pipeline and a NaN would poison the sum of micro-batch losses and trip the inf/nan step skipping.
-Tensor cross_entropy(const Tensor& logits, const Tensor& target, double label_smoothing, int64_t ignore_index) {
+// (0/0); we return 0 with a zero gradient instead, because a micro-batch made only of padding is legitimate
+// in a pipeline and a NaN would poison the sum of micro-batch losses and trip the inf/nan step skipping.
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, double label_smoothing,
+                     int64_t ignore_index) {
   DGP_CHECK(logits.defined() && target.defined(), "cross_entropy: undefined logits or target");
-  DGP_CHECK(is_floating(logits.dtype()), "cross_entropy: logits must be floating, got " << dtype_name(logits.dtype()));
+  DGP_CHECK(is_floating(logits.dtype()),
+            "cross_entropy: logits must be floating, got " << dtype_name(logits.dtype()));
   DGP_CHECK(logits.dim() == 2, "cross_entropy: logits must be [N,C], got " << shape_str(logits.shape()));
   DGP_CHECK(target.dtype() == DType::i64 || target.dtype() == DType::i32,
             "cross_entropy: target must be i64 (or i32) class indices, got " << dtype_name(target.dtype()));
   DGP_CHECK(target.dim() == 1 && target.size(0) == logits.size(0),
             "cross_entropy: target " << shape_str(target.shape()) << " does not match logits "
-                                     << shape_str(logits.shape()) << " (expected [" << logits.size(0) << "])");
-  DGP_CHECK(target.device() == logits.device(), "cross_entropy: target on " << target.device().str()
-                                                                            << ", logits on "
-                                                                            << logits.device().str());
+                                     << shape_str(logits.shape()) << " (expected [" << logits.size(0)
+                                     << "])");
+  DGP_CHECK(target.device() == logits.device(),
+            "cross_entropy: target on " << target.device().str() << ", logits on " << logits.device().str());
   DGP_CHECK(label_smoothing >= 0.0 && label_smoothing <= 1.0,
             "cross_entropy: label_smoothing must be in [0,1], got " << label_smoothing);
   const int64_t n = logits.size(0), c = logits.size(1);
@@ -208,12 +220,13 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, double label_sm
 #endif
     } else {
       DGP_DISPATCH_FLOATING(work, "cross_entropy", [&] {
-        cross_entropy_forward_cpu<scalar_t>(row_loss.data<scalar_t>(), row_lse.data<scalar_t>(), x.data<scalar_t>(),
-                                            t.data<int64_t>(), n, c, label_smoothing, ignore_index);
+        cross_entropy_forward_cpu<scalar_t>(row_loss.data<scalar_t>(), row_lse.data<scalar_t>(),
+                                            x.data<scalar_t>(), t.data<int64_t>(), n, c, label_smoothing,
+                                            ignore_index);
       });
     }
-    // Number of non-ignored rows, clamped to 1 so that an all-ignored batch gives 0 (see above). Tensor ops keep
-    // this on the device: no host synchronisation on the GPU path.
+    // Number of non-ignored rows, clamped to 1 so that an all-ignored batch gives 0 (see above). Tensor ops
+    // keep this on the device: no host synchronisation on the GPU path.
     Tensor ignore = full({}, static_cast<double>(ignore_index), TensorOptions(DType::i64, t.device()));
     Tensor count = sum(cast(ne(t, ignore), row_dtype));
     denom = clamp(count, 1.0, std::nullopt);
@@ -223,24 +236,25 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, double label_sm
 
   if (needs_grad({logits})) {
     DType out_dtype = logits.dtype();
-    record("cross_entropy", {logits}, loss,
-           [x, t, row_lse, denom, label_smoothing, ignore_index, n, c, out_dtype](const std::vector<Tensor>& g) {
-             Tensor scale = div(cast(g[0], denom.dtype()), denom);  // 0-d, stays on the device
-             Tensor dx = empty({n, c}, TensorOptions(x.dtype(), x.device()));
-             if (x.device().is_cuda()) {
+    record(
+        "cross_entropy", {logits}, loss,
+        [x, t, row_lse, denom, label_smoothing, ignore_index, n, c, out_dtype](const std::vector<Tensor>& g) {
+          Tensor scale = div(cast(g[0], denom.dtype()), denom);  // 0-d, stays on the device
+          Tensor dx = empty({n, c}, TensorOptions(x.dtype(), x.device()));
+          if (x.device().is_cuda()) {
 #ifdef DGPIPE_WITH_CUDA
-               cuda_ops::cross_entropy_backward(dx, x, row_lse, t, scale, label_smoothing, ignore_index);
+            cuda_ops::cross_entropy_backward(dx, x, row_lse, t, scale, label_smoothing, ignore_index);
 #endif
-             } else {
-               const double s = scale.item();
-               DGP_DISPATCH_FLOATING(x.dtype(), "cross_entropy backward", [&] {
-                 cross_entropy_backward_cpu<scalar_t>(dx.data<scalar_t>(), x.data<scalar_t>(),
-                                                      row_lse.data<scalar_t>(), t.data<int64_t>(), n, c, s,
-                                                      label_smoothing, ignore_index);
-               });
-             }
-             return std::vector<Tensor>{dx.dtype() == out_dtype ? dx : dx.to(out_dtype)};
-           });
+          } else {
+            const double s = scale.item();
+            DGP_DISPATCH_FLOATING(x.dtype(), "cross_entropy backward", [&] {
+              cross_entropy_backward_cpu<scalar_t>(dx.data<scalar_t>(), x.data<scalar_t>(),
+                                                   row_lse.data<scalar_t>(), t.data<int64_t>(), n, c, s,
+                                                   label_smoothing, ignore_index);
+            });
+          }
+          return std::vector<Tensor>{dx.dtype() == out_dtype ? dx : dx.to(out_dtype)};
+        });
   }
   return loss;
 }

@@ -1,7 +1,7 @@
 // CUDA twins of softmax / log_softmax and the fused cross-entropy (engine/ops/softmax.cpp).
 // A softmax over the middle dim of [outer, size, inner] runs one row per warp (short rows) or per block (long
-// rows) when inner == 1, and one thread per (outer, inner) column otherwise (coalesced across inner). Statistics
-// are kept in float (double for f64 storage).
+// rows) when inner == 1, and one thread per (outer, inner) column otherwise (coalesced across inner).
+// Statistics are kept in float (double for f64 storage).
 #include "engine/cuda/kernel_utils.cuh"
 #include "engine/ops/softmax_kernels.h"
 
@@ -16,10 +16,16 @@ struct Group {
   __device__ int rank() const { return kBlock ? threadIdx.x : (threadIdx.x & 31); }
   __device__ int size() const { return kBlock ? blockDim.x : 32; }
   __device__ A sum(A v) const {
-    if constexpr (kBlock) return block_sum(v, shared); else return warp_sum(v);
+    if constexpr (kBlock)
+      return block_sum(v, shared);
+    else
+      return warp_sum(v);
   }
   __device__ A max(A v) const {
-    if constexpr (kBlock) return block_max(v, shared); else return warp_max(v);
+    if constexpr (kBlock)
+      return block_max(v, shared);
+    else
+      return warp_max(v);
   }
 };
 
@@ -29,7 +35,8 @@ __device__ __forceinline__ int64_t group_row() {
 }
 
 template <class T, bool kBlock>
-__global__ void softmax_rows(T* __restrict__ y, const T* __restrict__ x, int64_t rows, int64_t size, bool log) {
+__global__ void softmax_rows(T* __restrict__ y, const T* __restrict__ x, int64_t rows, int64_t size,
+                             bool log) {
   using A = acc_t<T>;
   __shared__ A shared[32];
   Group<kBlock, A> g{shared};
@@ -55,7 +62,8 @@ __global__ void softmax_columns(T* __restrict__ y, const T* __restrict__ x, int6
                                 int64_t inner, bool log) {
   using A = acc_t<T>;
   int64_t cols = outer * inner;
-  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < cols; c += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < cols;
+       c += int64_t(gridDim.x) * blockDim.x) {
     int64_t o = c / inner, i = c % inner;
     const T* xc = x + o * size * inner + i;
     T* yc = y + o * size * inner + i;
@@ -83,7 +91,8 @@ __global__ void softmax_backward_rows(T* __restrict__ dx, const T* __restrict__ 
   const T* yr = y + row * size;
   T* dxr = dx + row * size;
   A dot = 0;
-  for (int64_t i = g.rank(); i < size; i += g.size()) dot += log ? to_acc(dyr[i]) : to_acc(dyr[i]) * to_acc(yr[i]);
+  for (int64_t i = g.rank(); i < size; i += g.size())
+    dot += log ? to_acc(dyr[i]) : to_acc(dyr[i]) * to_acc(yr[i]);
   dot = g.sum(dot);
   for (int64_t i = g.rank(); i < size; i += g.size()) {
     A d = to_acc(dyr[i]), v = to_acc(yr[i]);
@@ -92,11 +101,13 @@ __global__ void softmax_backward_rows(T* __restrict__ dx, const T* __restrict__ 
 }
 
 template <class T>
-__global__ void softmax_backward_columns(T* __restrict__ dx, const T* __restrict__ dy, const T* __restrict__ y,
-                                         int64_t outer, int64_t size, int64_t inner, bool log) {
+__global__ void softmax_backward_columns(T* __restrict__ dx, const T* __restrict__ dy,
+                                         const T* __restrict__ y, int64_t outer, int64_t size, int64_t inner,
+                                         bool log) {
   using A = acc_t<T>;
   int64_t cols = outer * inner;
-  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < cols; c += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < cols;
+       c += int64_t(gridDim.x) * blockDim.x) {
     int64_t base = (c / inner) * size * inner + c % inner;
     A dot = 0;
     for (int64_t k = 0; k < size; ++k) {
@@ -115,8 +126,8 @@ __global__ void softmax_backward_columns(T* __restrict__ dx, const T* __restrict
 
 template <class T>
 __global__ void cross_entropy_forward_kernel(acc_t<T>* __restrict__ row_loss, acc_t<T>* __restrict__ row_lse,
-                                             const T* __restrict__ x, const int64_t* __restrict__ target, int64_t c,
-                                             acc_t<T> eps, int64_t ignore_index) {
+                                             const T* __restrict__ x, const int64_t* __restrict__ target,
+                                             int64_t c, acc_t<T> eps, int64_t ignore_index) {
   using A = acc_t<T>;
   __shared__ A shared[32];
   Group<true, A> g{shared};
@@ -154,12 +165,14 @@ __global__ void cross_entropy_forward_kernel(acc_t<T>* __restrict__ row_loss, ac
 template <class T>
 __global__ void cross_entropy_backward_kernel(T* __restrict__ dx, const T* __restrict__ x,
                                               const acc_t<T>* __restrict__ row_lse,
-                                              const int64_t* __restrict__ target, const acc_t<T>* __restrict__ scale,
-                                              int64_t n, int64_t c, acc_t<T> eps, int64_t ignore_index) {
+                                              const int64_t* __restrict__ target,
+                                              const acc_t<T>* __restrict__ scale, int64_t n, int64_t c,
+                                              acc_t<T> eps, int64_t ignore_index) {
   using A = acc_t<T>;
   int64_t total = n * c;
   A sc = *scale;
-  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < total; j += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < total;
+       j += int64_t(gridDim.x) * blockDim.x) {
     int64_t row = j / c, k = j % c;
     int64_t t = target[row];
     if (t == ignore_index) {
@@ -195,16 +208,21 @@ void launch_softmax_backward(const Tensor& dx, const Tensor& dy, const Tensor& y
   const T* yp = static_cast<const T*>(y.raw_data());
   if (inner == 1) {
     if (size <= 1024) {
-      softmax_backward_rows<T, false><<<static_cast<unsigned>((outer + 7) / 8), 256, 0, s>>>(dxp, dyp, yp, outer, size, log);
+      softmax_backward_rows<T, false>
+          <<<static_cast<unsigned>((outer + 7) / 8), 256, 0, s>>>(dxp, dyp, yp, outer, size, log);
     } else {
-      softmax_backward_rows<T, true><<<static_cast<unsigned>(outer), 512, 0, s>>>(dxp, dyp, yp, outer, size, log);
+      softmax_backward_rows<T, true>
+          <<<static_cast<unsigned>(outer), 512, 0, s>>>(dxp, dyp, yp, outer, size, log);
     }
   } else {
-    softmax_backward_columns<T><<<grid_for(outer * inner, 256, dev), 256, 0, s>>>(dxp, dyp, yp, outer, size, inner, log);
+    softmax_backward_columns<T>
+        <<<grid_for(outer * inner, 256, dev), 256, 0, s>>>(dxp, dyp, yp, outer, size, inner, log);
   }
 }
 
-DType acc_dtype(DType t) { return t == DType::f64 ? DType::f64 : DType::f32; }
+DType acc_dtype(DType t) {
+  return t == DType::f64 ? DType::f64 : DType::f32;
+}
 
 }  // namespace
 }  // namespace cuda
@@ -213,7 +231,8 @@ namespace cuda_ops {
 
 using namespace cuda;
 
-void softmax_forward(const Tensor& y, const Tensor& x, int64_t outer, int64_t dim_size, int64_t inner, bool log) {
+void softmax_forward(const Tensor& y, const Tensor& x, int64_t outer, int64_t dim_size, int64_t inner,
+                     bool log) {
   DGP_CHECK(x.is_contiguous() && y.is_contiguous(), "softmax: cuda kernel expects contiguous tensors");
   if (outer * dim_size * inner == 0) return;
   TensorDeviceGuard g(y);
@@ -237,10 +256,11 @@ void softmax_backward(const Tensor& dx, const Tensor& dy, const Tensor& y, int64
   DGP_CUDA_CHECK_LAUNCH();
 }
 
-void cross_entropy_forward(const Tensor& row_loss, const Tensor& row_lse, const Tensor& logits, const Tensor& target,
-                           double label_smoothing, int64_t ignore_index) {
-  DGP_CHECK(logits.dim() == 2 && logits.is_contiguous() && target.is_contiguous() && target.dtype() == DType::i64,
-            "cross_entropy: cuda kernel expects contiguous [N,C] logits and i64 targets");
+void cross_entropy_forward(const Tensor& row_loss, const Tensor& row_lse, const Tensor& logits,
+                           const Tensor& target, double label_smoothing, int64_t ignore_index) {
+  DGP_CHECK(
+      logits.dim() == 2 && logits.is_contiguous() && target.is_contiguous() && target.dtype() == DType::i64,
+      "cross_entropy: cuda kernel expects contiguous [N,C] logits and i64 targets");
   DGP_CHECK(row_loss.dtype() == acc_dtype(logits.dtype()) && row_lse.dtype() == row_loss.dtype(),
             "cross_entropy: row statistics must be " << dtype_name(acc_dtype(logits.dtype())));
   int64_t n = logits.size(0), c = logits.size(1);
@@ -258,10 +278,12 @@ void cross_entropy_forward(const Tensor& row_loss, const Tensor& row_lse, const 
   DGP_CUDA_CHECK_LAUNCH();
 }
 
-void cross_entropy_backward(const Tensor& dlogits, const Tensor& logits, const Tensor& row_lse, const Tensor& target,
-                            const Tensor& scale, double label_smoothing, int64_t ignore_index) {
-  DGP_CHECK(dlogits.is_contiguous() && logits.is_contiguous() && row_lse.is_contiguous() && target.is_contiguous(),
-            "cross_entropy backward: cuda kernel expects contiguous tensors");
+void cross_entropy_backward(const Tensor& dlogits, const Tensor& logits, const Tensor& row_lse,
+                            const Tensor& target, const Tensor& scale, double label_smoothing,
+                            int64_t ignore_index) {
+  DGP_CHECK(
+      dlogits.is_contiguous() && logits.is_contiguous() && row_lse.is_contiguous() && target.is_contiguous(),
+      "cross_entropy backward: cuda kernel expects contiguous tensors");
   DGP_CHECK(scale.numel() == 1 && scale.dtype() == acc_dtype(logits.dtype()) && scale.is_cuda(),
             "cross_entropy backward: scale must be a one-element " << dtype_name(acc_dtype(logits.dtype()))
                                                                    << " cuda tensor");

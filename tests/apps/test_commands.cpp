@@ -1,10 +1,10 @@
 // The `dgpipe` subcommands through the same entry point the binary uses (apps::run_command).
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <unistd.h>
 
 #include "apps/command.h"
 #include "engine/io/safetensors.h"
@@ -41,7 +41,8 @@ TEST(Commands, ModelInfoCountsEqualPyTorch) {
   for (const Case& c : {Case{"resnet18", "32", "11173962"}, Case{"mobilenetv2", "32", "2236682"},
                         Case{"vgg11", "32", "9231114"}, Case{"mobilenetv2", "224", "3504872"}}) {
     std::string out;
-    ASSERT_EQ(run_capture("model-info", {"--model", c.model, "--input-size", c.input_size, "--counts"}, out), 0);
+    ASSERT_EQ(run_capture("model-info", {"--model", c.model, "--input-size", c.input_size, "--counts"}, out),
+              0);
     EXPECT_NE(out.find("parameters: " + c.count), std::string::npos) << c.model << "\n" << out;
   }
   std::string out;
@@ -50,14 +51,16 @@ TEST(Commands, ModelInfoCountsEqualPyTorch) {
 
 TEST(Commands, CodecToolReportsEveryCodec) {
   std::string out;
-  ASSERT_EQ(run_capture("codec", {"--synthetic", "normal", "--shape", "4,8,16,16", "--codecs",
-                                  "uniform:8,sortquant:6+2,topk:0.1", "--format", "csv"},
+  ASSERT_EQ(run_capture("codec",
+                        {"--synthetic", "normal", "--shape", "4,8,16,16", "--codecs",
+                         "uniform:8,sortquant:6+2,topk:0.1", "--format", "csv"},
                         out),
             0);
   for (const char* codec : {"uniform:8", "sortquant:6+2", "topk:0.1"})
     EXPECT_NE(out.find(codec), std::string::npos) << out;
   // On a tensor from a safetensors file
-  std::string path = ::testing::TempDir() + "dgpipe_codec_input_" + std::to_string(::getpid()) + ".safetensors";
+  std::string path =
+      ::testing::TempDir() + "dgpipe_codec_input_" + std::to_string(::getpid()) + ".safetensors";
   engine::Generator gen(3);
   engine::save_safetensors(path, {{"act", engine::relu(engine::randn({2, 4, 8, 8}, {}, &gen))}});
   ASSERT_EQ(run_capture("codec", {"--input", path, "--codecs", "fastquant:6+2"}, out), 0);

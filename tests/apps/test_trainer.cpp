@@ -5,11 +5,11 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <unistd.h>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <random>
-#include <unistd.h>
 
 #include "apps/command.h"
 #include "apps/train_config.h"
@@ -77,17 +77,29 @@ TrainConfig small_image_config(const std::string& data_dir, const std::string& l
 
 std::string tiny_roberta_config() {
   std::string dir = temp_dir("tiny_roberta");
-  nlohmann::json j{{"model_type", "roberta"},     {"vocab_size", 50265},       {"hidden_size", 32},
-                   {"num_hidden_layers", 2},      {"num_attention_heads", 4},  {"intermediate_size", 64},
-                   {"max_position_embeddings", 130}, {"type_vocab_size", 1},   {"pad_token_id", 1},
-                   {"hidden_dropout_prob", 0.1},  {"attention_probs_dropout_prob", 0.1},
-                   {"layer_norm_eps", 1e-5},      {"initializer_range", 0.02}, {"hidden_act", "gelu"}};
+  nlohmann::json j{{"model_type", "roberta"},
+                   {"vocab_size", 50265},
+                   {"hidden_size", 32},
+                   {"num_hidden_layers", 2},
+                   {"num_attention_heads", 4},
+                   {"intermediate_size", 64},
+                   {"max_position_embeddings", 130},
+                   {"type_vocab_size", 1},
+                   {"pad_token_id", 1},
+                   {"hidden_dropout_prob", 0.1},
+                   {"attention_probs_dropout_prob", 0.1},
+                   {"layer_norm_eps", 1e-5},
+                   {"initializer_range", 0.02},
+                   {"hidden_act", "gelu"}};
   std::string path = (fs::path(dir) / "config.json").string();
   std::ofstream(path) << j.dump(2);
   return path;
 }
 
-bool have_glue() { return fs::exists("../shared/data/glue/RTE/train.tsv") && fs::exists("../shared/data/roberta-base/vocab.json"); }
+bool have_glue() {
+  return fs::exists("../shared/data/glue/RTE/train.tsv") &&
+         fs::exists("../shared/data/roberta-base/vocab.json");
+}
 
 TrainConfig small_text_config(const std::string& task, const std::string& log_dir) {
   TrainConfig c;
@@ -144,7 +156,8 @@ TEST(Train, BadInputGivesClearErrors) {
   expect_error({"--placement", "ring"}, "--placement");
   expect_error({"--channel", "pigeon"}, "expected local, mpi or nccl");
   expect_error({"--data-dir", "/nonexistent/cifar"}, "--data-dir");
-  expect_error({"--model", "roberta", "--dataset", "cifar10", "--data-dir", synthetic_cifar(4)}, "does not fit");
+  expect_error({"--model", "roberta", "--dataset", "cifar10", "--data-dir", synthetic_cifar(4)},
+               "does not fit");
   // an unwritable log dir: a path under a regular file
   std::string file = temp_dir("logfile") + "/plain-file";
   std::ofstream(file) << "x";
@@ -156,7 +169,8 @@ TEST(Train, BadInputGivesClearErrors) {
   std::ofstream(cfg) << R"({"epochs": "ten"})";
   expect_error({"--config", cfg}, "epochs");
   expect_error({"--config", "/nonexistent.json"}, "--config");
-  expect_error({"--resume", "--log-dir", temp_dir("empty_run"), "--data-dir", synthetic_cifar(4)}, "--resume");
+  expect_error({"--resume", "--log-dir", temp_dir("empty_run"), "--data-dir", synthetic_cifar(4)},
+               "--resume");
 }
 
 TEST(Train, PrecedenceDefaultsPresetConfigFlags) {
@@ -182,7 +196,8 @@ TEST(Train, ResumeReproducesTheUninterruptedRunExactly) {
   TrainSummary a = run_training(full);
   ASSERT_EQ(a.step_losses.size(), 10u);
   TrainConfig part = small_image_config(data, temp_dir("run_part"));
-  TrainSummary b = run_training(part, /*stop_after_steps=*/7);  // checkpoint after epoch 1 (step 5), then "crash"
+  TrainSummary b =
+      run_training(part, /*stop_after_steps=*/7);  // checkpoint after epoch 1 (step 5), then "crash"
   ASSERT_EQ(b.step_losses.size(), 7u);
   part.resume = true;
   TrainSummary c = run_training(part);
@@ -191,7 +206,8 @@ TEST(Train, ResumeReproducesTheUninterruptedRunExactly) {
   for (size_t i = 0; i < 7; ++i) EXPECT_EQ(b.step_losses[i], a.step_losses[i]) << "step " << 1 + i;
   EXPECT_EQ(c.final_eval_acc, a.final_eval_acc);
   // what the log dir holds
-  for (const char* f : {"config.json", "metrics.csv", "metrics.jsonl", "summary.json", "checkpoint.safetensors"})
+  for (const char* f :
+       {"config.json", "metrics.csv", "metrics.jsonl", "summary.json", "checkpoint.safetensors"})
     EXPECT_TRUE(fs::exists(fs::path(full.log_dir) / f)) << f;
   nlohmann::json s = nlohmann::json::parse(std::ifstream(fs::path(full.log_dir) / "summary.json"));
   EXPECT_GT(s["raw_bytes"].get<double>(), 0);

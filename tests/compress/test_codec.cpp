@@ -12,11 +12,11 @@ using dgpipe::engine::Tensor;
 using dgpipe::testing::error_of;
 
 namespace {
-const std::vector<std::string> kAllSpecs = {"none",        "fp16",       "bf16",      "uniform:8",  "uniform:1",
-                                            "uniform:13",  "sortquant:6+2", "sortquant:3+1", "sortquant:12+4",
-                                            "fastquant:6+2", "fastquant:5+3", "topk:0.1", "topk:1", "power:2",
-                                            "power:3/1",   "svd:2",      "kmeans:3",  "kmeans:4/5", "uniform:4+ef",
-                                            "sortquant:6+2+ef"};
+const std::vector<std::string> kAllSpecs = {
+    "none",          "fp16",          "bf16",          "uniform:8",      "uniform:1",
+    "uniform:13",    "sortquant:6+2", "sortquant:3+1", "sortquant:12+4", "fastquant:6+2",
+    "fastquant:5+3", "topk:0.1",      "topk:1",        "power:2",        "power:3/1",
+    "svd:2",         "kmeans:3",      "kmeans:4/5",    "uniform:4+ef",   "sortquant:6+2+ef"};
 }  // namespace
 
 TEST(CodecSpec, ParsesEveryMethod) {
@@ -77,16 +77,17 @@ TEST(CodecSpec, DirectionPairs) {
   p = parse_direction_pair("bwd=topk:0.5");
   EXPECT_EQ(p.fwd, "none");
   EXPECT_EQ(p.bwd, "topk:0.5");
-  EXPECT_NE(error_of([] { parse_direction_pair("fwd=uniform:8,side=none"); }).find("unknown direction 'side'"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([] { parse_direction_pair("fwd=uniform:8,side=none"); }).find("unknown direction 'side'"),
+      std::string::npos);
   EXPECT_NE(error_of([] { parse_direction_pair("fwd=uniform:99"); }).find("uniform:99"), std::string::npos);
   EXPECT_NE(error_of([] { parse_direction_pair("fwd=none,fwd=fp16"); }).find("twice"), std::string::npos);
 }
 
 TEST(Packet, WireBytesAreExactForEveryCodec) {
   for (const auto& spec : kAllSpecs) {
-    for (dgpipe::engine::Shape shape : {dgpipe::engine::Shape{4, 8, 6, 5}, dgpipe::engine::Shape{3, 7, 11},
-                                        dgpipe::engine::Shape{13}}) {
+    for (dgpipe::engine::Shape shape :
+         {dgpipe::engine::Shape{4, 8, 6, 5}, dgpipe::engine::Shape{3, 7, 11}, dgpipe::engine::Shape{13}}) {
       auto codec = make_codec(spec);
       Tensor x = dgpipe::testing::make_input(dgpipe::testing::Dist::normal, 5, shape);
       Packet p = codec->encode(x);
@@ -127,18 +128,21 @@ TEST(Packet, DeserializeRejectsCorruptBuffers) {
   std::vector<uint8_t> good = p.serialize();
   std::vector<uint8_t> bad = good;
   bad[0] = 'X';
-  EXPECT_NE(error_of([&] { Packet::deserialize(bad, dgpipe::engine::Device::cpu(), "b1"); }).find("bad magic"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { Packet::deserialize(bad, dgpipe::engine::Device::cpu(), "b1"); }).find("bad magic"),
+      std::string::npos);
   bad = good;
   bad[4] = 99;
-  EXPECT_NE(error_of([&] { Packet::deserialize(bad); }).find("unsupported packet version 99"), std::string::npos);
+  EXPECT_NE(error_of([&] { Packet::deserialize(bad); }).find("unsupported packet version 99"),
+            std::string::npos);
   bad = good;
   bad[5] = 200;
   EXPECT_NE(error_of([&] { Packet::deserialize(bad); }).find("unknown codec id 200"), std::string::npos);
   std::vector<uint8_t> cut(good.begin(), good.begin() + 10);
   EXPECT_NE(error_of([&] { Packet::deserialize(cut); }).find("truncated"), std::string::npos);
   cut.assign(good.begin(), good.end() - 5);
-  std::string msg = error_of([&] { Packet::deserialize(cut, dgpipe::engine::Device::cpu(), "stage0->1 fwd"); });
+  std::string msg =
+      error_of([&] { Packet::deserialize(cut, dgpipe::engine::Device::cpu(), "stage0->1 fwd"); });
   EXPECT_NE(msg.find("truncated"), std::string::npos) << msg;
   EXPECT_NE(msg.find("stage0->1 fwd"), std::string::npos) << msg;
   // A packet of another codec is refused by decode.

@@ -32,7 +32,8 @@ TEST(ErrorFeedback, AccumulatedErrorStaysBoundedWhilePlainErrorGrows) {
     worst_ef = std::max(worst_ef, std::fabs(sum_in[i] - sum_ef[i]));
     worst_plain = std::max(worst_plain, std::fabs(sum_in[i] - sum_plain[i]));
   }
-  // With feedback the accumulated error stays within about one quantization step; without, it grows with steps.
+  // With feedback the accumulated error stays within about one quantization step; without, it grows with
+  // steps.
   EXPECT_LT(worst_ef, 2.5);
   EXPECT_GT(worst_plain, 5 * worst_ef);
 }

@@ -1,5 +1,5 @@
-// 1-D k-means: nearest-centroid codes, beats uniform quantization's error at the same bits on bell-shaped data;
-// CUDA parity.
+// 1-D k-means: nearest-centroid codes, beats uniform quantization's error at the same bits on bell-shaped
+// data; CUDA parity.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -36,7 +36,9 @@ TEST(KMeans, EveryElementDecodesToItsNearestCentroid) {
       for (float cj : c) best = std::min(best, std::fabs(xv[i] - cj));
       ASSERT_LE(std::fabs(xv[i] - yv[i]), best * (1 + 1e-6) + 1e-30) << dist_name(d) << " element " << i;
     }
-    if (d == Dist::all_equal || d == Dist::tiny) { EXPECT_EQ(xv, yv) << dist_name(d); }
+    if (d == Dist::all_equal || d == Dist::tiny) {
+      EXPECT_EQ(xv, yv) << dist_name(d);
+    }
   }
 }
 
@@ -67,12 +69,12 @@ std::vector<float> centroids_of(const Packet& p, int bits) {
 }
 }  // namespace
 
-// The CUDA twin runs the same init (quantiles of the same sorted sample), the same Lloyd steps in double and the
-// same final f32 assignment, but adds each cluster's members in an order set by its atomics instead of index order.
-// Centroids therefore agree to about 1e-12 of the range before the f32 rounding (and within 1e-6 of the range when
-// the two runs stop one iteration apart, the stopping threshold); tolerance 1e-5 of the range. A code can differ
-// only for an element within that distance of a midpoint: at most 0.1 % of elements may decode differently, and
-// the GPU packet itself must satisfy the nearest-centroid property exactly.
+// The CUDA twin runs the same init (quantiles of the same sorted sample), the same Lloyd steps in double and
+// the same final f32 assignment, but adds each cluster's members in an order set by its atomics instead of
+// index order. Centroids therefore agree to about 1e-12 of the range before the f32 rounding (and within 1e-6
+// of the range when the two runs stop one iteration apart, the stopping threshold); tolerance 1e-5 of the
+// range. A code can differ only for an element within that distance of a midpoint: at most 0.1 % of elements
+// may decode differently, and the GPU packet itself must satisfy the nearest-centroid property exactly.
 TEST(KMeans, CudaMatchesTheCpuReference) {
   DGP_SKIP_WITHOUT_CUDA();
   using dgpipe::engine::Device;
@@ -82,7 +84,8 @@ TEST(KMeans, CudaMatchesTheCpuReference) {
   inputs.emplace_back("post_relu 200K", make_input(Dist::post_relu, 9, {8, 25, 1000}));
   inputs.emplace_back("normal ragged", make_input(Dist::normal, 10, {4099}));
   for (auto& [name, x] : inputs)
-    for (std::string spec : {"kmeans:1", "kmeans:3", "kmeans:4/50", "kmeans:8", "kmeans:11/5", "kmeans:12/3"}) {
+    for (std::string spec :
+         {"kmeans:1", "kmeans:3", "kmeans:4/50", "kmeans:8", "kmeans:11/5", "kmeans:12/3"}) {
       const int bits = std::stoi(spec.substr(7));
       auto codec = make_codec(spec);
       Packet cpu = codec->encode(x);
@@ -97,16 +100,20 @@ TEST(KMeans, CudaMatchesTheCpuReference) {
       for (size_t j = 0; j < cc.size(); ++j) {
         ASSERT_LE(std::fabs(double(cc[j]) - double(gc[j])), tol) << name << " " << spec << " centroid " << j;
       }
-      std::vector<double> yc = codec->decode(cpu).to_vector(), yg = codec->decode(gpu).to(Device::cpu()).to_vector();
+      std::vector<double> yc = codec->decode(cpu).to_vector(),
+                          yg = codec->decode(gpu).to(Device::cpu()).to_vector();
       int64_t differ = 0;
       for (size_t i = 0; i < xv.size(); ++i) {
         double best = INFINITY;
         for (float c : gc) best = std::min(best, std::fabs(xv[i] - c));
-        ASSERT_LE(std::fabs(xv[i] - yg[i]), best * (1 + 1e-6) + 1e-30) << name << " " << spec << " element " << i;
+        ASSERT_LE(std::fabs(xv[i] - yg[i]), best * (1 + 1e-6) + 1e-30)
+            << name << " " << spec << " element " << i;
         differ += std::fabs(yc[i] - yg[i]) > tol ? 1 : 0;
       }
       EXPECT_LE(differ, static_cast<int64_t>(xv.size() / 1000)) << name << " " << spec;
-      if (name == "all_equal" || name == "tiny") { EXPECT_EQ(yc, yg) << name << " " << spec; }
+      if (name == "all_equal" || name == "tiny") {
+        EXPECT_EQ(yc, yg) << name << " " << spec;
+      }
       // The GPU packet decodes the same on a CPU receiver.
       EXPECT_EQ(codec->decode(Packet::deserialize(gpu.serialize())).to_vector(), yg) << name << " " << spec;
     }

@@ -1,4 +1,5 @@
-// Power iteration and randomized SVD against the optimal rank-r error on matrices of known spectrum; CUDA parity.
+// Power iteration and randomized SVD against the optimal rank-r error on matrices of known spectrum; CUDA
+// parity.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -32,8 +33,10 @@ Tensor known_spectrum(int64_t b, int64_t m, int64_t n, const std::vector<double>
   const int64_t k = static_cast<int64_t>(sigma.size());
   std::vector<double> out(b * m * n, 0.0);
   for (int64_t bi = 0; bi < b; ++bi) {
-    std::vector<double> u = make_input(Dist::normal, seed + 2 * bi, {m, k}).to(dgpipe::engine::DType::f64).to_vector();
-    std::vector<double> v = make_input(Dist::normal, seed + 2 * bi + 1, {n, k}).to(dgpipe::engine::DType::f64).to_vector();
+    std::vector<double> u =
+        make_input(Dist::normal, seed + 2 * bi, {m, k}).to(dgpipe::engine::DType::f64).to_vector();
+    std::vector<double> v =
+        make_input(Dist::normal, seed + 2 * bi + 1, {n, k}).to(dgpipe::engine::DType::f64).to_vector();
     orth(u, m, k);
     orth(v, n, k);
     for (int64_t i = 0; i < m; ++i)
@@ -103,7 +106,9 @@ TEST(LowRank, ZeroAndRankDeficientInputsStayFinite) {
     auto codec = make_codec(spec);
     Tensor z = dgpipe::engine::zeros({2, 5, 7});
     std::vector<double> y = codec->decode(codec->encode(z)).to_vector();
-    for (double v : y) { ASSERT_EQ(v, 0.0) << spec; }
+    for (double v : y) {
+      ASSERT_EQ(v, 0.0) << spec;
+    }
     Tensor one = make_input(Dist::all_equal, 1, {2, 5, 7});  // rank 1
     EXPECT_LE(frob_diff(codec->decode(codec->encode(one)), one), 1e-4) << spec;
     Tensor tiny = make_input(Dist::normal, 1, {3});  // 1 x 3 matrix: rank clamps to 1, exact
@@ -115,7 +120,8 @@ namespace {
 
 // ||a - b||_F / ||b||_F on host copies.
 double relative_diff(const Tensor& a, const Tensor& b) {
-  std::vector<double> x = a.to(dgpipe::engine::Device::cpu()).to_vector(), y = b.to(dgpipe::engine::Device::cpu()).to_vector();
+  std::vector<double> x = a.to(dgpipe::engine::Device::cpu()).to_vector(),
+                      y = b.to(dgpipe::engine::Device::cpu()).to_vector();
   double num = 0, den = 0;
   for (size_t i = 0; i < x.size(); ++i) num += (x[i] - y[i]) * (x[i] - y[i]), den += y[i] * y[i];
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
@@ -123,11 +129,12 @@ double relative_diff(const Tensor& a, const Tensor& b) {
 
 }  // namespace
 
-// The CUDA twin runs the same algorithm (same Philox starts and sketches, same re-draw seeds, same Jacobi order),
-// but its GEMMs sum in another order, so outputs agree to float rounding, not bit for bit. Subspace iteration and
-// the Jacobi eigensolver are stable maps of their inputs: a 1e-7 relative perturbation grows by at most the ratio
-// of neighbouring singular values per iteration, so 1e-4 relative (Frobenius) on the decoded tensor leaves a margin
-// of ~100x on these spectra while still catching a wrong transpose, seed, ordering or orthonormalisation.
+// The CUDA twin runs the same algorithm (same Philox starts and sketches, same re-draw seeds, same Jacobi
+// order), but its GEMMs sum in another order, so outputs agree to float rounding, not bit for bit. Subspace
+// iteration and the Jacobi eigensolver are stable maps of their inputs: a 1e-7 relative perturbation grows by
+// at most the ratio of neighbouring singular values per iteration, so 1e-4 relative (Frobenius) on the
+// decoded tensor leaves a margin of ~100x on these spectra while still catching a wrong transpose, seed,
+// ordering or orthonormalisation.
 TEST(LowRank, CudaDecodesMatchTheCpuReference) {
   DGP_SKIP_WITHOUT_CUDA();
   using dgpipe::engine::Device;
@@ -182,9 +189,12 @@ TEST(LowRank, CudaZeroInputsAndStatus) {
     std::vector<double> y = codec->decode(codec->encode(dgpipe::engine::zeros({2, 5, 7}).to(Device::cuda())))
                                 .to(Device::cpu())
                                 .to_vector();
-    for (double v : y) { ASSERT_EQ(v, 0.0) << spec; }
+    for (double v : y) {
+      ASSERT_EQ(v, 0.0) << spec;
+    }
     Tensor one = make_input(Dist::all_equal, 1, {2, 5, 7});  // rank 1
-    EXPECT_LE(frob_diff(codec->decode(codec->encode(one.to(Device::cuda()))).to(Device::cpu()), one), 1e-4) << spec;
+    EXPECT_LE(frob_diff(codec->decode(codec->encode(one.to(Device::cuda()))).to(Device::cpu()), one), 1e-4)
+        << spec;
     std::vector<float> bad(70, 1.0f);
     bad[33] = NAN;
     Packet p = codec->encode(dgpipe::engine::from_vector(bad, {7, 10}).to(Device::cuda()));

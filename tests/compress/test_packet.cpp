@@ -1,5 +1,5 @@
-// Packet header and body apart (what a channel that keeps bodies on the device sends): the header alone is the
-// first bytes of serialize(), and header + body rebuild the same packet; mismatches are reported.
+// Packet header and body apart (what a channel that keeps bodies on the device sends): the header alone is
+// the first bytes of serialize(), and header + body rebuild the same packet; mismatches are reported.
 #include "compress/packet.h"
 
 #include <gtest/gtest.h>
@@ -35,12 +35,14 @@ TEST(Packet, HeaderAndBodyApartRejectMismatches) {
   std::vector<uint8_t> header = p.serialize_header();
   // body of the wrong size
   Tensor shorter = p.body.slice(0, 0, p.body.numel() - 1).contiguous();
-  EXPECT_NE(error_of([&] { Packet::deserialize_with_body(header.data(), header.size(), shorter, "s0->1 fwd"); })
-                .find("announces"),
+  EXPECT_NE(error_of([&] {
+              Packet::deserialize_with_body(header.data(), header.size(), shorter, "s0->1 fwd");
+            }).find("announces"),
             std::string::npos);
   // no body at all
-  EXPECT_NE(error_of([&] { Packet::deserialize_with_body(header.data(), header.size(), Tensor(), "s0->1 fwd"); })
-                .find("no body arrived"),
+  EXPECT_NE(error_of([&] {
+              Packet::deserialize_with_body(header.data(), header.size(), Tensor(), "s0->1 fwd");
+            }).find("no body arrived"),
             std::string::npos);
   // body of the wrong dtype
   Tensor wrong = dgpipe::engine::zeros({p.body.numel()});
@@ -48,9 +50,13 @@ TEST(Packet, HeaderAndBodyApartRejectMismatches) {
             std::string::npos);
   // whole packet passed where a header alone is expected
   std::vector<uint8_t> whole = p.serialize();
-  EXPECT_NE(error_of([&] { Packet::deserialize_with_body(whole.data(), whole.size(), p.body); }).find("stand alone"),
+  EXPECT_NE(error_of([&] {
+              Packet::deserialize_with_body(whole.data(), whole.size(), p.body);
+            }).find("stand alone"),
             std::string::npos);
   // truncated header
-  EXPECT_NE(error_of([&] { Packet::deserialize_with_body(header.data(), header.size() - 3, p.body); }).find("truncated"),
+  EXPECT_NE(error_of([&] {
+              Packet::deserialize_with_body(header.data(), header.size() - 3, p.body);
+            }).find("truncated"),
             std::string::npos);
 }

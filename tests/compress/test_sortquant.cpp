@@ -1,5 +1,5 @@
-// Sort quantization: exact equal-population groups, per-group error bound, order between groups, goldens of the
-// original, CUDA parity.
+// Sort quantization: exact equal-population groups, per-group error bound, order between groups, goldens of
+// the original, CUDA parity.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -17,7 +17,8 @@ using dgpipe::engine::Tensor;
 namespace {
 
 // Checks every property of one sortquant/fastquant packet; `exact_population` for sortquant.
-void check_group_packet(Codec& codec, const Tensor& x, int q, int s, bool exact_population, const std::string& what) {
+void check_group_packet(Codec& codec, const Tensor& x, int q, int s, bool exact_population,
+                        const std::string& what) {
   Packet p = codec.encode(x);
   std::vector<GroupStat> st = read_group_stats(p);
   std::vector<uint32_t> codes = read_codes(p);
@@ -43,18 +44,24 @@ void check_group_packet(Codec& codec, const Tensor& x, int q, int s, bool exact_
     EXPECT_NEAR(st[g].step, (gmax[g] - gmin[g]) / ((1 << q) - 1), 1e-6 * (gmax[g] - gmin[g]) + 1e-30) << what;
     // Groups are ordered: everything in group g <= everything in group g + 1 (ties may straddle).
     for (int h = g + 1; h < groups; ++h)
-      if (count[h]) { EXPECT_LE(gmax[g], gmin[h]) << what << " groups " << g << "," << h; }
+      if (count[h]) {
+        EXPECT_LE(gmax[g], gmin[h]) << what << " groups " << g << "," << h;
+      }
   }
   if (exact_population) {
     // tensor_split sizes: the first n mod K groups have ceil(n/K), the others floor(n/K).
-    for (int g = 0; g < groups; ++g) { EXPECT_EQ(count[g], n / groups + (g < n % groups ? 1 : 0)) << what << " group " << g; }
+    for (int g = 0; g < groups; ++g) {
+      EXPECT_EQ(count[g], n / groups + (g < n % groups ? 1 : 0)) << what << " group " << g;
+    }
   }
   for (int64_t i = 0; i < n; ++i) {
     const uint32_t g = codes[i] >> q;
     const double mag = std::max(std::fabs(gmin[g]), std::fabs(gmax[g]));
     const double tol = st[g].step * 0.5 * (1 + 1e-5) + 4 * mag * 1.2e-7;
     ASSERT_LE(std::fabs(xv[i] - yv[i]), tol) << what << " element " << i << " group " << g;
-    if (st[g].step == 0.0f) { ASSERT_EQ(xv[i], yv[i]) << what << ": constant group must be exact"; }
+    if (st[g].step == 0.0f) {
+      ASSERT_EQ(xv[i], yv[i]) << what << ": constant group must be exact";
+    }
   }
 }
 
@@ -62,10 +69,10 @@ void check_group_packet(Codec& codec, const Tensor& x, int q, int s, bool exact_
 
 TEST(SortQuant, EqualPopulationGroupsAndPerGroupBound) {
   for (Dist d : all_dists())
-    for (auto [q, s] : std::vector<std::pair<int, int>>{{3, 1}, {6, 2}, {9, 3}, {12, 4}, {4, 4}, {1, 0}, {2, 6}}) {
+    for (auto [q, s] :
+         std::vector<std::pair<int, int>>{{3, 1}, {6, 2}, {9, 3}, {12, 4}, {4, 4}, {1, 0}, {2, 6}}) {
       auto codec = make_codec("sortquant:" + std::to_string(q) + "+" + std::to_string(s));
-      check_group_packet(*codec, make_input(d), q, s, true,
-                         std::string(dist_name(d)) + " " + codec->spec());
+      check_group_packet(*codec, make_input(d), q, s, true, std::string(dist_name(d)) + " " + codec->spec());
     }
 }
 
@@ -82,7 +89,9 @@ TEST(SortQuant, TiesStraddlingBoundariesSplitInIndexOrder) {
     EXPECT_EQ(g, expect) << "element " << i;
   }
   std::vector<double> y = codec->decode(p).to_vector();
-  for (int i = 0; i < 10; ++i) { EXPECT_EQ(y[i], 0.0); }
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(y[i], 0.0);
+  }
   // Negative zero is the same value as zero.
   v[3] = -0.0f;
   std::vector<uint32_t> codes2 = read_codes(codec->encode(dgpipe::engine::from_vector(v, {16})));
@@ -130,13 +139,15 @@ TEST(SortQuant, CudaEqualsCpuPacketForPacket) {
   DGP_SKIP_WITHOUT_CUDA();
   for (Dist d : all_dists())
     for (auto [q, s] : std::vector<std::pair<int, int>>{{3, 1}, {6, 2}, {12, 4}, {4, 4}, {2, 6}})
-      for (dgpipe::engine::Shape shape : {dist_shape(d), dgpipe::engine::Shape{64, 1280, 4, 4}, dgpipe::engine::Shape{777}}) {
+      for (dgpipe::engine::Shape shape :
+           {dist_shape(d), dgpipe::engine::Shape{64, 1280, 4, 4}, dgpipe::engine::Shape{777}}) {
         if (d == Dist::tiny && shape != dist_shape(d)) continue;
         auto codec = make_codec("sortquant:" + std::to_string(q) + "+" + std::to_string(s));
         Tensor x = make_input(d, 9, shape);
         Packet cpu = codec->encode(x);
         Packet gpu = codec->encode(x.to(dgpipe::engine::Device::cuda()));
         EXPECT_EQ(cpu.serialize(), gpu.serialize()) << dist_name(d) << " " << codec->spec();
-        EXPECT_EQ(codec->decode(cpu).to_vector(), codec->decode(gpu).to(dgpipe::engine::Device::cpu()).to_vector());
+        EXPECT_EQ(codec->decode(cpu).to_vector(),
+                  codec->decode(gpu).to(dgpipe::engine::Device::cpu()).to_vector());
       }
 }

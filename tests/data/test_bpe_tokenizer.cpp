@@ -6,8 +6,8 @@
 
 #include "data_test_paths.h"
 #include "engine/error.h"
-#include "tokenizer_golden.h"
 #include "support/test_util.h"
+#include "tokenizer_golden.h"
 
 using dgpipe::data::BpeOptions;
 using dgpipe::data::ByteLevelBpeTokenizer;
@@ -17,7 +17,9 @@ using namespace dgpipe::testing;
 
 namespace {
 
-std::string roberta_dir() { return shared_data_dir() + "/roberta-base"; }
+std::string roberta_dir() {
+  return shared_data_dir() + "/roberta-base";
+}
 
 void write_text(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary);
@@ -28,7 +30,8 @@ void write_text(const std::string& path, const std::string& text) {
 void write_tiny_bpe(const ScratchDir& dir, const std::string& merges) {
   std::string json = "{";
   int id = 0;
-  for (const char* special : {"<s>", "<pad>", "</s>", "<unk>"}) json += "\"" + std::string(special) + "\": " + std::to_string(id++) + ", ";
+  for (const char* special : {"<s>", "<pad>", "</s>", "<unk>"})
+    json += "\"" + std::string(special) + "\": " + std::to_string(id++) + ", ";
   for (int b = 0; b < 256; ++b) {
     std::string token = dgpipe::data::byte_to_unicode(static_cast<uint8_t>(b));
     if (token == "\"" || token == "\\") token = "\\" + token;
@@ -46,7 +49,8 @@ TEST(BpeTokenizer, Gpt2PreTokenizerSplitsLikeHuggingFace) {
   write_tiny_bpe(dir, "");
   ByteLevelBpeTokenizer tok(dir / "vocab.json", dir / "merges.txt");
   using V = std::vector<std::string>;
-  // Expected pieces from tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False), before the byte mapping.
+  // Expected pieces from tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False), before the byte
+  // mapping.
   EXPECT_EQ(tok.pre_tokenize("Hello world, it's  fine.\n x"),
             (V{"Hello", " world", ",", " it", "'s", " ", " fine", ".", "\n", " x"}));
   EXPECT_EQ(tok.pre_tokenize("  a  b\t\tc  "), (V{" ", " a", " ", " b", "\t", "\t", "c", "  "}));
@@ -66,8 +70,8 @@ TEST(BpeTokenizer, MergesApplyLowestRankFirst) {
   EXPECT_EQ(tok.tokenize("ab"), (std::vector<int64_t>{300}));
   EXPECT_EQ(tok.tokenize("aaa"), (std::vector<int64_t>{303, tok.token_to_id("a")}));  // leftmost pair first
   // Space is mapped to U+0120 and starts the next word's piece.
-  EXPECT_EQ(tok.tokenize("a a"), (std::vector<int64_t>{tok.token_to_id("a"), tok.token_to_id("\u0120"),
-                                                       tok.token_to_id("a")}));
+  EXPECT_EQ(tok.tokenize("a a"),
+            (std::vector<int64_t>{tok.token_to_id("a"), tok.token_to_id("\u0120"), tok.token_to_id("a")}));
   // Special-token layout: <s> A </s></s> B </s>, type ids 0, padding with <pad>.
   EncodeOptions opt;
   opt.max_length = 10;
@@ -133,6 +137,6 @@ TEST(BpeTokenizer, RobertaKnownIds) {
   EncodeOptions opt;
   opt.max_length = 0;
   const auto enc = tok->encode("Hello world, it's  fine.\n x", std::string_view("Second  one"), opt);
-  EXPECT_EQ(enc.input_ids, (std::vector<int64_t>{0, 31414, 232, 6, 24, 18, 1437, 2051, 4, 50118, 3023, 2, 2, 32703,
-                                                 1437, 65, 2}));
+  EXPECT_EQ(enc.input_ids, (std::vector<int64_t>{0, 31414, 232, 6, 24, 18, 1437, 2051, 4, 50118, 3023, 2, 2,
+                                                 32703, 1437, 65, 2}));
 }

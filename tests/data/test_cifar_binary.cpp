@@ -13,13 +13,15 @@ using dgpipe::data::CifarBinaryDataset;
 using dgpipe::data::CifarKind;
 using dgpipe::data::write_cifar_binary;
 using dgpipe::engine::Error;
-using dgpipe::testing::ScratchDir;
 using dgpipe::testing::error_of;
+using dgpipe::testing::ScratchDir;
 
 namespace {
 
 // Record r's pixel at (channel c, row y, column x) is a function of all four, so any layout mix-up shows.
-uint8_t pattern(int r, int c, int y, int x) { return static_cast<uint8_t>(r * 31 + c * 80 + y * 7 + x * 3); }
+uint8_t pattern(int r, int c, int y, int x) {
+  return static_cast<uint8_t>(r * 31 + c * 80 + y * 7 + x * 3);
+}
 
 std::vector<uint8_t> planar_pixels(int records) {
   std::vector<uint8_t> px;
@@ -38,9 +40,11 @@ std::vector<uint8_t> planar_pixels(int records) {
 TEST(CifarBinary, ReadsTheOfficialCifar10Layout) {
   ScratchDir dir;
   std::filesystem::create_directories(dir / "cifar-10-batches-bin");
-  // Written by hand (not with write_cifar_binary) so the reader is checked against the format, not against itself.
+  // Written by hand (not with write_cifar_binary) so the reader is checked against the format, not against
+  // itself.
   for (int file = 1; file <= 5; ++file) {
-    std::ofstream out(dir / ("cifar-10-batches-bin/data_batch_" + std::to_string(file) + ".bin"), std::ios::binary);
+    std::ofstream out(dir / ("cifar-10-batches-bin/data_batch_" + std::to_string(file) + ".bin"),
+                      std::ios::binary);
     for (int r = 0; r < 3; ++r) {
       const int global = (file - 1) * 3 + r;
       out.put(static_cast<char>(global % 10));
@@ -61,7 +65,8 @@ TEST(CifarBinary, ReadsTheOfficialCifar10Layout) {
     ASSERT_EQ(img.channels, 3);
     for (int y : {0, 5, 31}) {
       for (int x : {0, 17, 31}) {
-        for (int c = 0; c < 3; ++c) ASSERT_EQ(img.at(y, x, c), pattern(r, c, y, x)) << r << " " << y << " " << x;
+        for (int c = 0; c < 3; ++c)
+          ASSERT_EQ(img.at(y, x, c), pattern(r, c, y, x)) << r << " " << y << " " << x;
       }
     }
   }

@@ -36,7 +36,8 @@ TEST(Glue, OfficialLayoutsOfEveryTask) {
   EXPECT_EQ(rte.example(1).label, 1);
   EXPECT_NE(rte.describe(1).find("rte.tsv:3"), std::string::npos);
 
-  GlueDataset cola(GlueTask::cola, write_file(dir, "cola.tsv", "gj04\t1\t\tGood sentence.\ngj04\t0\t*\tBad sentence it.\n"));
+  GlueDataset cola(GlueTask::cola,
+                   write_file(dir, "cola.tsv", "gj04\t1\t\tGood sentence.\ngj04\t0\t*\tBad sentence it.\n"));
   ASSERT_EQ(cola.size(), 2);
   EXPECT_EQ(cola.example(1).text_a, "Bad sentence it.");
   EXPECT_FALSE(cola.example(1).text_b.has_value());
@@ -58,10 +59,12 @@ TEST(Glue, OfficialLayoutsOfEveryTask) {
   EXPECT_EQ(*mrpc.example(0).text_b, "So he said.");
   EXPECT_EQ(mrpc.example(0).label, 1);
 
-  GlueDataset qnli(GlueTask::qnli, write_file(dir, "qnli.tsv",
-                                              "index\tquestion\tsentence\tlabel\n0\tWho?\tHim.\tnot_entailment\n"));
+  GlueDataset qnli(
+      GlueTask::qnli,
+      write_file(dir, "qnli.tsv", "index\tquestion\tsentence\tlabel\n0\tWho?\tHim.\tnot_entailment\n"));
   EXPECT_EQ(qnli.example(0).label, 1);
-  GlueDataset rte_test(GlueTask::rte, write_file(dir, "rte_test.tsv", "index\tsentence1\tsentence2\n0\ta\tb\n"));
+  GlueDataset rte_test(GlueTask::rte,
+                       write_file(dir, "rte_test.tsv", "index\tsentence1\tsentence2\n0\ta\tb\n"));
   EXPECT_EQ(rte_test.example(0).label, -1);
 
   EXPECT_EQ(dgpipe::data::parse_glue_task("SST-2"), GlueTask::sst2);
@@ -72,13 +75,15 @@ TEST(Glue, OfficialLayoutsOfEveryTask) {
 TEST(Glue, BadRowsNameTheFileAndLine) {
   ScratchDir dir;
   std::string msg = error_of([&] {
-    GlueDataset(GlueTask::rte, write_file(dir, "cols.tsv", "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n"
-                                                           "1\tonly three\tentailment\n"));
+    GlueDataset(GlueTask::rte, write_file(dir, "cols.tsv",
+                                          "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n"
+                                          "1\tonly three\tentailment\n"));
   });
   EXPECT_NE(msg.find("cols.tsv:3"), std::string::npos) << msg;
   EXPECT_NE(msg.find("expected 4 tab-separated columns, found 3"), std::string::npos) << msg;
 
-  msg = error_of([&] { GlueDataset(GlueTask::cola, write_file(dir, "label.tsv", "gj04\t1\t\tOk.\ngj04\t2\t\tNo.\n")); });
+  msg = error_of(
+      [&] { GlueDataset(GlueTask::cola, write_file(dir, "label.tsv", "gj04\t1\t\tOk.\ngj04\t2\t\tNo.\n")); });
   EXPECT_NE(msg.find("label.tsv:2: unknown label '2'"), std::string::npos) << msg;
 
   msg = error_of([&] {
@@ -86,7 +91,8 @@ TEST(Glue, BadRowsNameTheFileAndLine) {
   });
   EXPECT_NE(msg.find("utf8.tsv:3: invalid UTF-8"), std::string::npos) << msg;
 
-  msg = error_of([&] { GlueDataset(GlueTask::rte, write_file(dir, "header.tsv", "idx\tfirst\tsecond\tlabel\n")); });
+  msg = error_of(
+      [&] { GlueDataset(GlueTask::rte, write_file(dir, "header.tsv", "idx\tfirst\tsecond\tlabel\n")); });
   EXPECT_NE(msg.find("header.tsv:1"), std::string::npos) << msg;
   EXPECT_NE(msg.find("sentence1"), std::string::npos) << msg;
 

@@ -72,7 +72,8 @@ TEST(Image, JpegDecodesCloseToItsSourceAndTruncationIsAnError) {
   ASSERT_EQ(img.height, h);
   ASSERT_EQ(img.width, w);
   double err = 0;
-  for (size_t k = 0; k < rgb.size(); ++k) err += std::abs(static_cast<int>(img.pixels[k]) - static_cast<int>(rgb[k]));
+  for (size_t k = 0; k < rgb.size(); ++k)
+    err += std::abs(static_cast<int>(img.pixels[k]) - static_cast<int>(rgb[k]));
   EXPECT_LT(err / rgb.size(), 4.0) << "a quality-95 JPEG of a smooth gradient decodes close to its source";
   try {
     decode_image(jpeg.substr(0, jpeg.size() / 2), "cut.jpg");

@@ -25,7 +25,8 @@ namespace {
 const std::vector<std::string> kCifarClasses = {"airplane", "automobile", "bird",  "cat",  "deer",
                                                 "dog",      "frog",       "horse", "ship", "truck"};
 
-// data-cache/cifar10-jpg, extracted from ../shared/data by scripts/prepare_data.sh when missing. Empty if no data.
+// data-cache/cifar10-jpg, extracted from ../shared/data by scripts/prepare_data.sh when missing. Empty if no
+// data.
 std::string cifar_jpeg_root() {
   const std::string root = source_dir() + "/data-cache/cifar10-jpg";
   if (exists(root + "/.complete")) return root;
@@ -50,7 +51,8 @@ void write_text(const std::string& path, const std::string& text) {
 
 TEST(ImageFolder, CifarJpegSetHasAllImagesWithTheirLabels) {
   const std::string root = cifar_jpeg_root();
-  if (root.empty()) GTEST_SKIP() << "CIFAR-10 JPEG set not found (" << shared_data_dir() << "/cifar10-jpg.tar.gz)";
+  if (root.empty())
+    GTEST_SKIP() << "CIFAR-10 JPEG set not found (" << shared_data_dir() << "/cifar10-jpg.tar.gz)";
   const auto t0 = std::chrono::steady_clock::now();
   ImageFolderDataset train(root + "/train"), test(root + "/test");
   const double scan_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -64,7 +66,8 @@ TEST(ImageFolder, CifarJpegSetHasAllImagesWithTheirLabels) {
     ASSERT_TRUE(label >= 0 && label < 10);
     ++per_class[label];
     // The label is the class folder the file sits in.
-    ASSERT_EQ(fs::path(train.path(i)).parent_path().filename().string(), kCifarClasses[label]) << train.path(i);
+    ASSERT_EQ(fs::path(train.path(i)).parent_path().filename().string(), kCifarClasses[label])
+        << train.path(i);
   }
   EXPECT_EQ(per_class, std::vector<int64_t>(10, 5000));
   for (int64_t i = 0; i < test.size(); i += 997) {
@@ -79,12 +82,14 @@ TEST(ImageFolder, CifarJpegSetHasAllImagesWithTheirLabels) {
     EXPECT_EQ(img.height, 32);
     EXPECT_EQ(img.width, 32);
   }
-  std::printf("[cifar-jpeg] scanned 60000 files in %.2f s; decoded 10000 test images in %.2f s\n", scan_s, decode_s);
+  std::printf("[cifar-jpeg] scanned 60000 files in %.2f s; decoded 10000 test images in %.2f s\n", scan_s,
+              decode_s);
 }
 
 TEST(ImageFolder, CifarJpegPixelsMatchPilWithinOne) {
   const std::string root = cifar_jpeg_root();
-  if (root.empty()) GTEST_SKIP() << "CIFAR-10 JPEG set not found (" << shared_data_dir() << "/cifar10-jpg.tar.gz)";
+  if (root.empty())
+    GTEST_SKIP() << "CIFAR-10 JPEG set not found (" << shared_data_dir() << "/cifar10-jpg.tar.gz)";
   std::ifstream list(fixture_path("cifar/pil_reference.txt"));
   std::ifstream pixels(fixture_path("cifar/pil_reference.bin"), std::ios::binary);
   ASSERT_TRUE(list.good() && pixels.good());
@@ -123,14 +128,15 @@ TEST(ImageFolder, CifarJpegPixelsMatchPilWithinOne) {
   }
   EXPECT_EQ(images, 20);
   const std::string decoder = dgpipe::data::jpeg_decoder_name();
-  std::printf("[cifar-jpeg] %d images, %s vs PIL: max |diff| %d, %lld of %lld values differ (%lld by more than 1)\n",
-              images, decoder.c_str(), max_diff, static_cast<long long>(differing), static_cast<long long>(total),
-              static_cast<long long>(beyond_one));
+  std::printf(
+      "[cifar-jpeg] %d images, %s vs PIL: max |diff| %d, %lld of %lld values differ (%lld by more than 1)\n",
+      images, decoder.c_str(), max_diff, static_cast<long long>(differing), static_cast<long long>(total),
+      static_cast<long long>(beyond_one));
   if (decoder == "libjpeg") {
     EXPECT_LE(max_diff, 1) << "libjpeg and PIL decodes differ by more than 1";
   } else {
-    // stb_image rounds its chroma upsampling differently from libjpeg-turbo (PIL): measured 98% of values within
-    // 1 and the rest within 3 on this sample. Build with libjpeg for exact agreement.
+    // stb_image rounds its chroma upsampling differently from libjpeg-turbo (PIL): measured 98% of values
+    // within 1 and the rest within 3 on this sample. Build with libjpeg for exact agreement.
     std::printf("[cifar-jpeg] note: stb_image JPEG build; within-1 agreement needs libjpeg (libjpeg-dev)\n");
     EXPECT_LE(max_diff, 3);
     EXPECT_LE(beyond_one * 50, total) << "more than 2% of values differ from PIL by more than 1";

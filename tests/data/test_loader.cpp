@@ -27,7 +27,8 @@ class SyntheticImages : public ImageDataset {
   int64_t size() const override { return n_; }
   Image image(int64_t index) const override {
     Image img(12, 10, 3);
-    for (size_t k = 0; k < img.pixels.size(); ++k) img.pixels[k] = static_cast<uint8_t>((index * 7 + k) % 251);
+    for (size_t k = 0; k < img.pixels.size(); ++k)
+      img.pixels[k] = static_cast<uint8_t>((index * 7 + k) % 251);
     return img;
   }
   int64_t label(int64_t index) const override { return index % 3; }
@@ -43,7 +44,8 @@ class SyntheticImages : public ImageDataset {
 // and optionally sleeps or fails on one index.
 class RecordingSource : public BatchSource {
  public:
-  RecordingSource(int64_t n, int sleep_ms = 0, int64_t fail_on = -1) : n_(n), sleep_ms_(sleep_ms), fail_on_(fail_on) {}
+  RecordingSource(int64_t n, int sleep_ms = 0, int64_t fail_on = -1)
+      : n_(n), sleep_ms_(sleep_ms), fail_on_(fail_on) {}
   int64_t size() const override { return n_; }
   Batch collate(const std::vector<int64_t>& indices, uint64_t, int64_t, bool pinned) const override {
     if (sleep_ms_) std::this_thread::sleep_for(std::chrono::milliseconds(sleep_ms_));
@@ -51,7 +53,8 @@ class RecordingSource : public BatchSource {
     Batch b;
     b.indices = indices;
     std::vector<int64_t> values(indices.begin(), indices.end());
-    b.labels = allocate_batch_tensor({static_cast<int64_t>(indices.size())}, dgpipe::engine::DType::i64, pinned);
+    b.labels =
+        allocate_batch_tensor({static_cast<int64_t>(indices.size())}, dgpipe::engine::DType::i64, pinned);
     std::copy(values.begin(), values.end(), b.labels.data<int64_t>());
     std::lock_guard<std::mutex> lock(mu_);
     storages_.push_back(b.labels.storage());
@@ -144,8 +147,8 @@ TEST(Loader, DeterministicForASeedWhateverTheWorkers) {
   const auto reference = run(0, 42, 1);
   EXPECT_EQ(run(1, 42, 1), reference);
   EXPECT_EQ(run(4, 42, 1), reference);
-  EXPECT_NE(run(2, 42, 2).first, reference.first);   // another epoch: another order
-  EXPECT_NE(run(2, 43, 1).first, reference.first);   // another seed: another order
+  EXPECT_NE(run(2, 42, 2).first, reference.first);  // another epoch: another order
+  EXPECT_NE(run(2, 43, 1).first, reference.first);  // another seed: another order
   // Same order but different augmentation across epochs: compare sample 0's pixels in epochs 1 and 2.
   LoaderOptions no_shuffle;
   no_shuffle.shuffle = false;
@@ -237,7 +240,7 @@ TEST(Loader, WorkerErrorsReachTheConsumer) {
     EXPECT_NE(std::string(e.what()).find("sample 12 is broken"), std::string::npos) << e.what();
   }
   EXPECT_FALSE(loader.next(b));  // the epoch is stopped after an error
-  loader.start_epoch(1);          // and the loader can start again
+  loader.start_epoch(1);         // and the loader can start again
   ASSERT_TRUE(loader.next(b));
 }
 
@@ -245,7 +248,9 @@ TEST(Loader, ImageSizeMismatchIsNamed) {
   class Mixed : public SyntheticImages {
    public:
     Mixed() : SyntheticImages(4) {}
-    Image image(int64_t index) const override { return index == 2 ? Image(5, 5, 3) : SyntheticImages::image(index); }
+    Image image(int64_t index) const override {
+      return index == 2 ? Image(5, 5, 3) : SyntheticImages::image(index);
+    }
   };
   ImageBatchSource source(std::make_shared<Mixed>(), Compose(), Normalize());
   try {

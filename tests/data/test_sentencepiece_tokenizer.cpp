@@ -17,13 +17,15 @@ namespace {
 std::string train_tiny_model(const ScratchDir& dir) {
   {
     std::ofstream corpus(dir / "corpus.txt");
-    const char* words[] = {"the", "cat", "sat", "on", "mat", "dog", "ran", "far", "away", "quickly", "slowly"};
+    const char* words[] = {"the", "cat", "sat",  "on",      "mat",   "dog",
+                           "ran", "far", "away", "quickly", "slowly"};
     for (int i = 0; i < 600; ++i) {
       for (int k = 0; k < 7; ++k) corpus << words[(i * 7 + k * 3 + i / 5) % 11] << (k < 6 ? " " : "\n");
     }
   }
-  train_sentencepiece(dir / "corpus.txt", dir / "tiny", 40,
-                      {{"model_type", "unigram"}, {"pad_id", "3"}, {"num_threads", "1"}, {"minloglevel", "2"}});
+  train_sentencepiece(
+      dir / "corpus.txt", dir / "tiny", 40,
+      {{"model_type", "unigram"}, {"pad_id", "3"}, {"num_threads", "1"}, {"minloglevel", "2"}});
   return dir / "tiny.model";
 }
 

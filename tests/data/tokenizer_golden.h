@@ -1,5 +1,6 @@
-// Reads the tokenizer parity goldens (tests/data/tokenizer/*.txt, written by scripts/gen_tokenizer_goldens.py) and
-// checks a tokenizer against one of them on the GLUE dev set it was made from.
+// Reads the tokenizer parity goldens (tests/data/tokenizer/*.txt, written by
+// scripts/gen_tokenizer_goldens.py) and checks a tokenizer against one of them on the GLUE dev set it was
+// made from.
 #pragma once
 #include <gtest/gtest.h>
 
@@ -57,13 +58,15 @@ inline TokenizerGolden read_tokenizer_golden(const std::string& path) {
   return golden;
 }
 
-// Encodes every example of the golden's GLUE dev set; returns the fraction identical in ids, mask and type ids.
-inline double tokenizer_parity(const data::Tokenizer& tokenizer, const std::string& golden_file, bool check_type_ids) {
+// Encodes every example of the golden's GLUE dev set; returns the fraction identical in ids, mask and type
+// ids.
+inline double tokenizer_parity(const data::Tokenizer& tokenizer, const std::string& golden_file,
+                               bool check_type_ids) {
   const TokenizerGolden golden = read_tokenizer_golden(fixture_path("tokenizer/" + golden_file));
   const std::string glue = shared_data_dir() + "/glue";
-  const data::GlueDataset dataset = golden.set == "rte_dev"
-                                        ? data::GlueDataset::from_directory(glue, data::GlueTask::rte, "dev")
-                                        : data::GlueDataset::from_directory(glue, data::GlueTask::cola, "dev");
+  const data::GlueDataset dataset =
+      golden.set == "rte_dev" ? data::GlueDataset::from_directory(glue, data::GlueTask::rte, "dev")
+                              : data::GlueDataset::from_directory(glue, data::GlueTask::cola, "dev");
   EXPECT_EQ(dataset.size(), static_cast<int64_t>(golden.expected.size())) << golden_file;
   data::EncodeOptions options;
   options.max_length = golden.max_length;
@@ -77,13 +80,13 @@ inline double tokenizer_parity(const data::Tokenizer& tokenizer, const std::stri
                       (!check_type_ids || got.token_type_ids == want.token_type_ids);
     identical += same;
     if (!same && reported++ < 3) {
-      ADD_FAILURE() << golden_file << " example " << i << " (" << dataset.describe(i) << ") differs: '" << ex.text_a
-                    << "'";
+      ADD_FAILURE() << golden_file << " example " << i << " (" << dataset.describe(i) << ") differs: '"
+                    << ex.text_a << "'";
     }
   }
   const double parity = static_cast<double>(identical) / static_cast<double>(golden.expected.size());
-  std::printf("[parity] %s: %lld / %zu identical (%.2f%%)\n", golden_file.c_str(), static_cast<long long>(identical),
-              golden.expected.size(), 100.0 * parity);
+  std::printf("[parity] %s: %lld / %zu identical (%.2f%%)\n", golden_file.c_str(),
+              static_cast<long long>(identical), golden.expected.size(), 100.0 * parity);
   return parity;
 }
 

@@ -1,5 +1,5 @@
-// Autocast policy, precision parsing and fp32 master weights (engine/amp.h). Runs on the CPU (f16/bf16 storage
-// there is computed in f32); the CUDA variant of the autocast step runs when a device exists.
+// Autocast policy, precision parsing and fp32 master weights (engine/amp.h). Runs on the CPU (f16/bf16
+// storage there is computed in f32); the CUDA variant of the autocast step runs when a device exists.
 #include <gtest/gtest.h>
 
 #include "engine/amp.h"
@@ -27,7 +27,8 @@ TEST(Amp, PolicyCastsGemmsDownAndReductionsUp) {
     Tensor h = x.to(DType::bf16);
     EXPECT_EQ(amp::autocast(h, "softmax").dtype(), DType::f32);
     EXPECT_EQ(amp::autocast(h, "relu").dtype(), DType::bf16) << "keep-policy ops leave the dtype alone";
-    EXPECT_EQ(amp::autocast(x.to(DType::f64), "matmul").dtype(), DType::f64) << "the f64 oracle is never lowered";
+    EXPECT_EQ(amp::autocast(x.to(DType::f64), "matmul").dtype(), DType::f64)
+        << "the f64 oracle is never lowered";
     EXPECT_EQ(amp::autocast(arange(0, 3), "matmul").dtype(), DType::i64);
   }
   EXPECT_FALSE(amp::autocast_enabled());
@@ -43,7 +44,8 @@ void check_autocast_linear(Device device) {
   amp::AutocastGuard ac(true, DType::f16);
   Tensor y = linear(amp::autocast(x, "linear"), amp::autocast(w, "linear"));
   EXPECT_EQ(y.dtype(), DType::f16);
-  EXPECT_LE(dgpipe::testing::max_rel_diff(y.to(DType::f32).to(Device::cpu()), ref.detach().to(Device::cpu())), 1e-2);
+  EXPECT_LE(dgpipe::testing::max_rel_diff(y.to(DType::f32).to(Device::cpu()), ref.detach().to(Device::cpu())),
+            1e-2);
   Tensor loss = sum(amp::autocast(y, "sum"));
   EXPECT_EQ(loss.dtype(), DType::f32);
   loss.backward();
@@ -51,7 +53,9 @@ void check_autocast_linear(Device device) {
   EXPECT_EQ(w.grad().dtype(), DType::f32);
 }
 
-TEST(Amp, AutocastLinearCpu) { check_autocast_linear(Device::cpu()); }
+TEST(Amp, AutocastLinearCpu) {
+  check_autocast_linear(Device::cpu());
+}
 
 TEST(Amp, AutocastLinearCuda) {
   DGP_SKIP_WITHOUT_CUDA();

@@ -1,5 +1,6 @@
 // batch_norm2d: PyTorch goldens (train output, updated running stats, eval output), hand-checked running-stat
-// updates, finite-difference gradients in train and eval mode (with and without affine, strided inputs), errors.
+// updates, finite-difference gradients in train and eval mode (with and without affine, strided inputs),
+// errors.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -14,11 +15,11 @@
 #include "support/test_util.h"
 
 using namespace dgpipe::engine;
+using dgpipe::testing::error_of;
 using dgpipe::testing::golden_tensor;
 using dgpipe::testing::load_golden_json;
 using dgpipe::testing::max_rel_diff;
 using dgpipe::testing::random_leaf;
-using dgpipe::testing::error_of;
 
 namespace {
 
@@ -40,12 +41,15 @@ TEST(BatchNorm, MatchesPyTorchTrainThenEval) {
     Tensor rm = golden_tensor(c.at("running_mean"), dt), rv = golden_tensor(c.at("running_var"), dt);
     Tensor y = batch_norm2d(golden_tensor(c.at("input"), dt), w, b, rm, rv, true, momentum, eps);
     EXPECT_LT(max_rel_diff(y, golden_tensor(c.at("output_train"), DType::f64)), 1e-5) << dtype_name(dt);
-    EXPECT_LT(max_rel_diff(rm, golden_tensor(c.at("running_mean_after"), DType::f64)), 1e-5) << dtype_name(dt);
+    EXPECT_LT(max_rel_diff(rm, golden_tensor(c.at("running_mean_after"), DType::f64)), 1e-5)
+        << dtype_name(dt);
     EXPECT_LT(max_rel_diff(rv, golden_tensor(c.at("running_var_after"), DType::f64)), 1e-5) << dtype_name(dt);
     Tensor ye = batch_norm2d(golden_tensor(c.at("eval_input"), dt), w, b, rm, rv, false, momentum, eps);
     EXPECT_LT(max_rel_diff(ye, golden_tensor(c.at("output_eval"), DType::f64)), 1e-5) << dtype_name(dt);
-    Tensor yn = batch_norm2d(golden_tensor(c.at("input"), dt), Tensor(), Tensor(), Tensor(), Tensor(), true, momentum, eps);
-    EXPECT_LT(max_rel_diff(yn, golden_tensor(c.at("output_train_noaffine"), DType::f64)), 1e-5) << dtype_name(dt);
+    Tensor yn = batch_norm2d(golden_tensor(c.at("input"), dt), Tensor(), Tensor(), Tensor(), Tensor(), true,
+                             momentum, eps);
+    EXPECT_LT(max_rel_diff(yn, golden_tensor(c.at("output_train_noaffine"), DType::f64)), 1e-5)
+        << dtype_name(dt);
   }
 }
 
@@ -85,7 +89,8 @@ TEST(BatchNorm, RunningStatsThroughStridedView) {
 }
 
 TEST(BatchNorm, GradTraining) {
-  Tensor x = random_leaf({3, 2, 3, 2}, -2, 2, 41), w = random_leaf({2}, 0.5, 1.5, 42), b = random_leaf({2}, -1, 1, 43);
+  Tensor x = random_leaf({3, 2, 3, 2}, -2, 2, 41), w = random_leaf({2}, 0.5, 1.5, 42),
+         b = random_leaf({2}, -1, 1, 43);
   EXPECT_GRADCHECK(
       [](const std::vector<Tensor>& in) {
         return batch_norm2d(in[0], in[1], in[2], Tensor(), Tensor(), true, kMomentum, kEps);
@@ -110,7 +115,8 @@ TEST(BatchNorm, GradTrainingNoAffine) {
 }
 
 TEST(BatchNorm, GradEval) {
-  Tensor x = random_leaf({2, 3, 3, 3}, -2, 2, 45), w = random_leaf({3}, 0.5, 1.5, 46), b = random_leaf({3}, -1, 1, 47);
+  Tensor x = random_leaf({2, 3, 3, 3}, -2, 2, 45), w = random_leaf({3}, 0.5, 1.5, 46),
+         b = random_leaf({3}, -1, 1, 47);
   Tensor rm = from_vector(std::vector<double>{0.1, -0.3, 0.5}, {3}, DType::f64);
   Tensor rv = from_vector(std::vector<double>{0.8, 1.5, 2.0}, {3}, DType::f64);
   EXPECT_GRADCHECK(
@@ -153,7 +159,8 @@ TEST(BatchNorm, TrainingOutputIsNormalised) {
 
 TEST(BatchNorm, ErrorsNameOpAndShapes) {
   Tensor x = zeros({2, 3, 4, 4});
-  std::string msg = error_of([&] { batch_norm2d(x, ones({4}), Tensor(), Tensor(), Tensor(), true, 0.1, 1e-5); });
+  std::string msg =
+      error_of([&] { batch_norm2d(x, ones({4}), Tensor(), Tensor(), Tensor(), true, 0.1, 1e-5); });
   EXPECT_NE(msg.find("batch_norm2d"), std::string::npos) << msg;
   EXPECT_NE(msg.find("weight"), std::string::npos) << msg;
   EXPECT_NE(msg.find("[2,3,4,4]"), std::string::npos) << msg;
@@ -164,11 +171,14 @@ TEST(BatchNorm, ErrorsNameOpAndShapes) {
   EXPECT_NE(msg.find("eval"), std::string::npos) << msg;
   EXPECT_NE(msg.find("[2,3,4,4]"), std::string::npos) << msg;
 
-  msg = error_of([&] { batch_norm2d(zeros({1, 3, 1, 1}), Tensor(), Tensor(), Tensor(), Tensor(), true, 0.1, 1e-5); });
+  msg = error_of([&] {
+    batch_norm2d(zeros({1, 3, 1, 1}), Tensor(), Tensor(), Tensor(), Tensor(), true, 0.1, 1e-5);
+  });
   EXPECT_NE(msg.find("more than 1 value per channel"), std::string::npos) << msg;
   EXPECT_NE(msg.find("[1,3,1,1]"), std::string::npos) << msg;
 
-  msg = error_of([&] { batch_norm2d(x, ones({3}, DType::f64), Tensor(), Tensor(), Tensor(), true, 0.1, 1e-5); });
+  msg = error_of(
+      [&] { batch_norm2d(x, ones({3}, DType::f64), Tensor(), Tensor(), Tensor(), true, 0.1, 1e-5); });
   EXPECT_NE(msg.find("dtype"), std::string::npos) << msg;
 
   msg = error_of([&] { batch_norm2d(x, Tensor(), Tensor(), zeros({3}), Tensor(), true, 0.1, 1e-5); });

@@ -14,11 +14,11 @@
 #include "support/test_util.h"
 
 using namespace dgpipe::engine;
+using dgpipe::testing::error_of;
 using dgpipe::testing::golden_tensor;
 using dgpipe::testing::load_golden_json;
 using dgpipe::testing::max_rel_diff;
 using dgpipe::testing::random_leaf;
-using dgpipe::testing::error_of;
 
 namespace {
 
@@ -59,7 +59,8 @@ TEST_P(ConvGolden, MatchesPyTorch) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, ConvGolden,
-                         ::testing::Values("conv_groups_dilation", "conv_depthwise", "conv_pointwise", "conv_3x3"));
+                         ::testing::Values("conv_groups_dilation", "conv_depthwise", "conv_pointwise",
+                                           "conv_3x3"));
 
 TEST(Conv2d, HandComputedValue) {
   // 1 channel 3x3 input, 2x2 all-ones kernel, no padding: each output is the sum of a 2x2 block, plus bias.
@@ -85,8 +86,9 @@ TEST(Conv2d, GradStride2Padding) {
 
 TEST(Conv2d, GradDilation2) {
   Tensor x = random_leaf({1, 2, 7, 7}, -1, 1, 7), w = random_leaf({3, 2, 3, 3}, -1, 1, 8);
-  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], Tensor(), params(1, 2, 2)); },
-                   std::vector<Tensor>({x, w}));
+  EXPECT_GRADCHECK(
+      [](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], Tensor(), params(1, 2, 2)); },
+      std::vector<Tensor>({x, w}));
 }
 
 TEST(Conv2d, GradGroups2WithAsymmetricParams) {
@@ -101,18 +103,22 @@ TEST(Conv2d, GradGroups2WithAsymmetricParams) {
 TEST(Conv2d, GradDepthwise) {
   Tensor x = random_leaf({2, 3, 6, 5}, -1, 1, 12), w = random_leaf({3, 1, 3, 3}, -1, 1, 13),
          b = random_leaf({3}, -1, 1, 14);
-  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], in[2], params(1, 1, 1, 3)); },
-                   std::vector<Tensor>({x, w, b}));
-  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], in[2], params(2, 1, 1, 3)); },
-                   std::vector<Tensor>({x, w, b}));
-  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], in[2], params(1, 2, 2, 3)); },
-                   std::vector<Tensor>({x, w, b}));
+  EXPECT_GRADCHECK(
+      [](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], in[2], params(1, 1, 1, 3)); },
+      std::vector<Tensor>({x, w, b}));
+  EXPECT_GRADCHECK(
+      [](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], in[2], params(2, 1, 1, 3)); },
+      std::vector<Tensor>({x, w, b}));
+  EXPECT_GRADCHECK(
+      [](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], in[2], params(1, 2, 2, 3)); },
+      std::vector<Tensor>({x, w, b}));
 }
 
 TEST(Conv2d, GradDepthwiseChannelMultiplier) {
   Tensor x = random_leaf({1, 2, 5, 5}, -1, 1, 15), w = random_leaf({4, 1, 3, 3}, -1, 1, 16);
-  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], Tensor(), params(2, 1, 1, 2)); },
-                   std::vector<Tensor>({x, w}));
+  EXPECT_GRADCHECK(
+      [](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], Tensor(), params(2, 1, 1, 2)); },
+      std::vector<Tensor>({x, w}));
 }
 
 TEST(Conv2d, GradPointwise) {
@@ -126,7 +132,8 @@ TEST(Conv2d, GradPointwise) {
 }
 
 TEST(Conv2d, GradNonContiguousInputs) {
-  // A channels-last leaf seen as NCHW through permute, and a weight seen through a transpose of its kh/kw dims.
+  // A channels-last leaf seen as NCHW through permute, and a weight seen through a transpose of its kh/kw
+  // dims.
   Tensor x_nhwc = random_leaf({2, 5, 4, 3}, -1, 1, 20), w_t = random_leaf({4, 3, 3, 2}, -1, 1, 21);
   EXPECT_GRADCHECK(
       [](const std::vector<Tensor>& in) {
@@ -149,12 +156,14 @@ TEST(Conv2d, GradNonContiguousInputs) {
 TEST(Conv2d, GradOnlyForRequestedInputs) {
   Tensor x = random_leaf({1, 2, 4, 4}, -1, 1, 24);
   Tensor w_const = random_leaf({3, 2, 3, 3}, -1, 1, 25).detach();
-  EXPECT_GRADCHECK([w_const](const std::vector<Tensor>& in) { return conv2d(in[0], w_const, Tensor(), params(1, 1)); },
-                   std::vector<Tensor>({x}));
+  EXPECT_GRADCHECK(
+      [w_const](const std::vector<Tensor>& in) { return conv2d(in[0], w_const, Tensor(), params(1, 1)); },
+      std::vector<Tensor>({x}));
   Tensor x_const = random_leaf({1, 2, 4, 4}, -1, 1, 26).detach();
   Tensor w = random_leaf({3, 2, 3, 3}, -1, 1, 27);
-  EXPECT_GRADCHECK([x_const](const std::vector<Tensor>& in) { return conv2d(x_const, in[0], Tensor(), params(1, 1)); },
-                   std::vector<Tensor>({w}));
+  EXPECT_GRADCHECK(
+      [x_const](const std::vector<Tensor>& in) { return conv2d(x_const, in[0], Tensor(), params(1, 1)); },
+      std::vector<Tensor>({w}));
   Tensor y = conv2d(x_const, w.detach(), Tensor(), params(1, 1));
   EXPECT_FALSE(y.requires_grad());
 }

@@ -1,7 +1,7 @@
-// The caching allocator (engine/cuda/allocator.cu): reuse without new driver allocations, block splitting, stream
-// ordering (no cross-stream reuse; record_stream holds a block back), peak accounting, empty_cache, and a clear
-// out-of-memory error. Streams and events are exercised along the way. Skipped without a CUDA device; the
-// CPU-only checks at the end run everywhere.
+// The caching allocator (engine/cuda/allocator.cu): reuse without new driver allocations, block splitting,
+// stream ordering (no cross-stream reuse; record_stream holds a block back), peak accounting, empty_cache,
+// and a clear out-of-memory error. Streams and events are exercised along the way. Skipped without a CUDA
+// device; the CPU-only checks at the end run everywhere.
 #include <gtest/gtest.h>
 
 #include "engine/cuda.h"
@@ -11,7 +11,9 @@
 using namespace dgpipe::engine;
 
 namespace {
-Tensor dev_bytes(int64_t nbytes) { return empty({nbytes}, TensorOptions(DType::u8, Device::cuda(0))); }
+Tensor dev_bytes(int64_t nbytes) {
+  return empty({nbytes}, TensorOptions(DType::u8, Device::cuda(0)));
+}
 }  // namespace
 
 TEST(CudaAllocator, ReusesFreedBlocksWithoutDriverCalls) {
@@ -31,7 +33,8 @@ TEST(CudaAllocator, SplitsSegmentsForSmallRequests) {
   cuda::empty_cache();
   uint64_t mallocs = cuda::memory_stats().num_device_mallocs;
   Tensor a = dev_bytes(1000), b = dev_bytes(1000), c = dev_bytes(70000);
-  // Three small requests fit one 2 MiB segment: one driver allocation, blocks side by side (rounded to 512 B).
+  // Three small requests fit one 2 MiB segment: one driver allocation, blocks side by side (rounded to 512
+  // B).
   EXPECT_EQ(cuda::memory_stats().num_device_mallocs, mallocs + 1);
   EXPECT_EQ(static_cast<char*>(b.raw_data()) - static_cast<char*>(a.raw_data()), 1024);
 }

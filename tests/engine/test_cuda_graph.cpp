@@ -1,6 +1,6 @@
-// CUDA graph capture of a steady-state training step (forward, backward and SGD update of a small MLP): after a
-// warm-up, the step is captured once and replayed; replays must give the same parameters as running the step
-// eagerly, and must not allocate from the driver.
+// CUDA graph capture of a steady-state training step (forward, backward and SGD update of a small MLP): after
+// a warm-up, the step is captured once and replayed; replays must give the same parameters as running the
+// step eagerly, and must not allocate from the driver.
 #include <gtest/gtest.h>
 
 #include "engine/cuda.h"
@@ -29,8 +29,8 @@ Mlp make_mlp(uint64_t seed) {
   return m;
 }
 
-// One step. Gradients are reset to "none" first, so every step allocates them afresh (inside a capture: from the
-// graph's private pool) instead of accumulating.
+// One step. Gradients are reset to "none" first, so every step allocates them afresh (inside a capture: from
+// the graph's private pool) instead of accumulating.
 void train_step(Mlp& m, SGD& opt, const Tensor& x, const Tensor& y) {
   for (Tensor& p : std::vector<Tensor>{m.w1, m.b1, m.w2}) p.zero_grad();
   Tensor h = gelu(add(matmul(x, m.w1), m.b1));
@@ -57,8 +57,8 @@ TEST(CudaGraph, CapturesAndReplaysATrainingStep) {
   Mlp eager = make_mlp(1), graphed = make_mlp(1);
   SGD opt_eager(eager.params(), so), opt_graphed(graphed.params(), so);
 
-  // Warm-up on the capture stream: the allocator caches every block the step needs, cuBLAS makes its handle and
-  // the momentum buffers exist.
+  // Warm-up on the capture stream: the allocator caches every block the step needs, cuBLAS makes its handle
+  // and the momentum buffers exist.
   for (int i = 0; i < 3; ++i) {
     train_step(eager, opt_eager, x, y);
     train_step(graphed, opt_graphed, x, y);
@@ -79,7 +79,8 @@ TEST(CudaGraph, CapturesAndReplaysATrainingStep) {
   stream.synchronize();
   EXPECT_EQ(cuda::memory_stats().num_device_mallocs, mallocs) << "replays must not allocate";
   for (size_t i = 0; i < 3; ++i)
-    EXPECT_LE(max_rel_diff(graphed.params()[i].detach().to(Device::cpu()), eager.params()[i].detach().to(Device::cpu())),
+    EXPECT_LE(max_rel_diff(graphed.params()[i].detach().to(Device::cpu()),
+                           eager.params()[i].detach().to(Device::cpu())),
               1e-6)
         << "parameter " << i;
 }

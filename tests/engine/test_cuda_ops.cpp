@@ -1,6 +1,6 @@
-// Every CUDA op against its CPU twin on random inputs: forward values and the gradients of every input, for several
-// shapes (odd sizes, non-contiguous views made inside the op lambda), and f16/bf16 variants against fp32 with
-// tolerances. Skipped, with a message, when no CUDA device is present.
+// Every CUDA op against its CPU twin on random inputs: forward values and the gradients of every input, for
+// several shapes (odd sizes, non-contiguous views made inside the op lambda), and f16/bf16 variants against
+// fp32 with tolerances. Skipped, with a message, when no CUDA device is present.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -30,9 +30,10 @@ struct Run {
   std::vector<Tensor> grads;
 };
 
-// Runs f on copies of inputs placed on `device` in `dtype` (floating inputs only; others keep their dtype), and
-// back-propagates sum(out * direction). Gradients come back as f32 CPU tensors.
-Run run_on(const OpFn& f, const Inputs& inputs, Device device, DType dtype, const Tensor& direction, bool backward) {
+// Runs f on copies of inputs placed on `device` in `dtype` (floating inputs only; others keep their dtype),
+// and back-propagates sum(out * direction). Gradients come back as f32 CPU tensors.
+Run run_on(const OpFn& f, const Inputs& inputs, Device device, DType dtype, const Tensor& direction,
+           bool backward) {
   Inputs xs;
   for (const Tensor& x : inputs) {
     Tensor t = x.detach();
@@ -47,7 +48,8 @@ Run run_on(const OpFn& f, const Inputs& inputs, Device device, DType dtype, cons
     Tensor w = direction.to(r.out.dtype()).to(device);
     sum(mul(r.out, w)).backward();
     for (const Tensor& x : xs)
-      r.grads.push_back(x.requires_grad() && x.grad().defined() ? x.grad().to(Device::cpu()).to(DType::f32) : Tensor());
+      r.grads.push_back(x.requires_grad() && x.grad().defined() ? x.grad().to(Device::cpu()).to(DType::f32)
+                                                                : Tensor());
   }
   r.out = r.out.detach().to(Device::cpu());
   if (is_floating(r.out.dtype())) r.out = r.out.to(DType::f32);
@@ -60,7 +62,8 @@ void expect_twin(const std::string& name, const OpFn& f, const Inputs& inputs, d
   SCOPED_TRACE(name + " (" + dtype_name(dtype) + ")");
   Run cpu = run_on(f, inputs, Device::cpu(), DType::f32, Tensor(), false);
   Tensor direction = rnd(cpu.out.shape(), 99);
-  if (backward && is_floating(cpu.out.dtype())) cpu = run_on(f, inputs, Device::cpu(), DType::f32, direction, true);
+  if (backward && is_floating(cpu.out.dtype()))
+    cpu = run_on(f, inputs, Device::cpu(), DType::f32, direction, true);
   bool bw = backward && is_floating(cpu.out.dtype());
   Run gpu = run_on(f, inputs, Device::cuda(0), dtype, direction, bw);
   ASSERT_EQ(gpu.out.shape(), cpu.out.shape());
@@ -72,7 +75,9 @@ void expect_twin(const std::string& name, const OpFn& f, const Inputs& inputs, d
   }
 }
 
-double tol_for(DType t) { return t == DType::f16 ? 2e-2 : (t == DType::bf16 ? 8e-2 : 1e-4); }
+double tol_for(DType t) {
+  return t == DType::f16 ? 2e-2 : (t == DType::bf16 ? 8e-2 : 1e-4);
+}
 
 }  // namespace
 
@@ -90,7 +95,8 @@ TEST_F(CudaOps, ElementwiseBinaryWithBroadcastAndViews) {
     expect_twin("div", [](const Inputs& x) { return div(x[0], x[1]); }, {rnd(s, 7), rnd(s, 8, 0.5, 2.0)});
   }
   // Non-contiguous: transposed and sliced operands.
-  expect_twin("add transposed", [](const Inputs& x) { return add(x[0].t(), x[1]); }, {rnd({5, 3}, 9), rnd({3, 5}, 10)});
+  expect_twin("add transposed", [](const Inputs& x) { return add(x[0].t(), x[1]); },
+              {rnd({5, 3}, 9), rnd({3, 5}, 10)});
   expect_twin("mul sliced", [](const Inputs& x) { return mul(x[0].slice(1, 1, 8, 2), x[1]); },
               {rnd({4, 9}, 11), rnd({4, 4}, 12)});
 }
@@ -116,7 +122,8 @@ TEST_F(CudaOps, ElementwiseUnary) {
 
 TEST_F(CudaOps, CompareWhereAndFinite) {
   Tensor a = rnd({4, 6}, 30), b = rnd({4, 6}, 31);
-  expect_twin("gt", [](const Inputs& v) { return cast(gt(v[0], v[1]), DType::f32); }, {a, b}, 0, DType::f32, false);
+  expect_twin(
+      "gt", [](const Inputs& v) { return cast(gt(v[0], v[1]), DType::f32); }, {a, b}, 0, DType::f32, false);
   expect_twin("where", [](const Inputs& v) { return where(gt(v[0], 0.0), v[0], v[1]); }, {a, b});
   Tensor g = a.to(Device::cuda(0));
   EXPECT_TRUE(isfinite_all(g));
@@ -126,14 +133,19 @@ TEST_F(CudaOps, CompareWhereAndFinite) {
 
 TEST_F(CudaOps, Reductions) {
   for (Shape s : {Shape{5, 7}, Shape{3, 1500}, Shape{2, 70000}, Shape{4, 5, 6}}) {
-    expect_twin("sum all", [](const Inputs& v) { return sum(v[0]); }, {rnd(s, 40)}, 1e-4);
-    expect_twin("sum dim0", [](const Inputs& v) { return sum(v[0], {0}); }, {rnd(s, 41)}, 1e-4);
-    expect_twin("mean last", [](const Inputs& v) { return mean(v[0], {-1}, true); }, {rnd(s, 42)}, 1e-4);
-    expect_twin("var", [](const Inputs& v) { return var(v[0], {-1}); }, {rnd(s, 43)}, 1e-3);
+    expect_twin(
+        "sum all", [](const Inputs& v) { return sum(v[0]); }, {rnd(s, 40)}, 1e-4);
+    expect_twin(
+        "sum dim0", [](const Inputs& v) { return sum(v[0], {0}); }, {rnd(s, 41)}, 1e-4);
+    expect_twin(
+        "mean last", [](const Inputs& v) { return mean(v[0], {-1}, true); }, {rnd(s, 42)}, 1e-4);
+    expect_twin(
+        "var", [](const Inputs& v) { return var(v[0], {-1}); }, {rnd(s, 43)}, 1e-3);
     expect_twin("max", [](const Inputs& v) { return max(v[0], -1).values; }, {rnd(s, 44)});
     expect_twin("min dim0", [](const Inputs& v) { return min(v[0], 0).values; }, {rnd(s, 45)});
-    expect_twin("argmax", [](const Inputs& v) { return cast(argmax(v[0], -1), DType::f32); }, {rnd(s, 46)}, 0,
-                DType::f32, false);
+    expect_twin(
+        "argmax", [](const Inputs& v) { return cast(argmax(v[0], -1), DType::f32); }, {rnd(s, 46)}, 0,
+        DType::f32, false);
   }
 }
 
@@ -141,16 +153,25 @@ TEST_F(CudaOps, ShapeOps) {
   Tensor idx = from_vector(std::vector<int64_t>{2, 0, 2, 1}, {4});
   expect_twin("index_select", [idx](const Inputs& v) { return index_select(v[0], 1, idx.to(v[0].device())); },
               {rnd({3, 4, 5}, 50)});
-  expect_twin("concat", [](const Inputs& v) { return concat({v[0], v[1].t()}, 0); }, {rnd({2, 3}, 51), rnd({3, 4}, 52)});
+  expect_twin("concat",
+              [](const Inputs& v) {
+                return concat({v[0], v[1].t()}, 0);
+              },
+              {rnd({2, 3}, 51), rnd({3, 4}, 52)});
   expect_twin("stack/chunk", [](const Inputs& v) { return stack(chunk(v[0], 3, 1), 0); }, {rnd({2, 9}, 53)});
 }
 
 TEST_F(CudaOps, MatmulShapes) {
-  expect_twin("matmul 2d", [](const Inputs& v) { return matmul(v[0], v[1]); }, {rnd({7, 13}, 60), rnd({13, 5}, 61)});
-  expect_twin("matmul A^T", [](const Inputs& v) { return matmul(v[0].t(), v[1]); }, {rnd({13, 7}, 62), rnd({13, 5}, 63)});
-  expect_twin("matmul B^T", [](const Inputs& v) { return matmul(v[0], v[1].t()); }, {rnd({7, 13}, 64), rnd({5, 13}, 65)});
-  expect_twin("bmm", [](const Inputs& v) { return bmm(v[0], v[1]); }, {rnd({3, 4, 9}, 66), rnd({3, 9, 2}, 67)});
-  expect_twin("batched bcast", [](const Inputs& v) { return matmul(v[0], v[1]); }, {rnd({2, 3, 4, 5}, 68), rnd({5, 6}, 69)});
+  expect_twin("matmul 2d", [](const Inputs& v) { return matmul(v[0], v[1]); },
+              {rnd({7, 13}, 60), rnd({13, 5}, 61)});
+  expect_twin("matmul A^T", [](const Inputs& v) { return matmul(v[0].t(), v[1]); },
+              {rnd({13, 7}, 62), rnd({13, 5}, 63)});
+  expect_twin("matmul B^T", [](const Inputs& v) { return matmul(v[0], v[1].t()); },
+              {rnd({7, 13}, 64), rnd({5, 13}, 65)});
+  expect_twin("bmm", [](const Inputs& v) { return bmm(v[0], v[1]); },
+              {rnd({3, 4, 9}, 66), rnd({3, 9, 2}, 67)});
+  expect_twin("batched bcast", [](const Inputs& v) { return matmul(v[0], v[1]); },
+              {rnd({2, 3, 4, 5}, 68), rnd({5, 6}, 69)});
   expect_twin("vector", [](const Inputs& v) { return matmul(v[0], v[1]); }, {rnd({5}, 70), rnd({5, 3}, 71)});
   expect_twin("linear", [](const Inputs& v) { return linear(v[0], v[1], v[2]); },
               {rnd({6, 10}, 72), rnd({4, 10}, 73), rnd({4}, 74)});
@@ -170,12 +191,14 @@ TEST_F(CudaOps, Convolution) {
   Conv2dParams depthwise;
   depthwise.groups = 4;
   depthwise.pad_h = depthwise.pad_w = 1;
-  for (const Case& c : {Case{{2, 3, 9, 7}, {5, 3, 3, 3}, Conv2dParams{}}, Case{{2, 3, 10, 10}, {4, 3, 3, 3}, strided},
-                        Case{{1, 2, 9, 9}, {3, 2, 3, 3}, dilated}, Case{{2, 4, 8, 8}, {4, 1, 3, 3}, depthwise},
-                        Case{{3, 8, 5, 5}, {6, 8, 1, 1}, Conv2dParams{}}}) {
+  for (const Case& c :
+       {Case{{2, 3, 9, 7}, {5, 3, 3, 3}, Conv2dParams{}}, Case{{2, 3, 10, 10}, {4, 3, 3, 3}, strided},
+        Case{{1, 2, 9, 9}, {3, 2, 3, 3}, dilated}, Case{{2, 4, 8, 8}, {4, 1, 3, 3}, depthwise},
+        Case{{3, 8, 5, 5}, {6, 8, 1, 1}, Conv2dParams{}}}) {
     Conv2dParams p = c.p;
-    expect_twin("conv2d", [p](const Inputs& v) { return conv2d(v[0], v[1], v[2], p); },
-                {rnd(c.x, 80), rnd(c.w, 81), rnd({c.w[0]}, 82)}, 1e-4);
+    expect_twin(
+        "conv2d", [p](const Inputs& v) { return conv2d(v[0], v[1], v[2], p); },
+        {rnd(c.x, 80), rnd(c.w, 81), rnd({c.w[0]}, 82)}, 1e-4);
   }
 }
 
@@ -185,9 +208,10 @@ TEST_F(CudaOps, PoolingAndBatchNorm) {
   expect_twin("avg_pool", [](const Inputs& v) { return avg_pool2d(v[0], 3, 2, 1); }, {x});
   expect_twin("adaptive", [](const Inputs& v) { return adaptive_avg_pool2d(v[0], 4, 3); }, {x});
   expect_twin("adaptive 1x1", [](const Inputs& v) { return adaptive_avg_pool2d(v[0], 1, 1); }, {x});
-  expect_twin("bn train", [](const Inputs& v) {
-    return batch_norm2d(v[0], v[1], v[2], Tensor(), Tensor(), true, 0.1, 1e-5);
-  }, {x, rnd({3}, 91, 0.5, 1.5), rnd({3}, 92)}, 2e-4);
+  expect_twin(
+      "bn train",
+      [](const Inputs& v) { return batch_norm2d(v[0], v[1], v[2], Tensor(), Tensor(), true, 0.1, 1e-5); },
+      {x, rnd({3}, 91, 0.5, 1.5), rnd({3}, 92)}, 2e-4);
   // Running statistics are updated the same way on both devices.
   Tensor rm_c = zeros({3}), rv_c = ones({3});
   Tensor rm_g = rm_c.to(Device::cuda(0)), rv_g = rv_c.to(Device::cuda(0));
@@ -198,26 +222,32 @@ TEST_F(CudaOps, PoolingAndBatchNorm) {
   }
   EXPECT_LE(max_rel_diff(rm_g.to(Device::cpu()), rm_c), 1e-5);
   EXPECT_LE(max_rel_diff(rv_g.to(Device::cpu()), rv_c), 1e-5);
-  expect_twin("bn eval", [](const Inputs& v) {
-    Tensor rm = full({3}, 0.1, TensorOptions(DType::f32, v[0].device()));
-    Tensor rv = full({3}, 2.0, TensorOptions(DType::f32, v[0].device()));
-    return batch_norm2d(v[0], v[1], v[2], rm, rv, false, 0.1, 1e-5);
-  }, {x, rnd({3}, 93), rnd({3}, 94)});
+  expect_twin("bn eval",
+              [](const Inputs& v) {
+                Tensor rm = full({3}, 0.1, TensorOptions(DType::f32, v[0].device()));
+                Tensor rv = full({3}, 2.0, TensorOptions(DType::f32, v[0].device()));
+                return batch_norm2d(v[0], v[1], v[2], rm, rv, false, 0.1, 1e-5);
+              },
+              {x, rnd({3}, 93), rnd({3}, 94)});
 }
 
 TEST_F(CudaOps, NormsSoftmaxLosses) {
   for (Shape s : {Shape{4, 7}, Shape{3, 1100}, Shape{2, 3, 5}}) {
     Shape norm{s.back()};
-    expect_twin("layer_norm", [norm](const Inputs& v) { return layer_norm(v[0], norm, v[1], v[2], 1e-5); },
-                {rnd(s, 100), rnd(norm, 101), rnd(norm, 102)}, 2e-4);
+    expect_twin(
+        "layer_norm", [norm](const Inputs& v) { return layer_norm(v[0], norm, v[1], v[2], 1e-5); },
+        {rnd(s, 100), rnd(norm, 101), rnd(norm, 102)}, 2e-4);
     expect_twin("softmax last", [](const Inputs& v) { return softmax(v[0], -1); }, {rnd(s, 103, -4, 4)});
-    expect_twin("log_softmax dim0", [](const Inputs& v) { return log_softmax(v[0], 0); }, {rnd(s, 104, -4, 4)});
+    expect_twin("log_softmax dim0", [](const Inputs& v) { return log_softmax(v[0], 0); },
+                {rnd(s, 104, -4, 4)});
   }
   Tensor target = from_vector(std::vector<int64_t>{0, 3, -100, 6, 2}, {5});
   for (double smoothing : {0.0, 0.1}) {
-    expect_twin("cross_entropy", [target, smoothing](const Inputs& v) {
-      return cross_entropy(v[0], target.to(v[0].device()), smoothing);
-    }, {rnd({5, 7}, 105, -3, 3)});
+    expect_twin("cross_entropy",
+                [target, smoothing](const Inputs& v) {
+                  return cross_entropy(v[0], target.to(v[0].device()), smoothing);
+                },
+                {rnd({5, 7}, 105, -3, 3)});
   }
 }
 
@@ -232,7 +262,8 @@ TEST_F(CudaOps, EmbeddingDropoutAndRandom) {
   Tensor yg = dropout(x.to(Device::cuda(0)), 0.3, true, &gg).to(Device::cpu());
   EXPECT_EQ(max_rel_diff(yg, yc), 0.0);
   Generator rc(9), rg(9);
-  EXPECT_EQ(max_rel_diff(rand({1003}, DType::f32, &rg).to(Device::cpu()), rand({1003}, DType::f32, &rc)), 0.0);
+  EXPECT_EQ(max_rel_diff(rand({1003}, DType::f32, &rg).to(Device::cpu()), rand({1003}, DType::f32, &rc)),
+            0.0);
   EXPECT_LE(max_rel_diff(randn({1003}, TensorOptions(DType::f32, Device::cuda(0)), &rg).to(Device::cpu()),
                          randn({1003}, DType::f32, &rc)),
             1e-5);
@@ -290,20 +321,28 @@ TEST_F(CudaOps, OptimizersMatchCpu) {
 TEST_F(CudaOps, HalfPrecisionVariants) {
   for (DType t : {DType::f16, DType::bf16}) {
     double tol = tol_for(t);
-    expect_twin("add", [](const Inputs& v) { return add(v[0], v[1]); }, {rnd({3, 41}, 140), rnd({41}, 141)}, tol, t);
-    expect_twin("gelu", [](const Inputs& v) { return gelu(v[0]); }, {rnd({3, 41}, 142)}, tol, t);
-    expect_twin("sum", [](const Inputs& v) { return sum(v[0], {1}); }, {rnd({3, 4100}, 143)}, tol * 4, t);
-    expect_twin("matmul", [](const Inputs& v) { return matmul(v[0], v[1]); }, {rnd({17, 64}, 144), rnd({64, 9}, 145)},
-                tol * 2, t);
+    expect_twin(
+        "add", [](const Inputs& v) { return add(v[0], v[1]); }, {rnd({3, 41}, 140), rnd({41}, 141)}, tol, t);
+    expect_twin(
+        "gelu", [](const Inputs& v) { return gelu(v[0]); }, {rnd({3, 41}, 142)}, tol, t);
+    expect_twin(
+        "sum", [](const Inputs& v) { return sum(v[0], {1}); }, {rnd({3, 4100}, 143)}, tol * 4, t);
+    expect_twin(
+        "matmul", [](const Inputs& v) { return matmul(v[0], v[1]); }, {rnd({17, 64}, 144), rnd({64, 9}, 145)},
+        tol * 2, t);
     Conv2dParams p;
     p.pad_h = p.pad_w = 1;
-    expect_twin("conv2d", [p](const Inputs& v) { return conv2d(v[0], v[1], Tensor(), p); },
-                {rnd({2, 8, 6, 6}, 146), rnd({8, 8, 3, 3}, 147)}, tol * 4, t);
-    expect_twin("softmax", [](const Inputs& v) { return softmax(v[0], -1); }, {rnd({4, 33}, 148)}, tol, t);
-    expect_twin("layer_norm", [](const Inputs& v) { return layer_norm(v[0], {33}, v[1], v[2], 1e-5); },
-                {rnd({4, 33}, 149), rnd({33}, 150), rnd({33}, 151)}, tol * 2, t);
+    expect_twin(
+        "conv2d", [p](const Inputs& v) { return conv2d(v[0], v[1], Tensor(), p); },
+        {rnd({2, 8, 6, 6}, 146), rnd({8, 8, 3, 3}, 147)}, tol * 4, t);
+    expect_twin(
+        "softmax", [](const Inputs& v) { return softmax(v[0], -1); }, {rnd({4, 33}, 148)}, tol, t);
+    expect_twin(
+        "layer_norm", [](const Inputs& v) { return layer_norm(v[0], {33}, v[1], v[2], 1e-5); },
+        {rnd({4, 33}, 149), rnd({33}, 150), rnd({33}, 151)}, tol * 2, t);
     Tensor target = from_vector(std::vector<int64_t>{1, 0, 4}, {3});
-    expect_twin("cross_entropy", [target](const Inputs& v) { return cross_entropy(v[0], target.to(v[0].device())); },
-                {rnd({3, 5}, 152)}, tol, t);
+    expect_twin(
+        "cross_entropy", [target](const Inputs& v) { return cross_entropy(v[0], target.to(v[0].device())); },
+        {rnd({3, 5}, 152)}, tol, t);
   }
 }

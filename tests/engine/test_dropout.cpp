@@ -93,7 +93,8 @@ TEST(Dropout, NonContiguousInputUsesLogicalOrder) {
   Generator g1(8), g2(8);
   Tensor base = random_leaf({6, 5}, 1, 2, 6).detach();
   Tensor view = base.t();  // [5,6], not contiguous
-  EXPECT_EQ(dropout(view, 0.5, true, &g1).to_vector(), dropout(view.contiguous(), 0.5, true, &g2).to_vector());
+  EXPECT_EQ(dropout(view, 0.5, true, &g1).to_vector(),
+            dropout(view.contiguous(), 0.5, true, &g2).to_vector());
 }
 
 TEST(Dropout, Gradcheck) {

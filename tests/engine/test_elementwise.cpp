@@ -16,26 +16,31 @@ using dgpipe::testing::max_rel_diff;
 using dgpipe::testing::random_leaf;
 using Inputs = std::vector<Tensor>;
 using Fn = std::function<Tensor(const Inputs&)>;
-using dgpipe::testing::error_of;
 using dgpipe::testing::contains;
+using dgpipe::testing::error_of;
 
 namespace {
 // Checks a unary op elementwise against a scalar reference and its gradient by finite differences, on a
 // contiguous leaf and on a transposed (non-contiguous) view of it.
-void check_unary(const char* name, const std::function<Tensor(const Tensor&)>& op, double (*ref)(double), double lo,
-                 double hi, uint64_t seed) {
+void check_unary(const char* name, const std::function<Tensor(const Tensor&)>& op, double (*ref)(double),
+                 double lo, double hi, uint64_t seed) {
   SCOPED_TRACE(name);
   Tensor x = random_leaf({4, 3}, lo, hi, seed);
   std::vector<double> xv = x.to_vector(), yv = op(x.detach()).to_vector();
-  for (size_t i = 0; i < xv.size(); ++i) EXPECT_NEAR(yv[i], ref(xv[i]), 1e-12 * std::max(1.0, std::fabs(yv[i])));
+  for (size_t i = 0; i < xv.size(); ++i)
+    EXPECT_NEAR(yv[i], ref(xv[i]), 1e-12 * std::max(1.0, std::fabs(yv[i])));
   Fn f = [op](const Inputs& in) { return op(in[0]); };
   EXPECT_GRADCHECK(f, (Inputs{x}));
   Fn ft = [op](const Inputs& in) { return op(in[0].t()); };
   EXPECT_GRADCHECK(ft, (Inputs{x}));
 }
 
-double gelu_ref(double x) { return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0))); }
-double sigmoid_ref(double x) { return 1 / (1 + std::exp(-x)); }
+double gelu_ref(double x) {
+  return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+}
+double sigmoid_ref(double x) {
+  return 1 / (1 + std::exp(-x));
+}
 }  // namespace
 
 // ---------------- binary, broadcasting ----------------
@@ -58,7 +63,8 @@ TEST(Elementwise, BinaryOpsBroadcastForward) {
 
 TEST(Elementwise, GradcheckBinaryOpsWithBroadcasting) {
   // [2,1,4] with [3,1]: both sides broadcast; and a 0-d operand.
-  Tensor a = random_leaf({2, 1, 4}, -2, 2, 1), b = random_leaf({3, 1}, 0.5, 2, 2), s = random_leaf({}, 0.5, 2, 3);
+  Tensor a = random_leaf({2, 1, 4}, -2, 2, 1), b = random_leaf({3, 1}, 0.5, 2, 2),
+         s = random_leaf({}, 0.5, 2, 3);
   std::vector<std::pair<const char*, Fn>> cases = {
       {"add", [](const Inputs& in) { return add(in[0], in[1]); }},
       {"sub", [](const Inputs& in) { return sub(in[0], in[1]); }},
@@ -77,8 +83,8 @@ TEST(Elementwise, GradcheckBinaryOpsNonContiguousAndSameInputTwice) {
   Tensor a = random_leaf({3, 4}, -2, 2, 4), b = random_leaf({4, 3}, 0.5, 2, 5);
   Fn f = [](const Inputs& in) { return div(mul(in[0], in[1].t()), add(in[1].t(), 1.0)); };
   EXPECT_GRADCHECK(f, (Inputs{a, b}));
-  // The same tensor feeds both sides (gradients from two edges accumulate); the second side is a strided slice
-  // broadcast against the full tensor.
+  // The same tensor feeds both sides (gradients from two edges accumulate); the second side is a strided
+  // slice broadcast against the full tensor.
   Fn g = [](const Inputs& in) { return sub(mul(in[0], in[0]), in[0].slice(1, 1, 2)); };
   EXPECT_GRADCHECK(g, (Inputs{a}));
 }
@@ -101,25 +107,37 @@ TEST(Elementwise, GradcheckScalarOps) {
 // ---------------- unary ----------------
 
 TEST(Elementwise, UnaryOpsValuesAndGradients) {
-  check_unary("neg", [](const Tensor& t) { return neg(t); }, [](double v) { return -v; }, -2, 2, 10);
-  check_unary("exp", [](const Tensor& t) { return exp(t); }, [](double v) { return std::exp(v); }, -2, 2, 11);
-  check_unary("log", [](const Tensor& t) { return log(t); }, [](double v) { return std::log(v); }, 0.2, 3, 12);
-  check_unary("sqrt", [](const Tensor& t) { return sqrt(t); }, [](double v) { return std::sqrt(v); }, 0.2, 3, 13);
-  check_unary("rsqrt", [](const Tensor& t) { return rsqrt(t); }, [](double v) { return 1 / std::sqrt(v); }, 0.2,
-              3, 14);
-  check_unary("tanh", [](const Tensor& t) { return tanh(t); }, [](double v) { return std::tanh(v); }, -3, 3, 15);
-  check_unary("sigmoid", [](const Tensor& t) { return sigmoid(t); }, sigmoid_ref, -4, 4, 16);
-  check_unary("gelu", [](const Tensor& t) { return gelu(t); }, gelu_ref, -4, 4, 17);
-  check_unary("pow2.5", [](const Tensor& t) { return pow(t, 2.5); }, [](double v) { return std::pow(v, 2.5); }, 0.2,
-              2, 18);
-  check_unary("pow3", [](const Tensor& t) { return pow(t, 3.0); }, [](double v) { return v * v * v; }, -2, 2, 19);
-  check_unary("pow-1", [](const Tensor& t) { return pow(t, -1.0); }, [](double v) { return 1 / v; }, 0.5, 2, 20);
+  check_unary(
+      "neg", [](const Tensor& t) { return neg(t); }, [](double v) { return -v; }, -2, 2, 10);
+  check_unary(
+      "exp", [](const Tensor& t) { return exp(t); }, [](double v) { return std::exp(v); }, -2, 2, 11);
+  check_unary(
+      "log", [](const Tensor& t) { return log(t); }, [](double v) { return std::log(v); }, 0.2, 3, 12);
+  check_unary(
+      "sqrt", [](const Tensor& t) { return sqrt(t); }, [](double v) { return std::sqrt(v); }, 0.2, 3, 13);
+  check_unary(
+      "rsqrt", [](const Tensor& t) { return rsqrt(t); }, [](double v) { return 1 / std::sqrt(v); }, 0.2, 3,
+      14);
+  check_unary(
+      "tanh", [](const Tensor& t) { return tanh(t); }, [](double v) { return std::tanh(v); }, -3, 3, 15);
+  check_unary(
+      "sigmoid", [](const Tensor& t) { return sigmoid(t); }, sigmoid_ref, -4, 4, 16);
+  check_unary(
+      "gelu", [](const Tensor& t) { return gelu(t); }, gelu_ref, -4, 4, 17);
+  check_unary(
+      "pow2.5", [](const Tensor& t) { return pow(t, 2.5); }, [](double v) { return std::pow(v, 2.5); }, 0.2,
+      2, 18);
+  check_unary(
+      "pow3", [](const Tensor& t) { return pow(t, 3.0); }, [](double v) { return v * v * v; }, -2, 2, 19);
+  check_unary(
+      "pow-1", [](const Tensor& t) { return pow(t, -1.0); }, [](double v) { return 1 / v; }, 0.5, 2, 20);
 }
 
 TEST(Elementwise, PiecewiseOpsAwayFromTheirKinks) {
-  // Finite differences are only meaningful away from kinks: keep |x| >= 0.1 and x away from 6 and the clamp bounds.
-  Tensor x = from_vector(std::vector<double>{-3, -1.2, -0.3, 0.25, 0.9, 2.2, 4.7, 5.5, 6.6, 8.1, -0.15, 1.7}, {3, 4},
-                         DType::f64)
+  // Finite differences are only meaningful away from kinks: keep |x| >= 0.1 and x away from 6 and the clamp
+  // bounds.
+  Tensor x = from_vector(std::vector<double>{-3, -1.2, -0.3, 0.25, 0.9, 2.2, 4.7, 5.5, 6.6, 8.1, -0.15, 1.7},
+                         {3, 4}, DType::f64)
                  .requires_grad_(true);
   std::vector<double> xv = x.to_vector();
   auto check = [&](const char* name, const std::function<Tensor(const Tensor&)>& op, double (*ref)(double)) {
@@ -129,15 +147,22 @@ TEST(Elementwise, PiecewiseOpsAwayFromTheirKinks) {
     Fn f = [op](const Inputs& in) { return op(in[0].t()); };
     EXPECT_GRADCHECK(f, (Inputs{x}));
   };
-  check("abs", [](const Tensor& t) { return abs(t); }, [](double v) { return std::fabs(v); });
-  check("relu", [](const Tensor& t) { return relu(t); }, [](double v) { return v > 0 ? v : 0.0; });
-  check("relu6", [](const Tensor& t) { return relu6(t); }, [](double v) { return std::min(std::max(v, 0.0), 6.0); });
-  check("clamp", [](const Tensor& t) { return clamp(t, -1.0, 5.0); },
-        [](double v) { return std::min(std::max(v, -1.0), 5.0); });
-  check("clamp_lo", [](const Tensor& t) { return clamp(t, 0.5, std::nullopt); },
-        [](double v) { return std::max(v, 0.5); });
-  check("clamp_hi", [](const Tensor& t) { return clamp(t, std::nullopt, 2.0); },
-        [](double v) { return std::min(v, 2.0); });
+  check(
+      "abs", [](const Tensor& t) { return abs(t); }, [](double v) { return std::fabs(v); });
+  check(
+      "relu", [](const Tensor& t) { return relu(t); }, [](double v) { return v > 0 ? v : 0.0; });
+  check(
+      "relu6", [](const Tensor& t) { return relu6(t); },
+      [](double v) { return std::min(std::max(v, 0.0), 6.0); });
+  check(
+      "clamp", [](const Tensor& t) { return clamp(t, -1.0, 5.0); },
+      [](double v) { return std::min(std::max(v, -1.0), 5.0); });
+  check(
+      "clamp_lo", [](const Tensor& t) { return clamp(t, 0.5, std::nullopt); },
+      [](double v) { return std::max(v, 0.5); });
+  check(
+      "clamp_hi", [](const Tensor& t) { return clamp(t, std::nullopt, 2.0); },
+      [](double v) { return std::min(v, 2.0); });
 }
 
 TEST(Elementwise, KinkConventionsMatchPyTorch) {

@@ -12,8 +12,8 @@ using dgpipe::testing::load_golden_json;
 using dgpipe::testing::max_rel_diff;
 using dgpipe::testing::random_leaf;
 using Inputs = std::vector<Tensor>;
-using dgpipe::testing::error_of;
 using dgpipe::testing::contains;
+using dgpipe::testing::error_of;
 
 TEST(Embedding, MatchesPyTorchGolden) {
   auto c = load_golden_json("ops_nn.json").at("cases").at("embedding");
@@ -31,9 +31,9 @@ TEST(Embedding, GathersRowsForAnyIndexShapeAndDtype) {
   Tensor out = embedding(w, ix64);
   EXPECT_EQ(out.shape(), (Shape{1, 2, 3, 3}));
   std::vector<double> v = out.to_vector();
-  EXPECT_EQ(v[0], 9.0);   // row 3
-  EXPECT_EQ(v[3], 0.0);   // row 0
-  EXPECT_EQ(v[17], 11.0); // last index 3, last column
+  EXPECT_EQ(v[0], 9.0);    // row 3
+  EXPECT_EQ(v[3], 0.0);    // row 0
+  EXPECT_EQ(v[17], 11.0);  // last index 3, last column
   EXPECT_EQ(embedding(w, ix64.to(DType::i32)).to_vector(), v);
   // A 0-d index gives one row.
   Tensor one = embedding(w, full({}, 2.0, DType::i64));

@@ -29,7 +29,8 @@ TEST(LayerNorm, MatchesPyTorchGoldens) {
   {
     auto c = cases.at("layer_norm_last2_noaffine");
     Tensor x = golden_tensor(c.at("x"), DType::f32);
-    Tensor y = layer_norm(x, c.at("normalized_shape").get<Shape>(), Tensor(), Tensor(), c.at("eps").get<double>());
+    Tensor y =
+        layer_norm(x, c.at("normalized_shape").get<Shape>(), Tensor(), Tensor(), c.at("eps").get<double>());
     EXPECT_LT(max_rel_diff(y, golden_tensor(c.at("y"), DType::f32)), 1e-5);
   }
 }
@@ -44,13 +45,15 @@ TEST(LayerNorm, RowsHaveZeroMeanAndUnitBiasedVariance) {
 }
 
 TEST(LayerNorm, GradcheckLastDimWithAffine) {
-  Tensor x = random_leaf({3, 5}, -2, 2, 11), w = random_leaf({5}, 0.5, 1.5, 12), b = random_leaf({5}, -1, 1, 13);
+  Tensor x = random_leaf({3, 5}, -2, 2, 11), w = random_leaf({5}, 0.5, 1.5, 12),
+         b = random_leaf({5}, -1, 1, 13);
   auto f = [](const Inputs& in) { return layer_norm(in[0], {5}, in[1], in[2], 1e-5); };
   EXPECT_GRADCHECK(f, (Inputs{x, w, b}));
 }
 
 TEST(LayerNorm, GradcheckTwoTrailingDims) {
-  Tensor x = random_leaf({2, 3, 4}, -2, 2, 21), w = random_leaf({3, 4}, 0.5, 1.5, 22), b = random_leaf({3, 4}, -1, 1, 23);
+  Tensor x = random_leaf({2, 3, 4}, -2, 2, 21), w = random_leaf({3, 4}, 0.5, 1.5, 22),
+         b = random_leaf({3, 4}, -1, 1, 23);
   auto f = [](const Inputs& in) { return layer_norm(in[0], {3, 4}, in[1], in[2], 1e-5); };
   EXPECT_GRADCHECK(f, (Inputs{x, w, b}));
 }
@@ -66,8 +69,8 @@ TEST(LayerNorm, GradcheckNonContiguousInputsAndOnlySomeParams) {
   Tensor xt = random_leaf({6, 4}, -2, 2, 41), wbig = random_leaf({12}, 0.5, 1.5, 42);
   Tensor b = random_leaf({6}, -1, 1, 43).detach();
   auto f = [b](const Inputs& in) {
-    Tensor x = in[0].t();                  // [4,6], not contiguous
-    Tensor w = in[1].slice(0, 0, 12, 2);   // [6], stride 2
+    Tensor x = in[0].t();                 // [4,6], not contiguous
+    Tensor w = in[1].slice(0, 0, 12, 2);  // [6], stride 2
     return layer_norm(x, {6}, w, b, 1e-5);
   };
   EXPECT_GRADCHECK(f, (Inputs{xt, wbig}));

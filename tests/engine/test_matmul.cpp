@@ -10,8 +10,8 @@ using dgpipe::testing::max_rel_diff;
 using dgpipe::testing::random_leaf;
 using Inputs = std::vector<Tensor>;
 using Fn = std::function<Tensor(const Inputs&)>;
-using dgpipe::testing::error_of;
 using dgpipe::testing::contains;
+using dgpipe::testing::error_of;
 
 namespace {
 // Plain triple loop over contiguous copies: C[m,n] = sum_k A[m,k] B[k,n].
@@ -85,8 +85,11 @@ TEST(Matmul, GradcheckAllForms) {
       {"3d_2d_fold", [](const Inputs& in) { return matmul(in[0], in[1]); }, {b234, m45}},
       {"3d_4d_broadcast", [](const Inputs& in) { return matmul(in[0], in[1]); }, {b234, b2145}},
       {"transposed_a", [](const Inputs& in) { return matmul(in[0].t(), in[1]); }, {m43, m45}},
-      {"transposed_b", [](const Inputs& in) { return matmul(in[0], in[1].t()); }, {m34, random_leaf({5, 4}, -1, 1, 28)}},
-      {"transposed_batch", [](const Inputs& in) { return matmul(in[0].transpose(1, 2), in[1]); },
+      {"transposed_b",
+       [](const Inputs& in) { return matmul(in[0], in[1].t()); },
+       {m34, random_leaf({5, 4}, -1, 1, 28)}},
+      {"transposed_batch",
+       [](const Inputs& in) { return matmul(in[0].transpose(1, 2), in[1]); },
        {b234.detach().clone().requires_grad_(true), random_leaf({2, 3, 5}, -1, 1, 27)}},
       {"same_input", [](const Inputs& in) { return matmul(in[0], in[0].t()); }, {m34}},
   };
@@ -110,7 +113,8 @@ TEST(Matmul, BmmValuesAndGradcheck) {
 }
 
 TEST(Matmul, LinearWithAndWithoutBias) {
-  Tensor x = random_leaf({2, 3, 4}, -1, 1, 40), W = random_leaf({5, 4}, -1, 1, 41), b = random_leaf({5}, -1, 1, 42);
+  Tensor x = random_leaf({2, 3, 4}, -1, 1, 40), W = random_leaf({5, 4}, -1, 1, 41),
+         b = random_leaf({5}, -1, 1, 42);
   Tensor y = linear(x.detach(), W.detach(), b.detach());
   EXPECT_EQ(y.shape(), (Shape{2, 3, 5}));
   std::vector<double> ref = naive_mm(x.detach().reshape({6, 4}), W.detach().t().contiguous());

@@ -14,11 +14,11 @@
 #include "support/test_util.h"
 
 using namespace dgpipe::engine;
+using dgpipe::testing::error_of;
 using dgpipe::testing::golden_tensor;
 using dgpipe::testing::load_golden_json;
 using dgpipe::testing::max_rel_diff;
 using dgpipe::testing::random_leaf;
-using dgpipe::testing::error_of;
 
 namespace {
 
@@ -28,7 +28,8 @@ const nlohmann::json& goldens() {
   return doc;
 }
 
-void expect_golden(const std::string& name, const std::function<Tensor(const Tensor&, const nlohmann::json&)>& op) {
+void expect_golden(const std::string& name,
+                   const std::function<Tensor(const Tensor&, const nlohmann::json&)>& op) {
   const nlohmann::json& c = goldens().at("cases").at(name);
   for (DType dt : {DType::f64, DType::f32}) {
     Tensor y = op(golden_tensor(c.at("input"), dt), c.at("params"));
@@ -56,15 +57,17 @@ TEST(Pool, AvgMatchesPyTorch) {
 }
 
 TEST(Pool, AdaptiveMatchesPyTorch) {
-  auto op = [](const Tensor& x, const nlohmann::json& p) { return adaptive_avg_pool2d(x, p.at("out_h"), p.at("out_w")); };
+  auto op = [](const Tensor& x, const nlohmann::json& p) {
+    return adaptive_avg_pool2d(x, p.at("out_h"), p.at("out_w"));
+  };
   expect_golden("adaptive_3x2", op);  // 7 -> 3 and 5 -> 2: overlapping, unequal bins
   expect_golden("adaptive_4x4", op);  // 5 -> 4: upsampling-like overlap
   expect_golden("adaptive_1x1", op);  // global average
 }
 
 TEST(Pool, HandComputedValues) {
-  Tensor x = from_vector(std::vector<double>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, {1, 1, 4, 4},
-                         DType::f64);
+  Tensor x = from_vector(std::vector<double>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16},
+                         {1, 1, 4, 4}, DType::f64);
   EXPECT_EQ(max_pool2d(x, 2, 2).to_vector(), (std::vector<double>{6, 8, 14, 16}));
   EXPECT_EQ(avg_pool2d(x, 2, 2).to_vector(), (std::vector<double>{3.5, 5.5, 11.5, 13.5}));
   // count_include_pad: the corner window of a 3x3/pad 1 pool sees 4 real values out of 9.
@@ -76,7 +79,8 @@ TEST(Pool, HandComputedValues) {
 }
 
 TEST(Pool, MaxGradientGoesToArgmaxAndAccumulates) {
-  // Overlapping 2x2 windows with stride 1: the centre 9 is the max of all four windows and gets all gradients.
+  // Overlapping 2x2 windows with stride 1: the centre 9 is the max of all four windows and gets all
+  // gradients.
   Tensor x = from_vector(std::vector<double>{1, 2, 3, 4, 9, 5, 6, 7, 8}, {1, 1, 3, 3}, DType::f64);
   x.requires_grad_(true);
   Tensor y = max_pool2d(x, 2, 1);
@@ -93,16 +97,22 @@ TEST(Pool, MaxPropagatesNaN) {
 TEST(Pool, GradMax) {
   // Random values are distinct, so every argmax is unique and the function is smooth around the point.
   Tensor x = random_leaf({2, 2, 7, 6}, -1, 1, 31);
-  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return max_pool2d(in[0], 3, 2, 1); }, std::vector<Tensor>({x}));
-  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return max_pool2d(in[0], 2, 2, 0); }, std::vector<Tensor>({x}));
-  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return max_pool2d(in[0], 3, 1, 1); }, std::vector<Tensor>({x}));
+  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return max_pool2d(in[0], 3, 2, 1); },
+                   std::vector<Tensor>({x}));
+  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return max_pool2d(in[0], 2, 2, 0); },
+                   std::vector<Tensor>({x}));
+  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return max_pool2d(in[0], 3, 1, 1); },
+                   std::vector<Tensor>({x}));
 }
 
 TEST(Pool, GradAvg) {
   Tensor x = random_leaf({2, 2, 7, 6}, -1, 1, 32);
-  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return avg_pool2d(in[0], 3, 2, 1); }, std::vector<Tensor>({x}));
-  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return avg_pool2d(in[0], 2, 2, 0); }, std::vector<Tensor>({x}));
-  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return avg_pool2d(in[0], 3, 1, 1); }, std::vector<Tensor>({x}));
+  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return avg_pool2d(in[0], 3, 2, 1); },
+                   std::vector<Tensor>({x}));
+  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return avg_pool2d(in[0], 2, 2, 0); },
+                   std::vector<Tensor>({x}));
+  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return avg_pool2d(in[0], 3, 1, 1); },
+                   std::vector<Tensor>({x}));
 }
 
 TEST(Pool, GradAdaptive) {

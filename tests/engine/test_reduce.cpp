@@ -11,8 +11,8 @@ using dgpipe::testing::gradcheck;
 using dgpipe::testing::random_leaf;
 using Inputs = std::vector<Tensor>;
 using Fn = std::function<Tensor(const Inputs&)>;
-using dgpipe::testing::error_of;
 using dgpipe::testing::contains;
+using dgpipe::testing::error_of;
 
 namespace {
 // x[i][j][k] = 100 i + 10 j + k, shape [2,3,4]
@@ -55,13 +55,25 @@ TEST(Reduce, GradcheckSumMeanVarOverDims) {
   std::vector<std::pair<const char*, Fn>> cases = {
       {"sum_all", [](const Inputs& in) { return sum(in[0]); }},
       {"sum_1", [](const Inputs& in) { return sum(in[0], {1}); }},
-      {"sum_02_keep", [](const Inputs& in) { return sum(in[0], {0, 2}, true); }},
-      {"sum_neg", [](const Inputs& in) { return sum(in[0], {-1, -3}); }},
+      {"sum_02_keep",
+       [](const Inputs& in) {
+         return sum(in[0], {0, 2}, true);
+       }},
+      {"sum_neg",
+       [](const Inputs& in) {
+         return sum(in[0], {-1, -3});
+       }},
       {"mean_all", [](const Inputs& in) { return mean(in[0]); }},
       {"mean_2_keep", [](const Inputs& in) { return mean(in[0], {2}, true); }},
       {"var_1_unbiased", [](const Inputs& in) { return var(in[0], {1}); }},
-      {"var_12_biased_keep", [](const Inputs& in) { return var(in[0], {1, 2}, 0, true); }},
-      {"sum_noncontig", [](const Inputs& in) { return sum(in[0].permute({2, 0, 1}), {0, 2}); }},
+      {"var_12_biased_keep",
+       [](const Inputs& in) {
+         return var(in[0], {1, 2}, 0, true);
+       }},
+      {"sum_noncontig",
+       [](const Inputs& in) {
+         return sum(in[0].permute({2, 0, 1}), {0, 2});
+       }},
       {"var_noncontig", [](const Inputs& in) { return var(in[0].transpose(0, 2), {1}, 0); }},
   };
   for (auto& [name, f] : cases) {
@@ -97,7 +109,10 @@ TEST(Reduce, GradcheckMaxMin) {
   std::vector<std::pair<const char*, Fn>> cases = {
       {"max_dim1", [](const Inputs& in) { return max(in[0], 1).values; }},
       {"min_dim2_keep", [](const Inputs& in) { return min(in[0], 2, true).values; }},
-      {"max_dim0_noncontig", [](const Inputs& in) { return max(in[0].permute({1, 2, 0}), -1).values; }},
+      {"max_dim0_noncontig",
+       [](const Inputs& in) {
+         return max(in[0].permute({1, 2, 0}), -1).values;
+       }},
       {"global_max", [](const Inputs& in) { return max(in[0]); }},
       {"global_min", [](const Inputs& in) { return min(in[0].transpose(0, 1)); }},
   };

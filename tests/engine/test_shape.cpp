@@ -9,8 +9,8 @@ using dgpipe::testing::gradcheck;
 using dgpipe::testing::random_leaf;
 using Inputs = std::vector<Tensor>;
 using Fn = std::function<Tensor(const Inputs&)>;
-using dgpipe::testing::error_of;
 using dgpipe::testing::contains;
+using dgpipe::testing::error_of;
 
 namespace {
 Tensor iota(const Shape& shape, double start = 0) {
@@ -31,11 +31,13 @@ TEST(Shape, ConcatValues) {
   Tensor s = concat({a, c}, -1);
   EXPECT_EQ(s.shape(), (Shape{2, 5}));
   EXPECT_EQ(s.to_vector(), (std::vector<double>{0, 1, 20, 21, 22, 2, 3, 23, 24, 25}));
-  EXPECT_EQ(concat({a.t(), b.t()}, 1).to_vector(), (std::vector<double>{0, 2, 10, 1, 3, 11}));  // non-contiguous
+  EXPECT_EQ(concat({a.t(), b.t()}, 1).to_vector(),
+            (std::vector<double>{0, 2, 10, 1, 3, 11}));  // non-contiguous
 }
 
 TEST(Shape, GradcheckConcat) {
-  Tensor a = random_leaf({2, 3}, -1, 1, 1), b = random_leaf({2, 1}, -1, 1, 2), c = random_leaf({3, 2}, -1, 1, 3);
+  Tensor a = random_leaf({2, 3}, -1, 1, 1), b = random_leaf({2, 1}, -1, 1, 2),
+         c = random_leaf({3, 2}, -1, 1, 3);
   Fn f = [](const Inputs& in) { return concat({in[0], in[1], in[2].t()}, 1); };
   EXPECT_GRADCHECK(f, (Inputs{a, b, c}));
   Fn g = [](const Inputs& in) { return concat({in[0], in[0].slice(0, 1, 2)}, 0); };  // one input used twice
@@ -48,7 +50,8 @@ TEST(Shape, SplitAndChunkSizesFollowPyTorch) {
   EXPECT_EQ(split(x, {3, 7}, 0)[1].to_vector()[0], 6.0);
   EXPECT_EQ(sizes_along(chunk(x, 3, 0), 0), (std::vector<int64_t>{4, 4, 2}));
   EXPECT_EQ(sizes_along(chunk(iota({5}), 3, 0), 0), (std::vector<int64_t>{2, 2, 1}));
-  EXPECT_EQ(sizes_along(chunk(iota({6}), 4, 0), 0), (std::vector<int64_t>{2, 2, 2}));  // fewer chunks, as torch
+  EXPECT_EQ(sizes_along(chunk(iota({6}), 4, 0), 0),
+            (std::vector<int64_t>{2, 2, 2}));  // fewer chunks, as torch
   EXPECT_EQ(sizes_along(chunk(x, 2, -1), 1), (std::vector<int64_t>{1, 1}));
   EXPECT_EQ(chunk(x, 2, 1)[1].to_vector()[0], 1.0);
 }

@@ -15,8 +15,8 @@ using dgpipe::testing::load_golden_json;
 using dgpipe::testing::max_rel_diff;
 using dgpipe::testing::random_leaf;
 using Inputs = std::vector<Tensor>;
-using dgpipe::testing::error_of;
 using dgpipe::testing::contains;
+using dgpipe::testing::error_of;
 
 // ---------------- softmax / log_softmax ----------------
 
@@ -167,7 +167,7 @@ TEST(CrossEntropy, OutOfRangeTargetErrorNamesOpIndexAndClassCount) {
   EXPECT_TRUE(contains(e, "target -3")) << e;
   e = error_of([&] { cross_entropy(logits, from_vector(std::vector<int64_t>{0, 1}, {2})); });
   EXPECT_TRUE(contains(e, "cross_entropy") && contains(e, "[3,5]")) << e;
-  EXPECT_THROW(cross_entropy(logits, zeros({3})), Error);                                    // float target
+  EXPECT_THROW(cross_entropy(logits, zeros({3})), Error);                                     // float target
   EXPECT_THROW(cross_entropy(zeros({3}), from_vector(std::vector<int64_t>{0}, {1})), Error);  // 1-D logits
   EXPECT_THROW(cross_entropy(logits, from_vector(std::vector<int64_t>{0, 1, 2}, {3}), 1.5), Error);
 }

@@ -41,7 +41,7 @@ TEST(Tensor, ViewErrorsNameTheOp) {
     EXPECT_NE(std::string(e.what()).find("view"), std::string::npos);
     EXPECT_NE(std::string(e.what()).find("[4,2]"), std::string::npos);
   }
-  EXPECT_THROW(a.t().view({6}), Error);     // non-contiguous: needs reshape
+  EXPECT_THROW(a.t().view({6}), Error);  // non-contiguous: needs reshape
   EXPECT_NO_THROW(a.t().reshape({6}));
   EXPECT_THROW(a.select(0, 2), Error);
   EXPECT_THROW(a.permute({0, 0}), Error);

@@ -57,7 +57,8 @@ TEST(Layers, BatchNormTrainUpdatesRunningStatsEvalUsesThem) {
   Tensor ye = bn(x);
   EXPECT_EQ(bn.num_batches_tracked.item(), 1.0);  // eval changes nothing
   EXPECT_EQ(bn.running_mean.to_vector(), rm);
-  Tensor expect = (x - bn.running_mean.view({1, 3, 1, 1})) / engine::sqrt(bn.running_var.view({1, 3, 1, 1}) + 1e-5);
+  Tensor expect =
+      (x - bn.running_mean.view({1, 3, 1, 1})) / engine::sqrt(bn.running_var.view({1, 3, 1, 1}) + 1e-5);
   EXPECT_LT(dgpipe::testing::max_rel_diff(ye, expect), 1e-5);
 }
 
@@ -70,8 +71,10 @@ TEST(Layers, DropoutOffInEvalScaledInTrain) {
   std::vector<double> y = d(x).to_vector();
   int zeros = 0;
   for (double v : y) {
-    if (v == 0.0) ++zeros;
-    else EXPECT_NEAR(v, 1.0 / 0.75, 1e-6);
+    if (v == 0.0)
+      ++zeros;
+    else
+      EXPECT_NEAR(v, 1.0 / 0.75, 1e-6);
   }
   EXPECT_NEAR(zeros / 10000.0, 0.25, 0.02);
   EXPECT_THROW(Dropout(1.0), engine::Error);
@@ -109,10 +112,11 @@ TEST(Layers, ActivationsPoolingAndContainers) {
 }
 
 TEST(BatchNorm2dDeferred, TwoMicroBatchesEqualOneFullBatch) {
-  // Running statistics from two deferred micro-batches equal those of one BatchNorm call on the whole mini-batch;
-  // each micro-batch is still normalised with its own statistics.
+  // Running statistics from two deferred micro-batches equal those of one BatchNorm call on the whole
+  // mini-batch; each micro-batch is still normalised with its own statistics.
   dgpipe::engine::Generator gen(21);
-  Tensor x = dgpipe::engine::add(dgpipe::engine::mul(dgpipe::engine::randn({8, 3, 4, 4}, {}, &gen), 2.0), 0.5);
+  Tensor x =
+      dgpipe::engine::add(dgpipe::engine::mul(dgpipe::engine::randn({8, 3, 4, 4}, {}, &gen), 2.0), 0.5);
   dgpipe::layers::BatchNorm2d full(3), deferred(3);
   full.train();
   deferred.train();

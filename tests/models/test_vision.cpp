@@ -42,9 +42,15 @@ void check(const std::string& tag, ModelPtr model, Device device) {
 
 }  // namespace
 
-TEST(Vision, MobileNetV2MatchesPyTorchOnCpu) { check("mobilenetv2_tiny", tiny_mobilenetv2(), Device::cpu()); }
-TEST(Vision, ResNet18MatchesPyTorchOnCpu) { check("resnet18_tiny", tiny_resnet18(), Device::cpu()); }
-TEST(Vision, VGG11MatchesPyTorchOnCpu) { check("vgg11_tiny", tiny_vgg11(), Device::cpu()); }
+TEST(Vision, MobileNetV2MatchesPyTorchOnCpu) {
+  check("mobilenetv2_tiny", tiny_mobilenetv2(), Device::cpu());
+}
+TEST(Vision, ResNet18MatchesPyTorchOnCpu) {
+  check("resnet18_tiny", tiny_resnet18(), Device::cpu());
+}
+TEST(Vision, VGG11MatchesPyTorchOnCpu) {
+  check("vgg11_tiny", tiny_vgg11(), Device::cpu());
+}
 
 TEST(Vision, MobileNetV2MatchesPyTorchOnCuda) {
   DGP_SKIP_WITHOUT_CUDA();
@@ -66,9 +72,11 @@ TEST(Vision, FullSizeNamesShapesAndCountsMatchPyTorch) {
     int64_t input_size;
     const char* title;
   };
-  for (Case c : {Case{"mobilenetv2", 32, "mobilenetv2 classes=10"}, Case{"mobilenetv2", 224, "mobilenetv2-imagenet classes=1000"},
-                 Case{"resnet18", 32, "resnet18 classes=10"}, Case{"resnet18", 224, "resnet18-imagenet classes=1000"},
-                 Case{"vgg11", 32, "vgg11 classes=10"}}) {
+  for (Case c :
+       {Case{"mobilenetv2", 32, "mobilenetv2 classes=10"},
+        Case{"mobilenetv2", 224, "mobilenetv2-imagenet classes=1000"},
+        Case{"resnet18", 32, "resnet18 classes=10"}, Case{"resnet18", 224, "resnet18-imagenet classes=1000"},
+        Case{"vgg11", 32, "vgg11 classes=10"}}) {
     ModelOptions opts;
     opts.input_size = c.input_size;
     ModelPtr m = build_model(c.model, opts);

@@ -10,7 +10,9 @@ namespace dgpipe::testmodels {
 using engine::Generator;
 using engine::Tensor;
 
-std::vector<std::string> available_models() { return {"mlp", "resnet", "mobilenetv2", "roberta"}; }
+std::vector<std::string> available_models() {
+  return {"mlp", "resnet", "mobilenetv2", "roberta"};
+}
 
 namespace {
 std::vector<layers::ModulePtr> blocks_of(const models::ModelPtr& m) {
@@ -20,7 +22,8 @@ std::vector<layers::ModulePtr> blocks_of(const models::ModelPtr& m) {
 }
 
 models::EncoderConfig small_roberta() {
-  models::EncoderConfig c;  // RoBERTa layout at a test size; dropout off so that both sides compute the same thing
+  models::EncoderConfig
+      c;  // RoBERTa layout at a test size; dropout off so that both sides compute the same thing
   c.vocab_size = 64;
   c.hidden = 16;
   c.layers = 3;

@@ -1,9 +1,11 @@
-// NCCL channel on real GPUs: two ranks (mpirun -np 2), one GPU each. NCCL refuses two ranks of one communicator on
-// the same GPU, so with fewer than two GPUs (or a build without NCCL) every test here is skipped, saying why.
+// NCCL channel on real GPUs: two ranks (mpirun -np 2), one GPU each. NCCL refuses two ranks of one
+// communicator on the same GPU, so with fewer than two GPUs (or a build without NCCL) every test here is
+// skipped, saying why.
 //
 // NcclChannel.TwoRanksOnTwoGpus starts this same binary under mpirun with DGPIPE_NCCL_WORKER=1; in those two
 // processes the NcclChannelWorker tests run (and the launcher skips itself):
-//   - ExchangesDeviceBodies: large bodies both ways at once (no send/send deadlock), an empty body, a same-rank
+//   - ExchangesDeviceBodies: large bodies both ways at once (no send/send deadlock), an empty body, a
+//   same-rank
 //     hop through the mailbox with an event, contents checked byte for byte;
 //   - PipelineTransparency: two stages on cuda:0/cuda:1 over the nccl channel train like the CPU reference.
 // Status: written without access to a machine with two GPUs, so never run there yet.
@@ -34,7 +36,9 @@ using namespace dgpipe::pipeline;
 
 #ifndef DGPIPE_TEST_NCCL
 
-TEST(NcclChannel, TwoRanksOnTwoGpus) { GTEST_SKIP() << "built without the NCCL channel (needs CUDA, MPI and NCCL)"; }
+TEST(NcclChannel, TwoRanksOnTwoGpus) {
+  GTEST_SKIP() << "built without the NCCL channel (needs CUDA, MPI and NCCL)";
+}
 
 #else
 
@@ -42,11 +46,14 @@ namespace {
 
 using engine::Tensor;
 
-bool is_worker() { return std::getenv("DGPIPE_NCCL_WORKER") != nullptr; }
+bool is_worker() {
+  return std::getenv("DGPIPE_NCCL_WORKER") != nullptr;
+}
 
 class FinalizeMpi : public ::testing::Environment {
  public:
-  // Tells the launcher that this worker ran both worker tests and passed them (a filter typo would otherwise pass).
+  // Tells the launcher that this worker ran both worker tests and passed them (a filter typo would otherwise
+  // pass).
   void TearDown() override {
     if (!is_worker()) return;
     const auto* unit = ::testing::UnitTest::GetInstance();
@@ -60,10 +67,13 @@ class FinalizeMpi : public ::testing::Environment {
 };
 ::testing::Environment* const finalize_mpi = ::testing::AddGlobalTestEnvironment(new FinalizeMpi);
 
-uint8_t pattern(size_t i, int tag) { return static_cast<uint8_t>((i * 13 + static_cast<size_t>(tag) * 7) & 255); }
+uint8_t pattern(size_t i, int tag) {
+  return static_cast<uint8_t>((i * 13 + static_cast<size_t>(tag) * 7) & 255);
+}
 
 Tensor patterned_body(size_t n, int tag, int device) {
-  Tensor host = engine::empty({static_cast<int64_t>(n)}, engine::TensorOptions(engine::DType::u8, engine::Device::cpu()));
+  Tensor host = engine::empty({static_cast<int64_t>(n)},
+                              engine::TensorOptions(engine::DType::u8, engine::Device::cpu()));
   uint8_t* p = host.data<uint8_t>();
   for (size_t i = 0; i < n; ++i) p[i] = pattern(i, tag);
   return host.to(engine::Device::cuda(device));
@@ -96,14 +106,16 @@ TEST(NcclChannel, TwoRanksOnTwoGpus) {
   if (is_worker()) GTEST_SKIP() << "this is a worker";
   int gpus = engine::cuda_device_count();
   if (gpus < 2)
-    GTEST_SKIP() << "needs 2 GPUs (found " << gpus << "): NCCL refuses two ranks of one communicator on one GPU";
+    GTEST_SKIP() << "needs 2 GPUs (found " << gpus
+                 << "): NCCL refuses two ranks of one communicator on one GPU";
   char self[4096] = {0};
   ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
   ASSERT_GT(n, 0);
   const char* mpiexec = std::getenv("DGPIPE_MPIEXEC") ? std::getenv("DGPIPE_MPIEXEC") : "mpirun";
   setenv("DGPIPE_NCCL_WORKER", "1", 1);
-  std::string cmd = std::string("timeout 300 ") + mpiexec + " --allow-run-as-root --oversubscribe --bind-to none -np 2 " +
-                    self + " --gtest_filter='NcclChannelWorker.*' 2>&1";
+  std::string cmd = std::string("timeout 300 ") + mpiexec +
+                    " --allow-run-as-root --oversubscribe --bind-to none -np 2 " + self +
+                    " --gtest_filter='NcclChannelWorker.*' 2>&1";
   FILE* pipe = popen(cmd.c_str(), "r");
   ASSERT_NE(pipe, nullptr);
   std::string output;
@@ -126,10 +138,12 @@ TEST(NcclChannelWorker, ExchangesDeviceBodies) {
   // Stage 0 on rank 0; stages 1 and 2 on rank 1 (1 -> 2 is a same-rank hop with a device body).
   NcclChannel ch({0, 1, 1}, rank);
   ch.set_timeout(std::chrono::seconds(60));
-  const size_t big = size_t(16) << 20;  // far above NCCL's internal buffers: a send blocks until its receive runs
+  const size_t big =
+      size_t(16) << 20;  // far above NCCL's internal buffers: a send blocks until its receive runs
   const int M = 4;
   if (rank == 0) {
-    for (int mb = 0; mb < M; ++mb) ch.send(message(0, 1, MsgKind::activation, mb, patterned_body(big, mb, rank)));
+    for (int mb = 0; mb < M; ++mb)
+      ch.send(message(0, 1, MsgKind::activation, mb, patterned_body(big, mb, rank)));
     ch.send(message(0, 1, MsgKind::control, 0, Tensor()));  // no body
     for (int mb = 0; mb < M; ++mb) {
       Message g = ch.recv(1, 0, MsgKind::gradient, mb, 5);
@@ -141,7 +155,8 @@ TEST(NcclChannelWorker, ExchangesDeviceBodies) {
     }
   } else {
     // Both directions are in flight before either side receives.
-    for (int mb = 0; mb < M; ++mb) ch.send(message(1, 0, MsgKind::gradient, mb, patterned_body(big, 100 + mb, rank)));
+    for (int mb = 0; mb < M; ++mb)
+      ch.send(message(1, 0, MsgKind::gradient, mb, patterned_body(big, 100 + mb, rank)));
     ch.send(message(1, 2, MsgKind::activation, 0, patterned_body(1000, 200, rank)));
     for (int mb = 0; mb < M; ++mb) {
       Message a = ch.recv(0, 1, MsgKind::activation, mb, 5);

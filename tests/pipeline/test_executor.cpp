@@ -1,6 +1,7 @@
-// The executor's device-body path (what the NCCL channel uses: packet header as host bytes, body as a tensor),
-// exercised on the CPU with a channel that claims to carry device bodies but keeps everything in this process. It
-// must give exactly the same training as the host-bytes path, and the split must really happen.
+// The executor's device-body path (what the NCCL channel uses: packet header as host bytes, body as a
+// tensor), exercised on the CPU with a channel that claims to carry device bodies but keeps everything in
+// this process. It must give exactly the same training as the host-bytes path, and the split must really
+// happen.
 #include "pipeline/executor.h"
 
 #include <gtest/gtest.h>
@@ -84,9 +85,9 @@ RunResult run(const std::string& model, int S, int M, const std::string& codec, 
   std::unique_ptr<Pipeline> pipe = channel ? std::make_unique<Pipeline>(blocks, opts, make_sgd, channel)
                                            : std::make_unique<Pipeline>(blocks, opts, make_sgd);
   RunResult r;
-  for (int step = 0; step < 3; ++step) r.losses.push_back(pipe->train_step(testmodels::make_batch(model, 8, 40 + step)).loss);
-  for (auto& st : pipe->local_stages())
-  {
+  for (int step = 0; step < 3; ++step)
+    r.losses.push_back(pipe->train_step(testmodels::make_batch(model, 8, 40 + step)).loss);
+  for (auto& st : pipe->local_stages()) {
     r.wire_bytes += st->downstream_fwd_stats().wire_bytes + st->upstream_bwd_stats().wire_bytes;
     r.side_bytes += st->downstream_fwd_stats().side_bytes;
   }
@@ -94,7 +95,8 @@ RunResult run(const std::string& model, int S, int M, const std::string& codec, 
   return r;
 }
 
-void expect_same_training(const std::string& model, int S, int M, const std::string& codec, ScheduleKind kind) {
+void expect_same_training(const std::string& model, int S, int M, const std::string& codec,
+                          ScheduleKind kind) {
   SCOPED_TRACE(model + " S=" + std::to_string(S) + " M=" + std::to_string(M) + " codec " + codec);
   auto channel = std::make_shared<DeviceBodyChannel>();
   RunResult host = run(model, S, M, codec, kind, nullptr);
@@ -106,13 +108,15 @@ void expect_same_training(const std::string& model, int S, int M, const std::str
   EXPECT_EQ(differing, 0u) << "of " << host.params.size() << " parameters";
   EXPECT_EQ(host.losses, device.losses);
   EXPECT_EQ(host.wire_bytes, device.wire_bytes);
-  // Every message carried its body apart from the bytes: S-1 boundaries, M micro-batches, two directions, 3 steps.
+  // Every message carried its body apart from the bytes: S-1 boundaries, M micro-batches, two directions, 3
+  // steps.
   const uint64_t expected_messages = static_cast<uint64_t>(S - 1) * M * 2 * 3;
   EXPECT_EQ(channel->messages(), expected_messages);
   EXPECT_EQ(channel->bodies(), expected_messages);
   // Host bytes are exactly length prefixes + packet headers + side inputs: the bodies are not in them too.
   EXPECT_GT(channel->body_bytes(), 0u);
-  EXPECT_EQ(channel->host_bytes(), expected_messages * 8 + (device.wire_bytes - channel->body_bytes()) + device.side_bytes);
+  EXPECT_EQ(channel->host_bytes(),
+            expected_messages * 8 + (device.wire_bytes - channel->body_bytes()) + device.side_bytes);
 }
 
 }  // namespace
@@ -149,7 +153,8 @@ TEST(Executor, MissingDeviceBodyNamesTheBoundary) {
 }
 
 TEST(Executor, HostByteChannelRejectsADeviceBody) {
-  // A body arriving over a channel that does not carry bodies would be silently ignored; it is an error instead.
+  // A body arriving over a channel that does not carry bodies would be silently ignored; it is an error
+  // instead.
   auto channel = std::make_shared<LocalChannel>();
   StageSetup setup;
   setup.stage = 1;

@@ -1,6 +1,6 @@
-// Transparency: with codec `none`, a pipelined step gives the same parameters as single-device training on the same
-// micro-batches, whatever the stage count, micro-batch count, schedule or placement. Plus partition, wire accounting
-// with codecs, trace output and failure propagation.
+// Transparency: with codec `none`, a pipelined step gives the same parameters as single-device training on
+// the same micro-batches, whatever the stage count, micro-batch count, schedule or placement. Plus partition,
+// wire accounting with codecs, trace output and failure propagation.
 #include "pipeline/pipeline.h"
 
 #include <gtest/gtest.h>
@@ -24,7 +24,8 @@ namespace {
 const pipeline::OptimizerFactory make_sgd = testmodels::sgd_factory(1e-3);
 
 // Single-device reference: the same micro-batches, loss scaled by n_m / N, one optimizer step.
-void reference_step(std::vector<layers::ModulePtr>& blocks, engine::Optimizer& opt, const MicroBatch& batch, int M) {
+void reference_step(std::vector<layers::ModulePtr>& blocks, engine::Optimizer& opt, const MicroBatch& batch,
+                    int M) {
   auto micro = split_micro_batches(batch, M);
   int64_t total = batch.labels.numel();
   for (auto& b : blocks) b->train(true);
@@ -50,9 +51,10 @@ double max_param_diff(const std::vector<layers::ModulePtr>& a, const std::vector
         num += (va[j] - vb[j]) * (va[j] - vb[j]);
         den += vb[j] * vb[j];
       }
-      // Relative L2 with a floor of RMS 1e-2: some tensors are analytically zero up to float noise (the attention
-      // key bias gets no gradient; a batch norm after a 2-sample micro-batch at 1x1 has running mean 0), and noise
-      // over noise is no signal. Real parameters have RMS 0.1-1, where this is a plain relative error.
+      // Relative L2 with a floor of RMS 1e-2: some tensors are analytically zero up to float noise (the
+      // attention key bias gets no gradient; a batch norm after a 2-sample micro-batch at 1x1 has running
+      // mean 0), and noise over noise is no signal. Real parameters have RMS 0.1-1, where this is a plain
+      // relative error.
       double floor = 1e-4 * static_cast<double>(va.size());
       double rel = std::sqrt(num / std::max(den, floor));
       if (rel > 1e-5 && std::getenv("DGPIPE_DEBUG_TRANSPARENCY"))
@@ -64,7 +66,8 @@ double max_param_diff(const std::vector<layers::ModulePtr>& a, const std::vector
 }
 
 void check_transparency(const std::string& model, int S, int M, ScheduleKind kind, Placement placement) {
-  SCOPED_TRACE(model + " S=" + std::to_string(S) + " M=" + std::to_string(M) + " " + schedule_kind_name(kind));
+  SCOPED_TRACE(model + " S=" + std::to_string(S) + " M=" + std::to_string(M) + " " +
+               schedule_kind_name(kind));
   auto ref_blocks = testmodels::make_blocks(model);
   auto pipe_blocks = testmodels::make_blocks(model);
   ASSERT_LT(max_param_diff(ref_blocks, pipe_blocks), 1e-12) << "factories must build identical models";
@@ -137,9 +140,11 @@ TEST(Pipeline, WireBytesFollowTheCodecFormulas) {
       EXPECT_EQ(st->downstream_fwd_stats().wire_bytes, steps * 4 * fwd->wire_bytes(shape)) << "stage " << s;
       EXPECT_EQ(st->downstream_fwd_stats().raw_bytes, steps * 4 * 2 * 16 * 4u);
     }
-    if (s > 0) EXPECT_EQ(st->upstream_bwd_stats().wire_bytes, steps * 4 * bwd->wire_bytes(shape)) << "stage " << s;
+    if (s > 0)
+      EXPECT_EQ(st->upstream_bwd_stats().wire_bytes, steps * 4 * bwd->wire_bytes(shape)) << "stage " << s;
   }
-  // On a real boundary tensor, bit-packed 8-bit codes cost a quarter of f32 plus a small header: the ratio is real.
+  // On a real boundary tensor, bit-packed 8-bit codes cost a quarter of f32 plus a small header: the ratio is
+  // real.
   engine::Shape boundary{64, 32, 32, 32};
   double raw = 64.0 * 32 * 32 * 32 * 4;
   EXPECT_GT(fwd->wire_bytes(boundary), 0.25 * raw);

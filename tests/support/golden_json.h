@@ -1,6 +1,7 @@
-// Reading golden files written by scripts/*.py (tests/data/*.json): tensors stored as {"shape": [...], "data": [...]}
-// with data flat in row-major order. The file is looked up in $DGPIPE_SOURCE_DIR/tests/data/ (CTest sets it), then
-// in ./tests/data/ and ./ (running a test binary by hand from the repository root or the data folder).
+// Reading golden files written by scripts/*.py (tests/data/*.json): tensors stored as {"shape": [...],
+// "data": [...]} with data flat in row-major order. The file is looked up in $DGPIPE_SOURCE_DIR/tests/data/
+// (CTest sets it), then in ./tests/data/ and ./ (running a test binary by hand from the repository root or
+// the data folder).
 #pragma once
 #include <cstdlib>
 #include <fstream>
@@ -15,7 +16,8 @@ namespace dgpipe::testing {
 
 inline nlohmann::json load_golden_json(const std::string& file_name) {
   std::vector<std::string> candidates;
-  if (const char* root = std::getenv("DGPIPE_SOURCE_DIR")) candidates.push_back(std::string(root) + "/tests/data/" + file_name);
+  if (const char* root = std::getenv("DGPIPE_SOURCE_DIR"))
+    candidates.push_back(std::string(root) + "/tests/data/" + file_name);
   candidates.push_back("tests/data/" + file_name);
   candidates.push_back(file_name);
   std::string tried;

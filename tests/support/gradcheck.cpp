@@ -20,14 +20,17 @@ double max_rel_diff(const Tensor& a, const Tensor& b) {
   std::vector<double> va = a.to_vector(), vb = b.to_vector();
   if (va.size() != vb.size()) return INFINITY;
   double m = 0;
-  for (size_t i = 0; i < va.size(); ++i) m = std::max(m, std::fabs(va[i] - vb[i]) / std::max(1.0, std::fabs(vb[i])));
+  for (size_t i = 0; i < va.size(); ++i)
+    m = std::max(m, std::fabs(va[i] - vb[i]) / std::max(1.0, std::fabs(vb[i])));
   return m;
 }
 
-bool have_cuda() { return cuda_available(); }
+bool have_cuda() {
+  return cuda_available();
+}
 
-std::string gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f, const std::vector<Tensor>& inputs,
-                      GradcheckOptions opts) {
+std::string gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,
+                      const std::vector<Tensor>& inputs, GradcheckOptions opts) {
   // Analytic gradients.
   for (const Tensor& x : inputs) const_cast<Tensor&>(x).zero_grad();
   Tensor y = f(inputs);
@@ -70,8 +73,8 @@ std::string gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f
       *p = orig;
       double numeric = (fp - fm) / (2 * opts.eps);
       if (std::fabs(a[i] - numeric) > opts.atol + opts.rtol * std::fabs(numeric) || !std::isfinite(a[i])) {
-        err << "input " << k << " (shape " << shape_str(x.shape()) << ") element " << i << ": analytic " << a[i]
-            << " vs numeric " << numeric;
+        err << "input " << k << " (shape " << shape_str(x.shape()) << ") element " << i << ": analytic "
+            << a[i] << " vs numeric " << numeric;
         return err.str();
       }
     }

@@ -1,8 +1,8 @@
 // Finite-difference gradient checker shared by every op test (the Caffe idea, in double precision).
 //
 // gradcheck(f, inputs) projects the output on a fixed random direction w (loss = sum(f(x) * w)), computes the
-// analytic gradient of every input that requires grad with backward(), and compares it with central differences
-// (f(x + h e_i) - f(x - h e_i)) / 2h for every element i. Inputs should be f64 and small.
+// analytic gradient of every input that requires grad with backward(), and compares it with central
+// differences (f(x + h e_i) - f(x - h e_i)) / 2h for every element i. Inputs should be f64 and small.
 #pragma once
 #include <functional>
 #include <string>
@@ -15,15 +15,15 @@ namespace dgpipe::testing {
 using engine::Tensor;
 
 struct GradcheckOptions {
-  double eps = 1e-6;       // finite-difference step
-  double atol = 1e-5;      // |analytic - numeric| <= atol + rtol * |numeric|
+  double eps = 1e-6;   // finite-difference step
+  double atol = 1e-5;  // |analytic - numeric| <= atol + rtol * |numeric|
   double rtol = 1e-4;
-  uint64_t seed = 1234;    // for the projection direction
+  uint64_t seed = 1234;  // for the projection direction
 };
 
 // Returns an empty string on success, otherwise a description of the first mismatch.
-std::string gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f, const std::vector<Tensor>& inputs,
-                      GradcheckOptions opts = {});
+std::string gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,
+                      const std::vector<Tensor>& inputs, GradcheckOptions opts = {});
 
 // Random f64 leaf requiring grad, values in [lo, hi).
 Tensor random_leaf(const engine::Shape& shape, double lo = -1.0, double hi = 1.0, uint64_t seed = 7);
@@ -36,13 +36,13 @@ bool have_cuda();
 
 }  // namespace dgpipe::testing
 
-#define DGP_SKIP_WITHOUT_CUDA()                                                        \
-  do {                                                                                 \
-    if (!::dgpipe::testing::have_cuda()) GTEST_SKIP() << "no CUDA device: skipped";    \
+#define DGP_SKIP_WITHOUT_CUDA()                                                     \
+  do {                                                                              \
+    if (!::dgpipe::testing::have_cuda()) GTEST_SKIP() << "no CUDA device: skipped"; \
   } while (0)
 
-#define EXPECT_GRADCHECK(f, inputs, ...)                                       \
-  do {                                                                         \
+#define EXPECT_GRADCHECK(f, inputs, ...)                                          \
+  do {                                                                            \
     std::string dgp_gc_ = ::dgpipe::testing::gradcheck(f, inputs, ##__VA_ARGS__); \
-    EXPECT_TRUE(dgp_gc_.empty()) << dgp_gc_;                                   \
+    EXPECT_TRUE(dgp_gc_.empty()) << dgp_gc_;                                      \
   } while (0)

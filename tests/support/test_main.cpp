@@ -7,6 +7,7 @@
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
-  if (!dgpipe::engine::cuda_available()) std::printf("[dgpipe] no CUDA device: CUDA tests in this suite are skipped\n");
+  if (!dgpipe::engine::cuda_available())
+    std::printf("[dgpipe] no CUDA device: CUDA tests in this suite are skipped\n");
   return RUN_ALL_TESTS();
 }

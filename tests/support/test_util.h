@@ -18,6 +18,8 @@ inline std::string error_of(const std::function<void()>& action) {
   return "(no error)";
 }
 
-inline bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+inline bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
 
 }  // namespace dgpipe::testing

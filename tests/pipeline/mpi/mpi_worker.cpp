@@ -1,7 +1,8 @@
 // Launched by the test suite with mpirun (one process per rank). Modes:
 //   transparency chain|client-server  — pipelined training over the MPI channel equals single-device training
 //   kill                              — rank 1 dies (SIGKILL) in step 1: every rank must exit non-zero
-//   stuck                             — rank 1 hangs in step 1: its neighbours time out naming it and the step
+//   stuck                             — rank 1 hangs in step 1: its neighbours time out naming it and the
+//   step
 #include <mpi.h>
 
 #include <chrono>
