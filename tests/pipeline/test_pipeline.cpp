@@ -100,7 +100,7 @@ TEST(Pipeline, TransparencyMlpAllShapes) {
 }
 
 TEST(Pipeline, TransparencyModels) {
-  for (const std::string model : testmodels::available_models()) {
+  for (const std::string& model : testmodels::available_models()) {
     if (model == "mlp") continue;
     for (int S : {2, 3, 4})
       for (int M : {1, 2, 4}) check_transparency(model, S, M, ScheduleKind::gpipe, Placement::chain);
@@ -140,8 +140,9 @@ TEST(Pipeline, WireBytesFollowTheCodecFormulas) {
       EXPECT_EQ(st->downstream_fwd_stats().wire_bytes, steps * 4 * fwd->wire_bytes(shape)) << "stage " << s;
       EXPECT_EQ(st->downstream_fwd_stats().raw_bytes, steps * 4 * 2 * 16 * 4u);
     }
-    if (s > 0)
+    if (s > 0) {
       EXPECT_EQ(st->upstream_bwd_stats().wire_bytes, steps * 4 * bwd->wire_bytes(shape)) << "stage " << s;
+    }
   }
   // On a real boundary tensor, bit-packed 8-bit codes cost a quarter of f32 plus a small header: the ratio is
   // real.
