@@ -317,13 +317,25 @@ void write_text_atomic(const std::string& path, const std::string& text) {
   fs::rename(tmp, path);
 }
 
-// Totals of the boundary traffic of the local stages (each boundary counted once: at its sender).
-void boundary_totals(pipeline::Pipeline& pipe, uint64_t& wire, uint64_t& raw) {
+// Totals of the boundary traffic (each boundary and direction counted once: at its sender). With one process per
+// rank every rank holds only its own stages' counters, so they are summed over the ranks; every rank calls this at
+// the same points of the loop.
+void boundary_totals(pipeline::Pipeline& pipe, uint64_t& wire, uint64_t& raw, bool across_ranks) {
   wire = raw = 0;
   for (auto& st : pipe.local_stages()) {
     wire += st->downstream_fwd_stats().wire_bytes + st->upstream_bwd_stats().wire_bytes;
     raw += st->downstream_fwd_stats().raw_bytes + st->upstream_bwd_stats().raw_bytes;
   }
+#ifdef DGPIPE_WITH_MPI
+  if (across_ranks) {
+    uint64_t local[2] = {wire, raw}, total[2] = {0, 0};
+    MPI_Allreduce(local, total, 2, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
+    wire = total[0];
+    raw = total[1];
+  }
+#else
+  (void)across_ranks;
+#endif
 }
 
 }  // namespace
@@ -611,7 +623,7 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
     double loss_sum = 0;
     int64_t correct = 0, seen = 0, steps_in_epoch = 0;
     uint64_t wire0, raw0;
-    boundary_totals(*pipe, wire0, raw0);
+    boundary_totals(*pipe, wire0, raw0, multi_process);
     for (data::Batch& b : data.train->epoch(epoch)) {
       if (c.max_steps > 0 && global_step >= c.max_steps) {
         stop = true;
@@ -659,7 +671,7 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
     m.train_loss = loss_sum / steps_in_epoch;
     m.train_acc = seen ? static_cast<double>(correct) / seen : 0;
     uint64_t wire1, raw1;
-    boundary_totals(*pipe, wire1, raw1);
+    boundary_totals(*pipe, wire1, raw1, multi_process);
     m.wire_bytes = wire1 - wire0;
     m.raw_bytes = raw1 - raw0;
     evaluate(m);
@@ -736,7 +748,7 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
       save_checkpoint(epoch + 1);
   }
 
-  boundary_totals(*pipe, summary.wire_bytes, summary.raw_bytes);
+  boundary_totals(*pipe, summary.wire_bytes, summary.raw_bytes, multi_process);
   if (!summary.epochs.empty()) {
     summary.final_eval_acc = summary.epochs.back().eval_acc;
     summary.final_eval_mcc = summary.epochs.back().eval_mcc;
