@@ -77,6 +77,30 @@ bool has_type(const layers::Module& m, const std::string& type) {
   return false;
 }
 
+// Loss and top-1 hits of the last stage, summed on the stage's device: reading them back per micro-batch would be a
+// host-device sync per micro-batch on a GPU; finish() reads them once per step.
+class LastStageMetrics {
+ public:
+  void add(const Tensor& logits, const Tensor& labels, const Tensor& ce, double weight) {
+    NoGradGuard ng;
+    Tensor weighted = engine::cast(engine::mul(ce.detach(), weight), DType::f64);
+    Tensor hits = engine::sum(engine::cast(engine::eq(engine::argmax(logits.detach(), 1), labels), DType::f64));
+    loss_ = loss_.defined() ? engine::add(loss_, weighted) : weighted;
+    hits_ = hits_.defined() ? engine::add(hits_, hits) : hits;
+    samples_ += labels.numel();
+  }
+  void finish(StepResult& r) const {
+    if (!loss_.defined()) return;
+    r.loss += loss_.item();
+    r.correct += static_cast<int64_t>(hits_.item());
+    r.samples += samples_;
+  }
+
+ private:
+  Tensor loss_, hits_;
+  int64_t samples_ = 0;
+};
+
 }  // namespace
 
 StageExecutor::StageExecutor(StageSetup setup, std::shared_ptr<Channel> channel)
@@ -95,6 +119,7 @@ StageExecutor::StageExecutor(StageSetup setup, std::shared_ptr<Channel> channel)
     down_fwd_ = compress::make_codec(setup_.downstream_fwd, boundary(s, s + 1, "fwd"));
     down_bwd_ = compress::make_codec(setup_.downstream_bwd, boundary(s, s + 1, "bwd"));
   }
+  program_ = make_schedule(S, setup_.micro_batches, setup_.kind)[s];  // once: the same every step
 #ifdef DGPIPE_WITH_CUDA
   if (setup_.device.is_cuda()) compute_stream_ = engine::cuda::Stream::create(setup_.device.index);
 #endif
@@ -218,7 +243,8 @@ StepResult StageExecutor::train_step(int64_t step, const std::vector<MicroBatch>
   StepResult result;
   auto step_start = Clock::now();
   double busy = 0;
-  const auto program = make_schedule(S, M, setup_.kind)[s];
+  const StageProgram& program = program_;
+  LastStageMetrics metrics;
 
   auto forward_mb = [&](int m, bool with_grad) {
     Saved& sv = saved[m];
@@ -231,15 +257,8 @@ StepResult StageExecutor::train_step(int64_t step, const std::vector<MicroBatch>
       double weight =
           setup_.seed_compat ? 1.0 : static_cast<double>(labels.numel()) / static_cast<double>(total);
       Tensor loss = engine::mul(ce, weight);
-      {
-        NoGradGuard g;
-        result.loss +=
-            setup_.seed_compat ? ce.item() * labels.numel() / static_cast<double>(total) : loss.item();
-        Tensor pred = engine::argmax(out.detach(), 1);
-        Tensor hit = engine::eq(pred, labels);
-        result.correct += static_cast<int64_t>(engine::sum(engine::cast(hit, DType::f32)).item());
-        result.samples += labels.numel();
-      }
+      // reported: the mean over the mini-batch, whatever the gradient scaling (--seed-compat)
+      metrics.add(out, labels, ce, static_cast<double>(labels.numel()) / static_cast<double>(total));
       sv.output = loss;
     } else {
       sv.output = out;
@@ -321,6 +340,7 @@ StepResult StageExecutor::train_step(int64_t step, const std::vector<MicroBatch>
   }
   stats_.busy_s += busy;
   stats_.wall_s += seconds_since(step_start);
+  metrics.finish(result);
   return result;
 }
 
@@ -336,6 +356,7 @@ StepResult StageExecutor::eval_step(int64_t step, const std::vector<MicroBatch>&
   NoGradGuard ng;
   for (auto& b : setup_.blocks) b->train(false);
   StepResult result;
+  LastStageMetrics metrics;
   int64_t total = 0;
   if (last)
     for (auto& mb : data) total += mb.labels.numel();
@@ -354,10 +375,7 @@ StepResult StageExecutor::eval_step(int64_t step, const std::vector<MicroBatch>&
     if (last) {
       Tensor labels = data[m].labels.to(setup_.device);
       Tensor ce = engine::cross_entropy(out, labels);
-      result.loss += ce.item() * static_cast<double>(labels.numel()) / static_cast<double>(total);
-      Tensor hit = engine::eq(engine::argmax(out, 1), labels);
-      result.correct += static_cast<int64_t>(engine::sum(engine::cast(hit, DType::f32)).item());
-      result.samples += labels.numel();
+      metrics.add(out, labels, ce, static_cast<double>(labels.numel()) / static_cast<double>(total));
       if (keep_logits) result.logits.push_back(out.to(engine::Device::cpu()));
     } else {
       BoundaryStats ignore;
@@ -366,6 +384,7 @@ StepResult StageExecutor::eval_step(int64_t step, const std::vector<MicroBatch>&
       channel_->send(std::move(msg));
     }
   }
+  metrics.finish(result);
   return result;
 }
 

@@ -109,6 +109,7 @@ class StageExecutor {
   // CUDA stages run their kernels on a stream of their own, so stages sharing a GPU overlap instead of
   // serialising on one stream (unused on the CPU).
   engine::cuda::Stream compute_stream_;
+  StageProgram program_;  // this stage's instruction list
   std::unique_ptr<compress::Codec> up_fwd_, up_bwd_, down_fwd_, down_bwd_;
   BoundaryStats up_stats_, down_fwd_stats_, up_bwd_stats_;
   StageStats stats_;
