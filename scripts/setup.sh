@@ -13,6 +13,7 @@ packages=(
   libsentencepiece-dev                         # SentencePiece tokenizers
   libopenmpi-dev openmpi-bin                   # mpi channel
   python3                                      # scripts
+  iproute2                                     # ip/tc: the shaped-link tests (scripts/slow_link.sh)
 )
 
 missing=()
