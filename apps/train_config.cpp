@@ -238,7 +238,8 @@ nlohmann::json preset(const std::string& name) {
                 {"warmup", 0.05},
                 {"log_every", 50},
                 {"log_dir", "runs/demo"}};
-  // CIFAR-10 MobileNetV2 from scratch (the research notes' "tfs" row, 94.07%), standard SGD recipe.
+  // CIFAR-10 MobileNetV2 from scratch (the research notes' "tfs" row, 94.07%: docs/original.md#r1), standard
+  // SGD recipe.
   if (name == "cifar10-mobilenetv2")
     return json{{"model", "mobilenetv2"},
                 {"dataset", "cifar10"},
@@ -267,8 +268,9 @@ nlohmann::json preset(const std::string& name) {
     j["log_dir"] = "runs/cifar10-resnet18";
     return j;
   }
-  // GLUE fine-tuning as the original: AdamW, lr 2e-5, linear warm-up over 10% of the steps, max length 128,
-  // batch 32 in 4 micro-batches, 20 epochs; client-server split with the first and last layers on the client.
+  // GLUE fine-tuning as the original (docs/original.md#hyper-parameters): AdamW, lr 2e-5, linear warm-up over
+  // 10% of the steps, max length 128, batch 32 in 4 micro-batches, 20 epochs; client-server split with the
+  // first and last layers on the client.
   auto glue = [](const std::string& task, int64_t epochs) {
     return json{{"model", "roberta"},
                 {"dataset", task},

@@ -78,7 +78,8 @@ struct TrainConfig {
   void validate() const;
 };
 
-// Named settings reproducing the research runs (and the demo `make run` job).
+// Named settings reproducing the research runs (docs/original.md#hyper-parameters) and the demo `make run`
+// job.
 std::vector<std::string> preset_names();
 nlohmann::json preset(const std::string& name);  // throws listing the presets for an unknown name
 std::string preset_help();

@@ -1,4 +1,5 @@
-// Codec throughput: encode and decode of every codec on the boundary sizes the research notes name
+// Codec throughput: encode and decode of every codec on CIFAR-geometry analogues of the original's boundaries
+// (docs/original.md#partitions)
 // ([64,32,32,32], [64,1280,4,4], [32,128,768]) and a 16M-element tensor. Counters: "GB" = input f32 bytes per
 // second (what the codec consumes; the fairest figure across codecs whose payloads differ), and on CUDA
 // "of_copy" = that rate as a fraction of the device-to-device copy bandwidth measured first in the same

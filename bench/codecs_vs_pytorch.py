@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Side-by-side baseline for bench/bench_codecs.cpp: the ORIGINAL (Epipe) codecs re-implemented in PyTorch from
-../shared/reference/epipe-spec.md §2 (not copied code), timed on the same device and sizes. Prints, per codec and
+docs/original.md#codecs (not copied code), timed on the same device and sizes. Prints, per codec and
 shape, encode and decode milliseconds and the input-f32 GB/s, in the same units as bench_codecs ("GB" counter).
 
   python3 bench/codecs_vs_pytorch.py --device cuda        # on the GPU machine, next to build/bench/bench_codecs
@@ -40,7 +40,7 @@ def sort_encode(x, q, s):
 
 
 def sort_decode(ms, codes, base, q, s):
-    # the original's sort-based decoder (pipeline_tests)
+    # the original's sort-based decoder (docs/original.md#sort-quantization)
     k = 2 ** s
     v, idx = torch.sort(codes.to(torch.int32))
     out = torch.empty(codes.numel(), device=codes.device)
@@ -50,7 +50,7 @@ def sort_decode(ms, codes, base, q, s):
 
 
 def fast_encode(x, q, s):
-    # quantiles of sample 0 by kthvalue, then masked range bucketing (spec §2.3)
+    # quantiles of sample 0 by kthvalue, then masked range bucketing (docs/original.md#fast-quantization)
     k, t = 2 ** s, q + s
     base = -(2 ** (t - 1)) if t in (8, 16) else 0
     row = x.reshape(x.shape[0], -1)[0].double()

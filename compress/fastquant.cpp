@@ -1,5 +1,6 @@
-// Fast quantization (spec §2.3, with its bugs fixed): group boundaries are quantiles estimated on a sample
-// instead of exact order statistics; the code layout and decoding are sortquant's.
+// Fast quantization (docs/original.md#fast-quantization, bugs B3-B5 there fixed): group boundaries are
+// quantiles estimated on a sample instead of exact order statistics; the code layout and decoding are
+// sortquant's.
 //
 // Estimator: a strided sample of n_s = min(N, 8192) elements, s_j = x[floor(j*N/n_s)] (it spans every sample
 // of the micro-batch, unlike the original's first sample), sorted; boundary t_g = s_(ceil(g*n_s/K) - 1) for

@@ -1,4 +1,4 @@
-// 1-D k-means with K = 2^B centroids (spec §2.8, with its bugs fixed).
+// 1-D k-means with K = 2^B centroids (docs/original.md#k-means, with its bugs B8 and B9 fixed).
 // Init: quantiles of a strided sample (n_s = min(N, 65536), sorted): c_j = s_((2j+1) n_s / 2K),
 // deterministic. Lloyd iterations, at most I: in one dimension the nearest centroid is found by a binary
 // search over the K - 1 midpoints of the sorted centroids, so an iteration costs one pass over x and O(N + K)

@@ -2,8 +2,9 @@
 // 2-D one matrix, 1-D a 1 x N row, 5-D+ [d0, d1, rest]. Both send L [b,m,r] and R [b,n,r] (f32) and decode L
 // R^T.
 //
-// power:R/I — power iteration (spec §2.6) with the fix of orthonormalising every iteration (same subspace, no
-//   overflow). State P [b,n,r] persists in the codec instance (one instance per boundary and direction = warm
+// power:R/I — power iteration (docs/original.md#power-iteration) with the fix of orthonormalising every
+//   iteration (same subspace, no overflow; bug B6 there).
+//   State P [b,n,r] persists in the codec instance (one instance per boundary and direction = warm
 //   start); it starts from Philox normals. Each iteration: P <- orth(P); Q <- A P; Q <- orth(Q); P <- A^T Q.
 //   Sent: L = Q (orthonormal), R = P = A^T Q; decode Q Q^T A, the projection on the tracked subspace.
 // svd:R/I — randomized SVD (Halko et al.): sketch Y = A Omega with l = R + min(R, 8) Gaussian columns (fresh,

@@ -65,7 +65,7 @@ DGP_CODEC_HD float fdiv(float a, float b) {
 }
 
 // Step of a min/max quantizer with `levels` = 2^Q - 1 intervals: (hi - lo) / levels, in fp32 like the
-// original.
+// original (docs/original.md#uniform-quantization).
 DGP_CODEC_HD float quant_step(float lo, float hi, uint32_t levels) {
   return fdiv(fsub(hi, lo), static_cast<float>(levels));
 }
@@ -74,7 +74,7 @@ DGP_CODEC_HD float quant_step(float lo, float hi, uint32_t levels) {
 // The original stores the signed value round(...) (its offset code); the unsigned code sent here is that
 // value plus 2^(Q-1). Subtracting the (exactly representable) offset before rounding is kept so that fp32
 // rounding of the subtraction, and thus every tie, is the original's. A zero step (constant tensor) gives
-// code 0.
+// code 0. See docs/original.md#uniform-quantization and #b2.
 DGP_CODEC_HD uint32_t uniform_code(float x, float lo, float step, int q_bits) {
   if (!(step > 0.0f)) return 0u;
   const float half_range = static_cast<float>(1u << (q_bits - 1));
@@ -84,7 +84,8 @@ DGP_CODEC_HD uint32_t uniform_code(float x, float lo, float step, int q_bits) {
   return static_cast<uint32_t>(r);
 }
 
-// Group quantizer of sort/fast quantization (original: q = round((v - m_i)/step_i), no offset).
+// Group quantizer of sort/fast quantization (original: q = round((v - m_i)/step_i), no offset; see
+// docs/original.md#sort-quantization).
 DGP_CODEC_HD uint32_t group_value_code(float x, float lo, float step, int q_bits) {
   if (!(step > 0.0f)) return 0u;
   float r = round_half_even(fdiv(fsub(x, lo), step));

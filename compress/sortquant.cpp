@@ -1,4 +1,4 @@
-// Sort quantization (spec §2.2), exact and without a full sort.
+// Sort quantization (docs/original.md#sort-quantization), exact and without a full sort.
 //
 // The flattened tensor's stable sort order is cut into K = 2^S groups with torch.tensor_split sizes (the
 // first N mod K groups hold ceil(N/K) elements, the rest floor(N/K)). Group g has lo_g = its smallest and

@@ -1,10 +1,11 @@
-// Top-k by magnitude (spec §2.5, sent for real): k = floor(R*N) (at least 1 when N > 0) largest |x| over the
+// Top-k by magnitude (sent for real): k = floor(R*N) (at least 1 when N > 0) largest |x| over the
 // whole flattened tensor; ties in magnitude keep the smaller flat index, so the choice is deterministic.
 // Body: prelude | k values f32 (in increasing index order) | pad to 16 | k indices bit-packed in
 // index_bits(N) = ceil(log2 N) bits (the narrowest width that holds N - 1; 17 bits for a 128K-element
 // tensor). Decode: zeros, then scatter. CPU: one nth_element over (|x|, index) pairs, O(N), plus a sort of
 // the k kept indices. CUDA (topk.cu): radix select of the threshold magnitude + order-preserving compaction,
 // the same bytes; decode is a memset and a scatter kernel.
+// The original's pruning (never sent, bug B10): docs/original.md#top-k-pruning.
 #include <algorithm>
 #include <cmath>
 #include <cstring>

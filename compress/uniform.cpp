@@ -1,4 +1,4 @@
-// Uniform Q-bit min/max quantization (spec §2.1, with the Δ = 0 and packing fixes).
+// Uniform Q-bit min/max quantization (docs/original.md#uniform-quantization; Δ = 0 and packing fixed).
 //   lo = min x, hi = max x, step = (hi - lo) / (2^Q - 1), q = round_half_even((x - lo)/step - 2^(Q-1)) +
 //   2^(Q-1).
 // The original sent the signed code q - 2^(Q-1) in an int8/int16 container; here q (unsigned) is bit-packed

@@ -8,6 +8,7 @@
 // Loss: the last stage computes cross-entropy per micro-batch scaled by n_m / N, so the parameters receive
 // the gradient of the mean loss over the whole mini-batch (seed_compat: unscaled sum of micro-batch means,
 // the original's choice). BatchNorm normalises per micro-batch (a block sees one micro-batch at a time).
+// The original's protocol and loop: docs/original.md#boundary-protocol and #training-loop.
 #pragma once
 #include <chrono>
 #include <functional>
@@ -82,7 +83,8 @@ class StageExecutor {
   // One training step. `data` is needed by stage 0 (inputs, contexts) and by the last stage (labels); other
   // stages may pass an empty vector.
   StepResult train_step(int64_t step, const std::vector<MicroBatch>& data);
-  // Forward only (evaluation through the codecs, as the original validated); no gradients, no optimizer.
+  // Forward only (evaluation through the codecs, as the original validated: docs/original.md#overview); no
+  // gradients, no optimizer.
   StepResult eval_step(int64_t step, const std::vector<MicroBatch>& data, bool keep_logits = false);
 
   const StageSetup& setup() const { return setup_; }

@@ -42,7 +42,8 @@ struct PipelineOptions {
   bool seed_compat = false;
   bool recompute = false;
   // BatchNorm running statistics over the whole mini-batch, committed at each optimizer step (see
-  // layers::BatchNorm2d::set_deferred); off: updated per micro-batch, as the original did.
+  // layers::BatchNorm2d::set_deferred); off: updated per micro-batch, as the original did
+  // (docs/original.md#b18).
   bool deferred_bn = false;
   double label_smoothing = 0.0;
   std::chrono::milliseconds timeout{std::chrono::seconds(120)};

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Golden codes for dgpipe's uniform and sort quantization, from a PyTorch re-implementation of the ORIGINAL
-(Epipe) codecs as described in ../shared/reference/epipe-spec.md §2.1-2.2 (written from that description).
+(Epipe) codecs as described in docs/original.md#uniform-quantization and #sort-quantization (written from that
+description).
 
 The original stores signed/offset codes; dgpipe sends unsigned codes. The mapping compared by the tests:
   uniform:   original code c = round((x - m)/Δ - 2^(Q-1))         -> dgpipe code = c + 2^(Q-1)

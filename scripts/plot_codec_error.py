@@ -5,7 +5,7 @@ tensors, measured with `dgpipe codec`.
 Boundary tensors: MobileNetV2 (torchvision, CIFAR geometry 32x32, random init with seed 0 — no pretrained weights
 are available offline; BatchNorm in training mode, so activations are batch-normalised as in training) on 64 real
 CIFAR-10 training images from ../shared/data/cifar10-jpg.tar.gz:
-  A      features[0] conv+BN output before ReLU6 (the original's default first boundary)  [64, 32, 16, 16]
+  A      features[0] conv+BN output before ReLU6 (boundary A of docs/original.md#partitions) [64, 32, 16, 16]
   A.grad gradient of a cross-entropy loss w.r.t. A (what the backward codec carries)      [64, 32, 16, 16]
   B      features[0:4] output (a post-ReLU6 inverted-residual boundary)                   [64, 24, 8, 8]
 Usage: python3 scripts/plot_codec_error.py [--dgpipe build-codecs/bin/dgpipe]

@@ -105,7 +105,8 @@ TEST(Packet, WireBytesAreExactForEveryCodec) {
 }
 
 TEST(Packet, BitPackedPayloadSizes) {
-  // 1000 elements at 6+2 bits: exactly 1000 bytes of codes; at 12 bits: 1500 bytes (the original used 2000).
+  // 1000 elements at 6+2 bits: exactly 1000 bytes of codes; at 12 bits: 1500 bytes (the original used 2000,
+  // docs/original.md#wire-size-and-nominal-ratios).
   auto sq = make_codec("sortquant:6+2");
   EXPECT_EQ(sq->body_bytes({1000}), 48u + 1000u);  // prelude 8 + 4 groups x 8 = 40 -> padded to 48
   auto u12 = make_codec("uniform:12");

@@ -1,5 +1,5 @@
 // Sort quantization: exact equal-population groups, per-group error bound, order between groups, goldens of
-// the original, CUDA parity.
+// the original (docs/original.md#sort-quantization), CUDA parity.
 #include <gtest/gtest.h>
 
 #include <algorithm>

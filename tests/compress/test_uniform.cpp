@@ -1,4 +1,5 @@
-// Uniform min/max quantization: error bound, edge cases, golden codes of the original, CUDA parity.
+// Uniform min/max quantization: error bound, edge cases, golden codes of the original
+// (docs/original.md#uniform-quantization), CUDA parity.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -46,7 +47,7 @@ TEST(Uniform, MaxErrorIsHalfAStepOnEveryDistribution) {
 }
 
 TEST(Uniform, CodeZeroDecodesToTheMinimum) {
-  // The original's unsigned mask decoder lost code 0 (spec §2.2 bug); arithmetic decoding must not.
+  // The original's unsigned mask decoder lost code 0 (docs/original.md#b1); arithmetic decoding must not.
   auto codec = make_codec("uniform:4");
   Tensor x = dgpipe::engine::from_vector(std::vector<float>{-3.0f, 5.0f, -3.0f, 0.0f, 1.0f}, {5});
   std::vector<double> y = codec->decode(codec->encode(x)).to_vector();
