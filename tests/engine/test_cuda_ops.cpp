@@ -5,6 +5,8 @@
 // A coverage check fails when a launcher declared in an engine/**/*_kernels.h header has no row naming it.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "support/cuda_op_cases.h"
 #include "support/gradcheck.h"
 
@@ -74,8 +76,8 @@ void launcher_three(const engine::Tensor& x, int64_t k);
             (std::set<std::string>{"launcher_one", "launcher_two", "launcher_three"}));
 }
 
-// The comparison itself, without a device: a CPU run agrees with itself, and a perturbed output, a perturbed
-// gradient or a missing gradient is reported.
+// The comparison itself, without a device: a CPU run agrees with itself, and a perturbed output, a NaN the
+// oracle does not have, a perturbed gradient or a missing gradient is reported.
 TEST(CudaOpCases, ComparisonReportsMismatches) {
   const CudaTwinCase& c = engine_cuda_cases()[0];
   ASSERT_TRUE(c.backward);
@@ -83,6 +85,10 @@ TEST(CudaOpCases, ComparisonReportsMismatches) {
   EXPECT_TRUE(compare_twins(c, cpu, cpu).empty());
   TwinRun off = cpu;
   off.out = add(cpu.out, 10 * c.tol);
+  EXPECT_EQ(compare_twins(c, cpu, off).size(), 1u);
+  std::vector<double> with_nan = cpu.out.to_vector();
+  with_nan[0] = NAN;
+  off.out = from_vector(with_nan, cpu.out.shape());
   EXPECT_EQ(compare_twins(c, cpu, off).size(), 1u);
   off = cpu;
   off.grads[1] = add(cpu.grads[1], 10 * c.tol);
