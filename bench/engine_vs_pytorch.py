@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 
-ELEMENTS = 64 << 20  # keep in sync with kElements in bench/bench_cuda_ops.cpp
+ELEMENTS = 64 << 20  # keep in sync with kElements in tests/support/cuda_op_cases.cpp
 
 
 def dtype_of(torch, code):
@@ -41,8 +41,7 @@ def torch_twin(torch, name, args):
     dev = "cuda"
     if name == "BM_Copy":
         a = torch.zeros(ELEMENTS, device=dev)
-        b = torch.empty_like(a)
-        return "bytes", 2 * a.numel() * 4, lambda: b.copy_(a)
+        return "bytes", 2 * a.numel() * 4, lambda: a.clone()
     if name == "BM_Add":
         t = dtype_of(torch, args[0])
         a, b = torch.zeros(ELEMENTS, device=dev, dtype=t), torch.zeros(ELEMENTS, device=dev, dtype=t)
@@ -67,7 +66,8 @@ def torch_twin(torch, name, args):
     if name == "BM_SgdStep":
         p = torch.zeros(ELEMENTS // 4, device=dev, requires_grad=True)
         p.grad = torch.zeros_like(p)
-        opt = torch.optim.SGD([p], lr=0.1, momentum=0.9, fused=True)
+        # the options of the "SGD nesterov" case in tests/support/cuda_op_cases.cpp
+        opt = torch.optim.SGD([p], lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3, fused=True)
         return "bytes", 5 * p.numel() * 4, opt.step
     if name == "BM_Gemm":
         n, t = args[0], dtype_of(torch, args[1])

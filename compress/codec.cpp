@@ -343,7 +343,7 @@ std::vector<uint32_t> read_codes(const Packet& p) {
       break;
     case CodecId::kmeans:
       bits = static_cast<int>(p.header.params.at(0));
-      offset = align16(kPreludeBytes + 4ull * (1u << bits));
+      offset = detail::kmeans_payload_offset(1 << bits);
       break;
     default:
       DGP_FAIL("read_codes: a " << codec_id_name(p.header.codec) << " packet has no code stream");
@@ -364,11 +364,7 @@ int index_bits(int64_t n) {
 }
 
 void* codec_stream() {
-#ifdef DGPIPE_WITH_CUDA
-  return engine::cuda::current_stream().raw();
-#else
-  return nullptr;
-#endif
+  return engine::cuda::current_stream().raw();  // nullptr in a build without CUDA
 }
 
 namespace detail {

@@ -104,6 +104,12 @@ std::vector<uint32_t> read_codes(const Packet& p);
 int index_bits(int64_t n);
 
 // CUDA stream (cudaStream_t) the codec kernels run on: the engine's current stream of the current device.
+//
+// The CUDA launchers of the codecs (namespace cuda_kernels, declared in compress/<codec>_kernels.h next to
+// <codec>.cpp and <codec>.cu) all run on this stream, never wait for the device, and write the whole body in
+// the layout of the CPU reference (codec_impl.h): the prelude, whose status word counts the non-finite
+// inputs, then the method's statistics and payload. The codecs call them whenever the tensor is on CUDA; a
+// build without CUDA links the throwing stubs of compress/cuda_stub.cpp instead.
 void* codec_stream();
 
 }  // namespace dgpipe::compress

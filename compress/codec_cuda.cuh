@@ -6,21 +6,18 @@
 // them into exactly `bits` bytes in shared memory; the block then stores its 256*bits contiguous payload
 // bytes with 16-byte stores (the payload starts 16-byte aligned in the body and 256*bits is a multiple of
 // 16).
+//
+// CUDA calls are checked with the engine's DGP_CUDA_CHECK (engine/cuda/cuda_context.cuh: the error names the
+// call and its file:line); body offsets are the layout functions of codec_impl.h, shared with the CPU.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
 #include "compress/codec.h"
+#include "compress/codec_impl.h"
 #include "compress/quant_math.h"
-#include "engine/error.h"
-
-#define DGP_CODEC_CUDA_CHECK(expr)                                                   \
-  do {                                                                               \
-    cudaError_t dgp_err_ = (expr);                                                   \
-    DGP_CHECK(dgp_err_ == cudaSuccess,                                               \
-              "codec CUDA call " #expr " failed: " << cudaGetErrorString(dgp_err_)); \
-  } while (0)
+#include "engine/cuda/cuda_context.cuh"
 
 namespace dgpipe::compress::cuda_kernels {
 
@@ -28,9 +25,6 @@ constexpr int kThreads = 256;
 constexpr int kPerThread = 8;
 constexpr int64_t kTileElems = kThreads * kPerThread;
 
-inline uint64_t detail_payload_offset(int groups) {
-  return (kPreludeBytes + 8ull * groups + 15) & ~uint64_t(15);
-}
 inline cudaStream_t stream() {
   return static_cast<cudaStream_t>(codec_stream());
 }
@@ -83,15 +77,11 @@ __device__ __forceinline__ void store_tile(uint8_t* stage, const uint32_t codes[
 
 // Reads the 8-byte prelude + K (lo, step) pairs of a body into shared arrays.
 __device__ __forceinline__ void load_group_stats(const uint8_t* body, int groups, float* lo, float* step) {
-  const float* s = reinterpret_cast<const float*>(body + kPreludeBytes);
+  const float* s = reinterpret_cast<const float*>(body + detail::group_stats_offset());
   for (int g = threadIdx.x; g < groups; g += blockDim.x) {
     lo[g] = s[2 * g];
     step[g] = s[2 * g + 1];
   }
-}
-
-__device__ __forceinline__ uint64_t group_payload_offset_dev(int groups) {
-  return (kPreludeBytes + 8ull * groups + 15) & ~uint64_t(15);
 }
 
 }  // namespace dgpipe::compress::cuda_kernels

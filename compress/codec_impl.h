@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "compress/codec.h"
+#include "engine/host_device.h"
 
 namespace dgpipe::compress::detail {
 
@@ -28,12 +29,27 @@ engine::Tensor byte_view(const engine::Tensor& contiguous);
 engine::Tensor typed_view(const engine::Tensor& body, uint64_t byte_offset, engine::DType dtype,
                           const engine::Shape& shape);
 
-// Body layout of the group quantizers (uniform = one group): prelude, K x (lo, step) f32, pad to 16, codes.
-inline uint64_t group_stats_offset() {
+// ---- body layouts (DGP_HD: the CPU reference, the CUDA kernels and the inspection helpers share them) ----
+// Every lossy body starts with the prelude (packet.h); sections after it start 16-byte aligned, so a kernel
+// stores them with 16-byte writes.
+// Group quantizers (uniform = one group): prelude, K x (lo, step) f32, pad to 16, codes.
+DGP_HD uint64_t group_stats_offset() {
   return kPreludeBytes;
 }
-inline uint64_t group_payload_offset(int groups) {
-  return align16(kPreludeBytes + 8ull * groups);
+DGP_HD uint64_t group_payload_offset(int groups) {
+  return align16(kPreludeBytes + 8ull * static_cast<uint64_t>(groups));
+}
+// k-means: prelude, K f32 centroids, pad to 16, codes.
+DGP_HD uint64_t kmeans_payload_offset(int centroids) {
+  return align16(kPreludeBytes + 4ull * static_cast<uint64_t>(centroids));
+}
+// Top-k: prelude, k f32 values, pad to 16, packed indices.
+DGP_HD uint64_t topk_index_offset(int64_t k) {
+  return align16(kPreludeBytes + 4ull * static_cast<uint64_t>(k));
+}
+// Low rank: prelude, pad to 16, L [b, m, r] f32, R [b, n, r] f32.
+DGP_HD uint64_t lowrank_l_offset() {
+  return align16(kPreludeBytes);
 }
 
 // CPU reference pieces shared by uniform / sortquant / fastquant.

@@ -3,8 +3,7 @@
 // block) fused with the NaN/Inf count, and (2) the fused group/quantize/pack pass. The sample is sorted by
 // one block with a bitonic network in shared memory (8192 keys = 32 KiB). No host synchronisation.
 #include "compress/codec_cuda.cuh"
-#include "compress/codec_impl.h"
-#include "compress/quant_kernels.h"
+#include "compress/fastquant_kernels.h"
 #include "engine/ops.h"
 
 namespace dgpipe::compress::cuda_kernels {
@@ -145,7 +144,7 @@ __global__ void fast_pack_kernel(const float* __restrict__ x, int64_t n, uint8_t
       codes[k] = (static_cast<uint32_t>(g) << q_bits) | group_value_code(v[k], lo[g], step[g], q_bits);
     }
   }
-  const uint64_t off = group_payload_offset_dev(groups);
+  const uint64_t off = detail::group_payload_offset(groups);
   store_tile(stage, codes, q_bits + s_bits, body + off, body_bytes - off, blockIdx.x);
 }
 
@@ -161,13 +160,13 @@ void fastquant_encode(const engine::Tensor& x, const engine::Tensor& body, int q
   const float* xp = static_cast<const float*>(x.raw_data());
   uint8_t* bp = static_cast<uint8_t*>(body.raw_data());
   cudaStream_t s = stream();
-  DGP_CODEC_CUDA_CHECK(cudaMemsetAsync(bp, 0, detail_payload_offset(groups), s));
+  DGP_CUDA_CHECK(cudaMemsetAsync(bp, 0, detail::group_payload_offset(groups), s));
   if (n == 0) return;
   sample_sort_kernel<<<1, 1024, 0, s>>>(xp, n, ns, groups, st);
   fast_minmax_kernel<<<tiles(n), kThreads, 0, s>>>(xp, n, groups, st);
   fast_stats_kernel<<<1, 256, 0, s>>>(st, groups, q_bits, bp);
   fast_pack_kernel<<<tiles(n), kThreads, 0, s>>>(xp, n, bp, body.nbytes(), st, q_bits, s_bits);
-  DGP_CODEC_CUDA_CHECK(cudaGetLastError());
+  DGP_CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace dgpipe::compress::cuda_kernels

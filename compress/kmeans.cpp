@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "compress/codec_impl.h"
-#include "compress/method_kernels.h"
+#include "compress/kmeans_kernels.h"
 #include "compress/quant_math.h"
 #include "engine/error.h"
 #include "engine/ops.h"
@@ -32,7 +32,7 @@ class KMeansCodec final : public Codec {
     return "kmeans:" + std::to_string(bits_) + "/" + std::to_string(iters_);
   }
   std::vector<int64_t> header_params(const engine::Shape&) const override { return {bits_, iters_}; }
-  uint64_t payload_offset() const { return align16(kPreludeBytes + 4ull * (1u << bits_)); }
+  uint64_t payload_offset() const { return kmeans_payload_offset(1 << bits_); }
   uint64_t body_bytes(const engine::Shape& s) const override {
     return payload_offset() + packed_bytes(static_cast<uint64_t>(engine::shape_numel(s)), bits_);
   }
@@ -40,14 +40,10 @@ class KMeansCodec final : public Codec {
   Packet encode(const Tensor& x) override {
     Packet p = start_packet(x);
     if (x.is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
       Tensor xf = contiguous_f32(x);
       p.body = device_body(p, x.device());
       cuda_kernels::kmeans_encode(xf, p.body, bits_, iters_);
       return p;
-#else
-      DGP_FAIL(where() << ": CUDA tensor but dgpipe was built without CUDA");
-#endif
     }
     Tensor h = host_f32(x);
     const float* v = h.data<float>();
@@ -107,13 +103,9 @@ class KMeansCodec final : public Codec {
   Tensor decode(const Packet& p) override {
     check_packet(p);
     if (p.body.is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
       Tensor out = engine::empty(p.header.shape, engine::TensorOptions(engine::DType::f32, p.body.device()));
       cuda_kernels::kmeans_decode(p.body, out, bits_);
       return finish_decode(out, p, p.body.device());
-#else
-      DGP_FAIL(where() << ": CUDA packet but dgpipe was built without CUDA");
-#endif
     }
     p.check_status();
     Tensor hb = p.host_body();

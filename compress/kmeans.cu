@@ -23,8 +23,7 @@
 #include <cub/device/device_radix_sort.cuh>
 
 #include "compress/codec_cuda.cuh"
-#include "compress/method_kernels.h"
-#include "engine/cuda/cuda_context.cuh"
+#include "compress/kmeans_kernels.h"
 #include "engine/ops.h"
 
 namespace dgpipe::compress::cuda_kernels {
@@ -43,10 +42,6 @@ struct KMeansState {
   double range;
   int done;
 };
-
-uint64_t kmeans_payload_offset(int centroids) {
-  return align16(kPreludeBytes + 4ull * centroids);
-}
 
 __global__ void kmeans_sample_kernel(const float* __restrict__ x, int64_t n, int64_t ns,
                                      float* __restrict__ sample) {
@@ -282,16 +277,16 @@ void kmeans_encode(const engine::Tensor& x, const engine::Tensor& body, int bits
   DGP_CHECK(bits >= 1 && bits <= 12, "kmeans CUDA encode: bits " << bits << " outside [1, 12]");
   const int64_t n = x.numel();
   const int k = 1 << bits;
-  const uint64_t payload_offset = kmeans_payload_offset(k);
+  const uint64_t payload_offset = detail::kmeans_payload_offset(k);
   cudaStream_t s = stream();
   uint8_t* bp = static_cast<uint8_t*>(body.raw_data());
   // Prelude (status word, accumulated by the pack kernel), centroids (written by finalize) and pad.
-  DGP_CODEC_CUDA_CHECK(cudaMemsetAsync(bp, 0, payload_offset, s));
+  DGP_CUDA_CHECK(cudaMemsetAsync(bp, 0, payload_offset, s));
   if (n == 0) return;  // the CPU reference sends zero centroids and no codes
   const int64_t ns = n < kMaxSample ? n : kMaxSample;
   size_t sort_bytes = 0;
-  DGP_CODEC_CUDA_CHECK(cub::DeviceRadixSort::SortKeys(nullptr, sort_bytes, static_cast<const float*>(nullptr),
-                                                      static_cast<float*>(nullptr), ns, 0, 32, s));
+  DGP_CUDA_CHECK(cub::DeviceRadixSort::SortKeys(nullptr, sort_bytes, static_cast<const float*>(nullptr),
+                                                static_cast<float*>(nullptr), ns, 0, 32, s));
   auto round256 = [](size_t v) { return (v + 255) & ~size_t(255); };
   const size_t state_bytes = round256(sizeof(KMeansState));
   const size_t sample_bytes = round256(static_cast<size_t>(ns) * sizeof(float));
@@ -306,7 +301,7 @@ void kmeans_encode(const engine::Tensor& x, const engine::Tensor& body, int bits
 
   kmeans_sample_kernel<<<static_cast<unsigned>((ns + kThreads - 1) / kThreads), kThreads, 0, s>>>(xp, n, ns,
                                                                                                   sample);
-  DGP_CODEC_CUDA_CHECK(cub::DeviceRadixSort::SortKeys(sort_tmp, sort_bytes, sample, sorted, ns, 0, 32, s));
+  DGP_CUDA_CHECK(cub::DeviceRadixSort::SortKeys(sort_tmp, sort_bytes, sample, sorted, ns, 0, 32, s));
   kmeans_init_kernel<<<1, 1024, 0, s>>>(st, sorted, ns, k);
   const int64_t ntiles = tiles(n);
   const int sms = engine::cuda::sm_count(x.device().index);
@@ -322,7 +317,7 @@ void kmeans_encode(const engine::Tensor& x, const engine::Tensor& body, int bits
   }
   kmeans_finalize_kernel<<<1, 1024, 0, s>>>(st, k, bp);
   kmeans_pack_kernel<<<ntiles, kThreads, 0, s>>>(xp, n, st, k, bits, bp, body.nbytes(), payload_offset);
-  DGP_CODEC_CUDA_CHECK(cudaGetLastError());
+  DGP_CUDA_CHECK(cudaGetLastError());
 }
 
 void kmeans_decode(const engine::Tensor& body, const engine::Tensor& out, int bits) {
@@ -330,8 +325,8 @@ void kmeans_decode(const engine::Tensor& body, const engine::Tensor& out, int bi
   if (n == 0) return;
   kmeans_decode_kernel<<<tiles(n), kThreads, 0, stream()>>>(
       static_cast<const uint8_t*>(body.raw_data()), body.nbytes(), static_cast<float*>(out.raw_data()), n,
-      bits, kmeans_payload_offset(1 << bits));
-  DGP_CODEC_CUDA_CHECK(cudaGetLastError());
+      bits, detail::kmeans_payload_offset(1 << bits));
+  DGP_CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace dgpipe::compress::cuda_kernels

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "compress/codec_impl.h"
-#include "compress/method_kernels.h"
+#include "compress/lowrank_kernels.h"
 #include "engine/autograd.h"
 #include "engine/error.h"
 #include "engine/ops.h"
@@ -142,12 +142,11 @@ class LowRankCodec : public Codec {
   std::vector<int64_t> header_params(const engine::Shape& s) const override {
     return {rank_, iters_, effective_rank(s)};
   }
-  static uint64_t l_offset() { return align16(kPreludeBytes); }
   uint64_t body_bytes(const engine::Shape& s) const override {
     MatrixView mv = matrix_view(s);
-    if (engine::shape_numel(s) == 0) return l_offset();
+    if (engine::shape_numel(s) == 0) return lowrank_l_offset();
     const int64_t r = effective_rank(s);
-    return l_offset() + 4ull * static_cast<uint64_t>(mv.b * (mv.m + mv.n) * r);
+    return lowrank_l_offset() + 4ull * static_cast<uint64_t>(mv.b * (mv.m + mv.n) * r);
   }
 
   Packet encode(const Tensor& x) override {
@@ -155,7 +154,6 @@ class LowRankCodec : public Codec {
     const MatrixView mv = matrix_view(x.shape());
     const int64_t r = effective_rank(x.shape());
     if (x.is_cuda() && cuda_supported(r)) {
-#ifdef DGPIPE_WITH_CUDA
       engine::NoGradGuard no_grad;
       if (x.numel() == 0) {
         p.body = make_body(p.header.body_bytes, x.device());
@@ -167,15 +165,12 @@ class LowRankCodec : public Codec {
       }
       ++calls_;
       return p;
-#else
-      DGP_FAIL(where() << ": CUDA tensor but dgpipe was built without CUDA");
-#endif
     }
     Tensor h = host_f32(x);
     Tensor body = make_body(p.header.body_bytes, engine::Device::cpu());
     if (h.numel() > 0) {
       prepare(mv, r, engine::Device::cpu());
-      float* lbuf = reinterpret_cast<float*>(body.data<uint8_t>() + l_offset());
+      float* lbuf = reinterpret_cast<float*>(body.data<uint8_t>() + lowrank_l_offset());
       float* rbuf = lbuf + mv.b * mv.m * r;
       for (int64_t bi = 0; bi < mv.b; ++bi)
         factor(h.data<float>() + bi * mv.m * mv.n, mv.m, mv.n, r, bi, mv, lbuf + bi * mv.m * r,
@@ -189,16 +184,12 @@ class LowRankCodec : public Codec {
   Tensor decode(const Packet& p) override {
     check_packet(p);
     if (p.body.is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
       engine::NoGradGuard no_grad;
       const MatrixView mv = matrix_view(p.header.shape);
       Tensor out =
           engine::empty({mv.b, mv.m, mv.n}, engine::TensorOptions(engine::DType::f32, p.body.device()));
       if (out.numel() > 0) cuda_kernels::lowrank_decode(p.body, out, p.header.params[2]);
       return finish_decode(out.reshape(p.header.shape), p, p.body.device());
-#else
-      DGP_FAIL(where() << ": CUDA packet but dgpipe was built without CUDA");
-#endif
     }
     p.check_status();
     Tensor hb = p.host_body();
@@ -206,7 +197,7 @@ class LowRankCodec : public Codec {
     if (out.numel() > 0) {
       MatrixView mv = matrix_view(p.header.shape);
       const int64_t r = p.header.params[2];
-      const float* lbuf = reinterpret_cast<const float*>(hb.data<uint8_t>() + l_offset());
+      const float* lbuf = reinterpret_cast<const float*>(hb.data<uint8_t>() + lowrank_l_offset());
       const float* rbuf = lbuf + mv.b * mv.m * r;
       for (int64_t bi = 0; bi < mv.b; ++bi)
         engine::cpu::gemm(false, true, mv.m, mv.n, r, 1.0f, lbuf + bi * mv.m * r, r, rbuf + bi * mv.n * r, r,
@@ -220,9 +211,7 @@ class LowRankCodec : public Codec {
   // start).
   virtual void prepare(const MatrixView& mv, int64_t r, engine::Device device) {}
   // Whether the CUDA twin handles this rank (otherwise a CUDA tensor runs the CPU reference on a host copy).
-  virtual bool cuda_supported(int64_t r) const {
-    return true;
-  }
+  virtual bool cuda_supported(int64_t r) const { return true; }
   // a: contiguous f32 [b, m, n] on a CUDA device; writes the whole body.
   virtual void encode_cuda(const Tensor& a, const Tensor& body, int64_t r) = 0;
   virtual void factor(const float* a, int64_t m, int64_t n, int64_t r, int64_t batch_index,
@@ -243,10 +232,8 @@ class PowerCodec final : public LowRankCodec {
     if (!state_.defined() || state_b_ != mv.b || state_m_ != mv.m || state_n_ != mv.n || state_r_ != r) {
       const engine::PhiloxState st{0x90e3u + static_cast<uint64_t>(r), 0};
       if (device.is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
         state_ = engine::empty({mv.b, mv.n, r}, engine::TensorOptions(engine::DType::f32, device));
         cuda_kernels::power_init_state(state_, r);
-#endif
       } else {
         state_ = engine::empty({mv.b, mv.n, r}, engine::DType::f32);
         float* s = state_.data<float>();
@@ -259,9 +246,7 @@ class PowerCodec final : public LowRankCodec {
     }
   }
   void encode_cuda(const Tensor& a, const Tensor& body, int64_t r) override {
-#ifdef DGPIPE_WITH_CUDA
     cuda_kernels::power_encode(a, state_, body, r, iters_, calls_);
-#endif
   }
   void factor(const float* a, int64_t m, int64_t n, int64_t r, int64_t bi, const MatrixView& mv, float* lout,
               float* rout) override {
@@ -287,9 +272,7 @@ class SvdCodec final : public LowRankCodec {
  protected:
   bool cuda_supported(int64_t r) const override { return r <= cuda_kernels::kSvdMaxCudaRank; }
   void encode_cuda(const Tensor& a, const Tensor& body, int64_t r) override {
-#ifdef DGPIPE_WITH_CUDA
     cuda_kernels::svd_encode(a, body, r, iters_, calls_);
-#endif
   }
   void factor(const float* a, int64_t m, int64_t n, int64_t r, int64_t bi, const MatrixView&, float* lout,
               float* rout) override {

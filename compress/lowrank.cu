@@ -1,22 +1,22 @@
 // CUDA low-rank codecs (twin of lowrank.cpp): the same algorithm, batched over the b matrices of the view.
 //
-// GEMMs are batched strided cuBLAS calls on the engine's current stream (engine::cuda_ops::bmm, which follows
-// the engine's TF32 setting). Orthonormalisation is one block per matrix: modified Gram-Schmidt applied
-// twice, the projections onto earlier columns taken 32 at a time (one block reduction per 32 dot products,
-// the working column in a double scratch vector, like the CPU's), and a collapsed column re-drawn from the
-// same Philox stream the CPU uses. The randomized SVD's small l x l eigenproblem (l = r + min(r, 8) <= 72) is
-// a cyclic Jacobi in shared memory, one block per matrix, in the CPU's rotation order; B B^T is formed in
-// double by cuBLAS. The power iteration's warm-start state P stays on the device between calls. Non-finite
-// inputs are counted into the status word by one extra read of A. Passes over A: power 2I + 1 GEMM reads + 1
-// check; svd 2I + 3 GEMM reads + 1 check. No host synchronisation. Results match the CPU reference to float
-// rounding (GEMM summation order and FMA differ), not bit for bit.
+// GEMMs are batched strided cuBLAS calls on the engine's current stream (engine::cuda_kernels::bmm, which
+// follows the engine's TF32 setting). Orthonormalisation is one block per matrix: modified Gram-Schmidt
+// applied twice, the projections onto earlier columns taken 32 at a time (one block reduction per 32 dot
+// products, the working column in a double scratch vector, like the CPU's), and a collapsed column re-drawn
+// from the same Philox stream the CPU uses. The randomized SVD's small l x l eigenproblem (l = r + min(r, 8)
+// <= 72) is a cyclic Jacobi in shared memory, one block per matrix, in the CPU's rotation order; B B^T is
+// formed in double by cuBLAS. The power iteration's warm-start state P stays on the device between calls.
+// Non-finite inputs are counted into the status word by one extra read of A. Passes over A: power 2I + 1 GEMM
+// reads + 1 check; svd 2I + 3 GEMM reads + 1 check. No host synchronisation. Results match the CPU reference
+// to float rounding (GEMM summation order and FMA differ), not bit for bit.
 #include "compress/codec_cuda.cuh"
-#include "compress/codec_impl.h"
-#include "compress/method_kernels.h"
+#include "compress/lowrank_kernels.h"
 #include "engine/cuda/kernel_utils.cuh"
 #include "engine/ops.h"
 #include "engine/ops/copy_kernels.h"
-#include "engine/ops/gemm.h"
+#include "engine/ops/matmul_kernels.h"
+#include "engine/rng.h"
 
 namespace dgpipe::compress::cuda_kernels {
 namespace {
@@ -26,17 +26,10 @@ using engine::Tensor;
 constexpr int kOrthThreads = 256;
 constexpr int kOrthWarps = kOrthThreads / 32;
 constexpr int kChunk = 32;
-constexpr uint64_t kLOffset = 16;  // align16(prelude), as LowRankCodec::l_offset()
 
-// engine::philox_normal, element i of the stream `seed` (offset 0): same words and the same float formula.
+// Element i of the Philox normal stream `seed` (offset 0): engine::philox_normal, shared with the CPU.
 __device__ __forceinline__ float philox_normal_at(uint64_t seed, uint64_t i) {
-  uint32_t w[4];
-  engine::cuda::philox4x32_device(seed, i / 2, w);
-  const float u1 = (static_cast<float>(w[0] >> 8) + 1.0f) * (1.0f / 16777216.0f);
-  const float u2 = engine::cuda::uniform_from_bits_device(w[1]);
-  const float r = sqrtf(-2.0f * logf(u1));
-  const float theta = 6.283185307179586f * u2;
-  return (i % 2 == 0) ? r * cosf(theta) : r * sinf(theta);
+  return engine::philox_normal(engine::PhiloxState{seed, 0}, i);
 }
 
 // Sum over the block (kOrthThreads threads); every thread gets the total.
@@ -145,7 +138,7 @@ void orthonormalize(const Tensor& m, double* col_scratch, uint64_t seed0, uint64
   const int64_t b = m.size(0), rows = m.size(1), cols = m.size(2);
   orthonormalize_kernel<<<static_cast<unsigned>(b), kOrthThreads, 0, stream()>>>(
       static_cast<float*>(m.raw_data()), rows, cols, col_scratch, seed0, seed_stride);
-  DGP_CODEC_CUDA_CHECK(cudaGetLastError());
+  DGP_CUDA_CHECK(cudaGetLastError());
 }
 
 // Gaussian sketch: element i of matrix bi is philox_normal({seed0 + bi * seed_stride, 0}, i).
@@ -231,20 +224,20 @@ struct LowRankViews {
 };
 
 LowRankViews body_views(const Tensor& body, int64_t b, int64_t m, int64_t n, int64_t r) {
-  return {detail::typed_view(body, kLOffset, engine::DType::f32, {b, m, r}),
-          detail::typed_view(body, kLOffset + 4ull * static_cast<uint64_t>(b * m * r), engine::DType::f32,
-                             {b, n, r})};
+  return {detail::typed_view(body, detail::lowrank_l_offset(), engine::DType::f32, {b, m, r}),
+          detail::typed_view(body, detail::lowrank_l_offset() + 4ull * static_cast<uint64_t>(b * m * r),
+                             engine::DType::f32, {b, n, r})};
 }
 
 // Zeroes the prelude and counts NaN/Inf of a into its status word.
 void write_status(const Tensor& a, const Tensor& body) {
   cudaStream_t s = stream();
   uint32_t* status = static_cast<uint32_t*>(body.raw_data());
-  DGP_CODEC_CUDA_CHECK(cudaMemsetAsync(status, 0, kLOffset, s));
+  DGP_CUDA_CHECK(cudaMemsetAsync(status, 0, detail::lowrank_l_offset(), s));
   const int64_t n = a.numel();
   const unsigned grid = engine::cuda::grid_for(n, kThreads, a.device().index);
   count_nonfinite_kernel<<<grid, kThreads, 0, s>>>(static_cast<const float*>(a.raw_data()), n, status);
-  DGP_CODEC_CUDA_CHECK(cudaGetLastError());
+  DGP_CUDA_CHECK(cudaGetLastError());
 }
 
 Tensor col_scratch(int64_t b, int64_t rows, engine::Device device) {
@@ -254,7 +247,7 @@ Tensor col_scratch(int64_t b, int64_t rows, engine::Device device) {
 }  // namespace
 
 void power_init_state(const Tensor& state, int64_t r) {
-  engine::cuda_ops::philox_fill(state, engine::PhiloxState{0x90e3u + static_cast<uint64_t>(r), 0}, true);
+  engine::cuda_kernels::philox_fill(state, engine::PhiloxState{0x90e3u + static_cast<uint64_t>(r), 0}, true);
 }
 
 void power_encode(const Tensor& a, const Tensor& state, const Tensor& body, int64_t r, int iters,
@@ -267,11 +260,11 @@ void power_encode(const Tensor& a, const Tensor& state, const Tensor& body, int6
   double* col = static_cast<double*>(scratch.raw_data());
   for (int it = 0; it < iters; ++it) {
     orthonormalize(state, col, 0x5151u + call * 1315423911ull, 1);
-    engine::cuda_ops::bmm(v.l, a, state);  // Q = A P
+    engine::cuda_kernels::bmm(v.l, a, state);  // Q = A P
     orthonormalize(v.l, col, 0xa11ceu + call * 2654435761ull, 1);
-    engine::cuda_ops::bmm(state, at, v.l);  // P = A^T Q
+    engine::cuda_kernels::bmm(state, at, v.l);  // P = A^T Q
   }
-  DGP_CODEC_CUDA_CHECK(
+  DGP_CUDA_CHECK(
       cudaMemcpyAsync(v.r.raw_data(), state.raw_data(), state.nbytes(), cudaMemcpyDeviceToDevice, stream()));
 }
 
@@ -295,37 +288,37 @@ void svd_encode(const Tensor& a, const Tensor& body, int64_t r, int iters, uint6
   // Omega [b, n, l] goes into z, which is free until the first A^T Y.
   sketch_kernel<<<engine::cuda::grid_for(z.numel(), kThreads, dev.index), kThreads, 0, s>>>(
       static_cast<float*>(z.raw_data()), n * l, z.numel(), seed, stride);
-  DGP_CODEC_CUDA_CHECK(cudaGetLastError());
-  engine::cuda_ops::bmm(y, a, z);  // Y = A Omega
+  DGP_CUDA_CHECK(cudaGetLastError());
+  engine::cuda_kernels::bmm(y, a, z);  // Y = A Omega
   for (int it = 0; it < iters; ++it) {
     orthonormalize(y, col, seed + 1 + it, stride);
-    engine::cuda_ops::bmm(z, at, y);  // Z = A^T Y
+    engine::cuda_kernels::bmm(z, at, y);  // Z = A^T Y
     orthonormalize(z, col, seed + 101 + it, stride);
-    engine::cuda_ops::bmm(y, a, z);  // Y = A Z
+    engine::cuda_kernels::bmm(y, a, z);  // Y = A Z
   }
   orthonormalize(y, col, seed + 999, stride);  // Q
-  engine::cuda_ops::bmm(z, at, y);             // B^T = A^T Q
+  engine::cuda_kernels::bmm(z, at, y);         // B^T = A^T Q
   // G = B B^T in double, as the CPU forms it.
   Tensor zd = z.to(engine::DType::f64);
   Tensor g = engine::empty({b, l, l}, engine::TensorOptions(engine::DType::f64, dev));
-  engine::cuda_ops::bmm(g, zd.transpose(1, 2), zd);
+  engine::cuda_kernels::bmm(g, zd.transpose(1, 2), zd);
   Tensor w = engine::empty({b, l, r}, f32);
   const size_t shared_bytes = (2 * static_cast<size_t>(l) * l + l) * sizeof(double);
-  DGP_CODEC_CUDA_CHECK(cudaFuncSetAttribute(jacobi_top_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(shared_bytes)));
+  DGP_CUDA_CHECK(cudaFuncSetAttribute(jacobi_top_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(shared_bytes)));
   jacobi_top_kernel<<<static_cast<unsigned>(b), kOrthThreads, shared_bytes, s>>>(
       static_cast<const double*>(g.raw_data()), static_cast<int>(l), static_cast<int>(r),
       static_cast<float*>(w.raw_data()));
-  DGP_CODEC_CUDA_CHECK(cudaGetLastError());
-  engine::cuda_ops::bmm(v.l, y, w);  // L = Q W
-  engine::cuda_ops::bmm(v.r, z, w);  // R = B^T W
+  DGP_CUDA_CHECK(cudaGetLastError());
+  engine::cuda_kernels::bmm(v.l, y, w);  // L = Q W
+  engine::cuda_kernels::bmm(v.r, z, w);  // R = B^T W
 }
 
 void lowrank_decode(const Tensor& body, const Tensor& out, int64_t r) {
   const int64_t b = out.size(0), m = out.size(1), n = out.size(2);
   if (out.numel() == 0) return;
   LowRankViews v = body_views(body, b, m, n, r);
-  engine::cuda_ops::bmm(out, v.l, v.r.transpose(1, 2));
+  engine::cuda_kernels::bmm(out, v.l, v.r.transpose(1, 2));
 }
 
 }  // namespace dgpipe::compress::cuda_kernels

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/host_device.h"
 #include "engine/tensor.h"
 
 namespace dgpipe::compress {
@@ -36,7 +37,7 @@ constexpr uint8_t kPacketVersion = 1;
 // Bodies of the lossy codecs start with an 8-byte prelude: a u32 status word (number of non-finite inputs
 // seen by a CUDA encode, saturating; the CPU encode throws instead) and a reserved u32.
 constexpr uint64_t kPreludeBytes = 8;
-inline uint64_t align16(uint64_t n) {
+DGP_HD uint64_t align16(uint64_t n) {
   return (n + 15) & ~uint64_t(15);
 }
 

@@ -1,5 +1,5 @@
 // Scalar formulas shared by the CPU reference codecs and their CUDA twins, so both compute bit-identical
-// codes. No CUDA headers: under nvcc the functions become __host__ __device__.
+// codes. No CUDA headers: under nvcc the functions become __host__ __device__ (DGP_HD, engine/host_device.h).
 //
 // Bit packing: code i of width W bits occupies bits [i*W, (i+1)*W) of the payload, bit 0 being the least
 // significant bit of byte 0 (little-endian bit order). Eight codes of width W fill exactly W bytes, which is
@@ -10,22 +10,18 @@
 #include <cstdint>
 #include <cstring>
 
-#ifdef __CUDACC__
-#define DGP_CODEC_HD __host__ __device__ __forceinline__
-#else
-#define DGP_CODEC_HD inline
-#endif
+#include "engine/host_device.h"
 
 namespace dgpipe::compress {
 
 // Bytes of a densely bit-packed array of n codes of `bits` bits.
-DGP_CODEC_HD uint64_t packed_bytes(uint64_t n, int bits) {
+DGP_HD uint64_t packed_bytes(uint64_t n, int bits) {
   return (n * static_cast<uint64_t>(bits) + 7) / 8;
 }
 
 // Round half to even in the current (default, nearest) rounding mode, as torch.round. nearbyint never raises
 // FE_INEXACT-dependent traps and matches the CUDA rintf.
-DGP_CODEC_HD float round_half_even(float v) {
+DGP_HD float round_half_even(float v) {
 #ifdef __CUDA_ARCH__
   return rintf(v);
 #else
@@ -35,28 +31,28 @@ DGP_CODEC_HD float round_half_even(float v) {
 
 // IEEE single-precision operations written so that nvcc cannot contract them into an FMA (the CPU build never
 // contracts: no -ffp-contract=fast on a target without FMA), keeping CPU and GPU results bit-identical.
-DGP_CODEC_HD float fsub(float a, float b) {
+DGP_HD float fsub(float a, float b) {
 #ifdef __CUDA_ARCH__
   return __fsub_rn(a, b);
 #else
   return a - b;
 #endif
 }
-DGP_CODEC_HD float fmul(float a, float b) {
+DGP_HD float fmul(float a, float b) {
 #ifdef __CUDA_ARCH__
   return __fmul_rn(a, b);
 #else
   return a * b;
 #endif
 }
-DGP_CODEC_HD float fadd(float a, float b) {
+DGP_HD float fadd(float a, float b) {
 #ifdef __CUDA_ARCH__
   return __fadd_rn(a, b);
 #else
   return a + b;
 #endif
 }
-DGP_CODEC_HD float fdiv(float a, float b) {
+DGP_HD float fdiv(float a, float b) {
 #ifdef __CUDA_ARCH__
   return __fdiv_rn(a, b);
 #else
@@ -66,7 +62,7 @@ DGP_CODEC_HD float fdiv(float a, float b) {
 
 // Step of a min/max quantizer with `levels` = 2^Q - 1 intervals: (hi - lo) / levels, in fp32 like the
 // original (docs/original.md#uniform-quantization).
-DGP_CODEC_HD float quant_step(float lo, float hi, uint32_t levels) {
+DGP_HD float quant_step(float lo, float hi, uint32_t levels) {
   return fdiv(fsub(hi, lo), static_cast<float>(levels));
 }
 
@@ -75,7 +71,7 @@ DGP_CODEC_HD float quant_step(float lo, float hi, uint32_t levels) {
 // value plus 2^(Q-1). Subtracting the (exactly representable) offset before rounding is kept so that fp32
 // rounding of the subtraction, and thus every tie, is the original's. A zero step (constant tensor) gives
 // code 0. See docs/original.md#uniform-quantization and #b2.
-DGP_CODEC_HD uint32_t uniform_code(float x, float lo, float step, int q_bits) {
+DGP_HD uint32_t uniform_code(float x, float lo, float step, int q_bits) {
   if (!(step > 0.0f)) return 0u;
   const float half_range = static_cast<float>(1u << (q_bits - 1));
   float r = fadd(round_half_even(fsub(fdiv(fsub(x, lo), step), half_range)), half_range);
@@ -86,7 +82,7 @@ DGP_CODEC_HD uint32_t uniform_code(float x, float lo, float step, int q_bits) {
 
 // Group quantizer of sort/fast quantization (original: q = round((v - m_i)/step_i), no offset; see
 // docs/original.md#sort-quantization).
-DGP_CODEC_HD uint32_t group_value_code(float x, float lo, float step, int q_bits) {
+DGP_HD uint32_t group_value_code(float x, float lo, float step, int q_bits) {
   if (!(step > 0.0f)) return 0u;
   float r = round_half_even(fdiv(fsub(x, lo), step));
   const float top = static_cast<float>((1u << q_bits) - 1u);
@@ -95,13 +91,13 @@ DGP_CODEC_HD uint32_t group_value_code(float x, float lo, float step, int q_bits
 }
 
 // Arithmetic decode of a value code: lo + q*step (no FMA, so every backend gives the same float).
-DGP_CODEC_HD float dequant(uint32_t q, float lo, float step) {
+DGP_HD float dequant(uint32_t q, float lo, float step) {
   return fadd(fmul(static_cast<float>(q), step), lo);
 }
 
 // Order-preserving map of a float to an unsigned key (negative values flipped). -0 is mapped to +0 so that
 // the two zeros, equal as floats, are one key (the CPU compares floats, the GPU compares keys).
-DGP_CODEC_HD uint32_t float_to_key(float f) {
+DGP_HD uint32_t float_to_key(float f) {
   uint32_t u;
 #ifdef __CUDA_ARCH__
   u = __float_as_uint(f);
@@ -111,7 +107,7 @@ DGP_CODEC_HD uint32_t float_to_key(float f) {
   if (u == 0x80000000u) u = 0u;
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
-DGP_CODEC_HD float key_to_float(uint32_t k) {
+DGP_HD float key_to_float(uint32_t k) {
   uint32_t u = (k & 0x80000000u) ? (k & 0x7fffffffu) : ~k;
   float f;
 #ifdef __CUDA_ARCH__
@@ -122,7 +118,7 @@ DGP_CODEC_HD float key_to_float(uint32_t k) {
   return f;
 }
 
-DGP_CODEC_HD bool is_finite_float(float x) {
+DGP_HD bool is_finite_float(float x) {
 #ifdef __CUDA_ARCH__
   return isfinite(x);
 #else
@@ -146,7 +142,7 @@ inline void put_bits(uint8_t* out, uint64_t i, int bits, uint32_t value) {
 }
 
 // Reads code i of width `bits` (<= 32) from a packed stream of total length `nbytes`.
-DGP_CODEC_HD uint32_t get_bits(const uint8_t* in, uint64_t nbytes, uint64_t i, int bits) {
+DGP_HD uint32_t get_bits(const uint8_t* in, uint64_t nbytes, uint64_t i, int bits) {
   uint64_t bit = i * static_cast<uint64_t>(bits);
   uint64_t byte = bit >> 3;
   int shift = static_cast<int>(bit & 7);
@@ -157,7 +153,7 @@ DGP_CODEC_HD uint32_t get_bits(const uint8_t* in, uint64_t nbytes, uint64_t i, i
 }
 
 // Packs 8 codes of `bits` bits into exactly `bits` bytes (the CUDA store unit; also used by the CPU loop).
-DGP_CODEC_HD void pack8(const uint32_t codes[8], int bits, uint8_t* out) {
+DGP_HD void pack8(const uint32_t codes[8], int bits, uint8_t* out) {
   // Accumulate in 64 bits and flush whole bytes: at most 8 + 16 pending bits.
   uint64_t acc = 0;
   int pending = 0, pos = 0;

@@ -20,8 +20,8 @@
 #include <vector>
 
 #include "compress/codec_impl.h"
-#include "compress/quant_kernels.h"
 #include "compress/quant_math.h"
+#include "compress/sortquant_kernels.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 
@@ -54,14 +54,10 @@ class SortQuantCodec final : public Codec {
   Packet encode(const Tensor& x) override {
     Packet p = start_packet(x);
     if (x.is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
       Tensor xf = contiguous_f32(x);
       p.body = device_body(p, x.device());
       cuda_kernels::sortquant_encode(xf, p.body, q_bits_, s_bits_);
       return p;
-#else
-      DGP_FAIL(where() << ": CUDA tensor but dgpipe was built without CUDA");
-#endif
     }
     Tensor h = host_f32(x);
     const float* v = h.data<float>();

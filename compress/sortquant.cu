@@ -14,7 +14,7 @@
 #include <cub/block/block_scan.cuh>
 
 #include "compress/codec_cuda.cuh"
-#include "compress/quant_kernels.h"
+#include "compress/sortquant_kernels.h"
 #include "engine/ops.h"
 
 namespace dgpipe::compress::cuda_kernels {
@@ -297,7 +297,7 @@ __global__ void sortquant_pack_kernel(const float* __restrict__ x, int64_t n, ui
         base + k < n
             ? ((static_cast<uint32_t>(g[k]) << q_bits) | group_value_code(v[k], lo[g[k]], step[g[k]], q_bits))
             : 0u;
-  const uint64_t off = group_payload_offset_dev(groups);
+  const uint64_t off = detail::group_payload_offset(groups);
   store_tile(stage, codes, q_bits + s_bits, body + off, body_bytes - off, blockIdx.x);
 }
 
@@ -327,8 +327,8 @@ void sortquant_encode(const engine::Tensor& x, const engine::Tensor& body, int q
   const float* xp = static_cast<const float*>(x.raw_data());
   uint8_t* bp = static_cast<uint8_t*>(body.raw_data());
   cudaStream_t s = stream();
-  DGP_CODEC_CUDA_CHECK(cudaMemsetAsync(hist, 0, hist_bytes, s));
-  DGP_CODEC_CUDA_CHECK(cudaMemsetAsync(bp, 0, detail_payload_offset(groups), s));
+  DGP_CUDA_CHECK(cudaMemsetAsync(hist, 0, hist_bytes, s));
+  DGP_CUDA_CHECK(cudaMemsetAsync(bp, 0, detail::group_payload_offset(groups), s));
   select_init_kernel<<<1, 512, 0, s>>>(st, n, groups, targets);
   if (n > 0) {
     const bool shared_hist = max_slots <= kSharedHistSlots;
@@ -346,7 +346,7 @@ void sortquant_encode(const engine::Tensor& x, const engine::Tensor& body, int q
     sortquant_pack_kernel<<<ntiles, kThreads, 0, s>>>(xp, n, bp, body.nbytes(), st, tile_counts, tile_prefix,
                                                       q_bits, s_bits, nonempty);
   }
-  DGP_CODEC_CUDA_CHECK(cudaGetLastError());
+  DGP_CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace dgpipe::compress::cuda_kernels

@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "compress/codec_impl.h"
-#include "compress/method_kernels.h"
 #include "compress/quant_math.h"
+#include "compress/topk_kernels.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 
@@ -42,10 +42,9 @@ class TopKCodec final : public Codec {
   std::vector<int64_t> header_params(const engine::Shape& shape) const override {
     return {kept_count(fraction_, engine::shape_numel(shape))};
   }
-  static uint64_t index_offset(int64_t k) { return align16(kPreludeBytes + 4ull * static_cast<uint64_t>(k)); }
   uint64_t body_bytes(const engine::Shape& shape) const override {
     const int64_t n = engine::shape_numel(shape), k = kept_count(fraction_, n);
-    return index_offset(k) + packed_bytes(static_cast<uint64_t>(k), index_bits(n));
+    return topk_index_offset(k) + packed_bytes(static_cast<uint64_t>(k), index_bits(n));
   }
 
   Packet encode(const Tensor& x) override {
@@ -54,14 +53,10 @@ class TopKCodec final : public Codec {
     DGP_CHECK(index_bits(n) <= 32 && n <= (int64_t(1) << 32),
               where() << ": tensors of more than 2^32 elements are not supported");
     if (x.is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
       Tensor xf = contiguous_f32(x);
       p.body = device_body(p, x.device());
       cuda_kernels::topk_encode(xf, p.body, k);
       return p;
-#else
-      DGP_FAIL(where() << ": CUDA tensor but dgpipe was built without CUDA");
-#endif
     }
     Tensor h = host_f32(x);
     const float* v = h.data<float>();
@@ -81,7 +76,7 @@ class TopKCodec final : public Codec {
       std::memcpy(b + kPreludeBytes + 4 * j, &v[idx[j]], 4);
       codes[j] = static_cast<uint32_t>(idx[j]);
     }
-    pack_codes(codes.data(), k, index_bits(n), b + index_offset(k));
+    pack_codes(codes.data(), k, index_bits(n), b + topk_index_offset(k));
     p.body = body;
     return p;
   }
@@ -90,13 +85,9 @@ class TopKCodec final : public Codec {
     check_packet(p);
     const int64_t n = engine::shape_numel(p.header.shape), k = p.header.params[0];
     if (p.body.is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
       Tensor out = engine::empty(p.header.shape, engine::TensorOptions(engine::DType::f32, p.body.device()));
       cuda_kernels::topk_decode(p.body, out, k);
       return finish_decode(out, p, p.body.device());
-#else
-      DGP_FAIL(where() << ": CUDA packet but dgpipe was built without CUDA");
-#endif
     }
     p.check_status();
     Tensor hb = p.host_body();
@@ -104,7 +95,7 @@ class TopKCodec final : public Codec {
     const int bits = index_bits(n);
     Tensor out = engine::zeros(p.header.shape, engine::DType::f32);
     float* o = out.data<float>();
-    const uint64_t off = index_offset(k);
+    const uint64_t off = topk_index_offset(k);
     for (int64_t j = 0; j < k; ++j) {
       const uint32_t i = get_bits(b + off, hb.nbytes() - off, static_cast<uint64_t>(j), bits);
       DGP_CHECK(i < static_cast<uint64_t>(n), where() << ": corrupt packet, index " << i << " >= " << n);

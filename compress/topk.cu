@@ -25,7 +25,7 @@
 #include <cub/device/device_scan.cuh>
 
 #include "compress/codec_cuda.cuh"
-#include "compress/method_kernels.h"
+#include "compress/topk_kernels.h"
 #include "engine/ops.h"
 
 namespace dgpipe::compress::cuda_kernels {
@@ -227,10 +227,6 @@ __global__ void topk_decode_kernel(const uint8_t* __restrict__ body, uint64_t bo
   if (static_cast<int64_t>(i) < n) out[i] = reinterpret_cast<const float*>(body + kPreludeBytes)[j];
 }
 
-uint64_t topk_index_offset(int64_t k) {
-  return align16(kPreludeBytes + 4ull * static_cast<uint64_t>(k));
-}
-
 }  // namespace
 
 void topk_encode(const engine::Tensor& x, const engine::Tensor& body, int64_t k) {
@@ -238,18 +234,18 @@ void topk_encode(const engine::Tensor& x, const engine::Tensor& body, int64_t k)
   DGP_CHECK(n < (int64_t(1) << 32), "topk CUDA encode: " << n << " elements (at most 2^32 - 1 supported)");
   cudaStream_t s = stream();
   uint8_t* bp = static_cast<uint8_t*>(body.raw_data());
-  const uint64_t index_offset = topk_index_offset(k);
+  const uint64_t index_offset = detail::topk_index_offset(k);
   if (k == 0) {  // empty tensor: prelude only
-    DGP_CODEC_CUDA_CHECK(cudaMemsetAsync(bp, 0, body.nbytes(), s));
+    DGP_CUDA_CHECK(cudaMemsetAsync(bp, 0, body.nbytes(), s));
     return;
   }
   const int bits = index_bits(n);
   const int64_t ntiles = tiles(n);
   // Scratch: state | 3 histograms | tile counts (scanned in place) | k indices | CUB temporary storage.
   size_t scan_bytes = 0;
-  DGP_CODEC_CUDA_CHECK(cub::DeviceScan::ExclusiveScan(nullptr, scan_bytes, static_cast<TileCounts*>(nullptr),
-                                                      static_cast<TileCounts*>(nullptr), AddTileCounts(),
-                                                      TileCounts{0, 0}, ntiles, s));
+  DGP_CUDA_CHECK(cub::DeviceScan::ExclusiveScan(nullptr, scan_bytes, static_cast<TileCounts*>(nullptr),
+                                                static_cast<TileCounts*>(nullptr), AddTileCounts(),
+                                                TileCounts{0, 0}, ntiles, s));
   auto round256 = [](size_t v) { return (v + 255) & ~size_t(255); };
   const size_t state_bytes = round256(sizeof(TopkState));
   const size_t hist_bytes = round256(kPasses * kHistBins * sizeof(uint32_t));
@@ -267,37 +263,37 @@ void topk_encode(const engine::Tensor& x, const engine::Tensor& body, int64_t k)
   void* scan_tmp = sp + state_bytes + hist_bytes + 2 * tile_bytes + index_bytes;
   const float* xp = static_cast<const float*>(x.raw_data());
 
-  DGP_CODEC_CUDA_CHECK(cudaMemsetAsync(hist, 0, kPasses * kHistBins * sizeof(uint32_t), s));
-  DGP_CODEC_CUDA_CHECK(cudaMemsetAsync(bp, 0, kPreludeBytes, s));  // the last pick writes the status word
+  DGP_CUDA_CHECK(cudaMemsetAsync(hist, 0, kPasses * kHistBins * sizeof(uint32_t), s));
+  DGP_CUDA_CHECK(cudaMemsetAsync(bp, 0, kPreludeBytes, s));  // the last pick writes the status word
   // Zero the bytes the kernels never write: the pad between the values and the index payload.
   const uint64_t values_end = kPreludeBytes + 4ull * static_cast<uint64_t>(k);
   if (index_offset > values_end)
-    DGP_CODEC_CUDA_CHECK(cudaMemsetAsync(bp + values_end, 0, index_offset - values_end, s));
+    DGP_CUDA_CHECK(cudaMemsetAsync(bp + values_end, 0, index_offset - values_end, s));
   topk_init_kernel<<<1, 1, 0, s>>>(st, k);
   for (int pass = 0; pass < kPasses; ++pass) {
     topk_hist_kernel<<<ntiles, kThreads, 0, s>>>(xp, n, pass, st, hist + pass * kHistBins);
     topk_pick_kernel<<<1, 1024, 0, s>>>(st, hist + pass * kHistBins, pass, bp);
   }
   topk_count_kernel<<<ntiles, kThreads, 0, s>>>(xp, n, st, tile_counts);
-  DGP_CODEC_CUDA_CHECK(cub::DeviceScan::ExclusiveScan(scan_tmp, scan_bytes, tile_counts, tile_prefix,
-                                                      AddTileCounts(), TileCounts{0, 0}, ntiles, s));
+  DGP_CUDA_CHECK(cub::DeviceScan::ExclusiveScan(scan_tmp, scan_bytes, tile_counts, tile_prefix,
+                                                AddTileCounts(), TileCounts{0, 0}, ntiles, s));
   topk_scatter_kernel<<<ntiles, kThreads, 0, s>>>(xp, n, st, tile_prefix,
                                                   reinterpret_cast<float*>(bp + kPreludeBytes), indices);
   const int64_t packers = (k + 7) / 8;
   topk_pack_kernel<<<static_cast<unsigned>((packers + kThreads - 1) / kThreads), kThreads, 0, s>>>(
       indices, k, bits, bp + index_offset, body.nbytes() - index_offset);
-  DGP_CODEC_CUDA_CHECK(cudaGetLastError());
+  DGP_CUDA_CHECK(cudaGetLastError());
 }
 
 void topk_decode(const engine::Tensor& body, const engine::Tensor& out, int64_t k) {
   const int64_t n = out.numel();
   cudaStream_t s = stream();
-  DGP_CODEC_CUDA_CHECK(cudaMemsetAsync(out.raw_data(), 0, out.nbytes(), s));
+  DGP_CUDA_CHECK(cudaMemsetAsync(out.raw_data(), 0, out.nbytes(), s));
   if (k == 0) return;
   topk_decode_kernel<<<static_cast<unsigned>((k + kThreads - 1) / kThreads), kThreads, 0, s>>>(
-      static_cast<const uint8_t*>(body.raw_data()), body.nbytes(), k, index_bits(n), topk_index_offset(k),
-      static_cast<float*>(out.raw_data()), n);
-  DGP_CODEC_CUDA_CHECK(cudaGetLastError());
+      static_cast<const uint8_t*>(body.raw_data()), body.nbytes(), k, index_bits(n),
+      detail::topk_index_offset(k), static_cast<float*>(out.raw_data()), n);
+  DGP_CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace dgpipe::compress::cuda_kernels

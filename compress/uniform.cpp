@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "compress/codec_impl.h"
-#include "compress/quant_kernels.h"
 #include "compress/quant_math.h"
+#include "compress/uniform_kernels.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 
@@ -30,14 +30,10 @@ class UniformCodec final : public Codec {
   Packet encode(const Tensor& x) override {
     Packet p = start_packet(x);
     if (x.is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
       Tensor xf = contiguous_f32(x);
       p.body = device_body(p, x.device());
       cuda_kernels::uniform_encode(xf, p.body, q_bits_);
       return p;
-#else
-      DGP_FAIL(where() << ": CUDA tensor but dgpipe was built without CUDA");
-#endif
     }
     Tensor h = host_f32(x);
     const float* v = h.data<float>();
@@ -74,13 +70,9 @@ class UniformCodec final : public Codec {
 Tensor decode_group_packet(const Packet& p, int q_bits, int s_bits) {
   const int64_t n = engine::shape_numel(p.header.shape);
   if (p.body.is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
     Tensor out = engine::empty(p.header.shape, engine::TensorOptions(engine::DType::f32, p.body.device()));
     cuda_kernels::group_decode(p.body, out, q_bits, s_bits);
     return finish_decode(out, p, p.body.device());
-#else
-    DGP_FAIL("decode: CUDA packet but dgpipe was built without CUDA");
-#endif
   }
   p.check_status();
   Tensor out = engine::empty(p.header.shape, engine::DType::f32);

@@ -5,7 +5,7 @@
 #include <cub/block/block_reduce.cuh>
 
 #include "compress/codec_cuda.cuh"
-#include "compress/quant_kernels.h"
+#include "compress/uniform_kernels.h"
 #include "engine/ops.h"
 
 namespace dgpipe::compress::cuda_kernels {
@@ -67,7 +67,7 @@ __global__ void uniform_pack_kernel(const float* __restrict__ x, int64_t n, uint
   uint32_t codes[8];
 #pragma unroll
   for (int k = 0; k < 8; ++k) codes[k] = base + k < n ? uniform_code(v[k], lo, step, q_bits) : 0u;
-  const uint64_t off = group_payload_offset_dev(1);
+  const uint64_t off = detail::group_payload_offset(1);
   store_tile(stage, codes, q_bits, body + off, body_bytes - off, blockIdx.x);
 }
 
@@ -78,7 +78,7 @@ __global__ void group_decode_kernel(const uint8_t* __restrict__ body, uint64_t b
   load_group_stats(body, groups, lo, step);
   __syncthreads();
   const int bits = q_bits + s_bits;
-  const uint64_t off = group_payload_offset_dev(groups);
+  const uint64_t off = detail::group_payload_offset(groups);
   const uint8_t* payload = body + off;
   const uint64_t nbytes = body_bytes - off;
   const int64_t base = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) * kPerThread;
@@ -111,16 +111,16 @@ void uniform_encode(const engine::Tensor& x, const engine::Tensor& body, int q_b
   engine::Tensor scratch = engine::empty({4}, engine::TensorOptions(engine::DType::i32, x.device()));
   uint32_t* s = static_cast<uint32_t*>(scratch.raw_data());
   // lo = all ones (max key), hi = 0, bad = 0
-  DGP_CODEC_CUDA_CHECK(cudaMemsetAsync(s, 0xff, 4, stream()));
-  DGP_CODEC_CUDA_CHECK(cudaMemsetAsync(s + 1, 0, 12, stream()));
+  DGP_CUDA_CHECK(cudaMemsetAsync(s, 0xff, 4, stream()));
+  DGP_CUDA_CHECK(cudaMemsetAsync(s + 1, 0, 12, stream()));
   // Prelude, stats and padding; the pack kernel writes every payload byte.
-  DGP_CODEC_CUDA_CHECK(cudaMemsetAsync(body.raw_data(), 0, detail_payload_offset(1), stream()));
+  DGP_CUDA_CHECK(cudaMemsetAsync(body.raw_data(), 0, detail::group_payload_offset(1), stream()));
   const float* xp = static_cast<const float*>(x.raw_data());
   uint8_t* bp = static_cast<uint8_t*>(body.raw_data());
   if (n > 0) minmax_kernel<<<tiles(n), kThreads, 0, stream()>>>(xp, n, s);
   uniform_stats_kernel<<<1, 1, 0, stream()>>>(s, n, q_bits, bp);
   if (n > 0) uniform_pack_kernel<<<tiles(n), kThreads, 0, stream()>>>(xp, n, bp, body.nbytes(), q_bits);
-  DGP_CODEC_CUDA_CHECK(cudaGetLastError());
+  DGP_CUDA_CHECK(cudaGetLastError());
 }
 
 void group_decode(const engine::Tensor& body, const engine::Tensor& out, int q_bits, int s_bits) {
@@ -129,7 +129,7 @@ void group_decode(const engine::Tensor& body, const engine::Tensor& out, int q_b
   group_decode_kernel<<<tiles(n), kThreads, 0, stream()>>>(static_cast<const uint8_t*>(body.raw_data()),
                                                            body.nbytes(), static_cast<float*>(out.raw_data()),
                                                            n, q_bits, s_bits);
-  DGP_CODEC_CUDA_CHECK(cudaGetLastError());
+  DGP_CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace dgpipe::compress::cuda_kernels

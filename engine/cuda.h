@@ -1,7 +1,7 @@
 // CUDA runtime services for CPU code: devices, streams, events, the caching allocator's statistics, pinned
 // host buffers and CUDA graphs. This header has no CUDA types, so any translation unit may include it; in a
-// build without CUDA (DGPIPE_WITH_CUDA=OFF) every function here throws a clear error except the queries
-// (device_count() returns 0, memory_stats() returns zeros).
+// build without CUDA (-DDGPIPE_WITH_CUDA=OFF, engine/cuda/cuda_stub.cpp) every function here throws a clear
+// error except the queries (device_count() returns 0, memory_stats() returns zeros).
 //
 // Model: each thread has a current device and, per device, a current stream (the legacy default stream unless
 // set). Every op runs on the current stream of its tensors' device. Ordering across streams uses events.
@@ -144,5 +144,9 @@ class Graph {
 
 // True while the current stream of the current device is being captured.
 bool is_capturing();
+
+// Throws "<what>: dgpipe was built without CUDA (...)". What the stubs of a build without CUDA
+// (engine/cuda/cuda_stub.cpp, compress/cuda_stub.cpp) call in place of the runtime and the CUDA launchers.
+[[noreturn]] void fail_without_cuda(const char* what);
 
 }  // namespace dgpipe::engine::cuda

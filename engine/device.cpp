@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 
+#include "engine/cuda.h"
 #include "engine/error.h"
 
 namespace dgpipe::engine {
@@ -24,13 +25,12 @@ std::string Device::str() const {
   return is_cpu() ? "cpu" : "cuda:" + std::to_string(index);
 }
 
-#ifndef DGPIPE_WITH_CUDA
-int cuda_device_count() {
-  return 0;
-}
-#endif
 bool cuda_available() {
   return cuda_device_count() > 0;
+}
+
+void cuda::fail_without_cuda(const char* what) {
+  DGP_FAIL(what << ": dgpipe was built without CUDA (configure with -DDGPIPE_WITH_CUDA=ON)");
 }
 
 }  // namespace dgpipe::engine

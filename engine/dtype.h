@@ -15,6 +15,10 @@ const char* dtype_name(DType t);                 // "f32", "f16", ... (also used
 const char* safetensors_dtype_name(DType t);     // "F32", "F16", "BF16", "I64", "BOOL", ...
 DType dtype_from_name(const std::string& name);  // accepts both spellings; throws on unknown
 bool is_floating(DType t);
+// f16 or bf16: storage-only on the CPU (CPU kernels compute them in f32), native on the GPU.
+inline bool is_half(DType t) {
+  return t == DType::f16 || t == DType::bf16;
+}
 
 // IEEE binary16 and bfloat16 stored as raw bits. Conversions round to nearest even, like the hardware.
 struct Half {

@@ -14,13 +14,9 @@ std::shared_ptr<Storage> Storage::allocate(size_t nbytes, Device device) {
     DGP_CHECK(p != nullptr, "out of host memory allocating " << nbytes << " bytes");
     return std::make_shared<Storage>(p, nbytes, device, [](void* q) { std::free(q); });
   }
-#ifdef DGPIPE_WITH_CUDA
   int index = device.index;
-  void* p = cuda::allocate(nbytes, index);
+  void* p = cuda::allocate(nbytes, index);  // throws in a build without CUDA (engine/cuda/cuda_stub.cpp)
   return std::make_shared<Storage>(p, nbytes, device, [index](void* q) { cuda::deallocate(q, index); });
-#else
-  DGP_FAIL("cannot allocate on " << device.str() << ": dgpipe was built without CUDA (DGPIPE_WITH_CUDA=OFF)");
-#endif
 }
 
 }  // namespace dgpipe::engine

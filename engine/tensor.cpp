@@ -138,14 +138,14 @@ double Tensor::item() const {
   DGP_CHECK(numel() == 1, "item(): tensor of shape " << shape_str(shape()) << " has " << numel()
                                                      << " elements, expected 1");
   Tensor c = device().is_cpu() ? *this : to(Device::cpu());
-  return cpu::load_as_double(c.storage()->data(), c.offset(), c.dtype());
+  return load_as_double(c.storage()->data(), c.offset(), c.dtype());
 }
 
 std::vector<double> Tensor::to_vector() const {
   Tensor c = (device().is_cpu() ? *this : to(Device::cpu())).contiguous();
   std::vector<double> v(static_cast<size_t>(c.numel()));
   for (int64_t i = 0; i < c.numel(); ++i)
-    v[i] = cpu::load_as_double(c.storage()->data(), c.offset() + i, c.dtype());
+    v[i] = load_as_double(c.storage()->data(), c.offset() + i, c.dtype());
   return v;
 }
 
@@ -372,13 +372,6 @@ Tensor Tensor::to(DType t) const {
   return t == dtype() ? *this : cast(*this, t);
 }
 
-namespace cuda_copy {
-#ifdef DGPIPE_WITH_CUDA
-// Device-side strided copy with conversion (engine/ops/copy.cu).
-void copy_strided(const Tensor& dst, const Tensor& src);
-#endif
-}  // namespace cuda_copy
-
 Tensor& Tensor::copy_(const Tensor& src_in) {
   DGP_CHECK(src_in.defined(), "copy_: source tensor is undefined");
   Tensor src = src_in.shape() == shape() ? src_in : src_in.expand(shape());
@@ -387,9 +380,8 @@ Tensor& Tensor::copy_(const Tensor& src_in) {
     cpu::copy_strided(*this, src);
     return *this;
   }
-#ifdef DGPIPE_WITH_CUDA
   if (device() == src.device()) {
-    cuda_copy::copy_strided(*this, src);
+    cuda_kernels::copy_strided(*this, src);
     return *this;
   }
   // Across devices: make the source contiguous (and of our dtype) on its own device, move bytes, then
@@ -403,9 +395,6 @@ Tensor& Tensor::copy_(const Tensor& src_in) {
     copy_(tmp);
   }
   return *this;
-#else
-  DGP_FAIL("copy_: CUDA tensors need a build with DGPIPE_WITH_CUDA");
-#endif
 }
 
 Tensor& Tensor::fill_(double value) {
@@ -416,17 +405,12 @@ Tensor& Tensor::fill_(double value) {
       return *this;
     }
     Tensor one = empty({}, TensorOptions(dtype(), Device::cpu()));
-    cpu::store_from_double(one.raw_data(), 0, dtype(), value);
+    store_from_double(one.raw_data(), 0, dtype(), value);
     cpu::copy_strided(*this, one.expand(shape()));
     return *this;
   }
-#ifdef DGPIPE_WITH_CUDA
-  cuda_ops::fill(*this, value);  // no host-to-device copy: graph-capturable
+  cuda_kernels::fill(*this, value);  // no host-to-device copy: graph-capturable
   return *this;
-#else
-  Tensor one = full({}, value, TensorOptions(dtype(), Device::cpu())).to(device());
-  return copy_(one.expand(shape()));
-#endif
 }
 
 std::string Tensor::str(int64_t max_elements) const {
@@ -497,8 +481,7 @@ Tensor arange(int64_t begin, int64_t end, int64_t step, TensorOptions opts) {
   DGP_CHECK(step != 0, "arange: step must be non-zero");
   int64_t n = std::max<int64_t>(0, (end - begin + step - (step > 0 ? 1 : -1)) / step);
   Tensor t = empty({n}, TensorOptions(opts.dtype, Device::cpu()));
-  for (int64_t i = 0; i < n; ++i)
-    cpu::store_from_double(t.raw_data(), i, opts.dtype, double(begin + i * step));
+  for (int64_t i = 0; i < n; ++i) store_from_double(t.raw_data(), i, opts.dtype, double(begin + i * step));
   return t.to(opts.device);
 }
 
@@ -523,14 +506,12 @@ Tensor random_tensor(const Shape& shape, TensorOptions opts, Generator* gen, uin
   int64_t n = shape_numel(shape);
   Generator& g = gen ? *gen : default_generator();
   PhiloxState s = g.reserve((static_cast<uint64_t>(n) + per_block - 1) / per_block);
-#ifdef DGPIPE_WITH_CUDA
   if (opts.device.is_cuda()) {  // same draws, generated on the device
     Tensor out = empty(shape, TensorOptions(opts.dtype, opts.device));
-    cuda_ops::philox_fill(out, s, per_block == 2);
+    cuda_kernels::philox_fill(out, s, per_block == 2);
     if (opts.requires_grad) out.requires_grad_(true);
     return out;
   }
-#endif
   Tensor t = empty(shape, TensorOptions(DType::f32, Device::cpu()));
   float* p = t.data<float>();
   for (int64_t i = 0; i < n; ++i) p[i] = draw(s, static_cast<uint64_t>(i));
@@ -551,7 +532,7 @@ Tensor from_vector(const std::vector<double>& values, const Shape& shape, Tensor
   DGP_CHECK(static_cast<int64_t>(values.size()) == shape_numel(shape),
             "from_vector: " << values.size() << " values for shape " << shape_str(shape));
   Tensor t = empty(shape, TensorOptions(opts.dtype, Device::cpu()));
-  for (size_t i = 0; i < values.size(); ++i) cpu::store_from_double(t.raw_data(), i, opts.dtype, values[i]);
+  for (size_t i = 0; i < values.size(); ++i) store_from_double(t.raw_data(), i, opts.dtype, values[i]);
   Tensor out = t.to(opts.device);
   if (opts.requires_grad) out.requires_grad_(true);
   return out;
@@ -569,7 +550,7 @@ Tensor from_vector(const std::vector<int64_t>& values, const Shape& shape, Tenso
     std::memcpy(t.raw_data(), values.data(), values.size() * 8);
   } else {
     for (size_t i = 0; i < values.size(); ++i)
-      cpu::store_from_double(t.raw_data(), i, opts.dtype, static_cast<double>(values[i]));
+      store_from_double(t.raw_data(), i, opts.dtype, static_cast<double>(values[i]));
   }
   return t.to(opts.device);
 }

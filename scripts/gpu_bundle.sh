@@ -67,10 +67,13 @@ for f in "$STAGE"/bin/* "$STAGE"/tests/* "$STAGE"/bench/*; do
 done
 strip --strip-unneeded "$STAGE"/lib/* 2>/dev/null || true
 
-# Small inputs the suites read at run time (goldens), the PyTorch comparison script and the runner.
+# Small inputs the suites read at run time (goldens, launcher headers), the PyTorch comparison script and the
+# runner.
 [ -d "$ROOT/tests/data" ] && mkdir -p "$STAGE/src/tests" && cp -r "$ROOT/tests/data" "$STAGE/src/tests/"
 mkdir -p "$STAGE/src/bench"
 cp "$ROOT"/bench/*_vs_pytorch.py "$STAGE/src/bench/"
+# The launcher headers the CUDA twin suites scan to check that every launcher has a case.
+(cd "$ROOT" && find engine compress -name '*_kernels.h' -exec cp --parents {} "$STAGE/src/" \;)
 {
   echo "dgpipe GPU bundle"
   echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"

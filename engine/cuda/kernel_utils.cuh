@@ -1,5 +1,5 @@
 // Device-side building blocks shared by the op kernels: dtype dispatch, accumulation types, strided indexing,
-// warp/block reductions and the Philox generator (bit-identical to engine/rng.cpp).
+// warp/block reductions. The Philox generator the kernels draw from is engine/rng.h's (DGP_HD).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -187,34 +187,6 @@ __device__ T block_max(T v, T* shared32) {
   int nwarps = (blockDim.x + 31) >> 5;
   T r = lane < nwarps ? shared32[lane] : shared32[0];
   return warp_max(r);
-}
-
-// ---- Philox4x32-10: same constants and word order as engine/rng.cpp ----
-
-__device__ __forceinline__ void philox4x32_device(uint64_t seed, uint64_t counter, uint32_t out[4]) {
-  uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32), c2 = 0, c3 = 0;
-  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-  const uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u, W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
-#pragma unroll
-  for (int round = 0; round < 10; ++round) {
-    uint32_t hi0 = __umulhi(M0, c0), lo0 = M0 * c0;
-    uint32_t hi1 = __umulhi(M1, c2), lo1 = M1 * c2;
-    uint32_t n0 = hi1 ^ c1 ^ k0, n1 = lo1, n2 = hi0 ^ c3 ^ k1, n3 = lo0;
-    c0 = n0;
-    c1 = n1;
-    c2 = n2;
-    c3 = n3;
-    k0 += W0;
-    k1 += W1;
-  }
-  out[0] = c0;
-  out[1] = c1;
-  out[2] = c2;
-  out[3] = c3;
-}
-
-__device__ __forceinline__ float uniform_from_bits_device(uint32_t bits) {
-  return static_cast<float>(bits >> 8) * (1.0f / 16777216.0f);
 }
 
 }  // namespace dgpipe::engine::cuda

@@ -12,6 +12,7 @@
 
 #include "engine/ops.h"
 #include "engine/ops/batch_norm_kernels.h"
+#include "engine/ops/copy_kernels.h"
 #include "engine/ops/cpu_loops.h"
 
 namespace dgpipe::engine {
@@ -22,10 +23,6 @@ struct BnGeometry {
   int64_t N = 0, C = 0, inner = 1;  // inner = product of the dims after C
   int64_t per_channel() const { return N * inner; }
 };
-
-bool is_half(DType t) {
-  return t == DType::f16 || t == DType::bf16;
-}
 
 std::string describe(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& rm, const Tensor& rv) {
   std::ostringstream s;
@@ -115,10 +112,10 @@ void batch_stats_cpu(const T* x, const BnGeometry& g, double eps, double momentu
       void* rv = running_var.storage()->data();
       const int64_t om = running_mean.offset() + c * running_mean.stride(0);
       const int64_t ov = running_var.offset() + c * running_var.stride(0);
-      const double old_m = cpu::load_as_double(rm, om, running_mean.dtype());
-      const double old_v = cpu::load_as_double(rv, ov, running_var.dtype());
-      cpu::store_from_double(rm, om, running_mean.dtype(), (1 - momentum) * old_m + momentum * mean);
-      cpu::store_from_double(rv, ov, running_var.dtype(), (1 - momentum) * old_v + momentum * sq / (M - 1));
+      const double old_m = load_as_double(rm, om, running_mean.dtype());
+      const double old_v = load_as_double(rv, ov, running_var.dtype());
+      store_from_double(rm, om, running_mean.dtype(), (1 - momentum) * old_m + momentum * mean);
+      store_from_double(rv, ov, running_var.dtype(), (1 - momentum) * old_v + momentum * sq / (M - 1));
     }
   }
 }
@@ -130,9 +127,9 @@ void running_stats_cpu(const Tensor& running_mean, const Tensor& running_var, co
   const void* rv = running_var.storage()->data();
   for (int64_t c = 0; c < g.C; ++c) {
     mean_out[c] = static_cast<T>(
-        cpu::load_as_double(rm, running_mean.offset() + c * running_mean.stride(0), running_mean.dtype()));
+        load_as_double(rm, running_mean.offset() + c * running_mean.stride(0), running_mean.dtype()));
     const double var =
-        cpu::load_as_double(rv, running_var.offset() + c * running_var.stride(0), running_var.dtype());
+        load_as_double(rv, running_var.offset() + c * running_var.stride(0), running_var.dtype());
     invstd_out[c] = static_cast<T>(1.0 / std::sqrt(var + eps));
   }
 }
@@ -221,12 +218,11 @@ BnForward batch_norm_forward_raw(const Tensor& x, const Tensor& w, const Tensor&
   r.invstd = empty({g.C}, opts);
   const Tensor xc = x.contiguous(), wc = contiguous_or_null(w), bc = contiguous_or_null(b);
   if (x.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
     if (training)
-      cuda_ops::batch_norm_forward_training(r.out, r.mean, r.invstd, xc, wc, bc, running_mean, running_var,
-                                            momentum, eps);
+      cuda_kernels::batch_norm_forward_training(r.out, r.mean, r.invstd, xc, wc, bc, running_mean,
+                                                running_var, momentum, eps);
     else
-      cuda_ops::batch_norm_forward_inference(r.out, xc, wc, bc, running_mean, running_var, eps);
+      cuda_kernels::batch_norm_forward_inference(r.out, xc, wc, bc, running_mean, running_var, eps);
     // The backward pass needs (mean, invstd) in eval mode too; they are cheap [C] vectors.
     if (!training) {
       NoGradGuard ng;
@@ -234,9 +230,6 @@ BnForward batch_norm_forward_raw(const Tensor& x, const Tensor& w, const Tensor&
       r.invstd.copy_(rsqrt(add(running_var.to(x.dtype()), eps)));
     }
     return r;
-#else
-    DGP_FAIL("batch_norm2d: input on " << x.device().str() << " but dgpipe was built without CUDA");
-#endif
   }
   DGP_DISPATCH_FLOATING(x.dtype(), "batch_norm2d", [&] {
     scalar_t* mean = r.mean.data<scalar_t>();
@@ -274,12 +267,8 @@ BnGrads batch_norm_backward_raw(const Tensor& grad_out, const Tensor& x, const T
   if (need_b) r.bias = empty({g.C}, opts);
   const Tensor go = grad_out.contiguous(), xc = x.contiguous(), wc = contiguous_or_null(w);
   if (x.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-    cuda_ops::batch_norm_backward(r.x, r.weight, r.bias, go, xc, wc, mean, invstd, training);
+    cuda_kernels::batch_norm_backward(r.x, r.weight, r.bias, go, xc, wc, mean, invstd, training);
     return r;
-#else
-    DGP_FAIL("batch_norm2d backward: input on " << x.device().str() << " but dgpipe was built without CUDA");
-#endif
   }
   DGP_DISPATCH_FLOATING(dtype, "batch_norm2d backward", [&] {
     batch_norm_backward_cpu(go.data<scalar_t>(), xc.data<scalar_t>(),

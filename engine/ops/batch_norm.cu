@@ -5,8 +5,10 @@
 #include "engine/cuda/kernel_utils.cuh"
 #include "engine/ops/batch_norm_kernels.h"
 
-namespace dgpipe::engine {
-namespace cuda {
+namespace dgpipe::engine::cuda_kernels {
+
+using namespace cuda;  // the helpers of engine/cuda/kernel_utils.cuh and cuda_context.cuh
+
 namespace {
 
 constexpr int kThreads = 512;
@@ -197,11 +199,6 @@ void geometry(const Tensor& x, int64_t& N, int64_t& C, int64_t& HW) {
 }
 
 }  // namespace
-}  // namespace cuda
-
-namespace cuda_ops {
-
-using namespace cuda;
 
 void batch_norm_forward_training(const Tensor& out, const Tensor& save_mean, const Tensor& save_invstd,
                                  const Tensor& x, const Tensor& weight, const Tensor& bias,
@@ -284,5 +281,4 @@ void batch_norm_backward(const Tensor& grad_x, const Tensor& grad_weight, const 
   DGP_CUDA_CHECK_LAUNCH();
 }
 
-}  // namespace cuda_ops
-}  // namespace dgpipe::engine
+}  // namespace dgpipe::engine::cuda_kernels

@@ -5,7 +5,7 @@
 #pragma once
 #include "engine/tensor.h"
 
-namespace dgpipe::engine::cuda_ops {
+namespace dgpipe::engine::cuda_kernels {
 
 // Training: normalises with the batch statistics, writes them to save_mean / save_invstd = 1/sqrt(var + eps)
 // (biased var), and when running_mean/var are defined updates them in place:
@@ -25,4 +25,4 @@ void batch_norm_backward(const Tensor& grad_x, const Tensor& grad_weight, const 
                          const Tensor& grad_out, const Tensor& x, const Tensor& weight,
                          const Tensor& save_mean, const Tensor& save_invstd, bool training);
 
-}  // namespace dgpipe::engine::cuda_ops
+}  // namespace dgpipe::engine::cuda_kernels

@@ -321,10 +321,6 @@ void conv_backward_bias(const T* gout, T* grad_b, const ConvGeometry& g) {
   }
 }
 
-bool is_half(DType t) {
-  return t == DType::f16 || t == DType::bf16;
-}
-
 Tensor contiguous_or_null(const Tensor& t) {
   return t.defined() ? t.contiguous() : Tensor();
 }
@@ -339,12 +335,8 @@ Tensor conv2d_forward_raw(const Tensor& x, const Tensor& w, const Tensor& b, con
   Tensor out = empty({g.N, g.O, g.Ho, g.Wo}, TensorOptions(x.dtype(), x.device()));
   const Tensor xc = x.contiguous(), wc = w.contiguous(), bc = contiguous_or_null(b);
   if (x.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-    cuda_ops::conv2d_forward(out, xc, wc, bc, g.p);
+    cuda_kernels::conv2d_forward(out, xc, wc, bc, g.p);
     return out;
-#else
-    DGP_FAIL("conv2d: input on " << x.device().str() << " but dgpipe was built without CUDA");
-#endif
   }
   DGP_DISPATCH_FLOATING(x.dtype(), "conv2d", [&] {
     const scalar_t* bp = bc.defined() ? bc.data<scalar_t>() : nullptr;
@@ -381,14 +373,10 @@ ConvGrads conv2d_backward_raw(const Tensor& grad_out, const Tensor& x, const Ten
   const Tensor xc = need_weight ? x.contiguous() : Tensor();
   const Tensor wc = need_input ? w.contiguous() : Tensor();
   if (go.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-    if (need_input) cuda_ops::conv2d_backward_data(r.input, go, wc, g.p);
-    if (need_weight) cuda_ops::conv2d_backward_filter(r.weight, go, xc, g.p);
-    if (need_bias) cuda_ops::conv2d_backward_bias(r.bias, go);
+    if (need_input) cuda_kernels::conv2d_backward_data(r.input, go, wc, g.p);
+    if (need_weight) cuda_kernels::conv2d_backward_filter(r.weight, go, xc, g.p);
+    if (need_bias) cuda_kernels::conv2d_backward_bias(r.bias, go);
     return r;
-#else
-    DGP_FAIL("conv2d backward: gradient on " << go.device().str() << " but dgpipe was built without CUDA");
-#endif
   }
   DGP_DISPATCH_FLOATING(dtype, "conv2d backward", [&] {
     const scalar_t* gp = go.data<scalar_t>();

@@ -10,7 +10,7 @@
 #include "engine/cuda/cuda_context.cuh"
 #include "engine/ops/conv_kernels.h"
 
-namespace dgpipe::engine::cuda_ops {
+namespace dgpipe::engine::cuda_kernels {
 
 namespace {
 
@@ -256,4 +256,4 @@ void conv2d_backward_bias(const Tensor& grad_bias, const Tensor& grad_out) {
                                                grad_bias.raw_data()));
 }
 
-}  // namespace dgpipe::engine::cuda_ops
+}  // namespace dgpipe::engine::cuda_kernels

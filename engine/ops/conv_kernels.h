@@ -5,7 +5,7 @@
 #pragma once
 #include "engine/ops.h"
 
-namespace dgpipe::engine::cuda_ops {
+namespace dgpipe::engine::cuda_kernels {
 
 // out [N,O,Ho,Wo] = conv(input [N,C,H,W], weight [O,C/groups,kh,kw]) + bias [O] (bias may be undefined).
 void conv2d_forward(const Tensor& out, const Tensor& input, const Tensor& weight, const Tensor& bias,
@@ -19,4 +19,4 @@ void conv2d_backward_filter(const Tensor& grad_weight, const Tensor& grad_out, c
 // grad_bias [O] = sum of grad_out over N, Ho, Wo (overwritten).
 void conv2d_backward_bias(const Tensor& grad_bias, const Tensor& grad_out);
 
-}  // namespace dgpipe::engine::cuda_ops
+}  // namespace dgpipe::engine::cuda_kernels

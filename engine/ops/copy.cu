@@ -1,11 +1,12 @@
 // Device-side strided copy with dtype conversion (the CUDA twin of engine/ops/copy.cpp), fill, and the Philox
-// random fills (same sequence as engine/rng.cpp).
+// random fills (engine/rng.h's generator, so the same sequence as the CPU).
 #include "engine/cuda/kernel_utils.cuh"
 #include "engine/ops/copy_kernels.h"
-#include "engine/rng.h"
 
-namespace dgpipe::engine {
-namespace cuda {
+namespace dgpipe::engine::cuda_kernels {
+
+using namespace cuda;  // the helpers of engine/cuda/kernel_utils.cuh and cuda_context.cuh
+
 namespace {
 
 constexpr int kThreads = 256;
@@ -33,68 +34,6 @@ __global__ void copy_convert_kernel(D* __restrict__ dst, const S* __restrict__ s
   }
 }
 
-__device__ double load_double(const void* base, int64_t i, DType t) {
-  switch (t) {
-    case DType::f32:
-      return static_cast<const float*>(base)[i];
-    case DType::f64:
-      return static_cast<const double*>(base)[i];
-    case DType::f16:
-      return __half2float(static_cast<const __half*>(base)[i]);
-    case DType::bf16:
-      return __bfloat162float(static_cast<const __nv_bfloat16*>(base)[i]);
-    case DType::i8:
-      return static_cast<const int8_t*>(base)[i];
-    case DType::u8:
-      return static_cast<const uint8_t*>(base)[i];
-    case DType::i16:
-      return static_cast<const int16_t*>(base)[i];
-    case DType::i32:
-      return static_cast<const int32_t*>(base)[i];
-    case DType::i64:
-      return static_cast<double>(static_cast<const int64_t*>(base)[i]);
-    case DType::boolean:
-      return static_cast<const uint8_t*>(base)[i] ? 1.0 : 0.0;
-  }
-  return 0;
-}
-
-__device__ void store_double(void* base, int64_t i, DType t, double v) {
-  switch (t) {
-    case DType::f32:
-      static_cast<float*>(base)[i] = static_cast<float>(v);
-      break;
-    case DType::f64:
-      static_cast<double*>(base)[i] = v;
-      break;
-    // Through float, like the CPU (store_from_double converts to float first).
-    case DType::f16:
-      static_cast<__half*>(base)[i] = __float2half_rn(static_cast<float>(v));
-      break;
-    case DType::bf16:
-      static_cast<__nv_bfloat16*>(base)[i] = __float2bfloat16_rn(static_cast<float>(v));
-      break;
-    case DType::i8:
-      static_cast<int8_t*>(base)[i] = static_cast<int8_t>(v);
-      break;
-    case DType::u8:
-      static_cast<uint8_t*>(base)[i] = static_cast<uint8_t>(v);
-      break;
-    case DType::i16:
-      static_cast<int16_t*>(base)[i] = static_cast<int16_t>(v);
-      break;
-    case DType::i32:
-      static_cast<int32_t*>(base)[i] = static_cast<int32_t>(v);
-      break;
-    case DType::i64:
-      static_cast<int64_t*>(base)[i] = static_cast<int64_t>(v);
-      break;
-    case DType::boolean:
-      static_cast<uint8_t*>(base)[i] = v != 0.0;
-      break;
-  }
-}
-
 // Any pair of dtypes through double (integers and bool; exact for values below 2^53).
 __global__ void copy_generic_kernel(void* dst, DType dt, const void* src, DType st, int64_t n,
                                     StridedIndexer<2> ix) {
@@ -102,7 +41,7 @@ __global__ void copy_generic_kernel(void* dst, DType dt, const void* src, DType 
        i += int64_t(gridDim.x) * blockDim.x) {
     int64_t off[2];
     ix.offsets(i, off);
-    store_double(dst, off[0], dt, load_double(src, off[1], st));
+    store_from_double(dst, off[0], dt, load_as_double(src, off[1], st));
   }
 }
 
@@ -111,7 +50,7 @@ __global__ void fill_kernel(void* dst, DType dt, double value, int64_t n, Stride
        i += int64_t(gridDim.x) * blockDim.x) {
     int64_t off[1];
     ix.offsets(i, off);
-    store_double(dst, off[0], dt, value);
+    store_from_double(dst, off[0], dt, value);
   }
 }
 
@@ -122,11 +61,11 @@ __global__ void uniform_kernel(T* __restrict__ out, int64_t n, uint64_t seed, ui
   for (int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; b < blocks;
        b += int64_t(gridDim.x) * blockDim.x) {
     uint32_t w[4];
-    philox4x32_device(seed, offset + static_cast<uint64_t>(b), w);
+    philox4x32(seed, offset + static_cast<uint64_t>(b), w);
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       int64_t i = b * 4 + j;
-      if (i < n) out[i] = from_acc<T>(static_cast<acc_t<T>>(uniform_from_bits_device(w[j])));
+      if (i < n) out[i] = from_acc<T>(static_cast<acc_t<T>>(uniform_from_bits(w[j])));
     }
   }
 }
@@ -137,12 +76,9 @@ __global__ void normal_kernel(T* __restrict__ out, int64_t n, uint64_t seed, uin
   for (int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; b < blocks;
        b += int64_t(gridDim.x) * blockDim.x) {
     uint32_t w[4];
-    philox4x32_device(seed, offset + static_cast<uint64_t>(b), w);
-    // Full-precision math (no fast intrinsics) so the values match the CPU's to float rounding.
-    float u1 = (static_cast<float>(w[0] >> 8) + 1.0f) * (1.0f / 16777216.0f);
-    float u2 = uniform_from_bits_device(w[1]);
-    float r = sqrtf(-2.0f * logf(u1));
-    float theta = 6.283185307179586f * u2;
+    philox4x32(seed, offset + static_cast<uint64_t>(b), w);
+    float r, theta;
+    box_muller(w, r, theta);
     if (b * 2 < n) out[b * 2] = from_acc<T>(static_cast<acc_t<T>>(r * cosf(theta)));
     if (b * 2 + 1 < n) out[b * 2 + 1] = from_acc<T>(static_cast<acc_t<T>>(r * sinf(theta)));
   }
@@ -169,12 +105,8 @@ bool try_float_convert(const Tensor& dst, const Tensor& src, int64_t n, const St
 }
 
 }  // namespace
-}  // namespace cuda
-
-namespace cuda_copy {
 
 void copy_strided(const Tensor& dst, const Tensor& src) {
-  using namespace cuda;
   DGP_CHECK(dst.shape() == src.shape(),
             "copy: shapes " << shape_str(dst.shape()) << " and " << shape_str(src.shape()) << " differ");
   DGP_CHECK(dst.device() == src.device(),
@@ -217,12 +149,7 @@ void copy_strided(const Tensor& dst, const Tensor& src) {
   DGP_CUDA_CHECK_LAUNCH();
 }
 
-}  // namespace cuda_copy
-
-namespace cuda_ops {
-
 void fill(const Tensor& dst, double value) {
-  using namespace cuda;
   int64_t n = dst.numel();
   if (n == 0) return;
   TensorDeviceGuard g(dst);
@@ -239,7 +166,6 @@ void fill(const Tensor& dst, double value) {
 }
 
 void philox_fill(const Tensor& out, PhiloxState state, bool normal) {
-  using namespace cuda;
   DGP_CHECK(out.is_contiguous(), "philox_fill: output must be contiguous");
   int64_t n = out.numel();
   if (n == 0) return;
@@ -258,5 +184,4 @@ void philox_fill(const Tensor& out, PhiloxState state, bool normal) {
   DGP_CUDA_CHECK_LAUNCH();
 }
 
-}  // namespace cuda_ops
-}  // namespace dgpipe::engine
+}  // namespace dgpipe::engine::cuda_kernels

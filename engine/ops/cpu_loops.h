@@ -83,10 +83,6 @@ void for_each_offset(const Shape& shape, const std::array<const int64_t*, K>& st
   }
 }
 
-// Reads any dtype as double / writes double into any dtype (generic, slow path).
-double load_as_double(const void* base, int64_t offset, DType t);
-void store_from_double(void* base, int64_t offset, DType t, double v);
-
 // Strided copy with dtype conversion; src must already have dst's shape (expand it first). Both on CPU.
 void copy_strided(const Tensor& dst, const Tensor& src);
 

@@ -9,20 +9,14 @@ namespace dgpipe::engine {
 
 namespace {
 
-bool is_half(DType t) {
-  return t == DType::f16 || t == DType::bf16;
-}
-
 // out = mask(state) * x * scale on a contiguous x.
 Tensor dropout_apply_raw(const Tensor& x, PhiloxState state, float keep_threshold, double scale) {
   if (x.device().is_cpu() && is_half(x.dtype()))
     return dropout_apply_raw(x.to(DType::f32), state, keep_threshold, scale).to(x.dtype());
   Tensor out = empty(x.shape(), TensorOptions(x.dtype(), x.device()));
   if (x.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-    cuda_ops::dropout_apply(out, x, state, keep_threshold, scale);
+    cuda_kernels::dropout_apply(out, x, state, keep_threshold, scale);
     return out;
-#endif
   }
   DGP_DISPATCH_FLOATING(x.dtype(), "dropout", [&] {
     const scalar_t* in = x.data<scalar_t>();

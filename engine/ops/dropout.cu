@@ -2,9 +2,12 @@
 // consecutive elements, as engine/rng.h documents), so the CPU and GPU drop exactly the same elements.
 #include "engine/cuda/kernel_utils.cuh"
 #include "engine/ops/dropout_kernels.h"
+#include "engine/rng.h"
 
-namespace dgpipe::engine {
-namespace cuda {
+namespace dgpipe::engine::cuda_kernels {
+
+using namespace cuda;  // the helpers of engine/cuda/kernel_utils.cuh and cuda_context.cuh
+
 namespace {
 
 template <class T>
@@ -14,12 +17,12 @@ __global__ void dropout_kernel(T* __restrict__ out, const T* __restrict__ x, int
   for (int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; b < blocks;
        b += int64_t(gridDim.x) * blockDim.x) {
     uint32_t w[4];
-    philox4x32_device(seed, offset + static_cast<uint64_t>(b), w);
+    philox4x32(seed, offset + static_cast<uint64_t>(b), w);
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       int64_t i = b * 4 + k;
       if (i < n) {
-        bool keep = uniform_from_bits_device(w[k]) >= threshold;
+        bool keep = uniform_from_bits(w[k]) >= threshold;
         out[i] = keep ? from_acc<T>(to_acc(x[i]) * scale) : from_acc<T>(acc_t<T>(0));
       }
     }
@@ -27,13 +30,9 @@ __global__ void dropout_kernel(T* __restrict__ out, const T* __restrict__ x, int
 }
 
 }  // namespace
-}  // namespace cuda
-
-namespace cuda_ops {
 
 void dropout_apply(const Tensor& out, const Tensor& x, PhiloxState state, float keep_threshold,
                    double scale) {
-  using namespace cuda;
   DGP_CHECK(x.is_contiguous() && out.is_contiguous(), "dropout: cuda kernel expects contiguous tensors");
   int64_t n = x.numel();
   if (n == 0) return;
@@ -47,5 +46,4 @@ void dropout_apply(const Tensor& out, const Tensor& x, PhiloxState state, float 
   DGP_CUDA_CHECK_LAUNCH();
 }
 
-}  // namespace cuda_ops
-}  // namespace dgpipe::engine
+}  // namespace dgpipe::engine::cuda_kernels

@@ -3,16 +3,13 @@
 #include <limits>
 
 #include "engine/ops.h"
+#include "engine/ops/copy_kernels.h"
 #include "engine/ops/cpu_loops.h"
 #include "engine/ops/elementwise_kernels.h"
 
 namespace dgpipe::engine {
 
 namespace {
-
-bool is_half(DType t) {
-  return t == DType::f16 || t == DType::bf16;
-}
 
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
   size_t n = std::max(a.size(), b.size());
@@ -48,10 +45,8 @@ Tensor unary_raw(const Tensor& x, UnaryOp op, double a, double b, const char* na
     return unary_raw(x.to(DType::f32), op, a, b, name).to(x.dtype());
   Tensor out = empty(x.shape(), TensorOptions(x.dtype(), x.device()));
   if (x.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-    cuda_ops::unary(out, x, op, a, b);
+    cuda_kernels::unary(out, x, op, a, b);
     return out;
-#endif
   }
   DGP_DISPATCH_FLOATING(x.dtype(), name, [&] {
     scalar_t* o = out.data<scalar_t>();
@@ -123,10 +118,8 @@ Tensor binary_raw(const Tensor& x, const Tensor& y, BinaryOp op, const char* nam
   Tensor ye = y.shape() == shape ? y : y.detach().expand(shape);
   Tensor out = empty(shape, TensorOptions(x.dtype(), x.device()));
   if (x.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-    cuda_ops::binary(out, xe, ye, op);
+    cuda_kernels::binary(out, xe, ye, op);
     return out;
-#endif
   }
   DGP_DISPATCH_FLOATING(x.dtype(), name, [&] { binary_cpu<scalar_t>(out.data<scalar_t>(), xe, ye, op); });
   return out;
@@ -138,10 +131,8 @@ Tensor compare_raw(const Tensor& x, const Tensor& y, CompareOp op, const char* n
   Tensor xe = x.detach().expand(shape), ye = y.detach().expand(shape);
   Tensor out = empty(shape, TensorOptions(DType::boolean, x.device()));
   if (x.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-    cuda_ops::compare(out, xe, ye, op);
+    cuda_kernels::compare(out, xe, ye, op);
     return out;
-#endif
   }
   uint8_t* o = static_cast<uint8_t*>(out.raw_data());
   const void* xs = xe.storage()->data();
@@ -150,8 +141,7 @@ Tensor compare_raw(const Tensor& x, const Tensor& y, CompareOp op, const char* n
   std::array<const int64_t*, 2> st{xe.strides().data(), ye.strides().data()};
   int64_t i = 0;
   cpu::for_each_offset<2>(shape, st, {xe.offset(), ye.offset()}, [&](const std::array<int64_t, 2>& off) {
-    o[i++] =
-        compare_apply<double>(op, cpu::load_as_double(xs, off[0], t), cpu::load_as_double(ys, off[1], t));
+    o[i++] = compare_apply<double>(op, load_as_double(xs, off[0], t), load_as_double(ys, off[1], t));
   });
   return out;
 }
@@ -407,10 +397,8 @@ Tensor where_raw(const Tensor& cond, const Tensor& a, const Tensor& b) {
   Tensor ce = cond.detach().expand(shape), ae = a.detach().expand(shape), be = b.detach().expand(shape);
   Tensor out = empty(shape, TensorOptions(a.dtype(), a.device()));
   if (a.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-    cuda_ops::where(out, ce, ae, be);
+    cuda_kernels::where(out, ce, ae, be);
     return out;
-#endif
   }
   const uint8_t* c = static_cast<const uint8_t*>(ce.storage()->data());
   size_t item = a.itemsize();
@@ -466,9 +454,7 @@ Tensor cast(const Tensor& a, DType dtype) {
 bool isfinite_all(const Tensor& a) {
   if (!is_floating(a.dtype())) return true;
   if (a.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-    return cuda_ops::isfinite_all(a);
-#endif
+    return cuda_kernels::isfinite_all(a);
   }
   for (double v : a.to_vector())
     if (!std::isfinite(v)) return false;

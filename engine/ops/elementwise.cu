@@ -6,8 +6,10 @@
 #include "engine/cuda/kernel_utils.cuh"
 #include "engine/ops/elementwise_kernels.h"
 
-namespace dgpipe::engine {
-namespace cuda {
+namespace dgpipe::engine::cuda_kernels {
+
+using namespace cuda;  // the helpers of engine/cuda/kernel_utils.cuh and cuda_context.cuh
+
 namespace {
 
 constexpr int kThreads = 256;
@@ -192,11 +194,6 @@ void check_same_device(const Tensor& out, const Tensor& t, const char* op) {
 }
 
 }  // namespace
-}  // namespace cuda
-
-namespace cuda_ops {
-
-using namespace cuda;
 
 void unary(const Tensor& out, const Tensor& x, UnaryOp op, double a, double b) {
   check_same_device(out, x, "unary op");
@@ -326,5 +323,4 @@ bool isfinite_all(const Tensor& x) {
   return host == 0;
 }
 
-}  // namespace cuda_ops
-}  // namespace dgpipe::engine
+}  // namespace dgpipe::engine::cuda_kernels

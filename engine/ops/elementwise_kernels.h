@@ -4,13 +4,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "engine/host_device.h"
 #include "engine/tensor.h"
-
-#ifdef __CUDACC__
-#define DGP_HD __host__ __device__ __forceinline__
-#else
-#define DGP_HD inline
-#endif
 
 namespace dgpipe::engine {
 
@@ -134,12 +129,12 @@ DGP_HD bool compare_apply(CompareOp op, T x, T y) {
 
 // CUDA launchers (engine/ops/elementwise.cu). `out` is allocated by the caller; inputs are already
 // broadcast (expanded) to out's shape and share its dtype.
-namespace cuda_ops {
+namespace cuda_kernels {
 void unary(const Tensor& out, const Tensor& x, UnaryOp op, double a, double b);
 void binary(const Tensor& out, const Tensor& x, const Tensor& y, BinaryOp op);
 void compare(const Tensor& out, const Tensor& x, const Tensor& y, CompareOp op);
 void where(const Tensor& out, const Tensor& cond, const Tensor& x, const Tensor& y);
 bool isfinite_all(const Tensor& x);
-}  // namespace cuda_ops
+}  // namespace cuda_kernels
 
 }  // namespace dgpipe::engine

@@ -43,12 +43,10 @@ Tensor embedding(const Tensor& weight, const Tensor& indices, int64_t padding_id
   Tensor ix = indices.detach().contiguous();
   Tensor out = empty({n, width}, TensorOptions(weight.dtype(), weight.device()));
   if (weight.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
     // The GPU path does not validate indices (that would need a host synchronisation); the kernel is expected
     // to trap on an out-of-range index.
     ix = ix.to(DType::i64);
-    cuda_ops::embedding_forward(out, w, ix);
-#endif
+    cuda_kernels::embedding_forward(out, w, ix);
   } else {
     DGP_DISPATCH_INDEX(ix.dtype(), "embedding", [&] {
       const index_t* ip = ix.data<index_t>();
@@ -70,9 +68,7 @@ Tensor embedding(const Tensor& weight, const Tensor& indices, int64_t padding_id
       Tensor acc_src = half_cpu ? go.to(DType::f32) : go;
       Tensor gw = zeros(wshape, TensorOptions(acc_src.dtype(), go.device()));
       if (go.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-        cuda_ops::embedding_backward(gw, acc_src, ix, padding_idx);
-#endif
+        cuda_kernels::embedding_backward(gw, acc_src, ix, padding_idx);
       } else {
         DGP_DISPATCH_INDEX(ix.dtype(), "embedding backward", [&] {
           const index_t* ip = ix.data<index_t>();

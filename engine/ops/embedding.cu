@@ -5,8 +5,10 @@
 #include "engine/cuda/kernel_utils.cuh"
 #include "engine/ops/embedding_kernels.h"
 
-namespace dgpipe::engine {
-namespace cuda {
+namespace dgpipe::engine::cuda_kernels {
+
+using namespace cuda;  // the helpers of engine/cuda/kernel_utils.cuh and cuda_context.cuh
+
 namespace {
 
 template <class W>
@@ -39,11 +41,6 @@ __global__ void embedding_scatter_add(T* __restrict__ grad_weight, const T* __re
 }
 
 }  // namespace
-}  // namespace cuda
-
-namespace cuda_ops {
-
-using namespace cuda;
 
 void embedding_forward(const Tensor& out, const Tensor& weight, const Tensor& indices) {
   DGP_CHECK(indices.dtype() == DType::i64 && indices.is_contiguous() && weight.is_contiguous() &&
@@ -97,5 +94,4 @@ void embedding_backward(const Tensor& grad_weight, const Tensor& grad_out, const
   DGP_CUDA_CHECK_LAUNCH();
 }
 
-}  // namespace cuda_ops
-}  // namespace dgpipe::engine
+}  // namespace dgpipe::engine::cuda_kernels

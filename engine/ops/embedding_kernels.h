@@ -6,11 +6,11 @@
 
 #include "engine/tensor.h"
 
-namespace dgpipe::engine::cuda_ops {
+namespace dgpipe::engine::cuda_kernels {
 // out[j, :] = weight[indices[j], :]
 void embedding_forward(const Tensor& out, const Tensor& weight, const Tensor& indices);
 // grad_weight (zeroed by the caller) [indices[j], :] += grad_out[j, :] for every j with indices[j] !=
 // padding_idx (padding_idx = -1: none). Repeated indices accumulate (atomics or a sort; both are fine).
 void embedding_backward(const Tensor& grad_weight, const Tensor& grad_out, const Tensor& indices,
                         int64_t padding_idx);
-}  // namespace dgpipe::engine::cuda_ops
+}  // namespace dgpipe::engine::cuda_kernels

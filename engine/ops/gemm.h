@@ -1,5 +1,6 @@
-// Raw GEMM entry points used by matmul and by the im2col convolution. Row-major, like cblas with
-// CblasRowMajor: C[M,N] = alpha * op(A) * op(B) + beta * C.
+// Raw CPU GEMM entry points (OpenBLAS, in matmul.cpp) used by matmul and by the im2col convolution.
+// Row-major, like cblas with CblasRowMajor: C[M,N] = alpha * op(A) * op(B) + beta * C. The CUDA GEMM launcher
+// is in matmul_kernels.h.
 #pragma once
 #include <cstdint>
 
@@ -11,9 +12,3 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
           int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc);
 }  // namespace dgpipe::engine::cpu
-
-namespace dgpipe::engine::cuda_ops {
-// Batched strided GEMM on the current stream via cuBLAS(Lt); a, b, out are 3-D [B,.,.] with unit inner
-// stride in one of the last two dims (engine/ops/matmul.cu). out must be contiguous.
-void bmm(const Tensor& out, const Tensor& a, const Tensor& b);
-}  // namespace dgpipe::engine::cuda_ops

@@ -12,10 +12,6 @@ namespace dgpipe::engine {
 
 namespace {
 
-bool is_half(DType t) {
-  return t == DType::f16 || t == DType::bf16;
-}
-
 // Statistics dtype: f64 for f64 inputs (the gradcheck oracle), f32 otherwise.
 DType stats_dtype(DType x) {
   return x == DType::f64 ? DType::f64 : DType::f32;
@@ -106,10 +102,8 @@ Tensor forward_raw(const Tensor& x, const Tensor& w, const Tensor& b, int64_t ro
   stats.mean = empty({rows}, TensorOptions(stats_dtype(x.dtype()), x.device()));
   stats.rstd = empty({rows}, TensorOptions(stats_dtype(x.dtype()), x.device()));
   if (x.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-    cuda_ops::layer_norm_forward(y, stats.mean, stats.rstd, x, w, b, rows, cols, eps);
+    cuda_kernels::layer_norm_forward(y, stats.mean, stats.rstd, x, w, b, rows, cols, eps);
     return y;
-#endif
   }
   DGP_DISPATCH_FLOATING(x.dtype(), "layer_norm", [&] {
     forward_cpu<scalar_t>(y.data<scalar_t>(), stats.mean.data<scalar_t>(), stats.rstd.data<scalar_t>(),
@@ -139,10 +133,8 @@ Grads backward_raw(const Tensor& dy, const Tensor& x, const Tensor& w, const Sta
   if (need_dw) g.dw = empty(param_shape, TensorOptions(x.dtype(), x.device()));
   if (need_db) g.db = empty(param_shape, TensorOptions(x.dtype(), x.device()));
   if (x.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-    cuda_ops::layer_norm_backward(g.dx, g.dw, g.db, dy, x, stats.mean, stats.rstd, w, rows, cols);
+    cuda_kernels::layer_norm_backward(g.dx, g.dw, g.db, dy, x, stats.mean, stats.rstd, w, rows, cols);
     return g;
-#endif
   }
   DGP_DISPATCH_FLOATING(x.dtype(), "layer_norm backward", [&] {
     backward_cpu<scalar_t>(g.dx.data<scalar_t>(), mut_ptr_or_null<scalar_t>(g.dw),

@@ -5,8 +5,10 @@
 #include "engine/cuda/kernel_utils.cuh"
 #include "engine/ops/layer_norm_kernels.h"
 
-namespace dgpipe::engine {
-namespace cuda {
+namespace dgpipe::engine::cuda_kernels {
+
+using namespace cuda;  // the helpers of engine/cuda/kernel_utils.cuh and cuda_context.cuh
+
 namespace {
 
 template <bool kBlock, class A>
@@ -141,11 +143,6 @@ const T* ptr_or_null(const Tensor& t) {
 }
 
 }  // namespace
-}  // namespace cuda
-
-namespace cuda_ops {
-
-using namespace cuda;
 
 void layer_norm_forward(const Tensor& y, const Tensor& mean, const Tensor& rstd, const Tensor& x,
                         const Tensor& weight, const Tensor& bias, int64_t rows, int64_t cols, double eps) {
@@ -222,5 +219,4 @@ void layer_norm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& 
   });
 }
 
-}  // namespace cuda_ops
-}  // namespace dgpipe::engine
+}  // namespace dgpipe::engine::cuda_kernels

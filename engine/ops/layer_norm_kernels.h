@@ -8,7 +8,7 @@
 
 #include "engine/tensor.h"
 
-namespace dgpipe::engine::cuda_ops {
+namespace dgpipe::engine::cuda_kernels {
 // y = (x - mean) * rstd * weight + bias, with biased variance; weight and bias may be undefined (no affine).
 // Writes the per-row mean and rstd = 1/sqrt(var + eps) for the backward pass.
 void layer_norm_forward(const Tensor& y, const Tensor& mean, const Tensor& rstd, const Tensor& x,
@@ -18,4 +18,4 @@ void layer_norm_forward(const Tensor& y, const Tensor& mean, const Tensor& rstd,
 void layer_norm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dbias, const Tensor& dy,
                          const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& weight,
                          int64_t rows, int64_t cols);
-}  // namespace dgpipe::engine::cuda_ops
+}  // namespace dgpipe::engine::cuda_kernels

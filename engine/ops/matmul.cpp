@@ -8,6 +8,7 @@
 #include "engine/ops.h"
 #include "engine/ops/cpu_loops.h"
 #include "engine/ops/gemm.h"
+#include "engine/ops/matmul_kernels.h"
 
 namespace dgpipe::engine {
 
@@ -90,10 +91,8 @@ void bmm_cpu(const Tensor& out, const Tensor& a, const Tensor& b) {
 Tensor bmm_raw(const Tensor& a, const Tensor& b) {
   Tensor out = empty({a.size(0), a.size(1), b.size(2)}, TensorOptions(a.dtype(), a.device()));
   if (a.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-    cuda_ops::bmm(out, a, b);
+    cuda_kernels::bmm(out, a, b);
     return out;
-#endif
   }
   if (a.dtype() == DType::f16 || a.dtype() == DType::bf16) {
     return bmm_raw(a.to(DType::f32), b.to(DType::f32)).to(a.dtype());

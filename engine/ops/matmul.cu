@@ -1,15 +1,14 @@
-// Batched GEMM on the GPU through cuBLAS (engine/ops/gemm.h). Tensor cores are used for f16/bf16 (fp32
-// accumulation); fp32 uses TF32 tensor cores only when cuda::set_allow_tf32(true) was called.
+// Batched GEMM on the GPU through cuBLAS (the launcher of matmul_kernels.h). Tensor cores are used for
+// f16/bf16 (fp32 accumulation); fp32 uses TF32 tensor cores only when cuda::set_allow_tf32(true) was called.
 //
 // cuBLAS is column-major. A row-major C[M,N] = A[M,K] B[K,N] is the column-major C^T[N,M] = B^T A^T, so B
 // goes first. A row-major operand with unit column stride is, read column-major, its own transpose with ld =
-// row stride
-// ("N"); one with unit row stride is the matrix itself with ld = column stride ("T"). Other layouts are
-// copied.
+// row stride ("N"); one with unit row stride is the matrix itself with ld = column stride ("T"). Other
+// layouts are copied.
 #include "engine/cuda/cuda_context.cuh"
-#include "engine/ops/gemm.h"
+#include "engine/ops/matmul_kernels.h"
 
-namespace dgpipe::engine::cuda_ops {
+namespace dgpipe::engine::cuda_kernels {
 
 namespace {
 
@@ -88,4 +87,4 @@ void bmm(const Tensor& out, const Tensor& a, const Tensor& b) {
       static_cast<int>(batch), compute, CUBLAS_GEMM_DEFAULT));
 }
 
-}  // namespace dgpipe::engine::cuda_ops
+}  // namespace dgpipe::engine::cuda_kernels

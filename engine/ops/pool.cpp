@@ -21,10 +21,6 @@ struct PoolGeometry {
   int64_t planes() const { return N * C; }
 };
 
-bool is_half(DType t) {
-  return t == DType::f16 || t == DType::bf16;
-}
-
 void check_pool_input(const Tensor& x, const char* op) {
   DGP_CHECK(x.defined(), op << ": undefined input");
   DGP_CHECK(x.dim() == 4,
@@ -63,10 +59,6 @@ Tensor with_batch_dim(const Tensor& x, const char* op, F&& f) {
 
 Tensor empty_output(const PoolGeometry& g, const Tensor& x) {
   return empty({g.N, g.C, g.Ho, g.Wo}, TensorOptions(x.dtype(), x.device()));
-}
-
-[[noreturn]] [[maybe_unused]] void fail_no_cuda(const char* op, const Tensor& x) {
-  DGP_FAIL(op << ": input on " << x.device().str() << " but dgpipe was built without CUDA");
 }
 
 // PyTorch's adaptive pooling bounds: cell o of `out` covers [floor(o*in/out), ceil((o+1)*in/out)).
@@ -126,12 +118,8 @@ Tensor max_pool_backward_raw(const Tensor& grad_out, const Tensor& indices, cons
   Tensor gin = empty({g.N, g.C, g.H, g.W}, TensorOptions(dtype, grad_out.device()));
   const Tensor go = grad_out.contiguous();
   if (go.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-    cuda_ops::max_pool2d_backward(gin, go, indices);
+    cuda_kernels::max_pool2d_backward(gin, go, indices);
     return gin;
-#else
-    fail_no_cuda("max_pool2d backward", go);
-#endif
   }
   DGP_DISPATCH_FLOATING(dtype, "max_pool2d backward", [&] {
     max_pool_backward_cpu(go.data<scalar_t>(), indices.data<int64_t>(), gin.data<scalar_t>(), g);
@@ -153,11 +141,7 @@ Tensor max_pool2d_4d(const Tensor& x, int64_t kernel, int64_t stride, int64_t pa
     out = empty_output(g, xc);
     indices = empty({g.N, g.C, g.Ho, g.Wo}, TensorOptions(DType::i64, x.device()));
     if (xc.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-      cuda_ops::max_pool2d_forward(out, indices, xc, kernel, stride, padding);
-#else
-      fail_no_cuda("max_pool2d", xc);
-#endif
+      cuda_kernels::max_pool2d_forward(out, indices, xc, kernel, stride, padding);
     } else {
       DGP_DISPATCH_FLOATING(xc.dtype(), "max_pool2d", [&] {
         max_pool_forward_cpu(xc.data<scalar_t>(), out.data<scalar_t>(), indices.data<int64_t>(), g);
@@ -226,12 +210,8 @@ Tensor avg_pool_forward_raw(const Tensor& x, const PoolGeometry& g) {
   const Tensor xc = x.contiguous();
   Tensor out = empty_output(g, xc);
   if (xc.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-    cuda_ops::avg_pool2d_forward(out, xc, g.kernel, g.stride, g.padding);
+    cuda_kernels::avg_pool2d_forward(out, xc, g.kernel, g.stride, g.padding);
     return out;
-#else
-    fail_no_cuda("avg_pool2d", xc);
-#endif
   }
   DGP_DISPATCH_FLOATING(xc.dtype(), "avg_pool2d",
                         [&] { avg_pool_forward_cpu(xc.data<scalar_t>(), out.data<scalar_t>(), g); });
@@ -244,12 +224,8 @@ Tensor avg_pool_backward_raw(const Tensor& grad_out, const PoolGeometry& g, DTyp
   Tensor gin = empty({g.N, g.C, g.H, g.W}, TensorOptions(dtype, grad_out.device()));
   const Tensor go = grad_out.contiguous();
   if (go.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-    cuda_ops::avg_pool2d_backward(gin, go, g.kernel, g.stride, g.padding);
+    cuda_kernels::avg_pool2d_backward(gin, go, g.kernel, g.stride, g.padding);
     return gin;
-#else
-    fail_no_cuda("avg_pool2d backward", go);
-#endif
   }
   DGP_DISPATCH_FLOATING(dtype, "avg_pool2d backward",
                         [&] { avg_pool_backward_cpu(go.data<scalar_t>(), gin.data<scalar_t>(), g); });
@@ -312,12 +288,8 @@ Tensor adaptive_forward_raw(const Tensor& x, const PoolGeometry& g) {
   const Tensor xc = x.contiguous();
   Tensor out = empty_output(g, xc);
   if (xc.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-    cuda_ops::adaptive_avg_pool2d_forward(out, xc);
+    cuda_kernels::adaptive_avg_pool2d_forward(out, xc);
     return out;
-#else
-    fail_no_cuda("adaptive_avg_pool2d", xc);
-#endif
   }
   DGP_DISPATCH_FLOATING(xc.dtype(), "adaptive_avg_pool2d",
                         [&] { adaptive_forward_cpu(xc.data<scalar_t>(), out.data<scalar_t>(), g); });
@@ -330,12 +302,8 @@ Tensor adaptive_backward_raw(const Tensor& grad_out, const PoolGeometry& g, DTyp
   Tensor gin = empty({g.N, g.C, g.H, g.W}, TensorOptions(dtype, grad_out.device()));
   const Tensor go = grad_out.contiguous();
   if (go.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-    cuda_ops::adaptive_avg_pool2d_backward(gin, go);
+    cuda_kernels::adaptive_avg_pool2d_backward(gin, go);
     return gin;
-#else
-    fail_no_cuda("adaptive_avg_pool2d backward", go);
-#endif
   }
   DGP_DISPATCH_FLOATING(dtype, "adaptive_avg_pool2d backward",
                         [&] { adaptive_backward_cpu(go.data<scalar_t>(), gin.data<scalar_t>(), g); });

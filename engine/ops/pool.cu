@@ -4,8 +4,10 @@
 #include "engine/cuda/kernel_utils.cuh"
 #include "engine/ops/pool_kernels.h"
 
-namespace dgpipe::engine {
-namespace cuda {
+namespace dgpipe::engine::cuda_kernels {
+
+using namespace cuda;  // the helpers of engine/cuda/kernel_utils.cuh and cuda_context.cuh
+
 namespace {
 
 struct Geo {
@@ -158,11 +160,6 @@ void check_nchw(const Tensor& t, const char* op) {
 }
 
 }  // namespace
-}  // namespace cuda
-
-namespace cuda_ops {
-
-using namespace cuda;
 
 void max_pool2d_forward(const Tensor& out, const Tensor& indices, const Tensor& x, int64_t kernel,
                         int64_t stride, int64_t padding) {
@@ -262,5 +259,4 @@ void adaptive_avg_pool2d_backward(const Tensor& grad_input, const Tensor& grad_o
   DGP_CUDA_CHECK_LAUNCH();
 }
 
-}  // namespace cuda_ops
-}  // namespace dgpipe::engine
+}  // namespace dgpipe::engine::cuda_kernels

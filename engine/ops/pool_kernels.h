@@ -6,7 +6,7 @@
 
 #include "engine/tensor.h"
 
-namespace dgpipe::engine::cuda_ops {
+namespace dgpipe::engine::cuda_kernels {
 
 // out [N,C,Ho,Wo]; indices (i64, same shape) receive the argmax as a flat index into the H*W plane.
 void max_pool2d_forward(const Tensor& out, const Tensor& indices, const Tensor& x, int64_t kernel,
@@ -23,4 +23,4 @@ void avg_pool2d_backward(const Tensor& grad_input, const Tensor& grad_out, int64
 void adaptive_avg_pool2d_forward(const Tensor& out, const Tensor& x);
 void adaptive_avg_pool2d_backward(const Tensor& grad_input, const Tensor& grad_out);
 
-}  // namespace dgpipe::engine::cuda_ops
+}  // namespace dgpipe::engine::cuda_kernels

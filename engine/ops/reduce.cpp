@@ -58,10 +58,8 @@ Tensor sum_rows(const Tensor& rows) {
     return sum_rows(rows.to(DType::f32)).to(rows.dtype());
   Tensor out = empty({outer}, TensorOptions(rows.dtype(), rows.device()));
   if (rows.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-    cuda_ops::sum_lastdim(out, rows);
+    cuda_kernels::sum_lastdim(out, rows);
     return out;
-#endif
   }
   DGP_DISPATCH_FLOATING(rows.dtype(), "sum", [&] {
     const scalar_t* x = rows.data<scalar_t>();
@@ -88,10 +86,8 @@ void maxmin_rows(const Tensor& rows, Tensor& values, Tensor& indices, bool is_ma
   values = empty({outer}, TensorOptions(rows.dtype(), rows.device()));
   indices = empty({outer}, TensorOptions(DType::i64, rows.device()));
   if (rows.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-    cuda_ops::maxmin_lastdim(values, indices, rows, is_max);
+    cuda_kernels::maxmin_lastdim(values, indices, rows, is_max);
     return;
-#endif
   }
   DGP_DISPATCH_FLOATING(rows.dtype(), op, [&] {
     const scalar_t* x = rows.data<scalar_t>();

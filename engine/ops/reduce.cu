@@ -8,8 +8,10 @@
 #include "engine/ops/copy_kernels.h"
 #include "engine/ops/reduce_kernels.h"
 
-namespace dgpipe::engine {
-namespace cuda {
+namespace dgpipe::engine::cuda_kernels {
+
+using namespace cuda;  // the helpers of engine/cuda/kernel_utils.cuh and cuda_context.cuh
+
 namespace {
 
 template <class T>
@@ -145,11 +147,6 @@ __global__ void maxmin_thread_per_row(T* __restrict__ values, int64_t* __restric
 }
 
 }  // namespace
-}  // namespace cuda
-
-namespace cuda_ops {
-
-using namespace cuda;
 
 void sum_lastdim(const Tensor& out, const Tensor& x2d) {
   DGP_CHECK(x2d.dim() == 2 && x2d.is_contiguous() && out.is_contiguous(),
@@ -160,7 +157,7 @@ void sum_lastdim(const Tensor& out, const Tensor& x2d) {
   cudaStream_t s = stream_of(out);
   int dev = out.device().index;
   if (inner == 0) {
-    cuda_ops::fill(out, 0.0);
+    fill(out, 0.0);
     return;
   }
   DGP_CUDA_DISPATCH_FLOATING(x2d.dtype(), "sum", [&] {
@@ -220,5 +217,4 @@ void maxmin_lastdim(const Tensor& values, const Tensor& indices, const Tensor& x
   DGP_CUDA_CHECK_LAUNCH();
 }
 
-}  // namespace cuda_ops
-}  // namespace dgpipe::engine
+}  // namespace dgpipe::engine::cuda_kernels

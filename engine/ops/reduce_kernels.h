@@ -3,7 +3,7 @@
 #pragma once
 #include "engine/tensor.h"
 
-namespace dgpipe::engine::cuda_ops {
+namespace dgpipe::engine::cuda_kernels {
 void sum_lastdim(const Tensor& out, const Tensor& x2d);  // out [outer]
 void maxmin_lastdim(const Tensor& values, const Tensor& indices, const Tensor& x2d, bool is_max);
-}  // namespace dgpipe::engine::cuda_ops
+}  // namespace dgpipe::engine::cuda_kernels

@@ -3,16 +3,9 @@
 
 #include "engine/ops.h"
 #include "engine/ops/cpu_loops.h"
+#include "engine/ops/shape_kernels.h"
 
 namespace dgpipe::engine {
-
-namespace cuda_ops {
-#ifdef DGPIPE_WITH_CUDA
-void index_select(const Tensor& out, const Tensor& src, int64_t dim,
-                  const Tensor& index);  // engine/ops/shape.cu
-void index_add(const Tensor& dst, int64_t dim, const Tensor& index, const Tensor& src);
-#endif
-}  // namespace cuda_ops
 
 Tensor concat(const std::vector<Tensor>& tensors, int64_t dim) {
   DGP_CHECK(!tensors.empty(), "concat: no tensors given");
@@ -155,9 +148,7 @@ Tensor index_select(const Tensor& a, int64_t dim, const Tensor& index_in) {
   shape[dim] = index.numel();
   Tensor out = empty(shape, TensorOptions(a.dtype(), a.device()));
   if (a.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-    cuda_ops::index_select(out, a.contiguous(), dim, index);
-#endif
+    cuda_kernels::index_select(out, a.contiguous(), dim, index);
   } else {
     index_select_cpu(out, a, dim, index);
   }
@@ -170,9 +161,7 @@ Tensor index_select(const Tensor& a, int64_t dim, const Tensor& index_in) {
                       : g[0];
       if (go.dtype() != gi.dtype()) gi = gi.to(go.dtype());
       if (gi.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-        cuda_ops::index_add(gi, dim, index, go.contiguous());
-#endif
+        cuda_kernels::index_add(gi, dim, index, go.contiguous());
       } else {
         index_add_cpu(gi, dim, index, go);
       }

@@ -2,10 +2,12 @@
 // seen as [outer, size_along_dim, inner]. An index outside [0, size) cannot be reported without a host sync,
 // so the kernels write zeros for it (select) or drop it (add) instead of touching memory they do not own.
 #include "engine/cuda/kernel_utils.cuh"
-#include "engine/tensor.h"
+#include "engine/ops/shape_kernels.h"
 
-namespace dgpipe::engine {
-namespace cuda {
+namespace dgpipe::engine::cuda_kernels {
+
+using namespace cuda;  // the helpers of engine/cuda/kernel_utils.cuh and cuda_context.cuh
+
 namespace {
 
 constexpr int kThreads = 256;
@@ -53,11 +55,6 @@ void split_dims(const Shape& shape, int64_t dim, int64_t& outer, int64_t& inner)
 }
 
 }  // namespace
-}  // namespace cuda
-
-namespace cuda_ops {
-
-using namespace cuda;
 
 void index_select(const Tensor& out, const Tensor& src, int64_t dim, const Tensor& index) {
   DGP_CHECK(
@@ -120,5 +117,4 @@ void index_add(const Tensor& dst, int64_t dim, const Tensor& index, const Tensor
   DGP_CUDA_CHECK_LAUNCH();
 }
 
-}  // namespace cuda_ops
-}  // namespace dgpipe::engine
+}  // namespace dgpipe::engine::cuda_kernels

@@ -15,10 +15,6 @@ namespace dgpipe::engine {
 
 namespace {
 
-bool is_half(DType t) {
-  return t == DType::f16 || t == DType::bf16;
-}
-
 struct Layout {
   int64_t outer = 1, size = 1, inner = 1;
 };
@@ -75,10 +71,8 @@ Tensor softmax_forward_raw(const Tensor& x, Layout l, bool log) {
     return softmax_forward_raw(x.to(DType::f32), l, log).to(x.dtype());
   Tensor y = empty(x.shape(), TensorOptions(x.dtype(), x.device()));
   if (x.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-    cuda_ops::softmax_forward(y, x, l.outer, l.size, l.inner, log);
+    cuda_kernels::softmax_forward(y, x, l.outer, l.size, l.inner, log);
     return y;
-#endif
   }
   const char* op = log ? "log_softmax" : "softmax";
   DGP_DISPATCH_FLOATING(
@@ -91,10 +85,8 @@ Tensor softmax_backward_raw(const Tensor& dy, const Tensor& y, Layout l, bool lo
     return softmax_backward_raw(dy.to(DType::f32), y.to(DType::f32), l, log).to(y.dtype());
   Tensor dx = empty(y.shape(), TensorOptions(y.dtype(), y.device()));
   if (y.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-    cuda_ops::softmax_backward(dx, dy, y, l.outer, l.size, l.inner, log);
+    cuda_kernels::softmax_backward(dx, dy, y, l.outer, l.size, l.inner, log);
     return dx;
-#endif
   }
   const char* op = log ? "log_softmax backward" : "softmax backward";
   DGP_DISPATCH_FLOATING(y.dtype(), op, [&] {
@@ -215,9 +207,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, double label_sm
   {
     NoGradGuard ng;
     if (x.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-      cuda_ops::cross_entropy_forward(row_loss, row_lse, x, t, label_smoothing, ignore_index);
-#endif
+      cuda_kernels::cross_entropy_forward(row_loss, row_lse, x, t, label_smoothing, ignore_index);
     } else {
       DGP_DISPATCH_FLOATING(work, "cross_entropy", [&] {
         cross_entropy_forward_cpu<scalar_t>(row_loss.data<scalar_t>(), row_lse.data<scalar_t>(),
@@ -242,9 +232,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, double label_sm
           Tensor scale = div(cast(g[0], denom.dtype()), denom);  // 0-d, stays on the device
           Tensor dx = empty({n, c}, TensorOptions(x.dtype(), x.device()));
           if (x.device().is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-            cuda_ops::cross_entropy_backward(dx, x, row_lse, t, scale, label_smoothing, ignore_index);
-#endif
+            cuda_kernels::cross_entropy_backward(dx, x, row_lse, t, scale, label_smoothing, ignore_index);
           } else {
             const double s = scale.item();
             DGP_DISPATCH_FLOATING(x.dtype(), "cross_entropy backward", [&] {

@@ -5,8 +5,10 @@
 #include "engine/cuda/kernel_utils.cuh"
 #include "engine/ops/softmax_kernels.h"
 
-namespace dgpipe::engine {
-namespace cuda {
+namespace dgpipe::engine::cuda_kernels {
+
+using namespace cuda;  // the helpers of engine/cuda/kernel_utils.cuh and cuda_context.cuh
+
 namespace {
 
 // A row group: one warp (kBlock = false) or the whole block (kBlock = true).
@@ -225,11 +227,6 @@ DType acc_dtype(DType t) {
 }
 
 }  // namespace
-}  // namespace cuda
-
-namespace cuda_ops {
-
-using namespace cuda;
 
 void softmax_forward(const Tensor& y, const Tensor& x, int64_t outer, int64_t dim_size, int64_t inner,
                      bool log) {
@@ -301,5 +298,4 @@ void cross_entropy_backward(const Tensor& dlogits, const Tensor& logits, const T
   DGP_CUDA_CHECK_LAUNCH();
 }
 
-}  // namespace cuda_ops
-}  // namespace dgpipe::engine
+}  // namespace dgpipe::engine::cuda_kernels

@@ -7,7 +7,7 @@
 
 #include "engine/tensor.h"
 
-namespace dgpipe::engine::cuda_ops {
+namespace dgpipe::engine::cuda_kernels {
 // y = softmax(x) (or log_softmax when log) along the middle dim of [outer, dim_size, inner]; max-subtracted.
 void softmax_forward(const Tensor& y, const Tensor& x, int64_t outer, int64_t dim_size, int64_t inner,
                      bool log);
@@ -30,4 +30,4 @@ void cross_entropy_forward(const Tensor& row_loss, const Tensor& row_lse, const 
 void cross_entropy_backward(const Tensor& dlogits, const Tensor& logits, const Tensor& row_lse,
                             const Tensor& target, const Tensor& scale, double label_smoothing,
                             int64_t ignore_index);
-}  // namespace dgpipe::engine::cuda_ops
+}  // namespace dgpipe::engine::cuda_kernels

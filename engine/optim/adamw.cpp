@@ -61,13 +61,8 @@ void AdamW::update(const OptimizerHyper& h, int64_t param_index, Tensor& param, 
   args.eps = h.eps;
   args.step = step;
   if (param.is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-    cuda_ops::adamw_step(param, g, exp_avg, exp_avg_sq, args);
+    cuda_kernels::adamw_step(param, g, exp_avg, exp_avg_sq, args);
     return;
-#else
-    DGP_FAIL("AdamW: parameter " << param_index << " is on " << param.device().str()
-                                 << " but dgpipe was built without CUDA");
-#endif
   }
   DGP_DISPATCH_FLOATING(param.dtype(), "AdamW", [&] {
     adamw_step_cpu<scalar_t>(param.data<scalar_t>(), g.data<scalar_t>(), exp_avg.data<scalar_t>(),

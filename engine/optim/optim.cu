@@ -4,8 +4,10 @@
 #include "engine/cuda/kernel_utils.cuh"
 #include "engine/optim/optim_kernels.h"
 
-namespace dgpipe::engine {
-namespace cuda {
+namespace dgpipe::engine::cuda_kernels {
+
+using namespace cuda;  // the helpers of engine/cuda/kernel_utils.cuh and cuda_context.cuh
+
 namespace {
 
 template <class T>
@@ -36,11 +38,6 @@ void check_operand(const Tensor& p, const Tensor& t, const char* what, const cha
 }
 
 }  // namespace
-}  // namespace cuda
-
-namespace cuda_ops {
-
-using namespace cuda;
 
 void sgd_step(const Tensor& param, const Tensor& grad, const Tensor& momentum_buffer, const SGDStepArgs& a) {
   DGP_CHECK(param.is_contiguous(), "SGD (cuda): parameter must be contiguous");
@@ -101,5 +98,4 @@ void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, 
   DGP_CUDA_CHECK_LAUNCH();
 }
 
-}  // namespace cuda_ops
-}  // namespace dgpipe::engine
+}  // namespace dgpipe::engine::cuda_kernels

@@ -5,13 +5,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "engine/host_device.h"
 #include "engine/tensor.h"
-
-#ifdef __CUDACC__
-#define DGP_OPTIM_HD __host__ __device__ __forceinline__
-#else
-#define DGP_OPTIM_HD inline
-#endif
 
 namespace dgpipe::engine {
 
@@ -51,8 +46,8 @@ inline AdamWScalars adamw_scalars(const AdamWStepArgs& a) {
 // One SGD element: g <- grad + wd*p; buf <- first ? g : momentum*buf + (1-dampening)*g;
 // g <- nesterov ? g + momentum*buf : buf; p <- p - lr*g. `buf` is ignored when momentum is 0.
 template <class T>
-DGP_OPTIM_HD void sgd_update_element(T& p, T grad, T& buf, T lr, T weight_decay, T momentum, T dampening,
-                                     bool nesterov, bool first_step) {
+DGP_HD void sgd_update_element(T& p, T grad, T& buf, T lr, T weight_decay, T momentum, T dampening,
+                               bool nesterov, bool first_step) {
   T g = grad;
   if (weight_decay != T(0)) g += weight_decay * p;
   if (momentum != T(0)) {
@@ -65,8 +60,8 @@ DGP_OPTIM_HD void sgd_update_element(T& p, T grad, T& buf, T lr, T weight_decay,
 // One AdamW element: p <- p*(1-lr*wd); m <- m + (1-b1)(g-m); v <- b2*v + (1-b2)g^2;
 // p <- p - step_size * m / (sqrt(v)/sqrt(bc2) + eps). eps sits outside the square root, as in PyTorch.
 template <class T>
-DGP_OPTIM_HD void adamw_update_element(T& p, T grad, T& exp_avg, T& exp_avg_sq, T decay_factor, T beta1,
-                                       T beta2, T eps, T step_size, T bias_correction2_sqrt) {
+DGP_HD void adamw_update_element(T& p, T grad, T& exp_avg, T& exp_avg_sq, T decay_factor, T beta1, T beta2,
+                                 T eps, T step_size, T bias_correction2_sqrt) {
   p *= decay_factor;
   exp_avg += (T(1) - beta1) * (grad - exp_avg);  // PyTorch's lerp form
   exp_avg_sq = beta2 * exp_avg_sq + (T(1) - beta2) * grad * grad;
@@ -97,11 +92,11 @@ void adamw_step_cpu(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, int64_t 
 
 // CUDA launchers (engine/optim/optim.cu): fused single-pass updates of contiguous f32/f64 tensors on one
 // device, on the current stream. momentum_buffer may be undefined when momentum is 0.
-namespace cuda_ops {
+namespace cuda_kernels {
 void sgd_step(const Tensor& param, const Tensor& grad, const Tensor& momentum_buffer,
               const SGDStepArgs& args);
 void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
                 const AdamWStepArgs& args);
-}  // namespace cuda_ops
+}  // namespace cuda_kernels
 
 }  // namespace dgpipe::engine

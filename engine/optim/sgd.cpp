@@ -57,13 +57,8 @@ void SGD::update(const OptimizerHyper& h, int64_t param_index, Tensor& param, co
     }
   }
   if (param.is_cuda()) {
-#ifdef DGPIPE_WITH_CUDA
-    cuda_ops::sgd_step(param, g, buffer, args);
+    cuda_kernels::sgd_step(param, g, buffer, args);
     return;
-#else
-    DGP_FAIL("SGD: parameter " << param_index << " is on " << param.device().str()
-                               << " but dgpipe was built without CUDA");
-#endif
   }
   DGP_DISPATCH_FLOATING(param.dtype(), "SGD", [&] {
     sgd_step_cpu<scalar_t>(param.data<scalar_t>(), g.data<scalar_t>(),

@@ -1,4 +1,5 @@
-// Test inputs for the codec property tests: the distributions the issue names, deterministic (Philox).
+// Test inputs for the codec property tests: the distributions the issue names, deterministic (Philox), and
+// matrices of known spectrum for the low-rank codecs.
 #pragma once
 #include <cmath>
 #include <string>
@@ -72,6 +73,52 @@ inline engine::Tensor make_input(Dist d, uint64_t seed = 11, engine::Shape shape
     }
   }
   return engine::from_vector(v, shape);
+}
+
+// ---- low-rank inputs (power / svd) ----
+
+// b matrices m x n = U diag(sigma) V^T with random orthonormal U, V (QR of Gaussians via Gram-Schmidt).
+inline engine::Tensor known_spectrum(int64_t b, int64_t m, int64_t n, const std::vector<double>& sigma,
+                                     uint64_t seed) {
+  auto orth = [](std::vector<double>& a, int64_t rows, int64_t cols) {
+    for (int64_t c = 0; c < cols; ++c) {
+      for (int pass = 0; pass < 2; ++pass)
+        for (int64_t k = 0; k < c; ++k) {
+          double d = 0;
+          for (int64_t r = 0; r < rows; ++r) d += a[r * cols + c] * a[r * cols + k];
+          for (int64_t r = 0; r < rows; ++r) a[r * cols + c] -= d * a[r * cols + k];
+        }
+      double nn = 0;
+      for (int64_t r = 0; r < rows; ++r) nn += a[r * cols + c] * a[r * cols + c];
+      for (int64_t r = 0; r < rows; ++r) a[r * cols + c] /= std::sqrt(nn);
+    }
+  };
+  const int64_t k = static_cast<int64_t>(sigma.size());
+  std::vector<double> out(b * m * n, 0.0);
+  for (int64_t bi = 0; bi < b; ++bi) {
+    std::vector<double> u =
+        make_input(Dist::normal, seed + 2 * bi, {m, k}).to(engine::DType::f64).to_vector();
+    std::vector<double> v =
+        make_input(Dist::normal, seed + 2 * bi + 1, {n, k}).to(engine::DType::f64).to_vector();
+    orth(u, m, k);
+    orth(v, n, k);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double s = 0;
+        for (int64_t t = 0; t < k; ++t) s += u[i * k + t] * sigma[t] * v[j * k + t];
+        out[bi * m * n + i * n + j] = s;
+      }
+  }
+  return engine::from_vector(out, {b, m, n});
+}
+
+// ||a - b||_F / ||b||_F on host copies.
+inline double relative_diff(const engine::Tensor& a, const engine::Tensor& b) {
+  std::vector<double> x = a.to(engine::Device::cpu()).to_vector(),
+                      y = b.to(engine::Device::cpu()).to_vector();
+  double num = 0, den = 0;
+  for (size_t i = 0; i < x.size(); ++i) num += (x[i] - y[i]) * (x[i] - y[i]), den += y[i] * y[i];
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
 }  // namespace dgpipe::testing

@@ -15,40 +15,6 @@ using dgpipe::engine::Tensor;
 
 namespace {
 
-// b matrices m x n = U diag(sigma) V^T with random orthonormal U, V (QR of Gaussians via Gram-Schmidt).
-Tensor known_spectrum(int64_t b, int64_t m, int64_t n, const std::vector<double>& sigma, uint64_t seed) {
-  auto orth = [](std::vector<double>& a, int64_t rows, int64_t cols) {
-    for (int64_t c = 0; c < cols; ++c) {
-      for (int pass = 0; pass < 2; ++pass)
-        for (int64_t k = 0; k < c; ++k) {
-          double d = 0;
-          for (int64_t r = 0; r < rows; ++r) d += a[r * cols + c] * a[r * cols + k];
-          for (int64_t r = 0; r < rows; ++r) a[r * cols + c] -= d * a[r * cols + k];
-        }
-      double nn = 0;
-      for (int64_t r = 0; r < rows; ++r) nn += a[r * cols + c] * a[r * cols + c];
-      for (int64_t r = 0; r < rows; ++r) a[r * cols + c] /= std::sqrt(nn);
-    }
-  };
-  const int64_t k = static_cast<int64_t>(sigma.size());
-  std::vector<double> out(b * m * n, 0.0);
-  for (int64_t bi = 0; bi < b; ++bi) {
-    std::vector<double> u =
-        make_input(Dist::normal, seed + 2 * bi, {m, k}).to(dgpipe::engine::DType::f64).to_vector();
-    std::vector<double> v =
-        make_input(Dist::normal, seed + 2 * bi + 1, {n, k}).to(dgpipe::engine::DType::f64).to_vector();
-    orth(u, m, k);
-    orth(v, n, k);
-    for (int64_t i = 0; i < m; ++i)
-      for (int64_t j = 0; j < n; ++j) {
-        double s = 0;
-        for (int64_t t = 0; t < k; ++t) s += u[i * k + t] * sigma[t] * v[j * k + t];
-        out[bi * m * n + i * n + j] = s;
-      }
-  }
-  return dgpipe::engine::from_vector(out, {b, m, n});
-}
-
 double frob_diff(const Tensor& a, const Tensor& b) {
   std::vector<double> x = a.to_vector(), y = b.to_vector();
   double s = 0;
@@ -115,19 +81,6 @@ TEST(LowRank, ZeroAndRankDeficientInputsStayFinite) {
     EXPECT_LE(frob_diff(codec->decode(codec->encode(tiny)), tiny), 1e-5) << spec;
   }
 }
-
-namespace {
-
-// ||a - b||_F / ||b||_F on host copies.
-double relative_diff(const Tensor& a, const Tensor& b) {
-  std::vector<double> x = a.to(dgpipe::engine::Device::cpu()).to_vector(),
-                      y = b.to(dgpipe::engine::Device::cpu()).to_vector();
-  double num = 0, den = 0;
-  for (size_t i = 0; i < x.size(); ++i) num += (x[i] - y[i]) * (x[i] - y[i]), den += y[i] * y[i];
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
-}  // namespace
 
 // The CUDA twin runs the same algorithm (same Philox starts and sketches, same re-draw seeds, same Jacobi
 // order), but its GEMMs sum in another order, so outputs agree to float rounding, not bit for bit. Subspace

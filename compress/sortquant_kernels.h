@@ -1,0 +1,12 @@
+// CUDA launcher of sort quantization (sortquant.cu); the CPU twin is in sortquant.cpp.
+// Conventions shared by every codec launcher: compress/codec.h, above codec_stream().
+#pragma once
+#include "engine/tensor.h"
+
+namespace dgpipe::compress::cuda_kernels {
+
+// x: contiguous f32 on a CUDA device; body: u8 of the codec's body size on the same device. The body is the
+// CPU reference's byte for byte (exact groups, ties split in flat index order). Decode: group_decode.
+void sortquant_encode(const engine::Tensor& x, const engine::Tensor& body, int q_bits, int s_bits);
+
+}  // namespace dgpipe::compress::cuda_kernels
