@@ -64,47 +64,54 @@ std::pair<int, int> parse_with_iters(const std::string& arg, const std::string& 
 
 }  // namespace
 
-std::string CodecSpec::str() const {
+namespace {
+
+// This stage's own spelling, without what it feeds (next) and without "+ef".
+std::string stage_str(const CodecSpec& c) {
   std::ostringstream s;
-  s << codec_id_name(id);
-  switch (id) {
+  switch (c.id) {
     case CodecId::uniform:
-      s << ":" << q_bits;
+      s << "uniform:" << c.q_bits;
+      if (c.grouping == Grouping::channel) s << "/channel";
+      if (c.grouping == Grouping::row) s << "/row";
       break;
     case CodecId::sortquant:
     case CodecId::fastquant:
-      s << ":" << q_bits << "+" << s_bits;
+      s << codec_id_name(c.id) << ":" << c.q_bits << "+" << c.s_bits;
       break;
     case CodecId::topk:
-      s << ":" << fraction;
+    case CodecId::topk_chain:
+      s << "topk:" << c.fraction;
       break;
     case CodecId::power:
     case CodecId::svd:
-      s << ":" << rank << "/" << iterations;
+      s << codec_id_name(c.id) << ":" << c.rank << "/" << c.iterations;
       break;
     case CodecId::kmeans:
-      s << ":" << bits << "/" << iterations;
+      s << "kmeans:" << c.bits << "/" << c.iterations;
+      break;
+    case CodecId::delta:
+      s << "delta";
+      if (c.fresh && c.fresh->id != CodecId::none) s << ":" << stage_str(*c.fresh);
       break;
     default:
+      s << codec_id_name(c.id);
       break;
   }
-  if (error_feedback) s << "+ef";
+  if (c.next) s << ">" << stage_str(*c.next);
   return s.str();
 }
 
-CodecSpec parse_codec_spec(const std::string& raw) {
-  const std::string spec = trim(raw);
-  DGP_CHECK(!spec.empty(),
-            "codec spec is empty (expected e.g. none, fp16, uniform:8, sortquant:6+2, topk:0.1)");
+const char* kKnownCodecs =
+    "none, fp16, bf16, uniform:Q[/channel|/row], sortquant:Q+S, fastquant:Q+S, topk:R, power:R, svd:R, "
+    "kmeans:B, chains topk:R>Q and delta[:F]>C, each optionally followed by +ef";
+
+// One stage of a spec ("uniform:8/row", "delta:fp16"); `spec` is the whole spec, for error messages.
+CodecSpec parse_stage(const std::string& stage, const std::string& spec) {
   CodecSpec out;
-  std::string body = spec;
-  if (body.size() > 3 && body.compare(body.size() - 3, 3, "+ef") == 0) {
-    out.error_feedback = true;
-    body = body.substr(0, body.size() - 3);
-  }
-  size_t colon = body.find(':');
-  std::string name = body.substr(0, colon);
-  std::string arg = colon == std::string::npos ? std::string() : body.substr(colon + 1);
+  size_t colon = stage.find(':');
+  std::string name = stage.substr(0, colon);
+  std::string arg = colon == std::string::npos ? std::string() : stage.substr(colon + 1);
   auto no_arg = [&](CodecId id) {
     DGP_CHECK(colon == std::string::npos, "codec spec '" << spec << "': " << name << " takes no argument");
     out.id = id;
@@ -117,9 +124,17 @@ CodecSpec parse_codec_spec(const std::string& raw) {
     no_arg(CodecId::bf16);
   } else if (name == "uniform") {
     out.id = CodecId::uniform;
-    out.q_bits = parse_int(arg, spec, "bit count Q");
+    size_t slash = arg.find('/');
+    out.q_bits = parse_int(arg.substr(0, slash), spec, "bit count Q");
     DGP_CHECK(out.q_bits >= 1 && out.q_bits <= 16,
               "codec spec '" << spec << "': uniform needs 1 <= Q <= 16, got " << out.q_bits);
+    if (slash != std::string::npos) {
+      const std::string group = arg.substr(slash + 1);
+      DGP_CHECK(group == "channel" || group == "row",
+                "codec spec '" << spec << "': unknown grouping '" << group
+                               << "' (expected uniform:Q/channel or uniform:Q/row)");
+      out.grouping = group == "channel" ? Grouping::channel : Grouping::row;
+    }
   } else if (name == "sortquant" || name == "fastquant") {
     out.id = name == "sortquant" ? CodecId::sortquant : CodecId::fastquant;
     size_t plus = arg.find('+');
@@ -150,12 +165,88 @@ CodecSpec parse_codec_spec(const std::string& raw) {
     out.iterations = it;
     DGP_CHECK(out.bits >= 1 && out.bits <= 12,
               "codec spec '" << spec << "': kmeans needs 1 <= B <= 12, got " << out.bits);
+  } else if (name == "delta") {
+    out.id = CodecId::delta;
+    CodecSpec fresh;  // none unless given
+    if (colon != std::string::npos) {
+      DGP_CHECK(!arg.empty(),
+                "codec spec '" << spec << "': delta: needs a codec after the colon (delta:fp16)");
+      fresh = parse_stage(arg, spec);
+      DGP_CHECK(fresh.id != CodecId::delta && fresh.id != CodecId::power && fresh.id != CodecId::svd,
+                "codec spec '" << spec << "': delta's first sends cannot use " << codec_id_name(fresh.id)
+                               << " (the references on both sides must decode bit for bit alike)");
+    }
+    out.fresh = std::make_shared<const CodecSpec>(fresh);
   } else {
-    DGP_FAIL("codec spec '"
-             << spec << "': unknown codec '" << name
-             << "' (known: none, fp16, bf16, uniform:Q, sortquant:Q+S, fastquant:Q+S, topk:R, power:R, "
-                "svd:R, kmeans:B, each optionally followed by +ef)");
+    DGP_FAIL("codec spec '" << spec << "': unknown codec '" << name << "' (known: " << kKnownCodecs << ")");
   }
+  return out;
+}
+
+// Checks that `first` may feed `next` and links them.
+CodecSpec chain(CodecSpec first, const CodecSpec& next, const std::string& spec) {
+  if (first.id == CodecId::topk) {
+    const bool values_codec = (next.id == CodecId::uniform && next.grouping == Grouping::tensor) ||
+                              next.id == CodecId::sortquant || next.id == CodecId::fastquant ||
+                              next.id == CodecId::kmeans || next.id == CodecId::fp16 ||
+                              next.id == CodecId::bf16;
+    DGP_CHECK(values_codec, "codec spec '" << spec << "': topk's kept values are a flat list; they can feed "
+                                           << "uniform:Q, sortquant, fastquant, kmeans, fp16 or bf16, not '"
+                                           << stage_str(next) << "'");
+    first.id = CodecId::topk_chain;
+  } else if (first.id == CodecId::delta) {
+    DGP_CHECK(next.id != CodecId::delta && next.id != CodecId::power && next.id != CodecId::svd,
+              "codec spec '" << spec << "': delta cannot feed '" << stage_str(next) << "' ("
+                             << (next.id == CodecId::delta
+                                     ? "one delta per boundary"
+                                     : "a low-rank decode is a GEMM whose rounding differs between CPU and "
+                                       "GPU, so the two sides' references could drift")
+                             << ")");
+  } else {
+    DGP_FAIL("codec spec '" << spec << "': only topk and delta can feed another codec ('" << stage_str(first)
+                            << "' cannot; e.g. topk:0.5>uniform:8, delta>uniform:4)");
+  }
+  first.next = std::make_shared<const CodecSpec>(next);
+  return first;
+}
+
+bool contains_delta(const CodecSpec& c) {
+  return c.id == CodecId::delta || (c.next && contains_delta(*c.next));
+}
+
+}  // namespace
+
+std::string CodecSpec::str() const {
+  return stage_str(*this) + (error_feedback ? "+ef" : "");
+}
+
+CodecSpec parse_codec_spec(const std::string& raw) {
+  const std::string spec = trim(raw);
+  DGP_CHECK(!spec.empty(),
+            "codec spec is empty (expected e.g. none, fp16, uniform:8, sortquant:6+2, topk:0.1)");
+  std::string body = spec;
+  bool error_feedback = false;
+  if (body.size() > 3 && body.compare(body.size() - 3, 3, "+ef") == 0) {
+    error_feedback = true;
+    body = body.substr(0, body.size() - 3);
+  }
+  // Stages left to right; each one but the last feeds the next, so the spec is built from the right.
+  std::vector<std::string> stages;
+  std::stringstream ss(body);
+  std::string stage;
+  while (std::getline(ss, stage, '>')) stages.push_back(trim(stage));
+  if (body.empty() || body.back() == '>') stages.push_back("");
+  for (const std::string& st : stages)
+    DGP_CHECK(!st.empty(), "codec spec '" << spec << "': an empty stage around '>' (expected e.g. "
+                                          << "topk:0.5>uniform:8)");
+  CodecSpec out = parse_stage(stages.back(), spec);
+  for (size_t i = stages.size() - 1; i-- > 0;) out = chain(parse_stage(stages[i], spec), out, spec);
+  DGP_CHECK(!(error_feedback && contains_delta(out)),
+            "codec spec '" << spec << "': error feedback cannot wrap delta (its reference already carries "
+                           << "the error of the last send into the next one)");
+  DGP_CHECK(stages.size() > 1 || out.id != CodecId::delta,
+            "codec spec '" << spec << "': delta needs the codec of the changes, e.g. delta>uniform:4");
+  out.error_feedback = error_feedback;
   return out;
 }
 
@@ -272,7 +363,8 @@ std::unique_ptr<Codec> make_codec(const CodecSpec& spec, const std::string& boun
       c = detail::make_cast_codec(spec);
       break;
     case CodecId::uniform:
-      c = detail::make_uniform_codec(spec);
+      c = spec.grouping == Grouping::tensor ? detail::make_uniform_codec(spec)
+                                            : detail::make_grouped_uniform_codec(spec);
       break;
     case CodecId::sortquant:
       c = detail::make_sortquant_codec(spec);
@@ -292,6 +384,12 @@ std::unique_ptr<Codec> make_codec(const CodecSpec& spec, const std::string& boun
     case CodecId::kmeans:
       c = detail::make_kmeans_codec(spec);
       break;
+    case CodecId::topk_chain:
+      c = detail::make_topk_chain_codec(spec);
+      break;
+    case CodecId::delta:
+      c = detail::make_delta_codec(spec);
+      break;
   }
   if (spec.error_feedback) c = detail::make_error_feedback(std::move(c), spec);
   c->set_boundary(boundary);
@@ -305,8 +403,8 @@ std::unique_ptr<Codec> make_codec(const std::string& spec, const std::string& bo
 namespace {
 int group_count(const Packet& p) {
   switch (p.header.codec) {
-    case CodecId::uniform:
-      return 1;
+    case CodecId::uniform:  // params {Q} or, grouped, {Q, grouping, groups}
+      return p.header.params.size() >= 3 ? static_cast<int>(p.header.params[2]) : 1;
     case CodecId::sortquant:
     case CodecId::fastquant:
       return 1 << p.header.params.at(1);
@@ -334,7 +432,7 @@ std::vector<uint32_t> read_codes(const Packet& p) {
   switch (p.header.codec) {
     case CodecId::uniform:
       bits = static_cast<int>(p.header.params.at(0));
-      offset = detail::group_payload_offset(1);
+      offset = detail::group_payload_offset(group_count(p));
       break;
     case CodecId::sortquant:
     case CodecId::fastquant:
@@ -373,6 +471,28 @@ Tensor host_f32(const Tensor& x) {
   Tensor h = x.device().is_cpu() ? x : x.to(engine::Device::cpu());
   if (h.dtype() != engine::DType::f32) h = h.to(engine::DType::f32);
   return h.contiguous();
+}
+
+Packet inner_packet(const Codec& codec, const engine::Shape& shape, const Tensor& body, uint64_t offset,
+                    const std::string& boundary) {
+  Packet p;
+  p.boundary = boundary;
+  p.header.codec = codec.id();
+  p.header.shape = shape;
+  p.header.params = codec.header_params(shape);
+  p.header.body_bytes = codec.body_bytes(shape);
+  DGP_CHECK(offset + p.header.body_bytes <= body.nbytes(),
+            codec.spec() << " at boundary '" << boundary << "': an inner packet of " << p.header.body_bytes
+                         << " bytes at byte " << offset << " overruns a body of " << body.nbytes()
+                         << " bytes");
+  p.body = body.slice(0, static_cast<int64_t>(offset), static_cast<int64_t>(offset + p.header.body_bytes));
+  return p;
+}
+
+void place_inner_body(const Tensor& body, uint64_t offset, const Packet& inner) {
+  const uint64_t n = inner.body_bytes();
+  if (n == 0) return;
+  body.slice(0, static_cast<int64_t>(offset), static_cast<int64_t>(offset + n)).copy_(inner.body);
 }
 
 Tensor byte_view(const Tensor& t) {

@@ -10,7 +10,16 @@
 //   svd:R[/I]                             randomized SVD of rank R, I sketch power iterations (default 2)
 //   kmeans:B[/I]                          1-D k-means with 2^B centroids, at most I Lloyd iterations (default
 //   20)
-// Any spec may end in "+ef" (error feedback: the sender adds the residual of its previous encode).
+//   uniform:Q/channel, uniform:Q/row      group quantization: one (min, step) per channel (dim 1) or per row
+//                                         (the last dim: per token of a [b,L,H] text boundary)
+// Composed specs chain stages with '>': the first stage's output feeds the next one.
+//   topk:R>Q                              top-k, then the kept values quantized by Q (uniform, sortquant,
+//                                         fastquant, kmeans, fp16 or bf16); indices as in topk:R
+//   delta[:F]>C                           per training sample, the change against the copy sent last time,
+//                                         encoded by C; a sample seen for the first time is sent with F
+//                                         (default none: exact). Needs sample ids (encode_samples).
+// Any spec may end in "+ef" (error feedback around the whole spec: the sender adds the residual of its
+// previous encode); delta refuses it (its reference already carries the error forward).
 // "fwd=SPEC,bwd=SPEC" chooses per direction (parse_direction_pair); a single SPEC applies to both.
 //
 // Encode/decode run on the device of the tensor: CPU reference everywhere, CUDA twins for every method (fused
@@ -27,14 +36,23 @@
 
 namespace dgpipe::compress {
 
+// How uniform quantization groups elements under one (min, step): the whole tensor, one group per channel
+// (dim 1; a tensor of fewer than 2 dims is one group) or one per row of the last dim.
+enum class Grouping { tensor = 0, channel = 1, row = 2 };
+
 struct CodecSpec {
   CodecId id = CodecId::none;
-  int q_bits = 0;         // uniform / sortquant / fastquant: value bits
-  int s_bits = 0;         // sortquant / fastquant: split bits (2^S groups)
-  double fraction = 0.0;  // topk: fraction kept
-  int rank = 0;           // power / svd
-  int iterations = 0;     // power / svd / kmeans
-  int bits = 0;           // kmeans: 2^bits centroids
+  int q_bits = 0;                        // uniform / sortquant / fastquant: value bits
+  int s_bits = 0;                        // sortquant / fastquant: split bits (2^S groups)
+  double fraction = 0.0;                 // topk: fraction kept
+  int rank = 0;                          // power / svd
+  int iterations = 0;                    // power / svd / kmeans
+  int bits = 0;                          // kmeans: 2^bits centroids
+  Grouping grouping = Grouping::tensor;  // uniform
+  // Composed specs (id topk_chain or delta): the codec the first stage's output feeds ...
+  std::shared_ptr<const CodecSpec> next;
+  // ... and, for delta, the codec of a sample's first send.
+  std::shared_ptr<const CodecSpec> fresh;
   bool error_feedback = false;
   std::string str() const;  // canonical spelling, parse(str()) == *this
 };
@@ -63,6 +81,21 @@ class Codec {
   virtual std::vector<int64_t> header_params(const engine::Shape& shape) const = 0;
   // Exact wire bytes (header + body) of the packet for a tensor of this shape.
   uint64_t wire_bytes(const engine::Shape& shape) const;
+
+  // Codecs that remember something per training sample (delta) must know which samples the rows (dim 0) of
+  // x are: sample_ids is i64 [x.size(0)], the dataset index of each row, on any device. Without ids (an
+  // undefined tensor: evaluation) they send every row as if seen for the first time and remember nothing.
+  // Every other codec ignores the ids.
+  virtual bool needs_sample_ids() const { return false; }
+  virtual Packet encode_samples(const engine::Tensor& x, const engine::Tensor& sample_ids) {
+    return encode(x);
+  }
+  virtual engine::Tensor decode_samples(const Packet& p, const engine::Tensor& sample_ids) {
+    return decode(p);
+  }
+  // Bytes this instance keeps between calls (host and device): the delta codec's references, the
+  // error-feedback residual. Reported per boundary, since for delta it grows with the data set.
+  virtual uint64_t state_bytes() const { return 0; }
 
   // Names the boundary and direction in error messages ("stage0->1 fwd").
   void set_boundary(std::string name) { boundary_ = std::move(name); }
@@ -95,10 +128,10 @@ struct GroupStat {
   float lo;    // group minimum
   float step;  // (max - min) / (2^Q - 1); 0 for constant or empty groups
 };
-// Per-group statistics of a uniform (one group), sortquant or fastquant packet.
+// Per-group statistics of a uniform (one group, or one per channel or row), sortquant or fastquant packet.
 std::vector<GroupStat> read_group_stats(const Packet& p);
-// Unpacked codes of a uniform / sortquant / fastquant / kmeans packet (code = group << Q | q for the group
-// codecs).
+// Unpacked codes of a uniform / sortquant / fastquant / kmeans packet (code = group << Q | q for sortquant
+// and fastquant; grouped uniform codes are Q bits, the group follows from the position).
 std::vector<uint32_t> read_codes(const Packet& p);
 // Index width in bits used by top-k for n elements: the narrowest that represents n - 1 (at least 1).
 int index_bits(int64_t n);

@@ -7,14 +7,17 @@
 
 namespace dgpipe::compress::detail {
 
-std::unique_ptr<Codec> make_cast_codec(const CodecSpec& spec);       // cast.cpp
-std::unique_ptr<Codec> make_uniform_codec(const CodecSpec& spec);    // uniform.cpp
-std::unique_ptr<Codec> make_sortquant_codec(const CodecSpec& spec);  // sortquant.cpp
-std::unique_ptr<Codec> make_fastquant_codec(const CodecSpec& spec);  // fastquant.cpp
-std::unique_ptr<Codec> make_topk_codec(const CodecSpec& spec);       // topk.cpp
-std::unique_ptr<Codec> make_power_codec(const CodecSpec& spec);      // lowrank.cpp
-std::unique_ptr<Codec> make_svd_codec(const CodecSpec& spec);        // lowrank.cpp
-std::unique_ptr<Codec> make_kmeans_codec(const CodecSpec& spec);     // kmeans.cpp
+std::unique_ptr<Codec> make_cast_codec(const CodecSpec& spec);             // cast.cpp
+std::unique_ptr<Codec> make_uniform_codec(const CodecSpec& spec);          // uniform.cpp
+std::unique_ptr<Codec> make_sortquant_codec(const CodecSpec& spec);        // sortquant.cpp
+std::unique_ptr<Codec> make_fastquant_codec(const CodecSpec& spec);        // fastquant.cpp
+std::unique_ptr<Codec> make_topk_codec(const CodecSpec& spec);             // topk.cpp
+std::unique_ptr<Codec> make_power_codec(const CodecSpec& spec);            // lowrank.cpp
+std::unique_ptr<Codec> make_svd_codec(const CodecSpec& spec);              // lowrank.cpp
+std::unique_ptr<Codec> make_kmeans_codec(const CodecSpec& spec);           // kmeans.cpp
+std::unique_ptr<Codec> make_grouped_uniform_codec(const CodecSpec& spec);  // grouped_uniform.cpp
+std::unique_ptr<Codec> make_topk_chain_codec(const CodecSpec& spec);       // topk_chain.cpp
+std::unique_ptr<Codec> make_delta_codec(const CodecSpec& spec);            // delta.cpp
 std::unique_ptr<Codec> make_error_feedback(std::unique_ptr<Codec> inner,
                                            const CodecSpec& spec);  // error_feedback.cpp
 
@@ -22,6 +25,14 @@ std::unique_ptr<Codec> make_error_feedback(std::unique_ptr<Codec> inner,
 engine::Tensor host_f32(const engine::Tensor& x);
 // Converts a decoded f32 tensor to the packet's dtype and device.
 engine::Tensor finish_decode(const engine::Tensor& f32, const Packet& p, engine::Device device);
+
+// Composed codecs carry whole packets of their inner codecs inside their body (without the inner headers,
+// which the receiver rebuilds from the shape). inner_packet: a packet of `codec` for an f32 tensor of `shape`
+// whose body is the slice [offset, offset + codec.body_bytes(shape)) of `body` (a view, no copy).
+Packet inner_packet(const Codec& codec, const engine::Shape& shape, const engine::Tensor& body,
+                    uint64_t offset, const std::string& boundary);
+// Copies inner's body into body at offset (any device; the body must have room).
+void place_inner_body(const engine::Tensor& body, uint64_t offset, const Packet& inner);
 
 // Reinterprets a contiguous tensor's bytes as a 1-D u8 tensor (shares storage).
 engine::Tensor byte_view(const engine::Tensor& contiguous);
@@ -50,6 +61,13 @@ DGP_HD uint64_t topk_index_offset(int64_t k) {
 // Low rank: prelude, pad to 16, L [b, m, r] f32, R [b, n, r] f32.
 DGP_HD uint64_t lowrank_l_offset() {
   return align16(kPreludeBytes);
+}
+
+// Grouped uniform quantization (uniform:Q/channel, /row): element i of the flattened tensor, seen as
+// [outer, groups, inner], belongs to group (i / inner) % groups. Body: as a group quantizer with `groups`
+// groups, then Q-bit codes (the group is not in the code).
+DGP_HD int64_t element_group(int64_t i, int64_t groups, int64_t inner) {
+  return (i / inner) % groups;
 }
 
 // CPU reference pieces shared by uniform / sortquant / fastquant.

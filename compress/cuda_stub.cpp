@@ -4,6 +4,7 @@
 // allocate one first). A launcher added to a header without a stub here leaves this build with an undefined
 // symbol.
 #include "compress/fastquant_kernels.h"
+#include "compress/grouped_uniform_kernels.h"
 #include "compress/kmeans_kernels.h"
 #include "compress/lowrank_kernels.h"
 #include "compress/sortquant_kernels.h"
@@ -27,6 +28,14 @@ void uniform_encode(const Tensor&, const Tensor&, int) {
 }
 void group_decode(const Tensor&, const Tensor&, int, int) {
   no_cuda("group_decode");
+}
+
+// ---- grouped_uniform_kernels.h ----
+void grouped_uniform_encode(const Tensor&, const Tensor&, int, int64_t, int64_t) {
+  no_cuda("grouped_uniform_encode");
+}
+void grouped_uniform_decode(const Tensor&, const Tensor&, int, int64_t, int64_t) {
+  no_cuda("grouped_uniform_decode");
 }
 
 // ---- sortquant_kernels.h ----

@@ -21,6 +21,7 @@ class ErrorFeedbackCodec final : public Codec {
     return inner_->header_params(s);
   }
   uint64_t body_bytes(const engine::Shape& s) const override { return inner_->body_bytes(s); }
+  uint64_t state_bytes() const override { return residual_.defined() ? residual_.nbytes() : 0; }
 
   Packet encode(const Tensor& x) override {
     check_input(x);

@@ -28,8 +28,16 @@ const char* codec_id_name(CodecId id) {
       return "svd";
     case CodecId::kmeans:
       return "kmeans";
+    case CodecId::topk_chain:
+      return "topk_chain";
+    case CodecId::delta:
+      return "delta";
   }
   return "?";
+}
+
+bool codec_has_prelude(CodecId id) {
+  return id != CodecId::none && id != CodecId::fp16 && id != CodecId::bf16;
 }
 
 engine::Tensor make_body(uint64_t nbytes, engine::Device device) {
@@ -56,9 +64,7 @@ void put(std::vector<uint8_t>& out, T v) {
 }  // namespace
 
 void Packet::check_status() const {
-  bool lossy =
-      header.codec != CodecId::none && header.codec != CodecId::fp16 && header.codec != CodecId::bf16;
-  if (!lossy || body_bytes() < 4) return;
+  if (!codec_has_prelude(header.codec) || body_bytes() < 4) return;
   engine::Tensor hb = body.device().is_cpu() ? body : body.slice(0, 0, 4).to(engine::Device::cpu());
   uint32_t status;
   std::memcpy(&status, hb.raw_data(), 4);
@@ -127,7 +133,7 @@ Packet parse_header(const uint8_t* data, size_t nbytes, const std::string& bound
   DGP_CHECK(version == kPacketVersion, w << ": unsupported packet version " << int(version)
                                          << " (this build reads " << int(kPacketVersion) << ")");
   get(codec, "codec id");
-  DGP_CHECK(codec <= static_cast<uint8_t>(CodecId::kmeans), w << ": unknown codec id " << int(codec));
+  DGP_CHECK(codec <= static_cast<uint8_t>(kLastCodecId), w << ": unknown codec id " << int(codec));
   get(dtype, "dtype");
   DGP_CHECK(dtype <= static_cast<uint8_t>(engine::DType::boolean), w << ": unknown dtype id " << int(dtype));
   get(ndim, "ndim");

@@ -28,9 +28,14 @@ enum class CodecId : uint8_t {
   topk,
   power,
   svd,
-  kmeans
+  kmeans,
+  topk_chain,  // topk:R>Q: the kept values quantized by Q
+  delta        // delta[:F]>C: per-sample changes (compress/delta.cpp)
 };
+constexpr CodecId kLastCodecId = CodecId::delta;
 const char* codec_id_name(CodecId id);
+// Whether a body of this codec starts with the prelude (the lossy codecs; not none, fp16, bf16).
+bool codec_has_prelude(CodecId id);
 
 constexpr uint32_t kPacketMagic = 0x4b504744u;  // "DGPK" read as little-endian u32
 constexpr uint8_t kPacketVersion = 1;

@@ -12,11 +12,21 @@ using dgpipe::engine::Tensor;
 using dgpipe::testing::error_of;
 
 namespace {
-const std::vector<std::string> kAllSpecs = {
+const std::vector<std::string> kSingleSpecs = {
     "none",          "fp16",          "bf16",          "uniform:8",      "uniform:1",
     "uniform:13",    "sortquant:6+2", "sortquant:3+1", "sortquant:12+4", "fastquant:6+2",
     "fastquant:5+3", "topk:0.1",      "topk:1",        "power:2",        "power:3/1",
     "svd:2",         "kmeans:3",      "kmeans:4/5",    "uniform:4+ef",   "sortquant:6+2+ef"};
+// Group quantization and composed codecs (delta without sample ids: every row sent with its first-send
+// codec).
+const std::vector<std::string> kGroupedAndComposedSpecs = {
+    "uniform:8/channel",          "uniform:5/row",   "topk:0.5>uniform:8",
+    "topk:0.25>sortquant:4+2+ef", "delta>uniform:4", "delta:fp16>topk:0.5>uniform:8"};
+const std::vector<std::string> kAllSpecs = [] {
+  std::vector<std::string> all = kSingleSpecs;
+  all.insert(all.end(), kGroupedAndComposedSpecs.begin(), kGroupedAndComposedSpecs.end());
+  return all;
+}();
 }  // namespace
 
 TEST(CodecSpec, ParsesEveryMethod) {

@@ -40,6 +40,25 @@ CudaTwinCase round_trip(const std::string& spec, std::vector<std::string> launch
   return c;
 }
 
+// delta: three sends of x, x + 0.01 d, x + 0.02 d for the same samples (one fresh, then two changes) through
+// a sender and a receiver on the device under test; compared: the receiver's last decode.
+CudaTwinCase delta_round_trip(const std::string& spec, std::vector<std::string> launchers, Tensor x) {
+  CudaTwinCase c = round_trip(spec, std::move(launchers), std::move(x), 0.0);
+  c.inputs.push_back(make_input(Dist::normal, 6, c.inputs[0].shape()));
+  c.prepare = [spec](const Inputs& v, Device device) -> Step {
+    std::shared_ptr<dgpipe::compress::Codec> sender = make_codec(spec), receiver = make_codec(spec);
+    const Tensor ids = dgpipe::engine::arange(0, v[0].size(0)).to(device);
+    Tensor x = v[0], drift = dgpipe::engine::mul(v[1], 0.01);
+    return [sender, receiver, ids, x, drift]() mutable {
+      Tensor out = receiver->decode_samples(sender->encode_samples(x, ids), ids);
+      x = dgpipe::engine::add(x, drift);
+      return out;
+    };
+  };
+  c.steps = 3;
+  return c;
+}
+
 // The tolerances are those of the codecs' own parity tests: the quantizers and top-k send the CPU's packet
 // byte for byte and decode with the same arithmetic (exact); k-means decodes exactly on inputs whose elements
 // are far from every midpoint; power and svd agree to float rounding (1e-4 relative, Frobenius, on a known
@@ -62,6 +81,12 @@ const std::vector<CudaTwinCase>& codec_cases() {
         round_trip("power:4", {"power_init_state", "power_encode", "lowrank_decode"}, spectrum, 1e-4,
                    frobenius, 3),
         round_trip("svd:4", {"svd_encode", "lowrank_decode"}, spectrum, 1e-4, frobenius),
+        round_trip("uniform:8/channel", {"grouped_uniform_encode", "grouped_uniform_decode"}, x, 0.0),
+        round_trip("uniform:4/row", {"grouped_uniform_encode", "grouped_uniform_decode"}, x, 0.0),
+        // Composed codecs run the kernels of their parts.
+        round_trip("topk:0.5>uniform:8", {"topk_encode", "uniform_encode", "group_decode", "topk_decode"}, x,
+                   0.0),
+        delta_round_trip("delta>uniform:4", {"uniform_encode", "group_decode"}, x),
     };
     return t;
   }();
