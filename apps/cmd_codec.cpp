@@ -1,5 +1,6 @@
 // `dgpipe codec`: compares boundary codecs on one tensor — wire bytes, ratio, bits per element, error norms
 // (max |e|, mean |e|, relative L2, cosine) and encode/decode times.
+// Codecs with per-sample state (delta) are measured in their steady state (see Link).
 //   dgpipe codec --synthetic laplace --shape 64,32,32,32
 //   dgpipe codec --input act.safetensors --tensor boundary0 --codecs uniform:8,sortquant:6+2 --format csv
 #include <CLI/CLI.hpp>
@@ -9,6 +10,7 @@
 #include <cmath>
 #include <iomanip>
 #include <iostream>
+#include <memory>
 #include <sstream>
 
 #include "apps/command.h"
@@ -26,7 +28,9 @@ const char* kDefaultCodecs =
     "none,fp16,bf16,uniform:4,uniform:6,uniform:8,uniform:12,sortquant:3+1,sortquant:4+2,sortquant:6+2,"
     "sortquant:9+3,sortquant:12+4,fastquant:4+2,fastquant:6+2,fastquant:9+3,topk:0.05,topk:0.1,topk:0.25,"
     "power:2,"
-    "power:4,power:8,svd:4,svd:8,kmeans:2,kmeans:3,kmeans:4";
+    "power:4,power:8,svd:4,svd:8,kmeans:2,kmeans:3,kmeans:4,uniform:4/channel,uniform:8/channel,uniform:8/"
+    "row,"
+    "topk:0.25>uniform:8,topk:0.5>uniform:8,delta>uniform:2,delta>uniform:4";
 
 Tensor synthetic(const std::string& dist, const engine::Shape& shape, uint64_t seed) {
   engine::Generator gen(seed);
@@ -53,21 +57,45 @@ struct Row {
   double ratio = 0, bits = 0, max_abs = 0, mean_abs = 0, rel_l2 = 0, cosine = 0, enc_ms = 0, dec_ms = 0;
 };
 
+// The two ends of a boundary for one codec (one object for both, as a warm-started power codec needs). A
+// codec with per-sample state (delta) is measured in its steady state: both ends first exchange the tensor's
+// previous version — the same samples (the rows) one epoch earlier, taken to be x plus noise of 5% of x's
+// standard deviation — so that x crosses as a change.
+struct Link {
+  std::shared_ptr<compress::Codec> tx, rx;
+  Tensor ids;
+  Link(const std::string& spec, const Tensor& x) : tx(compress::make_codec(spec, "dgpipe codec")), rx(tx) {
+    if (!tx->needs_sample_ids()) return;
+    rx = compress::make_codec(spec, "dgpipe codec");
+    ids = engine::arange(0, x.size(0)).to(x.device());
+    engine::Generator gen(7);
+    const double sd = std::sqrt(engine::var(x.flatten(), {0}).item());
+    Tensor previous = engine::add(
+        x, engine::mul(engine::randn(x.shape(), engine::DType::f32, &gen).to(x.device()), 0.05 * sd));
+    decode(encode(previous));
+  }
+  bool per_sample() const { return ids.defined(); }
+  compress::Packet encode(const Tensor& x) { return tx->encode_samples(x, ids); }
+  Tensor decode(const compress::Packet& p) { return rx->decode_samples(p, ids); }
+};
+
 Row measure(const std::string& spec, const Tensor& x, int repeat) {
-  auto codec = compress::make_codec(spec, "dgpipe codec");
+  auto link = std::make_unique<Link>(spec, x);
   auto sync = [&] {
     if (x.is_cuda()) engine::cuda::device_synchronize(x.device().index);
   };
-  compress::Packet p = codec->encode(x);  // warm-up (and warm start for power)
-  Tensor y = codec->decode(p);
+  compress::Packet p = link->encode(x);  // warm-up (and warm start for power)
+  Tensor y = link->decode(p);
   sync();
   double enc = 1e30, dec = 1e30;
   for (int r = 0; r < repeat; ++r) {
+    if (link->per_sample()) link = std::make_unique<Link>(spec, x);  // back to the steady state
+    sync();
     auto t0 = std::chrono::steady_clock::now();
-    p = codec->encode(x);
+    p = link->encode(x);
     sync();
     auto t1 = std::chrono::steady_clock::now();
-    y = codec->decode(p);
+    y = link->decode(p);
     sync();
     auto t2 = std::chrono::steady_clock::now();
     enc = std::min(enc, std::chrono::duration<double, std::milli>(t1 - t0).count());
