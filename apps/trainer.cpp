@@ -22,7 +22,7 @@
 #include "engine/io/safetensors.h"
 #include "engine/optim/adamw.h"
 #include "engine/optim/clip_grad.h"
-#include "engine/optim/schedule.h"
+#include "engine/optim/lr_schedule.h"
 #include "engine/optim/sgd.h"
 #include "models/registry.h"
 #include "pipeline/pipeline.h"
