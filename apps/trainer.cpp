@@ -192,7 +192,7 @@ Data build_data(const TrainConfig& c) {
   eval = take_subset<data::TextDataset, SubsetText>(eval, c.eval_subset);
   d.num_classes = train->num_classes();
   std::shared_ptr<const data::Tokenizer> tokenizer;
-  bool bert = c.model == "bert" || c.model == "minilm";
+  bool bert = models::canonical_model_name(c.model) == "bert";
   std::string tok_dir = c.tokenizer_dir;
   if (tok_dir.empty() && bert) tok_dir = "data-cache/minilm";
   if (tok_dir.empty())
@@ -258,13 +258,13 @@ pipeline::MicroBatch to_micro_batch(const data::Batch& b, const models::Model& m
   return mb;
 }
 
-engine::LRSchedule make_schedule(const TrainConfig& c, int64_t total_steps, int64_t steps_per_epoch) {
+engine::LRSchedule make_lr_schedule(const TrainConfig& c, int64_t total_steps, int64_t steps_per_epoch) {
   int64_t warmup = c.warmup < 1.0 ? static_cast<int64_t>(std::floor(c.warmup * total_steps))
                                   : static_cast<int64_t>(c.warmup);
-  if (c.schedule == "constant") return engine::LRSchedule::constant(c.lr);
-  if (c.schedule == "cosine") return engine::LRSchedule::cosine_with_warmup(c.lr, warmup, total_steps);
-  if (c.schedule == "linear") return engine::LRSchedule::linear_with_warmup(c.lr, warmup, total_steps);
-  if (c.schedule == "polynomial")
+  if (c.lr_schedule == "constant") return engine::LRSchedule::constant(c.lr);
+  if (c.lr_schedule == "cosine") return engine::LRSchedule::cosine_with_warmup(c.lr, warmup, total_steps);
+  if (c.lr_schedule == "linear") return engine::LRSchedule::linear_with_warmup(c.lr, warmup, total_steps);
+  if (c.lr_schedule == "polynomial")
     return engine::LRSchedule::polynomial_with_warmup(c.lr, warmup, total_steps,
                                                       std::min(c.lr_end, c.lr * 0.5));
   return engine::LRSchedule::step_decay(c.lr, c.step_size > 0 ? c.step_size : steps_per_epoch, c.gamma);
@@ -317,9 +317,9 @@ void write_text_atomic(const std::string& path, const std::string& text) {
   fs::rename(tmp, path);
 }
 
-// Totals of the boundary traffic (each boundary and direction counted once: at its sender). With one process per
-// rank every rank holds only its own stages' counters, so they are summed over the ranks; every rank calls this at
-// the same points of the loop.
+// Totals of the boundary traffic (each boundary and direction counted once: at its sender). With one process
+// per rank every rank holds only its own stages' counters, so they are summed over the ranks; every rank
+// calls this at the same points of the loop.
 void boundary_totals(pipeline::Pipeline& pipe, uint64_t& wire, uint64_t& raw, bool across_ranks) {
   wire = raw = 0;
   for (auto& st : pipe.local_stages()) {
@@ -383,8 +383,7 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
   DGP_CHECK(num_classes >= data.num_classes, "--num-classes " << num_classes
                                                               << " is smaller than the dataset's "
                                                               << data.num_classes << " classes");
-  bool text_model =
-      c.model == "roberta" || c.model == "roberta-base" || c.model == "bert" || c.model == "minilm";
+  bool text_model = models::is_text_model(c.model);
   DGP_CHECK(text_model == data.text, "--model " << c.model << " does not fit --dataset " << c.dataset << " ("
                                                 << (data.text ? "a text task" : "an image task") << ")");
   models::ModelOptions mo;
@@ -405,8 +404,8 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
   std::vector<layers::ModulePtr> blocks;
   for (size_t i = 0; i < model->num_blocks(); ++i) blocks.push_back(model->block(i));
   pipeline::PipelineOptions po;
-  po.micro_batches = c.chunks;
-  po.kind = pipeline::parse_schedule_kind(c.schedule_kind);
+  po.micro_batches = c.micro_batches;
+  po.kind = pipeline::parse_schedule_kind(c.pipeline_schedule);
   po.placement = pipeline::parse_placement(c.placement);
   po.codecs = parse_codecs(c.compress);
   DGP_CHECK(
@@ -432,7 +431,8 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
     data.train->start_epoch(0);
     DGP_CHECK(data.train->next(sample_batch), "--balance auto: the training set has no full batch");
     data.train->stop();
-    auto sample = pipeline::split_micro_batches(to_micro_batch(sample_batch, *model, data.text), c.chunks)[0];
+    auto sample =
+        pipeline::split_micro_batches(to_micro_batch(sample_batch, *model, data.text), c.micro_batches)[0];
     po.balance = pipeline::balance_by_time(blocks, sample, c.stages);
   } else {
     po.balance = pipeline::parse_balance(c.balance, static_cast<int>(blocks.size()), c.stages);
@@ -474,7 +474,7 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
                                                       << " samples) is smaller than --batch " << c.batch);
   int64_t total_steps = steps_per_epoch * c.epochs;
   if (c.max_steps > 0) total_steps = std::min(total_steps, c.max_steps);
-  engine::LRSchedule schedule = make_schedule(c, total_steps, steps_per_epoch);
+  engine::LRSchedule lr_schedule = make_lr_schedule(c, total_steps, steps_per_epoch);
 
   // Resume: model state, optimizer states, dropout generators, counters.
   int64_t start_epoch = 0, global_step = 0;
@@ -540,9 +540,9 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
               << blocks.size() << " blocks) on " << data.describe << "\n"
               << "  pipeline: " << pipe->num_stages() << " stages [";
     for (size_t i = 0; i < po.balance.size(); ++i) std::cout << (i ? "," : "") << po.balance[i];
-    std::cout << "] " << c.placement << ", " << c.chunks << " micro-batches, " << c.schedule_kind
+    std::cout << "] " << c.placement << ", " << c.micro_batches << " micro-batches, " << c.pipeline_schedule
               << ", codecs " << c.compress << ", channel " << c.channel << "\n"
-              << "  optimisation: " << c.optimizer << " " << schedule.describe() << ", batch " << c.batch
+              << "  optimisation: " << c.optimizer << " " << lr_schedule.describe() << ", batch " << c.batch
               << ", " << c.epochs << " epochs x " << steps_per_epoch << " steps\n"
               << std::flush;
   }
@@ -564,11 +564,11 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
     double loss_sum = 0;
     int64_t n = 0;
     for (data::Batch& b : data.eval->epoch(0)) {
-      // The last eval batch may be smaller than --chunks micro-batches: evaluate it unsplit if so.
+      // The last eval batch may be smaller than --micro-batches micro-batches: evaluate it unsplit if so.
       pipeline::MicroBatch mb = to_micro_batch(b, *model, data.text);
-      if (b.size() < c.chunks) continue;
-      if (b.size() % c.chunks != 0 && c.chunks > 1) {
-        int64_t keep = b.size() / c.chunks * c.chunks;
+      if (b.size() < c.micro_batches) continue;
+      if (b.size() % c.micro_batches != 0 && c.micro_batches > 1) {
+        int64_t keep = b.size() / c.micro_batches * c.micro_batches;
         mb.input = mb.input.narrow(0, 0, keep).contiguous();
         mb.labels = mb.labels.narrow(0, 0, keep).contiguous();
         auto cut = [&](Tensor& t) {
@@ -629,7 +629,7 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
         stop = true;
         break;
       }
-      double lr = schedule.lr(global_step);
+      double lr = lr_schedule.lr(global_step);
       pipe->set_lr(lr);
       m.lr = lr;
       pipeline::StepResult r = pipe->train_step(to_micro_batch(b, *model, data.text));
