@@ -235,49 +235,48 @@ std::vector<std::string> preset_names() {
 
 namespace {
 
+// The standard CIFAR recipe: SGD with Nesterov momentum 0.9, lr 0.1 with cosine decay, weight decay 5e-4.
+nlohmann::json with_cifar_sgd(nlohmann::json j) {
+  j.update({{"optimizer", "sgd"},
+            {"lr", 0.1},
+            {"momentum", 0.9},
+            {"nesterov", true},
+            {"weight_decay", 5e-4},
+            {"lr_schedule", "cosine"}});
+  return j;
+}
+
 // The make-run job: a real client-server pipeline on CIFAR-10 that finishes in about ten minutes on 2 CPU
 // cores.
 nlohmann::json demo_preset() {
-  return nlohmann::json{{"model", "resnet18"},
-                        {"width", 0.25},
-                        {"dataset", "cifar10"},
-                        {"train_subset", 20000},
-                        {"eval_subset", 2000},
-                        {"epochs", 2},
-                        {"batch", 64},
-                        {"micro_batches", 4},
-                        {"stages", 3},
-                        {"placement", "client-server"},
-                        {"compress", "sortquant:6+2"},
-                        {"optimizer", "sgd"},
-                        {"lr", 0.1},
-                        {"momentum", 0.9},
-                        {"nesterov", true},
-                        {"weight_decay", 5e-4},
-                        {"lr_schedule", "cosine"},
-                        {"warmup", 0.05},
-                        {"log_every", 50},
-                        {"log_dir", "runs/demo"}};
+  return with_cifar_sgd({{"model", "resnet18"},
+                         {"width", 0.25},
+                         {"dataset", "cifar10"},
+                         {"train_subset", 20000},
+                         {"eval_subset", 2000},
+                         {"epochs", 2},
+                         {"batch", 64},
+                         {"micro_batches", 4},
+                         {"stages", 3},
+                         {"placement", "client-server"},
+                         {"compress", "sortquant:6+2"},
+                         {"warmup", 0.05},
+                         {"log_every", 50},
+                         {"log_dir", "runs/demo"}});
 }
 
 // CIFAR-10 MobileNetV2 from scratch (the research notes' "tfs" row, 94.07%: docs/original.md#r1), standard
 // SGD recipe.
 nlohmann::json cifar10_mobilenetv2_preset() {
-  return nlohmann::json{{"model", "mobilenetv2"},
-                        {"dataset", "cifar10"},
-                        {"epochs", 200},
-                        {"batch", 128},
-                        {"micro_batches", 4},
-                        {"stages", 3},
-                        {"placement", "client-server"},
-                        {"optimizer", "sgd"},
-                        {"lr", 0.1},
-                        {"momentum", 0.9},
-                        {"nesterov", true},
-                        {"weight_decay", 5e-4},
-                        {"lr_schedule", "cosine"},
-                        {"warmup", 0.01},
-                        {"log_dir", "runs/cifar10-mobilenetv2"}};
+  return with_cifar_sgd({{"model", "mobilenetv2"},
+                         {"dataset", "cifar10"},
+                         {"epochs", 200},
+                         {"batch", 128},
+                         {"micro_batches", 4},
+                         {"stages", 3},
+                         {"placement", "client-server"},
+                         {"warmup", 0.01},
+                         {"log_dir", "runs/cifar10-mobilenetv2"}});
 }
 
 // GLUE fine-tuning as the original (docs/original.md#hyper-parameters): AdamW, lr 2e-5, linear warm-up over
