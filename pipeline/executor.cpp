@@ -77,14 +77,15 @@ bool has_type(const layers::Module& m, const std::string& type) {
   return false;
 }
 
-// Loss and top-1 hits of the last stage, summed on the stage's device: reading them back per micro-batch would be a
-// host-device sync per micro-batch on a GPU; finish() reads them once per step.
+// Loss and top-1 hits of the last stage, summed on the stage's device: reading them back per micro-batch
+// would be a host-device sync per micro-batch on a GPU; finish() reads them once per step.
 class LastStageMetrics {
  public:
   void add(const Tensor& logits, const Tensor& labels, const Tensor& ce, double weight) {
     NoGradGuard ng;
     Tensor weighted = engine::cast(engine::mul(ce.detach(), weight), DType::f64);
-    Tensor hits = engine::sum(engine::cast(engine::eq(engine::argmax(logits.detach(), 1), labels), DType::f64));
+    Tensor hits =
+        engine::sum(engine::cast(engine::eq(engine::argmax(logits.detach(), 1), labels), DType::f64));
     loss_ = loss_.defined() ? engine::add(loss_, weighted) : weighted;
     hits_ = hits_.defined() ? engine::add(hits_, hits) : hits;
     samples_ += labels.numel();
@@ -246,7 +247,9 @@ StepResult StageExecutor::train_step(int64_t step, const std::vector<MicroBatch>
   const StageProgram& program = program_;
   LastStageMetrics metrics;
 
-  auto forward_mb = [&](int m, bool with_grad) {
+  // report: add the micro-batch to the step's loss and accuracy (not when --recompute runs it again in
+  // backward)
+  auto forward_mb = [&](int m, bool with_grad, bool report) {
     Saved& sv = saved[m];
     std::unique_ptr<NoGradGuard> ng;
     if (!with_grad) ng = std::make_unique<NoGradGuard>();
@@ -258,7 +261,8 @@ StepResult StageExecutor::train_step(int64_t step, const std::vector<MicroBatch>
           setup_.seed_compat ? 1.0 : static_cast<double>(labels.numel()) / static_cast<double>(total);
       Tensor loss = engine::mul(ce, weight);
       // reported: the mean over the mini-batch, whatever the gradient scaling (--seed-compat)
-      metrics.add(out, labels, ce, static_cast<double>(labels.numel()) / static_cast<double>(total));
+      if (report)
+        metrics.add(out, labels, ce, static_cast<double>(labels.numel()) / static_cast<double>(total));
       sv.output = loss;
     } else {
       sv.output = out;
@@ -286,7 +290,7 @@ StepResult StageExecutor::train_step(int64_t step, const std::vector<MicroBatch>
           saved[m].input = data[m].input.to(setup_.device);
           saved[m].ctx = ctx_on(data[m].ctx, setup_.device);
         }
-        forward_mb(m, !setup_.recompute);
+        forward_mb(m, !setup_.recompute, true);
         break;
       }
       case Op::SendAct: {
@@ -308,7 +312,7 @@ StepResult StageExecutor::train_step(int64_t step, const std::vector<MicroBatch>
         break;
       }
       case Op::Backward: {
-        if (setup_.recompute) forward_mb(m, true);
+        if (setup_.recompute) forward_mb(m, true, false);
         Saved& sv = saved[m];
         if (last) {
           engine::backward({sv.output}, {engine::ones_like(sv.output)});

@@ -195,3 +195,28 @@ TEST(Pipeline, FailingStageStopsEveryStage) {
   }
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
 }
+
+TEST(Pipeline, RecomputeTrainsAndReportsAsKeepingActivations) {
+  // --recompute runs each micro-batch's forward again in backward; the step must train and report as without
+  // it (the loss and accuracy of each micro-batch counted once).
+  for (ScheduleKind kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b}) {
+    SCOPED_TRACE(schedule_kind_name(kind));
+    auto kept_blocks = testmodels::make_blocks("mlp");
+    auto recomputed_blocks = testmodels::make_blocks("mlp");
+    PipelineOptions opts;
+    opts.balance = {2, 1, 2};
+    opts.micro_batches = 2;
+    opts.kind = kind;
+    Pipeline kept(kept_blocks, opts, make_sgd);
+    opts.recompute = true;
+    Pipeline recomputed(recomputed_blocks, opts, make_sgd);
+    for (int step = 0; step < 2; ++step) {
+      MicroBatch batch = testmodels::make_batch("mlp", 8, 30 + step);
+      StepResult a = kept.train_step(batch), b = recomputed.train_step(batch);
+      EXPECT_DOUBLE_EQ(b.loss, a.loss);
+      EXPECT_EQ(b.correct, a.correct);
+      EXPECT_EQ(b.samples, a.samples);
+    }
+    EXPECT_LT(max_param_diff(recomputed_blocks, kept_blocks), 1e-6);
+  }
+}
