@@ -32,6 +32,14 @@ TEST(PipelineSchedule, GpipeShape) {
   EXPECT_DOUBLE_EQ(theoretical_bubble(4, 8), 3.0 / 11.0);
 }
 
+TEST(PipelineSchedule, ForwardScheduleShape) {
+  auto p = make_forward_schedule(3, 2);
+  EXPECT_EQ(program_str(p[0]), "Forward0 SendAct0 Forward1 SendAct1");
+  EXPECT_EQ(program_str(p[1]), "RecvAct0 Forward0 SendAct0 RecvAct1 Forward1 SendAct1");
+  EXPECT_EQ(program_str(p[2]), "RecvAct0 Forward0 RecvAct1 Forward1");
+  EXPECT_THROW(make_forward_schedule(2, 0), dgpipe::engine::Error);
+}
+
 TEST(PipelineSchedule, OneFOneBShape) {
   auto p = make_schedule(3, 4, ScheduleKind::one_f_one_b);
   EXPECT_EQ(program_str(p[2]),
