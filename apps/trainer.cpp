@@ -802,9 +802,7 @@ bool cut_to_micro_batches(pipeline::MicroBatch& mb, int64_t size, int micro_batc
     };
     cut(mb.input);
     cut(mb.labels);
-    cut(mb.ctx.attention_mask);
-    cut(mb.ctx.additive_mask);
-    cut(mb.ctx.token_type_ids);
+    mb.ctx.for_each([&](const char*, Tensor& t) { cut(t); });
   }
   return true;
 }

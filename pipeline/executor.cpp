@@ -19,7 +19,7 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// ---- side-input (context) serialization: present u8 | dtype u8 | ndim u8 | dims i64... | raw bytes ----
+// ---- side-input serialization, per tensor: present u8 | dtype u8 | ndim u8 | dims i64... | raw bytes ----
 void put_tensor(std::vector<uint8_t>& out, const Tensor& t) {
   if (!t.defined()) {
     out.push_back(0);
@@ -69,6 +69,26 @@ void address(Message& msg, int src, int dst, MsgKind kind, int micro_batch, int6
   msg.kind = kind;
   msg.micro_batch = micro_batch;
   msg.step = step;
+}
+
+// Side inputs travel as one tensor record per field of BlockContext, in its field order.
+void put_side_inputs(std::vector<uint8_t>& out, const layers::BlockContext& ctx) {
+  ctx.for_each([&](const char*, const Tensor& t) { put_tensor(out, t); });
+}
+
+layers::BlockContext get_side_inputs(const uint8_t* p, const uint8_t* end, engine::Device device) {
+  layers::BlockContext ctx;
+  ctx.for_each([&](const char*, Tensor& t) { t = get_tensor(p, end, device); });
+  DGP_CHECK(p == end, "pipeline message: " << end - p << " unexpected bytes after the side inputs");
+  return ctx;
+}
+
+layers::BlockContext context_on(const layers::BlockContext& ctx, engine::Device device) {
+  layers::BlockContext moved = ctx;
+  moved.for_each([&](const char*, Tensor& t) {
+    if (t.defined()) t = t.to(device);
+  });
+  return moved;
 }
 
 bool has_type(const layers::Module& m, const std::string& type) {
@@ -162,9 +182,7 @@ Message StageExecutor::encode_message(compress::Codec& codec, const Tensor& t,
   out.insert(out.end(), bytes.begin(), bytes.end());
   if (ctx) {
     size_t before = out.size();
-    put_tensor(out, ctx->attention_mask);
-    put_tensor(out, ctx->additive_mask);
-    put_tensor(out, ctx->token_type_ids);
+    put_side_inputs(out, *ctx);
     st.side_bytes += out.size() - before;
   }
   return msg;
@@ -188,13 +206,7 @@ Tensor StageExecutor::decode_message(compress::Codec& codec, const Message& msg,
     p = compress::Packet::deserialize(bytes.data() + 8, len, setup_.device, codec.boundary());
   }
   Tensor x = codec.decode(p);
-  if (ctx) {
-    const uint8_t* q = bytes.data() + 8 + len;
-    const uint8_t* end = bytes.data() + bytes.size();
-    ctx->attention_mask = get_tensor(q, end, setup_.device);
-    ctx->additive_mask = get_tensor(q, end, setup_.device);
-    ctx->token_type_ids = get_tensor(q, end, setup_.device);
-  }
+  if (ctx) *ctx = get_side_inputs(bytes.data() + 8 + len, bytes.data() + bytes.size(), setup_.device);
   st.decode_s += seconds_since(t0);
   return x;
 }
@@ -209,16 +221,6 @@ void StageExecutor::event(const char* name, int mb, Clock::time_point t0) {
   e.dur_us = std::chrono::duration<double, std::micro>(now - t0).count();
   trace_.push_back(std::move(e));
 }
-
-namespace {
-layers::BlockContext ctx_on(const layers::BlockContext& c, engine::Device d) {
-  layers::BlockContext r;
-  if (c.attention_mask.defined()) r.attention_mask = c.attention_mask.to(d);
-  if (c.additive_mask.defined()) r.additive_mask = c.additive_mask.to(d);
-  if (c.token_type_ids.defined()) r.token_type_ids = c.token_type_ids.to(d);
-  return r;
-}
-}  // namespace
 
 StepResult StageExecutor::train_step(int64_t step, const std::vector<MicroBatch>& data) {
 #ifdef DGPIPE_WITH_CUDA
@@ -288,7 +290,7 @@ StepResult StageExecutor::train_step(int64_t step, const std::vector<MicroBatch>
       case Op::Forward: {
         if (first) {
           saved[m].input = data[m].input.to(setup_.device);
-          saved[m].ctx = ctx_on(data[m].ctx, setup_.device);
+          saved[m].ctx = context_on(data[m].ctx, setup_.device);
         }
         forward_mb(m, !setup_.recompute, true);
         break;
@@ -369,7 +371,7 @@ StepResult StageExecutor::eval_step(int64_t step, const std::vector<MicroBatch>&
     layers::BlockContext ctx;
     if (first) {
       x = data[m].input.to(setup_.device);
-      ctx = ctx_on(data[m].ctx, setup_.device);
+      ctx = context_on(data[m].ctx, setup_.device);
     } else {
       Message msg = channel_->recv(s - 1, s, MsgKind::activation, m, step);
       BoundaryStats ignore;
@@ -420,17 +422,20 @@ std::vector<MicroBatch> split_micro_batches(const MicroBatch& batch, int M) {
     if (t.defined()) parts = engine::chunk(t, M, 0);
     return parts;
   };
+  std::vector<std::vector<Tensor>> side;  // [field][micro-batch]
+  batch.ctx.for_each([&](const char* name, const Tensor& t) {
+    DGP_CHECK(!t.defined() || (t.dim() >= 1 && t.size(0) == n),
+              "pipeline: side input " << name << " " << engine::shape_str(t.shape()) << " does not have the "
+                                      << n << " rows of the batch");
+    side.push_back(split_opt(t));
+  });
   auto labels = split_opt(batch.labels);
-  auto am = split_opt(batch.ctx.attention_mask);
-  auto add = split_opt(batch.ctx.additive_mask);
-  auto tt = split_opt(batch.ctx.token_type_ids);
   std::vector<MicroBatch> out(M);
   for (int m = 0; m < M; ++m) {
     out[m].input = inputs[m];
     out[m].labels = labels[m];
-    out[m].ctx.attention_mask = am[m];
-    out[m].ctx.additive_mask = add[m];
-    out[m].ctx.token_type_ids = tt[m];
+    size_t field = 0;
+    out[m].ctx.for_each([&](const char*, Tensor& t) { t = side[field++][m]; });
   }
   return out;
 }

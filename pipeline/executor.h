@@ -30,13 +30,13 @@ using engine::Tensor;
 struct MicroBatch {
   Tensor input;              // stage 0's input (images f32 [n,3,H,W] or token ids i64 [n,L])
   Tensor labels;             // i64 [n], used by the last stage
-  layers::BlockContext ctx;  // side inputs (attention mask); travels with activations to later stages
+  layers::BlockContext ctx;  // side inputs; travel with the activations to later stages
 };
 
 struct BoundaryStats {
   uint64_t raw_bytes = 0;   // what an uncompressed f32 tensor would have cost
   uint64_t wire_bytes = 0;  // what the codec's packets cost (header + body)
-  uint64_t side_bytes = 0;  // side inputs sent with activations (attention masks)
+  uint64_t side_bytes = 0;  // side inputs sent with activations (attention masks, position ids, ...)
   uint64_t messages = 0;
   double encode_s = 0, decode_s = 0, wait_s = 0;
 };
@@ -124,7 +124,8 @@ class StageExecutor {
 // stage).
 void write_chrome_trace(const std::string& path, const std::vector<TraceEvent>& events, int pid = 0);
 
-// Splits a mini-batch into M micro-batches along dim 0 (torch.chunk sizes); contexts are split alike.
+// Splits a mini-batch into M micro-batches along dim 0 (torch.chunk sizes); labels and every side input of
+// the context are split alike.
 std::vector<MicroBatch> split_micro_batches(const MicroBatch& batch, int micro_batches);
 
 }  // namespace dgpipe::pipeline

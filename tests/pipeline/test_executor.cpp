@@ -13,6 +13,7 @@
 #include "engine/optim/sgd.h"
 #include "pipeline/pipeline.h"
 #include "pipeline_test_models.h"
+#include "support/test_util.h"
 
 using namespace dgpipe;
 using namespace dgpipe::pipeline;
@@ -152,34 +153,67 @@ TEST(Executor, MissingDeviceBodyNamesTheBoundary) {
   }
 }
 
-TEST(Executor, HostByteChannelRejectsADeviceBody) {
-  // A body arriving over a channel that does not carry bodies would be silently ignored; it is an error
-  // instead.
+namespace {
+
+// A message from stage 0 to stage 1 made by hand: length prefix, the packet of a [2,8] tensor of ones, then
+// `side` as the side-input bytes.
+Message hand_made_message(bool header_only, const std::vector<uint8_t>& side) {
+  auto codec = compress::make_codec("none");
+  compress::Packet p = codec->encode(engine::ones({2, 8}));
+  Message msg;
+  msg.src_stage = 0;
+  msg.dst_stage = 1;
+  std::vector<uint8_t> packet = header_only ? p.serialize_header() : p.serialize();
+  msg.bytes.resize(8);
+  uint64_t len = packet.size();
+  std::memcpy(msg.bytes.data(), &len, 8);
+  msg.bytes.insert(msg.bytes.end(), packet.begin(), packet.end());
+  msg.bytes.insert(msg.bytes.end(), side.begin(), side.end());
+  if (header_only) msg.body = p.body;
+  return msg;
+}
+
+// One "absent" record per side input.
+std::vector<uint8_t> no_side_inputs() {
+  std::vector<uint8_t> side;
+  layers::BlockContext().for_each([&](const char*, const Tensor&) { side.push_back(0); });
+  return side;
+}
+
+// What stage 1 of a two-stage MLP says when evaluating on `msg`.
+std::string error_receiving(Message msg) {
   auto channel = std::make_shared<LocalChannel>();
   StageSetup setup;
   setup.stage = 1;
   setup.num_stages = 2;
   setup.blocks = testmodels::make_blocks("mlp");
   StageExecutor exec(setup, channel);
-  auto codec = compress::make_codec("none");
-  compress::Packet p = codec->encode(engine::ones({2, 16}));
-  Message msg;
-  msg.src_stage = 0;
-  msg.dst_stage = 1;
-  std::vector<uint8_t> header = p.serialize_header();
-  msg.bytes.resize(8);
-  uint64_t len = header.size();
-  std::memcpy(msg.bytes.data(), &len, 8);
-  msg.bytes.insert(msg.bytes.end(), header.begin(), header.end());
-  msg.bytes.push_back(0);  // no side inputs
-  msg.bytes.push_back(0);
-  msg.bytes.push_back(0);
-  msg.body = p.body;
   channel->send(std::move(msg));
-  try {
-    exec.eval_step(0, {testmodels::make_batch("mlp", 2, 1)});
-    FAIL() << "expected an error";
-  } catch (const engine::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("device body"), std::string::npos) << e.what();
-  }
+  return dgpipe::testing::error_of([&] { exec.eval_step(0, {testmodels::make_batch("mlp", 2, 1)}); });
+}
+
+}  // namespace
+
+TEST(Executor, HostByteChannelRejectsADeviceBody) {
+  // A body arriving over a channel that does not carry bodies would be silently ignored; it is an error
+  // instead.
+  std::string error = error_receiving(hand_made_message(/*header_only=*/true, no_side_inputs()));
+  EXPECT_NE(error.find("device body"), std::string::npos) << error;
+}
+
+TEST(Executor, SideInputsAreCheckedOnArrival) {
+  // The well-formed message is accepted...
+  EXPECT_EQ(error_receiving(hand_made_message(false, no_side_inputs())), "(no error)");
+  // ... a record short, or a record cut inside its dimensions, is truncated ...
+  std::vector<uint8_t> short_one = no_side_inputs();
+  short_one.pop_back();
+  EXPECT_NE(error_receiving(hand_made_message(false, short_one)).find("truncated side inputs"),
+            std::string::npos);
+  std::vector<uint8_t> cut = {1, static_cast<uint8_t>(engine::DType::i64), 2, 4, 0, 0};
+  EXPECT_NE(error_receiving(hand_made_message(false, cut)).find("truncated side inputs"), std::string::npos);
+  // ... and bytes left over (a sender with more side inputs than this build knows) are refused.
+  std::vector<uint8_t> extra = no_side_inputs();
+  extra.push_back(0);
+  EXPECT_NE(error_receiving(hand_made_message(false, extra)).find("unexpected bytes after the side inputs"),
+            std::string::npos);
 }

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -14,6 +15,7 @@
 #include "engine/optim/sgd.h"
 #include "layers/layers.h"
 #include "pipeline_test_models.h"
+#include "support/test_util.h"
 
 using namespace dgpipe;
 using namespace dgpipe::pipeline;
@@ -219,4 +221,100 @@ TEST(Pipeline, RecomputeTrainsAndReportsAsKeepingActivations) {
     }
     EXPECT_LT(max_param_diff(recomputed_blocks, kept_blocks), 1e-6);
   }
+}
+
+TEST(Pipeline, RobertaWithExplicitPositionIdsMatchesUnpipelined) {
+  // Position ids shifted away from what the embedding would compute from the token ids: a pipeline that drops
+  // them on the way to the embedding (when splitting the batch, or moving it to the stage's device) gives
+  // other logits.
+  const int M = 2;
+  MicroBatch batch = testmodels::with_shifted_positions(testmodels::make_batch("roberta", 8, 7), 3);
+  auto ref_blocks = testmodels::make_blocks("roberta");
+  testmodels::Unpipelined ref = testmodels::run_unpipelined(ref_blocks, batch, M);
+  auto computed_blocks = testmodels::make_blocks("roberta");
+  testmodels::Unpipelined computed =
+      testmodels::run_unpipelined(computed_blocks, testmodels::make_batch("roberta", 8, 7), M);
+  ASSERT_GT(testmodels::relative_difference(computed.logits[0], ref.logits[0]), 1e-3)
+      << "the shift must change the logits";
+
+  for (int S : {2, 3}) {
+    SCOPED_TRACE("S=" + std::to_string(S));
+    auto blocks = testmodels::make_blocks("roberta");
+    PipelineOptions opts;
+    opts.balance = balance_by_cost(std::vector<double>(blocks.size(), 1.0), S);
+    opts.micro_batches = M;
+    Pipeline pipe(blocks, opts, OptimizerFactory{});  // no optimizer: the gradients stay in the parameters
+    StepResult eval = pipe.eval_step(batch, /*keep_logits=*/true);
+    ASSERT_EQ(eval.logits.size(), ref.logits.size());
+    for (int m = 0; m < M; ++m)
+      EXPECT_LT(testmodels::relative_difference(eval.logits[m], ref.logits[m]), 1e-6) << "micro-batch " << m;
+    pipe.train_step(batch);
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      auto params = blocks[i]->parameters();
+      ASSERT_EQ(params.size(), ref.grads[i].size());
+      for (size_t k = 0; k < params.size(); ++k) {
+        ASSERT_TRUE(params[k].grad().defined()) << "block " << i << " parameter " << k;
+        EXPECT_LT(testmodels::relative_difference(params[k].grad(), ref.grads[i][k]), 1e-5)
+            << "block " << i << " parameter " << k;
+      }
+    }
+  }
+}
+
+TEST(Pipeline, EverySideInputReachesEveryStage) {
+  // Blocks that record the context they are given, on each of three stages, with every side input set: each
+  // stage must see each field of its micro-batch, sent along with the activations.
+  std::vector<std::vector<layers::BlockContext>> seen(3);
+  auto probe = [&seen](int stage) {
+    return std::make_shared<layers::Block>(
+        "ContextProbe", std::vector<std::pair<std::string, std::shared_ptr<layers::Module>>>{},
+        [&seen, stage](const Tensor& x, const layers::BlockContext& ctx) {
+          seen[stage].push_back(ctx);
+          return x;
+        });
+  };
+  engine::Generator gen(5);
+  std::vector<layers::ModulePtr> blocks = {std::make_shared<layers::Linear>(8, 8, true, &gen), probe(0),
+                                           probe(1), std::make_shared<layers::Linear>(8, 4, true, &gen),
+                                           probe(2)};
+  MicroBatch batch = testmodels::make_batch("mlp", 4, 9);
+  int field = 0;
+  batch.ctx.for_each([&](const char*, Tensor& t) {
+    // distinct values per field and sample, alternately integer and floating
+    ++field;
+    std::vector<int64_t> values;
+    for (int64_t i = 0; i < 12; ++i) values.push_back(100 * field + i);
+    t = engine::from_vector(values, {4, 3});
+    if (field % 2 == 0) t = t.to(engine::DType::f32);
+  });
+  PipelineOptions opts;
+  opts.balance = {2, 1, 2};
+  opts.micro_batches = 2;
+  opts.codecs = {compress::parse_direction_pair("uniform:8")};
+  Pipeline pipe(blocks, opts, make_sgd);
+  pipe.train_step(batch);
+  pipe.eval_step(batch);
+  std::vector<MicroBatch> micro = {testmodels::rows(batch, 0, 2), testmodels::rows(batch, 2, 2)};
+  for (int s = 0; s < 3; ++s) {
+    ASSERT_EQ(seen[s].size(), 4u) << "stage " << s;  // two micro-batches, a train and an eval step
+    for (size_t call = 0; call < seen[s].size(); ++call) {
+      std::vector<Tensor> expected;
+      micro[call % 2].ctx.for_each([&](const char*, const Tensor& t) { expected.push_back(t); });
+      size_t i = 0;
+      seen[s][call].for_each([&](const char* name, const Tensor& t) {
+        SCOPED_TRACE("stage " + std::to_string(s) + " call " + std::to_string(call) + " " + name);
+        ASSERT_TRUE(t.defined());
+        EXPECT_EQ(t.dtype(), expected[i].dtype());
+        EXPECT_EQ(t.to_vector(), expected[i].to_vector());
+        ++i;
+      });
+    }
+  }
+}
+
+TEST(Pipeline, SideInputsMustHaveTheBatchRows) {
+  MicroBatch batch = testmodels::make_batch("roberta", 8, 1);
+  batch.ctx.position_ids = batch.ctx.position_ids.narrow(0, 0, 6);
+  EXPECT_NE(dgpipe::testing::error_of([&] { split_micro_batches(batch, 2); }).find("side input position_ids"),
+            std::string::npos);
 }
