@@ -310,8 +310,10 @@ pipeline::MicroBatch to_micro_batch(const data::Batch& b, const models::Model& m
 void boundary_totals(pipeline::Pipeline& pipe, uint64_t& wire, uint64_t& raw, bool across_ranks) {
   wire = raw = 0;
   for (auto& st : pipe.local_stages()) {
-    wire += st->downstream_fwd_stats().wire_bytes + st->upstream_bwd_stats().wire_bytes;
-    raw += st->downstream_fwd_stats().raw_bytes + st->upstream_bwd_stats().raw_bytes;
+    auto& f = st->boundary_stats(pipeline::Side::downstream, pipeline::Direction::fwd);
+    auto& g = st->boundary_stats(pipeline::Side::upstream, pipeline::Direction::bwd);
+    wire += f.wire_bytes + g.wire_bytes;
+    raw += f.raw_bytes + g.raw_bytes;
   }
 #ifdef DGPIPE_WITH_MPI
   if (across_ranks) {
@@ -683,8 +685,8 @@ void open_metrics_files(Run& r) {
 nlohmann::json stage_stats_json(pipeline::Pipeline& pipe) {
   nlohmann::json stages = nlohmann::json::array();
   for (auto& st : pipe.local_stages()) {
-    auto& f = st->downstream_fwd_stats();
-    auto& g = st->upstream_bwd_stats();
+    auto& f = st->boundary_stats(pipeline::Side::downstream, pipeline::Direction::fwd);
+    auto& g = st->boundary_stats(pipeline::Side::upstream, pipeline::Direction::bwd);
     stages.push_back({{"stage", st->setup().stage},
                       {"fwd_wire_bytes", f.wire_bytes},
                       {"fwd_raw_bytes", f.raw_bytes},
@@ -760,8 +762,8 @@ void print_boundary_traffic(Run& r, const EpochMetrics& m) {
             << " of f32 (" << std::setprecision(1) << 100.0 * m.wire_bytes / m.raw_bytes << "%)";
   for (auto& st : r.pipe->local_stages()) {
     int s = st->setup().stage;
-    auto& f = st->downstream_fwd_stats();
-    auto& g = st->upstream_bwd_stats();
+    auto& f = st->boundary_stats(pipeline::Side::downstream, pipeline::Direction::fwd);
+    auto& g = st->boundary_stats(pipeline::Side::upstream, pipeline::Direction::bwd);
     if (s < r.pipe->num_stages() - 1)
       std::cout << "  " << s << "->" << s + 1 << " fwd "
                 << human_bytes((f.wire_bytes - r.fwd_wire_at_last_report[s]) / std::max(m.seconds, 1e-9))

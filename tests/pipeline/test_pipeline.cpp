@@ -139,11 +139,15 @@ TEST(Pipeline, WireBytesFollowTheCodecFormulas) {
   for (auto& st : pipe.local_stages()) {
     int s = st->setup().stage;
     if (s < 2) {
-      EXPECT_EQ(st->downstream_fwd_stats().wire_bytes, steps * 4 * fwd->wire_bytes(shape)) << "stage " << s;
-      EXPECT_EQ(st->downstream_fwd_stats().raw_bytes, steps * 4 * 2 * 16 * 4u);
+      EXPECT_EQ(st->boundary_stats(Side::downstream, Direction::fwd).wire_bytes,
+                steps * 4 * fwd->wire_bytes(shape))
+          << "stage " << s;
+      EXPECT_EQ(st->boundary_stats(Side::downstream, Direction::fwd).raw_bytes, steps * 4 * 2 * 16 * 4u);
     }
     if (s > 0) {
-      EXPECT_EQ(st->upstream_bwd_stats().wire_bytes, steps * 4 * bwd->wire_bytes(shape)) << "stage " << s;
+      EXPECT_EQ(st->boundary_stats(Side::upstream, Direction::bwd).wire_bytes,
+                steps * 4 * bwd->wire_bytes(shape))
+          << "stage " << s;
     }
   }
   // On a real boundary tensor, bit-packed 8-bit codes cost a quarter of f32 plus a small header: the ratio is
