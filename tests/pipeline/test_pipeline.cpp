@@ -6,10 +6,13 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
+#include <thread>
 
 #include "compress/codec.h"
 #include "engine/optim/sgd.h"
@@ -321,4 +324,83 @@ TEST(Pipeline, SideInputsMustHaveTheBatchRows) {
   batch.ctx.position_ids = batch.ctx.position_ids.narrow(0, 0, 6);
   EXPECT_NE(dgpipe::testing::error_of([&] { split_micro_batches(batch, 2); }).find("side input position_ids"),
             std::string::npos);
+}
+
+namespace {
+
+// A pass-through block that runs `fn` whenever it is called.
+layers::ModulePtr hook_block(std::function<void()> fn) {
+  return std::make_shared<layers::Block>(
+      "Hook", std::vector<std::pair<std::string, std::shared_ptr<layers::Module>>>{},
+      [fn](const Tensor& x, const layers::BlockContext&) {
+        fn();
+        return x;
+      });
+}
+
+}  // namespace
+
+TEST(Pipeline, StageThreadsLiveForThePipeline) {
+  // Every stage records which thread runs it and a count kept in a thread_local: a stage whose thread-local
+  // state survives from step to step sees the count go on, where a new thread per step would start it again
+  // at 1.
+  struct Call {
+    std::thread::id thread;
+    int count;
+  };
+  std::vector<std::vector<Call>> calls(3);
+  auto probe = [&calls](int stage) {
+    return hook_block([&calls, stage] {
+      thread_local int count = 0;
+      calls[stage].push_back({std::this_thread::get_id(), ++count});
+    });
+  };
+  engine::Generator gen(3);
+  std::vector<layers::ModulePtr> blocks = {std::make_shared<layers::Linear>(8, 8, true, &gen), probe(0),
+                                           probe(1), std::make_shared<layers::Linear>(8, 4, true, &gen),
+                                           probe(2)};
+  PipelineOptions opts;
+  opts.balance = {2, 1, 2};
+  opts.micro_batches = 2;
+  Pipeline pipe(blocks, opts, make_sgd);
+  MicroBatch batch = testmodels::make_batch("mlp", 4, 2);
+  pipe.train_step(batch);
+  const uint64_t threads_after_first_step = StageWorker::threads_started();
+  for (int step = 1; step < 6; ++step) pipe.train_step(batch);
+  pipe.eval_step(batch);
+  EXPECT_EQ(StageWorker::threads_started(), threads_after_first_step) << "steps must not start threads";
+  for (int s = 0; s < 3; ++s) {
+    SCOPED_TRACE("stage " + std::to_string(s));
+    ASSERT_EQ(calls[s].size(), 14u);  // 6 training and 1 evaluation step, 2 micro-batches each
+    for (size_t i = 0; i < calls[s].size(); ++i) {
+      EXPECT_EQ(calls[s][i].thread, calls[s][0].thread) << "call " << i;
+      EXPECT_EQ(calls[s][i].count, static_cast<int>(i) + 1) << "call " << i;
+    }
+    EXPECT_NE(calls[s][0].thread, std::this_thread::get_id());
+    if (s > 0) {
+      EXPECT_NE(calls[s][0].thread, calls[s - 1][0].thread);
+    }
+  }
+}
+
+TEST(Pipeline, FailingStageEndsTheStepWithItsErrorAndThePipelineCloses) {
+  std::atomic<bool> fail{false};
+  engine::Generator gen(4);
+  std::vector<layers::ModulePtr> blocks = {std::make_shared<layers::Linear>(8, 8, true, &gen),
+                                           hook_block([&fail] {
+                                             if (fail) DGP_FAIL("the middle stage broke");
+                                           }),
+                                           std::make_shared<layers::Linear>(8, 4, true, &gen)};
+  PipelineOptions opts;
+  opts.balance = {1, 1, 1};
+  opts.micro_batches = 2;
+  opts.timeout = std::chrono::seconds(30);
+  auto pipe = std::make_unique<Pipeline>(blocks, opts, make_sgd);
+  MicroBatch batch = testmodels::make_batch("mlp", 4, 5);
+  pipe->train_step(batch);
+  fail = true;
+  // The root cause, not the other stages' "pipeline aborted".
+  std::string error = dgpipe::testing::error_of([&] { pipe->train_step(batch); });
+  EXPECT_NE(error.find("the middle stage broke"), std::string::npos) << error;
+  pipe.reset();  // the stage threads stop: returning from here is the test
 }
