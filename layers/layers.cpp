@@ -9,6 +9,20 @@ namespace dgpipe::layers {
 
 namespace E = dgpipe::engine;
 
+// ---------------- PixelShuffle ----------------
+PixelShuffle::PixelShuffle(int64_t f) : factor(f) {
+  DGP_CHECK(f >= 1, "PixelShuffle: factor must be >= 1, got " << f);
+}
+
+Tensor PixelShuffle::forward(const Tensor& x, const BlockContext&) {
+  const int64_t s = factor;
+  DGP_CHECK(x.dim() == 4 && x.size(1) % (s * s) == 0, "PixelShuffle(" << s << "): expected [N, C*" << s * s
+                                                                      << ", H, W], got "
+                                                                      << E::shape_str(x.shape()));
+  const int64_t n = x.size(0), c = x.size(1) / (s * s), h = x.size(2), w = x.size(3);
+  return x.reshape({n, c, s, s, h, w}).permute({0, 1, 4, 2, 5, 3}).reshape({n, c, h * s, w * s});
+}
+
 // ---------------- Linear ----------------
 Linear::Linear(int64_t in, int64_t out, bool with_bias, Generator* gen) : in_features(in), out_features(out) {
   DGP_CHECK(in > 0 && out > 0, "Linear: features must be positive, got in=" << in << " out=" << out);

@@ -158,6 +158,17 @@ class Flatten : public Module {
   int64_t start, end;
 };
 
+// Depth to space (nn.PixelShuffle): [N, C*S*S, H, W] -> [N, C, H*S, W*S]; input channel c*S*S + i*S + j goes
+// to output channel c at row h*S + i, column w*S + j. A reshape and a permute, so its gradient is exact.
+class PixelShuffle : public Module {
+ public:
+  explicit PixelShuffle(int64_t factor);
+  Tensor forward(const Tensor& x, const BlockContext& ctx) override;
+  std::string type_name() const override { return "PixelShuffle"; }
+  std::string extra_repr() const override { return "factor " + std::to_string(factor); }
+  int64_t factor;
+};
+
 // Children named "0", "1", ... run in order (nn.Sequential).
 class Sequential : public Module {
  public:

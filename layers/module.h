@@ -38,11 +38,14 @@ using engine::Tensor;
 //   token_type_ids  [N,L] segment ids (BERT); undefined means all zeros.
 //   position_ids    [N,L] i64 position ids (RoBERTa counts only non-padding tokens); undefined: the embedding
 //                   computes them from the ids.
+//   sample_ids      [N] i64 dataset index of each row, set by the data owner when a boundary codec remembers
+//                   each training sample (delta, compress/codec.h); no block reads it.
 #define DGP_BLOCK_CONTEXT_FIELDS(X) \
   X(attention_mask)                 \
   X(additive_mask)                  \
   X(token_type_ids)                 \
-  X(position_ids)
+  X(position_ids)                   \
+  X(sample_ids)
 
 // Side inputs of a forward pass, shared by all blocks of one (micro-)batch. Every field is a tensor whose dim
 // 0 is the batch (so that a batch splits into micro-batches along it); any may be undefined.

@@ -1,6 +1,7 @@
 #include "models/model.h"
 
 #include <set>
+#include <sstream>
 
 #include "engine/io/safetensors.h"
 
@@ -16,6 +17,39 @@ void Model::add_block(const std::string& label, std::shared_ptr<Module> block, c
 void Model::add_unused(const std::string& prefix, std::shared_ptr<Module> module) {
   DGP_CHECK(!prefix.empty(), name_ << ": an unused module needs a name");
   add_child(prefix, std::move(module));
+}
+
+void Model::add_bottleneck(const std::string& name, size_t after,
+                           std::shared_ptr<layers::Bottleneck> bottleneck) {
+  DGP_CHECK(after + 1 < blocks_.size(), name_ << ": a bottleneck after block " << after
+                                              << " has no block after it (" << blocks_.size() << " blocks)");
+  add_child(name, bottleneck);
+  bottlenecks_.push_back(Insertion{name, after, std::move(bottleneck)});
+}
+
+Shape Model::block_output_shape(size_t end, int64_t batch) {
+  DGP_CHECK(end <= blocks_.size(),
+            name_ << ": block " << end << " out of range (" << blocks_.size() << " blocks)");
+  const bool was_training = is_training();
+  eval();
+  Tensor probe;
+  {
+    E::NoGradGuard no_graph;
+    const E::Device device = end > 0 && !blocks_[0].module->parameters().empty()
+                                 ? blocks_[0].module->parameters()[0].device()
+                                 : E::Device::cpu();
+    Tensor x = E::zeros(example_input_shape(batch),
+                        E::TensorOptions(input_kind == InputKind::image ? DType::f32 : DType::i64, device));
+    BlockContext ctx = make_context(x);
+    probe = x;
+    for (size_t i = 0; i < end; ++i) {
+      const auto params = blocks_[i].module->parameters();
+      if (!params.empty()) probe = probe.to(params[0].device());
+      probe = blocks_[i].module->forward(probe, ctx);
+    }
+  }
+  train(was_training);
+  return probe.shape();
 }
 
 NamedTensors Model::block_named_parameters(size_t i) const {
@@ -82,6 +116,43 @@ layers::LoadReport load_checkpoint(Model& model, const std::string& path, bool s
   } catch (const E::Error& e) {
     DGP_FAIL(path << ": " << e.what());
   }
+}
+
+std::vector<std::shared_ptr<layers::Bottleneck>> insert_bottlenecks(Model& model, const std::string& specs,
+                                                                    const std::vector<int>& balance,
+                                                                    uint64_t seed) {
+  const size_t boundaries = balance.empty() ? 0 : balance.size() - 1;
+  std::vector<std::string> per_boundary;
+  std::stringstream ss(specs);
+  std::string item;
+  while (std::getline(ss, item, ';')) per_boundary.push_back(item);
+  if (per_boundary.empty()) per_boundary.push_back("none");
+  DGP_CHECK(per_boundary.size() == 1 || per_boundary.size() == boundaries,
+            "--bottleneck '" << specs << "': " << per_boundary.size() << " specs for " << boundaries
+                             << " boundaries (give one for all, or one per boundary separated by ';')");
+  std::vector<std::shared_ptr<layers::Bottleneck>> out(boundaries);
+  size_t after = 0;
+  for (size_t b = 0; b < boundaries; ++b) {
+    after += static_cast<size_t>(balance[b]);
+    const layers::BottleneckSpec spec =
+        layers::parse_bottleneck_spec(per_boundary.size() == 1 ? per_boundary[0] : per_boundary[b]);
+    if (spec.kind == layers::BottleneckSpec::Kind::none) continue;
+    const Shape wide = model.block_output_shape(after);
+    DGP_CHECK(wide.size() >= 2,
+              "--bottleneck: the tensor after block " << after - 1 << " is " << E::shape_str(wide));
+    const int64_t features = spec.kind == layers::BottleneckSpec::Kind::conv ? wide[1] : wide.back();
+    E::Generator gen(seed * 1000003ull + 7919 + b);
+    auto bottleneck = std::make_shared<layers::Bottleneck>(spec, features, &gen);
+    try {
+      bottleneck->narrow_shape(wide);
+    } catch (const E::Error& e) {
+      DGP_FAIL("--bottleneck at boundary " << b << " (after block " << model.block_label(after - 1)
+                                           << "): " << e.what());
+    }
+    model.add_bottleneck("bottleneck." + std::to_string(b), after - 1, bottleneck);
+    out[b] = bottleneck;
+  }
+  return out;
 }
 
 }  // namespace dgpipe::models

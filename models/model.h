@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "layers/bottleneck.h"
 #include "layers/layers.h"
 
 namespace dgpipe::models {
@@ -32,6 +33,20 @@ class Model : public Module {
   // A module that belongs to the checkpoint but to no block (e.g. a BertModel pooler kept only so that
   // checkpoints load). It takes no part in forward.
   void add_unused(const std::string& prefix, std::shared_ptr<Module> module);
+
+  // A learned bottleneck between block `after` and block `after + 1`, registered under `name` (its parameters
+  // are "<name>.encoder.weight", ...) so that checkpoints, optimizers and model-info see it. forward() does
+  // not run it: a pipeline runs its encoder at the end of one stage and its decoder at the start of the next.
+  void add_bottleneck(const std::string& name, size_t after, std::shared_ptr<layers::Bottleneck> bottleneck);
+  struct Insertion {
+    std::string name;
+    size_t after;  // the block it follows
+    std::shared_ptr<layers::Bottleneck> module;
+  };
+  const std::vector<Insertion>& bottlenecks() const { return bottlenecks_; }
+  // Shape of the output of blocks [0, end) for a batch-`batch` example input: one forward pass in eval mode
+  // without gradients, on the blocks' devices.
+  Shape block_output_shape(size_t end, int64_t batch = 1);
 
   size_t num_blocks() const { return blocks_.size(); }
   const std::shared_ptr<Module>& block(size_t i) const { return blocks_.at(i).module; }
@@ -64,6 +79,7 @@ class Model : public Module {
     std::shared_ptr<Module> module;
   };
   std::vector<BlockEntry> blocks_;
+  std::vector<Insertion> bottlenecks_;
 };
 
 using ModelPtr = std::shared_ptr<Model>;
@@ -74,5 +90,13 @@ using ModelPtr = std::shared_ptr<Model>;
 // strict=false lets the task head stay missing (fine-tuning from a pretrained encoder); what was
 // missing/unexpected is reported.
 layers::LoadReport load_checkpoint(Model& model, const std::string& path, bool strict = true);
+
+// Inserts a learned bottleneck at every boundary of the pipeline cut `balance` (blocks per stage) whose spec
+// is not "none". `specs`: one spec (layers::parse_bottleneck_spec) for every boundary, or one per boundary
+// separated by ';' ("conv:8/2;none"). Boundary b's bottleneck is "bottleneck.<b>", sized from the tensor that
+// crosses the boundary and initialised from `seed`. Returns one entry per boundary, null where there is none.
+std::vector<std::shared_ptr<layers::Bottleneck>> insert_bottlenecks(Model& model, const std::string& specs,
+                                                                    const std::vector<int>& balance,
+                                                                    uint64_t seed);
 
 }  // namespace dgpipe::models

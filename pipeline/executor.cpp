@@ -137,6 +137,11 @@ StageExecutor::StageExecutor(StageSetup setup, std::shared_ptr<Channel> channel)
   }
   program_ = make_schedule(S, setup_.micro_batches, setup_.kind)[s];  // once: the same every step
   forward_program_ = make_forward_schedule(S, setup_.micro_batches)[s];
+  for (int side : {up, down})
+    if (codec_[side][bwd] && codec_[side][bwd]->needs_sample_ids())
+      DGP_FAIL("pipeline: " << codec_[side][bwd]->spec() << " at boundary '" << codec_[side][bwd]->boundary()
+                            << "': delta is for activations; a gradient changes with every step, so there is "
+                               "no last copy to take a difference from");
   if (setup_.device.is_cuda()) compute_stream_ = engine::cuda::Stream::create(setup_.device.index);
   if (setup_.recompute) {
     for (auto& b : setup_.blocks)
@@ -191,7 +196,7 @@ StepResult StageExecutor::run(StepState& st, const StageProgram& program) {
                                << st.data.size());
   std::optional<NoGradGuard> no_graph;
   if (!st.training) no_graph.emplace();
-  for (auto& b : setup_.blocks) b->train(st.training);
+  for (auto& b : stage_modules()) b->train(st.training);
   if (is_last())
     for (auto& mb : st.data) st.samples += mb.labels.numel();
 
@@ -310,8 +315,33 @@ Tensor StageExecutor::compute_output(StepState& st, int m, bool report) {
 
 Tensor StageExecutor::run_blocks(const Tensor& x, const layers::BlockContext& ctx) {
   Tensor h = x;
+  if (setup_.upstream_bottleneck) h = setup_.upstream_bottleneck->decoder->forward(h, ctx);
   for (auto& b : setup_.blocks) h = b->forward(h, ctx);
+  if (setup_.downstream_bottleneck && !is_last()) h = setup_.downstream_bottleneck->encoder->forward(h, ctx);
   return h;
+}
+
+std::vector<layers::ModulePtr> StageExecutor::stage_modules() const {
+  std::vector<layers::ModulePtr> all = setup_.blocks;
+  if (setup_.upstream_bottleneck) all.push_back(setup_.upstream_bottleneck->decoder);
+  if (setup_.downstream_bottleneck) all.push_back(setup_.downstream_bottleneck->encoder);
+  return all;
+}
+
+int64_t StageExecutor::raw_elements(Side side, int64_t n) const {
+  const auto& bottleneck = side == Side::upstream ? setup_.upstream_bottleneck : setup_.downstream_bottleneck;
+  return bottleneck ? bottleneck->wide_numel(n) : n;
+}
+
+Tensor StageExecutor::sample_ids(const StepState& st, Side side, Direction dir,
+                                 const layers::BlockContext* ctx) {
+  compress::Codec& c = codec(side, dir);
+  if (!c.needs_sample_ids() || !st.training) return Tensor();
+  DGP_CHECK(ctx && ctx->sample_ids.defined(),
+            "pipeline: " << c.spec() << " at boundary '" << c.boundary()
+                         << "' remembers every training sample and needs the sample ids of each micro-batch "
+                            "(BlockContext::sample_ids), which the data owner did not set");
+  return ctx->sample_ids;
 }
 
 BoundaryStats& StageExecutor::booked(StepState& st, Side side, Direction dir) {
@@ -327,12 +357,12 @@ Tensor StageExecutor::receive(StepState& st, Side side, Direction dir, int m, la
   const double waited = seconds_since(t0);
   bs.wait_s += waited;
   st.wait_s += waited;
-  return decode_message(codec(side, dir), msg, ctx, bs);
+  return decode_message(st, side, dir, msg, ctx);
 }
 
 void StageExecutor::send(StepState& st, Side side, Direction dir, int m, const Tensor& t,
                          const layers::BlockContext* ctx) {
-  Message msg = encode_message(codec(side, dir), t, ctx, booked(st, side, dir));
+  Message msg = encode_message(st, side, dir, t, ctx);
   msg.src_stage = setup_.stage;
   msg.dst_stage = neighbour(side);
   msg.kind = kind_of(dir);
@@ -344,14 +374,15 @@ void StageExecutor::send(StepState& st, Side side, Direction dir, int m, const T
 // Message layout (host bytes): packet length u64 | packet | side inputs (activations only). With a channel
 // that carries device bodies, "packet" is only the packet header and the body travels as Message::body, so it
 // never leaves the device on this side of the link.
-Message StageExecutor::encode_message(compress::Codec& codec, const Tensor& t,
-                                      const layers::BlockContext* ctx, BoundaryStats& bs) {
+Message StageExecutor::encode_message(StepState& st, Side side, Direction dir, const Tensor& t,
+                                      const layers::BlockContext* ctx) {
+  BoundaryStats& bs = booked(st, side, dir);
   auto t0 = Clock::now();
   const bool device_bodies = channel_->carries_device_bodies();
-  compress::Packet packet = codec.encode(t.detach());
+  compress::Packet packet = codec(side, dir).encode_samples(t.detach(), sample_ids(st, side, dir, ctx));
   std::vector<uint8_t> bytes = device_bodies ? packet.serialize_header() : packet.serialize();
   bs.encode_s += seconds_since(t0);
-  bs.raw_bytes += static_cast<uint64_t>(t.numel()) * 4;
+  bs.raw_bytes += static_cast<uint64_t>(raw_elements(side, t.numel())) * 4;
   bs.wire_bytes += packet.wire_bytes();
   bs.messages++;
   Message msg;
@@ -369,8 +400,11 @@ Message StageExecutor::encode_message(compress::Codec& codec, const Tensor& t,
   return msg;
 }
 
-Tensor StageExecutor::decode_message(compress::Codec& codec, const Message& msg, layers::BlockContext* ctx,
-                                     BoundaryStats& bs) {
+// The side inputs are read before the packet is decoded: a delta codec needs their sample ids.
+Tensor StageExecutor::decode_message(StepState& st, Side side, Direction dir, const Message& msg,
+                                     layers::BlockContext* ctx) {
+  BoundaryStats& bs = booked(st, side, dir);
+  compress::Codec& c = codec(side, dir);
   auto t0 = Clock::now();
   const std::vector<uint8_t>& bytes = msg.bytes;
   DGP_CHECK(bytes.size() >= 8, "pipeline message: truncated (" << bytes.size() << " bytes)");
@@ -379,17 +413,17 @@ Tensor StageExecutor::decode_message(compress::Codec& codec, const Message& msg,
   DGP_CHECK(len <= bytes.size() - 8, "pipeline message: packet length " << len << " exceeds message");
   compress::Packet p;
   if (channel_->carries_device_bodies()) {
-    p = compress::Packet::deserialize_with_body(bytes.data() + 8, len, msg.body, codec.boundary());
+    p = compress::Packet::deserialize_with_body(bytes.data() + 8, len, msg.body, c.boundary());
     if (p.body.device() != setup_.device) p.body = p.body.to(setup_.device);
   } else {
     DGP_CHECK(!msg.body.defined(),
               "pipeline message: a device body arrived over a channel that carries host bytes");
-    p = compress::Packet::deserialize(bytes.data() + 8, len, setup_.device, codec.boundary());
+    p = compress::Packet::deserialize(bytes.data() + 8, len, setup_.device, c.boundary());
   }
-  Tensor x = codec.decode(p);
   if (ctx) *ctx = get_side_inputs(bytes.data() + 8 + len, bytes.data() + bytes.size(), setup_.device);
+  Tensor x = c.decode_samples(p, sample_ids(st, side, dir, ctx));
   bs.decode_s += seconds_since(t0);
-  bs.raw_bytes += static_cast<uint64_t>(x.numel()) * 4;
+  bs.raw_bytes += static_cast<uint64_t>(raw_elements(side, x.numel())) * 4;
   bs.wire_bytes += p.wire_bytes();
   bs.side_bytes += ctx ? bytes.size() - 8 - len : 0;
   bs.messages++;

@@ -18,6 +18,7 @@
 
 #include "compress/codec.h"
 #include "engine/cuda.h"
+#include "layers/bottleneck.h"
 #include "layers/module.h"
 #include "pipeline/channel.h"
 #include "pipeline/schedule.h"
@@ -42,7 +43,7 @@ enum class Direction { fwd = 0, bwd = 1 };         // activations / gradients
 // it spends wait_s and decode_s. Bytes and messages are counted on both ends, so the sender's and the
 // receiver's counts of a boundary agree.
 struct BoundaryStats {
-  uint64_t raw_bytes = 0;   // what an uncompressed f32 tensor would have cost
+  uint64_t raw_bytes = 0;   // what an uncompressed f32 tensor would have cost (without a learned bottleneck)
   uint64_t wire_bytes = 0;  // what the codec's packets cost (header + body)
   uint64_t side_bytes = 0;  // side inputs carried with activations (attention masks, position ids, ...)
   uint64_t messages = 0;
@@ -71,6 +72,11 @@ struct StageSetup {
   engine::Device device = engine::Device::cpu();
   std::string upstream_fwd = "none", upstream_bwd = "none";      // boundary stage-1 -> stage
   std::string downstream_fwd = "none", downstream_bwd = "none";  // boundary stage -> stage+1
+  // Learned bottlenecks of the two boundaries (layers/bottleneck.h; null: none). The stage runs the decoder
+  // of its upstream one before its blocks and the encoder of its downstream one after them, so what it sends
+  // is the encoder's output; both halves are already on `device` and their parameters in the stage's
+  // optimizer.
+  std::shared_ptr<layers::Bottleneck> upstream_bottleneck, downstream_bottleneck;
   bool seed_compat = false;
   bool recompute = false;  // keep only stage inputs during forward; recompute the graph in backward
   std::function<void()> optimizer_step;  // called at OptimizerStep (step + zero_grad); may be empty
@@ -96,6 +102,12 @@ class StageExecutor {
   StepResult eval_step(int64_t step, const std::vector<MicroBatch>& data, bool keep_logits = false);
 
   const StageSetup& setup() const { return setup_; }
+  // Bytes the codec of (side, dir) keeps between steps (compress::Codec::state_bytes: the references of a
+  // delta codec, an error-feedback residual); 0 on a side without a neighbour.
+  uint64_t codec_state_bytes(Side side, Direction dir) const {
+    const auto& c = codec_[static_cast<int>(side)][static_cast<int>(dir)];
+    return c ? c->state_bytes() : 0;
+  }
   BoundaryStats& boundary_stats(Side side, Direction dir) {
     return boundary_stats_[static_cast<int>(side)][static_cast<int>(dir)];
   }
@@ -121,7 +133,16 @@ class StageExecutor {
 
   // The blocks on micro-batch m and, on the last stage, its share of the loss: what backward differentiates.
   Tensor compute_output(StepState& st, int m, bool report);
+  // The upstream bottleneck's decoder, the blocks, the downstream bottleneck's encoder.
   Tensor run_blocks(const Tensor& x, const layers::BlockContext& ctx);
+  // The modules the stage runs: its blocks and its halves of the bottlenecks.
+  std::vector<layers::ModulePtr> stage_modules() const;
+  // Elements of the full boundary tensor when a tensor of n elements crosses the boundary on `side` (more
+  // than n behind a learned bottleneck): what the traffic counts call raw.
+  int64_t raw_elements(Side side, int64_t n) const;
+  // The sample ids the codec of (side, dir) needs for micro-batch ctx (undefined when it needs none, or when
+  // evaluating); throws when a training step lacks them.
+  Tensor sample_ids(const StepState& st, Side side, Direction dir, const layers::BlockContext* ctx);
   // Where this step's traffic on (side, dir) is counted: the stage's statistics when training.
   BoundaryStats& booked(StepState& st, Side side, Direction dir);
   // Waits for micro-batch m's message from the neighbour on `side` and decodes it (and its side inputs into
@@ -131,10 +152,10 @@ class StageExecutor {
   void send(StepState& st, Side side, Direction dir, int m, const Tensor& t, const layers::BlockContext* ctx);
   // Encodes t (and the side inputs of ctx, when given) into a message: host bytes, plus the packet body as a
   // device tensor when the channel carries_device_bodies(). The caller fills in the address.
-  Message encode_message(compress::Codec& codec, const Tensor& t, const layers::BlockContext* ctx,
-                         BoundaryStats& bs);
-  Tensor decode_message(compress::Codec& codec, const Message& msg, layers::BlockContext* ctx,
-                        BoundaryStats& bs);
+  Message encode_message(StepState& st, Side side, Direction dir, const Tensor& t,
+                         const layers::BlockContext* ctx);
+  Tensor decode_message(StepState& st, Side side, Direction dir, const Message& msg,
+                        layers::BlockContext* ctx);
   void event(const char* name, int mb, std::chrono::steady_clock::time_point t0);
   compress::Codec& codec(Side side, Direction dir) {
     return *codec_[static_cast<int>(side)][static_cast<int>(dir)];

@@ -185,6 +185,11 @@ void Pipeline::build(std::vector<layers::ModulePtr> blocks, OptimizerFactory mak
     if (opts_.codecs.empty()) return compress::DirectionPair{"none", "none"};
     return opts_.codecs.size() == 1 ? opts_.codecs[0] : opts_.codecs[boundary];
   };
+  DGP_CHECK(opts_.bottlenecks.empty() || static_cast<int>(opts_.bottlenecks.size()) == S - 1,
+            "pipeline: " << opts_.bottlenecks.size() << " bottlenecks for " << S - 1 << " boundaries");
+  auto bottleneck_of = [&](int boundary) {
+    return opts_.bottlenecks.empty() ? nullptr : opts_.bottlenecks[boundary];
+  };
   auto device_of = [&](int s) {
     if (opts_.devices.empty()) return engine::Device::cpu();
     return opts_.devices.size() == 1 ? opts_.devices[0] : opts_.devices[s];
@@ -216,6 +221,16 @@ void Pipeline::build(std::vector<layers::ModulePtr> blocks, OptimizerFactory mak
     if (s < S - 1) {
       setup.downstream_fwd = codec_of(s).fwd;
       setup.downstream_bwd = codec_of(s).bwd;
+    }
+    if (s > 0 && bottleneck_of(s - 1)) {
+      setup.upstream_bottleneck = bottleneck_of(s - 1);
+      setup.upstream_bottleneck->decoder->to(setup.device);
+      mine.push_back(setup.upstream_bottleneck->decoder);  // its parameters join the stage's optimizer
+    }
+    if (s < S - 1 && bottleneck_of(s)) {
+      setup.downstream_bottleneck = bottleneck_of(s);
+      setup.downstream_bottleneck->encoder->to(setup.device);
+      mine.push_back(setup.downstream_bottleneck->encoder);
     }
     setup.seed_compat = opts_.seed_compat;
     setup.recompute = opts_.recompute;

@@ -34,7 +34,11 @@ struct PipelineOptions {
   int micro_batches = 1;
   ScheduleKind kind = ScheduleKind::gpipe;
   std::vector<compress::DirectionPair> codecs;  // per boundary (size stages-1), or one entry for all
-  std::vector<engine::Device> devices;          // per stage, or one entry for all (default cpu)
+  // Learned bottlenecks per boundary (size stages-1; null: none), or empty for none: boundary b's encoder
+  // runs at the end of stage b and its decoder at the start of stage b+1 (models::insert_bottlenecks makes
+  // them).
+  std::vector<std::shared_ptr<layers::Bottleneck>> bottlenecks;
+  std::vector<engine::Device> devices;  // per stage, or one entry for all (default cpu)
   Placement placement = Placement::chain;
   LinkModel link;
   // Multi-process constructor only: "mpi" (host bytes over MPI) or "nccl" (device bodies GPU<->GPU with NCCL,

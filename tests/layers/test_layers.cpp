@@ -140,3 +140,21 @@ TEST(BatchNorm2dDeferred, TwoMicroBatchesEqualOneFullBatch) {
   plain.train();
   EXPECT_EQ(plain(halves[0]).to_vector(), y0.to_vector());
 }
+
+TEST(Layers, PixelShuffleMovesChannelsIntoTheMap) {
+  // [1, 2*3*3, 2, 2] -> [1, 2, 6, 6]: input channel c*9 + i*3 + j at (h, w) lands at (c, 3h + i, 3w + j).
+  Tensor x = engine::arange(0, 72).to(engine::DType::f32).reshape({1, 18, 2, 2});
+  PixelShuffle ps(3);
+  Tensor y = ps(x);
+  ASSERT_EQ(y.shape(), (engine::Shape{1, 2, 6, 6}));
+  std::vector<double> xv = x.to_vector(), yv = y.to_vector();
+  for (int c = 0; c < 2; ++c)
+    for (int i = 0; i < 3; ++i)
+      for (int j = 0; j < 3; ++j)
+        for (int h = 0; h < 2; ++h)
+          for (int w = 0; w < 2; ++w)
+            EXPECT_EQ(yv[(c * 6 + 3 * h + i) * 6 + 3 * w + j], xv[((c * 9 + i * 3 + j) * 2 + h) * 2 + w]);
+  EXPECT_GRADCHECK([&](const std::vector<Tensor>& in) { return ps(in[0]); },
+                   {dgpipe::testing::random_leaf({2, 18, 3, 2})}, {});
+  EXPECT_THROW(ps(engine::randn({1, 10, 2, 2})), engine::Error);  // 10 channels are not a multiple of 9
+}

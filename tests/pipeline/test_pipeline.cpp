@@ -404,3 +404,110 @@ TEST(Pipeline, FailingStageEndsTheStepWithItsErrorAndThePipelineCloses) {
   EXPECT_NE(error.find("the middle stage broke"), std::string::npos) << error;
   pipe.reset();  // the stage threads stop: returning from here is the test
 }
+
+namespace {
+// The mlp batch of 8 samples, with the dataset indices a loader gives them.
+MicroBatch batch_with_ids(uint64_t seed) {
+  MicroBatch batch = testmodels::make_batch("mlp", 8, seed);
+  batch.ctx.sample_ids = engine::arange(0, 8);
+  return batch;
+}
+}  // namespace
+
+TEST(Pipeline, DeltaWithExactChangesIsTransparent) {
+  // delta>none sends every sample's first activation and then its exact change: the receiver reconstructs the
+  // activation to float rounding, so training is what single-device training is. The same 8 samples every
+  // step, so from the second step on every row is a change.
+  auto ref_blocks = testmodels::make_blocks("mlp"), pipe_blocks = testmodels::make_blocks("mlp");
+  std::vector<Tensor> ref_params;
+  for (auto& b : ref_blocks)
+    for (auto& p : b->parameters()) ref_params.push_back(p);
+  auto ref_opt = make_sgd(ref_params, 0);
+  PipelineOptions opts;
+  opts.balance = {2, 3};
+  opts.micro_batches = 2;
+  opts.codecs = {compress::parse_direction_pair("fwd=delta>none,bwd=none")};
+  Pipeline pipe(pipe_blocks, opts, make_sgd);
+  for (int step = 0; step < 3; ++step) {
+    reference_step(ref_blocks, *ref_opt, batch_with_ids(7), 2);
+    pipe.train_step(batch_with_ids(7));
+  }
+  EXPECT_LT(max_param_diff(pipe_blocks, ref_blocks), 1e-5);
+  // Each end holds one f32 row [16] per sample.
+  EXPECT_EQ(pipe.local_stages()[0]->codec_state_bytes(Side::downstream, Direction::fwd), 8u * 16u * 4u);
+  EXPECT_EQ(pipe.local_stages()[1]->codec_state_bytes(Side::upstream, Direction::fwd), 8u * 16u * 4u);
+}
+
+TEST(Pipeline, DeltaSendsOnlyChangesAfterTheFirstEpoch) {
+  auto blocks = testmodels::make_blocks("mlp");
+  PipelineOptions opts;
+  opts.balance = {2, 3};
+  opts.micro_batches = 2;
+  opts.codecs = {compress::parse_direction_pair("fwd=delta>uniform:4,bwd=none")};
+  Pipeline pipe(blocks, opts, make_sgd);
+  auto sent = [&] {
+    return pipe.local_stages()[0]->boundary_stats(Side::downstream, Direction::fwd).wire_bytes;
+  };
+  pipe.train_step(batch_with_ids(3));
+  const uint64_t first = sent();  // exact first sends: f32, 316 bytes per [4,16] micro-batch with the header
+  pipe.train_step(batch_with_ids(3));
+  const uint64_t second = sent() - first;  // 4-bit changes: 108 bytes, of which 60 header and statistics
+  EXPECT_EQ(second, 2u * 108u);
+  EXPECT_EQ(first, 2u * 316u);
+  // Evaluation sends every row as a first send and leaves the references alone.
+  const uint64_t held = pipe.local_stages()[0]->codec_state_bytes(Side::downstream, Direction::fwd);
+  MicroBatch other = testmodels::make_batch("mlp", 8, 99);
+  other.ctx.sample_ids = engine::arange(100, 108);
+  pipe.eval_step(other);
+  EXPECT_EQ(pipe.local_stages()[0]->codec_state_bytes(Side::downstream, Direction::fwd), held);
+}
+
+TEST(Pipeline, DeltaNeedsSampleIdsAndActivations) {
+  PipelineOptions opts;
+  opts.balance = {2, 3};
+  opts.codecs = {compress::parse_direction_pair("fwd=delta>uniform:4,bwd=none")};
+  Pipeline pipe(testmodels::make_blocks("mlp"), opts, make_sgd);
+  const std::string msg =
+      dgpipe::testing::error_of([&] { pipe.train_step(testmodels::make_batch("mlp", 8, 1)); });
+  EXPECT_TRUE(dgpipe::testing::contains(msg, "needs the sample ids")) << msg;
+  EXPECT_TRUE(dgpipe::testing::contains(msg, "stage0->1 fwd")) << msg;
+  opts.codecs = {compress::parse_direction_pair("fwd=none,bwd=delta>uniform:4")};
+  const std::string bwd =
+      dgpipe::testing::error_of([&] { Pipeline p(testmodels::make_blocks("mlp"), opts, make_sgd); });
+  EXPECT_TRUE(dgpipe::testing::contains(bwd, "delta is for activations")) << bwd;
+}
+
+TEST(Pipeline, BottleneckTrainsLikeTheSameLayersInOneProcess) {
+  // A linear:4 bottleneck at the boundary of a 2-stage mlp: the pipeline runs its encoder on stage 0 and its
+  // decoder on stage 1, and must train exactly like the blocks with the two layers in between.
+  auto make_bottleneck = [] {
+    engine::Generator gen(11);
+    return std::make_shared<layers::Bottleneck>(layers::parse_bottleneck_spec("linear:4"), 16, &gen);
+  };
+  auto ref_blocks = testmodels::make_blocks("mlp"), pipe_blocks = testmodels::make_blocks("mlp");
+  auto ref_bn = make_bottleneck(), pipe_bn = make_bottleneck();
+  ref_blocks.insert(ref_blocks.begin() + 2, {ref_bn->encoder, ref_bn->decoder});
+  std::vector<Tensor> ref_params;
+  for (auto& b : ref_blocks)
+    for (auto& p : b->parameters()) ref_params.push_back(p);
+  auto ref_opt = make_sgd(ref_params, 0);
+  PipelineOptions opts;
+  opts.balance = {2, 3};
+  opts.micro_batches = 2;
+  opts.bottlenecks = {pipe_bn};
+  Pipeline pipe(pipe_blocks, opts, make_sgd);
+  for (int step = 0; step < 3; ++step) {
+    MicroBatch batch = testmodels::make_batch("mlp", 8, 20 + step);
+    reference_step(ref_blocks, *ref_opt, batch, 2);
+    pipe.train_step(batch);
+  }
+  std::vector<layers::ModulePtr> pipe_all = pipe_blocks;
+  pipe_all.insert(pipe_all.begin() + 2, {pipe_bn->encoder, pipe_bn->decoder});
+  EXPECT_LT(max_param_diff(pipe_all, ref_blocks), 1e-5);
+  // What crossed is [4, 4] per micro-batch; raw counts the [4, 16] boundary tensor it stands for.
+  const BoundaryStats& f = pipe.local_stages()[0]->boundary_stats(Side::downstream, Direction::fwd);
+  EXPECT_EQ(f.raw_bytes, 3u * 2u * 4u * 16u * 4u);
+  EXPECT_EQ(f.wire_bytes, 3u * 2u * compress::make_codec("none")->wire_bytes({4, 4}));
+  const BoundaryStats& g = pipe.local_stages()[1]->boundary_stats(Side::upstream, Direction::bwd);
+  EXPECT_EQ(g.raw_bytes, f.raw_bytes);
+}
