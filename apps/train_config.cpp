@@ -52,6 +52,13 @@ namespace dgpipe::apps {
   X(pipeline_schedule, "pipeline schedule: gpipe (fill-drain) | 1f1b")                                     \
   X(compress,                                                                                              \
     "boundary codecs: SPEC | fwd=SPEC,bwd=SPEC | per boundary separated by ';' (see dgpipe codec)")        \
+  X(bottleneck,                                                                                            \
+    "learned bottlenecks at the boundaries: none | conv:C[/S] | linear:R, one for all or per boundary "    \
+    "separated by ';' (e.g. 'conv:8/2;none')")                                                             \
+  X(bottleneck_epochs,                                                                                     \
+    "first phase of the two-phase recipe: epochs that train only the bottlenecks, as autoencoders of the " \
+    "boundary activations (0: none)")                                                                      \
+  X(bottleneck_lr, "learning rate of that first phase (0: --lr)")                                          \
   X(link_bandwidth, "emulate a slow link between stages, e.g. 1gbit, 100mbit, 50MB")                       \
   X(link_latency, "emulated link latency, e.g. 5ms")                                                       \
   X(channel,                                                                                               \
@@ -225,12 +232,23 @@ void TrainConfig::validate() const {
   DGP_CHECK(train_subset >= 0 && eval_subset >= 0, "--train-subset/--eval-subset: must be >= 0");
   DGP_CHECK(log_every >= 0 && checkpoint_every >= 0, "--log-every/--checkpoint-every: must be >= 0");
   DGP_CHECK(!log_dir.empty(), "--log-dir: must not be empty");
+  DGP_CHECK(bottleneck_epochs >= 0 && bottleneck_lr >= 0,
+            "--bottleneck-epochs/--bottleneck-lr: must be >= 0");
+  DGP_CHECK(bottleneck_epochs == 0 || (bottleneck != "none" && !bottleneck.empty()),
+            "--bottleneck-epochs " << bottleneck_epochs << " trains bottlenecks, but --bottleneck is none");
   DGP_CHECK(!(resume && !init_from.empty()), "--resume and --init-from exclude each other");
 }
 
 std::vector<std::string> preset_names() {
-  return {"demo",         "cifar10-mobilenetv2", "cifar10-mobilenetv2-sq8", "cifar10-resnet18", "rte-roberta",
-          "cola-roberta", "sst2-roberta"};
+  return {"demo",
+          "cifar10-mobilenetv2",
+          "cifar10-mobilenetv2-sq8",
+          "cifar10-mobilenetv2-bottleneck",
+          "cifar10-resnet18",
+          "rte-roberta",
+          "rte-roberta-bottleneck",
+          "cola-roberta",
+          "sst2-roberta"};
 }
 
 namespace {
@@ -301,6 +319,37 @@ nlohmann::json glue_roberta_preset(const std::string& task, int64_t epochs) {
                         {"log_dir", "runs/" + task + "-roberta"}};
 }
 
+// The research's two-phase recipe for learned bottlenecks (docs/original.md, "Convolution insertion"), at the
+// "first layer, last layer" cut: a 16x smaller first boundary (conv:8/2: [32,32,32] -> [8,16,16]) and a 4x
+// smaller last one (1280 -> 320 channels). Phase 1 trains only the bottlenecks as autoencoders of the
+// boundary activations (the original: 10 epochs, SGD 0.01 scaled to the batch, cosine); phase 2 fine-tunes
+// everything. Meant for a pretrained backbone (--init-from); from scratch, phase 1 fits the random backbone's
+// activations.
+nlohmann::json cifar10_mobilenetv2_bottleneck_preset() {
+  nlohmann::json j = cifar10_mobilenetv2_preset();
+  j.update({{"balance", "1,18,1"},
+            {"bottleneck", "conv:8/2;conv:320"},
+            {"bottleneck_epochs", 10},
+            {"bottleneck_lr", 0.02},
+            {"epochs", 40},
+            {"lr", 0.01},
+            {"log_dir", "runs/cifar10-mobilenetv2-bottleneck"}});
+  return j;
+}
+
+// The NLP counterpart ("Linear insertion"): linear:200 at both client-server boundaries of RoBERTa-base
+// (Condition 4's cut, blocks 2,11,1), pre-trained as autoencoders for 5 epochs with AdamW at 1e-3, then
+// fine-tuned as the rte-roberta preset.
+nlohmann::json rte_roberta_bottleneck_preset() {
+  nlohmann::json j = glue_roberta_preset("rte", 20);
+  j.update({{"balance", "2,11,1"},
+            {"bottleneck", "linear:200"},
+            {"bottleneck_epochs", 5},
+            {"bottleneck_lr", 1e-3},
+            {"log_dir", "runs/rte-roberta-bottleneck"}});
+  return j;
+}
+
 }  // namespace
 
 nlohmann::json preset(const std::string& name) {
@@ -312,6 +361,8 @@ nlohmann::json preset(const std::string& name) {
     j["log_dir"] = "runs/cifar10-mobilenetv2-sq8";
     return j;
   }
+  if (name == "cifar10-mobilenetv2-bottleneck") return cifar10_mobilenetv2_bottleneck_preset();
+  if (name == "rte-roberta-bottleneck") return rte_roberta_bottleneck_preset();
   if (name == "cifar10-resnet18") {
     nlohmann::json j = cifar10_mobilenetv2_preset();
     j["model"] = "resnet18";
@@ -331,10 +382,16 @@ std::string preset_help() {
          "  cifar10-mobilenetv2      CIFAR-10 MobileNetV2 from scratch, SGD 0.1 cosine, 200 epochs, 3 stages "
          "client-server\n"
          "  cifar10-mobilenetv2-sq8  the same with sortquant:6+2 at both boundaries (the research's SQ8)\n"
+         "  cifar10-mobilenetv2-bottleneck\n"
+         "                           the two-phase recipe: conv bottlenecks at both boundaries (1/16, 1/4), "
+         "10 autoencoder epochs, then 40 of fine-tuning (use --init-from)\n"
          "  cifar10-resnet18         CIFAR-10 ResNet18 from scratch\n"
          "  rte-roberta | cola-roberta | sst2-roberta\n"
          "                           GLUE fine-tuning as the original: AdamW 2e-5, warm-up 10%, max length "
-         "128, batch 32/4\n";
+         "128, batch 32/4\n"
+         "  rte-roberta-bottleneck   the two-phase recipe on RTE: linear:200 at both boundaries, 5 "
+         "autoencoder "
+         "epochs, then the rte-roberta fine-tuning\n";
 }
 
 namespace {

@@ -53,6 +53,9 @@ struct TrainConfig {
   int micro_batches = 1;                    // micro-batches per mini-batch
   std::string pipeline_schedule = "gpipe";  // gpipe | 1f1b
   std::string compress = "none";            // one spec, "fwd=...,bwd=...", or ';'-separated per boundary
+  std::string bottleneck = "none";          // learned bottlenecks: one spec or ';'-separated per boundary
+  int64_t bottleneck_epochs = 0;            // phase 1 of the two-phase recipe: autoencoder epochs (0: none)
+  double bottleneck_lr = 0.0;               // phase 1 learning rate (0: lr)
   std::string link_bandwidth;               // e.g. 1gbit ("" = unthrottled)
   std::string link_latency;                 // e.g. 5ms
   std::string channel = "local";  // local (stages as threads) | mpi (one process per rank, via mpirun)

@@ -275,6 +275,13 @@ std::vector<compress::DirectionPair> parse_codecs(const std::string& text) {
   return out;
 }
 
+// Whether a forward codec of --compress remembers samples (delta), so that batches must carry sample ids.
+bool codecs_need_sample_ids(const std::vector<compress::DirectionPair>& codecs) {
+  for (const auto& pair : codecs)
+    if (compress::make_codec(pair.fwd)->needs_sample_ids()) return true;
+  return false;
+}
+
 std::vector<engine::Device> parse_devices(const std::string& text) {
   std::vector<engine::Device> out;
   std::stringstream ss(text);
@@ -290,9 +297,12 @@ std::vector<engine::Device> parse_devices(const std::string& text) {
   return out;
 }
 
-pipeline::MicroBatch to_micro_batch(const data::Batch& b, const models::Model& model, bool text) {
+// with_ids: the dataset index of every row travels as a side input (a delta codec remembers each sample).
+pipeline::MicroBatch to_micro_batch(const data::Batch& b, const models::Model& model, bool text,
+                                    bool with_ids = false) {
   pipeline::MicroBatch mb;
   mb.labels = b.labels;
+  if (with_ids) mb.ctx.sample_ids = engine::from_vector(b.indices, {b.size()});
   if (text) {
     mb.input = b.input_ids;
     mb.ctx = model.make_context(b.input_ids);
@@ -395,6 +405,7 @@ struct Run {
   std::vector<layers::ModulePtr> blocks;
   std::unique_ptr<pipeline::Pipeline> pipe;
   bool reporter = false;  // this process runs the last stage: it sees the loss, prints and writes the metrics
+  bool sample_ids = false;  // training batches carry their dataset indices (a delta codec needs them)
   // optimisation
   int64_t steps_per_epoch = 0, total_steps = 0;
   std::optional<engine::LRSchedule> lr_schedule;
@@ -402,7 +413,8 @@ struct Run {
   int64_t start_epoch = 0, global_step = 0, steps_this_run = 0;
   // logs
   std::ofstream csv, jsonl;
-  std::map<int, uint64_t> fwd_wire_at_last_report, bwd_wire_at_last_report;  // per stage
+  std::map<int, uint64_t> fwd_wire_at_last_report, fwd_raw_at_last_report,
+      bwd_wire_at_last_report;  // per stage
   Clock::time_point start_time;
   TrainSummary summary;
 };
@@ -521,6 +533,11 @@ pipeline::PipelineOptions pipeline_options(Run& r, const std::vector<engine::Dev
   po.trace = !c.trace.empty();
   po.seed = c.seed;
   po.balance = choose_balance(r);
+  r.sample_ids = codecs_need_sample_ids(po.codecs);
+  if (c.bottleneck != "none" && !c.bottleneck.empty()) {
+    DGP_CHECK(c.stages >= 2, "--bottleneck " << c.bottleneck << ": a single stage has no boundary");
+    po.bottlenecks = models::insert_bottlenecks(*r.model, c.bottleneck, po.balance, c.seed);
+  }
   return po;
 }
 
@@ -665,8 +682,17 @@ void write_config_and_banner(Run& r) {
   std::cout << "] " << c.placement << ", " << c.micro_batches << " micro-batches, " << c.pipeline_schedule
             << ", codecs " << c.compress << ", channel " << c.channel << "\n"
             << "  optimisation: " << c.optimizer << " " << r.lr_schedule->describe() << ", batch " << c.batch
-            << ", " << c.epochs << " epochs x " << r.steps_per_epoch << " steps\n"
-            << std::flush;
+            << ", " << c.epochs << " epochs x " << r.steps_per_epoch << " steps\n";
+  for (const auto& b : r.model->bottlenecks()) {
+    const engine::Shape wide = r.model->block_output_shape(b.after + 1),
+                        narrow = b.module->narrow_shape(wide);
+    std::cout << "  " << b.name << ": " << b.module->spec.str() << " after " << r.model->block_label(b.after)
+              << ", " << engine::shape_str(wide) << " -> " << engine::shape_str(narrow) << " per sample ("
+              << std::setprecision(4)
+              << static_cast<double>(engine::shape_numel(narrow)) / engine::shape_numel(wide)
+              << " of the boundary), " << b.module->num_parameters() << " parameters\n";
+  }
+  std::cout << std::flush;
 }
 
 // metrics.csv and metrics.jsonl: one line per epoch, appended to on resume.
@@ -694,6 +720,8 @@ nlohmann::json stage_stats_json(pipeline::Pipeline& pipe) {
                       {"bwd_wire_bytes", g.wire_bytes},
                       {"bwd_raw_bytes", g.raw_bytes},
                       {"bwd_encode_s", g.encode_s},
+                      {"fwd_codec_state_bytes",
+                       st->codec_state_bytes(pipeline::Side::downstream, pipeline::Direction::fwd)},
                       {"busy_s", st->stats().busy_s},
                       {"wall_s", st->stats().wall_s},
                       {"idle_fraction", st->stats().idle_fraction()}});
@@ -767,13 +795,23 @@ void print_boundary_traffic(Run& r, const EpochMetrics& m) {
     if (s < r.pipe->num_stages() - 1)
       std::cout << "  " << s << "->" << s + 1 << " fwd "
                 << human_bytes((f.wire_bytes - r.fwd_wire_at_last_report[s]) / std::max(m.seconds, 1e-9))
-                << "/s";
+                << "/s (ratio " << std::setprecision(3)
+                << static_cast<double>(f.wire_bytes) / std::max<uint64_t>(f.raw_bytes, 1)
+                << std::setprecision(1) << ")";
     if (s > 0)
       std::cout << "  " << s << "->" << s - 1 << " bwd "
                 << human_bytes((g.wire_bytes - r.bwd_wire_at_last_report[s]) / std::max(m.seconds, 1e-9))
                 << "/s";
     r.fwd_wire_at_last_report[s] = f.wire_bytes;
+    r.fwd_raw_at_last_report[s] = f.raw_bytes;
     r.bwd_wire_at_last_report[s] = g.wire_bytes;
+  }
+  // What the codecs keep between steps (the references of a delta codec), at each sending end.
+  for (auto& st : r.pipe->local_stages()) {
+    const uint64_t held = st->codec_state_bytes(pipeline::Side::downstream, pipeline::Direction::fwd);
+    if (held > 0)
+      std::cout << "\n    codec state " << st->setup().stage << "->" << st->setup().stage + 1 << ": "
+                << human_bytes(held) << " at each end";
   }
 }
 
@@ -850,6 +888,86 @@ void evaluate_only(Run& r) {
   r.summary.final_eval_mcc = m.eval_mcc;
 }
 
+// ---------------- the first phase of the two-phase recipe ----------------
+
+// The block's device (where its parameters are, or the CPU).
+engine::Device device_of(const layers::Module& m) {
+  const std::vector<Tensor> params = m.parameters();
+  return params.empty() ? engine::Device::cpu() : params[0].device();
+}
+
+// The reconstruction error of every bottleneck on one batch: the blocks run without gradients up to each
+// boundary (BatchNorm in training mode, so its running statistics follow the data, as in the original), the
+// bottleneck encodes and decodes the boundary tensor x, and loss_b = mean (decoder(encoder(x)) - x)^2. The
+// blocks after a boundary see the reconstruction, as they will in the pipeline.
+std::vector<Tensor> reconstruction_losses(Run& r, const data::Batch& batch) {
+  pipeline::MicroBatch mb = to_micro_batch(batch, *r.model, r.data.text);
+  const auto& inserted = r.model->bottlenecks();
+  std::vector<Tensor> losses;
+  Tensor h = mb.input;
+  size_t next = 0;
+  for (size_t i = 0; next < inserted.size(); ++i) {
+    const engine::Device device = device_of(*r.model->block(i));
+    layers::BlockContext ctx = mb.ctx;
+    ctx.for_each([&](const char*, Tensor& t) {
+      if (t.defined()) t = t.to(device);
+    });
+    {
+      engine::NoGradGuard frozen;
+      h = r.model->block(i)->forward(h.to(device), ctx);
+    }
+    if (inserted[next].after != i) continue;
+    const layers::Bottleneck& b = *inserted[next++].module;
+    const Tensor x = h.detach().to(device_of(*b.decoder));
+    const Tensor y = b.decoder->forward(b.encoder->forward(h.detach(), ctx).to(x.device()), ctx);
+    losses.push_back(engine::mean(engine::pow(engine::sub(y, x), 2.0)));
+    h = y.detach();
+  }
+  return losses;
+}
+
+// --bottleneck-epochs: only the bottlenecks learn, each as an autoencoder of its boundary's activations, with
+// the run's optimizer at --bottleneck-lr on a cosine schedule; then the usual training fine-tunes everything.
+// Runs in this process, block by block on the stages' devices; a resumed run has done it already.
+void train_bottlenecks(Run& r) {
+  const TrainConfig& c = r.c;
+  if (c.bottleneck_epochs == 0 || r.global_step > 0 || c.eval_only) return;
+  DGP_CHECK(!r.multi_process,
+            "--bottleneck-epochs: the autoencoder phase runs in one process; run it with "
+            "--channel local, then continue under MPI with --init-from its checkpoint");
+  std::vector<Tensor> params;
+  for (const auto& b : r.model->bottlenecks())
+    for (const Tensor& p : b.module->parameters()) params.push_back(p);
+  TrainConfig phase = c;
+  phase.lr = c.bottleneck_lr > 0 ? c.bottleneck_lr : c.lr;
+  phase.warmup = 0;
+  std::unique_ptr<engine::Optimizer> opt = optimizer_factory(r)(params, -1);
+  const engine::LRSchedule lr =
+      make_lr_schedule(phase, r.steps_per_epoch * c.bottleneck_epochs, r.steps_per_epoch);
+  r.model->train(true);
+  int64_t step = 0;
+  for (int64_t epoch = 0; epoch < c.bottleneck_epochs; ++epoch) {
+    std::vector<double> sums(r.model->bottlenecks().size(), 0.0);
+    int64_t steps = 0;
+    for (data::Batch& b : r.data.train->epoch(epoch)) {
+      opt->set_lr(lr.lr(step++));
+      std::vector<Tensor> losses = reconstruction_losses(r, b);
+      for (size_t k = 0; k < losses.size(); ++k) {
+        losses[k].backward();
+        sums[k] += losses[k].item();
+      }
+      opt->step();
+      opt->zero_grad();
+      ++steps;
+    }
+    std::cout << "bottleneck epoch " << epoch + 1 << "/" << c.bottleneck_epochs << "  reconstruction mse";
+    for (size_t k = 0; k < sums.size(); ++k)
+      std::cout << "  " << r.model->bottlenecks()[k].name << " " << std::scientific << std::setprecision(3)
+                << sums[k] / std::max<int64_t>(steps, 1) << std::defaultfloat;
+    std::cout << "\n" << std::flush;
+  }
+}
+
 // ---------------- training ----------------
 
 // One optimizer step at the scheduled learning rate; writes the trace after --trace-steps steps.
@@ -858,7 +976,7 @@ void train_step(Run& r, const data::Batch& b, EpochProgress& p, EpochMetrics& m)
   double lr = r.lr_schedule->lr(r.global_step);
   r.pipe->set_lr(lr);
   m.lr = lr;
-  pipeline::StepResult res = r.pipe->train_step(to_micro_batch(b, *r.model, r.data.text));
+  pipeline::StepResult res = r.pipe->train_step(to_micro_batch(b, *r.model, r.data.text, r.sample_ids));
   if (!c.trace.empty() && r.global_step + 1 == c.trace_steps) {
     r.pipe->write_trace(c.trace);
     r.pipe->stop_tracing();
@@ -989,6 +1107,7 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
   resume_from_checkpoint(r);
   write_config_and_banner(r);
   open_metrics_files(r);
+  train_bottlenecks(r);
   r.start_time = Clock::now();
   if (config.eval_only) {
     evaluate_only(r);

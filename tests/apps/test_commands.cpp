@@ -49,14 +49,35 @@ TEST(Commands, ModelInfoCountsEqualPyTorch) {
   EXPECT_NE(run_capture("model-info", {"--model", "alexnet"}, out), 0);
 }
 
+TEST(Commands, ModelInfoShowsInsertedBottlenecks) {
+  std::string out;
+  ASSERT_EQ(run_capture(
+                "model-info",
+                {"--model", "mobilenetv2", "--balance", "1,18,1", "--bottleneck", "conv:8/2;conv:320"}, out),
+            0);
+  EXPECT_NE(out.find("bottleneck.0         Bottleneck conv:8/2"), std::string::npos) << out;
+  EXPECT_NE(out.find("[1,32,32,32] -> [1,8,16,16]"), std::string::npos) << out;
+  EXPECT_NE(out.find("[1,1280,4,4] -> [1,320,4,4]"), std::string::npos) << out;
+  EXPECT_NE(out.find("bottleneck.1.decoder.0.weight [1280,320,1,1]"), std::string::npos) << out;
+  // 2,236,682 of the network + conv 32->8 (k 2) and 8->128 (1x1), + conv 1280->320 and 320->1280 (1x1)
+  EXPECT_NE(out.find("parameters: " + std::to_string(2236682 + (32 * 8 * 4 + 8) + (8 * 128 + 128) +
+                                                     (1280 * 320 + 320) + (320 * 1280 + 1280))),
+            std::string::npos)
+      << out;
+  EXPECT_NE(run_capture("model-info", {"--model", "mobilenetv2", "--bottleneck", "conv:8"}, out), 0);
+}
+
 TEST(Commands, CodecToolReportsEveryCodec) {
   std::string out;
-  ASSERT_EQ(run_capture("codec",
-                        {"--synthetic", "normal", "--shape", "4,8,16,16", "--codecs",
-                         "uniform:8,sortquant:6+2,topk:0.1", "--format", "csv"},
-                        out),
-            0);
-  for (const char* codec : {"uniform:8", "sortquant:6+2", "topk:0.1"})
+  ASSERT_EQ(
+      run_capture("codec",
+                  {"--synthetic", "normal", "--shape", "4,8,16,16", "--codecs",
+                   "uniform:8,sortquant:6+2,topk:0.1,uniform:8/channel,topk:0.5>uniform:8,delta>uniform:4",
+                   "--format", "csv"},
+                  out),
+      0);
+  for (const char* codec : {"uniform:8", "sortquant:6+2", "topk:0.1", "uniform:8/channel",
+                            "topk:0.5>uniform:8", "delta>uniform:4"})
     EXPECT_NE(out.find(codec), std::string::npos) << out;
   // On a tensor from a safetensors file
   std::string path =

@@ -14,6 +14,7 @@
 #include "apps/command.h"
 #include "apps/train_config.h"
 #include "engine/error.h"
+#include "engine/io/safetensors.h"
 #include "models/registry.h"
 
 using namespace dgpipe;
@@ -172,6 +173,14 @@ TEST(Train, BadInputGivesClearErrors) {
   expect_error({"--config", "/nonexistent.json"}, "--config");
   expect_error({"--resume", "--log-dir", temp_dir("empty_run"), "--data-dir", synthetic_cifar(4)},
                "--resume");
+  // learned bottlenecks: the first phase needs one, a stride must divide the map, one stage has no boundary
+  expect_error({"--bottleneck-epochs", "2"}, "--bottleneck is none");
+  expect_error(
+      {"--bottleneck", "conv:4/3", "--stages", "2", "--balance", "1,9", "--data-dir", synthetic_cifar(4)},
+      "not divisible by the stride 3");
+  expect_error({"--bottleneck", "conv:4", "--data-dir", synthetic_cifar(4)},
+               "a single stage has no boundary");
+  expect_error({"--bottleneck", "pool:2", "--stages", "2", "--data-dir", synthetic_cifar(4)}, "unknown kind");
 }
 
 TEST(Train, PrecedenceDefaultsPresetConfigFlags) {
@@ -294,4 +303,69 @@ TEST(Train, TextResumeIsExactWithDropout) {
   ASSERT_EQ(c.step_losses.size(), 2u);
   EXPECT_EQ(c.step_losses[0], a.step_losses[2]);
   EXPECT_EQ(c.step_losses[1], a.step_losses[3]);
+}
+
+TEST(Train, TwoPhaseBottleneckLearnsAndResumesExactly) {
+  // conv:4/2 after the stem of a ResNet18/8 ([8,32,32] -> [4,16,16], 1/8 of the boundary), one autoencoder
+  // epoch, then training of everything; the bottleneck is in the checkpoint and a resumed run continues
+  // exactly.
+  std::string data = synthetic_cifar(64);
+  auto config = [&](const std::string& log) {
+    TrainConfig c = small_image_config(data, temp_dir(log));
+    c.batch = 32;
+    c.epochs = 5;
+    c.balance = "1,9";
+    c.compress = "none";
+    c.bottleneck = "conv:4/2";
+    c.bottleneck_epochs = 1;
+    return c;
+  };
+  TrainConfig full = config("bn_full");
+  TrainSummary a = run_training(full);
+  ASSERT_EQ(a.epochs.size(), 5u);
+  EXPECT_LT(a.epochs.back().train_loss, a.epochs.front().train_loss);
+  EXPECT_GT(a.final_eval_acc, 0.3) << "10 classes: chance is 0.1";
+  // Only the bottleneck tensor crosses forward: an eighth of the boundary's f32 bytes (plus headers).
+  EXPECT_LT(static_cast<double>(a.wire_bytes) / a.raw_bytes, 0.13);
+  engine::SafetensorsFile ckpt =
+      engine::load_safetensors((fs::path(full.log_dir) / "checkpoint.safetensors").string());
+  EXPECT_TRUE(ckpt.tensors.count("model.bottleneck.0.encoder.weight"));
+  TrainConfig part = config("bn_part");
+  run_training(part, /*stop_after_steps=*/23);  // 10 steps per epoch: checkpoint at step 20
+  part.resume = true;
+  TrainSummary c = run_training(part);
+  ASSERT_EQ(c.step_losses.size(), 30u);
+  for (size_t i = 0; i < 30; ++i) EXPECT_EQ(c.step_losses[i], a.step_losses[20 + i]) << "step " << 21 + i;
+}
+
+TEST(Train, DeltaCodecSendsChangesFromTheSecondEpoch) {
+  std::string data = synthetic_cifar(16);
+  TrainConfig c = small_image_config(data, temp_dir("delta_run"));
+  c.compress = "fwd=delta>uniform:4,bwd=uniform:8";
+  c.augment = false;  // the same images every epoch: their activations change only as the model does
+  c.epochs = 3;
+  TrainSummary s = run_training(c);
+  ASSERT_EQ(s.epochs.size(), 3u);
+  auto ratio = [&](size_t e) { return static_cast<double>(s.epochs[e].wire_bytes) / s.epochs[e].raw_bytes; };
+  // Epoch 1: exact first sends forward, 8 bits back (about 0.63 of f32); then 4-bit changes (about 0.19).
+  EXPECT_GT(ratio(0), 0.5);
+  EXPECT_LT(ratio(2), 0.25);
+  std::ifstream metrics(fs::path(c.log_dir) / "metrics.jsonl");
+  std::string line;
+  std::getline(metrics, line);
+  nlohmann::json j = nlohmann::json::parse(line);
+  // One f32 reference per training image of the boundary tensor [16,16,16] (after layer2.1, blocks 5,5).
+  EXPECT_EQ(j["stages"][0]["fwd_codec_state_bytes"].get<uint64_t>(), 80u * 16u * 16u * 16u * 4u);
+}
+
+TEST(Train, LinearBottleneckInATextEncoder) {
+  if (!have_glue()) GTEST_SKIP() << "../shared/data/glue or the roberta-base tokenizer is absent";
+  TrainConfig c = small_text_config("rte", temp_dir("text_bn"));
+  c.bottleneck = "linear:8";  // hidden 32 -> 8 at both boundaries
+  c.bottleneck_epochs = 1;
+  c.compress = "none";
+  TrainSummary s = run_training(c);
+  ASSERT_EQ(s.epochs.size(), 1u);
+  EXPECT_TRUE(std::isfinite(s.epochs[0].train_loss));
+  EXPECT_LT(static_cast<double>(s.wire_bytes) / s.raw_bytes, 0.3);
 }
