@@ -670,6 +670,20 @@ void resume_from_checkpoint(Run& r) {
 // ---------------- logs ----------------
 
 // config.json and the banner: model, data, pipeline, optimisation.
+// The banner's lines on the learned bottlenecks: where, the shapes of one sample, the share of the boundary.
+void print_bottlenecks(Run& r) {
+  const engine::Shape input = r.data.text ? engine::Shape{1, r.c.max_len} : engine::Shape{};
+  for (const auto& b : r.model->bottlenecks()) {
+    const engine::Shape wide = r.model->block_output_shape(b.after + 1, input);
+    const engine::Shape narrow = b.module->narrow_shape(wide);
+    std::cout << "  " << b.name << ": " << b.module->spec.str() << " after " << r.model->block_label(b.after)
+              << ", " << engine::shape_str(wide) << " -> " << engine::shape_str(narrow) << " per sample ("
+              << std::setprecision(4)
+              << static_cast<double>(engine::shape_numel(narrow)) / engine::shape_numel(wide)
+              << " of the boundary), " << b.module->num_parameters() << " parameters\n";
+  }
+}
+
 void write_config_and_banner(Run& r) {
   const TrainConfig& c = r.c;
   if (!(r.rank == 0 || r.reporter)) return;
@@ -683,15 +697,7 @@ void write_config_and_banner(Run& r) {
             << ", codecs " << c.compress << ", channel " << c.channel << "\n"
             << "  optimisation: " << c.optimizer << " " << r.lr_schedule->describe() << ", batch " << c.batch
             << ", " << c.epochs << " epochs x " << r.steps_per_epoch << " steps\n";
-  for (const auto& b : r.model->bottlenecks()) {
-    const engine::Shape wide = r.model->block_output_shape(b.after + 1),
-                        narrow = b.module->narrow_shape(wide);
-    std::cout << "  " << b.name << ": " << b.module->spec.str() << " after " << r.model->block_label(b.after)
-              << ", " << engine::shape_str(wide) << " -> " << engine::shape_str(narrow) << " per sample ("
-              << std::setprecision(4)
-              << static_cast<double>(engine::shape_numel(narrow)) / engine::shape_numel(wide)
-              << " of the boundary), " << b.module->num_parameters() << " parameters\n";
-  }
+  print_bottlenecks(r);
   std::cout << std::flush;
 }
 

@@ -27,7 +27,7 @@ void Model::add_bottleneck(const std::string& name, size_t after,
   bottlenecks_.push_back(Insertion{name, after, std::move(bottleneck)});
 }
 
-Shape Model::block_output_shape(size_t end, int64_t batch) {
+Shape Model::block_output_shape(size_t end, const Shape& input) {
   DGP_CHECK(end <= blocks_.size(),
             name_ << ": block " << end << " out of range (" << blocks_.size() << " blocks)");
   const bool was_training = is_training();
@@ -38,7 +38,7 @@ Shape Model::block_output_shape(size_t end, int64_t batch) {
     const E::Device device = end > 0 && !blocks_[0].module->parameters().empty()
                                  ? blocks_[0].module->parameters()[0].device()
                                  : E::Device::cpu();
-    Tensor x = E::zeros(example_input_shape(batch),
+    Tensor x = E::zeros(input.empty() ? example_input_shape(1) : input,
                         E::TensorOptions(input_kind == InputKind::image ? DType::f32 : DType::i64, device));
     BlockContext ctx = make_context(x);
     probe = x;

@@ -44,9 +44,10 @@ class Model : public Module {
     std::shared_ptr<layers::Bottleneck> module;
   };
   const std::vector<Insertion>& bottlenecks() const { return bottlenecks_; }
-  // Shape of the output of blocks [0, end) for a batch-`batch` example input: one forward pass in eval mode
-  // without gradients, on the blocks' devices.
-  Shape block_output_shape(size_t end, int64_t batch = 1);
+  // Shape of the output of blocks [0, end) for an input of shape `input` (images [N,3,H,W], tokens [N,L];
+  // empty: example_input_shape(1)): one forward pass of zeros in eval mode without gradients, on the blocks'
+  // devices.
+  Shape block_output_shape(size_t end, const Shape& input = {});
 
   size_t num_blocks() const { return blocks_.size(); }
   const std::shared_ptr<Module>& block(size_t i) const { return blocks_.at(i).module; }

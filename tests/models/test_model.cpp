@@ -21,9 +21,10 @@ models::ModelPtr small_mobilenet() {
 
 TEST(Model, BlockOutputShapeProbesTheCut) {
   models::ModelPtr m = small_mobilenet();
-  EXPECT_EQ(m->block_output_shape(0, 2), (Shape{2, 3, 32, 32}));
-  EXPECT_EQ(m->block_output_shape(m->num_blocks(), 2), (Shape{2, 10}));
-  EXPECT_TRUE(m->is_training());  // the probe leaves the mode as it was
+  EXPECT_EQ(m->block_output_shape(0, {2, 3, 32, 32}), (Shape{2, 3, 32, 32}));
+  EXPECT_EQ(m->block_output_shape(m->num_blocks(), {2, 3, 32, 32}), (Shape{2, 10}));
+  EXPECT_EQ(m->block_output_shape(1), (Shape{1, 8, 32, 32}));  // the example input: one CIFAR image
+  EXPECT_TRUE(m->is_training());                               // the probe leaves the mode as it was
 }
 
 TEST(Model, BottlenecksAreNamedByTheirBoundaryAndSizedFromIt) {
