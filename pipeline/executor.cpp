@@ -115,6 +115,46 @@ class LastStageMetrics {
   int64_t samples_ = 0;
 };
 
+// A CUDA stage's step is one stream-ordered operation of the thread that runs it, like any op: the stage's
+// compute stream (non-blocking, so never implicitly ordered with another stream) first waits for the work
+// queued so far on that thread's current stream of the stage's device (which moved and initialised the
+// parameters, wrote the inputs, loaded a checkpoint), and at the end that stream waits for everything the
+// step queued, so what the caller does next (a checkpoint, an evaluation, item()) sees the updated
+// parameters. The pipeline runs its stage workers with its caller's current streams.
+class StepStreamOrder {
+ public:
+  explicit StepStreamOrder(const engine::cuda::Stream& compute)
+      : caller_(engine::cuda::current_stream(compute.device())), compute_(compute) {
+    engine::cuda::Event entered;
+    entered.record(caller_);
+    entered.wait(compute_);
+    on_compute_.emplace(compute_);
+  }
+  // The caller's stream waits for the step.
+  void finish() {
+    on_compute_.reset();
+    engine::cuda::Event done;
+    done.record(compute_);
+    done.wait(caller_);
+    finished_ = true;
+  }
+  // A failed step: order what it queued all the same, but its own error is what the caller hears.
+  ~StepStreamOrder() {
+    if (finished_) return;
+    try {
+      finish();
+    } catch (...) {
+    }
+  }
+  StepStreamOrder(const StepStreamOrder&) = delete;
+  StepStreamOrder& operator=(const StepStreamOrder&) = delete;
+
+ private:
+  engine::cuda::Stream caller_, compute_;
+  std::optional<engine::cuda::StreamGuard> on_compute_;
+  bool finished_ = false;
+};
+
 }  // namespace
 
 StageExecutor::StageExecutor(StageSetup setup, std::shared_ptr<Channel> channel)
@@ -183,8 +223,8 @@ StepResult StageExecutor::eval_step(int64_t step, const std::vector<MicroBatch>&
 }
 
 StepResult StageExecutor::run(StepState& st, const StageProgram& program) {
-  std::optional<engine::cuda::StreamGuard> on_stream;
-  if (setup_.device.is_cuda()) on_stream.emplace(compute_stream_);
+  std::optional<StepStreamOrder> stream_order;
+  if (setup_.device.is_cuda()) stream_order.emplace(compute_stream_);
   const int M = setup_.micro_batches;
   DGP_CHECK(!(is_first() || is_last()) || static_cast<int>(st.data.size()) == M,
             "pipeline: stage " << setup_.stage << " needs " << M << " micro-batches of data, got "
@@ -210,6 +250,7 @@ StepResult StageExecutor::run(StepState& st, const StageProgram& program) {
   StepResult result;
   st.metrics.finish(result);
   result.logits = std::move(st.logits);
+  if (stream_order) stream_order->finish();
   return result;
 }
 
