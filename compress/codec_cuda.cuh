@@ -75,6 +75,24 @@ __device__ __forceinline__ void store_tile(uint8_t* stage, const uint32_t codes[
   }
 }
 
+// The `bits` payload bytes holding codes base .. base+8 (the 8 codes of one thread), zero-padded to 16.
+__device__ __forceinline__ void load_code_bytes(const uint8_t* payload, uint64_t payload_bytes, int64_t base,
+                                                int bits, uint8_t raw[16]) {
+  const uint64_t start = static_cast<uint64_t>(base / 8) * bits;
+#pragma unroll
+  for (int b = 0; b < 16; ++b) raw[b] = (b < bits && start + b < payload_bytes) ? payload[start + b] : 0;
+}
+
+// Stores v[0..8) at out[base..) (two 16-byte stores when aligned and whole; elements past n are dropped).
+__device__ __forceinline__ void store8(float* __restrict__ out, int64_t n, int64_t base, const float v[8]) {
+  if (base + 8 <= n && (reinterpret_cast<uintptr_t>(out + base) & 15) == 0) {
+    reinterpret_cast<float4*>(out + base)[0] = make_float4(v[0], v[1], v[2], v[3]);
+    reinterpret_cast<float4*>(out + base)[1] = make_float4(v[4], v[5], v[6], v[7]);
+  } else {
+    for (int k = 0; k < 8 && base + k < n; ++k) out[base + k] = v[k];
+  }
+}
+
 // Reads the 8-byte prelude + K (lo, step) pairs of a body into shared arrays.
 __device__ __forceinline__ void load_group_stats(const uint8_t* body, int groups, float* lo, float* step) {
   const float* s = reinterpret_cast<const float*>(body + detail::group_stats_offset());

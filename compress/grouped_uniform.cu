@@ -108,23 +108,15 @@ __global__ void grouped_decode_kernel(const uint8_t* __restrict__ body, uint64_t
   const uint64_t nbytes = body_bytes - off;
   const int64_t base = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) * kPerThread;
   if (base >= n) return;
-  // The thread's 8 codes are exactly q_bits bytes starting at base/8*q_bits.
   uint8_t raw[16];
-  const uint64_t start = static_cast<uint64_t>(base / 8) * q_bits;
-#pragma unroll
-  for (int b = 0; b < 16; ++b) raw[b] = (b < q_bits && start + b < nbytes) ? payload[start + b] : 0;
+  load_code_bytes(payload, nbytes, base, q_bits, raw);
   float v[8];
 #pragma unroll
   for (int k = 0; k < 8; ++k) {
     const int64_t g = detail::element_group(base + k < n ? base + k : n - 1, groups, inner);
     v[k] = dequant(get_bits(raw, 16, k, q_bits), stats[2 * g], stats[2 * g + 1]);
   }
-  if (base + 8 <= n && (reinterpret_cast<uintptr_t>(out + base) & 15) == 0) {
-    reinterpret_cast<float4*>(out + base)[0] = make_float4(v[0], v[1], v[2], v[3]);
-    reinterpret_cast<float4*>(out + base)[1] = make_float4(v[4], v[5], v[6], v[7]);
-  } else {
-    for (int k = 0; k < 8 && base + k < n; ++k) out[base + k] = v[k];
-  }
+  store8(out, n, base, v);
 }
 
 }  // namespace

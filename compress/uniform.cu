@@ -83,11 +83,8 @@ __global__ void group_decode_kernel(const uint8_t* __restrict__ body, uint64_t b
   const uint64_t nbytes = body_bytes - off;
   const int64_t base = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) * kPerThread;
   if (base >= n) return;
-  // The thread's 8 codes are exactly `bits` bytes starting at base/8*bits.
   uint8_t raw[16];
-  const uint64_t start = static_cast<uint64_t>(base / 8) * bits;
-#pragma unroll
-  for (int b = 0; b < 16; ++b) raw[b] = (b < bits && start + b < nbytes) ? payload[start + b] : 0;
+  load_code_bytes(payload, nbytes, base, bits, raw);
   const uint32_t qmask = (1u << q_bits) - 1u;
   float v[8];
 #pragma unroll
@@ -96,12 +93,7 @@ __global__ void group_decode_kernel(const uint8_t* __restrict__ body, uint64_t b
     const uint32_t g = code >> q_bits;
     v[k] = dequant(code & qmask, lo[g], step[g]);
   }
-  if (base + 8 <= n && (reinterpret_cast<uintptr_t>(out + base) & 15) == 0) {
-    reinterpret_cast<float4*>(out + base)[0] = make_float4(v[0], v[1], v[2], v[3]);
-    reinterpret_cast<float4*>(out + base)[1] = make_float4(v[4], v[5], v[6], v[7]);
-  } else {
-    for (int k = 0; k < 8 && base + k < n; ++k) out[base + k] = v[k];
-  }
+  store8(out, n, base, v);
 }
 
 }  // namespace

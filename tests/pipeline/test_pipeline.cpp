@@ -409,6 +409,14 @@ TEST(Pipeline, FailingStageEndsTheStepWithItsErrorAndThePipelineCloses) {
 }
 
 namespace {
+// The optimizer of a single-process reference: the pipeline's, over every parameter of the blocks.
+std::unique_ptr<engine::Optimizer> sgd_over(const std::vector<layers::ModulePtr>& blocks) {
+  std::vector<Tensor> params;
+  for (auto& b : blocks)
+    for (auto& p : b->parameters()) params.push_back(p);
+  return make_sgd(params, 0);
+}
+
 // The mlp batch of 8 samples, with the dataset indices a loader gives them.
 MicroBatch batch_with_ids(uint64_t seed) {
   MicroBatch batch = testmodels::make_batch("mlp", 8, seed);
@@ -422,10 +430,7 @@ TEST(Pipeline, DeltaWithExactChangesIsTransparent) {
   // activation to float rounding, so training is what single-device training is. The same 8 samples every
   // step, so from the second step on every row is a change.
   auto ref_blocks = testmodels::make_blocks("mlp"), pipe_blocks = testmodels::make_blocks("mlp");
-  std::vector<Tensor> ref_params;
-  for (auto& b : ref_blocks)
-    for (auto& p : b->parameters()) ref_params.push_back(p);
-  auto ref_opt = make_sgd(ref_params, 0);
+  auto ref_opt = sgd_over(ref_blocks);
   PipelineOptions opts;
   opts.balance = {2, 3};
   opts.micro_batches = 2;
@@ -490,10 +495,7 @@ TEST(Pipeline, BottleneckTrainsLikeTheSameLayersInOneProcess) {
   auto ref_blocks = testmodels::make_blocks("mlp"), pipe_blocks = testmodels::make_blocks("mlp");
   auto ref_bn = make_bottleneck(), pipe_bn = make_bottleneck();
   ref_blocks.insert(ref_blocks.begin() + 2, {ref_bn->encoder, ref_bn->decoder});
-  std::vector<Tensor> ref_params;
-  for (auto& b : ref_blocks)
-    for (auto& p : b->parameters()) ref_params.push_back(p);
-  auto ref_opt = make_sgd(ref_params, 0);
+  auto ref_opt = sgd_over(ref_blocks);
   PipelineOptions opts;
   opts.balance = {2, 3};
   opts.micro_batches = 2;
