@@ -51,6 +51,13 @@ bool DynamicLossScaler::unscale(Optimizer& optimizer) {
   return all_finite;
 }
 
+void DynamicLossScaler::agree(bool all_finite) {
+  if (!options_.enabled) return;
+  DGP_CHECK(unscaled_, "DynamicLossScaler::agree: call unscale() first");
+  DGP_CHECK(!stepped_or_skipped_, "DynamicLossScaler::agree: called after step(); call update() first");
+  if (!all_finite) found_inf_ = true;
+}
+
 bool DynamicLossScaler::step(Optimizer& optimizer) {
   if (!options_.enabled) {
     optimizer.step();

@@ -8,6 +8,7 @@
 //   Tensor loss = ...;
 //   scaler.scale(loss).backward();
 //   scaler.unscale(optimizer);            // optional: needed before clip_grad_norm
+//   scaler.agree(all_finite);             // pipelines: the verdict of every stage (optional)
 //   bool stepped = scaler.step(optimizer); // skipped when a gradient is not finite
 //   scaler.update();
 #pragma once
@@ -37,6 +38,10 @@ class DynamicLossScaler {
   // Divides every gradient of the optimizer's parameters by the scale, once per step, and records whether any
   // is Inf/NaN. Returns true when all gradients are finite. Calling it twice before update() throws.
   bool unscale(Optimizer& optimizer);
+  // Takes the verdict of every scaler that shares this iteration (the stages of a pipeline, each unscaling
+  // its own gradients): when all_finite is false, this one skips its step too, so no stage steps while
+  // another skips. Call after unscale() and before step().
+  void agree(bool all_finite);
   // Unscales (if not done yet) and runs optimizer.step() unless a gradient was not finite. Returns whether
   // the optimizer stepped.
   bool step(Optimizer& optimizer);
