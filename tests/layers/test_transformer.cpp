@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 
+#include "engine/amp.h"
 #include "layers/transformer.h"
 #include "support/gradcheck.h"
 
@@ -102,4 +103,60 @@ TEST(Transformer, DropoutOnlyInTraining) {
   EXPECT_EQ(layer->forward(x, {}).to_vector(), layer->forward(x, {}).to_vector());
   layer->train();
   EXPECT_NE(layer->forward(x, {}).to_vector(), layer->forward(x, {}).to_vector());
+}
+
+// Under autocast an encoder layer follows its fp32 result within half-precision rounding, its dense layers
+// run in half, the softmax and layer norms in fp32 (so it returns fp32), and every parameter gradient is
+// fp32.
+TEST(Transformer, EncoderLayerUnderAutocastFollowsFp32) {
+  TransformerLayerConfig c;
+  c.hidden = 16;
+  c.heads = 2;
+  c.intermediate = 32;
+  c.hidden_dropout = c.attention_dropout = 0.0;
+  engine::Generator gen(3);
+  TransformerEncoderLayer layer(c, &gen);
+  Tensor x = engine::randn({2, 5, 16}, {}, &gen);
+  Tensor mask = engine::from_vector(std::vector<double>{1, 1, 1, 0, 0, 1, 1, 1, 1, 1}, {2, 5});
+  BlockContext ctx;
+  ctx.attention_mask = mask;
+  ctx.additive_mask = additive_attention_mask(mask);
+  Tensor ref = layer.forward(x, ctx);
+  for (engine::DType half : {engine::DType::f16, engine::DType::bf16}) {
+    engine::amp::AutocastGuard ac(true, half);
+    Tensor y = layer.forward(x, ctx);
+    EXPECT_EQ(y.dtype(), engine::DType::f32);
+    EXPECT_LT(dgpipe::testing::max_rel_diff(y.detach(), ref.detach()),
+              half == engine::DType::f16 ? 2e-2 : 8e-2)
+        << engine::dtype_name(half);
+    layer.zero_grad();
+    engine::sum(y).backward();
+    for (auto& [name, p] : layer.named_parameters()) {
+      ASSERT_TRUE(p.grad().defined()) << name;
+      EXPECT_EQ(p.grad().dtype(), engine::DType::f32) << name;
+    }
+  }
+}
+
+// A half-precision (fp16) layer masks with f16's lowest value, not with -inf (which turns a row with no
+// attended token into NaN; Hugging Face's lowest-value mask makes it uniform).
+TEST(Transformer, HalfModelMasksPaddingInItsOwnDtype) {
+  TransformerLayerConfig c;
+  c.hidden = 8;
+  c.heads = 2;
+  c.intermediate = 8;
+  c.hidden_dropout = c.attention_dropout = 0.0;
+  engine::Generator gen(5);
+  TransformerEncoderLayer layer(c, &gen);
+  Tensor x = engine::randn({2, 4, 8}, {}, &gen);
+  Tensor mask = engine::from_vector(std::vector<double>{1, 1, 0, 0, 0, 0, 0, 0}, {2, 4});
+  BlockContext ctx;
+  ctx.attention_mask = mask;
+  ctx.additive_mask = additive_attention_mask(mask);
+  Tensor ref = layer.forward(x, ctx);
+  layer.to_half_precision(engine::DType::f16);
+  Tensor y = layer.forward(x.to(engine::DType::f16), ctx);
+  EXPECT_EQ(y.dtype(), engine::DType::f16);
+  EXPECT_TRUE(engine::isfinite_all(y));
+  EXPECT_LT(dgpipe::testing::max_rel_diff(y.to(engine::DType::f32), ref.detach()), 3e-2);
 }
