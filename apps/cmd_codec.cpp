@@ -99,97 +99,121 @@ Row measure(const std::string& spec, const Tensor& x, int repeat) {
   return row;
 }
 
-int run_codec(int argc, char** argv) {
-  CLI::App app{"Compare boundary codecs on a tensor: wire bytes, ratio, error norms, encode/decode time"};
-  std::string input, tensor_name, dist = "laplace", shape_text = "64,32,32,32", device_text = "cpu",
-                                  format = "table";
+// The options of `dgpipe codec`.
+struct CodecArgs {
+  std::string input, tensor_name;
+  std::string dist = "laplace", shape_text = "64,32,32,32";
+  std::string device_text = "cpu", format = "table";
   std::vector<std::string> specs;
   uint64_t seed = 1;
   int repeat = 3;
-  app.add_option("--input", input, "safetensors file holding the tensor");
-  app.add_option("--tensor", tensor_name, "tensor name inside --input (default: the first, in name order)");
-  app.add_option("--synthetic", dist, "distribution when no --input: normal, laplace, relu, uniform")
+};
+
+void add_codec_options(CLI::App& app, CodecArgs& a) {
+  app.add_option("--input", a.input, "safetensors file holding the tensor");
+  app.add_option("--tensor", a.tensor_name, "tensor name inside --input (default: the first, in name order)");
+  app.add_option("--synthetic", a.dist, "distribution when no --input: normal, laplace, relu, uniform")
       ->capture_default_str();
-  app.add_option("--shape", shape_text, "shape of the synthetic tensor, e.g. 64,32,32,32")
+  app.add_option("--shape", a.shape_text, "shape of the synthetic tensor, e.g. 64,32,32,32")
       ->capture_default_str();
-  app.add_option("--seed", seed, "seed of the synthetic tensor")->capture_default_str();
-  app.add_option("--codecs", specs, "codec specs, comma separated (default: a sweep of every method)")
+  app.add_option("--seed", a.seed, "seed of the synthetic tensor")->capture_default_str();
+  app.add_option("--codecs", a.specs, "codec specs, comma separated (default: a sweep of every method)")
       ->delimiter(',');
-  app.add_option("--device", device_text, "cpu or cuda[:N]")->capture_default_str();
-  app.add_option("--repeat", repeat, "timed repetitions (the minimum is reported)")->capture_default_str();
-  app.add_option("--format", format, "table, csv or json")
+  app.add_option("--device", a.device_text, "cpu or cuda[:N]")->capture_default_str();
+  app.add_option("--repeat", a.repeat, "timed repetitions (the minimum is reported)")->capture_default_str();
+  app.add_option("--format", a.format, "table, csv or json")
       ->check(CLI::IsMember({"table", "csv", "json"}))
       ->capture_default_str();
+}
+
+// The tensor to compress: from --input, or drawn from --synthetic; on --device. `source` names it.
+Tensor codec_input(const CodecArgs& a, std::string& source) {
+  Tensor x;
+  if (!a.input.empty()) {
+    engine::SafetensorsFile f = engine::load_safetensors(a.input);
+    DGP_CHECK(!f.tensors.empty(), "dgpipe codec: " << a.input << " holds no tensors");
+    std::string name = a.tensor_name.empty() ? f.tensors.begin()->first : a.tensor_name;
+    auto it = f.tensors.find(name);
+    DGP_CHECK(it != f.tensors.end(), "dgpipe codec: no tensor '" << name << "' in " << a.input);
+    x = it->second.to(engine::DType::f32).contiguous();
+    source = a.input + ":" + name;
+  } else {
+    engine::Shape shape;
+    std::stringstream ss(a.shape_text);
+    std::string d;
+    while (std::getline(ss, d, ',')) shape.push_back(std::stoll(d));
+    x = synthetic(a.dist, shape, a.seed);
+    source = "synthetic " + a.dist;
+  }
+  x = x.to(engine::Device::parse(a.device_text));
+  DGP_CHECK(engine::isfinite_all(x), "dgpipe codec: " << source << " contains NaN/Inf");
+  return x;
+}
+
+void print_csv(const std::vector<Row>& rows, const std::string& source, const Tensor& x) {
+  std::cout << "source,shape,spec,wire_bytes,ratio,bits_per_element,max_abs,mean_abs,rel_l2,cosine,encode_"
+               "ms,decode_ms\n";
+  for (const auto& r : rows)
+    std::cout << source << ",\"" << engine::shape_str(x.shape()) << "\"," << r.spec << "," << r.wire << ","
+              << r.ratio << "," << r.bits << "," << r.max_abs << "," << r.mean_abs << "," << r.rel_l2 << ","
+              << r.cosine << "," << r.enc_ms << "," << r.dec_ms << "\n";
+}
+
+void print_json(const std::vector<Row>& rows) {
+  std::cout << "[";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Row& r = rows[i];
+    std::cout << (i ? ",\n " : "") << "{\"spec\":\"" << r.spec << "\",\"wire_bytes\":" << r.wire
+              << ",\"ratio\":" << r.ratio << ",\"bits_per_element\":" << r.bits
+              << ",\"max_abs\":" << r.max_abs << ",\"mean_abs\":" << r.mean_abs << ",\"rel_l2\":" << r.rel_l2
+              << ",\"cosine\":" << r.cosine << ",\"encode_ms\":" << r.enc_ms << ",\"decode_ms\":" << r.dec_ms
+              << "}";
+  }
+  std::cout << "]\n";
+}
+
+void print_table(const std::vector<Row>& rows, const std::string& source, const Tensor& x) {
+  std::cout << source << " " << engine::shape_str(x.shape()) << " on " << x.device().str() << ", "
+            << x.numel() * 4 << " bytes as f32\n";
+  std::cout << std::left << std::setw(18) << "codec" << std::right << std::setw(12) << "wire B"
+            << std::setw(8) << "ratio" << std::setw(7) << "bits" << std::setw(11) << "max|e|" << std::setw(11)
+            << "mean|e|" << std::setw(10) << "relL2" << std::setw(9) << "cosine" << std::setw(10) << "enc ms"
+            << std::setw(10) << "dec ms"
+            << "\n";
+  for (const auto& r : rows)
+    std::cout << std::left << std::setw(18) << r.spec << std::right << std::setw(12) << r.wire << std::fixed
+              << std::setprecision(4) << std::setw(8) << r.ratio << std::setprecision(2) << std::setw(7)
+              << r.bits << std::scientific << std::setprecision(2) << std::setw(11) << r.max_abs
+              << std::setw(11) << r.mean_abs << std::setw(10) << r.rel_l2 << std::fixed
+              << std::setprecision(5) << std::setw(9) << r.cosine << std::setprecision(3) << std::setw(10)
+              << r.enc_ms << std::setw(10) << r.dec_ms << std::defaultfloat << "\n";
+}
+
+int run_codec(int argc, char** argv) {
+  CLI::App app{"Compare boundary codecs on a tensor: wire bytes, ratio, error norms, encode/decode time"};
+  CodecArgs a;
+  add_codec_options(app, a);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  if (specs.empty()) {
+  if (a.specs.empty()) {
     std::stringstream ss(kDefaultCodecs);
     std::string s;
-    while (std::getline(ss, s, ',')) specs.push_back(s);
+    while (std::getline(ss, s, ',')) a.specs.push_back(s);
   }
-  for (const auto& s : specs) compress::parse_codec_spec(s);  // fail early on a typo
-
-  Tensor x;
+  for (const auto& s : a.specs) compress::parse_codec_spec(s);  // fail early on a typo
   std::string source;
-  if (!input.empty()) {
-    engine::SafetensorsFile f = engine::load_safetensors(input);
-    DGP_CHECK(!f.tensors.empty(), "dgpipe codec: " << input << " holds no tensors");
-    if (tensor_name.empty()) tensor_name = f.tensors.begin()->first;
-    auto it = f.tensors.find(tensor_name);
-    DGP_CHECK(it != f.tensors.end(), "dgpipe codec: no tensor '" << tensor_name << "' in " << input);
-    x = it->second.to(engine::DType::f32).contiguous();
-    source = input + ":" + tensor_name;
-  } else {
-    engine::Shape shape;
-    std::stringstream ss(shape_text);
-    std::string d;
-    while (std::getline(ss, d, ',')) shape.push_back(std::stoll(d));
-    x = synthetic(dist, shape, seed);
-    source = "synthetic " + dist;
-  }
-  x = x.to(engine::Device::parse(device_text));
-  DGP_CHECK(engine::isfinite_all(x), "dgpipe codec: " << source << " contains NaN/Inf");
-
+  Tensor x = codec_input(a, source);
   std::vector<Row> rows;
-  for (const auto& s : specs) rows.push_back(measure(s, x, repeat));
-
-  if (format == "csv") {
-    std::cout << "source,shape,spec,wire_bytes,ratio,bits_per_element,max_abs,mean_abs,rel_l2,cosine,encode_"
-                 "ms,decode_ms\n";
-    for (const auto& r : rows)
-      std::cout << source << ",\"" << engine::shape_str(x.shape()) << "\"," << r.spec << "," << r.wire << ","
-                << r.ratio << "," << r.bits << "," << r.max_abs << "," << r.mean_abs << "," << r.rel_l2 << ","
-                << r.cosine << "," << r.enc_ms << "," << r.dec_ms << "\n";
-  } else if (format == "json") {
-    std::cout << "[";
-    for (size_t i = 0; i < rows.size(); ++i) {
-      const Row& r = rows[i];
-      std::cout << (i ? ",\n " : "") << "{\"spec\":\"" << r.spec << "\",\"wire_bytes\":" << r.wire
-                << ",\"ratio\":" << r.ratio << ",\"bits_per_element\":" << r.bits
-                << ",\"max_abs\":" << r.max_abs << ",\"mean_abs\":" << r.mean_abs
-                << ",\"rel_l2\":" << r.rel_l2 << ",\"cosine\":" << r.cosine << ",\"encode_ms\":" << r.enc_ms
-                << ",\"decode_ms\":" << r.dec_ms << "}";
-    }
-    std::cout << "]\n";
-  } else {
-    std::cout << source << " " << engine::shape_str(x.shape()) << " on " << x.device().str() << ", "
-              << x.numel() * 4 << " bytes as f32\n";
-    std::cout << std::left << std::setw(18) << "codec" << std::right << std::setw(12) << "wire B"
-              << std::setw(8) << "ratio" << std::setw(7) << "bits" << std::setw(11) << "max|e|"
-              << std::setw(11) << "mean|e|" << std::setw(10) << "relL2" << std::setw(9) << "cosine"
-              << std::setw(10) << "enc ms" << std::setw(10) << "dec ms"
-              << "\n";
-    for (const auto& r : rows)
-      std::cout << std::left << std::setw(18) << r.spec << std::right << std::setw(12) << r.wire << std::fixed
-                << std::setprecision(4) << std::setw(8) << r.ratio << std::setprecision(2) << std::setw(7)
-                << r.bits << std::scientific << std::setprecision(2) << std::setw(11) << r.max_abs
-                << std::setw(11) << r.mean_abs << std::setw(10) << r.rel_l2 << std::fixed
-                << std::setprecision(5) << std::setw(9) << r.cosine << std::setprecision(3) << std::setw(10)
-                << r.enc_ms << std::setw(10) << r.dec_ms << std::defaultfloat << "\n";
-  }
+  for (const auto& s : a.specs) rows.push_back(measure(s, x, a.repeat));
+  if (a.format == "csv")
+    print_csv(rows, source, x);
+  else if (a.format == "json")
+    print_json(rows);
+  else
+    print_table(rows, source, x);
   return 0;
 }
 

@@ -16,7 +16,7 @@ int run_model_info(int argc, char** argv) {
   std::string name;
   models::ModelOptions opts;
   bool names_only = false, counts_only = false;
-  app.add_option("--model", name, "mobilenetv2 | resnet18 | vgg11 | roberta | bert (minilm)")->required();
+  app.add_option("--model", name, models::model_names_help())->required();
   app.add_option("--num-classes", opts.num_classes, "classes of the head (text: 0 = encoder only)");
   app.add_option("--input-size", opts.input_size,
                  "image models: 32 (CIFAR geometry) or 224 (ImageNet geometry)");

@@ -7,12 +7,13 @@
 #include <set>
 
 #include "engine/error.h"
+#include "models/registry.h"
 
 namespace dgpipe::apps {
 
 // Every option once: key, help. Flags are the keys with '-' for '_'.
 #define DGP_TRAIN_FIELDS(X)                                                                                \
-  X(model, "model: mobilenetv2 | resnet18 | vgg11 | roberta | bert")                                       \
+  X(model, "model: " + models::model_names_help())                                                         \
   X(dataset, "dataset: cifar10 | cifar100 | imagefolder | rte | cola | sst2 | mrpc | qnli")                \
   X(data_dir, "dataset folder (default: data-cache/<dataset> for images, ../shared/data/glue for GLUE)")   \
   X(tokenizer_dir, "tokenizer files: vocab.json+merges.txt (roberta) or vocab.txt (bert)")                 \
@@ -31,7 +32,7 @@ namespace dgpipe::apps {
   X(nesterov, "SGD Nesterov momentum")                                                                     \
   X(weight_decay, "weight decay (L2 for SGD, decoupled for AdamW)")                                        \
   X(no_decay_norms, "no weight decay on biases and normalisation weights")                                 \
-  X(schedule,                                                                                              \
+  X(lr_schedule,                                                                                           \
     "learning-rate schedule: constant | cosine | linear | polynomial | step (stepped per iteration)")      \
   X(warmup, "linear warm-up: a fraction of all steps if < 1, else a number of steps")                      \
   X(lr_end, "polynomial schedule: final learning rate")                                                    \
@@ -39,7 +40,7 @@ namespace dgpipe::apps {
   X(gamma, "step schedule: decay factor")                                                                  \
   X(epochs, "epochs")                                                                                      \
   X(max_steps, "stop after N optimizer steps (0: run all epochs)")                                         \
-  X(batch, "mini-batch size (split into --chunks micro-batches)")                                          \
+  X(batch, "mini-batch size (split into --micro-batches micro-batches)")                                   \
   X(eval_batch, "evaluation batch size (0: --batch)")                                                      \
   X(clip, "clip gradients to this global L2 norm (0: off)")                                                \
   X(label_smoothing, "cross-entropy label smoothing")                                                      \
@@ -47,8 +48,8 @@ namespace dgpipe::apps {
   X(balance, "blocks per stage: '1,17,1', 'auto' (by measured time), or empty (equal counts)")             \
   X(placement, "chain (stage i on rank i) | client-server (rank 0 runs the first and last stage)")         \
   X(devices, "device of every stage, or one per stage: cpu | cuda:0 | cpu,cuda:0,cpu")                     \
-  X(chunks, "micro-batches per mini-batch")                                                                \
-  X(schedule_kind, "gpipe (fill-drain) | 1f1b")                                                            \
+  X(micro_batches, "micro-batches per mini-batch")                                                         \
+  X(pipeline_schedule, "pipeline schedule: gpipe (fill-drain) | 1f1b")                                     \
   X(compress,                                                                                              \
     "boundary codecs: SPEC | fwd=SPEC,bwd=SPEC | per boundary separated by ';' (see dgpipe codec)")        \
   X(link_bandwidth, "emulate a slow link between stages, e.g. 1gbit, 100mbit, 50MB")                       \
@@ -73,6 +74,26 @@ namespace dgpipe::apps {
   X(trace_steps, "steps recorded by --trace")
 
 namespace {
+
+// Old names of renamed settings (key in config files, flag on the command line), each with its current name.
+const std::vector<std::pair<std::string, std::string>>& setting_aliases() {
+  static const std::vector<std::pair<std::string, std::string>> aliases = {
+      {"chunks", "micro_batches"}, {"schedule", "lr_schedule"}, {"schedule_kind", "pipeline_schedule"}};
+  return aliases;
+}
+
+// j with every old key replaced by its current name (both at once is an error: which one would win is a
+// guess).
+nlohmann::json with_current_keys(nlohmann::json j, const std::string& source) {
+  for (const auto& [old_key, key] : setting_aliases()) {
+    if (!j.contains(old_key)) continue;
+    DGP_CHECK(!j.contains(key),
+              source << ": '" << old_key << "' is the old name of '" << key << "'; give only one of them");
+    j[key] = j[old_key];
+    j.erase(old_key);
+  }
+  return j;
+}
 
 std::string flag_of(const std::string& key) {
   std::string f = key;
@@ -139,8 +160,9 @@ nlohmann::json TrainConfig::to_json() const {
   return j;
 }
 
-void TrainConfig::merge_json(const nlohmann::json& j, const std::string& source) {
-  DGP_CHECK(j.is_object(), source << ": expected a JSON object of settings");
+void TrainConfig::merge_json(const nlohmann::json& given, const std::string& source) {
+  DGP_CHECK(given.is_object(), source << ": expected a JSON object of settings");
+  const nlohmann::json j = with_current_keys(given, source);
   static const std::set<std::string> known = [] {
     std::set<std::string> k;
 #define X(name, help) k.insert(#name);
@@ -160,11 +182,8 @@ void TrainConfig::merge_json(const nlohmann::json& j, const std::string& source)
 }
 
 void TrainConfig::validate() const {
-  static const std::set<std::string> models = {"mobilenetv2", "resnet18",     "vgg11", "vgg11_bn",
-                                               "roberta",     "roberta-base", "bert",  "minilm"};
-  DGP_CHECK(models.count(model), "--model: unknown model '"
-                                     << model
-                                     << "' (expected mobilenetv2, resnet18, vgg11, roberta or bert)");
+  DGP_CHECK(!models::canonical_model_name(model).empty(),
+            "--model: unknown model '" << model << "' (expected " << models::model_names_help() << ")");
   static const std::set<std::string> datasets = {"cifar10", "cifar100", "imagefolder", "rte",
                                                  "cola",    "sst2",     "mrpc",        "qnli"};
   DGP_CHECK(datasets.count(dataset),
@@ -176,8 +195,8 @@ void TrainConfig::validate() const {
   DGP_CHECK(momentum >= 0 && momentum < 1, "--momentum: must be in [0,1), got " << momentum);
   DGP_CHECK(weight_decay >= 0, "--weight-decay: must be >= 0, got " << weight_decay);
   static const std::set<std::string> schedules = {"constant", "cosine", "linear", "polynomial", "step"};
-  DGP_CHECK(schedules.count(schedule),
-            "--schedule: unknown '" << schedule << "' (constant, cosine, linear, polynomial, step)");
+  DGP_CHECK(schedules.count(lr_schedule),
+            "--lr-schedule: unknown '" << lr_schedule << "' (constant, cosine, linear, polynomial, step)");
   DGP_CHECK(warmup >= 0, "--warmup: must be >= 0, got " << warmup);
   DGP_CHECK(epochs >= 1, "--epochs: must be >= 1, got " << epochs);
   DGP_CHECK(max_steps >= 0, "--max-steps: must be >= 0, got " << max_steps);
@@ -187,12 +206,13 @@ void TrainConfig::validate() const {
   DGP_CHECK(label_smoothing >= 0 && label_smoothing < 1,
             "--label-smoothing: must be in [0,1), got " << label_smoothing);
   DGP_CHECK(stages >= 1 && stages <= 64, "--stages: must be in 1..64, got " << stages);
-  DGP_CHECK(chunks >= 1, "--chunks: must be >= 1, got " << chunks);
-  DGP_CHECK(batch >= chunks, "--batch " << batch << " is smaller than --chunks " << chunks);
+  DGP_CHECK(micro_batches >= 1, "--micro-batches: must be >= 1, got " << micro_batches);
+  DGP_CHECK(batch >= micro_batches,
+            "--batch " << batch << " is smaller than --micro-batches " << micro_batches);
   DGP_CHECK(placement == "chain" || placement == "client-server",
             "--placement: expected chain or client-server, got '" << placement << "'");
-  DGP_CHECK(schedule_kind == "gpipe" || schedule_kind == "1f1b",
-            "--schedule-kind: expected gpipe or 1f1b, got '" << schedule_kind << "'");
+  DGP_CHECK(pipeline_schedule == "gpipe" || pipeline_schedule == "1f1b",
+            "--pipeline-schedule: expected gpipe or 1f1b, got '" << pipeline_schedule << "'");
   DGP_CHECK(channel == "local" || channel == "mpi" || channel == "nccl",
             "--channel: expected local, mpi or nccl, got '" << channel << "'");
   DGP_CHECK(precision == "fp32" || precision == "fp16" || precision == "bf16" || precision == "mixed",
@@ -213,85 +233,94 @@ std::vector<std::string> preset_names() {
           "cola-roberta", "sst2-roberta"};
 }
 
+namespace {
+
+// The standard CIFAR recipe: SGD with Nesterov momentum 0.9, lr 0.1 with cosine decay, weight decay 5e-4.
+nlohmann::json with_cifar_sgd(nlohmann::json j) {
+  j.update({{"optimizer", "sgd"},
+            {"lr", 0.1},
+            {"momentum", 0.9},
+            {"nesterov", true},
+            {"weight_decay", 5e-4},
+            {"lr_schedule", "cosine"}});
+  return j;
+}
+
+// The make-run job: a real client-server pipeline on CIFAR-10 that finishes in about ten minutes on 2 CPU
+// cores.
+nlohmann::json demo_preset() {
+  return with_cifar_sgd({{"model", "resnet18"},
+                         {"width", 0.25},
+                         {"dataset", "cifar10"},
+                         {"train_subset", 20000},
+                         {"eval_subset", 2000},
+                         {"epochs", 2},
+                         {"batch", 64},
+                         {"micro_batches", 4},
+                         {"stages", 3},
+                         {"placement", "client-server"},
+                         {"compress", "sortquant:6+2"},
+                         {"warmup", 0.05},
+                         {"log_every", 50},
+                         {"log_dir", "runs/demo"}});
+}
+
+// CIFAR-10 MobileNetV2 from scratch (the research notes' "tfs" row, 94.07%: docs/original.md#r1), standard
+// SGD recipe.
+nlohmann::json cifar10_mobilenetv2_preset() {
+  return with_cifar_sgd({{"model", "mobilenetv2"},
+                         {"dataset", "cifar10"},
+                         {"epochs", 200},
+                         {"batch", 128},
+                         {"micro_batches", 4},
+                         {"stages", 3},
+                         {"placement", "client-server"},
+                         {"warmup", 0.01},
+                         {"log_dir", "runs/cifar10-mobilenetv2"}});
+}
+
+// GLUE fine-tuning as the original (docs/original.md#hyper-parameters): AdamW, lr 2e-5, linear warm-up over
+// 10% of the steps, max length 128, batch 32 in 4 micro-batches; client-server split with the first and last
+// layers on the client.
+nlohmann::json glue_roberta_preset(const std::string& task, int64_t epochs) {
+  return nlohmann::json{{"model", "roberta"},
+                        {"dataset", task},
+                        {"epochs", epochs},
+                        {"batch", 32},
+                        {"micro_batches", 4},
+                        {"stages", 3},
+                        {"placement", "client-server"},
+                        {"optimizer", "adamw"},
+                        {"lr", 2e-5},
+                        {"weight_decay", 0.0},
+                        {"lr_schedule", "linear"},
+                        {"warmup", 0.1},
+                        {"max_len", 128},
+                        {"augment", false},
+                        {"tokenizer_dir", "data-cache/roberta-base"},
+                        {"log_dir", "runs/" + task + "-roberta"}};
+}
+
+}  // namespace
+
 nlohmann::json preset(const std::string& name) {
-  using nlohmann::json;
-  // The make-run job: a real client-server pipeline on CIFAR-10 that finishes in about ten minutes on 2 CPU
-  // cores.
-  if (name == "demo")
-    return json{{"model", "resnet18"},
-                {"width", 0.25},
-                {"dataset", "cifar10"},
-                {"train_subset", 20000},
-                {"eval_subset", 2000},
-                {"epochs", 2},
-                {"batch", 64},
-                {"chunks", 4},
-                {"stages", 3},
-                {"placement", "client-server"},
-                {"compress", "sortquant:6+2"},
-                {"optimizer", "sgd"},
-                {"lr", 0.1},
-                {"momentum", 0.9},
-                {"nesterov", true},
-                {"weight_decay", 5e-4},
-                {"schedule", "cosine"},
-                {"warmup", 0.05},
-                {"log_every", 50},
-                {"log_dir", "runs/demo"}};
-  // CIFAR-10 MobileNetV2 from scratch (the research notes' "tfs" row, 94.07%: docs/original.md#r1), standard
-  // SGD recipe.
-  if (name == "cifar10-mobilenetv2")
-    return json{{"model", "mobilenetv2"},
-                {"dataset", "cifar10"},
-                {"epochs", 200},
-                {"batch", 128},
-                {"chunks", 4},
-                {"stages", 3},
-                {"placement", "client-server"},
-                {"optimizer", "sgd"},
-                {"lr", 0.1},
-                {"momentum", 0.9},
-                {"nesterov", true},
-                {"weight_decay", 5e-4},
-                {"schedule", "cosine"},
-                {"warmup", 0.01},
-                {"log_dir", "runs/cifar10-mobilenetv2"}};
+  if (name == "demo") return demo_preset();
+  if (name == "cifar10-mobilenetv2") return cifar10_mobilenetv2_preset();
   if (name == "cifar10-mobilenetv2-sq8") {
-    json j = preset("cifar10-mobilenetv2");
+    nlohmann::json j = cifar10_mobilenetv2_preset();
     j["compress"] = "sortquant:6+2";
     j["log_dir"] = "runs/cifar10-mobilenetv2-sq8";
     return j;
   }
   if (name == "cifar10-resnet18") {
-    json j = preset("cifar10-mobilenetv2");
+    nlohmann::json j = cifar10_mobilenetv2_preset();
     j["model"] = "resnet18";
     j["log_dir"] = "runs/cifar10-resnet18";
     return j;
   }
-  // GLUE fine-tuning as the original (docs/original.md#hyper-parameters): AdamW, lr 2e-5, linear warm-up over
-  // 10% of the steps, max length 128, batch 32 in 4 micro-batches, 20 epochs; client-server split with the
-  // first and last layers on the client.
-  auto glue = [](const std::string& task, int64_t epochs) {
-    return json{{"model", "roberta"},
-                {"dataset", task},
-                {"epochs", epochs},
-                {"batch", 32},
-                {"chunks", 4},
-                {"stages", 3},
-                {"placement", "client-server"},
-                {"optimizer", "adamw"},
-                {"lr", 2e-5},
-                {"weight_decay", 0.0},
-                {"schedule", "linear"},
-                {"warmup", 0.1},
-                {"max_len", 128},
-                {"augment", false},
-                {"tokenizer_dir", "data-cache/roberta-base"},
-                {"log_dir", "runs/" + task + "-roberta"}};
-  };
-  if (name == "rte-roberta") return glue("rte", 20);
-  if (name == "cola-roberta") return glue("cola", 20);
-  if (name == "sst2-roberta") return glue("sst2", 3);
+  if (name == "rte-roberta") return glue_roberta_preset("rte", 20);
+  if (name == "cola-roberta") return glue_roberta_preset("cola", 20);
+  if (name == "sst2-roberta") return glue_roberta_preset("sst2", 3);
   DGP_FAIL("--preset: unknown preset '" << name << "'\n" << preset_help());
 }
 
@@ -308,6 +337,61 @@ std::string preset_help() {
          "128, batch 32/4\n";
 }
 
+namespace {
+
+// "--micro-batches,--chunks": a setting's flag and the flags of its old names.
+std::string flag_names(const std::string& key) {
+  std::string names = flag_of(key);
+  for (const auto& [old_key, current] : setting_aliases())
+    if (current == key) names += "," + flag_of(old_key);
+  return names;
+}
+
+// The text each flag was given, by key, as CLI11 fills it in.
+struct FlagValues {
+  std::map<std::string, std::string> text;
+  std::map<std::string, CLI::Option*> option;
+};
+
+// One option per setting, its help ending in the default value.
+void add_setting_flags(CLI::App& app, FlagValues& flags) {
+  const TrainConfig defaults;
+  const nlohmann::json default_json = defaults.to_json();
+#define X(name, help)                                                                             \
+  {                                                                                               \
+    std::string d = default_json[#name].is_string() ? default_json[#name].get<std::string>()      \
+                                                    : default_json[#name].dump();                 \
+    flags.option[#name] =                                                                         \
+        app.add_option(flag_names(#name), flags.text[#name], std::string(help) + " [" + d + "]"); \
+    if (std::is_same_v<decltype(defaults.name), bool>) flags.option[#name]->expected(0, 1);       \
+  }
+  DGP_TRAIN_FIELDS(X)
+#undef X
+}
+
+nlohmann::json read_config_file(const std::string& path) {
+  std::ifstream f(path);
+  DGP_CHECK(f.good(), "--config: cannot read '" << path << "'");
+  try {
+    return nlohmann::json::parse(f);
+  } catch (const nlohmann::json::parse_error& e) {
+    DGP_FAIL("--config: '" << path << "' is not valid JSON: " << e.what());
+  }
+}
+
+// The settings given as flags, as JSON of the fields' types (so that flags and config files share
+// merge_json).
+nlohmann::json given_flags(FlagValues& flags, const TrainConfig& c) {
+  nlohmann::json given;
+#define X(name, help) \
+  if (flags.option[#name]->count() > 0) given[#name] = parse_flag_value(c.name, #name, flags.text[#name]);
+  DGP_TRAIN_FIELDS(X)
+#undef X
+  return given;
+}
+
+}  // namespace
+
 bool parse_train_args(int argc, char** argv, TrainConfig& config) {
   CLI::App app{
       "dgpipe train: train or fine-tune a model, pipelined across stages with compressed boundaries.\n" +
@@ -316,23 +400,8 @@ bool parse_train_args(int argc, char** argv, TrainConfig& config) {
   std::string preset_name, config_file;
   app.add_option("--preset", preset_name, "named settings (see above); flags given override it");
   app.add_option("--config", config_file, "JSON file with the same keys as the flags (e.g. {\"lr\": 0.05})");
-  std::map<std::string, std::string> values;
-  std::map<std::string, CLI::Option*> options;
-  TrainConfig defaults;
-  const nlohmann::json default_json = defaults.to_json();
-#define X(name, help)                                                                                        \
-  {                                                                                                          \
-    std::string d = default_json[#name].is_string() ? default_json[#name].get<std::string>()                 \
-                                                    : default_json[#name].dump();                            \
-    if (std::is_same_v<decltype(defaults.name), bool>) {                                                     \
-      options[#name] =                                                                                       \
-          app.add_option(flag_of(#name), values[#name], std::string(help) + " [" + d + "]")->expected(0, 1); \
-    } else {                                                                                                 \
-      options[#name] = app.add_option(flag_of(#name), values[#name], std::string(help) + " [" + d + "]");    \
-    }                                                                                                        \
-  }
-  DGP_TRAIN_FIELDS(X)
-#undef X
+  FlagValues flags;
+  add_setting_flags(app, flags);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -346,22 +415,8 @@ bool parse_train_args(int argc, char** argv, TrainConfig& config) {
     c.merge_json(preset(preset_name), "--preset " + preset_name);
     c.preset = preset_name;
   }
-  if (!config_file.empty()) {
-    std::ifstream f(config_file);
-    DGP_CHECK(f.good(), "--config: cannot read '" << config_file << "'");
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(f);
-    } catch (const nlohmann::json::parse_error& e) {
-      DGP_FAIL("--config: '" << config_file << "' is not valid JSON: " << e.what());
-    }
-    c.merge_json(j, config_file);
-  }
-  nlohmann::json given;
-#define X(name, help) \
-  if (options[#name]->count() > 0) given[#name] = parse_flag_value(c.name, #name, values[#name]);
-  DGP_TRAIN_FIELDS(X)
-#undef X
+  if (!config_file.empty()) c.merge_json(read_config_file(config_file), config_file);
+  nlohmann::json given = given_flags(flags, c);
   if (!given.empty()) c.merge_json(given, "command line");
   c.validate();
   config = c;

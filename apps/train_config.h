@@ -1,5 +1,8 @@
 // Configuration of `dgpipe train`: every option has a flag (--lr) and the same key in a JSON config file
 // ("lr"). Precedence: built-in defaults < --preset < --config FILE < flags given on the command line.
+// Renamed settings keep their old names as aliases, so that saved config.json files still load: "chunks"
+// (--chunks) for micro_batches, "schedule" (--schedule) for lr_schedule, "schedule_kind" (--schedule-kind)
+// for pipeline_schedule.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -30,11 +33,11 @@ struct TrainConfig {
   double momentum = 0.9;
   bool nesterov = false;
   double weight_decay = 5e-4;
-  bool no_decay_norms = true;       // no weight decay on biases and norm weights
-  std::string schedule = "cosine";  // constant | cosine | linear | polynomial | step
-  double warmup = 0.0;              // warm-up: a fraction of all steps if < 1, else a number of steps
-  double lr_end = 1e-7;             // polynomial
-  int64_t step_size = 0;            // step schedule: decay every N steps (0: every epoch)
+  bool no_decay_norms = true;          // no weight decay on biases and norm weights
+  std::string lr_schedule = "cosine";  // constant | cosine | linear | polynomial | step
+  double warmup = 0.0;                 // warm-up: a fraction of all steps if < 1, else a number of steps
+  double lr_end = 1e-7;                // polynomial
+  int64_t step_size = 0;               // step schedule: decay every N steps (0: every epoch)
   double gamma = 0.1;
   int64_t epochs = 10;
   int64_t max_steps = 0;  // stop after N optimizer steps (0: all epochs)
@@ -44,15 +47,15 @@ struct TrainConfig {
   double label_smoothing = 0.0;
   // pipeline
   int stages = 1;
-  std::string balance;                  // "1,17,1" | "auto" | "" (equal block counts)
-  std::string placement = "chain";      // chain | client-server
-  std::string devices = "cpu";          // one device for all stages, or one per stage: cpu,cuda:0,cuda:1
-  int chunks = 1;                       // micro-batches per mini-batch
-  std::string schedule_kind = "gpipe";  // gpipe | 1f1b
-  std::string compress = "none";        // one spec, "fwd=...,bwd=...", or ';'-separated per boundary
-  std::string link_bandwidth;           // e.g. 1gbit ("" = unthrottled)
-  std::string link_latency;             // e.g. 5ms
-  std::string channel = "local";        // local (stages as threads) | mpi (one process per rank, via mpirun)
+  std::string balance;                      // "1,17,1" | "auto" | "" (equal block counts)
+  std::string placement = "chain";          // chain | client-server
+  std::string devices = "cpu";              // one device for all stages, or one per stage: cpu,cuda:0,cuda:1
+  int micro_batches = 1;                    // micro-batches per mini-batch
+  std::string pipeline_schedule = "gpipe";  // gpipe | 1f1b
+  std::string compress = "none";            // one spec, "fwd=...,bwd=...", or ';'-separated per boundary
+  std::string link_bandwidth;               // e.g. 1gbit ("" = unthrottled)
+  std::string link_latency;                 // e.g. 5ms
+  std::string channel = "local";  // local (stages as threads) | mpi (one process per rank, via mpirun)
   bool seed_compat = false;
   bool recompute = false;
   bool deferred_bn = false;

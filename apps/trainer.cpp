@@ -1,3 +1,9 @@
+// The training loop behind `dgpipe train`. run_training, at the end of the file, reads as its table of
+// contents: set-up functions fill a Run (the run's state) in order (start_processes, checked_devices,
+// set_up_data, set_up_model, set_up_pipeline, set_up_lr_schedule, resume_from_checkpoint,
+// write_config_and_banner, open_metrics_files), train_epochs runs the epochs (train_epoch_steps, train_step,
+// finish_epoch, evaluate, save_checkpoint), and finish_run writes summary.json. Progress lines and ETAs:
+// print_step_progress, print_epoch.
 #include "apps/trainer.h"
 
 #include <unistd.h>
@@ -9,7 +15,9 @@
 #include <iomanip>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <sstream>
+#include <utility>
 
 #include "compress/codec.h"
 #include "data/bpe_tokenizer.h"
@@ -22,7 +30,7 @@
 #include "engine/io/safetensors.h"
 #include "engine/optim/adamw.h"
 #include "engine/optim/clip_grad.h"
-#include "engine/optim/schedule.h"
+#include "engine/optim/lr_schedule.h"
 #include "engine/optim/sgd.h"
 #include "models/registry.h"
 #include "pipeline/pipeline.h"
@@ -113,75 +121,116 @@ std::string default_data_dir(const TrainConfig& c) {
   return fs::exists("data-cache/glue") ? "data-cache/glue" : "../shared/data/glue";
 }
 
-Data build_data(const TrainConfig& c) {
-  Data d;
-  std::string dir = default_data_dir(c);
-  DGP_CHECK(fs::exists(dir), "--data-dir: '"
-                                 << dir << "' does not exist"
-                                 << (c.data_dir.empty() ? " (run `make data` to prepare it)" : ""));
-  data::LoaderOptions train_opts, eval_opts;
-  train_opts.batch_size = c.batch;
-  train_opts.shuffle = true;
-  train_opts.drop_last = true;  // every step has --batch samples, so micro-batches are equal
-  train_opts.num_workers = c.workers;
-  train_opts.seed = c.seed;
-  eval_opts = train_opts;
-  eval_opts.batch_size = c.eval_batch > 0 ? c.eval_batch : c.batch;
-  eval_opts.shuffle = false;
-  eval_opts.drop_last = false;
-  if (c.dataset == "cifar10" || c.dataset == "cifar100" || c.dataset == "imagefolder") {
-    std::shared_ptr<const data::ImageDataset> train, eval;
-    bool binary = fs::exists(fs::path(dir) / "cifar-10-batches-bin") ||
-                  fs::exists(fs::path(dir) / "data_batch_1.bin") ||
-                  fs::exists(fs::path(dir) / "cifar-100-binary") || fs::exists(fs::path(dir) / "train.bin");
-    if (c.dataset != "imagefolder" && binary) {
-      if (c.dataset == "cifar10") {
-        train = std::make_shared<data::CifarBinaryDataset>(data::CifarBinaryDataset::cifar10(dir, true));
-        eval = std::make_shared<data::CifarBinaryDataset>(data::CifarBinaryDataset::cifar10(dir, false));
-      } else {
-        train = std::make_shared<data::CifarBinaryDataset>(data::CifarBinaryDataset::cifar100(dir, true));
-        eval = std::make_shared<data::CifarBinaryDataset>(data::CifarBinaryDataset::cifar100(dir, false));
-      }
-      d.describe = c.dataset + " (binary) from " + dir;
+struct LoaderSettings {
+  data::LoaderOptions train, eval;
+};
+
+LoaderSettings loader_settings(const TrainConfig& c) {
+  LoaderSettings s;
+  s.train.batch_size = c.batch;
+  s.train.shuffle = true;
+  s.train.drop_last = true;  // every step has --batch samples, so micro-batches are equal
+  s.train.num_workers = c.workers;
+  s.train.seed = c.seed;
+  s.eval = s.train;
+  s.eval.batch_size = c.eval_batch > 0 ? c.eval_batch : c.batch;
+  s.eval.shuffle = false;
+  s.eval.drop_last = false;
+  return s;
+}
+
+struct ImageSplits {
+  std::shared_ptr<const data::ImageDataset> train, eval;
+};
+
+// The CIFAR binary files when the folder has them (not for imagefolder), else train/ and test/ (or val/)
+// image folders; then the --train-subset / --eval-subset samples drawn across the classes.
+ImageSplits image_splits(const TrainConfig& c, const std::string& dir, std::string& describe) {
+  ImageSplits s;
+  bool binary = fs::exists(fs::path(dir) / "cifar-10-batches-bin") ||
+                fs::exists(fs::path(dir) / "data_batch_1.bin") ||
+                fs::exists(fs::path(dir) / "cifar-100-binary") || fs::exists(fs::path(dir) / "train.bin");
+  if (c.dataset != "imagefolder" && binary) {
+    if (c.dataset == "cifar10") {
+      s.train = std::make_shared<data::CifarBinaryDataset>(data::CifarBinaryDataset::cifar10(dir, true));
+      s.eval = std::make_shared<data::CifarBinaryDataset>(data::CifarBinaryDataset::cifar10(dir, false));
     } else {
-      fs::path test_dir = fs::exists(fs::path(dir) / "test") ? fs::path(dir) / "test" : fs::path(dir) / "val";
-      DGP_CHECK(
-          fs::exists(fs::path(dir) / "train") && fs::exists(test_dir),
-          "--data-dir: '" << dir
-                          << "' holds neither the binary CIFAR files nor train/ and test/ image folders");
-      train = std::make_shared<data::ImageFolderDataset>((fs::path(dir) / "train").string());
-      eval = std::make_shared<data::ImageFolderDataset>(test_dir.string());
-      d.describe = c.dataset + " (image folders) from " + dir;
+      s.train = std::make_shared<data::CifarBinaryDataset>(data::CifarBinaryDataset::cifar100(dir, true));
+      s.eval = std::make_shared<data::CifarBinaryDataset>(data::CifarBinaryDataset::cifar100(dir, false));
     }
-    if (c.train_subset > 0) {
-      train = std::make_shared<PermutedImages>(train, c.seed + 17);
-      train = take_subset<data::ImageDataset, SubsetImages>(train, c.train_subset);
-    }
-    if (c.eval_subset > 0) {
-      eval = std::make_shared<PermutedImages>(eval, 29);
-      eval = take_subset<data::ImageDataset, SubsetImages>(eval, c.eval_subset);
-    }
-    d.num_classes = train->num_classes();
-    data::Compose train_tf, eval_tf;
-    if (c.input_size != 32) {
-      train_tf.add(c.augment ? data::random_resized_crop(c.input_size, c.input_size)
-                             : data::resize(c.input_size, c.input_size));
-      eval_tf.add(data::resize_shorter_side(c.input_size * 256 / 224));
-      eval_tf.add(data::center_crop(c.input_size, c.input_size));
-    } else if (c.augment) {
-      train_tf.add(data::random_crop(32, 4));
-    }
-    if (c.augment) train_tf.add(data::random_horizontal_flip());
-    auto norm = data::cifar10_normalize();
-    d.train = std::make_unique<data::Loader>(std::make_shared<data::ImageBatchSource>(train, train_tf, norm),
-                                             train_opts);
-    d.eval = std::make_unique<data::Loader>(std::make_shared<data::ImageBatchSource>(eval, eval_tf, norm),
-                                            eval_opts);
-    d.describe +=
-        ": " + std::to_string(train->size()) + " train / " + std::to_string(eval->size()) + " eval images";
-    return d;
+    describe = c.dataset + " (binary) from " + dir;
+  } else {
+    fs::path test_dir = fs::exists(fs::path(dir) / "test") ? fs::path(dir) / "test" : fs::path(dir) / "val";
+    DGP_CHECK(fs::exists(fs::path(dir) / "train") && fs::exists(test_dir),
+              "--data-dir: '" << dir
+                              << "' holds neither the binary CIFAR files nor train/ and test/ image folders");
+    s.train = std::make_shared<data::ImageFolderDataset>((fs::path(dir) / "train").string());
+    s.eval = std::make_shared<data::ImageFolderDataset>(test_dir.string());
+    describe = c.dataset + " (image folders) from " + dir;
   }
-  // GLUE
+  if (c.train_subset > 0) {
+    s.train = std::make_shared<PermutedImages>(s.train, c.seed + 17);
+    s.train = take_subset<data::ImageDataset, SubsetImages>(s.train, c.train_subset);
+  }
+  if (c.eval_subset > 0) {
+    s.eval = std::make_shared<PermutedImages>(s.eval, 29);
+    s.eval = take_subset<data::ImageDataset, SubsetImages>(s.eval, c.eval_subset);
+  }
+  return s;
+}
+
+struct ImageTransforms {
+  data::Compose train, eval;
+};
+
+// 32: CIFAR geometry (random crop with padding); otherwise ImageNet's (random resized crop; resize and centre
+// crop).
+ImageTransforms image_transforms(const TrainConfig& c) {
+  ImageTransforms t;
+  if (c.input_size != 32) {
+    t.train.add(c.augment ? data::random_resized_crop(c.input_size, c.input_size)
+                          : data::resize(c.input_size, c.input_size));
+    t.eval.add(data::resize_shorter_side(c.input_size * 256 / 224));
+    t.eval.add(data::center_crop(c.input_size, c.input_size));
+  } else if (c.augment) {
+    t.train.add(data::random_crop(32, 4));
+  }
+  if (c.augment) t.train.add(data::random_horizontal_flip());
+  return t;
+}
+
+Data build_image_data(const TrainConfig& c, const std::string& dir, const LoaderSettings& loaders) {
+  Data d;
+  ImageSplits splits = image_splits(c, dir, d.describe);
+  d.num_classes = splits.train->num_classes();
+  ImageTransforms tf = image_transforms(c);
+  auto norm = data::cifar10_normalize();
+  d.train = std::make_unique<data::Loader>(
+      std::make_shared<data::ImageBatchSource>(splits.train, tf.train, norm), loaders.train);
+  d.eval = std::make_unique<data::Loader>(
+      std::make_shared<data::ImageBatchSource>(splits.eval, tf.eval, norm), loaders.eval);
+  d.describe += ": " + std::to_string(splits.train->size()) + " train / " +
+                std::to_string(splits.eval->size()) + " eval images";
+  return d;
+}
+
+// WordPiece (vocab.txt) for BERT models, byte-level BPE (vocab.json + merges.txt) for RoBERTa.
+std::shared_ptr<const data::Tokenizer> make_tokenizer(const TrainConfig& c) {
+  bool bert = models::canonical_model_name(c.model) == "bert";
+  std::string tok_dir = c.tokenizer_dir;
+  if (tok_dir.empty() && bert) tok_dir = "data-cache/minilm";
+  if (tok_dir.empty())
+    tok_dir =
+        fs::exists("data-cache/roberta-base") ? "data-cache/roberta-base" : "../shared/data/roberta-base";
+  DGP_CHECK(fs::exists(tok_dir), "--tokenizer-dir: '" << tok_dir << "' does not exist (run `make data`)");
+  DGP_CHECK(!tok_dir.empty(), "--tokenizer-dir: a BERT model needs the folder holding vocab.txt");
+  if (bert) return std::make_shared<data::WordPieceTokenizer>((fs::path(tok_dir) / "vocab.txt").string());
+  return data::ByteLevelBpeTokenizer::from_directory(tok_dir);
+}
+
+// A GLUE task: train and dev splits, tokenized to --max-len.
+Data build_text_data(const TrainConfig& c, const std::string& dir, const LoaderSettings& loaders) {
+  Data d;
   d.text = true;
   data::GlueTask task = data::parse_glue_task(c.dataset);
   auto train = std::shared_ptr<const data::TextDataset>(
@@ -191,31 +240,28 @@ Data build_data(const TrainConfig& c) {
   train = take_subset<data::TextDataset, SubsetText>(train, c.train_subset);
   eval = take_subset<data::TextDataset, SubsetText>(eval, c.eval_subset);
   d.num_classes = train->num_classes();
-  std::shared_ptr<const data::Tokenizer> tokenizer;
-  bool bert = c.model == "bert" || c.model == "minilm";
-  std::string tok_dir = c.tokenizer_dir;
-  if (tok_dir.empty() && bert) tok_dir = "data-cache/minilm";
-  if (tok_dir.empty())
-    tok_dir =
-        fs::exists("data-cache/roberta-base") ? "data-cache/roberta-base" : "../shared/data/roberta-base";
-  DGP_CHECK(fs::exists(tok_dir), "--tokenizer-dir: '" << tok_dir << "' does not exist (run `make data`)");
-  DGP_CHECK(!tok_dir.empty(), "--tokenizer-dir: a BERT model needs the folder holding vocab.txt");
-  if (bert) {
-    tokenizer = std::make_shared<data::WordPieceTokenizer>((fs::path(tok_dir) / "vocab.txt").string());
-  } else {
-    tokenizer = data::ByteLevelBpeTokenizer::from_directory(tok_dir);
-  }
+  std::shared_ptr<const data::Tokenizer> tokenizer = make_tokenizer(c);
   data::EncodeOptions enc;
   enc.max_length = c.max_len;
   enc.truncation = true;
   enc.pad_to_max_length = true;
   d.train = std::make_unique<data::Loader>(std::make_shared<data::TextBatchSource>(train, tokenizer, enc),
-                                           train_opts);
+                                           loaders.train);
   d.eval = std::make_unique<data::Loader>(std::make_shared<data::TextBatchSource>(eval, tokenizer, enc),
-                                          eval_opts);
+                                          loaders.eval);
   d.describe = data::glue_task_name(task) + " from " + dir + ": " + std::to_string(train->size()) +
                " train / " + std::to_string(eval->size()) + " dev examples";
   return d;
+}
+
+Data build_data(const TrainConfig& c) {
+  std::string dir = default_data_dir(c);
+  DGP_CHECK(fs::exists(dir), "--data-dir: '"
+                                 << dir << "' does not exist"
+                                 << (c.data_dir.empty() ? " (run `make data` to prepare it)" : ""));
+  const LoaderSettings loaders = loader_settings(c);
+  const bool images = c.dataset == "cifar10" || c.dataset == "cifar100" || c.dataset == "imagefolder";
+  return images ? build_image_data(c, dir, loaders) : build_text_data(c, dir, loaders);
 }
 
 // ---------------- pipeline ----------------
@@ -258,17 +304,30 @@ pipeline::MicroBatch to_micro_batch(const data::Batch& b, const models::Model& m
   return mb;
 }
 
-engine::LRSchedule make_schedule(const TrainConfig& c, int64_t total_steps, int64_t steps_per_epoch) {
-  int64_t warmup = c.warmup < 1.0 ? static_cast<int64_t>(std::floor(c.warmup * total_steps))
-                                  : static_cast<int64_t>(c.warmup);
-  if (c.schedule == "constant") return engine::LRSchedule::constant(c.lr);
-  if (c.schedule == "cosine") return engine::LRSchedule::cosine_with_warmup(c.lr, warmup, total_steps);
-  if (c.schedule == "linear") return engine::LRSchedule::linear_with_warmup(c.lr, warmup, total_steps);
-  if (c.schedule == "polynomial")
-    return engine::LRSchedule::polynomial_with_warmup(c.lr, warmup, total_steps,
-                                                      std::min(c.lr_end, c.lr * 0.5));
-  return engine::LRSchedule::step_decay(c.lr, c.step_size > 0 ? c.step_size : steps_per_epoch, c.gamma);
+// Totals of the boundary traffic (each boundary and direction counted once: at its sender). With one process
+// per rank every rank holds only its own stages' counters, so they are summed over the ranks; every rank
+// calls this at the same points of the loop.
+void boundary_totals(pipeline::Pipeline& pipe, uint64_t& wire, uint64_t& raw, bool across_ranks) {
+  wire = raw = 0;
+  for (auto& st : pipe.local_stages()) {
+    auto& f = st->boundary_stats(pipeline::Side::downstream, pipeline::Direction::fwd);
+    auto& g = st->boundary_stats(pipeline::Side::upstream, pipeline::Direction::bwd);
+    wire += f.wire_bytes + g.wire_bytes;
+    raw += f.raw_bytes + g.raw_bytes;
+  }
+#ifdef DGPIPE_WITH_MPI
+  if (across_ranks) {
+    uint64_t local[2] = {wire, raw}, total[2] = {0, 0};
+    MPI_Allreduce(local, total, 2, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
+    wire = total[0];
+    raw = total[1];
+  }
+#else
+  (void)across_ranks;
+#endif
 }
+
+// ---------------- files and units ----------------
 
 std::string human_bytes(double b) {
   const char* units[] = {"B", "KB", "MB", "GB", "TB"};
@@ -317,53 +376,64 @@ void write_text_atomic(const std::string& path, const std::string& text) {
   fs::rename(tmp, path);
 }
 
-// Totals of the boundary traffic (each boundary and direction counted once: at its sender). With one process per
-// rank every rank holds only its own stages' counters, so they are summed over the ranks; every rank calls this at
-// the same points of the loop.
-void boundary_totals(pipeline::Pipeline& pipe, uint64_t& wire, uint64_t& raw, bool across_ranks) {
-  wire = raw = 0;
-  for (auto& st : pipe.local_stages()) {
-    wire += st->downstream_fwd_stats().wire_bytes + st->upstream_bwd_stats().wire_bytes;
-    raw += st->downstream_fwd_stats().raw_bytes + st->upstream_bwd_stats().raw_bytes;
-  }
-#ifdef DGPIPE_WITH_MPI
-  if (across_ranks) {
-    uint64_t local[2] = {wire, raw}, total[2] = {0, 0};
-    MPI_Allreduce(local, total, 2, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
-    wire = total[0];
-    raw = total[1];
-  }
-#else
-  (void)across_ranks;
-#endif
-}
+// ---------------- the run ----------------
 
-}  // namespace
-
-TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
-  const TrainConfig& c = config;
-  c.validate();
-  TrainSummary summary;
+// What one `dgpipe train` invocation holds. run_training fills it with the set-up functions below, in order
+// (processes, data, model, pipeline, learning-rate schedule, resume, logs), then the epoch loop advances it.
+struct Run {
+  Run(const TrainConfig& config, int64_t stop_after) : c(config), stop_after_steps(stop_after) {}
+  const TrainConfig& c;
+  const int64_t stop_after_steps;  // > 0: return after that many steps of this invocation (a simulated crash)
+  // processes: with mpi or nccl one per rank, started by mpirun, each logging into its own folder
+  bool multi_process = false;
   int rank = 0, world = 1;
+  std::string log_dir, checkpoint_path;
+  // data, model, pipeline
+  Data data;
+  int64_t num_classes = 0;
+  models::ModelPtr model;
+  std::vector<layers::ModulePtr> blocks;
+  std::unique_ptr<pipeline::Pipeline> pipe;
+  bool reporter = false;  // this process runs the last stage: it sees the loss, prints and writes the metrics
+  // optimisation
+  int64_t steps_per_epoch = 0, total_steps = 0;
+  std::optional<engine::LRSchedule> lr_schedule;
+  // counters (restored on resume)
+  int64_t start_epoch = 0, global_step = 0, steps_this_run = 0;
+  // logs
+  std::ofstream csv, jsonl;
+  std::map<int, uint64_t> fwd_wire_at_last_report, bwd_wire_at_last_report;  // per stage
+  Clock::time_point start_time;
+  TrainSummary summary;
+};
+
+// ---------------- set-up ----------------
+
+// MPI (one process per rank under mpirun), the log folder, and the checkpoint a --resume needs.
+void start_processes(Run& r) {
+  const TrainConfig& c = r.c;
   // mpi and nccl: one process per rank, started by mpirun (nccl bootstraps over MPI).
-  const bool multi_process = c.channel == "mpi" || c.channel == "nccl";
+  r.multi_process = c.channel == "mpi" || c.channel == "nccl";
 #ifdef DGPIPE_WITH_MPI
-  if (multi_process) {
+  if (r.multi_process) {
     int argc = 0;
     char** argv = nullptr;
-    std::tie(rank, world) = pipeline::mpi_init(&argc, &argv);
+    std::tie(r.rank, r.world) = pipeline::mpi_init(&argc, &argv);
   }
 #else
-  DGP_CHECK(!multi_process, "--channel " << c.channel << ": dgpipe was built without MPI");
+  DGP_CHECK(!r.multi_process, "--channel " << c.channel << ": dgpipe was built without MPI");
 #endif
-  std::string log_dir = c.log_dir;
-  if (multi_process && world > 1 && rank > 0)
-    log_dir = (fs::path(c.log_dir) / ("rank" + std::to_string(rank))).string();
-  ensure_writable_dir(log_dir);
-  const std::string ckpt_path = (fs::path(log_dir) / "checkpoint.safetensors").string();
-  DGP_CHECK(!c.resume || fs::exists(ckpt_path),
-            "--resume: no checkpoint in '" << log_dir << "' (" << ckpt_path << ")");
+  r.log_dir = c.log_dir;
+  if (r.multi_process && r.world > 1 && r.rank > 0)
+    r.log_dir = (fs::path(c.log_dir) / ("rank" + std::to_string(r.rank))).string();
+  ensure_writable_dir(r.log_dir);
+  r.checkpoint_path = (fs::path(r.log_dir) / "checkpoint.safetensors").string();
+  DGP_CHECK(!c.resume || fs::exists(r.checkpoint_path),
+            "--resume: no checkpoint in '" << r.log_dir << "' (" << r.checkpoint_path << ")");
+}
 
+// --devices, checked against this machine and --precision.
+std::vector<engine::Device> checked_devices(const TrainConfig& c) {
   std::vector<engine::Device> devices = parse_devices(c.devices);
   bool any_cuda = false;
   for (auto& d : devices) any_cuda |= d.is_cuda();
@@ -375,38 +445,65 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
   DGP_CHECK(c.precision == "fp32", "--precision "
                                        << c.precision
                                        << " is not wired into dgpipe train yet (only fp32); see docs/gpu.md");
-  engine::manual_seed(c.seed);
+  return devices;
+}
 
-  // Data and model.
-  Data data = build_data(c);
-  int64_t num_classes = c.num_classes > 0 ? c.num_classes : data.num_classes;
-  DGP_CHECK(num_classes >= data.num_classes, "--num-classes " << num_classes
-                                                              << " is smaller than the dataset's "
-                                                              << data.num_classes << " classes");
-  bool text_model =
-      c.model == "roberta" || c.model == "roberta-base" || c.model == "bert" || c.model == "minilm";
-  DGP_CHECK(text_model == data.text, "--model " << c.model << " does not fit --dataset " << c.dataset << " ("
-                                                << (data.text ? "a text task" : "an image task") << ")");
+void set_up_data(Run& r) {
+  r.data = build_data(r.c);
+  r.num_classes = r.c.num_classes > 0 ? r.c.num_classes : r.data.num_classes;
+  DGP_CHECK(r.num_classes >= r.data.num_classes, "--num-classes " << r.num_classes
+                                                                  << " is smaller than the dataset's "
+                                                                  << r.data.num_classes << " classes");
+}
+
+// The model (optionally initialised from a pretrained checkpoint) and its blocks, the units stages are cut
+// from.
+void set_up_model(Run& r) {
+  const TrainConfig& c = r.c;
+  DGP_CHECK(models::is_text_model(c.model) == r.data.text,
+            "--model " << c.model << " does not fit --dataset " << c.dataset << " ("
+                       << (r.data.text ? "a text task" : "an image task") << ")");
   models::ModelOptions mo;
-  mo.num_classes = num_classes;
+  mo.num_classes = r.num_classes;
   mo.input_size = c.input_size;
   mo.width_mult = c.width;
   mo.hf_config = c.model_config;
   mo.seed = c.seed;
-  models::ModelPtr model = models::build_model(c.model, mo);
+  r.model = models::build_model(c.model, mo);
   if (!c.init_from.empty()) {
     DGP_CHECK(fs::exists(c.init_from), "--init-from: '" << c.init_from << "' does not exist");
-    layers::LoadReport r = models::load_checkpoint(*model, c.init_from, false);
-    std::cout << "initialised from " << c.init_from << ": " << r.loaded.size() << " tensors loaded, "
-              << r.missing.size() << " left at their initialisation\n";
+    layers::LoadReport rep = models::load_checkpoint(*r.model, c.init_from, false);
+    std::cout << "initialised from " << c.init_from << ": " << rep.loaded.size() << " tensors loaded, "
+              << rep.missing.size() << " left at their initialisation\n";
   }
+  for (size_t i = 0; i < r.model->num_blocks(); ++i) r.blocks.push_back(r.model->block(i));
+}
 
-  // Pipeline.
-  std::vector<layers::ModulePtr> blocks;
-  for (size_t i = 0; i < model->num_blocks(); ++i) blocks.push_back(model->block(i));
+// Blocks per stage: equal counts, "auto" (timed on one micro-batch of the first training batch) or the list
+// given.
+std::vector<int> choose_balance(Run& r) {
+  const TrainConfig& c = r.c;
+  DGP_CHECK(c.stages <= static_cast<int>(r.blocks.size()),
+            "--stages " << c.stages << ": the model has only " << r.blocks.size() << " blocks");
+  if (c.balance.empty())
+    return pipeline::balance_by_cost(std::vector<double>(r.blocks.size(), 1.0), c.stages);
+  if (c.balance == "auto") {
+    data::Batch sample_batch;
+    r.data.train->start_epoch(0);
+    DGP_CHECK(r.data.train->next(sample_batch), "--balance auto: the training set has no full batch");
+    r.data.train->stop();
+    auto sample = pipeline::split_micro_batches(to_micro_batch(sample_batch, *r.model, r.data.text),
+                                                c.micro_batches)[0];
+    return pipeline::balance_by_time(r.blocks, sample, c.stages);
+  }
+  return pipeline::parse_balance(c.balance, static_cast<int>(r.blocks.size()), c.stages);
+}
+
+pipeline::PipelineOptions pipeline_options(Run& r, const std::vector<engine::Device>& devices) {
+  const TrainConfig& c = r.c;
   pipeline::PipelineOptions po;
-  po.micro_batches = c.chunks;
-  po.kind = pipeline::parse_schedule_kind(c.schedule_kind);
+  po.micro_batches = c.micro_batches;
+  po.kind = pipeline::parse_schedule_kind(c.pipeline_schedule);
   po.placement = pipeline::parse_placement(c.placement);
   po.codecs = parse_codecs(c.compress);
   DGP_CHECK(
@@ -423,26 +520,22 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
   po.label_smoothing = c.label_smoothing;
   po.trace = !c.trace.empty();
   po.seed = c.seed;
-  DGP_CHECK(c.stages <= static_cast<int>(blocks.size()),
-            "--stages " << c.stages << ": the model has only " << blocks.size() << " blocks");
-  if (c.balance.empty()) {
-    po.balance = pipeline::balance_by_cost(std::vector<double>(blocks.size(), 1.0), c.stages);
-  } else if (c.balance == "auto") {
-    data::Batch sample_batch;
-    data.train->start_epoch(0);
-    DGP_CHECK(data.train->next(sample_batch), "--balance auto: the training set has no full batch");
-    data.train->stop();
-    auto sample = pipeline::split_micro_batches(to_micro_batch(sample_batch, *model, data.text), c.chunks)[0];
-    po.balance = pipeline::balance_by_time(blocks, sample, c.stages);
-  } else {
-    po.balance = pipeline::parse_balance(c.balance, static_cast<int>(blocks.size()), c.stages);
-  }
-  // Names of parameters (for no-decay groups).
+  po.balance = choose_balance(r);
+  return po;
+}
+
+// Each stage's optimizer over its parameters: SGD or AdamW, with biases and norm weights in a group without
+// weight decay unless --no-decay-norms false.
+pipeline::OptimizerFactory optimizer_factory(const Run& r) {
   std::map<const engine::TensorImpl*, std::string> param_names;
-  for (auto& [name, t] : model->named_parameters()) param_names[t.impl_ptr().get()] = name;
-  auto make_optimizer = [&](std::vector<Tensor> params, int) -> std::unique_ptr<engine::Optimizer> {
+  for (auto& [name, t] : r.model->named_parameters()) param_names[t.impl_ptr().get()] = name;
+  const TrainConfig& c = r.c;
+  return [&c, param_names](std::vector<Tensor> params, int) -> std::unique_ptr<engine::Optimizer> {
     std::vector<std::pair<std::string, Tensor>> named;
-    for (auto& p : params) named.push_back({param_names[p.impl_ptr().get()], p});
+    for (auto& p : params) {
+      auto it = param_names.find(p.impl_ptr().get());
+      named.push_back({it != param_names.end() ? it->second : "", p});
+    }
     std::vector<engine::ParamGroupSpec> groups = c.no_decay_norms
                                                      ? engine::param_groups_no_decay(named, c.weight_decay)
                                                      : engine::single_group(params);
@@ -459,307 +552,402 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
     o.weight_decay = c.weight_decay;
     return std::make_unique<engine::SGD>(groups, o);
   };
-  std::unique_ptr<pipeline::Pipeline> pipe;
+}
+
+void set_up_pipeline(Run& r, const std::vector<engine::Device>& devices) {
+  pipeline::PipelineOptions po = pipeline_options(r, devices);
 #ifdef DGPIPE_WITH_MPI
-  if (multi_process) {
-    po.process_channel = c.channel;
-    pipe = std::make_unique<pipeline::Pipeline>(blocks, po, make_optimizer, rank, world);
+  if (r.multi_process) {
+    po.process_channel = r.c.channel;
+    r.pipe = std::make_unique<pipeline::Pipeline>(r.blocks, po, optimizer_factory(r), r.rank, r.world);
   }
 #endif
-  if (!pipe) pipe = std::make_unique<pipeline::Pipeline>(blocks, po, make_optimizer);
-  const bool reporter = pipe->runs_stage(pipe->num_stages() - 1);  // the rank that sees the loss
+  if (!r.pipe) r.pipe = std::make_unique<pipeline::Pipeline>(r.blocks, po, optimizer_factory(r));
+  r.reporter = r.pipe->runs_stage(r.pipe->num_stages() - 1);  // the rank that sees the loss
+}
 
-  const int64_t steps_per_epoch = data.train->num_batches();
-  DGP_CHECK(steps_per_epoch > 0, "the training set (" << data.train->num_samples()
-                                                      << " samples) is smaller than --batch " << c.batch);
-  int64_t total_steps = steps_per_epoch * c.epochs;
-  if (c.max_steps > 0) total_steps = std::min(total_steps, c.max_steps);
-  engine::LRSchedule schedule = make_schedule(c, total_steps, steps_per_epoch);
+engine::LRSchedule make_lr_schedule(const TrainConfig& c, int64_t total_steps, int64_t steps_per_epoch) {
+  int64_t warmup = c.warmup < 1.0 ? static_cast<int64_t>(std::floor(c.warmup * total_steps))
+                                  : static_cast<int64_t>(c.warmup);
+  if (c.lr_schedule == "constant") return engine::LRSchedule::constant(c.lr);
+  if (c.lr_schedule == "cosine") return engine::LRSchedule::cosine_with_warmup(c.lr, warmup, total_steps);
+  if (c.lr_schedule == "linear") return engine::LRSchedule::linear_with_warmup(c.lr, warmup, total_steps);
+  if (c.lr_schedule == "polynomial")
+    return engine::LRSchedule::polynomial_with_warmup(c.lr, warmup, total_steps,
+                                                      std::min(c.lr_end, c.lr * 0.5));
+  return engine::LRSchedule::step_decay(c.lr, c.step_size > 0 ? c.step_size : steps_per_epoch, c.gamma);
+}
 
-  // Resume: model state, optimizer states, dropout generators, counters.
-  int64_t start_epoch = 0, global_step = 0;
-  auto save_checkpoint = [&](int64_t next_epoch) {
-    std::map<std::string, Tensor> tensors;
-    // The whole model under its PyTorch names (under MPI, the blocks of other ranks' stages are stale copies
-    // and are ignored on resume: each rank restores its own stages from its own file).
-    for (auto& [name, t] : model->state_dict()) tensors["model." + name] = t;
-    for (size_t si = 0; si < pipe->local_stages().size(); ++si) {
-      auto& st = pipe->local_stages()[si];
-      int s = st->setup().stage;
-      if (si < pipe->optimizers().size())
-        for (auto& [k, t] : pipe->optimizers()[si]->state_dict())
-          tensors["optim." + std::to_string(s) + "." + k] = t;
-      engine::PhiloxState g = pipe->stage_generator(si).state();
-      tensors["rng." + std::to_string(s)] = engine::from_vector(
-          std::vector<int64_t>{static_cast<int64_t>(g.seed), static_cast<int64_t>(g.offset)}, {2});
-    }
-    std::map<std::string, std::string> meta{{"epoch", std::to_string(next_epoch)},
-                                            {"step", std::to_string(global_step)},
-                                            {"config", c.to_json().dump()},
-                                            {"format", "dgpipe-checkpoint-1"}};
-    engine::save_safetensors(ckpt_path, tensors, meta);
-  };
-  if (c.resume || c.eval_only) {
-    if (c.resume)
-      DGP_CHECK(fs::exists(ckpt_path),
-                "--resume: no checkpoint in '" << log_dir << "' (" << ckpt_path << ")");
-    if (fs::exists(ckpt_path)) {
-      engine::SafetensorsFile f = engine::load_safetensors(ckpt_path);
-      DGP_CHECK(f.metadata.count("format") && f.metadata["format"] == "dgpipe-checkpoint-1",
-                "--resume: '" << ckpt_path << "' is not a dgpipe checkpoint");
-      std::map<std::string, Tensor> model_state;
-      for (auto& [k, t] : f.tensors)
-        if (k.rfind("model.", 0) == 0) model_state[k.substr(6)] = t;
-      model->load_state_dict(model_state, true);
-      for (size_t si = 0; si < pipe->local_stages().size(); ++si) {
-        auto& st = pipe->local_stages()[si];
-        int s = st->setup().stage;
-        std::map<std::string, Tensor> opt_state;
-        std::string prefix = "optim." + std::to_string(s) + ".";
-        for (auto& [k, t] : f.tensors)
-          if (k.rfind(prefix, 0) == 0) opt_state[k.substr(prefix.size())] = t;
-        if (si < pipe->optimizers().size() && !opt_state.empty())
-          pipe->optimizers()[si]->load_state_dict(opt_state);
-        auto it = f.tensors.find("rng." + std::to_string(s));
-        if (it != f.tensors.end()) {
-          auto v = it->second.to_vector();
-          pipe->stage_generator(si).set_state(engine::PhiloxState{
-              static_cast<uint64_t>(static_cast<int64_t>(v[0])), static_cast<uint64_t>(v[1])});
-        }
-      }
-      start_epoch = std::stoll(f.metadata["epoch"]);
-      global_step = std::stoll(f.metadata["step"]);
-      std::cout << "resumed from " << ckpt_path << " at epoch " << start_epoch << ", step " << global_step
-                << "\n";
+void set_up_lr_schedule(Run& r) {
+  r.steps_per_epoch = r.data.train->num_batches();
+  DGP_CHECK(r.steps_per_epoch > 0, "the training set (" << r.data.train->num_samples()
+                                                        << " samples) is smaller than --batch " << r.c.batch);
+  r.total_steps = r.steps_per_epoch * r.c.epochs;
+  if (r.c.max_steps > 0) r.total_steps = std::min(r.total_steps, r.c.max_steps);
+  r.lr_schedule = make_lr_schedule(r.c, r.total_steps, r.steps_per_epoch);
+}
+
+// ---------------- checkpoints ----------------
+// One safetensors file per process: the whole model under its PyTorch names ("model.*"), each local stage's
+// optimizer state ("optim.<stage>.*") and dropout generator ("rng.<stage>"), the counters in the metadata.
+
+std::string optimizer_prefix(int stage) {
+  return "optim." + std::to_string(stage) + ".";
+}
+std::string generator_key(int stage) {
+  return "rng." + std::to_string(stage);
+}
+
+void save_checkpoint(Run& r, int64_t next_epoch) {
+  std::map<std::string, Tensor> tensors;
+  // Under MPI, the blocks of other ranks' stages are stale copies and are ignored on resume: each rank
+  // restores its own stages from its own file.
+  for (auto& [name, t] : r.model->state_dict()) tensors["model." + name] = t;
+  for (size_t si = 0; si < r.pipe->local_stages().size(); ++si) {
+    int s = r.pipe->local_stages()[si]->setup().stage;
+    if (si < r.pipe->optimizers().size())
+      for (auto& [k, t] : r.pipe->optimizers()[si]->state_dict()) tensors[optimizer_prefix(s) + k] = t;
+    engine::PhiloxState g = r.pipe->stage_generator(si).state();
+    tensors[generator_key(s)] = engine::from_vector(
+        std::vector<int64_t>{static_cast<int64_t>(g.seed), static_cast<int64_t>(g.offset)}, {2});
+  }
+  std::map<std::string, std::string> meta{{"epoch", std::to_string(next_epoch)},
+                                          {"step", std::to_string(r.global_step)},
+                                          {"config", r.c.to_json().dump()},
+                                          {"format", "dgpipe-checkpoint-1"}};
+  engine::save_safetensors(r.checkpoint_path, tensors, meta);
+}
+
+// --resume (and --eval-only, when the log folder has a checkpoint): model state, optimizer states, dropout
+// generators and the epoch and step counters.
+void resume_from_checkpoint(Run& r) {
+  if (!(r.c.resume || r.c.eval_only) || !fs::exists(r.checkpoint_path)) return;
+  engine::SafetensorsFile f = engine::load_safetensors(r.checkpoint_path);
+  DGP_CHECK(f.metadata.count("format") && f.metadata["format"] == "dgpipe-checkpoint-1",
+            "--resume: '" << r.checkpoint_path << "' is not a dgpipe checkpoint");
+  std::map<std::string, Tensor> model_state;
+  for (auto& [k, t] : f.tensors)
+    if (k.rfind("model.", 0) == 0) model_state[k.substr(6)] = t;
+  r.model->load_state_dict(model_state, true);
+  for (size_t si = 0; si < r.pipe->local_stages().size(); ++si) {
+    int s = r.pipe->local_stages()[si]->setup().stage;
+    std::map<std::string, Tensor> opt_state;
+    const std::string prefix = optimizer_prefix(s);
+    for (auto& [k, t] : f.tensors)
+      if (k.rfind(prefix, 0) == 0) opt_state[k.substr(prefix.size())] = t;
+    if (si < r.pipe->optimizers().size() && !opt_state.empty())
+      r.pipe->optimizers()[si]->load_state_dict(opt_state);
+    auto it = f.tensors.find(generator_key(s));
+    if (it != f.tensors.end()) {
+      auto v = it->second.to_vector();
+      r.pipe->stage_generator(si).set_state(engine::PhiloxState{
+          static_cast<uint64_t>(static_cast<int64_t>(v[0])), static_cast<uint64_t>(v[1])});
     }
   }
+  r.start_epoch = std::stoll(f.metadata["epoch"]);
+  r.global_step = std::stoll(f.metadata["step"]);
+  std::cout << "resumed from " << r.checkpoint_path << " at epoch " << r.start_epoch << ", step "
+            << r.global_step << "\n";
+}
 
-  if (rank == 0 || reporter) {
-    write_text_atomic((fs::path(log_dir) / "config.json").string(), c.to_json().dump(2) + "\n");
-    std::cout << "dgpipe train: " << model->name() << " (" << model->num_parameters() << " parameters, "
-              << blocks.size() << " blocks) on " << data.describe << "\n"
-              << "  pipeline: " << pipe->num_stages() << " stages [";
-    for (size_t i = 0; i < po.balance.size(); ++i) std::cout << (i ? "," : "") << po.balance[i];
-    std::cout << "] " << c.placement << ", " << c.chunks << " micro-batches, " << c.schedule_kind
-              << ", codecs " << c.compress << ", channel " << c.channel << "\n"
-              << "  optimisation: " << c.optimizer << " " << schedule.describe() << ", batch " << c.batch
-              << ", " << c.epochs << " epochs x " << steps_per_epoch << " steps\n"
-              << std::flush;
-  }
+// ---------------- logs ----------------
 
-  // Metrics files (appended on resume).
-  std::string csv_path = (fs::path(log_dir) / "metrics.csv").string();
-  std::string jsonl_path = (fs::path(log_dir) / "metrics.jsonl").string();
-  bool fresh = !c.resume;
-  std::ofstream csv(csv_path, fresh ? std::ios::trunc : std::ios::app);
-  std::ofstream jsonl(jsonl_path, fresh ? std::ios::trunc : std::ios::app);
-  DGP_CHECK(csv.good() && jsonl.good(), "--log-dir: cannot write metrics in '" << log_dir << "'");
+// config.json and the banner: model, data, pipeline, optimisation.
+void write_config_and_banner(Run& r) {
+  const TrainConfig& c = r.c;
+  if (!(r.rank == 0 || r.reporter)) return;
+  write_text_atomic((fs::path(r.log_dir) / "config.json").string(), c.to_json().dump(2) + "\n");
+  std::cout << "dgpipe train: " << r.model->name() << " (" << r.model->num_parameters() << " parameters, "
+            << r.blocks.size() << " blocks) on " << r.data.describe << "\n"
+            << "  pipeline: " << r.pipe->num_stages() << " stages [";
+  const std::vector<int>& balance = r.pipe->options().balance;
+  for (size_t i = 0; i < balance.size(); ++i) std::cout << (i ? "," : "") << balance[i];
+  std::cout << "] " << c.placement << ", " << c.micro_batches << " micro-batches, " << c.pipeline_schedule
+            << ", codecs " << c.compress << ", channel " << c.channel << "\n"
+            << "  optimisation: " << c.optimizer << " " << r.lr_schedule->describe() << ", batch " << c.batch
+            << ", " << c.epochs << " epochs x " << r.steps_per_epoch << " steps\n"
+            << std::flush;
+}
+
+// metrics.csv and metrics.jsonl: one line per epoch, appended to on resume.
+void open_metrics_files(Run& r) {
+  bool fresh = !r.c.resume;
+  r.csv.open((fs::path(r.log_dir) / "metrics.csv").string(), fresh ? std::ios::trunc : std::ios::app);
+  r.jsonl.open((fs::path(r.log_dir) / "metrics.jsonl").string(), fresh ? std::ios::trunc : std::ios::app);
+  DGP_CHECK(r.csv.good() && r.jsonl.good(), "--log-dir: cannot write metrics in '" << r.log_dir << "'");
   if (fresh)
-    csv << "epoch,step,train_loss,train_acc,eval_loss,eval_acc,eval_mcc,eval_f1,lr,samples_per_s,seconds,"
-           "wire_bytes,"
-           "raw_bytes\n";
+    r.csv << "epoch,step,train_loss,train_acc,eval_loss,eval_acc,eval_mcc,eval_f1,lr,samples_per_s,seconds,"
+             "wire_bytes,"
+             "raw_bytes\n";
+}
 
-  auto evaluate = [&](EpochMetrics& m) {
-    std::vector<int64_t> preds, labels;
-    double loss_sum = 0;
-    int64_t n = 0;
-    for (data::Batch& b : data.eval->epoch(0)) {
-      // The last eval batch may be smaller than --chunks micro-batches: evaluate it unsplit if so.
-      pipeline::MicroBatch mb = to_micro_batch(b, *model, data.text);
-      if (b.size() < c.chunks) continue;
-      if (b.size() % c.chunks != 0 && c.chunks > 1) {
-        int64_t keep = b.size() / c.chunks * c.chunks;
-        mb.input = mb.input.narrow(0, 0, keep).contiguous();
-        mb.labels = mb.labels.narrow(0, 0, keep).contiguous();
-        auto cut = [&](Tensor& t) {
-          if (t.defined()) t = t.narrow(0, 0, keep).contiguous();
-        };
-        cut(mb.ctx.attention_mask);
-        cut(mb.ctx.additive_mask);
-        cut(mb.ctx.token_type_ids);
-      }
-      pipeline::StepResult r = pipe->eval_step(mb, reporter);
-      if (reporter) {
-        loss_sum += r.loss * r.samples;
-        n += r.samples;
-        for (auto& logits : r.logits)
-          for (int64_t p : data::argmax_rows(logits)) preds.push_back(p);
-        for (double v : mb.labels.to_vector()) labels.push_back(static_cast<int64_t>(v));
-      }
-    }
-    if (reporter && n > 0) {
-      labels.resize(preds.size());
-      m.eval_loss = loss_sum / n;
-      m.eval_acc = data::accuracy(preds, labels);
-      m.eval_mcc = data::matthews_corrcoef(preds, labels);
-      m.eval_f1 = num_classes == 2 ? data::f1_score(preds, labels) : 0.0;
-    }
-  };
-
-  auto run_start = Clock::now();
-  if (c.eval_only) {
-    EpochMetrics m;
-    m.epoch = start_epoch;
-    m.step = global_step;
-    evaluate(m);
-    if (reporter)
-      std::cout << "eval: loss " << std::fixed << std::setprecision(4) << m.eval_loss << "  acc "
-                << std::setprecision(2) << 100 * m.eval_acc << "%  mcc " << std::setprecision(4) << m.eval_mcc
-                << "\n";
-    summary.epochs.push_back(m);
-    summary.final_eval_acc = m.eval_acc;
-    summary.final_eval_mcc = m.eval_mcc;
-    return summary;
+// Per stage: boundary traffic and encode time in both directions, busy and wall time.
+nlohmann::json stage_stats_json(pipeline::Pipeline& pipe) {
+  nlohmann::json stages = nlohmann::json::array();
+  for (auto& st : pipe.local_stages()) {
+    auto& f = st->boundary_stats(pipeline::Side::downstream, pipeline::Direction::fwd);
+    auto& g = st->boundary_stats(pipeline::Side::upstream, pipeline::Direction::bwd);
+    stages.push_back({{"stage", st->setup().stage},
+                      {"fwd_wire_bytes", f.wire_bytes},
+                      {"fwd_raw_bytes", f.raw_bytes},
+                      {"fwd_encode_s", f.encode_s},
+                      {"bwd_wire_bytes", g.wire_bytes},
+                      {"bwd_raw_bytes", g.raw_bytes},
+                      {"bwd_encode_s", g.encode_s},
+                      {"busy_s", st->stats().busy_s},
+                      {"wall_s", st->stats().wall_s},
+                      {"idle_fraction", st->stats().idle_fraction()}});
   }
+  return stages;
+}
 
-  int64_t steps_this_run = 0;
+void append_metrics(Run& r, const EpochMetrics& m) {
+  r.csv << m.epoch << "," << m.step << "," << m.train_loss << "," << m.train_acc << "," << m.eval_loss << ","
+        << m.eval_acc << "," << m.eval_mcc << "," << m.eval_f1 << "," << m.lr << "," << m.samples_per_s << ","
+        << m.seconds << "," << m.wire_bytes << "," << m.raw_bytes << "\n"
+        << std::flush;
+  nlohmann::json j{{"epoch", m.epoch},
+                   {"step", m.step},
+                   {"train_loss", m.train_loss},
+                   {"train_acc", m.train_acc},
+                   {"eval_loss", m.eval_loss},
+                   {"eval_acc", m.eval_acc},
+                   {"eval_mcc", m.eval_mcc},
+                   {"eval_f1", m.eval_f1},
+                   {"lr", m.lr},
+                   {"samples_per_s", m.samples_per_s},
+                   {"seconds", m.seconds},
+                   {"wire_bytes", m.wire_bytes},
+                   {"raw_bytes", m.raw_bytes}};
+  j["stages"] = stage_stats_json(*r.pipe);
+  r.jsonl << j.dump() << "\n" << std::flush;
+}
+
+// ---------------- progress and ETA ----------------
+
+// The time left at the throughput measured so far in this epoch.
+double eta_at_rate(int64_t steps_left, int64_t batch, double samples_per_s) {
+  return steps_left * batch / std::max(samples_per_s, 1e-9);
+}
+// The time left at the last epoch's seconds per step.
+double eta_at_epoch_pace(int64_t steps_left, double epoch_seconds, int64_t epoch_steps) {
+  return steps_left * epoch_seconds / std::max<int64_t>(epoch_steps, 1);
+}
+
+// The running sums of one epoch.
+struct EpochProgress {
+  Clock::time_point start = Clock::now();
+  double loss_sum = 0;
+  int64_t correct = 0, seen = 0, steps = 0;
+  uint64_t wire_at_start = 0, raw_at_start = 0;
+};
+
+// The --log-every line: the epoch's mean loss and accuracy so far, the learning rate, throughput and ETA.
+void print_step_progress(const Run& r, const EpochProgress& p, double lr) {
+  double el = std::chrono::duration<double>(Clock::now() - p.start).count();
+  double rate = p.steps * r.c.batch / std::max(el, 1e-9);
+  int64_t left = r.total_steps - r.global_step;
+  std::cout << "  step " << r.global_step << "/" << r.total_steps << "  loss " << std::fixed
+            << std::setprecision(4) << p.loss_sum / p.steps << "  acc " << std::setprecision(1)
+            << 100.0 * p.correct / std::max<int64_t>(p.seen, 1) << "%  lr " << std::setprecision(5) << lr
+            << "  " << std::setprecision(1) << rate << " samples/s  ETA "
+            << human_seconds(eta_at_rate(left, r.c.batch, rate)) << "\n"
+            << std::flush;
+}
+
+// The second line of an epoch report: bytes sent against f32, and each boundary's rate per direction since
+// the last report.
+void print_boundary_traffic(Run& r, const EpochMetrics& m) {
+  std::cout << "\n    wire: " << human_bytes(m.wire_bytes) << " for " << human_bytes(m.raw_bytes)
+            << " of f32 (" << std::setprecision(1) << 100.0 * m.wire_bytes / m.raw_bytes << "%)";
+  for (auto& st : r.pipe->local_stages()) {
+    int s = st->setup().stage;
+    auto& f = st->boundary_stats(pipeline::Side::downstream, pipeline::Direction::fwd);
+    auto& g = st->boundary_stats(pipeline::Side::upstream, pipeline::Direction::bwd);
+    if (s < r.pipe->num_stages() - 1)
+      std::cout << "  " << s << "->" << s + 1 << " fwd "
+                << human_bytes((f.wire_bytes - r.fwd_wire_at_last_report[s]) / std::max(m.seconds, 1e-9))
+                << "/s";
+    if (s > 0)
+      std::cout << "  " << s << "->" << s - 1 << " bwd "
+                << human_bytes((g.wire_bytes - r.bwd_wire_at_last_report[s]) / std::max(m.seconds, 1e-9))
+                << "/s";
+    r.fwd_wire_at_last_report[s] = f.wire_bytes;
+    r.bwd_wire_at_last_report[s] = g.wire_bytes;
+  }
+}
+
+void print_epoch(Run& r, const EpochMetrics& m, int64_t steps_in_epoch) {
+  const TrainConfig& c = r.c;
+  std::cout << "epoch " << m.epoch + 1 << "/" << c.epochs << "  step " << r.global_step << "  loss "
+            << std::fixed << std::setprecision(4) << m.train_loss << "  train acc " << std::setprecision(2)
+            << 100 * m.train_acc << "%  eval acc " << 100 * m.eval_acc << "%";
+  if (c.dataset == "cola") std::cout << "  mcc " << std::setprecision(4) << m.eval_mcc;
+  std::cout << "  lr " << std::setprecision(5) << m.lr << "  " << std::setprecision(1) << m.samples_per_s
+            << " samples/s  " << human_seconds(m.seconds);
+  int64_t left = r.total_steps - r.global_step;
+  if (left > 0) std::cout << "  ETA " << human_seconds(eta_at_epoch_pace(left, m.seconds, steps_in_epoch));
+  if (m.raw_bytes > 0) print_boundary_traffic(r, m);
+  std::cout << "\n" << std::flush;
+}
+
+// ---------------- evaluation ----------------
+
+// The eval batch cut to a multiple of --micro-batches samples (the pipeline splits it into equal
+// micro-batches); false when it holds fewer samples than micro-batches.
+bool cut_to_micro_batches(pipeline::MicroBatch& mb, int64_t size, int micro_batches) {
+  if (size < micro_batches) return false;
+  if (size % micro_batches != 0 && micro_batches > 1) {
+    int64_t keep = size / micro_batches * micro_batches;
+    auto cut = [&](Tensor& t) {
+      if (t.defined()) t = t.narrow(0, 0, keep).contiguous();
+    };
+    cut(mb.input);
+    cut(mb.labels);
+    mb.ctx.for_each([&](const char*, Tensor& t) { cut(t); });
+  }
+  return true;
+}
+
+// Loss, accuracy, MCC and (two classes) F1 on the evaluation set, into m (on the reporter).
+void evaluate(Run& r, EpochMetrics& m) {
+  std::vector<int64_t> preds, labels;
+  double loss_sum = 0;
+  int64_t n = 0;
+  for (data::Batch& b : r.data.eval->epoch(0)) {
+    pipeline::MicroBatch mb = to_micro_batch(b, *r.model, r.data.text);
+    if (!cut_to_micro_batches(mb, b.size(), r.c.micro_batches)) continue;
+    pipeline::StepResult res = r.pipe->eval_step(mb, r.reporter);
+    if (r.reporter) {
+      loss_sum += res.loss * res.samples;
+      n += res.samples;
+      for (auto& logits : res.logits)
+        for (int64_t p : data::argmax_rows(logits)) preds.push_back(p);
+      for (double v : mb.labels.to_vector()) labels.push_back(static_cast<int64_t>(v));
+    }
+  }
+  if (r.reporter && n > 0) {
+    labels.resize(preds.size());
+    m.eval_loss = loss_sum / n;
+    m.eval_acc = data::accuracy(preds, labels);
+    m.eval_mcc = data::matthews_corrcoef(preds, labels);
+    m.eval_f1 = r.num_classes == 2 ? data::f1_score(preds, labels) : 0.0;
+  }
+}
+
+// --eval-only: one evaluation of the restored (or --init-from) model.
+void evaluate_only(Run& r) {
+  EpochMetrics m;
+  m.epoch = r.start_epoch;
+  m.step = r.global_step;
+  evaluate(r, m);
+  if (r.reporter)
+    std::cout << "eval: loss " << std::fixed << std::setprecision(4) << m.eval_loss << "  acc "
+              << std::setprecision(2) << 100 * m.eval_acc << "%  mcc " << std::setprecision(4) << m.eval_mcc
+              << "\n";
+  r.summary.epochs.push_back(m);
+  r.summary.final_eval_acc = m.eval_acc;
+  r.summary.final_eval_mcc = m.eval_mcc;
+}
+
+// ---------------- training ----------------
+
+// One optimizer step at the scheduled learning rate; writes the trace after --trace-steps steps.
+void train_step(Run& r, const data::Batch& b, EpochProgress& p, EpochMetrics& m) {
+  const TrainConfig& c = r.c;
+  double lr = r.lr_schedule->lr(r.global_step);
+  r.pipe->set_lr(lr);
+  m.lr = lr;
+  pipeline::StepResult res = r.pipe->train_step(to_micro_batch(b, *r.model, r.data.text));
+  if (!c.trace.empty() && r.global_step + 1 == c.trace_steps) {
+    r.pipe->write_trace(c.trace);
+    r.pipe->stop_tracing();
+    if (r.reporter)
+      std::cout << "  trace of the first " << c.trace_steps << " steps written to " << c.trace << "\n";
+  }
+  ++r.global_step;
+  ++p.steps;
+  ++r.steps_this_run;
+  if (r.reporter) {
+    DGP_CHECK(std::isfinite(res.loss), "training diverged: loss " << res.loss << " at step " << r.global_step
+                                                                  << " (lower --lr, or check the data)");
+    p.loss_sum += res.loss;
+    p.correct += res.correct;
+    p.seen += res.samples;
+    r.summary.step_losses.push_back(res.loss);
+  }
+  if (r.reporter && c.log_every > 0 && r.global_step % c.log_every == 0) print_step_progress(r, p, lr);
+}
+
+enum class EpochEnd { data_done, max_steps, interrupted };
+
+// The training steps of one epoch, until the data or --max-steps runs out, or stop_after_steps.
+EpochEnd train_epoch_steps(Run& r, int64_t epoch, EpochProgress& p, EpochMetrics& m) {
+  for (data::Batch& b : r.data.train->epoch(epoch)) {
+    if (r.c.max_steps > 0 && r.global_step >= r.c.max_steps) return EpochEnd::max_steps;
+    train_step(r, b, p, m);
+    if (r.stop_after_steps > 0 && r.steps_this_run >= r.stop_after_steps) return EpochEnd::interrupted;
+  }
+  return EpochEnd::data_done;
+}
+
+// After an epoch's steps: its metrics, the evaluation, the report and the metrics files.
+void finish_epoch(Run& r, const EpochProgress& p, EpochMetrics& m) {
+  m.step = r.global_step;
+  m.seconds = std::chrono::duration<double>(Clock::now() - p.start).count();
+  m.samples_per_s = p.steps * r.c.batch / std::max(m.seconds, 1e-9);
+  m.train_loss = p.loss_sum / p.steps;
+  m.train_acc = p.seen ? static_cast<double>(p.correct) / p.seen : 0;
+  uint64_t wire, raw;
+  boundary_totals(*r.pipe, wire, raw, r.multi_process);
+  m.wire_bytes = wire - p.wire_at_start;
+  m.raw_bytes = raw - p.raw_at_start;
+  evaluate(r, m);
+  r.summary.epochs.push_back(m);
+  if (r.reporter) {
+    print_epoch(r, m, p.steps);
+    append_metrics(r, m);
+  }
+}
+
+// The epoch loop: train, evaluate, report, checkpoint. Returns false when stop_after_steps interrupted it.
+bool train_epochs(Run& r) {
   bool stop = false;
-  std::map<std::string, uint64_t> epoch_fwd_bytes,
-      epoch_bwd_bytes;  // per-boundary totals at the last epoch end
-  for (int64_t epoch = start_epoch; epoch < c.epochs && !stop; ++epoch) {
+  for (int64_t epoch = r.start_epoch; epoch < r.c.epochs && !stop; ++epoch) {
     EpochMetrics m;
     m.epoch = epoch;
-    auto epoch_start = Clock::now();
-    double loss_sum = 0;
-    int64_t correct = 0, seen = 0, steps_in_epoch = 0;
-    uint64_t wire0, raw0;
-    boundary_totals(*pipe, wire0, raw0, multi_process);
-    for (data::Batch& b : data.train->epoch(epoch)) {
-      if (c.max_steps > 0 && global_step >= c.max_steps) {
-        stop = true;
-        break;
-      }
-      double lr = schedule.lr(global_step);
-      pipe->set_lr(lr);
-      m.lr = lr;
-      pipeline::StepResult r = pipe->train_step(to_micro_batch(b, *model, data.text));
-      if (!c.trace.empty() && global_step + 1 == c.trace_steps) {
-        pipe->write_trace(c.trace);
-        pipe->stop_tracing();
-        if (reporter)
-          std::cout << "  trace of the first " << c.trace_steps << " steps written to " << c.trace << "\n";
-      }
-      ++global_step;
-      ++steps_in_epoch;
-      ++steps_this_run;
-      if (reporter) {
-        DGP_CHECK(std::isfinite(r.loss), "training diverged: loss " << r.loss << " at step " << global_step
-                                                                    << " (lower --lr, or check the data)");
-        loss_sum += r.loss;
-        correct += r.correct;
-        seen += r.samples;
-        summary.step_losses.push_back(r.loss);
-      }
-      if (reporter && c.log_every > 0 && global_step % c.log_every == 0) {
-        double el = std::chrono::duration<double>(Clock::now() - epoch_start).count();
-        double rate = steps_in_epoch * c.batch / std::max(el, 1e-9);
-        int64_t left = total_steps - global_step;
-        std::cout << "  step " << global_step << "/" << total_steps << "  loss " << std::fixed
-                  << std::setprecision(4) << loss_sum / steps_in_epoch << "  acc " << std::setprecision(1)
-                  << 100.0 * correct / std::max<int64_t>(seen, 1) << "%  lr " << std::setprecision(5) << lr
-                  << "  " << std::setprecision(1) << rate << " samples/s  ETA "
-                  << human_seconds(left * c.batch / std::max(rate, 1e-9)) << "\n"
-                  << std::flush;
-      }
-      if (stop_after_steps > 0 && steps_this_run >= stop_after_steps)
-        return summary;  // simulated interruption
-    }
-    if (steps_in_epoch == 0) break;
-    m.step = global_step;
-    m.seconds = std::chrono::duration<double>(Clock::now() - epoch_start).count();
-    m.samples_per_s = steps_in_epoch * c.batch / std::max(m.seconds, 1e-9);
-    m.train_loss = loss_sum / steps_in_epoch;
-    m.train_acc = seen ? static_cast<double>(correct) / seen : 0;
-    uint64_t wire1, raw1;
-    boundary_totals(*pipe, wire1, raw1, multi_process);
-    m.wire_bytes = wire1 - wire0;
-    m.raw_bytes = raw1 - raw0;
-    evaluate(m);
-    summary.epochs.push_back(m);
-    if (reporter) {
-      std::cout << "epoch " << epoch + 1 << "/" << c.epochs << "  step " << global_step << "  loss "
-                << std::fixed << std::setprecision(4) << m.train_loss << "  train acc "
-                << std::setprecision(2) << 100 * m.train_acc << "%  eval acc " << 100 * m.eval_acc << "%";
-      if (c.dataset == "cola") std::cout << "  mcc " << std::setprecision(4) << m.eval_mcc;
-      std::cout << "  lr " << std::setprecision(5) << m.lr << "  " << std::setprecision(1) << m.samples_per_s
-                << " samples/s  " << human_seconds(m.seconds);
-      int64_t left = total_steps - global_step;
-      if (left > 0)
-        std::cout << "  ETA " << human_seconds(left * m.seconds / std::max<int64_t>(steps_in_epoch, 1));
-      if (m.raw_bytes > 0) {
-        std::cout << "\n    wire: " << human_bytes(m.wire_bytes) << " for " << human_bytes(m.raw_bytes)
-                  << " of f32 (" << std::setprecision(1) << 100.0 * m.wire_bytes / m.raw_bytes << "%)";
-        // per boundary and direction, this epoch
-        for (auto& st : pipe->local_stages()) {
-          int s = st->setup().stage;
-          auto& f = st->downstream_fwd_stats();
-          auto& g = st->upstream_bwd_stats();
-          auto key = std::to_string(s);
-          if (s < pipe->num_stages() - 1)
-            std::cout << "  " << s << "->" << s + 1 << " fwd "
-                      << human_bytes((f.wire_bytes - epoch_fwd_bytes[key]) / std::max(m.seconds, 1e-9))
-                      << "/s";
-          if (s > 0)
-            std::cout << "  " << s << "->" << s - 1 << " bwd "
-                      << human_bytes((g.wire_bytes - epoch_bwd_bytes[key]) / std::max(m.seconds, 1e-9))
-                      << "/s";
-          epoch_fwd_bytes[key] = f.wire_bytes;
-          epoch_bwd_bytes[key] = g.wire_bytes;
-        }
-      }
-      std::cout << "\n" << std::flush;
-      csv << m.epoch << "," << m.step << "," << m.train_loss << "," << m.train_acc << "," << m.eval_loss
-          << "," << m.eval_acc << "," << m.eval_mcc << "," << m.eval_f1 << "," << m.lr << ","
-          << m.samples_per_s << "," << m.seconds << "," << m.wire_bytes << "," << m.raw_bytes << "\n"
-          << std::flush;
-      nlohmann::json j{{"epoch", m.epoch},
-                       {"step", m.step},
-                       {"train_loss", m.train_loss},
-                       {"train_acc", m.train_acc},
-                       {"eval_loss", m.eval_loss},
-                       {"eval_acc", m.eval_acc},
-                       {"eval_mcc", m.eval_mcc},
-                       {"eval_f1", m.eval_f1},
-                       {"lr", m.lr},
-                       {"samples_per_s", m.samples_per_s},
-                       {"seconds", m.seconds},
-                       {"wire_bytes", m.wire_bytes},
-                       {"raw_bytes", m.raw_bytes}};
-      nlohmann::json boundaries = nlohmann::json::array();
-      for (auto& st : pipe->local_stages()) {
-        auto& f = st->downstream_fwd_stats();
-        auto& g = st->upstream_bwd_stats();
-        boundaries.push_back({{"stage", st->setup().stage},
-                              {"fwd_wire_bytes", f.wire_bytes},
-                              {"fwd_raw_bytes", f.raw_bytes},
-                              {"fwd_encode_s", f.encode_s},
-                              {"bwd_wire_bytes", g.wire_bytes},
-                              {"bwd_raw_bytes", g.raw_bytes},
-                              {"bwd_encode_s", g.encode_s},
-                              {"busy_s", st->stats().busy_s},
-                              {"wall_s", st->stats().wall_s},
-                              {"idle_fraction", st->stats().idle_fraction()}});
-      }
-      j["stages"] = boundaries;
-      jsonl << j.dump() << "\n" << std::flush;
-    }
-    bool last_epoch = epoch + 1 == c.epochs || stop;
-    if ((c.checkpoint_every > 0 && (epoch + 1) % c.checkpoint_every == 0) || last_epoch)
-      save_checkpoint(epoch + 1);
+    EpochProgress p;
+    boundary_totals(*r.pipe, p.wire_at_start, p.raw_at_start, r.multi_process);
+    EpochEnd end = train_epoch_steps(r, epoch, p, m);
+    if (end == EpochEnd::interrupted) return false;
+    stop = end == EpochEnd::max_steps;
+    if (p.steps == 0) break;
+    finish_epoch(r, p, m);
+    bool last_epoch = epoch + 1 == r.c.epochs || stop;
+    if ((r.c.checkpoint_every > 0 && (epoch + 1) % r.c.checkpoint_every == 0) || last_epoch)
+      save_checkpoint(r, epoch + 1);
   }
+  return true;
+}
 
-  boundary_totals(*pipe, summary.wire_bytes, summary.raw_bytes, multi_process);
+// ---------------- the end ----------------
+
+// Totals into the summary, summary.json and the closing line; MPI shut down.
+void finish_run(Run& r) {
+  TrainSummary& summary = r.summary;
+  boundary_totals(*r.pipe, summary.wire_bytes, summary.raw_bytes, r.multi_process);
   if (!summary.epochs.empty()) {
     summary.final_eval_acc = summary.epochs.back().eval_acc;
     summary.final_eval_mcc = summary.epochs.back().eval_mcc;
   }
-  if (reporter) {
-    double total_s = std::chrono::duration<double>(Clock::now() - run_start).count();
+  if (r.reporter) {
+    const TrainConfig& c = r.c;
+    double total_s = std::chrono::duration<double>(Clock::now() - r.start_time).count();
     nlohmann::json s{{"model", c.model},
                      {"dataset", c.dataset},
                      {"compress", c.compress},
                      {"stages", c.stages},
-                     {"steps", global_step},
+                     {"steps", r.global_step},
                      {"seconds", total_s},
                      {"final_eval_acc", summary.final_eval_acc},
                      {"final_eval_mcc", summary.final_eval_mcc},
@@ -768,7 +956,7 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
                      {"compression_ratio",
                       summary.raw_bytes ? static_cast<double>(summary.wire_bytes) / summary.raw_bytes : 1.0},
                      {"samples_per_s", summary.epochs.empty() ? 0.0 : summary.epochs.back().samples_per_s}};
-    write_text_atomic((fs::path(log_dir) / "summary.json").string(), s.dump(2) + "\n");
+    write_text_atomic((fs::path(r.log_dir) / "summary.json").string(), s.dump(2) + "\n");
     std::cout << "done: eval acc " << std::fixed << std::setprecision(2) << 100 * summary.final_eval_acc
               << "%";
     if (c.dataset == "cola") std::cout << ", mcc " << std::setprecision(4) << summary.final_eval_mcc;
@@ -776,15 +964,39 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
       std::cout << "; the boundaries sent " << human_bytes(summary.wire_bytes) << " instead of "
                 << human_bytes(summary.raw_bytes) << " (" << std::setprecision(1)
                 << 100.0 * (1.0 - static_cast<double>(summary.wire_bytes) / summary.raw_bytes) << "% saved)";
-    std::cout << "; logs in " << log_dir << "\n";
+    std::cout << "; logs in " << r.log_dir << "\n";
   }
 #ifdef DGPIPE_WITH_MPI
-  if (multi_process) {
-    pipe.reset();
+  if (r.multi_process) {
+    r.pipe.reset();
     pipeline::mpi_finalize();
   }
 #endif
-  return summary;
+}
+
+}  // namespace
+
+TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
+  config.validate();
+  Run r(config, stop_after_steps);
+  start_processes(r);
+  std::vector<engine::Device> devices = checked_devices(config);
+  engine::manual_seed(config.seed);
+  set_up_data(r);
+  set_up_model(r);
+  set_up_pipeline(r, devices);
+  set_up_lr_schedule(r);
+  resume_from_checkpoint(r);
+  write_config_and_banner(r);
+  open_metrics_files(r);
+  r.start_time = Clock::now();
+  if (config.eval_only) {
+    evaluate_only(r);
+    return std::move(r.summary);
+  }
+  if (!train_epochs(r)) return std::move(r.summary);  // interrupted after stop_after_steps: no summary.json
+  finish_run(r);
+  return std::move(r.summary);
 }
 
 }  // namespace dgpipe::apps

@@ -1,4 +1,5 @@
-// The training loop behind `dgpipe train`: data, model, pipeline, schedule, logging, checkpoints.
+// The training loop behind `dgpipe train`: data, model, pipeline, learning-rate schedule, logging,
+// checkpoints.
 #pragma once
 #include <functional>
 #include <memory>

@@ -6,9 +6,9 @@
 // registered under a name containing dots ("features.3") simply contributes that prefix; a child registered
 // under "" adds no prefix (a Model's blocks use this, so the blocks' names are the whole model's names).
 //
-// Every module takes one tensor and returns one tensor, plus a BlockContext carrying side inputs that every
-// pipeline stage can rebuild from the model input (the attention mask of a text model). That is what lets a
-// pipeline cut a model between any two blocks.
+// Every module takes one tensor and returns one tensor, plus a BlockContext carrying side inputs made from
+// the model input (the attention mask of a text model), which the pipeline sends along with the activations.
+// That is what lets a pipeline cut a model between any two blocks.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -26,16 +26,48 @@ using engine::DType;
 using engine::Shape;
 using engine::Tensor;
 
-// Side inputs of a forward pass, shared by all blocks of one (micro-)batch.
+// The side inputs of a forward pass, one X(name) per field. This list is the only place a side input is
+// named: BlockContext's members and its for_each are generated from it, and every consumer (the pipeline
+// splitting a batch into micro-batches, sending side inputs with activations, receiving them, moving them to
+// a device) loops over for_each. Adding a side input is adding a line here; none can be left behind in
+// transit.
+//   attention_mask  [N,L] text models: 1 = attend, 0 = padding, as the tokenizer gives it.
+//   additive_mask   [N,1,1,L] float mask added to the attention scores: 0 where attended, a large negative
+//   where
+//                   padded.
+//   token_type_ids  [N,L] segment ids (BERT); undefined means all zeros.
+//   position_ids    [N,L] i64 position ids (RoBERTa counts only non-padding tokens); undefined: the embedding
+//                   computes them from the ids.
+#define DGP_BLOCK_CONTEXT_FIELDS(X) \
+  X(attention_mask)                 \
+  X(additive_mask)                  \
+  X(token_type_ids)                 \
+  X(position_ids)
+
+// Side inputs of a forward pass, shared by all blocks of one (micro-)batch. Every field is a tensor whose dim
+// 0 is the batch (so that a batch splits into micro-batches along it); any may be undefined.
 struct BlockContext {
-  // Text models: [N,L] attention mask (1 = attend, 0 = padding), as the tokenizer gives it.
-  Tensor attention_mask;
-  // [N,1,1,L] float mask added to the attention scores: 0 where attended, a large negative where padded.
-  Tensor additive_mask;
-  // [N,L] segment ids (BERT); undefined means all zeros.
-  Tensor token_type_ids;
-  // [N,L] i64 position ids (RoBERTa counts only non-padding tokens); undefined: the embedding computes them.
-  Tensor position_ids;
+#define DGP_CONTEXT_MEMBER(name) Tensor name;
+  DGP_BLOCK_CONTEXT_FIELDS(DGP_CONTEXT_MEMBER)
+#undef DGP_CONTEXT_MEMBER
+
+  // Calls fn(name, tensor) for every field, in the order of DGP_BLOCK_CONTEXT_FIELDS, defined or not.
+  template <class Fn>
+  void for_each(Fn&& fn) {
+    visit(*this, fn);
+  }
+  template <class Fn>
+  void for_each(Fn&& fn) const {
+    visit(*this, fn);
+  }
+
+ private:
+  template <class Self, class Fn>
+  static void visit(Self& self, Fn& fn) {
+#define DGP_CONTEXT_VISIT(name) fn(#name, self.name);
+    DGP_BLOCK_CONTEXT_FIELDS(DGP_CONTEXT_VISIT)
+#undef DGP_CONTEXT_VISIT
+  }
 };
 
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;

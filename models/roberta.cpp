@@ -125,7 +125,7 @@ using Parts = std::vector<std::pair<std::string, std::shared_ptr<Module>>>;
 // word + position (+ token type) embeddings -> LayerNorm -> dropout; children named as Hugging Face's.
 class TextEmbeddings : public Module {
  public:
-  TextEmbeddings(const EncoderConfig& c, E::Generator* gen) : cfg_(c) {
+  TextEmbeddings(const EncoderConfig& c, E::Generator* gen) {
     const bool roberta = c.variant == EncoderConfig::Variant::roberta;
     word = std::make_shared<Embedding>(c.vocab_size, c.hidden, c.pad_token_id, gen);
     // RoBERTa's position table has the pad row as padding_idx; BERT's has none.
@@ -145,7 +145,11 @@ class TextEmbeddings : public Module {
     DGP_CHECK(ids.dim() == 2 && !E::is_floating(ids.dtype()),
               "embeddings: expected integer token ids [N,L], got " << E::dtype_name(ids.dtype()) << " "
                                                                    << E::shape_str(ids.shape()));
-    Tensor pos = ctx.position_ids.defined() ? ctx.position_ids : position_ids_for(ids, cfg_);
+    // No fallback from the ids: a context that lost its position ids on the way here is an error, not a
+    // silent recomputation (which would hide any position ids other than the default ones being dropped).
+    const Tensor& pos = ctx.position_ids;
+    DGP_CHECK(pos.defined(),
+              "embeddings: the context has no position_ids (the model's make_context builds them)");
     DGP_CHECK(pos.shape() == ids.shape(), "embeddings: position ids " << E::shape_str(pos.shape())
                                                                       << " do not match ids "
                                                                       << E::shape_str(ids.shape()));
@@ -160,9 +164,6 @@ class TextEmbeddings : public Module {
   std::shared_ptr<Embedding> word, position, token_type;
   std::shared_ptr<LayerNorm> norm;
   std::shared_ptr<Dropout> dropout;
-
- private:
-  EncoderConfig cfg_;
 };
 
 // Hugging Face's _init_weights for BERT/RoBERTa: Linear N(0, range) with zero bias, Embedding N(0, range)

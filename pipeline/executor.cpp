@@ -3,6 +3,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <optional>
 
 #include "engine/error.h"
 #include "engine/ops.h"
@@ -19,7 +20,7 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// ---- side-input (context) serialization: present u8 | dtype u8 | ndim u8 | dims i64... | raw bytes ----
+// ---- side-input serialization, per tensor: present u8 | dtype u8 | ndim u8 | dims i64... | raw bytes ----
 void put_tensor(std::vector<uint8_t>& out, const Tensor& t) {
   if (!t.defined()) {
     out.push_back(0);
@@ -63,12 +64,24 @@ Tensor get_tensor(const uint8_t*& p, const uint8_t* end, engine::Device device) 
   return t.to(device);
 }
 
-void address(Message& msg, int src, int dst, MsgKind kind, int micro_batch, int64_t step) {
-  msg.src_stage = src;
-  msg.dst_stage = dst;
-  msg.kind = kind;
-  msg.micro_batch = micro_batch;
-  msg.step = step;
+// Side inputs travel as one tensor record per field of BlockContext, in its field order.
+void put_side_inputs(std::vector<uint8_t>& out, const layers::BlockContext& ctx) {
+  ctx.for_each([&](const char*, const Tensor& t) { put_tensor(out, t); });
+}
+
+layers::BlockContext get_side_inputs(const uint8_t* p, const uint8_t* end, engine::Device device) {
+  layers::BlockContext ctx;
+  ctx.for_each([&](const char*, Tensor& t) { t = get_tensor(p, end, device); });
+  DGP_CHECK(p == end, "pipeline message: " << end - p << " unexpected bytes after the side inputs");
+  return ctx;
+}
+
+layers::BlockContext context_on(const layers::BlockContext& ctx, engine::Device device) {
+  layers::BlockContext moved = ctx;
+  moved.for_each([&](const char*, Tensor& t) {
+    if (t.defined()) t = t.to(device);
+  });
+  return moved;
 }
 
 bool has_type(const layers::Module& m, const std::string& type) {
@@ -77,14 +90,15 @@ bool has_type(const layers::Module& m, const std::string& type) {
   return false;
 }
 
-// Loss and top-1 hits of the last stage, summed on the stage's device: reading them back per micro-batch would be a
-// host-device sync per micro-batch on a GPU; finish() reads them once per step.
+// Loss and top-1 hits of the last stage, summed on the stage's device: reading them back per micro-batch
+// would be a host-device sync per micro-batch on a GPU; finish() reads them once per step.
 class LastStageMetrics {
  public:
   void add(const Tensor& logits, const Tensor& labels, const Tensor& ce, double weight) {
     NoGradGuard ng;
     Tensor weighted = engine::cast(engine::mul(ce.detach(), weight), DType::f64);
-    Tensor hits = engine::sum(engine::cast(engine::eq(engine::argmax(logits.detach(), 1), labels), DType::f64));
+    Tensor hits =
+        engine::sum(engine::cast(engine::eq(engine::argmax(logits.detach(), 1), labels), DType::f64));
     loss_ = loss_.defined() ? engine::add(loss_, weighted) : weighted;
     hits_ = hits_.defined() ? engine::add(hits_, hits) : hits;
     samples_ += labels.numel();
@@ -108,21 +122,22 @@ StageExecutor::StageExecutor(StageSetup setup, std::shared_ptr<Channel> channel)
   const int s = setup_.stage, S = setup_.num_stages;
   DGP_CHECK(S >= 1 && s >= 0 && s < S, "pipeline: stage " << s << " of " << S);
   DGP_CHECK(!setup_.blocks.empty(), "pipeline: stage " << s << " has no blocks");
+  const int up = static_cast<int>(Side::upstream), down = static_cast<int>(Side::downstream);
+  const int fwd = static_cast<int>(Direction::fwd), bwd = static_cast<int>(Direction::bwd);
   auto boundary = [](int a, int b, const char* dir) {
     return "stage" + std::to_string(a) + "->" + std::to_string(b) + " " + dir;
   };
   if (s > 0) {
-    up_fwd_ = compress::make_codec(setup_.upstream_fwd, boundary(s - 1, s, "fwd"));
-    up_bwd_ = compress::make_codec(setup_.upstream_bwd, boundary(s - 1, s, "bwd"));
+    codec_[up][fwd] = compress::make_codec(setup_.upstream_fwd, boundary(s - 1, s, "fwd"));
+    codec_[up][bwd] = compress::make_codec(setup_.upstream_bwd, boundary(s - 1, s, "bwd"));
   }
   if (s < S - 1) {
-    down_fwd_ = compress::make_codec(setup_.downstream_fwd, boundary(s, s + 1, "fwd"));
-    down_bwd_ = compress::make_codec(setup_.downstream_bwd, boundary(s, s + 1, "bwd"));
+    codec_[down][fwd] = compress::make_codec(setup_.downstream_fwd, boundary(s, s + 1, "fwd"));
+    codec_[down][bwd] = compress::make_codec(setup_.downstream_bwd, boundary(s, s + 1, "bwd"));
   }
   program_ = make_schedule(S, setup_.micro_batches, setup_.kind)[s];  // once: the same every step
-#ifdef DGPIPE_WITH_CUDA
+  forward_program_ = make_forward_schedule(S, setup_.micro_batches)[s];
   if (setup_.device.is_cuda()) compute_stream_ = engine::cuda::Stream::create(setup_.device.index);
-#endif
   if (setup_.recompute) {
     for (auto& b : setup_.blocks)
       DGP_CHECK(
@@ -133,25 +148,212 @@ StageExecutor::StageExecutor(StageSetup setup, std::shared_ptr<Channel> channel)
   }
 }
 
+// What one step keeps between instructions.
+struct StageExecutor::StepState {
+  struct Slot {                // one micro-batch, from its forward to its backward
+    Tensor input;              // leaf on receiving stages (x̂), or the data input on stage 0
+    Tensor output;             // block output (non-last) or its share of the loss (last)
+    Tensor grad;               // the gradient of output received from downstream (RecvGrad -> Backward)
+    layers::BlockContext ctx;  // side inputs, on this stage's device
+  };
+  StepState(int64_t step, const std::vector<MicroBatch>& data, bool training, int micro_batches)
+      : step(step), data(data), training(training), slots(micro_batches) {}
+
+  const int64_t step;
+  const std::vector<MicroBatch>& data;
+  const bool training;       // false: forward only, eval mode, nothing booked in the statistics
+  bool keep_logits = false;  // evaluation, last stage: return the logits
+  int64_t samples = 0;       // last stage: labels in the mini-batch, which weight each micro-batch's loss
+  std::vector<Slot> slots;
+  LastStageMetrics metrics;
+  std::vector<Tensor> logits;
+  double wait_s = 0;       // blocked in recv (not busy)
+  BoundaryStats unbooked;  // where evaluation traffic is counted: the statistics describe training
+};
+
+StepResult StageExecutor::train_step(int64_t step, const std::vector<MicroBatch>& data) {
+  StepState st(step, data, /*training=*/true, setup_.micro_batches);
+  return run(st, program_);
+}
+
+StepResult StageExecutor::eval_step(int64_t step, const std::vector<MicroBatch>& data, bool keep_logits) {
+  StepState st(step, data, /*training=*/false, setup_.micro_batches);
+  st.keep_logits = keep_logits;
+  return run(st, forward_program_);
+}
+
+StepResult StageExecutor::run(StepState& st, const StageProgram& program) {
+  std::optional<engine::cuda::StreamGuard> on_stream;
+  if (setup_.device.is_cuda()) on_stream.emplace(compute_stream_);
+  const int M = setup_.micro_batches;
+  DGP_CHECK(!(is_first() || is_last()) || static_cast<int>(st.data.size()) == M,
+            "pipeline: stage " << setup_.stage << " needs " << M << " micro-batches of data, got "
+                               << st.data.size());
+  std::optional<NoGradGuard> no_graph;
+  if (!st.training) no_graph.emplace();
+  for (auto& b : setup_.blocks) b->train(st.training);
+  if (is_last())
+    for (auto& mb : st.data) st.samples += mb.labels.numel();
+
+  const auto step_start = Clock::now();
+  double instructions_s = 0;
+  for (const Instruction& in : program) {
+    const auto t0 = Clock::now();
+    execute(st, in);
+    instructions_s += seconds_since(t0);
+    if (st.training) event(op_name(in.op), in.micro_batch, t0);
+  }
+  if (st.training) {
+    stats_.busy_s += instructions_s - st.wait_s;
+    stats_.wall_s += seconds_since(step_start);
+  }
+  StepResult result;
+  st.metrics.finish(result);
+  result.logits = std::move(st.logits);
+  return result;
+}
+
+void StageExecutor::execute(StepState& st, const Instruction& in) {
+  const int m = in.micro_batch;
+  switch (in.op) {
+    case Op::RecvAct:
+      return recv_act(st, m);
+    case Op::Forward:
+      return forward(st, m);
+    case Op::SendAct:
+      return send_act(st, m);
+    case Op::RecvGrad:
+      return recv_grad(st, m);
+    case Op::Backward:
+      return backward(st, m);
+    case Op::SendGrad:
+      return send_grad(st, m);
+    case Op::OptimizerStep:
+      return optimizer_step();
+  }
+}
+
+void StageExecutor::recv_act(StepState& st, int m) {
+  Tensor x = receive(st, Side::upstream, Direction::fwd, m, &st.slots[m].ctx).detach();
+  if (st.training) x.requires_grad_(true);  // the gradient sent upstream is x̂'s
+  st.slots[m].input = x;
+}
+
+void StageExecutor::forward(StepState& st, int m) {
+  StepState::Slot& slot = st.slots[m];
+  if (is_first()) {
+    slot.input = st.data[m].input.to(setup_.device);
+    slot.ctx = context_on(st.data[m].ctx, setup_.device);
+  }
+  std::optional<NoGradGuard> no_graph;  // --recompute: backward builds the graph again from the input
+  if (st.training && setup_.recompute) no_graph.emplace();
+  slot.output = compute_output(st, m, /*report=*/true);
+  if (!st.training && is_last()) slot = StepState::Slot();  // evaluation keeps nothing it has used
+}
+
+void StageExecutor::send_act(StepState& st, int m) {
+  StepState::Slot& slot = st.slots[m];
+  send(st, Side::downstream, Direction::fwd, m, slot.output, &slot.ctx);
+  if (!st.training)
+    slot = StepState::Slot();
+  else if (setup_.recompute)
+    slot.output = Tensor();
+}
+
+void StageExecutor::recv_grad(StepState& st, int m) {
+  st.slots[m].grad = receive(st, Side::downstream, Direction::bwd, m, nullptr);
+}
+
+void StageExecutor::backward(StepState& st, int m) {
+  StepState::Slot& slot = st.slots[m];
+  if (setup_.recompute) slot.output = compute_output(st, m, /*report=*/false);
+  if (is_last()) {
+    engine::backward({slot.output}, {engine::ones_like(slot.output)});
+  } else {
+    Tensor g = slot.grad;
+    if (g.dtype() != slot.output.dtype()) g = g.to(slot.output.dtype());
+    if (slot.output.requires_grad()) engine::backward({slot.output}, {g});
+    slot.grad = Tensor();
+  }
+  slot.output = Tensor();
+}
+
+void StageExecutor::send_grad(StepState& st, int m) {
+  StepState::Slot& slot = st.slots[m];
+  Tensor g = slot.input.grad();
+  if (!g.defined()) g = engine::zeros_like(slot.input);
+  send(st, Side::upstream, Direction::bwd, m, g, nullptr);
+  slot = StepState::Slot();
+}
+
+void StageExecutor::optimizer_step() {
+  if (setup_.optimizer_step) setup_.optimizer_step();
+}
+
+// report: add the micro-batch to the step's loss and accuracy (not when --recompute runs it again in
+// backward).
+Tensor StageExecutor::compute_output(StepState& st, int m, bool report) {
+  StepState::Slot& slot = st.slots[m];
+  Tensor out = run_blocks(slot.input, slot.ctx);
+  if (!is_last()) return out;
+  const Tensor labels = st.data[m].labels.to(setup_.device);
+  const double share = static_cast<double>(labels.numel()) / static_cast<double>(st.samples);
+  Tensor ce = engine::cross_entropy(out, labels, st.training ? setup_.label_smoothing : 0.0);
+  if (report) {
+    // reported: the mean over the mini-batch, whatever the gradient scaling (--seed-compat)
+    st.metrics.add(out, labels, ce, share);
+    if (st.keep_logits) st.logits.push_back(out.to(engine::Device::cpu()));
+  }
+  if (!st.training) return ce;
+  return engine::mul(ce, setup_.seed_compat ? 1.0 : share);
+}
+
 Tensor StageExecutor::run_blocks(const Tensor& x, const layers::BlockContext& ctx) {
   Tensor h = x;
   for (auto& b : setup_.blocks) h = b->forward(h, ctx);
   return h;
 }
 
+BoundaryStats& StageExecutor::booked(StepState& st, Side side, Direction dir) {
+  return st.training ? boundary_stats(side, dir) : st.unbooked;
+}
+
+// Activations travel downstream, gradients upstream: a (side, direction) names the neighbour, the kind of
+// message, the codec and the statistics of one end of a link.
+Tensor StageExecutor::receive(StepState& st, Side side, Direction dir, int m, layers::BlockContext* ctx) {
+  BoundaryStats& bs = booked(st, side, dir);
+  const auto t0 = Clock::now();
+  Message msg = channel_->recv(neighbour(side), setup_.stage, kind_of(dir), m, st.step);
+  const double waited = seconds_since(t0);
+  bs.wait_s += waited;
+  st.wait_s += waited;
+  return decode_message(codec(side, dir), msg, ctx, bs);
+}
+
+void StageExecutor::send(StepState& st, Side side, Direction dir, int m, const Tensor& t,
+                         const layers::BlockContext* ctx) {
+  Message msg = encode_message(codec(side, dir), t, ctx, booked(st, side, dir));
+  msg.src_stage = setup_.stage;
+  msg.dst_stage = neighbour(side);
+  msg.kind = kind_of(dir);
+  msg.micro_batch = m;
+  msg.step = st.step;
+  channel_->send(std::move(msg));
+}
+
 // Message layout (host bytes): packet length u64 | packet | side inputs (activations only). With a channel
 // that carries device bodies, "packet" is only the packet header and the body travels as Message::body, so it
 // never leaves the device on this side of the link.
 Message StageExecutor::encode_message(compress::Codec& codec, const Tensor& t,
-                                      const layers::BlockContext* ctx, BoundaryStats& st) {
+                                      const layers::BlockContext* ctx, BoundaryStats& bs) {
   auto t0 = Clock::now();
   const bool device_bodies = channel_->carries_device_bodies();
   compress::Packet packet = codec.encode(t.detach());
   std::vector<uint8_t> bytes = device_bodies ? packet.serialize_header() : packet.serialize();
-  st.encode_s += seconds_since(t0);
-  st.raw_bytes += static_cast<uint64_t>(t.numel()) * 4;
-  st.wire_bytes += packet.wire_bytes();
-  st.messages++;
+  bs.encode_s += seconds_since(t0);
+  bs.raw_bytes += static_cast<uint64_t>(t.numel()) * 4;
+  bs.wire_bytes += packet.wire_bytes();
+  bs.messages++;
   Message msg;
   if (device_bodies && packet.body_bytes() > 0) msg.body = packet.body.contiguous().view({-1});
   std::vector<uint8_t>& out = msg.bytes;
@@ -161,16 +363,14 @@ Message StageExecutor::encode_message(compress::Codec& codec, const Tensor& t,
   out.insert(out.end(), bytes.begin(), bytes.end());
   if (ctx) {
     size_t before = out.size();
-    put_tensor(out, ctx->attention_mask);
-    put_tensor(out, ctx->additive_mask);
-    put_tensor(out, ctx->token_type_ids);
-    st.side_bytes += out.size() - before;
+    put_side_inputs(out, *ctx);
+    bs.side_bytes += out.size() - before;
   }
   return msg;
 }
 
 Tensor StageExecutor::decode_message(compress::Codec& codec, const Message& msg, layers::BlockContext* ctx,
-                                     BoundaryStats& st) {
+                                     BoundaryStats& bs) {
   auto t0 = Clock::now();
   const std::vector<uint8_t>& bytes = msg.bytes;
   DGP_CHECK(bytes.size() >= 8, "pipeline message: truncated (" << bytes.size() << " bytes)");
@@ -187,14 +387,12 @@ Tensor StageExecutor::decode_message(compress::Codec& codec, const Message& msg,
     p = compress::Packet::deserialize(bytes.data() + 8, len, setup_.device, codec.boundary());
   }
   Tensor x = codec.decode(p);
-  if (ctx) {
-    const uint8_t* q = bytes.data() + 8 + len;
-    const uint8_t* end = bytes.data() + bytes.size();
-    ctx->attention_mask = get_tensor(q, end, setup_.device);
-    ctx->additive_mask = get_tensor(q, end, setup_.device);
-    ctx->token_type_ids = get_tensor(q, end, setup_.device);
-  }
-  st.decode_s += seconds_since(t0);
+  if (ctx) *ctx = get_side_inputs(bytes.data() + 8 + len, bytes.data() + bytes.size(), setup_.device);
+  bs.decode_s += seconds_since(t0);
+  bs.raw_bytes += static_cast<uint64_t>(x.numel()) * 4;
+  bs.wire_bytes += p.wire_bytes();
+  bs.side_bytes += ctx ? bytes.size() - 8 - len : 0;
+  bs.messages++;
   return x;
 }
 
@@ -207,185 +405,6 @@ void StageExecutor::event(const char* name, int mb, Clock::time_point t0) {
   e.start_us = std::chrono::duration<double, std::micro>(t0 - origin_).count();
   e.dur_us = std::chrono::duration<double, std::micro>(now - t0).count();
   trace_.push_back(std::move(e));
-}
-
-namespace {
-layers::BlockContext ctx_on(const layers::BlockContext& c, engine::Device d) {
-  layers::BlockContext r;
-  if (c.attention_mask.defined()) r.attention_mask = c.attention_mask.to(d);
-  if (c.additive_mask.defined()) r.additive_mask = c.additive_mask.to(d);
-  if (c.token_type_ids.defined()) r.token_type_ids = c.token_type_ids.to(d);
-  return r;
-}
-}  // namespace
-
-StepResult StageExecutor::train_step(int64_t step, const std::vector<MicroBatch>& data) {
-#ifdef DGPIPE_WITH_CUDA
-  std::unique_ptr<engine::cuda::StreamGuard> on_stream;
-  if (setup_.device.is_cuda()) on_stream = std::make_unique<engine::cuda::StreamGuard>(compute_stream_);
-#endif
-  const int s = setup_.stage, S = setup_.num_stages, M = setup_.micro_batches;
-  const bool first = s == 0, last = s == S - 1;
-  DGP_CHECK(!(first || last) || static_cast<int>(data.size()) == M,
-            "pipeline: stage " << s << " needs " << M << " micro-batches of data, got " << data.size());
-  for (auto& b : setup_.blocks) b->train(true);
-  int64_t total = 0;
-  if (last)
-    for (auto& mb : data) total += mb.labels.numel();
-
-  struct Saved {
-    Tensor input;   // leaf on receiving stages (x̂), or the data input on stage 0
-    Tensor output;  // block output (non-last) or the scaled loss (last)
-    layers::BlockContext ctx;
-  };
-  std::vector<Saved> saved(M);
-  std::vector<Tensor> grads_in(M);
-  StepResult result;
-  auto step_start = Clock::now();
-  double busy = 0;
-  const StageProgram& program = program_;
-  LastStageMetrics metrics;
-
-  auto forward_mb = [&](int m, bool with_grad) {
-    Saved& sv = saved[m];
-    std::unique_ptr<NoGradGuard> ng;
-    if (!with_grad) ng = std::make_unique<NoGradGuard>();
-    Tensor out = run_blocks(sv.input, sv.ctx);
-    if (last) {
-      const Tensor labels = data[m].labels.to(setup_.device);
-      Tensor ce = engine::cross_entropy(out, labels, setup_.label_smoothing);
-      double weight =
-          setup_.seed_compat ? 1.0 : static_cast<double>(labels.numel()) / static_cast<double>(total);
-      Tensor loss = engine::mul(ce, weight);
-      // reported: the mean over the mini-batch, whatever the gradient scaling (--seed-compat)
-      metrics.add(out, labels, ce, static_cast<double>(labels.numel()) / static_cast<double>(total));
-      sv.output = loss;
-    } else {
-      sv.output = out;
-    }
-  };
-
-  for (const Instruction& in : program) {
-    const int m = in.micro_batch;
-    auto t0 = Clock::now();
-    bool counts_busy = true;
-    switch (in.op) {
-      case Op::RecvAct: {
-        Message msg = channel_->recv(s - 1, s, MsgKind::activation, m, step);
-        up_stats_.wait_s += seconds_since(t0);
-        counts_busy = false;
-        auto td = Clock::now();
-        Tensor x = decode_message(*up_fwd_, msg, &saved[m].ctx, up_stats_).detach();
-        x.requires_grad_(true);
-        saved[m].input = x;
-        busy += seconds_since(td);
-        break;
-      }
-      case Op::Forward: {
-        if (first) {
-          saved[m].input = data[m].input.to(setup_.device);
-          saved[m].ctx = ctx_on(data[m].ctx, setup_.device);
-        }
-        forward_mb(m, !setup_.recompute);
-        break;
-      }
-      case Op::SendAct: {
-        Message msg = encode_message(*down_fwd_, saved[m].output, &saved[m].ctx, down_fwd_stats_);
-        address(msg, s, s + 1, MsgKind::activation, m, step);
-        channel_->send(std::move(msg));
-        if (setup_.recompute) saved[m].output = Tensor();
-        break;
-      }
-      case Op::RecvGrad: {
-        Message msg = channel_->recv(s + 1, s, MsgKind::gradient, m, step);
-        down_fwd_stats_.wait_s += seconds_since(t0);
-        counts_busy = false;
-        auto td = Clock::now();
-        BoundaryStats dummy;
-        grads_in[m] = decode_message(*down_bwd_, msg, nullptr, dummy);
-        down_fwd_stats_.decode_s += dummy.decode_s;
-        busy += seconds_since(td);
-        break;
-      }
-      case Op::Backward: {
-        if (setup_.recompute) forward_mb(m, true);
-        Saved& sv = saved[m];
-        if (last) {
-          engine::backward({sv.output}, {engine::ones_like(sv.output)});
-        } else {
-          Tensor g = grads_in[m];
-          if (g.dtype() != sv.output.dtype()) g = g.to(sv.output.dtype());
-          if (sv.output.requires_grad()) engine::backward({sv.output}, {g});
-          grads_in[m] = Tensor();
-        }
-        sv.output = Tensor();
-        break;
-      }
-      case Op::SendGrad: {
-        Tensor g = saved[m].input.grad();
-        if (!g.defined()) g = engine::zeros_like(saved[m].input);
-        Message msg = encode_message(*up_bwd_, g, nullptr, up_bwd_stats_);
-        address(msg, s, s - 1, MsgKind::gradient, m, step);
-        channel_->send(std::move(msg));
-        saved[m] = Saved();
-        break;
-      }
-      case Op::OptimizerStep: {
-        if (setup_.optimizer_step) setup_.optimizer_step();
-        break;
-      }
-    }
-    if (counts_busy) busy += seconds_since(t0);
-    event(op_name(in.op), m, t0);
-  }
-  stats_.busy_s += busy;
-  stats_.wall_s += seconds_since(step_start);
-  metrics.finish(result);
-  return result;
-}
-
-StepResult StageExecutor::eval_step(int64_t step, const std::vector<MicroBatch>& data, bool keep_logits) {
-#ifdef DGPIPE_WITH_CUDA
-  std::unique_ptr<engine::cuda::StreamGuard> on_stream;
-  if (setup_.device.is_cuda()) on_stream = std::make_unique<engine::cuda::StreamGuard>(compute_stream_);
-#endif
-  const int s = setup_.stage, S = setup_.num_stages, M = setup_.micro_batches;
-  const bool first = s == 0, last = s == S - 1;
-  DGP_CHECK(!(first || last) || static_cast<int>(data.size()) == M,
-            "pipeline: stage " << s << " needs " << M << " micro-batches of data, got " << data.size());
-  NoGradGuard ng;
-  for (auto& b : setup_.blocks) b->train(false);
-  StepResult result;
-  LastStageMetrics metrics;
-  int64_t total = 0;
-  if (last)
-    for (auto& mb : data) total += mb.labels.numel();
-  for (int m = 0; m < M; ++m) {
-    Tensor x;
-    layers::BlockContext ctx;
-    if (first) {
-      x = data[m].input.to(setup_.device);
-      ctx = ctx_on(data[m].ctx, setup_.device);
-    } else {
-      Message msg = channel_->recv(s - 1, s, MsgKind::activation, m, step);
-      BoundaryStats ignore;
-      x = decode_message(*up_fwd_, msg, &ctx, ignore);
-    }
-    Tensor out = run_blocks(x, ctx);
-    if (last) {
-      Tensor labels = data[m].labels.to(setup_.device);
-      Tensor ce = engine::cross_entropy(out, labels);
-      metrics.add(out, labels, ce, static_cast<double>(labels.numel()) / static_cast<double>(total));
-      if (keep_logits) result.logits.push_back(out.to(engine::Device::cpu()));
-    } else {
-      BoundaryStats ignore;
-      Message msg = encode_message(*down_fwd_, out, &ctx, ignore);
-      address(msg, s, s + 1, MsgKind::activation, m, step);
-      channel_->send(std::move(msg));
-    }
-  }
-  metrics.finish(result);
-  return result;
 }
 
 void write_chrome_trace(const std::string& path, const std::vector<TraceEvent>& events, int pid) {
@@ -416,17 +435,20 @@ std::vector<MicroBatch> split_micro_batches(const MicroBatch& batch, int M) {
     if (t.defined()) parts = engine::chunk(t, M, 0);
     return parts;
   };
+  std::vector<std::vector<Tensor>> side;  // [field][micro-batch]
+  batch.ctx.for_each([&](const char* name, const Tensor& t) {
+    DGP_CHECK(!t.defined() || (t.dim() >= 1 && t.size(0) == n),
+              "pipeline: side input " << name << " " << engine::shape_str(t.shape()) << " does not have the "
+                                      << n << " rows of the batch");
+    side.push_back(split_opt(t));
+  });
   auto labels = split_opt(batch.labels);
-  auto am = split_opt(batch.ctx.attention_mask);
-  auto add = split_opt(batch.ctx.additive_mask);
-  auto tt = split_opt(batch.ctx.token_type_ids);
   std::vector<MicroBatch> out(M);
   for (int m = 0; m < M; ++m) {
     out[m].input = inputs[m];
     out[m].labels = labels[m];
-    out[m].ctx.attention_mask = am[m];
-    out[m].ctx.additive_mask = add[m];
-    out[m].ctx.token_type_ids = tt[m];
+    size_t field = 0;
+    out[m].ctx.for_each([&](const char*, Tensor& t) { t = side[field++][m]; });
   }
   return out;
 }

@@ -30,13 +30,21 @@ using engine::Tensor;
 struct MicroBatch {
   Tensor input;              // stage 0's input (images f32 [n,3,H,W] or token ids i64 [n,L])
   Tensor labels;             // i64 [n], used by the last stage
-  layers::BlockContext ctx;  // side inputs (attention mask); travels with activations to later stages
+  layers::BlockContext ctx;  // side inputs; travel with the activations to later stages
 };
 
+// The two boundaries of a stage and the two directions of a boundary.
+enum class Side { upstream = 0, downstream = 1 };  // the boundary stage-1 -> stage / stage -> stage+1
+enum class Direction { fwd = 0, bwd = 1 };         // activations / gradients
+
+// One direction of one boundary as one stage sees it. The stage sends on downstream/fwd (activations) and
+// upstream/bwd (gradients), where it spends encode_s; it receives on upstream/fwd and downstream/bwd, where
+// it spends wait_s and decode_s. Bytes and messages are counted on both ends, so the sender's and the
+// receiver's counts of a boundary agree.
 struct BoundaryStats {
   uint64_t raw_bytes = 0;   // what an uncompressed f32 tensor would have cost
   uint64_t wire_bytes = 0;  // what the codec's packets cost (header + body)
-  uint64_t side_bytes = 0;  // side inputs sent with activations (attention masks)
+  uint64_t side_bytes = 0;  // side inputs carried with activations (attention masks, position ids, ...)
   uint64_t messages = 0;
   double encode_s = 0, decode_s = 0, wait_s = 0;
 };
@@ -84,36 +92,69 @@ class StageExecutor {
   // stages may pass an empty vector.
   StepResult train_step(int64_t step, const std::vector<MicroBatch>& data);
   // Forward only (evaluation through the codecs, as the original validated: docs/original.md#overview); no
-  // gradients, no optimizer.
+  // gradients, no optimizer, and nothing counted in the statistics.
   StepResult eval_step(int64_t step, const std::vector<MicroBatch>& data, bool keep_logits = false);
 
   const StageSetup& setup() const { return setup_; }
-  BoundaryStats& upstream_stats() { return up_stats_; }              // grads sent / activations received
-  BoundaryStats& downstream_fwd_stats() { return down_fwd_stats_; }  // activations sent by this stage
-  BoundaryStats& upstream_bwd_stats() { return up_bwd_stats_; }      // gradients sent by this stage
+  BoundaryStats& boundary_stats(Side side, Direction dir) {
+    return boundary_stats_[static_cast<int>(side)][static_cast<int>(dir)];
+  }
   StageStats& stats() { return stats_; }
   std::vector<TraceEvent>& trace() { return trace_; }
   void set_trace(bool on) { tracing_ = on; }
   void set_trace_origin(std::chrono::steady_clock::time_point t0) { origin_ = t0; }
 
  private:
+  struct StepState;  // what one step keeps between instructions (executor.cpp)
+
+  // The preamble every step shares (stream, data check, train/eval mode), then the program.
+  StepResult run(StepState& st, const StageProgram& program);
+  void execute(StepState& st, const Instruction& in);
+  // One method per schedule instruction, for micro-batch m.
+  void recv_act(StepState& st, int m);
+  void forward(StepState& st, int m);
+  void send_act(StepState& st, int m);
+  void recv_grad(StepState& st, int m);
+  void backward(StepState& st, int m);
+  void send_grad(StepState& st, int m);
+  void optimizer_step();
+
+  // The blocks on micro-batch m and, on the last stage, its share of the loss: what backward differentiates.
+  Tensor compute_output(StepState& st, int m, bool report);
   Tensor run_blocks(const Tensor& x, const layers::BlockContext& ctx);
+  // Where this step's traffic on (side, dir) is counted: the stage's statistics when training.
+  BoundaryStats& booked(StepState& st, Side side, Direction dir);
+  // Waits for micro-batch m's message from the neighbour on `side` and decodes it (and its side inputs into
+  // ctx, when given).
+  Tensor receive(StepState& st, Side side, Direction dir, int m, layers::BlockContext* ctx);
+  // Encodes t (and the side inputs of ctx, when given) and sends it to the neighbour on `side`.
+  void send(StepState& st, Side side, Direction dir, int m, const Tensor& t, const layers::BlockContext* ctx);
   // Encodes t (and the side inputs of ctx, when given) into a message: host bytes, plus the packet body as a
   // device tensor when the channel carries_device_bodies(). The caller fills in the address.
   Message encode_message(compress::Codec& codec, const Tensor& t, const layers::BlockContext* ctx,
-                         BoundaryStats& st);
+                         BoundaryStats& bs);
   Tensor decode_message(compress::Codec& codec, const Message& msg, layers::BlockContext* ctx,
-                        BoundaryStats& st);
+                        BoundaryStats& bs);
   void event(const char* name, int mb, std::chrono::steady_clock::time_point t0);
+  compress::Codec& codec(Side side, Direction dir) {
+    return *codec_[static_cast<int>(side)][static_cast<int>(dir)];
+  }
+  int neighbour(Side side) const { return setup_.stage + (side == Side::upstream ? -1 : 1); }
+  static MsgKind kind_of(Direction dir) {
+    return dir == Direction::fwd ? MsgKind::activation : MsgKind::gradient;
+  }
+  bool is_first() const { return setup_.stage == 0; }
+  bool is_last() const { return setup_.stage == setup_.num_stages - 1; }
 
   StageSetup setup_;
   std::shared_ptr<Channel> channel_;
   // CUDA stages run their kernels on a stream of their own, so stages sharing a GPU overlap instead of
   // serialising on one stream (unused on the CPU).
   engine::cuda::Stream compute_stream_;
-  StageProgram program_;  // this stage's instruction list
-  std::unique_ptr<compress::Codec> up_fwd_, up_bwd_, down_fwd_, down_bwd_;
-  BoundaryStats up_stats_, down_fwd_stats_, up_bwd_stats_;
+  StageProgram program_;          // this stage's instruction list for a training step
+  StageProgram forward_program_;  // ... and for an evaluation step (forward instructions only)
+  std::unique_ptr<compress::Codec> codec_[2][2];  // [Side][Direction]; none on a side without a neighbour
+  BoundaryStats boundary_stats_[2][2];            // [Side][Direction]
   StageStats stats_;
   std::vector<TraceEvent> trace_;
   bool tracing_ = false;
@@ -124,7 +165,8 @@ class StageExecutor {
 // stage).
 void write_chrome_trace(const std::string& path, const std::vector<TraceEvent>& events, int pid = 0);
 
-// Splits a mini-batch into M micro-batches along dim 0 (torch.chunk sizes); contexts are split alike.
+// Splits a mini-batch into M micro-batches along dim 0 (torch.chunk sizes); labels and every side input of
+// the context are split alike.
 std::vector<MicroBatch> split_micro_batches(const MicroBatch& batch, int micro_batches);
 
 }  // namespace dgpipe::pipeline

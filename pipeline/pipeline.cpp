@@ -4,7 +4,6 @@
 #include <exception>
 #include <numeric>
 #include <sstream>
-#include <thread>
 
 #include "engine/error.h"
 #include "engine/ops.h"
@@ -249,7 +248,21 @@ void Pipeline::build(std::vector<layers::ModulePtr> blocks, OptimizerFactory mak
     stages_.back()->set_trace(opts_.trace);
     stages_.back()->set_trace_origin(origin);
   }
+  if (stages_.size() > 1)
+    for (size_t i = 0; i < stages_.size(); ++i) workers_.push_back(std::make_unique<StageWorker>());
 }
+
+namespace {
+std::string what_of(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "unknown error";
+  }
+}
+}  // namespace
 
 template <class Fn>
 StepResult Pipeline::run_all(Fn&& fn) {
@@ -260,19 +273,18 @@ StepResult Pipeline::run_all(Fn&& fn) {
   auto body = [&](size_t i) {
     try {
       results[i] = fn(*stages_[i]);
-    } catch (const std::exception& e) {
+    } catch (...) {
       errors[i] = std::current_exception();
-      messages[i] = e.what();
+      messages[i] = what_of(errors[i]);
       channel_->abort("stage " + std::to_string(stages_[i]->setup().stage) + " failed at step " +
-                      std::to_string(step_) + ": " + e.what());
+                      std::to_string(step_) + ": " + messages[i]);
     }
   };
   if (n == 1) {
     body(0);
   } else {
-    std::vector<std::thread> threads;
-    for (size_t i = 0; i < n; ++i) threads.emplace_back(body, i);
-    for (auto& t : threads) t.join();
+    for (size_t i = 0; i < n; ++i) workers_[i]->post([&body, i] { body(i); });
+    for (size_t i = 0; i < n; ++i) workers_[i]->wait();  // body catches everything: wait() does not throw
   }
   // Report the root cause: the first error that is not "aborted because another stage failed".
   for (size_t i = 0; i < n; ++i)

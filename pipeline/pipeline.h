@@ -7,6 +7,7 @@
 
 #include "engine/optim/optimizer.h"
 #include "pipeline/executor.h"
+#include "pipeline/stage_worker.h"
 
 namespace dgpipe::pipeline {
 
@@ -55,7 +56,7 @@ struct PipelineOptions {
 
 class Pipeline {
  public:
-  // Local: every stage runs as a thread of this process (LocalChannel).
+  // Local: every stage runs on a thread of this process (LocalChannel), the same thread for every step.
   Pipeline(std::vector<layers::ModulePtr> blocks, PipelineOptions opts, OptimizerFactory make_optimizer);
   // Every stage as a thread of this process, over a caller-supplied channel (tests: a channel that carries
   // device bodies without leaving the CPU).
@@ -118,6 +119,10 @@ class Pipeline {
   std::vector<std::unique_ptr<engine::Optimizer>> optimizers_;
   std::vector<std::unique_ptr<engine::Generator>> generators_;
   int64_t step_ = 0;
+  // With several local stages, one worker thread per stage for the pipeline's life (empty with one stage,
+  // which runs on the caller's thread). Declared last, so the threads stop before the stages they run are
+  // destroyed.
+  std::vector<std::unique_ptr<StageWorker>> workers_;
 };
 
 }  // namespace dgpipe::pipeline

@@ -75,6 +75,15 @@ std::vector<StageProgram> make_schedule(int S, int M, ScheduleKind kind) {
   return programs;
 }
 
+std::vector<StageProgram> make_forward_schedule(int S, int M) {
+  DGP_CHECK(S >= 1, "schedule: need at least one stage, got " << S);
+  DGP_CHECK(M >= 1, "schedule: need at least one micro-batch, got " << M);
+  std::vector<StageProgram> programs(S);
+  for (int s = 0; s < S; ++s)
+    for (int m = 0; m < M; ++m) emit_forward(programs[s], s, S, m);
+  return programs;
+}
+
 CheckResult check_schedule(const std::vector<StageProgram>& programs, int M) {
   CheckResult r;
   const int S = static_cast<int>(programs.size());

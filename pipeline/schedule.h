@@ -28,6 +28,8 @@ using StageProgram = std::vector<Instruction>;
 // 1F1B: stage s runs min(S-s-1, M) warm-up forwards, then alternates one forward and one backward, then
 // drains.
 std::vector<StageProgram> make_schedule(int stages, int micro_batches, ScheduleKind kind);
+// Evaluation: forward instructions only (RecvAct m, Forward m, SendAct m for m = 0..M-1), no optimizer step.
+std::vector<StageProgram> make_forward_schedule(int stages, int micro_batches);
 
 struct CheckResult {
   bool ok = true;

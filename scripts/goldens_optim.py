@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes tests/data/optim.json: optimizer updates, LR schedules and gradient clipping computed by PyTorch and
-Hugging Face transformers, which the C++ tests (tests/engine/test_sgd.cpp, test_adamw.cpp, test_schedule.cpp,
+Hugging Face transformers, which the C++ tests (tests/engine/test_sgd.cpp, test_adamw.cpp, test_lr_schedule.cpp,
 test_clip_grad.cpp) compare against. Deterministic and small (a few KB)."""
 import json
 import math

@@ -15,7 +15,7 @@ cat > "$tmp/config.json" <<'JSON'
 JSON
 args=(train --model roberta --model-config "$tmp/config.json" --dataset rte --data-dir ../shared/data/glue
       --tokenizer-dir ../shared/data/roberta-base --max-len 32 --train-subset 64 --eval-subset 32 --batch 16
-      --chunks 2 --stages 3 --placement client-server --epochs 1 --optimizer adamw --lr 1e-3 --schedule linear
+      --micro-batches 2 --stages 3 --placement client-server --epochs 1 --optimizer adamw --lr 1e-3 --lr-schedule linear
       --compress fwd=sortquant:6+2,bwd=uniform:8 --workers 1 --log-every 0)
 "$dgpipe" "${args[@]}" --log-dir "$tmp/local" > "$tmp/local.log" 2>&1 || { cat "$tmp/local.log"; exit 1; }
 "$mpiexec" --allow-run-as-root --oversubscribe --bind-to none -np 2 "$dgpipe" "${args[@]}" --channel mpi \

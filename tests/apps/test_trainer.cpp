@@ -14,6 +14,7 @@
 #include "apps/command.h"
 #include "apps/train_config.h"
 #include "engine/error.h"
+#include "models/registry.h"
 
 using namespace dgpipe;
 using namespace dgpipe::apps;
@@ -65,7 +66,7 @@ TrainConfig small_image_config(const std::string& data_dir, const std::string& l
   c.data_dir = data_dir;
   c.batch = 16;
   c.epochs = 2;
-  c.chunks = 2;
+  c.micro_batches = 2;
   c.stages = 2;
   c.compress = "fwd=sortquant:6+2,bwd=uniform:8";
   c.lr = 0.05;
@@ -112,14 +113,14 @@ TrainConfig small_text_config(const std::string& task, const std::string& log_di
   c.train_subset = 64;
   c.eval_subset = 48;
   c.batch = 16;
-  c.chunks = 2;
+  c.micro_batches = 2;
   c.stages = 3;
   c.placement = "client-server";
   c.epochs = 1;
   c.optimizer = "adamw";
   c.lr = 1e-3;
   c.weight_decay = 0.01;
-  c.schedule = "linear";
+  c.lr_schedule = "linear";
   c.warmup = 0.1;
   c.compress = "uniform:8";
   c.workers = 1;
@@ -150,7 +151,7 @@ TEST(Train, BadInputGivesClearErrors) {
   expect_error({"--dataset", "mnist"}, "--dataset");
   expect_error({"--lr", "fast"}, "--lr");
   expect_error({"--lr", "-1"}, "--lr");
-  expect_error({"--chunks", "8", "--batch", "4"}, "--chunks");
+  expect_error({"--micro-batches", "8", "--batch", "4"}, "--micro-batches");
   expect_error({"--no-such-flag", "1"}, "no-such-flag");
   expect_error({"--preset", "imagenet-in-a-minute"}, "--preset");
   expect_error({"--placement", "ring"}, "--placement");
@@ -188,6 +189,39 @@ TEST(Train, PrecedenceDefaultsPresetConfigFlags) {
   TrainConfig d;
   d.merge_json(c.to_json(), "round trip");
   EXPECT_EQ(d.to_json(), c.to_json());
+}
+
+TEST(Train, EveryModelNameValidationAcceptsIsOneTheTrainerTakes) {
+  // Validation, the trainer and the registry share one list of names and aliases: each name validation
+  // accepts trains a step on images if it is an image model, and is refused as not fitting the image task
+  // (never as unknown) if it is a text model.
+  std::string data = synthetic_cifar(4);
+  std::vector<std::string> names = models::model_names();
+  for (const auto& [alias, canonical] : models::model_aliases()) names.push_back(alias);
+  for (const std::string& name : names) {
+    SCOPED_TRACE(name);
+    TrainConfig c = small_image_config(data, temp_dir("run_model_" + name));
+    c.model = name;
+    c.stages = 1;
+    c.micro_batches = 1;
+    c.batch = 4;
+    c.epochs = 1;
+    c.max_steps = 1;
+    c.eval_subset = 4;
+    c.compress = "none";
+    ASSERT_NO_THROW(c.validate());
+    if (models::is_text_model(name)) {
+      try {
+        run_training(c);
+        ADD_FAILURE() << "a text model trained on images";
+      } catch (const engine::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("does not fit"), std::string::npos) << e.what();
+      }
+      continue;
+    }
+    TrainSummary s = run_training(c);
+    EXPECT_EQ(s.step_losses.size(), 1u);
+  }
 }
 
 TEST(Train, ResumeReproducesTheUninterruptedRunExactly) {

@@ -8,6 +8,7 @@
 #include "models/registry.h"
 #include "models/roberta.h"
 #include "support/gradcheck.h"
+#include "support/test_util.h"
 
 using namespace dgpipe;
 using namespace dgpipe::models;
@@ -200,6 +201,12 @@ TEST(Roberta, BadInputsAreClearErrors) {
       EncoderConfig::from_hf_config(source_path("tests/data/models/roberta_tiny/config.json"), 3);
   ModelPtr m = make_text_model(c);
   EXPECT_THROW(m->make_context(engine::randn({2, 5})), engine::Error);  // float "ids"
+  // A context without position ids (lost on the way, say) is an error, not silently rebuilt from the ids.
+  Tensor ids = engine::from_vector(std::vector<int64_t>{0, 11, 2}, {1, 3});
+  layers::BlockContext no_positions = m->make_context(ids);
+  no_positions.position_ids = Tensor();
+  EXPECT_NE(dgpipe::testing::error_of([&] { m->forward(ids, no_positions); }).find("position_ids"),
+            std::string::npos);
   EXPECT_THROW(EncoderConfig::from_hf_config("/nonexistent/config.json", 2), engine::Error);
   c.heads = 5;
   EXPECT_THROW(make_text_model(c), engine::Error);  // 32 not divisible by 5

@@ -1,5 +1,9 @@
 #include "pipeline_test_models.h"
 
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
 #include "engine/ops.h"
 #include "engine/optim/sgd.h"
 #include "models/roberta.h"
@@ -98,6 +102,88 @@ pipeline::MicroBatch make_batch(const std::string& name, int64_t n, uint64_t see
     DGP_FAIL("test model '" << name << "' unknown");
   }
   return mb;
+}
+
+pipeline::MicroBatch with_shifted_positions(pipeline::MicroBatch batch, int64_t shift) {
+  const Tensor& pos = batch.ctx.position_ids;
+  DGP_CHECK(pos.defined(), "with_shifted_positions: the batch has no position ids");
+  std::vector<int64_t> shifted;
+  for (double p : pos.to_vector()) shifted.push_back(static_cast<int64_t>(p) + shift);
+  batch.ctx.position_ids = engine::from_vector(shifted, pos.shape());
+  return batch;
+}
+
+pipeline::MicroBatch rows(const pipeline::MicroBatch& batch, int64_t begin, int64_t n) {
+  pipeline::MicroBatch r = batch;
+  r.input = batch.input.narrow(0, begin, n);
+  r.labels = batch.labels.narrow(0, begin, n);
+  r.ctx.for_each([&](const char*, Tensor& t) {
+    if (t.defined()) t = t.narrow(0, begin, n);
+  });
+  return r;
+}
+
+Unpipelined run_unpipelined(std::vector<layers::ModulePtr>& blocks, const pipeline::MicroBatch& batch,
+                            int M) {
+  Unpipelined r;
+  const int64_t total = batch.labels.numel(), n = total / M;
+  std::vector<pipeline::MicroBatch> micro;
+  for (int m = 0; m < M; ++m) micro.push_back(rows(batch, m * n, n));
+  auto forward = [&](const pipeline::MicroBatch& mb) {
+    Tensor h = mb.input;
+    for (auto& b : blocks) h = b->forward(h, mb.ctx);
+    return h;
+  };
+  for (auto& b : blocks) b->train(false);
+  {
+    engine::NoGradGuard no_graph;
+    for (auto& mb : micro) r.logits.push_back(forward(mb));
+  }
+  for (auto& b : blocks) b->train(true);
+  for (auto& mb : micro)
+    engine::mul(engine::cross_entropy(forward(mb), mb.labels),
+                static_cast<double>(n) / static_cast<double>(total))
+        .backward();
+  for (auto& b : blocks) {
+    r.grads.emplace_back();
+    for (auto& p : b->parameters()) r.grads.back().push_back(p.grad());
+  }
+  return r;
+}
+
+std::vector<size_t> local_blocks(const pipeline::Pipeline& pipe) {
+  std::vector<size_t> mine;
+  const std::vector<int>& balance = pipe.options().balance;
+  size_t at = 0;
+  for (size_t s = 0; s < balance.size(); ++s)
+    for (int k = 0; k < balance[s]; ++k, ++at)
+      if (pipe.runs_stage(static_cast<int>(s))) mine.push_back(at);
+  return mine;
+}
+
+double max_state_difference(const std::vector<layers::ModulePtr>& a, const std::vector<layers::ModulePtr>& b,
+                            const std::vector<size_t>& which) {
+  double worst = 0;
+  for (size_t at : which) {
+    auto pa = a[at]->state_dict(), pb = b[at]->state_dict();
+    for (size_t i = 0; i < pa.size(); ++i) {
+      auto va = pa[i].second.to_vector(), vb = pb[i].second.to_vector();
+      for (size_t j = 0; j < va.size(); ++j)
+        worst = std::max(worst, std::fabs(va[j] - vb[j]) / std::max(1.0, std::fabs(vb[j])));
+    }
+  }
+  return worst;
+}
+
+double relative_difference(const Tensor& a, const Tensor& b) {
+  if (a.shape() != b.shape()) return std::numeric_limits<double>::infinity();
+  auto va = a.to_vector(), vb = b.to_vector();
+  double num = 0, den = 0;
+  for (size_t i = 0; i < va.size(); ++i) {
+    num += (va[i] - vb[i]) * (va[i] - vb[i]);
+    den += vb[i] * vb[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
 }
 
 pipeline::OptimizerFactory sgd_factory(double weight_decay) {

@@ -23,7 +23,6 @@
 #include <unistd.h>
 
 #include <array>
-#include <cmath>
 
 #include "engine/optim/sgd.h"
 #include "pipeline/pipeline.h"
@@ -207,17 +206,7 @@ TEST(NcclChannelWorker, PipelineTransparency) {
       ref_opt->step();
       ref_opt->zero_grad();
     }
-    int at = 0;
-    for (int s = 0; s < 2; ++s)
-      for (int k = 0; k < opts.balance[s]; ++k, ++at) {
-        if (!pipe.runs_stage(s)) continue;
-        auto pa = blocks[at]->state_dict(), pb = reference[at]->state_dict();
-        for (size_t i = 0; i < pa.size(); ++i) {
-          auto va = pa[i].second.to_vector(), vb = pb[i].second.to_vector();
-          for (size_t j = 0; j < va.size(); ++j)
-            worst = std::max(worst, std::fabs(va[j] - vb[j]) / std::max(1.0, std::fabs(vb[j])));
-        }
-      }
+    worst = testmodels::max_state_difference(blocks, reference, testmodels::local_blocks(pipe));
   }
   EXPECT_LT(worst, 1e-4) << "rank " << rank << ": GPU pipeline over NCCL vs CPU reference";
   MPI_Barrier(MPI_COMM_WORLD);

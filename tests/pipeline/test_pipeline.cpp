@@ -6,14 +6,19 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
+#include <thread>
 
 #include "compress/codec.h"
 #include "engine/optim/sgd.h"
 #include "layers/layers.h"
 #include "pipeline_test_models.h"
+#include "support/test_util.h"
 
 using namespace dgpipe;
 using namespace dgpipe::pipeline;
@@ -137,11 +142,15 @@ TEST(Pipeline, WireBytesFollowTheCodecFormulas) {
   for (auto& st : pipe.local_stages()) {
     int s = st->setup().stage;
     if (s < 2) {
-      EXPECT_EQ(st->downstream_fwd_stats().wire_bytes, steps * 4 * fwd->wire_bytes(shape)) << "stage " << s;
-      EXPECT_EQ(st->downstream_fwd_stats().raw_bytes, steps * 4 * 2 * 16 * 4u);
+      EXPECT_EQ(st->boundary_stats(Side::downstream, Direction::fwd).wire_bytes,
+                steps * 4 * fwd->wire_bytes(shape))
+          << "stage " << s;
+      EXPECT_EQ(st->boundary_stats(Side::downstream, Direction::fwd).raw_bytes, steps * 4 * 2 * 16 * 4u);
     }
     if (s > 0) {
-      EXPECT_EQ(st->upstream_bwd_stats().wire_bytes, steps * 4 * bwd->wire_bytes(shape)) << "stage " << s;
+      EXPECT_EQ(st->boundary_stats(Side::upstream, Direction::bwd).wire_bytes,
+                steps * 4 * bwd->wire_bytes(shape))
+          << "stage " << s;
     }
   }
   // On a real boundary tensor, bit-packed 8-bit codes cost a quarter of f32 plus a small header: the ratio is
@@ -194,4 +203,204 @@ TEST(Pipeline, FailingStageStopsEveryStage) {
     EXPECT_NE(w.find("stage0->1"), std::string::npos) << w;  // names the boundary
   }
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+}
+
+TEST(Pipeline, RecomputeTrainsAndReportsAsKeepingActivations) {
+  // --recompute runs each micro-batch's forward again in backward; the step must train and report as without
+  // it (the loss and accuracy of each micro-batch counted once).
+  for (ScheduleKind kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b}) {
+    SCOPED_TRACE(schedule_kind_name(kind));
+    auto kept_blocks = testmodels::make_blocks("mlp");
+    auto recomputed_blocks = testmodels::make_blocks("mlp");
+    PipelineOptions opts;
+    opts.balance = {2, 1, 2};
+    opts.micro_batches = 2;
+    opts.kind = kind;
+    Pipeline kept(kept_blocks, opts, make_sgd);
+    opts.recompute = true;
+    Pipeline recomputed(recomputed_blocks, opts, make_sgd);
+    for (int step = 0; step < 2; ++step) {
+      MicroBatch batch = testmodels::make_batch("mlp", 8, 30 + step);
+      StepResult a = kept.train_step(batch), b = recomputed.train_step(batch);
+      EXPECT_DOUBLE_EQ(b.loss, a.loss);
+      EXPECT_EQ(b.correct, a.correct);
+      EXPECT_EQ(b.samples, a.samples);
+    }
+    EXPECT_LT(max_param_diff(recomputed_blocks, kept_blocks), 1e-6);
+  }
+}
+
+TEST(Pipeline, RobertaWithExplicitPositionIdsMatchesUnpipelined) {
+  // Position ids shifted away from what the embedding would compute from the token ids: a pipeline that drops
+  // them on the way to the embedding (when splitting the batch, or moving it to the stage's device) gives
+  // other logits.
+  const int M = 2;
+  MicroBatch batch = testmodels::with_shifted_positions(testmodels::make_batch("roberta", 8, 7), 3);
+  auto ref_blocks = testmodels::make_blocks("roberta");
+  testmodels::Unpipelined ref = testmodels::run_unpipelined(ref_blocks, batch, M);
+  auto computed_blocks = testmodels::make_blocks("roberta");
+  testmodels::Unpipelined computed =
+      testmodels::run_unpipelined(computed_blocks, testmodels::make_batch("roberta", 8, 7), M);
+  ASSERT_GT(testmodels::relative_difference(computed.logits[0], ref.logits[0]), 1e-3)
+      << "the shift must change the logits";
+
+  for (int S : {2, 3}) {
+    SCOPED_TRACE("S=" + std::to_string(S));
+    auto blocks = testmodels::make_blocks("roberta");
+    PipelineOptions opts;
+    opts.balance = balance_by_cost(std::vector<double>(blocks.size(), 1.0), S);
+    opts.micro_batches = M;
+    Pipeline pipe(blocks, opts, OptimizerFactory{});  // no optimizer: the gradients stay in the parameters
+    StepResult eval = pipe.eval_step(batch, /*keep_logits=*/true);
+    ASSERT_EQ(eval.logits.size(), ref.logits.size());
+    for (int m = 0; m < M; ++m)
+      EXPECT_LT(testmodels::relative_difference(eval.logits[m], ref.logits[m]), 1e-6) << "micro-batch " << m;
+    pipe.train_step(batch);
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      auto params = blocks[i]->parameters();
+      ASSERT_EQ(params.size(), ref.grads[i].size());
+      for (size_t k = 0; k < params.size(); ++k) {
+        ASSERT_TRUE(params[k].grad().defined()) << "block " << i << " parameter " << k;
+        EXPECT_LT(testmodels::relative_difference(params[k].grad(), ref.grads[i][k]), 1e-5)
+            << "block " << i << " parameter " << k;
+      }
+    }
+  }
+}
+
+TEST(Pipeline, EverySideInputReachesEveryStage) {
+  // Blocks that record the context they are given, on each of three stages, with every side input set: each
+  // stage must see each field of its micro-batch, sent along with the activations.
+  std::vector<std::vector<layers::BlockContext>> seen(3);
+  auto probe = [&seen](int stage) {
+    return std::make_shared<layers::Block>(
+        "ContextProbe", std::vector<std::pair<std::string, std::shared_ptr<layers::Module>>>{},
+        [&seen, stage](const Tensor& x, const layers::BlockContext& ctx) {
+          seen[stage].push_back(ctx);
+          return x;
+        });
+  };
+  engine::Generator gen(5);
+  std::vector<layers::ModulePtr> blocks = {std::make_shared<layers::Linear>(8, 8, true, &gen), probe(0),
+                                           probe(1), std::make_shared<layers::Linear>(8, 4, true, &gen),
+                                           probe(2)};
+  MicroBatch batch = testmodels::make_batch("mlp", 4, 9);
+  int field = 0;
+  batch.ctx.for_each([&](const char*, Tensor& t) {
+    // distinct values per field and sample, alternately integer and floating
+    ++field;
+    std::vector<int64_t> values;
+    for (int64_t i = 0; i < 12; ++i) values.push_back(100 * field + i);
+    t = engine::from_vector(values, {4, 3});
+    if (field % 2 == 0) t = t.to(engine::DType::f32);
+  });
+  PipelineOptions opts;
+  opts.balance = {2, 1, 2};
+  opts.micro_batches = 2;
+  opts.codecs = {compress::parse_direction_pair("uniform:8")};
+  Pipeline pipe(blocks, opts, make_sgd);
+  pipe.train_step(batch);
+  pipe.eval_step(batch);
+  std::vector<MicroBatch> micro = {testmodels::rows(batch, 0, 2), testmodels::rows(batch, 2, 2)};
+  for (int s = 0; s < 3; ++s) {
+    ASSERT_EQ(seen[s].size(), 4u) << "stage " << s;  // two micro-batches, a train and an eval step
+    for (size_t call = 0; call < seen[s].size(); ++call) {
+      std::vector<Tensor> expected;
+      micro[call % 2].ctx.for_each([&](const char*, const Tensor& t) { expected.push_back(t); });
+      size_t i = 0;
+      seen[s][call].for_each([&](const char* name, const Tensor& t) {
+        SCOPED_TRACE("stage " + std::to_string(s) + " call " + std::to_string(call) + " " + name);
+        ASSERT_TRUE(t.defined());
+        EXPECT_EQ(t.dtype(), expected[i].dtype());
+        EXPECT_EQ(t.to_vector(), expected[i].to_vector());
+        ++i;
+      });
+    }
+  }
+}
+
+TEST(Pipeline, SideInputsMustHaveTheBatchRows) {
+  MicroBatch batch = testmodels::make_batch("roberta", 8, 1);
+  batch.ctx.position_ids = batch.ctx.position_ids.narrow(0, 0, 6);
+  EXPECT_NE(dgpipe::testing::error_of([&] { split_micro_batches(batch, 2); }).find("side input position_ids"),
+            std::string::npos);
+}
+
+namespace {
+
+// A pass-through block that runs `fn` whenever it is called.
+layers::ModulePtr hook_block(std::function<void()> fn) {
+  return std::make_shared<layers::Block>(
+      "Hook", std::vector<std::pair<std::string, std::shared_ptr<layers::Module>>>{},
+      [fn](const Tensor& x, const layers::BlockContext&) {
+        fn();
+        return x;
+      });
+}
+
+}  // namespace
+
+TEST(Pipeline, StageThreadsLiveForThePipeline) {
+  // Every stage records which thread runs it and a count kept in a thread_local: a stage whose thread-local
+  // state survives from step to step sees the count go on, where a new thread per step would start it again
+  // at 1.
+  struct Call {
+    std::thread::id thread;
+    int count;
+  };
+  std::vector<std::vector<Call>> calls(3);
+  auto probe = [&calls](int stage) {
+    return hook_block([&calls, stage] {
+      thread_local int count = 0;
+      calls[stage].push_back({std::this_thread::get_id(), ++count});
+    });
+  };
+  engine::Generator gen(3);
+  std::vector<layers::ModulePtr> blocks = {std::make_shared<layers::Linear>(8, 8, true, &gen), probe(0),
+                                           probe(1), std::make_shared<layers::Linear>(8, 4, true, &gen),
+                                           probe(2)};
+  PipelineOptions opts;
+  opts.balance = {2, 1, 2};
+  opts.micro_batches = 2;
+  Pipeline pipe(blocks, opts, make_sgd);
+  MicroBatch batch = testmodels::make_batch("mlp", 4, 2);
+  pipe.train_step(batch);
+  const uint64_t threads_after_first_step = StageWorker::threads_started();
+  for (int step = 1; step < 6; ++step) pipe.train_step(batch);
+  pipe.eval_step(batch);
+  EXPECT_EQ(StageWorker::threads_started(), threads_after_first_step) << "steps must not start threads";
+  for (int s = 0; s < 3; ++s) {
+    SCOPED_TRACE("stage " + std::to_string(s));
+    ASSERT_EQ(calls[s].size(), 14u);  // 6 training and 1 evaluation step, 2 micro-batches each
+    for (size_t i = 0; i < calls[s].size(); ++i) {
+      EXPECT_EQ(calls[s][i].thread, calls[s][0].thread) << "call " << i;
+      EXPECT_EQ(calls[s][i].count, static_cast<int>(i) + 1) << "call " << i;
+    }
+    EXPECT_NE(calls[s][0].thread, std::this_thread::get_id());
+    if (s > 0) {
+      EXPECT_NE(calls[s][0].thread, calls[s - 1][0].thread);
+    }
+  }
+}
+
+TEST(Pipeline, FailingStageEndsTheStepWithItsErrorAndThePipelineCloses) {
+  std::atomic<bool> fail{false};
+  engine::Generator gen(4);
+  std::vector<layers::ModulePtr> blocks = {std::make_shared<layers::Linear>(8, 8, true, &gen),
+                                           hook_block([&fail] {
+                                             if (fail) DGP_FAIL("the middle stage broke");
+                                           }),
+                                           std::make_shared<layers::Linear>(8, 4, true, &gen)};
+  PipelineOptions opts;
+  opts.balance = {1, 1, 1};
+  opts.micro_batches = 2;
+  opts.timeout = std::chrono::seconds(30);
+  auto pipe = std::make_unique<Pipeline>(blocks, opts, make_sgd);
+  MicroBatch batch = testmodels::make_batch("mlp", 4, 5);
+  pipe->train_step(batch);
+  fail = true;
+  // The root cause, not the other stages' "pipeline aborted".
+  std::string error = dgpipe::testing::error_of([&] { pipe->train_step(batch); });
+  EXPECT_NE(error.find("the middle stage broke"), std::string::npos) << error;
+  pipe.reset();  // the stage threads stop: returning from here is the test
 }

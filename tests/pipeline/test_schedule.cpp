@@ -6,7 +6,7 @@
 
 using namespace dgpipe::pipeline;
 
-TEST(Schedule, AllSizesBothKindsPassTheChecker) {
+TEST(PipelineSchedule, AllSizesBothKindsPassTheChecker) {
   for (ScheduleKind kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b})
     for (int S = 1; S <= 8; ++S)
       for (int M = 1; M <= 16; ++M) {
@@ -22,7 +22,7 @@ TEST(Schedule, AllSizesBothKindsPassTheChecker) {
       }
 }
 
-TEST(Schedule, GpipeShape) {
+TEST(PipelineSchedule, GpipeShape) {
   auto p = make_schedule(2, 2, ScheduleKind::gpipe);
   EXPECT_EQ(program_str(p[0]),
             "Forward0 SendAct0 Forward1 SendAct1 RecvGrad1 Backward1 RecvGrad0 Backward0 OptimizerStep");
@@ -32,7 +32,15 @@ TEST(Schedule, GpipeShape) {
   EXPECT_DOUBLE_EQ(theoretical_bubble(4, 8), 3.0 / 11.0);
 }
 
-TEST(Schedule, OneFOneBShape) {
+TEST(PipelineSchedule, ForwardScheduleShape) {
+  auto p = make_forward_schedule(3, 2);
+  EXPECT_EQ(program_str(p[0]), "Forward0 SendAct0 Forward1 SendAct1");
+  EXPECT_EQ(program_str(p[1]), "RecvAct0 Forward0 SendAct0 RecvAct1 Forward1 SendAct1");
+  EXPECT_EQ(program_str(p[2]), "RecvAct0 Forward0 RecvAct1 Forward1");
+  EXPECT_THROW(make_forward_schedule(2, 0), dgpipe::engine::Error);
+}
+
+TEST(PipelineSchedule, OneFOneBShape) {
   auto p = make_schedule(3, 4, ScheduleKind::one_f_one_b);
   EXPECT_EQ(program_str(p[2]),
             "RecvAct0 Forward0 Backward0 SendGrad0 RecvAct1 Forward1 Backward1 SendGrad1 RecvAct2 Forward2 "
@@ -41,7 +49,7 @@ TEST(Schedule, OneFOneBShape) {
   EXPECT_EQ(p[0][0], (Instruction{Op::Forward, 0}));
 }
 
-TEST(Schedule, CheckerFindsBrokenPrograms) {
+TEST(PipelineSchedule, CheckerFindsBrokenPrograms) {
   // Swapped receive order on stage 1: waits for micro-batch 1 while 0 is at the head of the link.
   auto p = make_schedule(2, 2, ScheduleKind::gpipe);
   std::swap(p[1][0], p[1][2]);

@@ -3,7 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/ops.h"
-#include "engine/optim/schedule.h"
+#include "engine/optim/lr_schedule.h"
 #include "engine/optim/sgd.h"
 #include "support/golden_json.h"
 
@@ -23,29 +23,29 @@ void expect_trace(const LRSchedule& s, const json& golden, const char* name) {
 
 }  // namespace
 
-TEST(Schedule, CosineWithWarmupMatchesTransformers) {
+TEST(LRSchedule, CosineWithWarmupMatchesTransformers) {
   json g = load_golden_json("optim.json")["schedules"]["cosine"];
   expect_trace(LRSchedule::cosine_with_warmup(g["base_lr"], g["warmup"], g["total"]), g, "cosine");
 }
 
-TEST(Schedule, PolynomialWithWarmupMatchesTransformers) {
+TEST(LRSchedule, PolynomialWithWarmupMatchesTransformers) {
   json g = load_golden_json("optim.json")["schedules"]["polynomial"];
   expect_trace(
       LRSchedule::polynomial_with_warmup(g["base_lr"], g["warmup"], g["total"], g["lr_end"], g["power"]), g,
       "polynomial");
 }
 
-TEST(Schedule, LinearWithWarmupMatchesTransformers) {
+TEST(LRSchedule, LinearWithWarmupMatchesTransformers) {
   json g = load_golden_json("optim.json")["schedules"]["linear"];
   expect_trace(LRSchedule::linear_with_warmup(g["base_lr"], g["warmup"], g["total"]), g, "linear");
 }
 
-TEST(Schedule, StepDecayMatchesStepLR) {
+TEST(LRSchedule, StepDecayMatchesStepLR) {
   json g = load_golden_json("optim.json")["schedules"]["step"];
   expect_trace(LRSchedule::step_decay(g["base_lr"], g["step_size"], g["gamma"]), g, "step");
 }
 
-TEST(Schedule, ConstantAndShapeOfWarmup) {
+TEST(LRSchedule, ConstantAndShapeOfWarmup) {
   LRSchedule c = LRSchedule::constant(0.3);
   EXPECT_EQ(c.lr(0), 0.3);
   EXPECT_EQ(c.lr(1000000), 0.3);
@@ -60,7 +60,7 @@ TEST(Schedule, ConstantAndShapeOfWarmup) {
   EXPECT_EQ(LRSchedule::linear_with_warmup(0.1, 0, 10).lr(20), 0.0);
 }
 
-TEST(Schedule, ApplySetsEveryGroup) {
+TEST(LRSchedule, ApplySetsEveryGroup) {
   Tensor a = ones({1}), b = ones({1});
   a.requires_grad_();
   b.requires_grad_();
@@ -75,7 +75,7 @@ TEST(Schedule, ApplySetsEveryGroup) {
   EXPECT_DOUBLE_EQ(opt.lr(1), 0.2);
 }
 
-TEST(Schedule, RejectsInvalidArguments) {
+TEST(LRSchedule, RejectsInvalidArguments) {
   EXPECT_THROW(LRSchedule::cosine_with_warmup(0.1, 20, 10), Error);  // warm-up longer than the run
   EXPECT_THROW(LRSchedule::linear_with_warmup(0.1, -1, 10), Error);
   EXPECT_THROW(LRSchedule::polynomial_with_warmup(0.1, 0, 10, 0.5), Error);  // lr_end above the base lr

@@ -1,5 +1,5 @@
 // Learning-rate schedules.
-#include "engine/optim/schedule.h"
+#include "engine/optim/lr_schedule.h"
 
 #include <algorithm>
 #include <cmath>
