@@ -210,26 +210,22 @@ Tensor PrecisionStep::scale_loss(const Tensor& loss) const {
   return scaler_.scale(is_half(loss.dtype()) ? cast(loss, DType::f32) : loss);
 }
 
-bool PrecisionStep::unscale(Optimizer& optimizer) {
+bool PrecisionStep::unscale(Optimizer* optimizer) {
   DGP_CHECK(!unscaled_, "PrecisionStep::unscale: called twice without step()");
   unscaled_ = true;
   if (masters_) masters_->copy_grads_to_master();
-  return scaler_.enabled() ? scaler_.unscale(optimizer) : true;
+  if (!scaler_.enabled()) return true;
+  return optimizer ? scaler_.unscale(*optimizer) : scaler_.unscale(std::vector<Tensor>{});
 }
 
-bool PrecisionStep::step(Optimizer& optimizer, bool all_finite) {
+bool PrecisionStep::step(Optimizer* optimizer, bool all_finite) {
   DGP_CHECK(unscaled_, "PrecisionStep::step: call unscale() first");
   unscaled_ = false;
-  bool stepped = true;
-  if (scaler_.enabled()) {
-    scaler_.agree(all_finite);
-    stepped = scaler_.step(optimizer);
-    scaler_.update();
-  } else {
-    optimizer.step();
-  }
+  scaler_.agree(all_finite);
+  const bool stepped = scaler_.step(optimizer);
+  scaler_.update();
   if (stepped && masters_) masters_->copy_master_to_model();
-  optimizer.zero_grad();
+  if (optimizer) optimizer->zero_grad();
   if (masters_) masters_->zero_model_grads();
   return stepped;
 }

@@ -111,9 +111,12 @@ class MasterWeights {
 //   PrecisionStep ps(precision, params, scaler_options);
 //   auto opt = make_optimizer(ps.optimizer_params());
 //   ... backward of ps.scale_loss(loss) (every gradient, also those crossing stages, is scaled) ...
-//   bool finite = ps.unscale(*opt);         // this stage's verdict
-//   bool all_finite = agree(finite);        // every stage of the step must take the same decision
-//   bool stepped = ps.step(*opt, all_finite);
+//   bool finite = ps.unscale(opt.get());         // this stage's verdict
+//   bool all_finite = agree(finite);             // every stage of the step must take the same decision
+//   bool stepped = ps.step(opt.get(), all_finite);
+//
+// The optimizer may be null (a stage without parameters): the stage still scales its loss and follows the
+// scale, so that its scale never drifts from the other stages'.
 //
 // A skipped step changes no parameter and no optimizer state, cuts the scale by the backoff factor and
 // still drops the gradients, so the next step starts clean.
@@ -131,11 +134,11 @@ class PrecisionStep {
   const DynamicLossScaler& scaler() const { return scaler_; }
   // Moves half gradients into the masters and divides the optimizer's gradients by the scale. Returns
   // whether every one of them is finite.
-  bool unscale(Optimizer& optimizer);
+  bool unscale(Optimizer* optimizer);
   // Steps the optimizer unless all_finite is false (a gradient here or at another stage was not finite),
   // rounds the masters back into the model, updates the scale and drops every gradient. Returns whether
   // the optimizer stepped. unscale() must come first.
-  bool step(Optimizer& optimizer, bool all_finite);
+  bool step(Optimizer* optimizer, bool all_finite);
 
   // {"scale", "growth_tracker", "master.<i>" for every parameter with a master copy} for checkpoints.
   std::map<std::string, Tensor> state_dict() const;

@@ -28,6 +28,13 @@ Tensor DynamicLossScaler::scale(const Tensor& loss) const {
 }
 
 bool DynamicLossScaler::unscale(Optimizer& optimizer) {
+  std::vector<Tensor> params;
+  for (ParamGroup& group : optimizer.param_groups())
+    for (Tensor& p : group.params) params.push_back(p);
+  return unscale(params);
+}
+
+bool DynamicLossScaler::unscale(const std::vector<Tensor>& params) {
   if (!options_.enabled) return true;
   DGP_CHECK(!unscaled_, "DynamicLossScaler::unscale: already called since the last update()");
   DGP_CHECK(!stepped_or_skipped_, "DynamicLossScaler::unscale: called after step(); call update() first");
@@ -36,15 +43,13 @@ bool DynamicLossScaler::unscale(Optimizer& optimizer) {
   // bit.
   const double inv_scale = static_cast<double>(1.0f / static_cast<float>(scale_));
   bool all_finite = true;
-  for (ParamGroup& group : optimizer.param_groups()) {
-    for (Tensor& p : group.params) {
-      Tensor g = p.grad();
-      if (!g.defined()) continue;
-      // Checked after the multiply: a gradient that is Inf/NaN now was Inf/NaN before, or overflowed when
-      // unscaled (possible only once the scale fell below 1); either way the step must be skipped.
-      mul_(g, inv_scale);
-      if (all_finite && !isfinite_all(g)) all_finite = false;
-    }
+  for (const Tensor& p : params) {
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    // Checked after the multiply: a gradient that is Inf/NaN now was Inf/NaN before, or overflowed when
+    // unscaled (possible only once the scale fell below 1); either way the step must be skipped.
+    mul_(g, inv_scale);
+    if (all_finite && !isfinite_all(g)) all_finite = false;
   }
   found_inf_ = !all_finite;
   unscaled_ = true;
@@ -59,18 +64,27 @@ void DynamicLossScaler::agree(bool all_finite) {
 }
 
 bool DynamicLossScaler::step(Optimizer& optimizer) {
+  return step(&optimizer);
+}
+
+bool DynamicLossScaler::step(Optimizer* optimizer) {
   if (!options_.enabled) {
-    optimizer.step();
+    if (optimizer) optimizer->step();
     return true;
   }
   DGP_CHECK(!stepped_or_skipped_, "DynamicLossScaler::step: called twice without update()");
-  if (!unscaled_) unscale(optimizer);
+  if (!unscaled_) {
+    if (optimizer)
+      unscale(*optimizer);
+    else
+      unscale(std::vector<Tensor>{});
+  }
   stepped_or_skipped_ = true;
   if (found_inf_) {
     ++skipped_;
     return false;
   }
-  optimizer.step();
+  if (optimizer) optimizer->step();
   return true;
 }
 

@@ -162,8 +162,8 @@ TEST(Amp, PrecisionStepUpdatesMastersAndRoundsIntoTheModel) {
   EXPECT_EQ(st.w.grad().dtype(), DType::f16);
   EXPECT_DOUBLE_EQ(st.w.grad().to_vector()[0],
                    static_cast<double>(half_bits_to_float(float_to_half_bits(1e-4f * 65536.0f))));
-  EXPECT_TRUE(st.ps->unscale(*st.opt));
-  EXPECT_TRUE(st.ps->step(*st.opt, true));
+  EXPECT_TRUE(st.ps->unscale(st.opt.get()));
+  EXPECT_TRUE(st.ps->step(st.opt.get(), true));
   // The master moved by the unscaled gradient in f32; the model holds it rounded to f16.
   const float master_w = st.ps->optimizer_params()[0].to_vector()[0];
   EXPECT_NEAR(master_w, 1.0 - 1e-4, 1e-7);
@@ -189,9 +189,9 @@ TEST(Amp, InjectedInfSkipsExactlyThatStepAndHalvesTheScale) {
       Tensor g = st.v.grad();
       g.select(0, 1).fill_(std::numeric_limits<double>::infinity());
     }
-    const bool finite = st.ps->unscale(*st.opt);
+    const bool finite = st.ps->unscale(st.opt.get());
     EXPECT_EQ(finite, !inject_inf);
-    return st.ps->step(*st.opt, finite);
+    return st.ps->step(st.opt.get(), finite);
   };
   EXPECT_TRUE(iteration(false));
   EXPECT_TRUE(iteration(false));
@@ -220,9 +220,9 @@ TEST(Amp, AStageSkipsWhenAnotherStageFoundInf) {
     so.init_scale = 256.0;
     HalfStage st(p, so);
     st.backward(0.5, 0.25, 1.0);
-    EXPECT_TRUE(st.ps->unscale(*st.opt));
+    EXPECT_TRUE(st.ps->unscale(st.opt.get()));
     const std::vector<double> before = st.values();
-    EXPECT_FALSE(st.ps->step(*st.opt, /*all_finite=*/false));
+    EXPECT_FALSE(st.ps->step(st.opt.get(), /*all_finite=*/false));
     EXPECT_EQ(st.values(), before);
     EXPECT_EQ(st.ps->loss_scale(), 128.0);
   }
@@ -234,8 +234,8 @@ TEST(Amp, Bf16RunsWithoutLossScaling) {
   EXPECT_FALSE(st.ps->scaler().enabled());
   st.backward(0.5, 0.25, 1.0);
   EXPECT_EQ(st.w.grad().to_vector()[0], 0.5) << "no scale applied";
-  EXPECT_TRUE(st.ps->unscale(*st.opt));
-  EXPECT_TRUE(st.ps->step(*st.opt, true));
+  EXPECT_TRUE(st.ps->unscale(st.opt.get()));
+  EXPECT_TRUE(st.ps->step(st.opt.get(), true));
   EXPECT_EQ(st.w.to_vector()[0], 0.5);
 }
 
@@ -249,7 +249,7 @@ TEST(Amp, PrecisionStateRoundTripResumesExactly) {
   auto iterate = [](HalfStage& st, int n) {
     for (int i = 0; i < n; ++i) {
       st.backward(1e-3 * (i + 1), 0.37, 0.011);
-      st.ps->step(*st.opt, st.ps->unscale(*st.opt));
+      st.ps->step(st.opt.get(), st.ps->unscale(st.opt.get()));
     }
   };
   iterate(a, 3);
@@ -272,4 +272,20 @@ TEST(Amp, PrecisionStateRoundTripResumesExactly) {
   EXPECT_EQ(a.ps->optimizer_params()[0].to_vector(), b.ps->optimizer_params()[0].to_vector());
   EXPECT_EQ(a.ps->loss_scale(), b.ps->loss_scale());
   EXPECT_THROW(b.ps->load_state_dict({{"scale", full({}, 1.0, DType::f64)}}), Error);
+}
+
+// A pipeline stage without parameters still scales its loss and follows the scale of the others.
+TEST(Amp, AStageWithoutParametersFollowsTheScale) {
+  LossScalerOptions so;
+  so.init_scale = 32.0;
+  so.growth_interval = 1;
+  amp::PrecisionStep ps(amp::Precision::mixed, {}, so);
+  EXPECT_TRUE(ps.unscale(nullptr));
+  EXPECT_TRUE(ps.step(nullptr, true));
+  EXPECT_EQ(ps.loss_scale(), 64.0);
+  EXPECT_TRUE(ps.unscale(nullptr));
+  EXPECT_FALSE(ps.step(nullptr, false));
+  EXPECT_EQ(ps.loss_scale(), 32.0);
+  EXPECT_EQ(ps.scale_loss(full({}, 2.0, DType::f16)).item(), 64.0);
+  EXPECT_EQ(ps.scale_loss(full({}, 2.0, DType::f16)).dtype(), DType::f32);
 }
