@@ -530,11 +530,12 @@ pipeline::OptimizerFactory optimizer_factory(const Run& r) {
   std::map<const engine::TensorImpl*, std::string> param_names;
   for (auto& [name, t] : r.model->named_parameters()) param_names[t.impl_ptr().get()] = name;
   const TrainConfig& c = r.c;
-  return [&c, param_names](std::vector<Tensor> params, int) -> std::unique_ptr<engine::Optimizer> {
+  return [&c, param_names](std::vector<Tensor> params, int,
+                           const std::vector<Tensor>& model_params) -> std::unique_ptr<engine::Optimizer> {
     std::vector<std::pair<std::string, Tensor>> named;
-    for (auto& p : params) {
-      auto it = param_names.find(p.impl_ptr().get());
-      named.push_back({it != param_names.end() ? it->second : "", p});
+    for (size_t i = 0; i < params.size(); ++i) {  // a master weight goes by its model parameter's name
+      auto it = param_names.find(model_params[i].impl_ptr().get());
+      named.push_back({it != param_names.end() ? it->second : "", params[i]});
     }
     std::vector<engine::ParamGroupSpec> groups = c.no_decay_norms
                                                      ? engine::param_groups_no_decay(named, c.weight_decay)
