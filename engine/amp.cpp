@@ -145,7 +145,11 @@ std::pair<Tensor, Tensor> promote(const Tensor& a, const Tensor& b) {
 
 // ---------------- MasterWeights ----------------
 
-MasterWeights::MasterWeights(std::vector<Tensor> model_params) : model_(std::move(model_params)) {
+MasterWeights::MasterWeights(std::vector<Tensor> model_params, const std::vector<Tensor>& initial_values)
+    : model_(std::move(model_params)) {
+  DGP_CHECK(
+      initial_values.empty() || initial_values.size() == model_.size(),
+      "MasterWeights: " << initial_values.size() << " initial values for " << model_.size() << " parameters");
   NoGradGuard ng;
   for (size_t i = 0; i < model_.size(); ++i) {
     const Tensor& p = model_[i];
@@ -154,7 +158,11 @@ MasterWeights::MasterWeights(std::vector<Tensor> model_params) : model_(std::mov
       master_.push_back(p);
       continue;
     }
-    Tensor m = p.detach().to(DType::f32).contiguous().clone().detach();
+    const Tensor& from = initial_values.empty() ? p : initial_values[i];
+    DGP_CHECK(from.shape() == p.shape(), "MasterWeights: initial value "
+                                             << i << " has shape " << shape_str(from.shape())
+                                             << ", the parameter " << shape_str(p.shape()));
+    Tensor m = from.detach().to(p.device()).to(DType::f32).contiguous().clone().detach();
     m.requires_grad_(true);
     master_.push_back(m);
   }
@@ -196,9 +204,10 @@ LossScalerOptions scaler_for(Precision p, LossScalerOptions o) {
 }
 }  // namespace
 
-PrecisionStep::PrecisionStep(Precision precision, std::vector<Tensor> params, const LossScalerOptions& scaler)
+PrecisionStep::PrecisionStep(Precision precision, std::vector<Tensor> params, const LossScalerOptions& scaler,
+                             const std::vector<Tensor>& initial_values)
     : precision_(precision), params_(std::move(params)), scaler_(scaler_for(precision, scaler)) {
-  if (uses_master_weights(precision)) masters_ = std::make_unique<MasterWeights>(params_);
+  if (uses_master_weights(precision)) masters_ = std::make_unique<MasterWeights>(params_, initial_values);
 }
 
 const std::vector<Tensor>& PrecisionStep::optimizer_params() const {

@@ -90,7 +90,9 @@ std::pair<Tensor, Tensor> promote(const Tensor& a, const Tensor& b);
 // optimizer step, copy_master_to_model() rounds the updated values back into the model.
 class MasterWeights {
  public:
-  explicit MasterWeights(std::vector<Tensor> model_params);
+  // initial_values[i], when given, is what the master of parameter i starts from: the fp32 value the half
+  // parameter was rounded from (a pretrained weight keeps its digits); default: the parameter's own value.
+  explicit MasterWeights(std::vector<Tensor> model_params, const std::vector<Tensor>& initial_values = {});
   const std::vector<Tensor>& master() const { return master_; }
   const std::vector<Tensor>& model() const { return model_; }
   // Whether parameter i has a master copy of its own (it is half) or is its own master (f32).
@@ -122,7 +124,9 @@ class MasterWeights {
 // still drops the gradients, so the next step starts clean.
 class PrecisionStep {
  public:
-  PrecisionStep(Precision precision, std::vector<Tensor> params, const LossScalerOptions& scaler = {});
+  // initial_values: see MasterWeights (fp16/bf16 only).
+  PrecisionStep(Precision precision, std::vector<Tensor> params, const LossScalerOptions& scaler = {},
+                const std::vector<Tensor>& initial_values = {});
   Precision precision() const { return precision_; }
   // The tensors the optimizer updates: the fp32 masters (fp16/bf16), else the parameters themselves.
   const std::vector<Tensor>& optimizer_params() const;

@@ -201,10 +201,14 @@ void Pipeline::build(std::vector<layers::ModulePtr> blocks, OptimizerFactory mak
     setup.micro_batches = opts_.micro_batches;
     setup.kind = opts_.kind;
     setup.device = device_of(s);
+    std::vector<Tensor> params, exact_values;  // exact_values: before fp16/bf16 round them (the masters')
     for (auto& b : mine) {
       b->to(setup.device);
-      if (engine::amp::uses_master_weights(opts_.precision))
-        b->to_half_precision(engine::amp::storage_dtype(opts_.precision));
+      for (auto& p : b->parameters()) params.push_back(p);
+    }
+    if (engine::amp::uses_master_weights(opts_.precision)) {
+      for (auto& p : params) exact_values.push_back(p.detach().clone());
+      for (auto& b : mine) b->to_half_precision(engine::amp::storage_dtype(opts_.precision));
     }
     setup.blocks = mine;
     generators_.push_back(
@@ -225,12 +229,9 @@ void Pipeline::build(std::vector<layers::ModulePtr> blocks, OptimizerFactory mak
     setup.recompute = opts_.recompute;
     setup.label_smoothing = opts_.label_smoothing;
     setup.precision = opts_.precision;
-    std::vector<Tensor> params;
-    for (auto& b : mine)
-      for (auto& p : b->parameters()) params.push_back(p);
     if (make_optimizer) {
-      precision_steps_.push_back(
-          std::make_unique<engine::amp::PrecisionStep>(opts_.precision, params, opts_.loss_scaler));
+      precision_steps_.push_back(std::make_unique<engine::amp::PrecisionStep>(
+          opts_.precision, params, opts_.loss_scaler, exact_values));
       setup.precision_step = precision_steps_.back().get();
       if (!params.empty()) {
         optimizers_.push_back(make_optimizer(setup.precision_step->optimizer_params(), s, params));
