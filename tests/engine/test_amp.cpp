@@ -2,6 +2,7 @@
 // storage there is computed in f32); the CUDA variant of the autocast step runs when a device exists.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <limits>
 #include <memory>
 
@@ -132,7 +133,8 @@ struct HalfStage {
   Tensor s = full({2}, 0.5).requires_grad_(true);
   std::unique_ptr<amp::PrecisionStep> ps;
   std::unique_ptr<SGD> opt;
-  explicit HalfStage(amp::Precision p, LossScalerOptions so = {}) {
+  explicit HalfStage(amp::Precision p, LossScalerOptions so = {}, Device device = Device::cpu()) {
+    for (Tensor* t : {&w, &v, &s}) *t = t->detach().to(device).requires_grad_(true);
     ps = std::make_unique<amp::PrecisionStep>(p, std::vector<Tensor>{w, v, s}, so);
     SGDOptions o;
     o.lr = 1.0;
@@ -288,4 +290,32 @@ TEST(Amp, AStageWithoutParametersFollowsTheScale) {
   EXPECT_EQ(ps.loss_scale(), 32.0);
   EXPECT_EQ(ps.scale_loss(full({}, 2.0, DType::f16)).item(), 64.0);
   EXPECT_EQ(ps.scale_loss(full({}, 2.0, DType::f16)).dtype(), DType::f32);
+}
+
+// The CUDA twin of the precision step: the same iterations on a device (masters, scaled half gradients, an
+// injected inf, the skip and the scale) end where the CPU's do.
+TEST(Amp, PrecisionStepOnCudaFollowsTheCpuTwin) {
+  DGP_SKIP_WITHOUT_CUDA();
+  LossScalerOptions so;
+  so.init_scale = 1024.0;
+  so.growth_interval = 2;
+  for (amp::Precision p : {amp::Precision::fp16, amp::Precision::bf16}) {
+    SCOPED_TRACE(amp::precision_name(p));
+    HalfStage cpu(p, so), cuda(p, so, Device::cuda(0));
+    for (HalfStage* st : {&cpu, &cuda})
+      for (int i = 0; i < 5; ++i) {
+        st->backward(1e-3 * (i + 1), 0.37, 0.011);
+        if (i == 2) {
+          NoGradGuard ng;
+          Tensor g = st->v.grad();
+          g.fill_(std::numeric_limits<double>::infinity());
+        }
+        st->ps->step(st->opt.get(), st->ps->unscale(st->opt.get()));
+      }
+    const std::vector<double> a = cpu.values(), b = cuda.values();
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], 1e-6 * std::fabs(a[i]) + 1e-9) << i;
+    EXPECT_EQ(cuda.ps->loss_scale(), cpu.ps->loss_scale());
+    EXPECT_EQ(cuda.ps->scaler().skipped_steps(), cpu.ps->scaler().skipped_steps());
+  }
 }

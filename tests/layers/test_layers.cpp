@@ -197,3 +197,51 @@ TEST(LayersPrecision, HalfModelKeepsNormsFp32AndCastsItsInput) {
   EXPECT_EQ(y.dtype(), engine::DType::bf16) << "the f32 input was cast at the first layer";
   EXPECT_THROW(m.to_half_precision(engine::DType::f32), engine::Error);
 }
+
+// The CUDA twin of the precision rules: a conv-BN-ReLU-linear stack under autocast (f16 and bf16) and stored
+// in bf16 gives the CPU twin's outputs and parameter gradients within half-precision rounding.
+TEST(LayersPrecision, CudaFollowsTheCpuTwin) {
+  DGP_SKIP_WITHOUT_CUDA();
+  struct Case {
+    const char* name;
+    bool autocast;
+    engine::DType dtype;
+  };
+  for (const Case& k :
+       {Case{"mixed f16", true, engine::DType::f16}, Case{"mixed bf16", true, engine::DType::bf16},
+        Case{"bf16 model", false, engine::DType::bf16}}) {
+    SCOPED_TRACE(k.name);
+    auto build = [&](engine::Device device) {
+      engine::Generator gen(21);
+      Conv2dOptions o;
+      o.padding = 1;
+      auto m = std::make_shared<Sequential>(std::vector<std::shared_ptr<Module>>{
+          std::make_shared<Conv2d>(3, 6, o, &gen), std::make_shared<BatchNorm2d>(6), ReLU(),
+          std::make_shared<Flatten>(), std::make_shared<Linear>(6 * 5 * 5, 4, true, &gen)});
+      m->to(device);
+      if (!k.autocast) m->to_half_precision(k.dtype);
+      return m;
+    };
+    auto run = [&](engine::Device device) {
+      auto m = build(device);
+      engine::Generator gen(8);
+      Tensor x = engine::randn({4, 3, 5, 5}, {}, &gen).to(device);
+      engine::amp::AutocastGuard ac(k.autocast, k.dtype);
+      Tensor y = engine::cast((*m)(x), engine::DType::f32);
+      engine::sum(engine::mul(y, y)).backward();
+      std::vector<Tensor> out = {y.detach().to(engine::Device::cpu())};
+      for (auto& p : m->parameters())
+        out.push_back(p.grad().to(engine::Device::cpu()).to(engine::DType::f32));
+      return out;
+    };
+    const std::vector<Tensor> cpu = run(engine::Device::cpu()), cuda = run(engine::Device::cuda(0));
+    ASSERT_EQ(cpu.size(), cuda.size());
+    auto relative_l2 = [](const Tensor& a, const Tensor& b) {
+      const double num = engine::sum(engine::mul(engine::sub(a, b), engine::sub(a, b))).item();
+      return std::sqrt(num / std::max(engine::sum(engine::mul(b, b)).item(), 1e-30));
+    };
+    const double tol = k.dtype == engine::DType::f16 ? 1e-2 : 4e-2;
+    for (size_t i = 0; i < cpu.size(); ++i)
+      EXPECT_LT(relative_l2(cuda[i], cpu[i]), tol) << (i == 0 ? "output" : "gradient ") << i;
+  }
+}

@@ -19,6 +19,7 @@
 #include "engine/optim/sgd.h"
 #include "layers/layers.h"
 #include "pipeline_test_models.h"
+#include "support/gradcheck.h"
 #include "support/test_util.h"
 
 using namespace dgpipe;
@@ -546,5 +547,41 @@ TEST(PipelinePrecision, ANonFiniteGradientInOneStageSkipsTheStepEverywhere) {
     EXPECT_NE(state_values(blocks), before);
     for (size_t i = 0; i < pipe.local_stages().size(); ++i)
       EXPECT_EQ(pipe.stage_precision(i)->scaler().skipped_steps(), 1) << "stage " << i;
+  }
+}
+
+// The CUDA twin of a pipelined precision run: the same steps with the stages on a GPU (and with a CPU client
+// and a GPU server, half boundaries crossing between them) follow the CPU run of the same seed within
+// half-precision rounding, with the same skip decisions.
+TEST(PipelinePrecision, CudaStagesFollowTheCpuTwin) {
+  DGP_SKIP_WITHOUT_CUDA();
+  for (Precision p : {Precision::mixed, Precision::mixed_bf16, Precision::fp16, Precision::bf16}) {
+    SCOPED_TRACE(engine::amp::precision_name(p));
+    auto run_on = [&](std::vector<engine::Device> devices) {
+      auto blocks = testmodels::make_blocks("resnet");
+      PipelineOptions opts;
+      opts.balance = balance_by_cost(std::vector<double>(blocks.size(), 1.0), 2);
+      opts.micro_batches = 2;
+      opts.precision = p;
+      opts.devices = devices;
+      Pipeline pipe(blocks, opts, make_sgd);
+      std::vector<StepResult> out;
+      for (int step = 0; step < 4; ++step)
+        out.push_back(pipe.train_step(testmodels::make_batch("resnet", 8, 300 + step)));
+      return out;
+    };
+    const auto cpu = run_on({engine::Device::cpu()});
+    const double tol = engine::amp::compute_dtype(p) == engine::DType::f16 ? 1e-2 : 3e-2;
+    for (const auto& devices :
+         {std::vector<engine::Device>{engine::Device::cuda(0)},
+          std::vector<engine::Device>{engine::Device::cpu(), engine::Device::cuda(0)}}) {
+      const auto gpu = run_on(devices);
+      for (size_t i = 0; i < cpu.size(); ++i) {
+        EXPECT_NEAR(gpu[i].loss, cpu[i].loss, tol * cpu[i].loss)
+            << "step " << i << ", " << devices.size() << " device(s)";
+        EXPECT_EQ(gpu[i].skipped, cpu[i].skipped) << "step " << i;
+        EXPECT_EQ(gpu[i].loss_scale, cpu[i].loss_scale) << "step " << i;
+      }
+    }
   }
 }
