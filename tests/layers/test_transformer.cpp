@@ -108,19 +108,37 @@ TEST(Transformer, DropoutOnlyInTraining) {
 // Under autocast an encoder layer follows its fp32 result within half-precision rounding, its dense layers
 // run in half, the softmax and layer norms in fp32 (so it returns fp32), and every parameter gradient is
 // fp32.
-TEST(Transformer, EncoderLayerUnderAutocastFollowsFp32) {
-  TransformerLayerConfig c;
-  c.hidden = 16;
-  c.heads = 2;
-  c.intermediate = 32;
-  c.hidden_dropout = c.attention_dropout = 0.0;
-  engine::Generator gen(3);
-  TransformerEncoderLayer layer(c, &gen);
-  Tensor x = engine::randn({2, 5, 16}, {}, &gen);
-  Tensor mask = engine::from_vector(std::vector<double>{1, 1, 1, 0, 0, 1, 1, 1, 1, 1}, {2, 5});
+namespace {
+// An encoder layer without dropout (2 heads), an input [n, l, hidden] and the context of `mask` ([n, l]),
+// drawn in turn from one generator.
+struct MaskedLayer {
+  engine::Generator gen;  // first: the layer's initialisation draws from it
+  TransformerEncoderLayer layer;
+  Tensor x;
   BlockContext ctx;
-  ctx.attention_mask = mask;
-  ctx.additive_mask = additive_attention_mask(mask);
+  MaskedLayer(int64_t hidden, int64_t intermediate, uint64_t seed, const std::vector<double>& mask, int64_t n,
+              int64_t l)
+      : gen(seed), layer(config(hidden, intermediate), &gen) {
+    x = engine::randn({n, l, hidden}, {}, &gen);
+    ctx.attention_mask = engine::from_vector(mask, {n, l});
+    ctx.additive_mask = additive_attention_mask(ctx.attention_mask);
+  }
+  static TransformerLayerConfig config(int64_t hidden, int64_t intermediate) {
+    TransformerLayerConfig c;
+    c.hidden = hidden;
+    c.heads = 2;
+    c.intermediate = intermediate;
+    c.hidden_dropout = c.attention_dropout = 0.0;
+    return c;
+  }
+};
+}  // namespace
+
+TEST(Transformer, EncoderLayerUnderAutocastFollowsFp32) {
+  MaskedLayer m(16, 32, 3, {1, 1, 1, 0, 0, 1, 1, 1, 1, 1}, 2, 5);
+  TransformerEncoderLayer& layer = m.layer;
+  const Tensor& x = m.x;
+  const BlockContext& ctx = m.ctx;
   Tensor ref = layer.forward(x, ctx);
   for (engine::DType half : {engine::DType::f16, engine::DType::bf16}) {
     engine::amp::AutocastGuard ac(true, half);
@@ -141,18 +159,10 @@ TEST(Transformer, EncoderLayerUnderAutocastFollowsFp32) {
 // A half-precision (fp16) layer masks with f16's lowest value, not with -inf (which turns a row with no
 // attended token into NaN; Hugging Face's lowest-value mask makes it uniform).
 TEST(Transformer, HalfModelMasksPaddingInItsOwnDtype) {
-  TransformerLayerConfig c;
-  c.hidden = 8;
-  c.heads = 2;
-  c.intermediate = 8;
-  c.hidden_dropout = c.attention_dropout = 0.0;
-  engine::Generator gen(5);
-  TransformerEncoderLayer layer(c, &gen);
-  Tensor x = engine::randn({2, 4, 8}, {}, &gen);
-  Tensor mask = engine::from_vector(std::vector<double>{1, 1, 0, 0, 0, 0, 0, 0}, {2, 4});
-  BlockContext ctx;
-  ctx.attention_mask = mask;
-  ctx.additive_mask = additive_attention_mask(mask);
+  MaskedLayer m(8, 8, 5, {1, 1, 0, 0, 0, 0, 0, 0}, 2, 4);
+  TransformerEncoderLayer& layer = m.layer;
+  const Tensor& x = m.x;
+  const BlockContext& ctx = m.ctx;
   Tensor ref = layer.forward(x, ctx);
   layer.to_half_precision(engine::DType::f16);
   Tensor y = layer.forward(x.to(engine::DType::f16), ctx);
