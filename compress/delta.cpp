@@ -90,7 +90,7 @@ class DeltaCodec final : public Codec {
   }
 
   Packet encode(const Tensor& x) override { return encode_samples(x, Tensor()); }
-  Tensor decode(const Packet& p) override { return decode_samples(p, Tensor()); }
+  Tensor decode_as(const Packet& p, DType dtype) override { return decode_samples_as(p, Tensor(), dtype); }
 
   Packet encode_samples(const Tensor& x, const Tensor& sample_ids) override {
     check_input(x);
@@ -112,16 +112,18 @@ class DeltaCodec final : public Codec {
     const Tensor xf = contiguous_f32(x);
     Tensor rec_fresh, rec_seen;
     if (f > 0) {
+      // In f32 whatever the input's dtype, as every quantizing codec: a half input gives its f32 values'
+      // packet.
       const Packet part = fresh_->encode(engine::index_select(xf, 0, index_tensor(fresh_rows, x.device())));
       place_inner_body(p.body, at.fresh_offset, part);
-      if (!ids.empty()) rec_fresh = fresh_->decode(part);
+      if (!ids.empty()) rec_fresh = fresh_->decode_as(part, DType::f32);
     }
     if (d > 0) {
       const Tensor ref = references(ids, seen_rows, x.shape(), x.device());
       const Tensor rows = engine::index_select(xf, 0, index_tensor(seen_rows, x.device()));
       const Packet part = change_->encode(engine::sub(rows, ref));
       place_inner_body(p.body, at.change_offset, part);
-      rec_seen = engine::add(ref, to_f32(change_->decode(part)));
+      rec_seen = engine::add(ref, change_->decode_as(part, DType::f32));
     }
     if (x.is_cuda()) sum_status(p.body, f, d, at);
     remember(ids, fresh_rows, rec_fresh);
@@ -129,7 +131,7 @@ class DeltaCodec final : public Codec {
     return p;
   }
 
-  Tensor decode_samples(const Packet& p, const Tensor& sample_ids) override {
+  Tensor decode_samples_as(const Packet& p, const Tensor& sample_ids, DType dtype) override {
     const int64_t n = check_delta_packet(p);
     if (!p.body.is_cuda()) p.check_status();
     name_inner();
@@ -153,26 +155,28 @@ class DeltaCodec final : public Codec {
     std::vector<Tensor> parts;
     Tensor rec_fresh, rec_seen;
     if (f > 0) {
-      rec_fresh = to_f32(
-          fresh_->decode(inner_packet(*fresh_, rows_shape(shape, f), p.body, at.fresh_offset, boundary_)));
+      rec_fresh = fresh_->decode_as(
+          inner_packet(*fresh_, rows_shape(shape, f), DType::f32, p.body, at.fresh_offset, boundary_),
+          DType::f32);
       parts.push_back(rec_fresh);
     }
     if (d > 0) {
       const Tensor ref = references(ids, seen_rows, shape, device);
-      rec_seen = engine::add(ref, to_f32(change_->decode(inner_packet(*change_, rows_shape(shape, d), p.body,
-                                                                      at.change_offset, boundary_))));
+      rec_seen = engine::add(ref, change_->decode_as(inner_packet(*change_, rows_shape(shape, d), DType::f32,
+                                                                  p.body, at.change_offset, boundary_),
+                                                     DType::f32));
       parts.push_back(rec_seen);
     }
     remember(ids, fresh_rows, rec_fresh);
     remember(ids, seen_rows, rec_seen);
     if (parts.empty())
-      return finish_decode(engine::zeros(shape, engine::TensorOptions(DType::f32, device)), p, device);
+      return finish_decode(engine::zeros(shape, engine::TensorOptions(DType::f32, device)), dtype, device);
     // Rows come fresh first, then the others; put each back in its place.
     std::vector<int64_t> place(static_cast<size_t>(n));
     for (size_t j = 0; j < fresh_rows.size(); ++j) place[fresh_rows[j]] = static_cast<int64_t>(j);
     for (size_t j = 0; j < seen_rows.size(); ++j) place[seen_rows[j]] = f + static_cast<int64_t>(j);
     const Tensor joined = parts.size() == 1 ? parts[0] : engine::concat(parts, 0);
-    return finish_decode(engine::index_select(joined, 0, index_tensor(place, device)), p, device);
+    return finish_decode(engine::index_select(joined, 0, index_tensor(place, device)), dtype, device);
   }
 
  private:
@@ -261,7 +265,6 @@ class DeltaCodec final : public Codec {
     typed_view(body, 0, DType::i32, {1}).copy_(total);
   }
 
-  static Tensor to_f32(const Tensor& t) { return t.dtype() == DType::f32 ? t : t.to(DType::f32); }
   void name_inner() {
     fresh_->set_boundary(boundary_);
     change_->set_boundary(boundary_);

@@ -9,7 +9,7 @@
 // pad to 16 | ceil(N*Q/8) bytes of Q-bit codes (the group follows from the position, it is not in the code).
 // Statistics cost 64 bits per group: negligible per channel, 64/H bits per element per row.
 // Passes over memory: 2 reads (group min/max, quantize+pack) and one packed write, on the CPU and in
-// grouped_uniform.cu.
+// grouped_uniform.cu. A half input is read in its 2-byte form (HostValues, InputValues), as by uniform:Q.
 #include <algorithm>
 #include <limits>
 #include <vector>
@@ -63,14 +63,12 @@ class GroupedUniformCodec final : public Codec {
     Packet p = start_packet(x);
     const GroupShape g = groups(x.shape());
     if (x.is_cuda()) {
-      Tensor xf = contiguous_f32(x);
       p.body = device_body(p, x.device());
-      cuda_kernels::grouped_uniform_encode(xf, p.body, q_bits_, g.groups, g.inner);
+      cuda_kernels::grouped_uniform_encode(contiguous_input(x), p.body, q_bits_, g.groups, g.inner);
       return p;
     }
-    Tensor h = host_f32(x);
-    const float* v = h.data<float>();
-    const int64_t n = h.numel();
+    const HostValues v(x);
+    const int64_t n = v.size();
     std::vector<float> lo(static_cast<size_t>(g.groups), 0.0f), hi(lo);
     if (n > 0) {
       std::fill(lo.begin(), lo.end(), std::numeric_limits<float>::infinity());
@@ -97,13 +95,13 @@ class GroupedUniformCodec final : public Codec {
     return p;
   }
 
-  Tensor decode(const Packet& p) override {
+  Tensor decode_as(const Packet& p, engine::DType dtype) override {
     check_packet(p);
     const GroupShape g = groups(p.header.shape);
     if (p.body.is_cuda()) {
       Tensor out = engine::empty(p.header.shape, engine::TensorOptions(engine::DType::f32, p.body.device()));
       cuda_kernels::grouped_uniform_decode(p.body, out, q_bits_, g.groups, g.inner);
-      return finish_decode(out, p, p.body.device());
+      return finish_decode(out, dtype, p.body.device());
     }
     p.check_status();
     const std::vector<GroupStat> stats = read_group_stats(p);
@@ -117,7 +115,7 @@ class GroupedUniformCodec final : public Codec {
       const GroupStat& st = stats[static_cast<size_t>(element_group(i, g.groups, g.inner))];
       o[i] = dequant(get_bits(payload, nbytes, static_cast<uint64_t>(i), q_bits_), st.lo, st.step);
     }
-    return finish_decode(out, p, engine::Device::cpu());
+    return finish_decode(out, dtype, engine::Device::cpu());
   }
 
  private:

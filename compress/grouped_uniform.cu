@@ -17,7 +17,7 @@
 namespace dgpipe::compress::cuda_kernels {
 namespace {
 
-__global__ void grouped_minmax_kernel(const float* __restrict__ x, int64_t n, int64_t groups, int64_t inner,
+__global__ void grouped_minmax_kernel(InputValues x, int64_t n, int64_t groups, int64_t inner,
                                       uint32_t* lo_keys, uint32_t* hi_keys, uint32_t* bad_count) {
   using Reduce = cub::BlockReduce<uint32_t, kThreads>;
   __shared__ typename Reduce::TempStorage tmp;
@@ -79,8 +79,8 @@ __global__ void grouped_stats_kernel(const uint32_t* lo_keys, const uint32_t* hi
   stats[2 * g + 1] = quant_step(lo, hi, (1u << q_bits) - 1u);
 }
 
-__global__ void grouped_pack_kernel(const float* __restrict__ x, int64_t n, int64_t groups, int64_t inner,
-                                    uint8_t* body, uint64_t body_bytes, int q_bits) {
+__global__ void grouped_pack_kernel(InputValues x, int64_t n, int64_t groups, int64_t inner, uint8_t* body,
+                                    uint64_t body_bytes, int q_bits) {
   __shared__ __align__(16) uint8_t stage[kThreads * 16];
   const float* stats = reinterpret_cast<const float*>(body + detail::group_stats_offset());
   float v[8];
@@ -134,7 +134,7 @@ void grouped_uniform_encode(const engine::Tensor& x, const engine::Tensor& body,
   // Prelude, statistics and padding; the pack kernel writes every payload byte.
   DGP_CUDA_CHECK(
       cudaMemsetAsync(body.raw_data(), 0, detail::group_payload_offset(static_cast<int>(groups)), stream()));
-  const float* xp = static_cast<const float*>(x.raw_data());
+  const InputValues xp = input_values(x, "uniform:Q/channel|row");
   uint8_t* bp = static_cast<uint8_t*>(body.raw_data());
   if (n > 0)
     grouped_minmax_kernel<<<tiles(n), kThreads, 0, stream()>>>(xp, n, groups, inner, lo_keys, hi_keys,

@@ -57,20 +57,23 @@ class TopKChainCodec final : public Codec {
     return p;
   }
 
-  Tensor decode(const Packet& p) override {
+  Tensor decode_as(const Packet& p, engine::DType dtype) override {
     check_packet(p);
     if (!p.body.is_cuda()) p.check_status();
     name_inner();
     const engine::Shape& shape = p.header.shape;
     const int64_t k = p.header.params.at(0);
     const engine::Device device = p.body.device();
-    const Tensor values = values_->decode(inner_packet(*values_, {k}, p.body, kValuesOffset, boundary_));
+    const Tensor values =
+        values_->decode_as(inner_packet(*values_, {k}, engine::DType::f32, p.body, kValuesOffset, boundary_),
+                           engine::DType::f32);
     // topk:R's packet for the same selection: prelude | the decoded values | pad | the indices.
-    Packet sparse = inner_packet(*topk_, shape, make_body(topk_->body_bytes(shape), device), 0, boundary_);
+    Packet sparse = inner_packet(*topk_, shape, engine::DType::f32,
+                                 make_body(topk_->body_bytes(shape), device), 0, boundary_);
     if (k > 0)
       sparse.body.slice(0, kPreludeBytes, kPreludeBytes + 4 * k).copy_(byte_view(values.contiguous()));
     copy_indices(p.body, index_offset(k), sparse.body, topk_index_offset(k), index_bytes(shape));
-    return finish_decode(topk_->decode(sparse), p, device);
+    return finish_decode(topk_->decode_as(sparse, engine::DType::f32), dtype, device);
   }
 
  private:
