@@ -203,13 +203,14 @@ void print_json(const std::vector<Row>& rows) {
 void print_table(const std::vector<Row>& rows, const std::string& source, const Tensor& x) {
   std::cout << source << " " << engine::shape_str(x.shape()) << " on " << x.device().str() << ", "
             << x.numel() * 4 << " bytes as f32\n";
-  std::cout << std::left << std::setw(18) << "codec" << std::right << std::setw(12) << "wire B"
+  // 24 characters: composed specs such as topk:0.5>sortquant:2+6 are long.
+  std::cout << std::left << std::setw(24) << "codec" << std::right << std::setw(12) << "wire B"
             << std::setw(8) << "ratio" << std::setw(7) << "bits" << std::setw(11) << "max|e|" << std::setw(11)
             << "mean|e|" << std::setw(10) << "relL2" << std::setw(9) << "cosine" << std::setw(10) << "enc ms"
             << std::setw(10) << "dec ms"
             << "\n";
   for (const auto& r : rows)
-    std::cout << std::left << std::setw(18) << r.spec << std::right << std::setw(12) << r.wire << std::fixed
+    std::cout << std::left << std::setw(24) << r.spec << std::right << std::setw(12) << r.wire << std::fixed
               << std::setprecision(4) << std::setw(8) << r.ratio << std::setprecision(2) << std::setw(7)
               << r.bits << std::scientific << std::setprecision(2) << std::setw(11) << r.max_abs
               << std::setw(11) << r.mean_abs << std::setw(10) << r.rel_l2 << std::fixed
