@@ -30,7 +30,6 @@
 #include "engine/amp.h"
 #include "engine/io/safetensors.h"
 #include "engine/optim/adamw.h"
-#include "engine/optim/clip_grad.h"
 #include "engine/optim/lr_schedule.h"
 #include "engine/optim/sgd.h"
 #include "models/registry.h"
@@ -510,6 +509,7 @@ pipeline::PipelineOptions pipeline_options(Run& r, const std::vector<engine::Dev
   po.recompute = c.recompute;
   po.deferred_bn = c.deferred_bn;
   po.label_smoothing = c.label_smoothing;
+  po.clip_norm = c.clip;
   po.trace = !c.trace.empty();
   po.seed = c.seed;
   po.precision = engine::amp::parse_precision(c.precision);

@@ -1,5 +1,6 @@
 #include "pipeline/executor.h"
 
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -7,6 +8,7 @@
 
 #include "engine/error.h"
 #include "engine/ops.h"
+#include "engine/optim/clip_grad.h"
 #include "engine/optim/optimizer.h"
 
 namespace dgpipe::pipeline {
@@ -331,22 +333,37 @@ void StageExecutor::send_grad(StepState& st, int m) {
 
 void StageExecutor::optimizer_step(StepState& st) {
   engine::amp::PrecisionStep* ps = setup_.precision_step;
-  if (ps) {
-    bool finite = ps->unscale(setup_.optimizer);
-    if (ps->scaler().enabled() && setup_.num_stages > 1) finite = agree_all_finite(st, finite);
-    st.skipped = !ps->step(setup_.optimizer, finite);
+  if (!ps) {
+    if (setup_.optimizer) {
+      setup_.optimizer->step();
+      setup_.optimizer->zero_grad();
+    }
+  } else {
+    GradientVerdict verdict;
+    verdict.all_finite = ps->unscale(setup_.optimizer);
+    const bool clipping = setup_.clip_norm > 0;
+    if (clipping) {
+      const double norm = engine::grad_norm(ps->optimizer_params());
+      verdict.sum_sq = norm * norm;
+    }
+    if ((ps->scaler().enabled() || clipping) && setup_.num_stages > 1)
+      verdict = agree_across_stages(st, verdict);
+    // A skipped step needs no clipping; without loss scaling a non-finite norm scales by NaN, as in PyTorch.
+    if (clipping && verdict.all_finite)
+      engine::scale_grads_to_norm(ps->optimizer_params(), setup_.clip_norm, std::sqrt(verdict.sum_sq));
+    st.skipped = !ps->step(setup_.optimizer, verdict.all_finite);
     st.loss_scale = ps->loss_scale();
-  } else if (setup_.optimizer) {
-    setup_.optimizer->step();
-    setup_.optimizer->zero_grad();
   }
   if (setup_.after_step) setup_.after_step();
 }
 
-bool StageExecutor::agree_all_finite(StepState& st, bool finite) {
-  auto exchange = [&](Side side, bool verdict) {
+StageExecutor::GradientVerdict StageExecutor::agree_across_stages(StepState& st, GradientVerdict mine) {
+  constexpr size_t kBytes = 1 + sizeof(double);
+  auto pass_on = [&](Side side, const GradientVerdict& v) {
     Message msg;
-    msg.bytes = {static_cast<uint8_t>(verdict ? 1 : 0)};
+    msg.bytes.resize(kBytes);
+    msg.bytes[0] = v.all_finite ? 1 : 0;
+    std::memcpy(msg.bytes.data() + 1, &v.sum_sq, sizeof(double));
     msg.src_stage = setup_.stage;
     msg.dst_stage = neighbour(side);
     msg.kind = MsgKind::control;
@@ -358,17 +375,25 @@ bool StageExecutor::agree_all_finite(StepState& st, bool finite) {
     const auto t0 = Clock::now();
     Message msg = channel_->recv(neighbour(side), setup_.stage, MsgKind::control, 0, st.step);
     st.wait_s += seconds_since(t0);
-    DGP_CHECK(msg.bytes.size() == 1 && msg.bytes[0] <= 1,
-              "pipeline: stage " << setup_.stage << " received a malformed skip verdict");
-    return msg.bytes[0] == 1;
+    DGP_CHECK(msg.bytes.size() == kBytes && msg.bytes[0] <= 1,
+              "pipeline: stage " << setup_.stage << " received a malformed gradient verdict ("
+                                 << msg.bytes.size() << " bytes)");
+    GradientVerdict v;
+    v.all_finite = msg.bytes[0] == 1;
+    std::memcpy(&v.sum_sq, msg.bytes.data() + 1, sizeof(double));
+    return v;
   };
-  bool all = finite;
-  if (!is_first()) all = take(Side::upstream) && all;  // the verdict of every stage above
+  GradientVerdict all = mine;
+  if (!is_first()) {  // the verdict of every stage above, then ours added
+    GradientVerdict above = take(Side::upstream);
+    all.all_finite = above.all_finite && all.all_finite;
+    all.sum_sq = above.sum_sq + all.sum_sq;
+  }
   if (!is_last()) {
-    exchange(Side::downstream, all);
+    pass_on(Side::downstream, all);
     all = take(Side::downstream);  // the verdict of the whole pipeline
   }
-  if (!is_first()) exchange(Side::upstream, all);
+  if (!is_first()) pass_on(Side::upstream, all);
   return all;
 }
 

@@ -16,7 +16,8 @@
 // its storage dtype (fp16/bf16) or the sender's (fp32, mixed), and gradients into the dtype of the output
 // they flow into. With loss scaling the last stage scales its loss, so every gradient, also those crossing
 // boundaries, is a scaled one, and each stage unscales its own parameters' gradients. The decision to skip a
-// step with a non-finite gradient is agreed by all stages (agree_all_finite) before any of them steps.
+// step with a non-finite gradient, and the global norm --clip scales to, are agreed by all stages
+// (agree_across_stages) before any of them steps.
 #pragma once
 #include <chrono>
 #include <functional>
@@ -84,6 +85,9 @@ struct StageSetup {
   bool seed_compat = false;
   bool recompute = false;  // keep only stage inputs during forward; recompute the graph in backward
   double label_smoothing = 0.0;
+  // Clip the gradients of the whole model (every stage together) to this global L2 norm at OptimizerStep,
+  // after unscaling, as torch.nn.utils.clip_grad_norm_ would on the unpipelined model (0: off).
+  double clip_norm = 0.0;
   engine::amp::Precision precision = engine::amp::Precision::fp32;
   // The stage's optimizer (null: no parameters, or a pipeline without optimizers) and the precision step
   // around it (master weights, loss scaling; null: a pipeline without optimizers). OptimizerStep unscales,
@@ -138,10 +142,16 @@ class StageExecutor {
   void backward(StepState& st, int m);
   void send_grad(StepState& st, int m);
   void optimizer_step(StepState& st);
-  // Every stage's verdict on its gradients, ANDed along the pipeline: the verdicts travel downstream as
-  // control messages (each stage adds its own), and the last stage's result travels back upstream. Neighbour
-  // links only, so every channel carries it.
-  bool agree_all_finite(StepState& st, bool finite);
+  // What the stages must agree on before any of them steps: whether every gradient is finite (a loss-scaled
+  // step is skipped everywhere or nowhere) and the squared L2 norm of all gradients (for --clip).
+  struct GradientVerdict {
+    bool all_finite = true;
+    double sum_sq = 0.0;
+  };
+  // ANDs the finite flags and sums the squared norms along the pipeline: the partial verdicts travel
+  // downstream as control messages (each stage adds its own), and the last stage's total travels back
+  // upstream. Neighbour links only, so every channel carries it.
+  GradientVerdict agree_across_stages(StepState& st, GradientVerdict mine);
 
   // The blocks on micro-batch m and, on the last stage, its share of the loss: what backward differentiates.
   Tensor compute_output(StepState& st, int m, bool report);

@@ -229,6 +229,7 @@ void Pipeline::build(std::vector<layers::ModulePtr> blocks, OptimizerFactory mak
     setup.seed_compat = opts_.seed_compat;
     setup.recompute = opts_.recompute;
     setup.label_smoothing = opts_.label_smoothing;
+    setup.clip_norm = opts_.clip_norm;
     setup.precision = opts_.precision;
     if (make_optimizer) {
       precision_steps_.push_back(std::make_unique<engine::amp::PrecisionStep>(

@@ -49,6 +49,7 @@ struct PipelineOptions {
   // (docs/original.md#b18).
   bool deferred_bn = false;
   double label_smoothing = 0.0;
+  double clip_norm = 0.0;  // clip all gradients to this global L2 norm (0: off); see StageSetup
   std::chrono::milliseconds timeout{std::chrono::seconds(120)};
   bool trace = false;
   // Every stage draws dropout masks from its own Philox generator seeded from (seed, stage), so threads never

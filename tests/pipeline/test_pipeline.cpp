@@ -18,6 +18,7 @@
 #include "compress/codec.h"
 #include "engine/cuda.h"
 #include "engine/ops.h"
+#include "engine/optim/clip_grad.h"
 #include "engine/optim/sgd.h"
 #include "layers/layers.h"
 #include "pipeline_test_models.h"
@@ -32,9 +33,10 @@ namespace {
 
 const pipeline::OptimizerFactory make_sgd = testmodels::sgd_factory(1e-3);
 
-// Single-device reference: the same micro-batches, loss scaled by n_m / N, one optimizer step.
-void reference_step(std::vector<layers::ModulePtr>& blocks, engine::Optimizer& opt, const MicroBatch& batch,
-                    int M) {
+// Single-device reference: the same micro-batches, loss scaled by n_m / N, gradients clipped to the global
+// norm `clip` (0: not clipped), one optimizer step. Returns the gradient norm before clipping.
+double reference_step(std::vector<layers::ModulePtr>& blocks, engine::Optimizer& opt, const MicroBatch& batch,
+                      int M, double clip = 0.0) {
   auto micro = split_micro_batches(batch, M);
   int64_t total = batch.labels.numel();
   for (auto& b : blocks) b->train(true);
@@ -45,8 +47,13 @@ void reference_step(std::vector<layers::ModulePtr>& blocks, engine::Optimizer& o
                               static_cast<double>(mb.labels.numel()) / static_cast<double>(total));
     loss.backward();
   }
+  std::vector<Tensor> params;
+  for (auto& b : blocks)
+    for (auto& p : b->parameters()) params.push_back(p);
+  const double norm = clip > 0 ? engine::clip_grad_norm(params, clip) : 0.0;
   opt.step();
   opt.zero_grad();
+  return norm;
 }
 
 double max_param_diff(const std::vector<layers::ModulePtr>& a, const std::vector<layers::ModulePtr>& b) {
@@ -74,9 +81,10 @@ double max_param_diff(const std::vector<layers::ModulePtr>& a, const std::vector
   return worst;
 }
 
-void check_transparency(const std::string& model, int S, int M, ScheduleKind kind, Placement placement) {
+void check_transparency(const std::string& model, int S, int M, ScheduleKind kind, Placement placement,
+                        double clip = 0.0) {
   SCOPED_TRACE(model + " S=" + std::to_string(S) + " M=" + std::to_string(M) + " " +
-               schedule_kind_name(kind));
+               schedule_kind_name(kind) + " clip=" + std::to_string(clip));
   auto ref_blocks = testmodels::make_blocks(model);
   auto pipe_blocks = testmodels::make_blocks(model);
   ASSERT_LT(max_param_diff(ref_blocks, pipe_blocks), 1e-12) << "factories must build identical models";
@@ -90,10 +98,14 @@ void check_transparency(const std::string& model, int S, int M, ScheduleKind kin
   opts.micro_batches = M;
   opts.kind = kind;
   opts.placement = placement;
+  opts.clip_norm = clip;
   Pipeline pipe(pipe_blocks, opts, make_sgd);
   for (int step = 0; step < 3; ++step) {
     MicroBatch batch = testmodels::make_batch(model, 8, 100 + step);
-    reference_step(ref_blocks, *ref_opt, batch, M);
+    const double norm = reference_step(ref_blocks, *ref_opt, batch, M, clip);
+    if (clip > 0) {
+      EXPECT_GT(norm, 2 * clip) << "the test must clip for real";
+    }
     pipe.train_step(batch);
   }
   EXPECT_LT(max_param_diff(pipe_blocks, ref_blocks), 1e-5);
@@ -115,6 +127,13 @@ TEST(Pipeline, TransparencyModels) {
       for (int M : {1, 2, 4}) check_transparency(model, S, M, ScheduleKind::gpipe, Placement::chain);
     check_transparency(model, 3, 4, ScheduleKind::one_f_one_b, Placement::client_server);
   }
+}
+
+// --clip: every stage scales its gradients by the factor of the whole model's norm, as clip_grad_norm_ does
+// unpipelined (a per-stage norm would clip each stage differently).
+TEST(Pipeline, TransparencyWithGradientClipping) {
+  for (int S : {1, 2, 3, 4}) check_transparency("mlp", S, 2, ScheduleKind::gpipe, Placement::chain, 0.05);
+  check_transparency("resnet", 3, 2, ScheduleKind::one_f_one_b, Placement::client_server, 0.05);
 }
 
 TEST(Pipeline, BalanceByCost) {
