@@ -57,6 +57,9 @@ namespace dgpipe::apps {
   X(channel,                                                                                               \
     "local (stages as threads of one process) | mpi (one process per rank, start with mpirun) | nccl "     \
     "(as mpi, activations GPU to GPU; one GPU per rank; untested)")                                        \
+  X(peer_timeout,                                                                                          \
+    "seconds a stage waits for a message before it names the peer dead or stuck (0: 10 x the slowest of "  \
+    "the last 20 steps, at least 30 s; 120 s for the first step)")                                         \
   X(seed_compat, "reproduce the original's choices: sum of micro-batch losses")                            \
   X(recompute, "recompute activations in backward instead of keeping them")                                \
   X(deferred_bn,                                                                                           \
@@ -213,6 +216,8 @@ void TrainConfig::validate() const {
             "--placement: expected chain or client-server, got '" << placement << "'");
   DGP_CHECK(pipeline_schedule == "gpipe" || pipeline_schedule == "1f1b",
             "--pipeline-schedule: expected gpipe or 1f1b, got '" << pipeline_schedule << "'");
+  DGP_CHECK(peer_timeout >= 0,
+            "--peer-timeout: must be >= 0 seconds (0: scaled with the step time), got " << peer_timeout);
   DGP_CHECK(channel == "local" || channel == "mpi" || channel == "nccl",
             "--channel: expected local, mpi or nccl, got '" << channel << "'");
   DGP_CHECK(precision == "fp32" || precision == "fp16" || precision == "bf16" || precision == "mixed",

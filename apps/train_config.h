@@ -56,6 +56,7 @@ struct TrainConfig {
   std::string link_bandwidth;               // e.g. 1gbit ("" = unthrottled)
   std::string link_latency;                 // e.g. 5ms
   std::string channel = "local";  // local (stages as threads) | mpi (one process per rank, via mpirun)
+  double peer_timeout = 0;        // seconds a stage waits for a message (0: scaled with the step time)
   bool seed_compat = false;
   bool recompute = false;
   bool deferred_bn = false;

@@ -518,6 +518,7 @@ pipeline::PipelineOptions pipeline_options(Run& r, const std::vector<engine::Dev
   po.recompute = c.recompute;
   po.deferred_bn = c.deferred_bn;
   po.label_smoothing = c.label_smoothing;
+  po.timeout = std::chrono::milliseconds(static_cast<int64_t>(std::ceil(c.peer_timeout * 1000.0)));
   po.trace = !c.trace.empty();
   po.seed = c.seed;
   po.balance = choose_balance(r);
