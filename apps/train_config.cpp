@@ -72,6 +72,12 @@ namespace dgpipe::apps {
   X(eval_only, "only evaluate (the checkpoint in --log-dir, or --init-from)")                              \
   X(init_from, "initialise from a pretrained checkpoint (safetensors, PyTorch/Hugging Face names)")        \
   X(log_every, "progress line every N steps (0: once per epoch)")                                          \
+  X(eval_every,                                                                                            \
+    "also evaluate on the held-out set every N training steps, with the training wall-clock, into "        \
+    "metrics.jsonl (0: at epoch ends only)")                                                               \
+  X(codec_error_every,                                                                                     \
+    "every N steps, log each boundary's relative L2 error and cosine of decode(encode(x)) against x "      \
+    "into metrics.jsonl (0: never)")                                                                       \
   X(checkpoint_every, "epochs between checkpoints (0: only at the end)")                                   \
   X(trace, "write a Chrome/Perfetto trace of the first --trace-steps steps to this file")                  \
   X(trace_steps, "steps recorded by --trace")
@@ -229,6 +235,7 @@ void TrainConfig::validate() const {
   DGP_CHECK(workers >= 0 && workers <= 64, "--workers: must be in 0..64, got " << workers);
   DGP_CHECK(train_subset >= 0 && eval_subset >= 0, "--train-subset/--eval-subset: must be >= 0");
   DGP_CHECK(log_every >= 0 && checkpoint_every >= 0, "--log-every/--checkpoint-every: must be >= 0");
+  DGP_CHECK(eval_every >= 0 && codec_error_every >= 0, "--eval-every/--codec-error-every: must be >= 0");
   DGP_CHECK(!log_dir.empty(), "--log-dir: must not be empty");
   DGP_CHECK(!(resume && !init_from.empty()), "--resume and --init-from exclude each other");
 }

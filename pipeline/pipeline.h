@@ -98,6 +98,11 @@ class Pipeline {
   }
   std::vector<TraceEvent> trace_events() const;
   void write_trace(const std::string& path) const;
+  // Compare what every sending stage encodes with what its receiver will decode, in the training steps that
+  // follow, until switched off (StageExecutor::measure_codec_error).
+  void measure_codec_error(bool on) {
+    for (auto& s : stages_) s->measure_codec_error(on);
+  }
   // Stops recording trace events (a trace covers the first steps; recording forever would grow without
   // bound).
   void stop_tracing() {
