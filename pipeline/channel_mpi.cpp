@@ -54,6 +54,17 @@ void mpi_finalize() {
   if (aborting.exchange(true))
     while (true) std::this_thread::sleep_for(std::chrono::seconds(1));  // the first caller ends the process
   std::cerr << "dgpipe rank " << rank << ": " << reason << "\n" << std::flush;
+  // MPI_Abort reports to mpirun before it ends the job; when the network to mpirun is down too (a cut link
+  // that also carries mpirun's own connections) it waits for that report forever. This process at least ends;
+  // mpirun sees it exit non-zero and ends the others, or they reach their own bound.
+  std::thread([rank] {
+    std::this_thread::sleep_for(std::chrono::seconds(10));
+    std::cerr << "dgpipe rank " << rank
+              << ": MPI_Abort did not end the job within 10 s (mpirun unreachable?); "
+              << "exiting\n"
+              << std::flush;
+    std::_Exit(3);
+  }).detach();
   MPI_Abort(MPI_COMM_WORLD, 3);
   std::_Exit(3);  // not reached: MPI_Abort does not return
 }
