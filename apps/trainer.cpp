@@ -1179,6 +1179,13 @@ void print_closing_lines(const Run& r, const RunTotals& t) {
 // Totals into the summary, summary.json and the closing lines; MPI shut down.
 void finish_run(Run& r) {
   TrainSummary& summary = r.summary;
+  if (summary.epochs.empty()) {  // resumed from the last checkpoint (killed before summary.json): evaluate it
+    EpochMetrics m;
+    m.epoch = r.start_epoch;
+    m.step = r.global_step;
+    evaluate(r, m);
+    summary.epochs.push_back(m);
+  }
   const RunTotals totals = run_totals(r);
   summary.totals = totals;
   summary.steps = r.global_step;

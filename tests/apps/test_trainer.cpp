@@ -320,6 +320,22 @@ TEST(Train, AResumedRunCountsTheTrafficStepsAndTimeOfTheWholeRun) {
   }
 }
 
+TEST(Train, MeasuringTheCodecErrorLeavesTrainingUnchanged) {
+  // The measurement decodes with a second instance of each codec, so the sending codecs (here with error
+  // feedback, whose residual an extra decode through the same instance could disturb) train as without it.
+  std::string data = synthetic_cifar(16);
+  TrainConfig off = small_image_config(data, temp_dir("codec_error_off"));
+  off.compress = "fwd=sortquant:3+1+ef,bwd=power:2";
+  off.codec_error_every = 0;
+  TrainConfig on = off;
+  on.log_dir = temp_dir("codec_error_on");
+  on.codec_error_every = 1;
+  TrainSummary a = run_training(off), b = run_training(on);
+  EXPECT_EQ(a.step_losses, b.step_losses);
+  EXPECT_EQ(metrics_records(off.log_dir, "codec_error").size(), 0u);
+  EXPECT_EQ(metrics_records(on.log_dir, "codec_error").size(), 10u);
+}
+
 TEST(Train, LearnsSyntheticImages) {
   std::string data = synthetic_cifar(64);  // 320 train images
   TrainConfig c = small_image_config(data, temp_dir("run_learn"));
