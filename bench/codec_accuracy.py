@@ -161,10 +161,7 @@ def plot(args, points):
     ax.set_xlabel("achieved wire ratio (wire bytes / f32 bytes)")
     ax.set_ylabel("final held-out accuracy (%)")
     ax.set_title("codecs at CPU scale (mean and range over seeds)", fontsize=9)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(args.img), exist_ok=True)
-    fig.savefig(args.img, dpi=110)
-    sweep.log(f"wrote {args.img}")
+    sweep.save_figure(fig, args.img)
 
 
 def main():

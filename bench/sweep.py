@@ -179,6 +179,13 @@ def train_accepts(dgpipe, flag):
     return flag in text
 
 
+def save_figure(fig, path):
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    log(f"wrote {path}")
+
+
 def pyplot():
     """matplotlib's pyplot, or None (the tables are written without it)."""
     try:

@@ -198,10 +198,7 @@ def plot(args, codecs, bandwidths, evals):
         ax.set_xlabel("training wall-clock (min)")
     axes[0][0].set_ylabel("held-out accuracy (%)")
     axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(args.img), exist_ok=True)
-    fig.savefig(args.img, dpi=110)
-    sweep.log(f"wrote {args.img}")
+    sweep.save_figure(fig, args.img)
 
 
 def main():

@@ -45,6 +45,13 @@ def load(run):
     return records, summary, config
 
 
+def save(fig, out, name):
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, name), dpi=120)
+    plt.close(fig)
+    return name
+
+
 def label_of(run, config):
     return f"{os.path.basename(os.path.normpath(run))} ({config.get('compress', '?')})"
 
@@ -65,10 +72,7 @@ def plot_curves(runs, out):
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("held-out accuracy (%) / MCC x100 for CoLA")
     ax_acc.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "curves.png"), dpi=120)
-    plt.close(fig)
-    return "curves.png"
+    return save(fig, out, "curves.png")
 
 
 def plot_accuracy_vs_ratio(runs, out):
@@ -84,10 +88,7 @@ def plot_accuracy_vs_ratio(runs, out):
     ax.set_xscale("log")
     ax.set_xlabel("wire bytes / f32 bytes (both directions, all boundaries)")
     ax.set_ylabel("final held-out accuracy (%)")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "accuracy_vs_ratio.png"), dpi=120)
-    plt.close(fig)
-    return "accuracy_vs_ratio.png"
+    return save(fig, out, "accuracy_vs_ratio.png")
 
 
 def plot_accuracy_vs_time(runs, out):
@@ -106,10 +107,7 @@ def plot_accuracy_vs_time(runs, out):
     ax.set_xlabel("training wall-clock (minutes; held-out evaluation excluded)")
     ax.set_ylabel("held-out accuracy (%)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "accuracy_vs_time.png"), dpi=120)
-    plt.close(fig)
-    return "accuracy_vs_time.png"
+    return save(fig, out, "accuracy_vs_time.png")
 
 
 def plot_codec_error(runs, out):
@@ -135,10 +133,7 @@ def plot_codec_error(runs, out):
     ax_cos.set_ylabel("cosine(decode(encode(x)), x)")
     ax_cos.legend(fontsize=7)
     fig.suptitle("codec error during training (fwd: activations, solid; bwd: gradients, dashed)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "codec_error.png"), dpi=120)
-    plt.close(fig)
-    return "codec_error.png"
+    return save(fig, out, "codec_error.png")
 
 
 def main():
