@@ -77,30 +77,37 @@ EncoderConfig EncoderConfig::from_hf_config(const std::string& path, int64_t num
   return c;
 }
 
+// Computed where the ids are, without reading them back to the host (a host-device sync per batch on a GPU).
+// RoBERTa numbers the real tokens of a row from pad + 1 on and gives padding the pad id: the running count of
+// real tokens is a product with an upper-triangular matrix of ones, exact in f32 (sums of at most L ones).
 Tensor position_ids_for(const Tensor& ids, const EncoderConfig& cfg) {
   DGP_CHECK(ids.dim() == 2, "position_ids: expected token ids [N,L], got " << E::shape_str(ids.shape()));
   const int64_t n = ids.size(0), l = ids.size(1);
-  std::vector<double> host = ids.to_vector();
-  std::vector<int64_t> pos(static_cast<size_t>(n * l));
-  for (int64_t b = 0; b < n; ++b) {
-    int64_t count = 0;
-    for (int64_t t = 0; t < l; ++t) {
-      size_t i = static_cast<size_t>(b * l + t);
-      if (cfg.variant == EncoderConfig::Variant::bert) {
-        pos[i] = t;
-      } else {
-        bool real = static_cast<int64_t>(host[i]) != cfg.pad_token_id;
-        count += real ? 1 : 0;
-        pos[i] = real ? count + cfg.pad_token_id : cfg.pad_token_id;
-      }
-    }
+  const bool bert = cfg.variant == EncoderConfig::Variant::bert;
+  auto check_fits = [&](int64_t max_pos) {
+    DGP_CHECK(max_pos < cfg.max_positions, "position_ids: sequence length "
+                                               << l << " needs position " << max_pos << " but the model has "
+                                               << cfg.max_positions << " position embeddings");
+  };
+  if (bert) {
+    check_fits(n * l == 0 ? 0 : l - 1);
+    std::vector<int64_t> row(static_cast<size_t>(l));
+    for (int64_t t = 0; t < l; ++t) row[static_cast<size_t>(t)] = t;
+    return E::from_vector(row, {1, l}).to(ids.device()).expand({n, l}).contiguous();
   }
-  int64_t max_pos = 0;
-  for (int64_t p : pos) max_pos = std::max(max_pos, p);
-  DGP_CHECK(max_pos < cfg.max_positions, "position_ids: sequence length "
-                                             << l << " needs position " << max_pos << " but the model has "
-                                             << cfg.max_positions << " position embeddings");
-  return E::from_vector(pos, {n, l}).to(ids.device());
+  const double pad = static_cast<double>(cfg.pad_token_id);
+  Tensor real =
+      E::cast(E::ne(ids, E::full({}, pad, E::TensorOptions(ids.dtype(), ids.device()))), DType::f32);
+  std::vector<float> upper(static_cast<size_t>(l * l), 0.0f);  // upper[j][t] = 1 for j <= t
+  for (int64_t j = 0; j < l; ++j)
+    for (int64_t t = j; t < l; ++t) upper[static_cast<size_t>(j * l + t)] = 1.0f;
+  Tensor count = E::matmul(real, E::from_vector(upper, {l, l}).to(ids.device()));
+  Tensor pos = E::add(E::mul(count, real), pad);  // real tokens: pad + count; padding: pad
+  // The largest position is at most pad + l; only when that bound does not fit the table is the exact one
+  // read back from the device.
+  if (n * l > 0 && cfg.pad_token_id + l >= cfg.max_positions)
+    check_fits(static_cast<int64_t>(E::max(pos).item()));
+  return E::cast(pos, DType::i64);
 }
 
 BlockContext TextModel::make_context(const Tensor& ids) const {

@@ -3,6 +3,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <sstream>
 #include <thread>
 
@@ -62,7 +63,58 @@ double parse_latency(const std::string& text) {
 }
 
 size_t message_bytes(const Message& msg) {
-  return msg.bytes.size() + (msg.body.defined() ? msg.body.nbytes() : 0);
+  size_t bytes = msg.bytes.size() + (msg.body.defined() ? msg.body.nbytes() : 0);
+  for (const engine::Tensor& t : msg.side_inputs) bytes += tensor_record_bytes(t);
+  return bytes;
+}
+
+// ---------------- tensor records ----------------
+
+void put_tensor_record(std::vector<uint8_t>& out, const engine::Tensor& t) {
+  if (!t.defined()) {
+    out.push_back(0);
+    return;
+  }
+  engine::Tensor c = t.to(engine::Device::cpu()).contiguous();
+  out.push_back(1);
+  out.push_back(static_cast<uint8_t>(c.dtype()));
+  out.push_back(static_cast<uint8_t>(c.dim()));
+  for (int64_t d : c.shape()) {
+    uint8_t b[8];
+    std::memcpy(b, &d, 8);
+    out.insert(out.end(), b, b + 8);
+  }
+  const uint8_t* p = static_cast<const uint8_t*>(c.raw_data());
+  out.insert(out.end(), p, p + c.nbytes());
+}
+
+engine::Tensor get_tensor_record(const uint8_t*& p, const uint8_t* end, engine::Device device) {
+  auto need = [&](size_t n) {
+    DGP_CHECK(static_cast<size_t>(end - p) >= n, "pipeline message: truncated side inputs");
+  };
+  need(1);
+  if (*p++ == 0) return engine::Tensor();
+  need(2);
+  engine::DType dtype = static_cast<engine::DType>(*p++);
+  DGP_CHECK(static_cast<int>(dtype) <= static_cast<int>(engine::DType::boolean),
+            "pipeline message: bad side-input dtype");
+  int ndim = *p++;
+  engine::Shape shape(ndim);
+  need(8 * static_cast<size_t>(ndim));
+  for (int i = 0; i < ndim; ++i) {
+    std::memcpy(&shape[i], p, 8);
+    p += 8;
+    DGP_CHECK(shape[i] >= 0 && shape[i] < (int64_t(1) << 40), "pipeline message: bad side-input shape");
+  }
+  engine::Tensor t = engine::empty(shape, engine::TensorOptions(dtype, engine::Device::cpu()));
+  need(t.nbytes());
+  std::memcpy(t.raw_data(), p, t.nbytes());
+  p += t.nbytes();
+  return t.to(device);
+}
+
+size_t tensor_record_bytes(const engine::Tensor& t) {
+  return t.defined() ? 3 + 8 * static_cast<size_t>(t.dim()) + t.nbytes() : 1;
 }
 
 // ---------------- Mailbox ----------------
@@ -150,13 +202,50 @@ std::chrono::steady_clock::time_point LinkThrottle::reserve(int src, int dst, si
 
 // ---------------- LocalChannel ----------------
 
+namespace {
+// The CUDA tensors a message carries (its body and side inputs) and their one device (-1: none).
+std::vector<engine::Tensor> cuda_tensors_of(const Message& msg, int* device) {
+  std::vector<engine::Tensor> out;
+  *device = -1;
+  auto take = [&](const engine::Tensor& t) {
+    if (!t.defined() || !t.is_cuda()) return;
+    DGP_CHECK(*device < 0 || *device == t.device().index,
+              "local channel: the message from stage " << msg.src_stage << " to stage " << msg.dst_stage
+                                                       << " holds tensors on cuda:" << *device << " and "
+                                                       << t.device().str() << " (one device per message)");
+    *device = t.device().index;
+    out.push_back(t);
+  };
+  take(msg.body);
+  for (const engine::Tensor& t : msg.side_inputs) take(t);
+  return out;
+}
+}  // namespace
+
 void LocalChannel::send(Message msg) {
+  int device = -1;
+  cuda_tensors_of(msg, &device);
+  if (device >= 0) {
+    // The sender's stream may still be writing them: the receiver waits for this point of it.
+    msg.body_ready = std::make_shared<engine::cuda::Event>();
+    msg.body_ready->record(engine::cuda::current_stream(device));
+  }
   auto at = throttle_.reserve(msg.src_stage, msg.dst_stage, message_bytes(msg));
   mailbox_.put(std::move(msg), at);
 }
 
 Message LocalChannel::recv(int src, int dst, MsgKind kind, int micro_batch, int64_t step) {
-  return mailbox_.take(src, dst, kind, micro_batch, step, timeout_, timeout_text());
+  Message m = mailbox_.take(src, dst, kind, micro_batch, step, timeout_, timeout_text());
+  int device = -1;
+  std::vector<engine::Tensor> on_device = cuda_tensors_of(m, &device);
+  if (m.body_ready && device >= 0) {
+    // Whatever this thread runs next on that device (decoding, or a copy to its own device) waits for the
+    // sender's writes, and the blocks are not reused by the sender's stream before that work has read them.
+    engine::cuda::Stream consumer = engine::cuda::current_stream(device);
+    m.body_ready->wait(consumer);
+    for (const engine::Tensor& t : on_device) engine::cuda::record_stream(t, consumer);
+  }
+  return m;
 }
 
 }  // namespace dgpipe::pipeline

@@ -31,18 +31,32 @@ struct Message {
   MsgKind kind = MsgKind::activation;
   int micro_batch = 0;
   int64_t step = 0;
-  std::vector<uint8_t>
-      bytes;  // host bytes: the whole message, or (device-body channels) everything but the body
+  // host bytes: the whole message, or (device-body channels) everything but the body (and, with a channel
+  // that carries_side_tensors(), everything but the body and the side inputs)
+  std::vector<uint8_t> bytes;
   // Only with a channel that carries_device_bodies(): the packet body, a 1-D contiguous u8 tensor that stays
   // on its device (undefined when the packet has no body). Host-byte channels leave it empty.
   engine::Tensor body;
-  // Set by a channel on delivery when `body` is a CUDA tensor written by work still queued on another stream:
-  // recv() has already made the receiver's current stream wait for it; kept so the event outlives that wait.
+  // Only with a channel that carries_side_tensors(): the side inputs of an activation as tensors on the
+  // sender's device, one per field of layers::BlockContext in its order (undefined: absent). Empty otherwise.
+  std::vector<engine::Tensor> side_inputs;
+  // Set by a channel when `body` (or a side input) is a CUDA tensor written by work still queued on another
+  // stream: recv() has already made the receiver's current stream on that device wait for it, and marked the
+  // tensors used there; kept so the event outlives that wait.
   std::shared_ptr<engine::cuda::Event> body_ready;
 };
 
-// Bytes a message puts on the wire: host bytes plus the device body, if any.
+// Bytes a message puts on the wire: host bytes plus the device body, if any, plus each side input carried
+// as a tensor at the size of its tensor record (what it costs as host bytes).
 size_t message_bytes(const Message& msg);
+
+// Tensor records: how a side input travels as host bytes. present u8 | dtype u8 | ndim u8 | dims i64... |
+// raw bytes (C order); an undefined tensor is the single byte 0.
+void put_tensor_record(std::vector<uint8_t>& out, const engine::Tensor& t);
+// Reads one record at p (advancing it; never past end: a short record is an error) onto `device`.
+engine::Tensor get_tensor_record(const uint8_t*& p, const uint8_t* end, engine::Device device);
+// The bytes put_tensor_record appends for t.
+size_t tensor_record_bytes(const engine::Tensor& t);
 
 // Emulated link: time on the wire = latency + bytes / bandwidth, messages on one directed link serialized.
 struct LinkModel {
@@ -71,6 +85,10 @@ class Channel {
   // True when the channel moves a packet body as a device tensor (Message::body) next to the host bytes,
   // instead of inside them; the executor then sends only the packet header as bytes (see executor.cpp).
   virtual bool carries_device_bodies() const { return false; }
+  // True when the channel also moves the side inputs as tensors (Message::side_inputs): sender and receiver
+  // share a process, so nothing of an activation but its packet header becomes host bytes. Implies
+  // carries_device_bodies().
+  virtual bool carries_side_tensors() const { return false; }
   // How long a recv waits; `why` (e.g. how the bound was chosen) is added to the error a timeout raises.
   void set_timeout(std::chrono::milliseconds t, std::string why = "") {
     timeout_ = t;
@@ -122,17 +140,29 @@ class LinkThrottle {
   std::map<std::pair<int, int>, std::chrono::steady_clock::time_point> wire_free_;
 };
 
-// Stages as threads in one process. Messages are moved, not copied.
+// Stages as threads in one process. Messages are moved, not copied: a packet body and the side inputs travel
+// as the tensors the sender made, on its device (no copy to the host and back, and so no host-device sync),
+// and the receiving stage moves them to its own device if that differs. Bytes are charged to the link as
+// if they were serialized (message_bytes), so --link-bandwidth costs what it costs over MPI.
+// Payload::host_bytes serializes everything, as the MPI channel must (tests of that path in one process).
 class LocalChannel : public Channel {
  public:
-  explicit LocalChannel(LinkModel link = {}) : throttle_(link) {}
+  enum class Payload { tensors, host_bytes };
+  explicit LocalChannel(LinkModel link = {}, Payload payload = Payload::tensors)
+      : throttle_(link), payload_(payload) {}
+  // A CUDA tensor in the message: an event recorded on the sender's current stream (after the work that
+  // wrote it) goes with it.
   void send(Message msg) override;
+  // ... and the receiver's current stream on that device waits for the event before anything reads them.
   Message recv(int src_stage, int dst_stage, MsgKind kind, int micro_batch, int64_t step) override;
   void abort(const std::string& reason) override { mailbox_.abort(reason); }
+  bool carries_device_bodies() const override { return payload_ == Payload::tensors; }
+  bool carries_side_tensors() const override { return payload_ == Payload::tensors; }
 
  private:
   Mailbox mailbox_;
   LinkThrottle throttle_;
+  Payload payload_;
 };
 
 #ifdef DGPIPE_WITH_MPI

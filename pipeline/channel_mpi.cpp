@@ -145,6 +145,9 @@ MpiChannel::~MpiChannel() {
 }
 
 void MpiChannel::send(Message msg) {
+  DGP_CHECK(msg.side_inputs.empty(), "mpi channel: stage "
+                                         << msg.src_stage << " sent side-input tensors to stage "
+                                         << msg.dst_stage << "; this channel carries them as host bytes");
   auto at = throttle_.reserve(msg.src_stage, msg.dst_stage, message_bytes(msg));
   int dest = stage_rank_.at(msg.dst_stage);
   if (dest == rank_) {

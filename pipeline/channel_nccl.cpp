@@ -403,6 +403,9 @@ void NcclChannel::send(Message msg) {
   int dest = stage_rank_.at(msg.dst_stage);
   const bool has_body = msg.body.defined() && msg.body.numel() > 0;
   if (has_body) check_body(msg);
+  DGP_CHECK(msg.side_inputs.empty(), "nccl channel: stage " << msg.src_stage
+                                                            << " sent side-input tensors; this channel "
+                                                            << "carries them as host bytes");
   if (dest == rank_) {
     // Same process: the body stays where it is; the receiver's stream waits for the producer's work.
     if (has_body && msg.body.is_cuda()) {

@@ -21,59 +21,46 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// ---- side-input serialization, per tensor: present u8 | dtype u8 | ndim u8 | dims i64... | raw bytes ----
-void put_tensor(std::vector<uint8_t>& out, const Tensor& t) {
-  if (!t.defined()) {
-    out.push_back(0);
-    return;
-  }
-  Tensor c = t.to(engine::Device::cpu()).contiguous();
-  out.push_back(1);
-  out.push_back(static_cast<uint8_t>(c.dtype()));
-  out.push_back(static_cast<uint8_t>(c.dim()));
-  for (int64_t d : c.shape()) {
-    uint8_t b[8];
-    std::memcpy(b, &d, 8);
-    out.insert(out.end(), b, b + 8);
-  }
-  const uint8_t* p = static_cast<const uint8_t*>(c.raw_data());
-  out.insert(out.end(), p, p + c.nbytes());
-}
-
-Tensor get_tensor(const uint8_t*& p, const uint8_t* end, engine::Device device) {
-  auto need = [&](size_t n) {
-    DGP_CHECK(static_cast<size_t>(end - p) >= n, "pipeline message: truncated side inputs");
-  };
-  need(1);
-  if (*p++ == 0) return Tensor();
-  need(2);
-  DType dtype = static_cast<DType>(*p++);
-  DGP_CHECK(static_cast<int>(dtype) <= static_cast<int>(DType::boolean),
-            "pipeline message: bad side-input dtype");
-  int ndim = *p++;
-  engine::Shape shape(ndim);
-  need(8 * static_cast<size_t>(ndim));
-  for (int i = 0; i < ndim; ++i) {
-    std::memcpy(&shape[i], p, 8);
-    p += 8;
-    DGP_CHECK(shape[i] >= 0 && shape[i] < (int64_t(1) << 40), "pipeline message: bad side-input shape");
-  }
-  Tensor t = engine::empty(shape, engine::TensorOptions(dtype, engine::Device::cpu()));
-  need(t.nbytes());
-  std::memcpy(t.raw_data(), p, t.nbytes());
-  p += t.nbytes();
-  return t.to(device);
-}
-
-// Side inputs travel as one tensor record per field of BlockContext, in its field order.
+// Side inputs travel as one tensor record per field of BlockContext, in its field order (as host bytes), or
+// as one tensor per field (Message::side_inputs, with a channel that carries_side_tensors()).
 void put_side_inputs(std::vector<uint8_t>& out, const layers::BlockContext& ctx) {
-  ctx.for_each([&](const char*, const Tensor& t) { put_tensor(out, t); });
+  ctx.for_each([&](const char*, const Tensor& t) { put_tensor_record(out, t); });
 }
 
 layers::BlockContext get_side_inputs(const uint8_t* p, const uint8_t* end, engine::Device device) {
   layers::BlockContext ctx;
-  ctx.for_each([&](const char*, Tensor& t) { t = get_tensor(p, end, device); });
+  ctx.for_each([&](const char*, Tensor& t) { t = get_tensor_record(p, end, device); });
   DGP_CHECK(p == end, "pipeline message: " << end - p << " unexpected bytes after the side inputs");
+  return ctx;
+}
+
+// t on `device`. The channel made this thread's current stream on t's device wait for t's writer and marked
+// t's block as used there; a copy to another GPU runs on the destination's stream, so that stream's progress
+// is handed back to t's device (an event): t's block is not reused before the copy has read it.
+Tensor arrived_on(const Tensor& t, engine::Device device) {
+  if (!t.defined() || t.device() == device) return t;
+  Tensor moved = t.to(device);
+  if (t.is_cuda() && device.is_cuda()) {
+    engine::cuda::Event copied;
+    copied.record(engine::cuda::current_stream(device.index));
+    copied.wait(engine::cuda::current_stream(t.device().index));
+  }
+  return moved;
+}
+
+size_t side_input_bytes(const std::vector<Tensor>& side) {
+  size_t bytes = 0;
+  for (const Tensor& t : side) bytes += tensor_record_bytes(t);
+  return bytes;
+}
+
+layers::BlockContext side_inputs_from(const std::vector<Tensor>& side, engine::Device device) {
+  layers::BlockContext ctx;
+  size_t n = 0;
+  ctx.for_each([&](const char*, Tensor&) { ++n; });
+  DGP_CHECK(side.size() == n, "pipeline message: " << side.size() << " side inputs, expected " << n);
+  size_t field = 0;
+  ctx.for_each([&](const char*, Tensor& t) { t = arrived_on(side[field++], device); });
   return ctx;
 }
 
@@ -114,6 +101,46 @@ class LastStageMetrics {
  private:
   Tensor loss_, hits_;
   int64_t samples_ = 0;
+};
+
+// A CUDA stage's step is one stream-ordered operation of the thread that runs it, like any op: the stage's
+// compute stream (non-blocking, so never implicitly ordered with another stream) first waits for the work
+// queued so far on that thread's current stream of the stage's device (which moved and initialised the
+// parameters, wrote the inputs, loaded a checkpoint), and at the end that stream waits for everything the
+// step queued, so what the caller does next (a checkpoint, an evaluation, item()) sees the updated
+// parameters. The pipeline runs its stage workers with its caller's current streams.
+class StepStreamOrder {
+ public:
+  explicit StepStreamOrder(const engine::cuda::Stream& compute)
+      : caller_(engine::cuda::current_stream(compute.device())), compute_(compute) {
+    engine::cuda::Event entered;
+    entered.record(caller_);
+    entered.wait(compute_);
+    on_compute_.emplace(compute_);
+  }
+  // The caller's stream waits for the step.
+  void finish() {
+    on_compute_.reset();
+    engine::cuda::Event done;
+    done.record(compute_);
+    done.wait(caller_);
+    finished_ = true;
+  }
+  // A failed step: order what it queued all the same, but its own error is what the caller hears.
+  ~StepStreamOrder() {
+    if (finished_) return;
+    try {
+      finish();
+    } catch (...) {
+    }
+  }
+  StepStreamOrder(const StepStreamOrder&) = delete;
+  StepStreamOrder& operator=(const StepStreamOrder&) = delete;
+
+ private:
+  engine::cuda::Stream caller_, compute_;
+  std::optional<engine::cuda::StreamGuard> on_compute_;
+  bool finished_ = false;
 };
 
 }  // namespace
@@ -184,8 +211,8 @@ StepResult StageExecutor::eval_step(int64_t step, const std::vector<MicroBatch>&
 }
 
 StepResult StageExecutor::run(StepState& st, const StageProgram& program) {
-  std::optional<engine::cuda::StreamGuard> on_stream;
-  if (setup_.device.is_cuda()) on_stream.emplace(compute_stream_);
+  std::optional<StepStreamOrder> stream_order;
+  if (setup_.device.is_cuda()) stream_order.emplace(compute_stream_);
   const int M = setup_.micro_batches;
   DGP_CHECK(!(is_first() || is_last()) || static_cast<int>(st.data.size()) == M,
             "pipeline: stage " << setup_.stage << " needs " << M << " micro-batches of data, got "
@@ -211,6 +238,7 @@ StepResult StageExecutor::run(StepState& st, const StageProgram& program) {
   StepResult result;
   st.metrics.finish(result);
   result.logits = std::move(st.logits);
+  if (stream_order) stream_order->finish();
   return result;
 }
 
@@ -348,7 +376,8 @@ void StageExecutor::send(StepState& st, Side side, Direction dir, int m, const T
 
 // Message layout (host bytes): packet length u64 | packet | side inputs (activations only). With a channel
 // that carries device bodies, "packet" is only the packet header and the body travels as Message::body, so it
-// never leaves the device on this side of the link.
+// never leaves the device on this side of the link; with one that carries side tensors (the local channel),
+// the side inputs travel as Message::side_inputs too and the host bytes end with the header.
 Message StageExecutor::encode_message(compress::Codec& codec, const Tensor& t,
                                       const layers::BlockContext* ctx, BoundaryStats& bs,
                                       compress::Packet* encoded) {
@@ -367,7 +396,10 @@ Message StageExecutor::encode_message(compress::Codec& codec, const Tensor& t,
   uint64_t len64 = bytes.size();
   std::memcpy(out.data(), &len64, 8);
   out.insert(out.end(), bytes.begin(), bytes.end());
-  if (ctx) {
+  if (ctx && channel_->carries_side_tensors()) {
+    ctx->for_each([&](const char*, const Tensor& side) { msg.side_inputs.push_back(side); });
+    bs.side_bytes += side_input_bytes(msg.side_inputs);
+  } else if (ctx) {
     size_t before = out.size();
     put_side_inputs(out, *ctx);
     bs.side_bytes += out.size() - before;
@@ -404,18 +436,31 @@ Tensor StageExecutor::decode_message(compress::Codec& codec, const Message& msg,
   compress::Packet p;
   if (channel_->carries_device_bodies()) {
     p = compress::Packet::deserialize_with_body(bytes.data() + 8, len, msg.body, codec.boundary());
-    if (p.body.device() != setup_.device) p.body = p.body.to(setup_.device);
+    p.body = arrived_on(p.body, setup_.device);
   } else {
     DGP_CHECK(!msg.body.defined(),
               "pipeline message: a device body arrived over a channel that carries host bytes");
     p = compress::Packet::deserialize(bytes.data() + 8, len, setup_.device, codec.boundary());
   }
   Tensor x = codec.decode(p);
-  if (ctx) *ctx = get_side_inputs(bytes.data() + 8 + len, bytes.data() + bytes.size(), setup_.device);
+  size_t side_bytes = 0;
+  if (channel_->carries_side_tensors()) {
+    DGP_CHECK(len == bytes.size() - 8, "pipeline message: " << bytes.size() - 8 - len
+                                                            << " host bytes after the packet header, where "
+                                                            << "side inputs travel as tensors");
+    DGP_CHECK(ctx || msg.side_inputs.empty(), "pipeline message: side inputs arrived with a gradient");
+    if (ctx) *ctx = side_inputs_from(msg.side_inputs, setup_.device);
+    side_bytes = side_input_bytes(msg.side_inputs);
+  } else {
+    DGP_CHECK(msg.side_inputs.empty(),
+              "pipeline message: side-input tensors arrived over a channel that carries them as host bytes");
+    if (ctx) *ctx = get_side_inputs(bytes.data() + 8 + len, bytes.data() + bytes.size(), setup_.device);
+    side_bytes = ctx ? bytes.size() - 8 - len : 0;
+  }
   bs.decode_s += seconds_since(t0);
   bs.raw_bytes += static_cast<uint64_t>(x.numel()) * 4;
   bs.wire_bytes += p.wire_bytes();
-  bs.side_bytes += ctx ? bytes.size() - 8 - len : 0;
+  bs.side_bytes += side_bytes;
   bs.messages++;
   return x;
 }

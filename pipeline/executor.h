@@ -93,7 +93,9 @@ class StageExecutor {
   StageExecutor(StageSetup setup, std::shared_ptr<Channel> channel);
 
   // One training step. `data` is needed by stage 0 (inputs, contexts) and by the last stage (labels); other
-  // stages may pass an empty vector.
+  // stages may pass an empty vector. On a GPU the step is stream-ordered like an op: it starts after the work
+  // queued on the calling thread's current stream of the stage's device, and work queued there after it
+  // returns runs after the step.
   StepResult train_step(int64_t step, const std::vector<MicroBatch>& data);
   // Forward only (evaluation through the codecs, as the original validated: docs/original.md#overview); no
   // gradients, no optimizer, and nothing counted in the statistics.
@@ -161,7 +163,8 @@ class StageExecutor {
   StageSetup setup_;
   std::shared_ptr<Channel> channel_;
   // CUDA stages run their kernels on a stream of their own, so stages sharing a GPU overlap instead of
-  // serialising on one stream (unused on the CPU).
+  // serialising on one stream (unused on the CPU); events order it with the caller's stream at step entry and
+  // exit (executor.cpp, StepStreamOrder).
   engine::cuda::Stream compute_stream_;
   StageProgram program_;          // this stage's instruction list for a training step
   StageProgram forward_program_;  // ... and for an evaluation step (forward instructions only)

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <exception>
 #include <numeric>
+#include <optional>
 #include <sstream>
 
 #include "engine/error.h"
@@ -273,8 +274,17 @@ StepResult Pipeline::run_all(Fn&& fn) {
   std::vector<StepResult> results(n);
   std::vector<std::exception_ptr> errors(n);
   std::vector<std::string> messages(n);
+  // A CUDA stage orders its step with the current stream of the thread that runs it (executor.cpp): the
+  // workers take this thread's, so the step comes after the work queued here before it, and the work queued
+  // here after it (a checkpoint, an evaluation) comes after the step.
+  std::vector<std::optional<engine::cuda::Stream>> caller_streams(n);
+  for (size_t i = 0; i < n; ++i)
+    if (stages_[i]->setup().device.is_cuda())
+      caller_streams[i] = engine::cuda::current_stream(stages_[i]->setup().device.index);
   auto body = [&](size_t i) {
     try {
+      std::optional<engine::cuda::StreamGuard> as_caller;
+      if (caller_streams[i]) as_caller.emplace(*caller_streams[i]);
       results[i] = fn(*stages_[i]);
     } catch (...) {
       errors[i] = std::current_exception();

@@ -73,7 +73,9 @@ class Pipeline {
 #endif
 
   // One optimizer step on a mini-batch (split into micro-batches). The result's loss/accuracy is filled on
-  // the process running the last stage. Any stage failing stops all stages and rethrows its error here.
+  // the process running the last stage. Any stage failing stops all stages and rethrows its error here. On a
+  // GPU the step is ordered with this thread's current streams: it starts after the work queued there, and
+  // what is queued there after it returns (a checkpoint, an evaluation) runs after every stage's step.
   StepResult train_step(const MicroBatch& batch);
   StepResult eval_step(const MicroBatch& batch, bool keep_logits = false);
 

@@ -1,5 +1,8 @@
-// Gradient clipping. The norm is accumulated in double on the host from per-tensor reductions, so the
-// result does not depend on how parameters are split into tensors (beyond rounding).
+// Gradient clipping. The norm is reduced on the gradients' device into one f64 accumulator and read back once
+// (a read per gradient would stall the host on the device once per parameter). Per tensor, the reduction is
+// the same as a host loop over the tensors would do (an f32 or f64 sum, then accumulated in f64 in parameter
+// order), so the result does not depend on the device or on how parameters are split into tensors (beyond
+// rounding).
 #include "engine/optim/clip_grad.h"
 
 #include <cmath>
@@ -19,7 +22,11 @@ double total_norm(const std::vector<Tensor>& params, double norm_type, const cha
   DGP_CHECK(norm_type == 2.0 || is_inf_norm(norm_type),
             op << ": norm_type " << norm_type << " is not supported (use 2 or infinity)");
   NoGradGuard no_grad;
-  double acc = 0.0;
+  // On the first gradient's device (gradients elsewhere send their f64 0-d there): the 2-norm's squares
+  // summed tensor by tensor in parameter order, and the max norm's per-tensor maxima (their max is exact in
+  // any order).
+  Tensor sum_sq;
+  std::vector<Tensor> max_abs;
   for (size_t i = 0; i < params.size(); ++i) {
     DGP_CHECK(params[i].defined(), op << ": parameter " << i << " is an undefined tensor");
     Tensor g = params[i].grad();
@@ -28,15 +35,16 @@ double total_norm(const std::vector<Tensor>& params, double norm_type, const cha
               op << ": gradient of parameter " << i << " is " << dtype_name(g.dtype()));
     // Reduce in f32 at least (half gradients would overflow when squared), f64 stays f64.
     Tensor gf = g.dtype() == DType::f64 ? g : cast(g, DType::f32);
-    if (is_inf_norm(norm_type)) {
-      double m = max(abs(gf)).item();
-      if (std::isnan(m)) return m;
-      acc = std::max(acc, m);
-    } else {
-      acc += sum(mul(gf, gf)).item();
-    }
+    Tensor r = cast(is_inf_norm(norm_type) ? max(abs(gf)) : sum(mul(gf, gf)), DType::f64);
+    if (sum_sq.defined() || !max_abs.empty())
+      r = r.to(sum_sq.defined() ? sum_sq.device() : max_abs.front().device());
+    if (is_inf_norm(norm_type))
+      max_abs.push_back(r);  // NaN wins in max(), as it does here
+    else
+      sum_sq = sum_sq.defined() ? add(sum_sq, r) : r;
   }
-  return is_inf_norm(norm_type) ? acc : std::sqrt(acc);
+  if (is_inf_norm(norm_type)) return max_abs.empty() ? 0.0 : max(stack(max_abs, 0)).item();
+  return sum_sq.defined() ? std::sqrt(sum_sq.item()) : 0.0;
 }
 }  // namespace
 

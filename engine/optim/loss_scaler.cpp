@@ -35,7 +35,10 @@ bool DynamicLossScaler::unscale(Optimizer& optimizer) {
   // Multiply by the reciprocal computed in f32, as GradScaler does, so unscaled values match PyTorch bit for
   // bit.
   const double inv_scale = static_cast<double>(1.0f / static_cast<float>(scale_));
-  bool all_finite = true;
+  // The finite check stays on the gradients' device and is read back once for all of them (not once per
+  // gradient): g * 0 is 0 where g is finite and NaN where it is Inf or NaN, so the f32 sum of those sums over
+  // every gradient is 0 exactly when all gradients are finite.
+  Tensor poison;
   for (ParamGroup& group : optimizer.param_groups()) {
     for (Tensor& p : group.params) {
       Tensor g = p.grad();
@@ -43,9 +46,12 @@ bool DynamicLossScaler::unscale(Optimizer& optimizer) {
       // Checked after the multiply: a gradient that is Inf/NaN now was Inf/NaN before, or overflowed when
       // unscaled (possible only once the scale fell below 1); either way the step must be skipped.
       mul_(g, inv_scale);
-      if (all_finite && !isfinite_all(g)) all_finite = false;
+      Tensor marker = cast(sum(mul(g, 0.0)), DType::f32);
+      if (poison.defined() && marker.device() != poison.device()) marker = marker.to(poison.device());
+      poison = poison.defined() ? add(poison, marker) : marker;
     }
   }
+  const bool all_finite = !poison.defined() || poison.item() == 0.0;
   found_inf_ = !all_finite;
   unscaled_ = true;
   return all_finite;

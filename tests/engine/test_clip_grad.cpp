@@ -7,6 +7,7 @@
 #include "engine/ops.h"
 #include "engine/optim/clip_grad.h"
 #include "support/golden_json.h"
+#include "support/gradcheck.h"
 
 using namespace dgpipe::engine;
 using dgpipe::testing::load_golden_json;
@@ -72,4 +73,70 @@ TEST(ClipGradNorm, NonFiniteNormsAreReportedOrRejected) {
   }
   EXPECT_THROW(clip_grad_norm({b}, 1.0, 1.0), Error);  // only the 2-norm and the max norm
   EXPECT_THROW(clip_grad_norm({b}, -1.0), Error);
+}
+
+namespace {
+// Gradients of many shapes and dtypes, deterministic in seed, on `device`.
+std::vector<Tensor> many_params(uint64_t seed, Device device) {
+  Generator gen(seed);
+  std::vector<Tensor> params;
+  for (int i = 0; i < 12; ++i) {
+    Shape shape = i % 3 == 0 ? Shape{17, 5} : i % 3 == 1 ? Shape{33} : Shape{2, 3, 4};
+    DType dtype = i % 4 == 3 ? DType::f64 : DType::f32;
+    Tensor p = zeros(shape, TensorOptions(dtype, device));
+    p.requires_grad_();
+    p.set_grad(mul(randn(shape, TensorOptions(dtype, Device::cpu()), &gen), 0.1 * (i + 1)).to(device));
+    params.push_back(p);
+  }
+  return params;
+}
+}  // namespace
+
+TEST(ClipGradNorm, NormIsTheHostSumOfPerTensorReductions) {
+  // What the norm always was: each gradient reduced on its own (in f32, or f64 for f64), accumulated in
+  // double in parameter order. The device-side accumulation must give exactly that, not merely close to it.
+  std::vector<Tensor> params = many_params(5, Device::cpu());
+  double sum_sq = 0.0, max_abs = 0.0;
+  for (const Tensor& p : params) {
+    Tensor g = p.grad();
+    sum_sq += sum(mul(g, g)).item();
+    max_abs = std::max(max_abs, max(abs(g)).item());
+  }
+  EXPECT_EQ(grad_norm(params), std::sqrt(sum_sq));
+  EXPECT_EQ(grad_norm(params, std::numeric_limits<double>::infinity()), max_abs);
+  EXPECT_EQ(grad_norm({}), 0.0);
+  // A NaN anywhere makes both norms NaN; an Inf makes them Inf.
+  std::vector<double> g(33, 0.5);
+  g[7] = std::numeric_limits<double>::quiet_NaN();
+  params[4].set_grad(from_vector(g, {33}));
+  EXPECT_TRUE(std::isnan(grad_norm(params)));
+  EXPECT_TRUE(std::isnan(grad_norm(params, std::numeric_limits<double>::infinity())));
+  g[7] = -std::numeric_limits<double>::infinity();
+  params[4].set_grad(from_vector(g, {33}));
+  EXPECT_EQ(grad_norm(params), std::numeric_limits<double>::infinity());
+  EXPECT_EQ(grad_norm(params, std::numeric_limits<double>::infinity()),
+            std::numeric_limits<double>::infinity());
+}
+
+TEST(ClipGradNorm, CudaMatchesCpu) {
+  DGP_SKIP_WITHOUT_CUDA();
+  const double inf = std::numeric_limits<double>::infinity();
+  std::vector<Tensor> cpu = many_params(6, Device::cpu()), gpu = many_params(6, Device::cuda(0));
+  const double norm = grad_norm(cpu);
+  EXPECT_NEAR(grad_norm(gpu), norm, 1e-6 * norm);
+  EXPECT_EQ(grad_norm(gpu, inf), grad_norm(cpu, inf));
+  // Gradients on two devices: gathered on the first one's.
+  std::vector<Tensor> mixed = many_params(6, Device::cpu());
+  for (size_t i = 0; i < mixed.size(); i += 2) mixed[i] = gpu[i];
+  EXPECT_NEAR(grad_norm(mixed), norm, 1e-6 * norm);
+  EXPECT_NEAR(clip_grad_norm(gpu, 0.5 * norm), norm, 1e-6 * norm);
+  EXPECT_EQ(clip_grad_norm(cpu, 0.5 * norm), norm);
+  for (size_t i = 0; i < cpu.size(); ++i) {
+    std::vector<double> want = cpu[i].grad().to_vector(), got = gpu[i].grad().to_vector();
+    for (size_t k = 0; k < want.size(); ++k) EXPECT_NEAR(got[k], want[k], 1e-6 + 1e-5 * std::abs(want[k]));
+  }
+  gpu[3].set_grad(full(gpu[3].shape(), std::numeric_limits<double>::quiet_NaN(),
+                       TensorOptions(gpu[3].dtype(), Device::cuda(0))));
+  EXPECT_TRUE(std::isnan(grad_norm(gpu)));
+  EXPECT_TRUE(std::isnan(grad_norm(gpu, inf)));
 }

@@ -1,10 +1,12 @@
 #include <gtest/gtest.h>
 
 #include <limits>
+#include <memory>
 
 #include "engine/ops.h"
 #include "engine/optim/loss_scaler.h"
 #include "engine/optim/sgd.h"
+#include "support/gradcheck.h"
 
 using namespace dgpipe::engine;
 
@@ -120,4 +122,58 @@ TEST(LossScaler, DisabledIsAPassThrough) {
   EXPECT_TRUE(scaler.step(opt));
   scaler.update();
   EXPECT_FLOAT_EQ(static_cast<float>(w.to_vector()[0]), 0.8f);
+}
+
+namespace {
+// An SGD over four gradients (f32 and f64) on `device`, the one at `bad` (if any) holding `value` once.
+struct FourGrads {
+  std::vector<Tensor> params;
+  std::unique_ptr<SGD> opt;
+};
+FourGrads four_grads(Device device, int bad, double value) {
+  FourGrads f;
+  for (int i = 0; i < 4; ++i) {
+    DType dtype = i == 2 ? DType::f64 : DType::f32;
+    Tensor p = zeros({5}, TensorOptions(dtype, device));
+    p.requires_grad_();
+    std::vector<double> g = {1024.0 * i, -2048.0, 512.0, 0.0, 4096.0};
+    if (i == bad) g[3] = value;
+    p.set_grad(from_vector(g, {5}, TensorOptions(dtype, Device::cpu())).to(device));
+    f.params.push_back(p);
+  }
+  f.opt = std::make_unique<SGD>(f.params, SGDOptions{});
+  return f;
+}
+
+// The finite check is one reduction over all gradients on their device: a non-finite value in any of them is
+// found, and every gradient is unscaled all the same.
+void expect_finds_non_finite_anywhere(Device device) {
+  for (int bad = -1; bad < 4; ++bad)
+    for (double value : {std::numeric_limits<double>::infinity(), std::numeric_limits<double>::quiet_NaN()}) {
+      SCOPED_TRACE(device.str() + " bad gradient " + std::to_string(bad) + " value " + std::to_string(value));
+      FourGrads f = four_grads(device, bad, value);
+      LossScalerOptions so;
+      so.init_scale = 1024.0;
+      DynamicLossScaler scaler(so);
+      EXPECT_EQ(scaler.unscale(*f.opt), bad < 0);
+      for (int i = 0; i < 4; ++i) {
+        std::vector<double> g = f.params[i].grad().to_vector();
+        EXPECT_EQ(g[0], static_cast<double>(i));
+        EXPECT_EQ(g[1], -2.0);
+        if (i != bad) {
+          EXPECT_EQ(g[3], 0.0);
+        }
+      }
+    }
+}
+
+}  // namespace
+
+TEST(LossScaler, FindsANonFiniteGradientWhereverItIsAndUnscalesEveryOne) {
+  expect_finds_non_finite_anywhere(Device::cpu());
+}
+
+TEST(LossScaler, CudaFindsANonFiniteGradientWhereverItIs) {
+  DGP_SKIP_WITHOUT_CUDA();
+  expect_finds_non_finite_anywhere(Device::cuda(0));
 }

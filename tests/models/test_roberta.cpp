@@ -151,6 +151,26 @@ TEST(Roberta, PositionIdsFollowHuggingFace) {
   EXPECT_EQ(position_ids_for(ids, bc).to_vector(), (std::vector<double>{0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5}));
   rc.max_positions = 5;
   EXPECT_THROW(position_ids_for(ids, rc), engine::Error);
+  // Padding can make rows fit a table shorter than pad + L: the exact largest position decides.
+  rc.max_positions = 6;
+  EXPECT_EQ(position_ids_for(ids, rc).to_vector(), (std::vector<double>{2, 3, 4, 5, 1, 1, 2, 3, 4, 1, 1, 1}));
+  Tensor full_row = engine::from_vector(std::vector<int64_t>{0, 5, 6, 2, 7, 8, 0, 1, 1, 1, 1, 1}, {2, 6});
+  EXPECT_NE(dgpipe::testing::error_of([&] { position_ids_for(full_row, rc); }).find("needs position 7"),
+            std::string::npos);
+}
+
+TEST(Roberta, PositionIdsOnCudaMatchTheCpu) {
+  DGP_SKIP_WITHOUT_CUDA();
+  Tensor ids = engine::from_vector(std::vector<int64_t>{0, 5, 6, 2, 1, 1, 0, 7, 2, 1, 1, 1}, {2, 6});
+  for (EncoderConfig c : {EncoderConfig::roberta_base(), EncoderConfig::minilm_l6()}) {
+    Tensor on_gpu = position_ids_for(ids.to(Device::cuda(0)), c);
+    EXPECT_EQ(on_gpu.device(), Device::cuda(0));
+    EXPECT_EQ(on_gpu.dtype(), engine::DType::i64);
+    EXPECT_EQ(on_gpu.to_vector(), position_ids_for(ids, c).to_vector());
+  }
+  EncoderConfig short_table = EncoderConfig::roberta_base();
+  short_table.max_positions = 5;
+  EXPECT_THROW(position_ids_for(ids.to(Device::cuda(0)), short_table), engine::Error);
 }
 
 // Padding never changes what the real tokens see: appending pad tokens leaves the logits unchanged.

@@ -4,7 +4,10 @@
 
 #include <thread>
 
+#include "engine/cuda.h"
 #include "engine/error.h"
+#include "engine/ops.h"
+#include "support/gradcheck.h"
 
 using namespace dgpipe::pipeline;
 using Clock = std::chrono::steady_clock;
@@ -110,4 +113,66 @@ TEST(Channel, ThrottleMatchesConfiguredBandwidth) {
   elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
   EXPECT_GE(elapsed, 0.05);   // never early
   EXPECT_LT(elapsed, 0.075);  // and not much late, even on a loaded machine
+}
+
+TEST(Channel, TensorRecordsRoundTripAndKnowTheirSize) {
+  using dgpipe::engine::Tensor;
+  std::vector<Tensor> tensors = {
+      Tensor(), dgpipe::engine::from_vector(std::vector<int64_t>{1, 2, 3, 4, 5, 6}, {2, 3}),
+      dgpipe::engine::full({4}, 0.5), dgpipe::engine::full({}, 2.0, dgpipe::engine::DType::f64)};
+  std::vector<uint8_t> bytes;
+  for (const Tensor& t : tensors) {
+    size_t before = bytes.size();
+    put_tensor_record(bytes, t);
+    EXPECT_EQ(bytes.size() - before, tensor_record_bytes(t));
+  }
+  const uint8_t* p = bytes.data();
+  for (const Tensor& t : tensors) {
+    Tensor back = get_tensor_record(p, bytes.data() + bytes.size(), dgpipe::engine::Device::cpu());
+    ASSERT_EQ(back.defined(), t.defined());
+    if (!t.defined()) continue;
+    EXPECT_EQ(back.dtype(), t.dtype());
+    EXPECT_EQ(back.shape(), t.shape());
+    EXPECT_EQ(back.to_vector(), t.to_vector());
+  }
+  EXPECT_EQ(p, bytes.data() + bytes.size());
+  // A message charges its side inputs at their record size, whether they travel as bytes or as tensors.
+  Message as_tensors = make_msg(0, 1, MsgKind::activation, 0, 0, 10);
+  as_tensors.side_inputs = tensors;
+  as_tensors.body = dgpipe::engine::zeros({7}, dgpipe::engine::TensorOptions(dgpipe::engine::DType::u8));
+  Message as_bytes = make_msg(0, 1, MsgKind::activation, 0, 0, 10);
+  as_bytes.bytes.insert(as_bytes.bytes.end(), 7, 0);
+  as_bytes.bytes.insert(as_bytes.bytes.end(), bytes.begin(), bytes.end());
+  EXPECT_EQ(message_bytes(as_tensors), message_bytes(as_bytes));
+  EXPECT_EQ(message_bytes(as_bytes), as_bytes.bytes.size());
+}
+
+// On a GPU: a tensor sent over the local channel while its writer is still queued on the sender's stream is
+// read on the receiver's stream only after that writer (the channel's event). Without it the receiver reads
+// the zeros that were there before.
+TEST(Channel, LocalCudaTensorsAreReadAfterTheirWriter) {
+  DGP_SKIP_WITHOUT_CUDA();
+  namespace E = dgpipe::engine;
+  namespace cuda = dgpipe::engine::cuda;
+  const E::TensorOptions on_gpu(E::DType::f32, E::Device::cuda(0));
+  E::Tensor body = E::zeros({1 << 20}, on_gpu);
+  cuda::device_synchronize();
+  LocalChannel ch;
+  cuda::Stream sender = cuda::Stream::create(0), receiver = cuda::Stream::create(0);
+  {
+    cuda::StreamGuard g(sender);
+    // Tens of milliseconds of GEMMs queued ahead of the write.
+    E::Tensor a = E::mul(E::ones({4096, 4096}, on_gpu), 1.0 / 4096);
+    for (int i = 0; i < 30; ++i) a = E::matmul(a, a);
+    body.fill_(7.0);
+    Message msg = make_msg(0, 1, MsgKind::activation, 0, 0, 4);
+    msg.body = body;
+    msg.side_inputs = {E::Tensor(), body.narrow(0, 0, 8)};
+    ch.send(std::move(msg));
+  }
+  cuda::StreamGuard g(receiver);
+  Message got = ch.recv(0, 1, MsgKind::activation, 0, 0);
+  std::vector<double> seen = got.body.narrow(0, (1 << 20) - 4, 4).to_vector();  // read on `receiver`
+  EXPECT_EQ(seen, std::vector<double>(4, 7.0));
+  EXPECT_EQ(got.side_inputs[1].to_vector(), std::vector<double>(8, 7.0));
 }

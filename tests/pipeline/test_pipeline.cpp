@@ -15,9 +15,12 @@
 #include <thread>
 
 #include "compress/codec.h"
+#include "engine/cuda.h"
+#include "engine/ops.h"
 #include "engine/optim/sgd.h"
 #include "layers/layers.h"
 #include "pipeline_test_models.h"
+#include "support/gradcheck.h"
 #include "support/test_util.h"
 
 using namespace dgpipe;
@@ -507,4 +510,101 @@ TEST(Pipeline, FailingStageEndsTheStepWithItsErrorAndThePipelineCloses) {
   std::string error = dgpipe::testing::error_of([&] { pipe->train_step(batch); });
   EXPECT_NE(error.find("the middle stage broke"), std::string::npos) << error;
   pipe.reset();  // the stage threads stop: returning from here is the test
+}
+
+// ---- On a GPU: a step is ordered with the stream of its caller ----
+
+namespace {
+
+// Tens of milliseconds of GEMMs on the current stream of `device` (a constant matrix of 1/n is its own
+// square).
+void queue_slow_work(engine::Device device) {
+  const engine::TensorOptions o(engine::DType::f32, device);
+  Tensor a = engine::mul(engine::ones({4096, 4096}, o), 1.0 / 4096);
+  for (int i = 0; i < 30; ++i) a = engine::matmul(a, a);
+}
+
+// Every value of the blocks' state, read on the current stream: what a checkpoint written now would hold.
+std::vector<double> state_now(const std::vector<layers::ModulePtr>& blocks) {
+  std::vector<double> all;
+  for (auto& b : blocks)
+    for (auto& [name, t] : b->state_dict()) {
+      std::vector<double> v = t.to_vector();
+      all.insert(all.end(), v.begin(), v.end());
+    }
+  return all;
+}
+
+}  // namespace
+
+TEST(Pipeline, CudaStepStartsAfterTheCallersWork) {
+  DGP_SKIP_WITHOUT_CUDA();
+  // The caller's stream builds the pipeline (moves the parameters to the GPU) and then, behind tens of
+  // milliseconds of other work, halves every parameter. The step's first forward must see the halved values,
+  // as the CPU pipeline does: the stage streams wait for the caller's stream at step entry.
+  const engine::Device gpu = engine::Device::cuda(0);
+  auto gpu_blocks = testmodels::make_blocks("mlp"), cpu_blocks = testmodels::make_blocks("mlp");
+  PipelineOptions opts;
+  opts.balance = {2, 1, 2};
+  opts.micro_batches = 2;
+  Pipeline cpu_pipe(cpu_blocks, opts, make_sgd);
+  engine::cuda::Stream caller = engine::cuda::Stream::create(0);
+  engine::cuda::StreamGuard on_caller(caller);
+  opts.devices = {gpu};
+  Pipeline gpu_pipe(gpu_blocks, opts, make_sgd);
+  auto halve = [](std::vector<layers::ModulePtr>& blocks) {
+    engine::NoGradGuard no_graph;
+    for (auto& b : blocks)
+      for (Tensor p : b->parameters()) engine::mul_(p, 0.5);
+  };
+  halve(cpu_blocks);
+  queue_slow_work(gpu);
+  halve(gpu_blocks);
+  MicroBatch batch = testmodels::make_batch("mlp", 8, 7);
+  const double cpu_loss = cpu_pipe.train_step(batch).loss;
+  const double gpu_loss = gpu_pipe.train_step(batch).loss;
+  EXPECT_NEAR(gpu_loss, cpu_loss, 1e-5 * std::max(1.0, std::abs(cpu_loss)));
+  EXPECT_LT(max_param_diff(gpu_blocks, cpu_blocks), 1e-5);
+}
+
+TEST(Pipeline, CudaParametersAreFinalWhenTrainStepReturns) {
+  DGP_SKIP_WITHOUT_CUDA();
+  // Stage 0 holds large layers and reads nothing back from the device (codec none), so its worker has queued
+  // its backward and optimizer step milliseconds before the GPU has run them when train_step returns. A
+  // checkpoint taken right then, on the caller's stream, must already hold the updated parameters: the
+  // caller's stream waits for every stage's stream at step exit.
+  const engine::Device gpu = engine::Device::cuda(0);
+  engine::Generator gen(9);
+  std::vector<layers::ModulePtr> blocks = {std::make_shared<layers::Linear>(1024, 4096, true, &gen),
+                                           layers::ReLU(),
+                                           std::make_shared<layers::Linear>(4096, 4096, true, &gen),
+                                           layers::ReLU(),
+                                           std::make_shared<layers::Linear>(4096, 4096, true, &gen),
+                                           std::make_shared<layers::Linear>(4096, 4, true, &gen)};
+  PipelineOptions opts;
+  opts.balance = {5, 1};
+  opts.micro_batches = 2;
+  opts.devices = {gpu};
+  engine::cuda::Stream caller = engine::cuda::Stream::create(0);
+  engine::cuda::StreamGuard on_caller(caller);
+  Pipeline pipe(blocks, opts, make_sgd);
+  MicroBatch batch;
+  batch.input = engine::mul(engine::randn({2048, 1024}, {}, &gen), 0.1);
+  std::vector<int64_t> labels(2048);
+  for (size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<int64_t>(i % 4);
+  batch.labels = engine::from_vector(labels, {2048});
+  std::vector<double> previous = state_now(blocks);
+  for (int step = 0; step < 2; ++step) {
+    SCOPED_TRACE("step " + std::to_string(step));
+    EXPECT_TRUE(std::isfinite(pipe.train_step(batch).loss));
+    std::vector<double> right_after = state_now(blocks);
+    engine::cuda::device_synchronize();
+    std::vector<double> settled = state_now(blocks);
+    ASSERT_EQ(right_after.size(), settled.size());
+    size_t stale = 0;
+    for (size_t i = 0; i < settled.size(); ++i) stale += right_after[i] != settled[i];
+    EXPECT_EQ(stale, 0u) << "of " << settled.size() << " values read right after the step";
+    EXPECT_NE(settled, previous) << "the step changed nothing";
+    previous = settled;
+  }
 }
