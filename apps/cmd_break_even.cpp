@@ -6,6 +6,7 @@
 // slow link (the local channel, no --link-bandwidth): a run over a link also counts its waits as compute.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -89,12 +90,18 @@ std::string range(double lo, double hi) {
 }
 
 void print_table(const std::vector<RunCost>& runs, const std::vector<std::pair<std::string, double>>& links) {
+  size_t name_w = 5, codec_w = 7;  // the widest run name and codec, plus a space
+  for (const RunCost& r : runs) {
+    name_w = std::max(name_w, r.name.size() + 2);
+    codec_w = std::max(codec_w, r.codec.size() + 2);
+  }
+  const int nw = static_cast<int>(name_w), cw = static_cast<int>(codec_w);
   std::cout << "per optimizer step: C compute, E encode+decode, W wire bytes, R f32 bytes (codec none)\n"
-            << std::left << std::setw(22) << "run" << std::setw(18) << "codec" << std::right << std::setw(10)
+            << std::left << std::setw(nw) << "run" << std::setw(cw) << "codec" << std::right << std::setw(10)
             << "C s" << std::setw(10) << "E s" << std::setw(10) << "W MB" << std::setw(10) << "R MB"
             << "   break-even (overlapped .. serial)\n";
   for (const RunCost& r : runs)
-    std::cout << std::left << std::setw(22) << r.name << std::setw(18) << r.codec << std::right << std::fixed
+    std::cout << std::left << std::setw(nw) << r.name << std::setw(cw) << r.codec << std::right << std::fixed
               << std::setprecision(3) << std::setw(10) << r.step.compute_seconds << std::setw(10)
               << r.step.codec_seconds << std::setprecision(2) << std::setw(10) << r.step.wire_bytes / 1e6
               << std::setw(10) << r.step.raw_bytes / 1e6 << "   "
@@ -102,11 +109,11 @@ void print_table(const std::vector<RunCost>& runs, const std::vector<std::pair<s
               << human_bandwidth(serial_break_even(r.step))
               << (r.waited_on_link ? "   (trained over a slow link: C includes its waits)" : "") << "\n";
   std::cout << "\npredicted s/step (overlapped..serial), with the run's codecs / with none\n"
-            << std::left << std::setw(22) << "run";
+            << std::left << std::setw(nw) << "run";
   for (const auto& link : links) std::cout << std::right << std::setw(26) << link.first;
   std::cout << "\n";
   for (const RunCost& r : runs) {
-    std::cout << std::left << std::setw(22) << r.name;
+    std::cout << std::left << std::setw(nw) << r.name;
     for (const auto& link : links)
       std::cout << std::right << std::setw(26)
                 << range(overlapped_seconds(r.step, link.second, true),
