@@ -2,10 +2,12 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cmath>
 #include <fstream>
 #include <iostream>
 #include <set>
 
+#include "engine/amp.h"
 #include "engine/error.h"
 #include "models/registry.h"
 
@@ -64,7 +66,15 @@ namespace dgpipe::apps {
   X(recompute, "recompute activations in backward instead of keeping them")                                \
   X(deferred_bn,                                                                                           \
     "batch-norm running statistics over the whole mini-batch (default: per micro-batch, as the original)") \
-  X(precision, "fp32 | fp16 | bf16 | mixed (half precision needs a CUDA device)")                          \
+  X(precision,                                                                                             \
+    "fp32 | mixed: autocast (GEMMs and convolutions in f16; norms, softmax, losses, reductions in fp32), " \
+    "fp32 weights, dynamic loss scaling | mixed-bf16: the same in bf16, no loss scaling | fp16 | bf16: "   \
+    "weights and activations stored in half, fp32 master weights in the optimizer, normalisation layers "  \
+    "(with their statistics) in fp32; fp16 with loss scaling. Half boundaries send half the bytes. A GPU " \
+    "runs half on tensor cores; the CPU runs the same precisions as the GPU's twin (half storage, f32 "    \
+    "arithmetic rounded to half at the same ops), correct but slower than fp32")                           \
+  X(loss_scale, "fp16 and mixed: initial loss scale (dynamic: halved on a step with inf/NaN gradients)")   \
+  X(loss_scale_growth_interval, "fp16 and mixed: the loss scale doubles after this many good steps")       \
   X(seed, "run seed: initialisation, shuffling, augmentation, dropout")                                    \
   X(workers, "data loader worker threads")                                                                 \
   X(log_dir, "folder for config.json, metrics.csv/.jsonl, checkpoints, summary.json")                      \
@@ -226,8 +236,11 @@ void TrainConfig::validate() const {
             "--peer-timeout: must be >= 0 seconds (0: scaled with the step time), got " << peer_timeout);
   DGP_CHECK(channel == "local" || channel == "mpi" || channel == "nccl",
             "--channel: expected local, mpi or nccl, got '" << channel << "'");
-  DGP_CHECK(precision == "fp32" || precision == "fp16" || precision == "bf16" || precision == "mixed",
-            "--precision: expected fp32, fp16, bf16 or mixed, got '" << precision << "'");
+  engine::amp::parse_precision(precision);  // throws naming --precision and the accepted values
+  DGP_CHECK(loss_scale > 0 && std::isfinite(loss_scale),
+            "--loss-scale: must be positive, got " << loss_scale);
+  DGP_CHECK(loss_scale_growth_interval >= 1,
+            "--loss-scale-growth-interval: must be >= 1, got " << loss_scale_growth_interval);
   DGP_CHECK(input_size == 32 || input_size == 224 || (input_size >= 16 && input_size <= 512),
             "--input-size: expected 32 or 224, got " << input_size);
   DGP_CHECK(width > 0 && width <= 4, "--width: must be in (0, 4], got " << width);

@@ -61,7 +61,9 @@ struct TrainConfig {
   bool recompute = false;
   bool deferred_bn = false;
   // precision
-  std::string precision = "fp32";  // fp32 | fp16 | bf16 | mixed
+  std::string precision = "fp32";  // fp32 | mixed (= mixed-fp16) | mixed-bf16 | fp16 | bf16 (engine/amp.h)
+  double loss_scale = 65536.0;     // fp16 and mixed: initial dynamic loss scale
+  int64_t loss_scale_growth_interval = 2000;
   // reproducibility and run management
   uint64_t seed = 0;
   int workers = 2;

@@ -28,6 +28,7 @@
 #include "data/loader.h"
 #include "data/metrics.h"
 #include "data/wordpiece_tokenizer.h"
+#include "engine/amp.h"
 #include "engine/io/safetensors.h"
 #include "engine/optim/adamw.h"
 #include "engine/optim/clip_grad.h"
@@ -423,7 +424,8 @@ struct Run {
   std::optional<engine::LRSchedule> lr_schedule;
   // counters (restored on resume)
   int64_t start_epoch = 0, global_step = 0, steps_this_run = 0;
-  RunTotals before;  // what the segments before this one spent (from the checkpoint)
+  RunTotals before;           // what the segments before this one spent (from the checkpoint)
+  int64_t skipped_steps = 0;  // of this invocation: steps the loss scaler skipped
   // logs
   std::ofstream csv, jsonl;
   std::map<int, uint64_t> fwd_wire_at_last_report, bwd_wire_at_last_report;  // per stage
@@ -473,20 +475,10 @@ void start_processes(Run& r) {
             "--resume: no checkpoint in '" << r.log_dir << "' (" << r.checkpoint_path << ")");
 }
 
-// --devices, checked against this machine and --precision.
+// --devices, checked against this machine. Every --precision runs on every device: a GPU on its tensor
+// cores, the CPU as the GPU's twin (half storage, f32 arithmetic), correct but slower than fp32.
 std::vector<engine::Device> checked_devices(const TrainConfig& c) {
-  std::vector<engine::Device> devices = parse_devices(c.devices);
-  bool any_cuda = false;
-  for (auto& d : devices) any_cuda |= d.is_cuda();
-  DGP_CHECK(c.precision == "fp32" || any_cuda,
-            "--precision " << c.precision << " needs a CUDA device (--devices cuda:0); the CPU runs fp32");
-  // The engine has the mixed-precision pieces (engine/amp.h: autocast policy, master weights, loss scaling),
-  // but the layers do not call autocast yet and nothing of it has run on a GPU; rather than train in fp32
-  // while claiming otherwise, refuse.
-  DGP_CHECK(c.precision == "fp32", "--precision "
-                                       << c.precision
-                                       << " is not wired into dgpipe train yet (only fp32); see docs/gpu.md");
-  return devices;
+  return parse_devices(c.devices);
 }
 
 void set_up_data(Run& r) {
@@ -562,6 +554,9 @@ pipeline::PipelineOptions pipeline_options(Run& r, const std::vector<engine::Dev
   po.timeout = std::chrono::milliseconds(static_cast<int64_t>(std::ceil(c.peer_timeout * 1000.0)));
   po.trace = !c.trace.empty();
   po.seed = c.seed;
+  po.precision = engine::amp::parse_precision(c.precision);
+  po.loss_scaler.init_scale = c.loss_scale;
+  po.loss_scaler.growth_interval = c.loss_scale_growth_interval;
   po.balance = choose_balance(r);
   return po;
 }
@@ -572,11 +567,12 @@ pipeline::OptimizerFactory optimizer_factory(const Run& r) {
   std::map<const engine::TensorImpl*, std::string> param_names;
   for (auto& [name, t] : r.model->named_parameters()) param_names[t.impl_ptr().get()] = name;
   const TrainConfig& c = r.c;
-  return [&c, param_names](std::vector<Tensor> params, int) -> std::unique_ptr<engine::Optimizer> {
+  return [&c, param_names](std::vector<Tensor> params, int,
+                           const std::vector<Tensor>& model_params) -> std::unique_ptr<engine::Optimizer> {
     std::vector<std::pair<std::string, Tensor>> named;
-    for (auto& p : params) {
-      auto it = param_names.find(p.impl_ptr().get());
-      named.push_back({it != param_names.end() ? it->second : "", p});
+    for (size_t i = 0; i < params.size(); ++i) {  // a master weight goes by its model parameter's name
+      auto it = param_names.find(model_params[i].impl_ptr().get());
+      named.push_back({it != param_names.end() ? it->second : "", params[i]});
     }
     std::vector<engine::ParamGroupSpec> groups = c.no_decay_norms
                                                      ? engine::param_groups_no_decay(named, c.weight_decay)
@@ -630,8 +626,10 @@ void set_up_lr_schedule(Run& r) {
 }
 
 // ---------------- checkpoints ----------------
-// One safetensors file per process: the whole model under its PyTorch names ("model.*"), each local stage's
-// optimizer state ("optim.<stage>.*") and dropout generator ("rng.<stage>"), the counters in the metadata.
+// One safetensors file per process: the whole model under its PyTorch names ("model.*", in the dtype it
+// trains in), each local stage's optimizer state ("optim.<stage>.*"), precision state ("amp.<stage>.*": the
+// loss scale and its growth count, the fp32 master weights of fp16/bf16) and dropout generator
+// ("rng.<stage>"), the counters and the configuration (--precision included) in the metadata.
 
 nlohmann::json totals_json(const RunTotals& t) {
   return {{"wire_bytes", t.wire_bytes},           {"raw_bytes", t.raw_bytes},
@@ -658,6 +656,16 @@ RunTotals totals_from_metadata(const std::map<std::string, std::string>& meta) {
 std::string optimizer_prefix(int stage) {
   return "optim." + std::to_string(stage) + ".";
 }
+std::string precision_prefix(int stage) {
+  return "amp." + std::to_string(stage) + ".";
+}
+// The tensors of `f` under `prefix`, without it.
+std::map<std::string, Tensor> with_prefix(const engine::SafetensorsFile& f, const std::string& prefix) {
+  std::map<std::string, Tensor> out;
+  for (auto& [k, t] : f.tensors)
+    if (k.rfind(prefix, 0) == 0) out[k.substr(prefix.size())] = t;
+  return out;
+}
 std::string generator_key(int stage) {
   return "rng." + std::to_string(stage);
 }
@@ -669,8 +677,10 @@ void save_checkpoint(Run& r, int64_t next_epoch) {
   for (auto& [name, t] : r.model->state_dict()) tensors["model." + name] = t;
   for (size_t si = 0; si < r.pipe->local_stages().size(); ++si) {
     int s = r.pipe->local_stages()[si]->setup().stage;
-    if (si < r.pipe->optimizers().size())
-      for (auto& [k, t] : r.pipe->optimizers()[si]->state_dict()) tensors[optimizer_prefix(s) + k] = t;
+    if (engine::Optimizer* opt = r.pipe->stage_optimizer(si))
+      for (auto& [k, t] : opt->state_dict()) tensors[optimizer_prefix(s) + k] = t;
+    if (engine::amp::PrecisionStep* ps = r.pipe->stage_precision(si))
+      for (auto& [k, t] : ps->state_dict()) tensors[precision_prefix(s) + k] = t;
     engine::PhiloxState g = r.pipe->stage_generator(si).state();
     tensors[generator_key(s)] = engine::from_vector(
         std::vector<int64_t>{static_cast<int64_t>(g.seed), static_cast<int64_t>(g.offset)}, {2});
@@ -683,25 +693,39 @@ void save_checkpoint(Run& r, int64_t next_epoch) {
   engine::save_safetensors(r.checkpoint_path, tensors, meta);
 }
 
-// --resume (and --eval-only, when the log folder has a checkpoint): model state, optimizer states, dropout
-// generators and the epoch and step counters.
+// Whether the checkpoint was written with this run's --precision. A run resumes only in the precision it was
+// written in (its masters, loss scale and model dtype belong to it); --eval-only may evaluate it in another,
+// from its model weights.
+bool same_precision(const Run& r, const engine::SafetensorsFile& f) {
+  auto it = f.metadata.find("config");
+  const nlohmann::json saved =
+      it == f.metadata.end() ? nlohmann::json() : nlohmann::json::parse(it->second, nullptr, false);
+  const std::string was = saved.is_object() ? saved.value("precision", std::string("fp32")) : "fp32";
+  const bool same = engine::amp::parse_precision(was) == engine::amp::parse_precision(r.c.precision);
+  DGP_CHECK(same || !r.c.resume, "--resume: '" << r.checkpoint_path << "' was written with --precision "
+                                               << was << "; resume it with the same --precision (not "
+                                               << r.c.precision << ")");
+  return same;
+}
+
+// --resume (and --eval-only, when the log folder has a checkpoint): model state, optimizer states, precision
+// states, dropout generators and the epoch and step counters.
 void resume_from_checkpoint(Run& r) {
   if (!(r.c.resume || r.c.eval_only) || !fs::exists(r.checkpoint_path)) return;
   engine::SafetensorsFile f = engine::load_safetensors(r.checkpoint_path);
   DGP_CHECK(f.metadata.count("format") && f.metadata["format"] == "dgpipe-checkpoint-1",
             "--resume: '" << r.checkpoint_path << "' is not a dgpipe checkpoint");
-  std::map<std::string, Tensor> model_state;
-  for (auto& [k, t] : f.tensors)
-    if (k.rfind("model.", 0) == 0) model_state[k.substr(6)] = t;
-  r.model->load_state_dict(model_state, true);
+  const bool same_precision_state = same_precision(r, f);
+  r.model->load_state_dict(with_prefix(f, "model."), true);
   for (size_t si = 0; si < r.pipe->local_stages().size(); ++si) {
     int s = r.pipe->local_stages()[si]->setup().stage;
-    std::map<std::string, Tensor> opt_state;
-    const std::string prefix = optimizer_prefix(s);
-    for (auto& [k, t] : f.tensors)
-      if (k.rfind(prefix, 0) == 0) opt_state[k.substr(prefix.size())] = t;
-    if (si < r.pipe->optimizers().size() && !opt_state.empty())
-      r.pipe->optimizers()[si]->load_state_dict(opt_state);
+    std::map<std::string, Tensor> opt_state = with_prefix(f, optimizer_prefix(s));
+    if (engine::Optimizer* opt = r.pipe->stage_optimizer(si); opt && !opt_state.empty())
+      opt->load_state_dict(opt_state);
+    // After the model: the masters are rounded into it again (the same values it was saved with).
+    std::map<std::string, Tensor> precision_state = with_prefix(f, precision_prefix(s));
+    engine::amp::PrecisionStep* ps = r.pipe->stage_precision(si);
+    if (ps && same_precision_state && !precision_state.empty()) ps->load_state_dict(precision_state);
     auto it = f.tensors.find(generator_key(s));
     if (it != f.tensors.end()) {
       auto v = it->second.to_vector();
@@ -719,6 +743,22 @@ void resume_from_checkpoint(Run& r) {
 
 // ---------------- logs ----------------
 
+// --precision in a few words for the banner.
+std::string precision_description(const TrainConfig& c) {
+  const engine::amp::Precision p = engine::amp::parse_precision(c.precision);
+  std::ostringstream s;
+  s << engine::amp::precision_name(p);
+  if (engine::amp::uses_autocast(p))
+    s << " (autocast in " << engine::dtype_name(engine::amp::compute_dtype(p)) << ", fp32 weights";
+  else if (engine::amp::uses_master_weights(p))
+    s << " (weights and activations in " << engine::dtype_name(engine::amp::storage_dtype(p))
+      << ", fp32 masters";
+  if (engine::amp::needs_loss_scaling(p))
+    s << ", loss scale " << c.loss_scale << " grown every " << c.loss_scale_growth_interval << " good steps";
+  if (p != engine::amp::Precision::fp32) s << ")";
+  return s.str();
+}
+
 // config.json and the banner: model, data, pipeline, optimisation.
 void write_config_and_banner(Run& r) {
   const TrainConfig& c = r.c;
@@ -731,6 +771,7 @@ void write_config_and_banner(Run& r) {
   for (size_t i = 0; i < balance.size(); ++i) std::cout << (i ? "," : "") << balance[i];
   std::cout << "] " << c.placement << ", " << c.micro_batches << " micro-batches, " << c.pipeline_schedule
             << ", codecs " << c.compress << ", channel " << c.channel << "\n"
+            << "  precision: " << precision_description(c) << "\n"
             << "  optimisation: " << c.optimizer << " " << r.lr_schedule->describe() << ", batch " << c.batch
             << ", " << c.epochs << " epochs x " << r.steps_per_epoch << " steps\n"
             << std::flush;
@@ -844,7 +885,8 @@ struct EpochProgress {
   Clock::time_point start = Clock::now();
   double loss_sum = 0;
   int64_t correct = 0, seen = 0, steps = 0;
-  RunTotals at_start;  // the run's totals when the epoch started
+  RunTotals at_start;     // the run's totals when the epoch started
+  double loss_scale = 0;  // after the last step (0: no loss scaling)
 };
 
 // The --log-every line: the epoch's mean loss and accuracy so far, the learning rate, throughput and ETA.
@@ -856,8 +898,11 @@ void print_step_progress(const Run& r, const EpochProgress& p, double lr) {
             << std::setprecision(4) << p.loss_sum / p.steps << "  acc " << std::setprecision(1)
             << 100.0 * p.correct / std::max<int64_t>(p.seen, 1) << "%  lr " << std::setprecision(5) << lr
             << "  " << std::setprecision(1) << rate << " samples/s  ETA "
-            << human_seconds(eta_at_rate(left, r.c.batch, rate)) << "\n"
-            << std::flush;
+            << human_seconds(eta_at_rate(left, r.c.batch, rate));
+  if (engine::amp::needs_loss_scaling(engine::amp::parse_precision(r.c.precision)))
+    std::cout << "  loss scale " << std::setprecision(0) << p.loss_scale << " (" << r.skipped_steps
+              << " steps skipped)";
+  std::cout << "\n" << std::flush;
 }
 
 // The second line of an epoch report: bytes sent against f32, and each boundary's rate per direction since
@@ -1045,10 +1090,15 @@ void train_step(Run& r, const data::Batch& b, EpochProgress& p, EpochMetrics& m)
   ++r.global_step;
   ++p.steps;
   ++r.steps_this_run;
+  if (res.skipped) ++r.skipped_steps;
+  p.loss_scale = res.loss_scale;
   if (r.reporter) {
-    DGP_CHECK(std::isfinite(res.loss), "training diverged: loss " << res.loss << " at step " << r.global_step
-                                                                  << " (lower --lr, or check the data)");
-    p.loss_sum += res.loss;
+    // A step the loss scaler skipped (fp16 overflow) is expected to happen now and then; any other
+    // non-finite loss means the run diverged.
+    DGP_CHECK(std::isfinite(res.loss) || res.skipped, "training diverged: loss "
+                                                          << res.loss << " at step " << r.global_step
+                                                          << " (lower --lr, or check the data)");
+    if (std::isfinite(res.loss)) p.loss_sum += res.loss;
     p.correct += res.correct;
     p.seen += res.samples;
     r.summary.step_losses.push_back(res.loss);
@@ -1133,6 +1183,8 @@ void write_summary_json(const Run& r, const RunTotals& t) {
                    {"dataset", c.dataset},
                    {"compress", c.compress},
                    {"stages", c.stages},
+                   {"precision", c.precision},
+                   {"skipped_steps", r.skipped_steps},
                    {"steps", r.global_step},
                    {"seconds", t.elapsed_seconds},
                    {"train_seconds", t.train_seconds},

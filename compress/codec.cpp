@@ -193,11 +193,11 @@ DirectionPair parse_direction_pair(const std::string& raw) {
   return out;
 }
 
-uint64_t Codec::wire_bytes(const engine::Shape& shape) const {
+uint64_t Codec::wire_bytes(const engine::Shape& shape, engine::DType dtype) const {
   PacketHeader h;
   h.shape = shape;
   h.params = header_params(shape);
-  return h.bytes() + body_bytes(shape);
+  return h.bytes() + body_bytes(shape, dtype);
 }
 
 PacketHeader Codec::make_header(const Tensor& x) const {
@@ -206,7 +206,7 @@ PacketHeader Codec::make_header(const Tensor& x) const {
   h.dtype = x.dtype();
   h.shape = x.shape();
   h.params = header_params(x.shape());
-  h.body_bytes = body_bytes(x.shape());
+  h.body_bytes = body_bytes(x.shape(), x.dtype());
   return h;
 }
 
@@ -227,6 +227,10 @@ Tensor Codec::contiguous_f32(const Tensor& x) {
   return (x.dtype() == engine::DType::f32 ? x : x.to(engine::DType::f32)).contiguous();
 }
 
+Tensor Codec::contiguous_input(const Tensor& x) {
+  return (x.dtype() == engine::DType::f64 ? x.to(engine::DType::f32) : x).contiguous();
+}
+
 std::string Codec::where() const {
   return spec() + " at boundary '" + (boundary_.empty() ? std::string("(unnamed)") : boundary_) + "'";
 }
@@ -237,15 +241,14 @@ void Codec::check_input(const Tensor& x) const {
                                                     << engine::dtype_name(x.dtype()) << " "
                                                     << engine::shape_str(x.shape()));
   if (!x.device().is_cpu()) return;  // CUDA encodes record non-finite inputs in the packet status word
-  Tensor h = detail::host_f32(x);
-  const float* p = h.data<float>();
-  const int64_t n = h.numel();
+  const detail::HostValues v(x);
+  const int64_t n = v.size();
   for (int64_t i = 0; i < n; ++i) {
-    if (!std::isfinite(p[i])) {
+    if (!std::isfinite(v[i])) {
       int64_t bad = 0;
-      for (int64_t j = i; j < n; ++j) bad += std::isfinite(p[j]) ? 0 : 1;
+      for (int64_t j = i; j < n; ++j) bad += std::isfinite(v[j]) ? 0 : 1;
       DGP_FAIL(where() << ": input " << engine::shape_str(x.shape()) << " contains " << bad
-                       << " non-finite values (first at flat index " << i << ": " << p[i]
+                       << " non-finite values (first at flat index " << i << ": " << v[i]
                        << "); NaN/Inf cannot be encoded");
     }
   }
@@ -402,11 +405,20 @@ Tensor typed_view(const Tensor& body, uint64_t byte_offset, engine::DType dtype,
   return Tensor(impl);
 }
 
-Tensor finish_decode(const Tensor& f32, const Packet& p, engine::Device device) {
+Tensor finish_decode(const Tensor& f32, engine::DType dtype, engine::Device device) {
   Tensor out = f32;
-  if (p.header.dtype != engine::DType::f32) out = out.to(p.header.dtype);
+  if (dtype != engine::DType::f32) out = out.to(dtype);
   if (device != out.device()) out = out.to(device);
   return out;
+}
+
+HostValues::HostValues(const Tensor& x) {
+  DGP_CHECK(engine::is_floating(x.dtype()),
+            "HostValues: expected a floating tensor, got " << engine::dtype_name(x.dtype()));
+  host_ = (x.device().is_cpu() ? x : x.to(engine::Device::cpu())).contiguous();
+  data_ = host_.raw_data();
+  dtype_ = host_.dtype();
+  n_ = host_.numel();
 }
 
 }  // namespace detail

@@ -50,19 +50,32 @@ struct DirectionPair {
 // Both specs are validated.
 DirectionPair parse_direction_pair(const std::string& text);
 
+// Half-precision inputs (f16, bf16): every codec encodes them from their 2-byte values, not through an f32
+// copy of the tensor (the power/svd GEMMs on a GPU excepted, see lowrank.cpp), into the same wire format as
+// the same values in f32; the lossy codecs' arithmetic stays f32. The header records the input's dtype, and
+// decode() returns it (decode_as: the dtype a receiving stage computes in). `none` sends the tensor's own
+// bytes (half the f32 bytes for a half input); fp16/bf16 send a half input unchanged.
 class Codec {
  public:
   virtual ~Codec() = default;
+  // x: a floating tensor (f32, f16, bf16; f64 is encoded as f32) on any device.
   virtual Packet encode(const engine::Tensor& x) = 0;
-  virtual engine::Tensor decode(const Packet& p) = 0;
+  // The decoded tensor in `dtype`, on the device of the packet's body.
+  virtual engine::Tensor decode_as(const Packet& p, engine::DType dtype) = 0;
+  // The decoded tensor in the dtype of the encoded one.
+  engine::Tensor decode(const Packet& p) { return decode_as(p, p.header.dtype); }
   virtual std::string spec() const = 0;
   virtual CodecId id() const = 0;
-  // Body bytes of a packet for a tensor of this shape (exact; known before encoding).
+  // Body bytes of a packet for an f32 tensor of this shape (exact; known before encoding).
   virtual uint64_t body_bytes(const engine::Shape& shape) const = 0;
+  // ... for a tensor of this shape and dtype (differs from body_bytes only for `none`, fp16 and bf16).
+  virtual uint64_t body_bytes(const engine::Shape& shape, engine::DType dtype) const {
+    return body_bytes(shape);
+  }
   // Parameters written into the header for a tensor of this shape.
   virtual std::vector<int64_t> header_params(const engine::Shape& shape) const = 0;
-  // Exact wire bytes (header + body) of the packet for a tensor of this shape.
-  uint64_t wire_bytes(const engine::Shape& shape) const;
+  // Exact wire bytes (header + body) of the packet for a tensor of this shape and dtype.
+  uint64_t wire_bytes(const engine::Shape& shape, engine::DType dtype = engine::DType::f32) const;
 
   // Names the boundary and direction in error messages ("stage0->1 fwd").
   void set_boundary(std::string name) { boundary_ = std::move(name); }
@@ -82,9 +95,12 @@ class Codec {
   Packet start_packet(const engine::Tensor& x) const;
   // An uninitialised u8 body of p.header.body_bytes on `device`, for a kernel that writes every byte of it.
   static engine::Tensor device_body(const Packet& p, engine::Device device);
-  // x as a contiguous f32 tensor on its own device (x itself when it already is one): what the encode kernels
-  // read.
+  // x as a contiguous f32 tensor on its own device (x itself when it already is one): what the power/svd
+  // GEMMs read.
   static engine::Tensor contiguous_f32(const engine::Tensor& x);
+  // x contiguous on its own device in its own dtype when that is f32, f16 or bf16 (f64: as f32): what the
+  // quantizers' CUDA kernels read.
+  static engine::Tensor contiguous_input(const engine::Tensor& x);
 };
 
 std::unique_ptr<Codec> make_codec(const CodecSpec& spec, const std::string& boundary = "");

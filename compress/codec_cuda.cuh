@@ -10,6 +10,8 @@
 // CUDA calls are checked with the engine's DGP_CUDA_CHECK (engine/cuda/cuda_context.cuh: the error names the
 // call and its file:line); body offsets are the layout functions of codec_impl.h, shared with the CPU.
 #pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -55,6 +57,55 @@ __device__ __forceinline__ void load8(const float* __restrict__ x, int64_t n, in
   } else {
 #pragma unroll
     for (int k = 0; k < 8; ++k) v[k] = base + k < n ? __ldg(x + base + k) : 0.0f;
+  }
+}
+
+// A quantizer's input on the device: contiguous f32, f16 or bf16 values, read as floats. A half input is read
+// in its 2-byte form (8 values per 16-byte load), never through an f32 copy. The dtype is uniform across the
+// grid, so its branch costs no divergence.
+struct InputValues {
+  const void* data;
+  engine::DType dtype;
+  __device__ __forceinline__ float at(int64_t i) const {
+    switch (dtype) {
+      case engine::DType::f16:
+        return __half2float(__ushort_as_half(static_cast<const unsigned short*>(data)[i]));
+      case engine::DType::bf16:
+        return __uint_as_float(static_cast<uint32_t>(static_cast<const unsigned short*>(data)[i]) << 16);
+      default:
+        return __ldg(static_cast<const float*>(data) + i);
+    }
+  }
+};
+
+// x viewed as a kernel input; throws (naming the codec) unless x is a contiguous f32/f16/bf16 device tensor.
+inline InputValues input_values(const engine::Tensor& x, const char* codec) {
+  DGP_CHECK(
+      x.is_cuda() && x.is_contiguous() && (x.dtype() == engine::DType::f32 || engine::is_half(x.dtype())),
+      codec << " CUDA encode: expected a contiguous f32, f16 or bf16 CUDA tensor, got "
+            << engine::dtype_name(x.dtype()) << " on " << x.device().str());
+  return InputValues{x.raw_data(), x.dtype()};
+}
+
+// Loads x[base .. base+8) as floats (zeros past n).
+__device__ __forceinline__ void load8(const InputValues& x, int64_t n, int64_t base, float v[8]) {
+  if (x.dtype == engine::DType::f32) {
+    load8(static_cast<const float*>(x.data), n, base, v);
+    return;
+  }
+  const unsigned short* h = static_cast<const unsigned short*>(x.data);
+  if (base + 8 <= n && (reinterpret_cast<uintptr_t>(h + base) & 15) == 0) {
+    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(h + base));
+    const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const unsigned short bits = static_cast<unsigned short>(words[k / 2] >> (16 * (k % 2)));
+      v[k] = x.dtype == engine::DType::f16 ? __half2float(__ushort_as_half(bits))
+                                           : __uint_as_float(static_cast<uint32_t>(bits) << 16);
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < 8; ++k) v[k] = base + k < n ? x.at(base + k) : 0.0f;
   }
 }
 

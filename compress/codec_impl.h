@@ -20,8 +20,36 @@ std::unique_ptr<Codec> make_error_feedback(std::unique_ptr<Codec> inner,
 
 // Contiguous f32 host copy of x (converting dtype and device as needed).
 engine::Tensor host_f32(const engine::Tensor& x);
-// Converts a decoded f32 tensor to the packet's dtype and device.
-engine::Tensor finish_decode(const engine::Tensor& f32, const Packet& p, engine::Device device);
+// Converts a decoded f32 tensor to `dtype` and `device`.
+engine::Tensor finish_decode(const engine::Tensor& f32, engine::DType dtype, engine::Device device);
+
+// The elements of a floating tensor as floats, read from host memory in the tensor's own dtype (f32, f16 and
+// bf16 exactly; f64 rounded to f32), so that the CPU reference encodes a half tensor from its 2-byte values
+// and never through an f32 copy of it. A CUDA or non-contiguous tensor is first copied to a contiguous host
+// tensor of its own dtype.
+class HostValues {
+ public:
+  explicit HostValues(const engine::Tensor& x);
+  int64_t size() const { return n_; }
+  float operator[](int64_t i) const {
+    switch (dtype_) {
+      case engine::DType::f32:
+        return static_cast<const float*>(data_)[i];
+      case engine::DType::f16:
+        return engine::half_bits_to_float(static_cast<const uint16_t*>(data_)[i]);
+      case engine::DType::bf16:
+        return engine::bf16_bits_to_float(static_cast<const uint16_t*>(data_)[i]);
+      default:
+        return static_cast<float>(static_cast<const double*>(data_)[i]);
+    }
+  }
+
+ private:
+  engine::Tensor host_;  // keeps the values alive
+  const void* data_ = nullptr;
+  engine::DType dtype_ = engine::DType::f32;
+  int64_t n_ = 0;
+};
 
 // Reinterprets a contiguous tensor's bytes as a 1-D u8 tensor (shares storage).
 engine::Tensor byte_view(const engine::Tensor& contiguous);
@@ -73,7 +101,7 @@ inline int64_t fastquant_boundary_rank(int g, int groups, int64_t ns) {
   int64_t r = (static_cast<int64_t>(g) * ns + groups - 1) / groups - 1;  // ceil(g*ns/K) - 1
   return r < 0 ? 0 : r;
 }
-// Decodes a uniform / sortquant / fastquant packet on the device of its body.
-engine::Tensor decode_group_packet(const Packet& p, int q_bits, int s_bits);
+// Decodes a uniform / sortquant / fastquant packet into `dtype` on the device of its body.
+engine::Tensor decode_group_packet(const Packet& p, int q_bits, int s_bits, engine::DType dtype);
 
 }  // namespace dgpipe::compress::detail

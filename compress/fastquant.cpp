@@ -44,14 +44,12 @@ class FastQuantCodec final : public Codec {
   Packet encode(const Tensor& x) override {
     Packet p = start_packet(x);
     if (x.is_cuda()) {
-      Tensor xf = contiguous_f32(x);
       p.body = device_body(p, x.device());
-      cuda_kernels::fastquant_encode(xf, p.body, q_bits_, s_bits_);
+      cuda_kernels::fastquant_encode(contiguous_input(x), p.body, q_bits_, s_bits_);
       return p;
     }
-    Tensor h = host_f32(x);
-    const float* v = h.data<float>();
-    const int64_t n = h.numel();
+    const HostValues v(x);
+    const int64_t n = v.size();
     const int groups = 1 << s_bits_;
     const int64_t ns = fastquant_sample_size(n);
     std::vector<float> sample(static_cast<size_t>(ns));
@@ -90,9 +88,9 @@ class FastQuantCodec final : public Codec {
     return p;
   }
 
-  Tensor decode(const Packet& p) override {
+  Tensor decode_as(const Packet& p, engine::DType dtype) override {
     check_packet(p);
-    return decode_group_packet(p, q_bits_, s_bits_);
+    return decode_group_packet(p, q_bits_, s_bits_, dtype);
   }
 
  private:

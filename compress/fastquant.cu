@@ -19,8 +19,7 @@ struct FastState {
   uint32_t nonfinite;
 };
 
-__global__ void sample_sort_kernel(const float* __restrict__ x, int64_t n, int64_t ns, int groups,
-                                   FastState* st) {
+__global__ void sample_sort_kernel(InputValues x, int64_t n, int64_t ns, int groups, FastState* st) {
   __shared__ uint32_t keys[kSample];
   int padded = 1;
   while (padded < ns) padded <<= 1;
@@ -29,7 +28,7 @@ __global__ void sample_sort_kernel(const float* __restrict__ x, int64_t n, int64
       const int64_t i =
           static_cast<int64_t>((static_cast<unsigned long long>(j) * static_cast<unsigned long long>(n)) /
                                static_cast<unsigned long long>(ns));
-      keys[j] = float_to_key(x[i]);
+      keys[j] = float_to_key(x.at(i));
     } else {
       keys[j] = 0xffffffffu;  // sorts last
     }
@@ -74,7 +73,7 @@ __device__ __forceinline__ int fast_group(const uint32_t* bounds, int nb, uint32
   return lo;
 }
 
-__global__ void fast_minmax_kernel(const float* __restrict__ x, int64_t n, int groups, FastState* st) {
+__global__ void fast_minmax_kernel(InputValues x, int64_t n, int groups, FastState* st) {
   __shared__ uint32_t bounds[kMaxGroups], mn[kMaxGroups], mx[kMaxGroups];
   __shared__ uint32_t bad;
   for (int g = threadIdx.x; g < groups; g += blockDim.x) {
@@ -123,7 +122,7 @@ __global__ void fast_stats_kernel(const FastState* st, int groups, int q_bits, u
   }
 }
 
-__global__ void fast_pack_kernel(const float* __restrict__ x, int64_t n, uint8_t* body, uint64_t body_bytes,
+__global__ void fast_pack_kernel(InputValues x, int64_t n, uint8_t* body, uint64_t body_bytes,
                                  const FastState* st, int q_bits, int s_bits) {
   __shared__ __align__(16) uint8_t stage[kThreads * 16];
   __shared__ float lo[kMaxGroups], step[kMaxGroups];
@@ -157,7 +156,7 @@ void fastquant_encode(const engine::Tensor& x, const engine::Tensor& body, int q
   engine::Tensor scratch = engine::empty({static_cast<int64_t>(sizeof(FastState))},
                                          engine::TensorOptions(engine::DType::u8, x.device()));
   FastState* st = static_cast<FastState*>(scratch.raw_data());
-  const float* xp = static_cast<const float*>(x.raw_data());
+  const InputValues xp = input_values(x, "fastquant");
   uint8_t* bp = static_cast<uint8_t*>(body.raw_data());
   cudaStream_t s = stream();
   DGP_CUDA_CHECK(cudaMemsetAsync(bp, 0, detail::group_payload_offset(groups), s));

@@ -40,14 +40,12 @@ class KMeansCodec final : public Codec {
   Packet encode(const Tensor& x) override {
     Packet p = start_packet(x);
     if (x.is_cuda()) {
-      Tensor xf = contiguous_f32(x);
       p.body = device_body(p, x.device());
-      cuda_kernels::kmeans_encode(xf, p.body, bits_, iters_);
+      cuda_kernels::kmeans_encode(contiguous_input(x), p.body, bits_, iters_);
       return p;
     }
-    Tensor h = host_f32(x);
-    const float* v = h.data<float>();
-    const int64_t n = h.numel();
+    const HostValues v(x);
+    const int64_t n = v.size();
     const int k = 1 << bits_;
     std::vector<double> c(k, 0.0);
     if (n > 0) {
@@ -100,12 +98,12 @@ class KMeansCodec final : public Codec {
     return p;
   }
 
-  Tensor decode(const Packet& p) override {
+  Tensor decode_as(const Packet& p, engine::DType dtype) override {
     check_packet(p);
     if (p.body.is_cuda()) {
       Tensor out = engine::empty(p.header.shape, engine::TensorOptions(engine::DType::f32, p.body.device()));
       cuda_kernels::kmeans_decode(p.body, out, bits_);
-      return finish_decode(out, p, p.body.device());
+      return finish_decode(out, dtype, p.body.device());
     }
     p.check_status();
     Tensor hb = p.host_body();
@@ -119,7 +117,7 @@ class KMeansCodec final : public Codec {
     const uint64_t off = payload_offset();
     for (int64_t i = 0; i < n; ++i)
       o[i] = cf[get_bits(b + off, hb.nbytes() - off, static_cast<uint64_t>(i), bits_)];
-    return finish_decode(out, p, p.body.device());
+    return finish_decode(out, dtype, p.body.device());
   }
 
  private:

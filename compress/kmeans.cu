@@ -43,10 +43,9 @@ struct KMeansState {
   int done;
 };
 
-__global__ void kmeans_sample_kernel(const float* __restrict__ x, int64_t n, int64_t ns,
-                                     float* __restrict__ sample) {
+__global__ void kmeans_sample_kernel(InputValues x, int64_t n, int64_t ns, float* __restrict__ sample) {
   const int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (j < ns) sample[j] = x[(j * n) / ns];
+  if (j < ns) sample[j] = x.at((j * n) / ns);
 }
 
 __global__ void kmeans_init_kernel(KMeansState* st, const float* __restrict__ sorted, int64_t ns, int k) {
@@ -111,7 +110,7 @@ __device__ __forceinline__ void add_to_cluster(int c, double v, double* sums, Co
 
 // One Lloyd assignment pass (grid-stride over tiles; every thread of a block runs the same number of rounds).
 template <bool kShared>
-__global__ void kmeans_assign_kernel(const float* __restrict__ x, int64_t n, KMeansState* st, int k) {
+__global__ void kmeans_assign_kernel(InputValues x, int64_t n, KMeansState* st, int k) {
   if (st->done) return;  // converged in an earlier iteration (uniform across the grid)
   __shared__ double sh_mids[kShared ? kSharedCentroids : 1], sh_sum[kShared ? kSharedCentroids : 1];
   __shared__ unsigned sh_count[kShared ? kSharedCentroids : 1];
@@ -209,8 +208,8 @@ __global__ void kmeans_finalize_kernel(KMeansState* st, int k, uint8_t* body) {
   }
 }
 
-__global__ void kmeans_pack_kernel(const float* __restrict__ x, int64_t n, const KMeansState* st, int k,
-                                   int bits, uint8_t* body, uint64_t body_bytes, uint64_t payload_offset) {
+__global__ void kmeans_pack_kernel(InputValues x, int64_t n, const KMeansState* st, int k, int bits,
+                                   uint8_t* body, uint64_t body_bytes, uint64_t payload_offset) {
   __shared__ float cf[kMaxCentroids], fm[kMaxCentroids];
   __shared__ __align__(16) uint8_t stage[kThreads * 16];
   __shared__ unsigned sh_bad;
@@ -297,7 +296,7 @@ void kmeans_encode(const engine::Tensor& x, const engine::Tensor& body, int bits
   float* sample = reinterpret_cast<float*>(sp + state_bytes);
   float* sorted = reinterpret_cast<float*>(sp + state_bytes + sample_bytes);
   void* sort_tmp = sp + state_bytes + 2 * sample_bytes;
-  const float* xp = static_cast<const float*>(x.raw_data());
+  const InputValues xp = input_values(x, "kmeans");
 
   kmeans_sample_kernel<<<static_cast<unsigned>((ns + kThreads - 1) / kThreads), kThreads, 0, s>>>(xp, n, ns,
                                                                                                   sample);

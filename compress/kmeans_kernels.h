@@ -5,8 +5,8 @@
 
 namespace dgpipe::compress::cuda_kernels {
 
-// K = 2^bits centroids (bits <= 12), at most `iters` Lloyd iterations (the convergence test runs on the
-// device; iterations after convergence return at once).
+// x: contiguous f32, f16 or bf16 on a CUDA device. K = 2^bits centroids (bits <= 12), at most `iters` Lloyd
+// iterations (the convergence test runs on the device; iterations after convergence return at once).
 void kmeans_encode(const engine::Tensor& x, const engine::Tensor& body, int bits, int iters);
 void kmeans_decode(const engine::Tensor& body, const engine::Tensor& out, int bits);
 

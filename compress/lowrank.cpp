@@ -166,22 +166,25 @@ class LowRankCodec : public Codec {
       ++calls_;
       return p;
     }
-    Tensor h = host_f32(x);
+    const HostValues v(x);
     Tensor body = make_body(p.header.body_bytes, engine::Device::cpu());
-    if (h.numel() > 0) {
+    if (v.size() > 0) {
       prepare(mv, r, engine::Device::cpu());
       float* lbuf = reinterpret_cast<float*>(body.data<uint8_t>() + lowrank_l_offset());
       float* rbuf = lbuf + mv.b * mv.m * r;
-      for (int64_t bi = 0; bi < mv.b; ++bi)
-        factor(h.data<float>() + bi * mv.m * mv.n, mv.m, mv.n, r, bi, mv, lbuf + bi * mv.m * r,
-               rbuf + bi * mv.n * r);
+      // One matrix at a time in f32 (the GEMMs' operand), so a half input is never copied whole.
+      std::vector<float> a(static_cast<size_t>(mv.m * mv.n));
+      for (int64_t bi = 0; bi < mv.b; ++bi) {
+        for (int64_t i = 0; i < mv.m * mv.n; ++i) a[i] = v[bi * mv.m * mv.n + i];
+        factor(a.data(), mv.m, mv.n, r, bi, mv, lbuf + bi * mv.m * r, rbuf + bi * mv.n * r);
+      }
     }
     p.body = x.is_cuda() ? body.to(x.device()) : body;
     ++calls_;
     return p;
   }
 
-  Tensor decode(const Packet& p) override {
+  Tensor decode_as(const Packet& p, engine::DType dtype) override {
     check_packet(p);
     if (p.body.is_cuda()) {
       engine::NoGradGuard no_grad;
@@ -189,7 +192,7 @@ class LowRankCodec : public Codec {
       Tensor out =
           engine::empty({mv.b, mv.m, mv.n}, engine::TensorOptions(engine::DType::f32, p.body.device()));
       if (out.numel() > 0) cuda_kernels::lowrank_decode(p.body, out, p.header.params[2]);
-      return finish_decode(out.reshape(p.header.shape), p, p.body.device());
+      return finish_decode(out.reshape(p.header.shape), dtype, p.body.device());
     }
     p.check_status();
     Tensor hb = p.host_body();
@@ -203,7 +206,7 @@ class LowRankCodec : public Codec {
         engine::cpu::gemm(false, true, mv.m, mv.n, r, 1.0f, lbuf + bi * mv.m * r, r, rbuf + bi * mv.n * r, r,
                           0.0f, out.data<float>() + bi * mv.m * mv.n, mv.n);
     }
-    return finish_decode(out, p, p.body.device());
+    return finish_decode(out, dtype, p.body.device());
   }
 
  protected:

@@ -54,14 +54,12 @@ class SortQuantCodec final : public Codec {
   Packet encode(const Tensor& x) override {
     Packet p = start_packet(x);
     if (x.is_cuda()) {
-      Tensor xf = contiguous_f32(x);
       p.body = device_body(p, x.device());
-      cuda_kernels::sortquant_encode(xf, p.body, q_bits_, s_bits_);
+      cuda_kernels::sortquant_encode(contiguous_input(x), p.body, q_bits_, s_bits_);
       return p;
     }
-    Tensor h = host_f32(x);
-    const float* v = h.data<float>();
-    const int64_t n = h.numel();
+    const HostValues v(x);
+    const int64_t n = v.size();
     const int groups = 1 << s_bits_;
     // tensor_split group starts; groups past `nonempty` are empty (only when n < K).
     std::vector<int64_t> start(groups + 1);
@@ -76,7 +74,8 @@ class SortQuantCodec final : public Codec {
     }
     std::sort(ranks.begin(), ranks.end());
     ranks.erase(std::unique(ranks.begin(), ranks.end()), ranks.end());
-    std::vector<float> work(v, v + n);
+    std::vector<float> work(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) work[i] = v[i];
     multi_select(work, 0, n, ranks.data(), ranks.data() + ranks.size());
 
     std::vector<float> lo(groups, 0.0f), step(groups, 0.0f), hi(groups, 0.0f);
@@ -122,9 +121,9 @@ class SortQuantCodec final : public Codec {
     return p;
   }
 
-  Tensor decode(const Packet& p) override {
+  Tensor decode_as(const Packet& p, engine::DType dtype) override {
     check_packet(p);
-    return decode_group_packet(p, q_bits_, s_bits_);
+    return decode_group_packet(p, q_bits_, s_bits_, dtype);
   }
 
  private:

@@ -65,7 +65,7 @@ __global__ void select_init_kernel(SelectState* st, int64_t n, int groups, int t
 }
 
 // Histogram of digit `pass` (bits 31-8p .. 24-8p) of the keys whose higher digits match a live prefix.
-__global__ void select_hist_kernel(const float* __restrict__ x, int64_t n, int pass, SelectState* st,
+__global__ void select_hist_kernel(InputValues x, int64_t n, int pass, SelectState* st,
                                    uint32_t* __restrict__ hist, bool shared_hist) {
   __shared__ uint32_t sh_hist[kSharedHistSlots * 256];
   __shared__ uint32_t sh_prefix[kMaxTargets];
@@ -190,7 +190,7 @@ __device__ __forceinline__ int find_straddle(const uint32_t* keys, int ns, uint3
 }
 
 // Per tile and straddling value: how many of the tile's elements equal it.
-__global__ void straddle_count_kernel(const float* __restrict__ x, int64_t n, const SelectState* st,
+__global__ void straddle_count_kernel(InputValues x, int64_t n, const SelectState* st,
                                       uint32_t* __restrict__ tile_counts, int groups) {
   const int ns = st->nstraddle;
   if (ns == 0) return;
@@ -233,9 +233,8 @@ __global__ void straddle_scan_kernel(const SelectState* st, const uint32_t* __re
   }
 }
 
-__global__ void sortquant_pack_kernel(const float* __restrict__ x, int64_t n, uint8_t* body,
-                                      uint64_t body_bytes, const SelectState* st,
-                                      const uint32_t* __restrict__ tile_counts,
+__global__ void sortquant_pack_kernel(InputValues x, int64_t n, uint8_t* body, uint64_t body_bytes,
+                                      const SelectState* st, const uint32_t* __restrict__ tile_counts,
                                       const unsigned long long* __restrict__ tile_prefix, int q_bits,
                                       int s_bits, int nonempty) {
   using Scan = cub::BlockScan<uint32_t, kThreads>;
@@ -324,7 +323,7 @@ void sortquant_encode(const engine::Tensor& x, const engine::Tensor& body, int q
   uint32_t* tile_counts = reinterpret_cast<uint32_t*>(base + state_bytes + hist_bytes);
   unsigned long long* tile_prefix =
       reinterpret_cast<unsigned long long*>(base + state_bytes + hist_bytes + counts_bytes);
-  const float* xp = static_cast<const float*>(x.raw_data());
+  const InputValues xp = input_values(x, "sortquant");
   uint8_t* bp = static_cast<uint8_t*>(body.raw_data());
   cudaStream_t s = stream();
   DGP_CUDA_CHECK(cudaMemsetAsync(hist, 0, hist_bytes, s));

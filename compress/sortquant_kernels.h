@@ -5,8 +5,9 @@
 
 namespace dgpipe::compress::cuda_kernels {
 
-// x: contiguous f32 on a CUDA device; body: u8 of the codec's body size on the same device. The body is the
-// CPU reference's byte for byte (exact groups, ties split in flat index order). Decode: group_decode.
+// x: contiguous f32, f16 or bf16 on a CUDA device (half read as is); body: u8 of the codec's body size on the
+// same device. The body is the CPU reference's byte for byte (exact groups, ties split in flat index order).
+// Decode: group_decode.
 void sortquant_encode(const engine::Tensor& x, const engine::Tensor& body, int q_bits, int s_bits);
 
 }  // namespace dgpipe::compress::cuda_kernels

@@ -53,13 +53,11 @@ class TopKCodec final : public Codec {
     DGP_CHECK(index_bits(n) <= 32 && n <= (int64_t(1) << 32),
               where() << ": tensors of more than 2^32 elements are not supported");
     if (x.is_cuda()) {
-      Tensor xf = contiguous_f32(x);
       p.body = device_body(p, x.device());
-      cuda_kernels::topk_encode(xf, p.body, k);
+      cuda_kernels::topk_encode(contiguous_input(x), p.body, k);
       return p;
     }
-    Tensor h = host_f32(x);
-    const float* v = h.data<float>();
+    const HostValues v(x);
     std::vector<int64_t> idx(static_cast<size_t>(n));
     std::iota(idx.begin(), idx.end(), int64_t(0));
     auto larger = [&](int64_t a, int64_t b) {
@@ -73,7 +71,8 @@ class TopKCodec final : public Codec {
     uint8_t* b = body.data<uint8_t>();
     std::vector<uint32_t> codes(static_cast<size_t>(k));
     for (int64_t j = 0; j < k; ++j) {
-      std::memcpy(b + kPreludeBytes + 4 * j, &v[idx[j]], 4);
+      const float value = v[idx[j]];
+      std::memcpy(b + kPreludeBytes + 4 * j, &value, 4);
       codes[j] = static_cast<uint32_t>(idx[j]);
     }
     pack_codes(codes.data(), k, index_bits(n), b + topk_index_offset(k));
@@ -81,13 +80,13 @@ class TopKCodec final : public Codec {
     return p;
   }
 
-  Tensor decode(const Packet& p) override {
+  Tensor decode_as(const Packet& p, engine::DType dtype) override {
     check_packet(p);
     const int64_t n = engine::shape_numel(p.header.shape), k = p.header.params[0];
     if (p.body.is_cuda()) {
       Tensor out = engine::empty(p.header.shape, engine::TensorOptions(engine::DType::f32, p.body.device()));
       cuda_kernels::topk_decode(p.body, out, k);
-      return finish_decode(out, p, p.body.device());
+      return finish_decode(out, dtype, p.body.device());
     }
     p.check_status();
     Tensor hb = p.host_body();
@@ -101,7 +100,7 @@ class TopKCodec final : public Codec {
       DGP_CHECK(i < static_cast<uint64_t>(n), where() << ": corrupt packet, index " << i << " >= " << n);
       std::memcpy(&o[i], b + kPreludeBytes + 4 * j, 4);
     }
-    return finish_decode(out, p, p.body.device());
+    return finish_decode(out, dtype, p.body.device());
   }
 
  private:

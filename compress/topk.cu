@@ -71,7 +71,7 @@ __global__ void topk_init_kernel(TopkState* st, int64_t k) {
   st->needed = 0;
 }
 
-__global__ void topk_hist_kernel(const float* __restrict__ x, int64_t n, int pass, TopkState* st,
+__global__ void topk_hist_kernel(InputValues x, int64_t n, int pass, TopkState* st,
                                  uint32_t* __restrict__ hist) {
   __shared__ uint32_t sh_hist[kHistBins];
   __shared__ uint32_t sh_bad;
@@ -137,7 +137,7 @@ __global__ void topk_pick_kernel(TopkState* st, const uint32_t* __restrict__ his
   }
 }
 
-__global__ void topk_count_kernel(const float* __restrict__ x, int64_t n, const TopkState* st,
+__global__ void topk_count_kernel(InputValues x, int64_t n, const TopkState* st,
                                   TileCounts* __restrict__ tiles_out) {
   using Reduce = cub::BlockReduce<unsigned, kThreads>;
   __shared__ typename Reduce::TempStorage tmp;
@@ -159,7 +159,7 @@ __global__ void topk_count_kernel(const float* __restrict__ x, int64_t n, const 
   if (threadIdx.x == 0) tiles_out[blockIdx.x] = {bgt, beq};
 }
 
-__global__ void topk_scatter_kernel(const float* __restrict__ x, int64_t n, const TopkState* st,
+__global__ void topk_scatter_kernel(InputValues x, int64_t n, const TopkState* st,
                                     const TileCounts* __restrict__ tile_prefix, float* __restrict__ values,
                                     uint32_t* __restrict__ indices) {
   using Scan = cub::BlockScan<unsigned, kThreads>;
@@ -261,7 +261,7 @@ void topk_encode(const engine::Tensor& x, const engine::Tensor& body, int64_t k)
   TileCounts* tile_prefix = reinterpret_cast<TileCounts*>(sp + state_bytes + hist_bytes + tile_bytes);
   uint32_t* indices = reinterpret_cast<uint32_t*>(sp + state_bytes + hist_bytes + 2 * tile_bytes);
   void* scan_tmp = sp + state_bytes + hist_bytes + 2 * tile_bytes + index_bytes;
-  const float* xp = static_cast<const float*>(x.raw_data());
+  const InputValues xp = input_values(x, "topk");
 
   DGP_CUDA_CHECK(cudaMemsetAsync(hist, 0, kPasses * kHistBins * sizeof(uint32_t), s));
   DGP_CUDA_CHECK(cudaMemsetAsync(bp, 0, kPreludeBytes, s));  // the last pick writes the status word

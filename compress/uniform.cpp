@@ -30,14 +30,12 @@ class UniformCodec final : public Codec {
   Packet encode(const Tensor& x) override {
     Packet p = start_packet(x);
     if (x.is_cuda()) {
-      Tensor xf = contiguous_f32(x);
       p.body = device_body(p, x.device());
-      cuda_kernels::uniform_encode(xf, p.body, q_bits_);
+      cuda_kernels::uniform_encode(contiguous_input(x), p.body, q_bits_);
       return p;
     }
-    Tensor h = host_f32(x);
-    const float* v = h.data<float>();
-    const int64_t n = h.numel();
+    const HostValues v(x);
+    const int64_t n = v.size();
     float lo = 0.0f, hi = 0.0f;
     if (n > 0) {
       lo = hi = v[0];
@@ -56,9 +54,9 @@ class UniformCodec final : public Codec {
     return p;
   }
 
-  Tensor decode(const Packet& p) override {
+  Tensor decode_as(const Packet& p, engine::DType dtype) override {
     check_packet(p);
-    return decode_group_packet(p, q_bits_, 0);
+    return decode_group_packet(p, q_bits_, 0, dtype);
   }
 
  private:
@@ -67,17 +65,17 @@ class UniformCodec final : public Codec {
 
 }  // namespace
 
-Tensor decode_group_packet(const Packet& p, int q_bits, int s_bits) {
+Tensor decode_group_packet(const Packet& p, int q_bits, int s_bits, engine::DType dtype) {
   const int64_t n = engine::shape_numel(p.header.shape);
   if (p.body.is_cuda()) {
     Tensor out = engine::empty(p.header.shape, engine::TensorOptions(engine::DType::f32, p.body.device()));
     cuda_kernels::group_decode(p.body, out, q_bits, s_bits);
-    return finish_decode(out, p, p.body.device());
+    return finish_decode(out, dtype, p.body.device());
   }
   p.check_status();
   Tensor out = engine::empty(p.header.shape, engine::DType::f32);
   group_decode_cpu(p.body.data<uint8_t>(), p.body_bytes(), n, q_bits, s_bits, out.data<float>());
-  return finish_decode(out, p, engine::Device::cpu());
+  return finish_decode(out, dtype, engine::Device::cpu());
 }
 
 std::unique_ptr<Codec> make_uniform_codec(const CodecSpec& spec) {

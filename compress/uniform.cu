@@ -15,7 +15,7 @@ struct MinMaxCount {
   uint32_t lo, hi, bad;
 };
 
-__global__ void minmax_kernel(const float* __restrict__ x, int64_t n, uint32_t* scratch) {
+__global__ void minmax_kernel(InputValues x, int64_t n, uint32_t* scratch) {
   using Reduce = cub::BlockReduce<uint32_t, kThreads>;
   __shared__ typename Reduce::TempStorage tmp;
   float v[8];
@@ -56,8 +56,8 @@ __global__ void uniform_stats_kernel(const uint32_t* scratch, int64_t n, int q_b
   stats[1] = quant_step(lo, hi, (1u << q_bits) - 1u);
 }
 
-__global__ void uniform_pack_kernel(const float* __restrict__ x, int64_t n, uint8_t* body,
-                                    uint64_t body_bytes, int q_bits) {
+__global__ void uniform_pack_kernel(InputValues x, int64_t n, uint8_t* body, uint64_t body_bytes,
+                                    int q_bits) {
   __shared__ __align__(16) uint8_t stage[kThreads * 16];
   const float* stats = reinterpret_cast<const float*>(body + kPreludeBytes);
   const float lo = stats[0], step = stats[1];
@@ -115,7 +115,7 @@ void uniform_encode(const engine::Tensor& x, const engine::Tensor& body, int q_b
   DGP_CUDA_CHECK(cudaMemsetAsync(s + 1, 0, 12, stream()));
   // Prelude, stats and padding; the pack kernel writes every payload byte.
   DGP_CUDA_CHECK(cudaMemsetAsync(body.raw_data(), 0, detail::group_payload_offset(1), stream()));
-  const float* xp = static_cast<const float*>(x.raw_data());
+  const InputValues xp = input_values(x, "uniform");
   uint8_t* bp = static_cast<uint8_t*>(body.raw_data());
   if (n > 0) minmax_kernel<<<tiles(n), kThreads, 0, stream()>>>(xp, n, s);
   uniform_stats_kernel<<<1, 1, 0, stream()>>>(s, n, q_bits, bp);

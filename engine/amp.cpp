@@ -4,6 +4,7 @@
 
 #include "engine/autograd.h"
 #include "engine/ops.h"
+#include "engine/optim/optimizer.h"
 
 namespace dgpipe::engine::amp {
 
@@ -46,14 +47,23 @@ DType compute_dtype(Precision p) {
   return DType::f32;
 }
 
+DType storage_dtype(Precision p) {
+  return uses_master_weights(p) ? compute_dtype(p) : DType::f32;
+}
+
 bool uses_autocast(Precision p) {
   return p == Precision::mixed || p == Precision::mixed_bf16;
+}
+bool uses_master_weights(Precision p) {
+  return p == Precision::fp16 || p == Precision::bf16;
 }
 bool needs_loss_scaling(Precision p) {
   return p == Precision::fp16 || p == Precision::mixed;
 }
 
 CastPolicy policy_for(const std::string& op) {
+  // Batch norm is not listed (keep), as in PyTorch: the layer computes in its fp32 parameters' dtype and
+  // returns its input's dtype (layers/layers.cpp), so a CNN's activations stay half between convolutions.
   static const std::unordered_map<std::string, CastPolicy> table = {
       // tensor-core work
       {"matmul", CastPolicy::lower_precision},
@@ -66,7 +76,6 @@ CastPolicy policy_for(const std::string& op) {
       {"log_softmax", CastPolicy::fp32},
       {"cross_entropy", CastPolicy::fp32},
       {"layer_norm", CastPolicy::fp32},
-      {"batch_norm2d", CastPolicy::fp32},
       {"sum", CastPolicy::fp32},
       {"mean", CastPolicy::fp32},
       {"var", CastPolicy::fp32},
@@ -98,6 +107,8 @@ AutocastGuard::AutocastGuard(bool enabled, DType dtype) : prev_enabled_(t_enable
   t_enabled = enabled;
   t_dtype = dtype;
 }
+AutocastGuard::AutocastGuard(Precision p)
+    : AutocastGuard(uses_autocast(p), uses_autocast(p) ? compute_dtype(p) : DType::f16) {}
 AutocastGuard::~AutocastGuard() {
   t_enabled = prev_enabled_;
   t_dtype = prev_dtype_;
@@ -120,12 +131,38 @@ std::vector<Tensor> autocast(const std::vector<Tensor>& ts, const std::string& o
   return out;
 }
 
-MasterWeights::MasterWeights(std::vector<Tensor> model_params) : model_(std::move(model_params)) {
+std::pair<Tensor, Tensor> promote(const Tensor& a, const Tensor& b) {
+  if (!a.defined() || !b.defined() || a.dtype() == b.dtype() || !is_floating(a.dtype()) ||
+      !is_floating(b.dtype()))
+    return {a, b};
+  auto width = [](DType t) { return t == DType::f64 ? 2 : t == DType::f32 ? 1 : 0; };
+  // Two different half types meet in f32, which holds both exactly.
+  const DType common = width(a.dtype()) == width(b.dtype())  ? DType::f32
+                       : width(a.dtype()) > width(b.dtype()) ? a.dtype()
+                                                             : b.dtype();
+  return {cast(a, common), cast(b, common)};
+}
+
+// ---------------- MasterWeights ----------------
+
+MasterWeights::MasterWeights(std::vector<Tensor> model_params, const std::vector<Tensor>& initial_values)
+    : model_(std::move(model_params)) {
+  DGP_CHECK(
+      initial_values.empty() || initial_values.size() == model_.size(),
+      "MasterWeights: " << initial_values.size() << " initial values for " << model_.size() << " parameters");
   NoGradGuard ng;
   for (size_t i = 0; i < model_.size(); ++i) {
     const Tensor& p = model_[i];
     DGP_CHECK(p.defined() && is_floating(p.dtype()), "MasterWeights: parameter " << i << " is not floating");
-    Tensor m = p.detach().to(DType::f32).clone().detach();
+    if (!is_half(p.dtype())) {
+      master_.push_back(p);
+      continue;
+    }
+    const Tensor& from = initial_values.empty() ? p : initial_values[i];
+    DGP_CHECK(from.shape() == p.shape(), "MasterWeights: initial value "
+                                             << i << " has shape " << shape_str(from.shape())
+                                             << ", the parameter " << shape_str(p.shape()));
+    Tensor m = from.detach().to(p.device()).to(DType::f32).contiguous().clone().detach();
     m.requires_grad_(true);
     master_.push_back(m);
   }
@@ -134,6 +171,7 @@ MasterWeights::MasterWeights(std::vector<Tensor> model_params) : model_(std::mov
 void MasterWeights::copy_grads_to_master() {
   NoGradGuard ng;
   for (size_t i = 0; i < model_.size(); ++i) {
+    if (!has_copy(i)) continue;
     Tensor g = model_[i].grad();
     if (!g.defined()) {
       master_[i].zero_grad();
@@ -146,8 +184,104 @@ void MasterWeights::copy_grads_to_master() {
 void MasterWeights::copy_master_to_model() {
   NoGradGuard ng;
   for (size_t i = 0; i < model_.size(); ++i) {
+    if (!has_copy(i)) continue;
     Tensor dst = model_[i].detach();
     dst.copy_(master_[i].detach());
+  }
+}
+
+void MasterWeights::zero_model_grads() {
+  for (size_t i = 0; i < model_.size(); ++i)
+    if (has_copy(i)) model_[i].zero_grad();
+}
+
+// ---------------- PrecisionStep ----------------
+
+namespace {
+LossScalerOptions scaler_for(Precision p, LossScalerOptions o) {
+  o.enabled = o.enabled && needs_loss_scaling(p);
+  return o;
+}
+}  // namespace
+
+PrecisionStep::PrecisionStep(Precision precision, std::vector<Tensor> params, const LossScalerOptions& scaler,
+                             const std::vector<Tensor>& initial_values)
+    : precision_(precision), params_(std::move(params)), scaler_(scaler_for(precision, scaler)) {
+  if (uses_master_weights(precision)) masters_ = std::make_unique<MasterWeights>(params_, initial_values);
+}
+
+const std::vector<Tensor>& PrecisionStep::optimizer_params() const {
+  return masters_ ? masters_->master() : params_;
+}
+
+Tensor PrecisionStep::scale_loss(const Tensor& loss) const {
+  DGP_CHECK(loss.defined(), "PrecisionStep::scale_loss: undefined loss");
+  return scaler_.scale(is_half(loss.dtype()) ? cast(loss, DType::f32) : loss);
+}
+
+bool PrecisionStep::unscale(Optimizer* optimizer) {
+  DGP_CHECK(!unscaled_, "PrecisionStep::unscale: called twice without step()");
+  unscaled_ = true;
+  if (masters_) masters_->copy_grads_to_master();
+  if (!scaler_.enabled()) return true;
+  return optimizer ? scaler_.unscale(*optimizer) : scaler_.unscale(std::vector<Tensor>{});
+}
+
+bool PrecisionStep::step(Optimizer* optimizer, bool all_finite) {
+  DGP_CHECK(unscaled_, "PrecisionStep::step: call unscale() first");
+  unscaled_ = false;
+  scaler_.agree(all_finite);
+  const bool stepped = scaler_.step(optimizer);
+  scaler_.update();
+  if (stepped && masters_) masters_->copy_master_to_model();
+  if (optimizer) optimizer->zero_grad();
+  if (masters_) masters_->zero_model_grads();
+  return stepped;
+}
+
+std::map<std::string, Tensor> PrecisionStep::state_dict() const {
+  std::map<std::string, Tensor> out = scaler_.state_dict();
+  if (masters_)
+    for (size_t i = 0; i < params_.size(); ++i)
+      if (masters_->has_copy(i)) out["master." + std::to_string(i)] = masters_->master()[i].detach();
+  return out;
+}
+
+void PrecisionStep::load_state_dict(const std::map<std::string, Tensor>& state) {
+  std::map<std::string, Tensor> scaler_state;
+  size_t masters_seen = 0;
+  for (const auto& [key, t] : state) {
+    if (key == "scale" || key == "growth_tracker") {
+      scaler_state[key] = t;
+      continue;
+    }
+    DGP_CHECK(masters_ && key.rfind("master.", 0) == 0, "precision state: unexpected key '"
+                                                            << key << "' for --precision "
+                                                            << precision_name(precision_));
+    size_t i = 0;
+    try {
+      i = std::stoul(key.substr(7));
+    } catch (const std::exception&) {
+      DGP_FAIL("precision state: bad key '" << key << "'");
+    }
+    DGP_CHECK(i < params_.size() && masters_->has_copy(i),
+              "precision state: '" << key << "' names no half-precision parameter (there are "
+                                   << params_.size() << " parameters)");
+    const Tensor& m = masters_->master()[i];
+    DGP_CHECK(t.shape() == m.shape(), "precision state: '" << key << "' has shape " << shape_str(t.shape())
+                                                           << ", the parameter " << shape_str(m.shape()));
+    NoGradGuard ng;
+    Tensor dst = m.detach();
+    dst.copy_(t);
+    ++masters_seen;
+  }
+  scaler_.load_state_dict(scaler_state);
+  if (masters_) {
+    size_t expected = 0;
+    for (size_t i = 0; i < params_.size(); ++i) expected += masters_->has_copy(i) ? 1 : 0;
+    DGP_CHECK(masters_seen == expected, "precision state: " << masters_seen << " master weights for "
+                                                            << expected << " half-precision parameters");
+    masters_->copy_master_to_model();
   }
 }
 

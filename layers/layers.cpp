@@ -3,11 +3,30 @@
 #include <cmath>
 #include <sstream>
 
+#include "engine/amp.h"
 #include "layers/init.h"
 
 namespace dgpipe::layers {
 
 namespace E = dgpipe::engine;
+namespace amp = dgpipe::engine::amp;
+
+Tensor in_dtype(const Tensor& x, DType dtype) {
+  return x.defined() && E::is_floating(x.dtype()) && x.dtype() != dtype ? E::cast(x, dtype) : x;
+}
+
+std::vector<Tensor> gemm_operands(const std::vector<Tensor>& operands, const char* op) {
+  if (amp::autocast_enabled()) return amp::autocast(operands, op);
+  std::vector<Tensor> out = operands;
+  out[0] = in_dtype(out[0], out[1].dtype());
+  return out;
+}
+
+Tensor normalise_in_parameter_dtype(const Tensor& x, const Tensor& weight,
+                                    const std::function<Tensor(const Tensor&)>& normalise) {
+  if (x.dtype() == weight.dtype()) return normalise(x);
+  return E::cast(normalise(E::cast(x, weight.dtype())), x.dtype());
+}
 
 // ---------------- Linear ----------------
 Linear::Linear(int64_t in, int64_t out, bool with_bias, Generator* gen) : in_features(in), out_features(out) {
@@ -22,7 +41,8 @@ Linear::Linear(int64_t in, int64_t out, bool with_bias, Generator* gen) : in_fea
 }
 
 Tensor Linear::forward(const Tensor& x, const BlockContext&) {
-  return E::linear(x, weight, bias);
+  std::vector<Tensor> in = gemm_operands({x, weight, bias}, "linear");
+  return E::linear(in[0], in[1], in[2]);
 }
 
 std::string Linear::extra_repr() const {
@@ -54,7 +74,8 @@ Tensor Conv2d::forward(const Tensor& x, const BlockContext&) {
   p.pad_h = p.pad_w = opts.padding;
   p.dilation_h = p.dilation_w = opts.dilation;
   p.groups = opts.groups;
-  return E::conv2d(x, weight, bias, p);
+  std::vector<Tensor> in = gemm_operands({x, weight, bias}, "conv2d");
+  return E::conv2d(in[0], in[1], in[2], p);
 }
 
 std::string Conv2d::extra_repr() const {
@@ -82,7 +103,9 @@ Tensor BatchNorm2d::forward(const Tensor& x, const BlockContext&) {
                                                                   << channels << ",H,W], got "
                                                                   << E::shape_str(x.shape()));
   if (deferred_ && is_training()) {
-    Tensor out = E::batch_norm2d(x, weight, bias, Tensor(), Tensor(), true, momentum, eps);
+    Tensor out = normalise_in_parameter_dtype(x, weight, [&](const Tensor& xin) {
+      return E::batch_norm2d(xin, weight, bias, Tensor(), Tensor(), true, momentum, eps);
+    });
     E::NoGradGuard no_grad;
     Tensor xd = E::cast(x.detach(), DType::f64);
     Tensor s = E::sum(xd, {0, 2, 3});
@@ -97,7 +120,9 @@ Tensor BatchNorm2d::forward(const Tensor& x, const BlockContext&) {
     count_ += x.size(0) * x.size(2) * x.size(3);
     return out;
   }
-  Tensor out = E::batch_norm2d(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
+  Tensor out = normalise_in_parameter_dtype(x, weight, [&](const Tensor& xin) {
+    return E::batch_norm2d(xin, weight, bias, running_mean, running_var, is_training(), momentum, eps);
+  });
   if (is_training()) {
     // Counted on the tensor's own device (no host round trip); f32 is exact far beyond any run's length.
     E::NoGradGuard no_grad;
@@ -146,7 +171,9 @@ LayerNorm::LayerNorm(int64_t f, double eps_) : features(f), eps(eps_) {
 Tensor LayerNorm::forward(const Tensor& x, const BlockContext&) {
   DGP_CHECK(x.dim() >= 1 && x.size(-1) == features,
             "LayerNorm(" << features << "): last dim of input " << E::shape_str(x.shape()) << " differs");
-  return E::layer_norm(x, {features}, weight, bias, eps);
+  return normalise_in_parameter_dtype(amp::autocast(x, "layer_norm"), weight, [&](const Tensor& xin) {
+    return E::layer_norm(xin, {features}, weight, bias, eps);
+  });
 }
 
 std::string LayerNorm::extra_repr() const {

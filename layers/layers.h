@@ -12,6 +12,21 @@ namespace dgpipe::layers {
 
 using engine::Generator;
 
+// Precision rules every layer follows (engine/amp.h has the precisions):
+// - GEMM layers (Linear, Conv2d) compute under autocast in its dtype (gemm_operands); without autocast in
+//   their parameters' dtype, so a half-precision model casts its f32 input once, at its first layer.
+// - Normalisation layers (BatchNorm2d, LayerNorm) keep fp32 parameters in every precision and compute in
+//   them; they return their input's dtype (LayerNorm's input is cast to fp32 first under autocast, as in
+//   PyTorch, so it returns fp32 there).
+// x cast to dtype when it is floating and differs (differentiable).
+Tensor in_dtype(const Tensor& x, DType dtype);
+// {input, weight, bias} of a GEMM layer in the dtype it computes in: autocast's policy for `op` when autocast
+// is on, otherwise the input cast to the weight's dtype.
+std::vector<Tensor> gemm_operands(const std::vector<Tensor>& operands, const char* op);
+// normalise(x) computed in the weight's dtype, returned in x's dtype.
+Tensor normalise_in_parameter_dtype(const Tensor& x, const Tensor& weight,
+                                    const std::function<Tensor(const Tensor&)>& normalise);
+
 // y = x W^T + b; weight [out, in]. Init as nn.Linear: kaiming_uniform(a=sqrt(5)), bias U(+-1/sqrt(in)).
 class Linear : public Module {
  public:
@@ -48,6 +63,7 @@ class BatchNorm2d : public Module {
   Tensor forward(const Tensor& x, const BlockContext& ctx) override;
   std::string type_name() const override { return "BatchNorm2d"; }
   std::string extra_repr() const override;
+  bool keeps_fp32_parameters() const override { return true; }
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
   int64_t channels;
   double eps, momentum;
@@ -74,6 +90,7 @@ class LayerNorm : public Module {
   Tensor forward(const Tensor& x, const BlockContext& ctx) override;
   std::string type_name() const override { return "LayerNorm"; }
   std::string extra_repr() const override;
+  bool keeps_fp32_parameters() const override { return true; }
   Tensor weight, bias;
   int64_t features;
   double eps;

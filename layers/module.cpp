@@ -158,6 +158,17 @@ void Module::to(DType dtype) {
     if (engine::is_floating(t.dtype()) && t.dtype() != dtype) rebind(t, t.detach().to(dtype).contiguous());
 }
 
+void Module::to_half_precision(DType half) {
+  DGP_CHECK(engine::is_half(half),
+            type_name() << ": to_half_precision needs f16 or bf16, got " << engine::dtype_name(half));
+  if (!keeps_fp32_parameters()) {
+    for (auto* list : {&params_, &buffers_})
+      for (auto& [n, t] : *list)
+        if (engine::is_floating(t.dtype()) && t.dtype() != half) rebind(t, t.detach().to(half).contiguous());
+  }
+  for (auto& [n, m] : children_) m->to_half_precision(half);
+}
+
 std::string Module::repr(const std::string& name, int indent) const {
   std::ostringstream os;
   os << std::string(indent * 2, ' ') << (name.empty() ? "" : name + ": ") << type_name();

@@ -126,6 +126,12 @@ class Module : public std::enable_shared_from_this<Module> {
   void to(Device device);
   // Converts floating parameters and buffers to dtype in place (same handles).
   void to(DType dtype);
+  // Converts floating parameters and buffers to the half type `half` (f16 or bf16) in place, except those of
+  // modules that keep_fp32_parameters() (the normalisation layers: fp32 statistics and scales, computed in
+  // fp32): what --precision fp16 / bf16 stores the model in.
+  void to_half_precision(DType half);
+  // True for modules whose parameters and buffers stay fp32 in a half-precision model.
+  virtual bool keeps_fp32_parameters() const { return false; }
 
   // Indented tree: "name (Type extra) params".
   std::string repr(const std::string& name = "", int indent = 0) const;

@@ -4,9 +4,12 @@
 #include <limits>
 #include <sstream>
 
+#include "engine/amp.h"
+
 namespace dgpipe::layers {
 
 namespace E = dgpipe::engine;
+namespace amp = dgpipe::engine::amp;
 
 Tensor Container::forward(const Tensor&, const BlockContext&) {
   DGP_FAIL(label_ << ": a name container is not callable; its owner runs its children");
@@ -46,17 +49,25 @@ Tensor MultiHeadSelfAttention::forward(const Tensor& x, const BlockContext& ctx)
   Tensor q = split_heads(query->forward(x, ctx));
   Tensor k = split_heads(key->forward(x, ctx));
   Tensor v = split_heads(value->forward(x, ctx));
-  Tensor scores = E::mul(E::matmul(q, k.transpose(-1, -2)), 1.0 / std::sqrt(static_cast<double>(dh)));
+  // Under autocast the two products run in half and the masked softmax in fp32 (amp::policy_for).
+  Tensor scores = E::matmul(amp::autocast(q, "matmul"), amp::autocast(k, "matmul").transpose(-1, -2));
+  scores = amp::autocast(E::mul(scores, 1.0 / std::sqrt(static_cast<double>(dh))), "softmax");
   if (ctx.additive_mask.defined()) {
     const Tensor& m = ctx.additive_mask;
     DGP_CHECK(m.dim() == 4 && m.size(0) == n && m.size(-1) == l,
               "MultiHeadSelfAttention: mask " << E::shape_str(m.shape()) << " does not fit input "
                                               << E::shape_str(x.shape()) << " (expected [" << n << ",1,1,"
                                               << l << "])");
-    scores = E::add(scores, m.dtype() == scores.dtype() ? m : E::cast(m, scores.dtype()));
+    // A half model needs the mask built with its own dtype's lowest value: f32's rounds to -inf in f16.
+    Tensor mask = m;
+    if (m.dtype() != scores.dtype())
+      mask = ctx.attention_mask.defined() ? additive_attention_mask(ctx.attention_mask, scores.dtype())
+                                          : E::cast(m, scores.dtype());
+    scores = E::add(scores, mask);
   }
   Tensor probs = dropout->forward(E::softmax(scores, -1), ctx);
-  return E::matmul(probs, v).permute({0, 2, 1, 3}).reshape({n, l, hidden});
+  Tensor heads_out = E::matmul(amp::autocast(probs, "matmul"), amp::autocast(v, "matmul"));
+  return heads_out.permute({0, 2, 1, 3}).reshape({n, l, hidden});
 }
 
 std::string MultiHeadSelfAttention::extra_repr() const {
@@ -86,10 +97,13 @@ TransformerEncoderLayer::TransformerEncoderLayer(const TransformerLayerConfig& c
 Tensor TransformerEncoderLayer::forward(const Tensor& x, const BlockContext& ctx) {
   Tensor a = self_attention->forward(x, ctx);
   a = attention_out_dropout->forward(attention_out->forward(a, ctx), ctx);
-  Tensor h = attention_norm->forward(E::add(a, x), ctx);
+  // Under autocast the dense outputs are half and the residual streams fp32: promote() adds them in fp32.
+  auto [a_sum, x_sum] = amp::promote(a, x);
+  Tensor h = attention_norm->forward(E::add(a_sum, x_sum), ctx);
   Tensor i = apply_activation(cfg.activation, intermediate_dense->forward(h, ctx));
   Tensor o = output_dropout->forward(output_dense->forward(i, ctx), ctx);
-  return output_norm->forward(E::add(o, h), ctx);
+  auto [o_sum, h_sum] = amp::promote(o, h);
+  return output_norm->forward(E::add(o_sum, h_sum), ctx);
 }
 
 }  // namespace dgpipe::layers

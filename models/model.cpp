@@ -45,7 +45,8 @@ Tensor Model::forward_blocks(const Tensor& x, const BlockContext& ctx, size_t be
 
 Tensor Model::loss(const Tensor& logits, const Tensor& target) const {
   DGP_CHECK(logits.dim() == 2, name_ << ": loss expects logits [N,C], got " << E::shape_str(logits.shape()));
-  return E::cross_entropy(logits, target);
+  // In fp32 in every precision: a half loss would lose digits, and overflow once loss-scaled.
+  return E::cross_entropy(E::is_half(logits.dtype()) ? E::cast(logits, DType::f32) : logits, target);
 }
 
 namespace {

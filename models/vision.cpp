@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "engine/amp.h"
 #include "layers/init.h"
 
 namespace dgpipe::models {
@@ -79,7 +80,9 @@ class InvertedResidual : public Module {
   }
   Tensor forward(const Tensor& x, const BlockContext& ctx) override {
     Tensor y = conv_->forward(x, ctx);
-    return residual_ ? E::add(x, y) : y;
+    if (!residual_) return y;
+    auto [a, b] = E::amp::promote(x, y);
+    return E::add(a, b);
   }
   std::string type_name() const override { return "InvertedResidual"; }
   std::string extra_repr() const override { return residual_ ? "residual" : ""; }
@@ -108,7 +111,8 @@ class BasicBlock : public Module {
     Tensor y = E::relu(bn1_->forward(conv1_->forward(x, ctx), ctx));
     y = bn2_->forward(conv2_->forward(y, ctx), ctx);
     Tensor identity = downsample_ ? downsample_->forward(x, ctx) : x;
-    return E::relu(E::add(y, identity));
+    auto [a, b] = E::amp::promote(y, identity);
+    return E::relu(E::add(a, b));
   }
   std::string type_name() const override { return "BasicBlock"; }
 

@@ -8,6 +8,7 @@
 
 #include "engine/error.h"
 #include "engine/ops.h"
+#include "engine/optim/optimizer.h"
 
 namespace dgpipe::pipeline {
 
@@ -197,6 +198,8 @@ struct StageExecutor::StepState {
   std::vector<Tensor> logits;
   double wait_s = 0;       // blocked in recv (not busy)
   BoundaryStats unbooked;  // where evaluation traffic is counted: the statistics describe training
+  bool skipped = false;    // OptimizerStep: the update was skipped (non-finite gradients somewhere)
+  double loss_scale = 0;   // OptimizerStep: the scale after the step
 };
 
 StepResult StageExecutor::train_step(int64_t step, const std::vector<MicroBatch>& data) {
@@ -213,6 +216,8 @@ StepResult StageExecutor::eval_step(int64_t step, const std::vector<MicroBatch>&
 StepResult StageExecutor::run(StepState& st, const StageProgram& program) {
   std::optional<StepStreamOrder> stream_order;
   if (setup_.device.is_cuda()) stream_order.emplace(compute_stream_);
+  // This thread is the stage's worker: its autocast state is the stage's, whatever the other stages do.
+  engine::amp::AutocastGuard autocast(setup_.precision);
   const int M = setup_.micro_batches;
   DGP_CHECK(!(is_first() || is_last()) || static_cast<int>(st.data.size()) == M,
             "pipeline: stage " << setup_.stage << " needs " << M << " micro-batches of data, got "
@@ -238,6 +243,8 @@ StepResult StageExecutor::run(StepState& st, const StageProgram& program) {
   StepResult result;
   st.metrics.finish(result);
   result.logits = std::move(st.logits);
+  result.skipped = st.skipped;
+  result.loss_scale = st.loss_scale;
   if (stream_order) stream_order->finish();
   return result;
 }
@@ -258,12 +265,16 @@ void StageExecutor::execute(StepState& st, const Instruction& in) {
     case Op::SendGrad:
       return send_grad(st, m);
     case Op::OptimizerStep:
-      return optimizer_step();
+      return optimizer_step(st);
   }
 }
 
 void StageExecutor::recv_act(StepState& st, int m) {
-  Tensor x = receive(st, Side::upstream, Direction::fwd, m, &st.slots[m].ctx).detach();
+  // A half-precision stage computes in its storage dtype; fp32 and mixed stages take what the sender made.
+  std::optional<DType> dtype;
+  if (engine::amp::uses_master_weights(setup_.precision))
+    dtype = engine::amp::storage_dtype(setup_.precision);
+  Tensor x = receive(st, Side::upstream, Direction::fwd, m, &st.slots[m].ctx, dtype).detach();
   if (st.training) x.requires_grad_(true);  // the gradient sent upstream is x̂'s
   st.slots[m].input = x;
 }
@@ -290,7 +301,11 @@ void StageExecutor::send_act(StepState& st, int m) {
 }
 
 void StageExecutor::recv_grad(StepState& st, int m) {
-  st.slots[m].grad = receive(st, Side::downstream, Direction::bwd, m, nullptr);
+  // Into the dtype of the output it flows into (unknown yet under --recompute: the sender's, converted
+  // later).
+  const Tensor& out = st.slots[m].output;
+  st.slots[m].grad = receive(st, Side::downstream, Direction::bwd, m, nullptr,
+                             out.defined() ? std::optional<DType>(out.dtype()) : std::nullopt);
 }
 
 void StageExecutor::backward(StepState& st, int m) {
@@ -315,8 +330,47 @@ void StageExecutor::send_grad(StepState& st, int m) {
   slot = StepState::Slot();
 }
 
-void StageExecutor::optimizer_step() {
-  if (setup_.optimizer_step) setup_.optimizer_step();
+void StageExecutor::optimizer_step(StepState& st) {
+  engine::amp::PrecisionStep* ps = setup_.precision_step;
+  if (ps) {
+    bool finite = ps->unscale(setup_.optimizer);
+    if (ps->scaler().enabled() && setup_.num_stages > 1) finite = agree_all_finite(st, finite);
+    st.skipped = !ps->step(setup_.optimizer, finite);
+    st.loss_scale = ps->loss_scale();
+  } else if (setup_.optimizer) {
+    setup_.optimizer->step();
+    setup_.optimizer->zero_grad();
+  }
+  if (setup_.after_step) setup_.after_step();
+}
+
+bool StageExecutor::agree_all_finite(StepState& st, bool finite) {
+  auto exchange = [&](Side side, bool verdict) {
+    Message msg;
+    msg.bytes = {static_cast<uint8_t>(verdict ? 1 : 0)};
+    msg.src_stage = setup_.stage;
+    msg.dst_stage = neighbour(side);
+    msg.kind = MsgKind::control;
+    msg.micro_batch = 0;
+    msg.step = st.step;
+    channel_->send(std::move(msg));
+  };
+  auto take = [&](Side side) {
+    const auto t0 = Clock::now();
+    Message msg = channel_->recv(neighbour(side), setup_.stage, MsgKind::control, 0, st.step);
+    st.wait_s += seconds_since(t0);
+    DGP_CHECK(msg.bytes.size() == 1 && msg.bytes[0] <= 1,
+              "pipeline: stage " << setup_.stage << " received a malformed skip verdict");
+    return msg.bytes[0] == 1;
+  };
+  bool all = finite;
+  if (!is_first()) all = take(Side::upstream) && all;  // the verdict of every stage above
+  if (!is_last()) {
+    exchange(Side::downstream, all);
+    all = take(Side::downstream);  // the verdict of the whole pipeline
+  }
+  if (!is_first()) exchange(Side::upstream, all);
+  return all;
 }
 
 // report: add the micro-batch to the step's loss and accuracy (not when --recompute runs it again in
@@ -327,14 +381,17 @@ Tensor StageExecutor::compute_output(StepState& st, int m, bool report) {
   if (!is_last()) return out;
   const Tensor labels = st.data[m].labels.to(setup_.device);
   const double share = static_cast<double>(labels.numel()) / static_cast<double>(st.samples);
-  Tensor ce = engine::cross_entropy(out, labels, st.training ? setup_.label_smoothing : 0.0);
+  // The loss in fp32 in every precision: a half loss would lose digits, and overflow once scaled.
+  const Tensor logits = engine::is_half(out.dtype()) ? engine::cast(out, DType::f32) : out;
+  Tensor ce = engine::cross_entropy(logits, labels, st.training ? setup_.label_smoothing : 0.0);
   if (report) {
     // reported: the mean over the mini-batch, whatever the gradient scaling (--seed-compat)
     st.metrics.add(out, labels, ce, share);
     if (st.keep_logits) st.logits.push_back(out.to(engine::Device::cpu()));
   }
   if (!st.training) return ce;
-  return engine::mul(ce, setup_.seed_compat ? 1.0 : share);
+  Tensor loss = engine::mul(ce, setup_.seed_compat ? 1.0 : share);
+  return setup_.precision_step ? setup_.precision_step->scale_loss(loss) : loss;
 }
 
 Tensor StageExecutor::run_blocks(const Tensor& x, const layers::BlockContext& ctx) {
@@ -349,14 +406,15 @@ BoundaryStats& StageExecutor::booked(StepState& st, Side side, Direction dir) {
 
 // Activations travel downstream, gradients upstream: a (side, direction) names the neighbour, the kind of
 // message, the codec and the statistics of one end of a link.
-Tensor StageExecutor::receive(StepState& st, Side side, Direction dir, int m, layers::BlockContext* ctx) {
+Tensor StageExecutor::receive(StepState& st, Side side, Direction dir, int m, layers::BlockContext* ctx,
+                              std::optional<DType> dtype) {
   BoundaryStats& bs = booked(st, side, dir);
   const auto t0 = Clock::now();
   Message msg = channel_->recv(neighbour(side), setup_.stage, kind_of(dir), m, st.step);
   const double waited = seconds_since(t0);
   bs.wait_s += waited;
   st.wait_s += waited;
-  return decode_message(codec(side, dir), msg, ctx, bs);
+  return decode_message(codec(side, dir), msg, ctx, bs, dtype);
 }
 
 void StageExecutor::send(StepState& st, Side side, Direction dir, int m, const Tensor& t,
@@ -426,7 +484,7 @@ void StageExecutor::record_codec_error(Side side, Direction dir, const compress:
 }
 
 Tensor StageExecutor::decode_message(compress::Codec& codec, const Message& msg, layers::BlockContext* ctx,
-                                     BoundaryStats& bs) {
+                                     BoundaryStats& bs, std::optional<DType> dtype) {
   auto t0 = Clock::now();
   const std::vector<uint8_t>& bytes = msg.bytes;
   DGP_CHECK(bytes.size() >= 8, "pipeline message: truncated (" << bytes.size() << " bytes)");
@@ -442,7 +500,7 @@ Tensor StageExecutor::decode_message(compress::Codec& codec, const Message& msg,
               "pipeline message: a device body arrived over a channel that carries host bytes");
     p = compress::Packet::deserialize(bytes.data() + 8, len, setup_.device, codec.boundary());
   }
-  Tensor x = codec.decode(p);
+  Tensor x = codec.decode_as(p, dtype.value_or(p.header.dtype));
   size_t side_bytes = 0;
   if (channel_->carries_side_tensors()) {
     DGP_CHECK(len == bytes.size() - 8, "pipeline message: " << bytes.size() - 8 - len

@@ -9,14 +9,24 @@
 // the gradient of the mean loss over the whole mini-batch (seed_compat: unscaled sum of micro-batch means,
 // the original's choice). BatchNorm normalises per micro-batch (a block sees one micro-batch at a time).
 // The original's protocol and loop: docs/original.md#boundary-protocol and #training-loop.
+//
+// Precision (engine/amp.h): a stage runs its blocks under the autocast state of its precision, set on its own
+// worker thread for each step. What crosses a boundary has the dtype the sending block produced (half
+// activations and gradients of a half-precision stage cross as half); the receiver decodes activations into
+// its storage dtype (fp16/bf16) or the sender's (fp32, mixed), and gradients into the dtype of the output
+// they flow into. With loss scaling the last stage scales its loss, so every gradient, also those crossing
+// boundaries, is a scaled one, and each stage unscales its own parameters' gradients. The decision to skip a
+// step with a non-finite gradient is agreed by all stages (agree_all_finite) before any of them steps.
 #pragma once
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "compress/codec.h"
+#include "engine/amp.h"
 #include "engine/cuda.h"
 #include "layers/module.h"
 #include "pipeline/channel.h"
@@ -77,8 +87,14 @@ struct StageSetup {
   std::string downstream_fwd = "none", downstream_bwd = "none";  // boundary stage -> stage+1
   bool seed_compat = false;
   bool recompute = false;  // keep only stage inputs during forward; recompute the graph in backward
-  std::function<void()> optimizer_step;  // called at OptimizerStep (step + zero_grad); may be empty
   double label_smoothing = 0.0;
+  engine::amp::Precision precision = engine::amp::Precision::fp32;
+  // The stage's optimizer (null: no parameters, or a pipeline without optimizers) and the precision step
+  // around it (master weights, loss scaling; null: a pipeline without optimizers). OptimizerStep unscales,
+  // agrees on skipping, steps (or not) and drops the gradients.
+  engine::Optimizer* optimizer = nullptr;
+  engine::amp::PrecisionStep* precision_step = nullptr;
+  std::function<void()> after_step;  // called at OptimizerStep after the update (deferred batch norm)
 };
 
 struct StepResult {
@@ -86,6 +102,8 @@ struct StepResult {
   int64_t correct = 0;  // last stage: top-1 correct predictions
   int64_t samples = 0;
   std::vector<Tensor> logits;  // last stage, when keep_logits
+  bool skipped = false;        // training with loss scaling: a non-finite gradient skipped the update
+  double loss_scale = 0;       // training with a precision step: the loss scale after the step (1: none)
 };
 
 class StageExecutor {
@@ -127,7 +145,11 @@ class StageExecutor {
   void recv_grad(StepState& st, int m);
   void backward(StepState& st, int m);
   void send_grad(StepState& st, int m);
-  void optimizer_step();
+  void optimizer_step(StepState& st);
+  // Every stage's verdict on its gradients, ANDed along the pipeline: the verdicts travel downstream as
+  // control messages (each stage adds its own), and the last stage's result travels back upstream. Neighbour
+  // links only, so every channel carries it.
+  bool agree_all_finite(StepState& st, bool finite);
 
   // The blocks on micro-batch m and, on the last stage, its share of the loss: what backward differentiates.
   Tensor compute_output(StepState& st, int m, bool report);
@@ -136,7 +158,9 @@ class StageExecutor {
   BoundaryStats& booked(StepState& st, Side side, Direction dir);
   // Waits for micro-batch m's message from the neighbour on `side` and decodes it (and its side inputs into
   // ctx, when given).
-  Tensor receive(StepState& st, Side side, Direction dir, int m, layers::BlockContext* ctx);
+  // The tensor is decoded into `dtype`, or into the sender's dtype when `dtype` is undefined (nullopt).
+  Tensor receive(StepState& st, Side side, Direction dir, int m, layers::BlockContext* ctx,
+                 std::optional<engine::DType> dtype = std::nullopt);
   // Encodes t (and the side inputs of ctx, when given) and sends it to the neighbour on `side`.
   void send(StepState& st, Side side, Direction dir, int m, const Tensor& t, const layers::BlockContext* ctx);
   // Encodes t (and the side inputs of ctx, when given) into a message: host bytes, plus the packet body as a
@@ -148,7 +172,7 @@ class StageExecutor {
   void record_codec_error(Side side, Direction dir, const compress::Packet& p, const Tensor& x,
                           BoundaryStats& bs);
   Tensor decode_message(compress::Codec& codec, const Message& msg, layers::BlockContext* ctx,
-                        BoundaryStats& bs);
+                        BoundaryStats& bs, std::optional<engine::DType> dtype);
   void event(const char* name, int mb, std::chrono::steady_clock::time_point t0);
   compress::Codec& codec(Side side, Direction dir) {
     return *codec_[static_cast<int>(side)][static_cast<int>(dir)];

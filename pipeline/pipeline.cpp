@@ -205,7 +205,15 @@ void Pipeline::build(std::vector<layers::ModulePtr> blocks, OptimizerFactory mak
     setup.micro_batches = opts_.micro_batches;
     setup.kind = opts_.kind;
     setup.device = device_of(s);
-    for (auto& b : mine) b->to(setup.device);
+    std::vector<Tensor> params, exact_values;  // exact_values: before fp16/bf16 round them (the masters')
+    for (auto& b : mine) {
+      b->to(setup.device);
+      for (auto& p : b->parameters()) params.push_back(p);
+    }
+    if (engine::amp::uses_master_weights(opts_.precision)) {
+      for (auto& p : params) exact_values.push_back(p.detach().clone());
+      for (auto& b : mine) b->to_half_precision(engine::amp::storage_dtype(opts_.precision));
+    }
     setup.blocks = mine;
     generators_.push_back(
         std::make_unique<engine::Generator>(opts_.seed * 1000003ull + static_cast<uint64_t>(s) + 1));
@@ -224,13 +232,15 @@ void Pipeline::build(std::vector<layers::ModulePtr> blocks, OptimizerFactory mak
     setup.seed_compat = opts_.seed_compat;
     setup.recompute = opts_.recompute;
     setup.label_smoothing = opts_.label_smoothing;
-    std::vector<Tensor> params;
-    for (auto& b : mine)
-      for (auto& p : b->parameters()) params.push_back(p);
-    engine::Optimizer* opt = nullptr;
-    if (make_optimizer && !params.empty()) {
-      optimizers_.push_back(make_optimizer(params, s));
-      opt = optimizers_.back().get();
+    setup.precision = opts_.precision;
+    if (make_optimizer) {
+      precision_steps_.push_back(std::make_unique<engine::amp::PrecisionStep>(
+          opts_.precision, params, opts_.loss_scaler, exact_values));
+      setup.precision_step = precision_steps_.back().get();
+      if (!params.empty()) {
+        optimizers_.push_back(make_optimizer(setup.precision_step->optimizer_params(), s, params));
+        setup.optimizer = optimizers_.back().get();
+      }
     }
     std::vector<layers::BatchNorm2d*> deferred;
     if (opts_.deferred_bn)
@@ -241,13 +251,10 @@ void Pipeline::build(std::vector<layers::ModulePtr> blocks, OptimizerFactory mak
             mutable_bn->set_deferred(true);
             deferred.push_back(mutable_bn);
           }
-    setup.optimizer_step = [opt, deferred]() {
-      if (opt) {
-        opt->step();
-        opt->zero_grad();
-      }
-      for (auto* bn : deferred) bn->commit_deferred();
-    };
+    if (!deferred.empty())
+      setup.after_step = [deferred]() {
+        for (auto* bn : deferred) bn->commit_deferred();
+      };
     stages_.push_back(std::make_unique<StageExecutor>(std::move(setup), channel_));
     stages_.back()->set_trace(opts_.trace);
     stages_.back()->set_trace_origin(origin);
@@ -317,6 +324,8 @@ StepResult Pipeline::run_all(Fn&& fn) {
     merged.correct += r.correct;
     merged.samples += r.samples;
     for (auto& l : r.logits) merged.logits.push_back(l);
+    merged.skipped = merged.skipped || r.skipped;  // every stage took the same decision
+    merged.loss_scale = std::max(merged.loss_scale, r.loss_scale);
   }
   return merged;
 }

@@ -27,8 +27,10 @@ Placement parse_placement(const std::string& text);
 std::vector<int> place_stages(Placement placement, int stages);
 int ranks_needed(Placement placement, int stages);
 
-using OptimizerFactory =
-    std::function<std::unique_ptr<engine::Optimizer>(std::vector<Tensor> params, int stage)>;
+// A stage's optimizer over `params`, the tensors it updates: the stage's parameters, or their fp32 masters
+// under --precision fp16/bf16. model_params[i] is the model parameter params[i] stands for (for names).
+using OptimizerFactory = std::function<std::unique_ptr<engine::Optimizer>(
+    std::vector<Tensor> params, int stage, const std::vector<Tensor>& model_params)>;
 
 struct PipelineOptions {
   std::vector<int> balance;  // blocks per stage
@@ -56,6 +58,11 @@ struct PipelineOptions {
   // Every stage draws dropout masks from its own Philox generator seeded from (seed, stage), so threads never
   // race for one generator and a run is reproducible.
   uint64_t seed = 0;
+  // Training precision (engine/amp.h). fp16/bf16 store each local stage's blocks in half (normalisation
+  // layers excepted) when the pipeline is built, and the optimizers update fp32 masters; mixed runs the
+  // blocks under autocast. With an optimizer factory, every local stage gets a PrecisionStep.
+  engine::amp::Precision precision = engine::amp::Precision::fp32;
+  engine::LossScalerOptions loss_scaler;  // fp16 and mixed: dynamic loss scaling (the others ignore it)
 };
 
 class Pipeline {
@@ -91,6 +98,13 @@ class Pipeline {
   }
   std::vector<std::unique_ptr<engine::Optimizer>>& optimizers() {
     return optimizers_;
+  }
+  // The optimizer and the precision step of local stage index i (null: none; see StageSetup).
+  engine::Optimizer* stage_optimizer(size_t i) const {
+    return stages_.at(i)->setup().optimizer;
+  }
+  engine::amp::PrecisionStep* stage_precision(size_t i) const {
+    return stages_.at(i)->setup().precision_step;
   }
   const std::vector<int>& stage_rank() const {
     return stage_rank_;
@@ -132,6 +146,7 @@ class Pipeline {
   int rank_ = 0;
   std::vector<std::unique_ptr<StageExecutor>> stages_;
   std::vector<std::unique_ptr<engine::Optimizer>> optimizers_;
+  std::vector<std::unique_ptr<engine::amp::PrecisionStep>> precision_steps_;
   std::vector<std::unique_ptr<engine::Generator>> generators_;
   int64_t step_ = 0;
   PeerTimeout peer_timeout_;

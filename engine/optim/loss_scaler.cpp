@@ -28,6 +28,13 @@ Tensor DynamicLossScaler::scale(const Tensor& loss) const {
 }
 
 bool DynamicLossScaler::unscale(Optimizer& optimizer) {
+  std::vector<Tensor> params;
+  for (ParamGroup& group : optimizer.param_groups())
+    for (Tensor& p : group.params) params.push_back(p);
+  return unscale(params);
+}
+
+bool DynamicLossScaler::unscale(const std::vector<Tensor>& params) {
   if (!options_.enabled) return true;
   DGP_CHECK(!unscaled_, "DynamicLossScaler::unscale: already called since the last update()");
   DGP_CHECK(!stepped_or_skipped_, "DynamicLossScaler::unscale: called after step(); call update() first");
@@ -39,17 +46,15 @@ bool DynamicLossScaler::unscale(Optimizer& optimizer) {
   // gradient): g * 0 is 0 where g is finite and NaN where it is Inf or NaN, so the f32 sum of those sums over
   // every gradient is 0 exactly when all gradients are finite.
   Tensor poison;
-  for (ParamGroup& group : optimizer.param_groups()) {
-    for (Tensor& p : group.params) {
-      Tensor g = p.grad();
-      if (!g.defined()) continue;
-      // Checked after the multiply: a gradient that is Inf/NaN now was Inf/NaN before, or overflowed when
-      // unscaled (possible only once the scale fell below 1); either way the step must be skipped.
-      mul_(g, inv_scale);
-      Tensor marker = cast(sum(mul(g, 0.0)), DType::f32);
-      if (poison.defined() && marker.device() != poison.device()) marker = marker.to(poison.device());
-      poison = poison.defined() ? add(poison, marker) : marker;
-    }
+  for (const Tensor& p : params) {
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    // Checked after the multiply: a gradient that is Inf/NaN now was Inf/NaN before, or overflowed when
+    // unscaled (possible only once the scale fell below 1); either way the step must be skipped.
+    mul_(g, inv_scale);
+    Tensor marker = cast(sum(mul(g, 0.0)), DType::f32);
+    if (poison.defined() && marker.device() != poison.device()) marker = marker.to(poison.device());
+    poison = poison.defined() ? add(poison, marker) : marker;
   }
   const bool all_finite = !poison.defined() || poison.item() == 0.0;
   found_inf_ = !all_finite;
@@ -57,19 +62,35 @@ bool DynamicLossScaler::unscale(Optimizer& optimizer) {
   return all_finite;
 }
 
+void DynamicLossScaler::agree(bool all_finite) {
+  if (!options_.enabled) return;
+  DGP_CHECK(unscaled_, "DynamicLossScaler::agree: call unscale() first");
+  DGP_CHECK(!stepped_or_skipped_, "DynamicLossScaler::agree: called after step(); call update() first");
+  if (!all_finite) found_inf_ = true;
+}
+
 bool DynamicLossScaler::step(Optimizer& optimizer) {
+  return step(&optimizer);
+}
+
+bool DynamicLossScaler::step(Optimizer* optimizer) {
   if (!options_.enabled) {
-    optimizer.step();
+    if (optimizer) optimizer->step();
     return true;
   }
   DGP_CHECK(!stepped_or_skipped_, "DynamicLossScaler::step: called twice without update()");
-  if (!unscaled_) unscale(optimizer);
+  if (!unscaled_) {
+    if (optimizer)
+      unscale(*optimizer);
+    else
+      unscale(std::vector<Tensor>{});
+  }
   stepped_or_skipped_ = true;
   if (found_inf_) {
     ++skipped_;
     return false;
   }
-  optimizer.step();
+  if (optimizer) optimizer->step();
   return true;
 }
 

@@ -8,11 +8,13 @@
 //   Tensor loss = ...;
 //   scaler.scale(loss).backward();
 //   scaler.unscale(optimizer);            // optional: needed before clip_grad_norm
+//   scaler.agree(all_finite);             // pipelines: the verdict of every stage (optional)
 //   bool stepped = scaler.step(optimizer); // skipped when a gradient is not finite
 //   scaler.update();
 #pragma once
 #include <map>
 #include <string>
+#include <vector>
 
 #include "engine/tensor.h"
 
@@ -37,9 +39,18 @@ class DynamicLossScaler {
   // Divides every gradient of the optimizer's parameters by the scale, once per step, and records whether any
   // is Inf/NaN. Returns true when all gradients are finite. Calling it twice before update() throws.
   bool unscale(Optimizer& optimizer);
+  // The same over a list of parameters (an empty one: a pipeline stage without parameters, which still takes
+  // part in every decision).
+  bool unscale(const std::vector<Tensor>& params);
+  // Takes the verdict of every scaler that shares this iteration (the stages of a pipeline, each unscaling
+  // its own gradients): when all_finite is false, this one skips its step too, so no stage steps while
+  // another skips. Call after unscale() and before step().
+  void agree(bool all_finite);
   // Unscales (if not done yet) and runs optimizer.step() unless a gradient was not finite. Returns whether
   // the optimizer stepped.
   bool step(Optimizer& optimizer);
+  // optimizer null: nothing to update, the iteration's bookkeeping only.
+  bool step(Optimizer* optimizer);
   // Adjusts the scale from the outcome of this iteration and resets the per-iteration state. Must follow
   // step().
   void update();

@@ -144,6 +144,15 @@ void expect_error(const std::vector<std::string>& args, const std::string& needl
   }
 }
 
+void expect_error_of_run(const TrainConfig& c, const std::string& needle) {
+  try {
+    run_training(c);
+    ADD_FAILURE() << "expected an error containing '" << needle << "'";
+  } catch (const engine::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 
 TEST(Train, BadInputGivesClearErrors) {
@@ -156,6 +165,8 @@ TEST(Train, BadInputGivesClearErrors) {
   expect_error({"--preset", "imagenet-in-a-minute"}, "--preset");
   expect_error({"--placement", "ring"}, "--placement");
   expect_error({"--channel", "pigeon"}, "expected local, mpi or nccl");
+  expect_error({"--precision", "fp8"}, "--precision: unknown value 'fp8'");
+  expect_error({"--loss-scale", "0"}, "--loss-scale");
   expect_error({"--data-dir", "/nonexistent/cifar"}, "--data-dir");
   expect_error({"--model", "roberta", "--dataset", "cifar10", "--data-dir", synthetic_cifar(4)},
                "does not fit");
@@ -334,6 +345,36 @@ TEST(Train, MeasuringTheCodecErrorLeavesTrainingUnchanged) {
   EXPECT_EQ(a.step_losses, b.step_losses);
   EXPECT_EQ(metrics_records(off.log_dir, "codec_error").size(), 0u);
   EXPECT_EQ(metrics_records(on.log_dir, "codec_error").size(), 10u);
+}
+
+// The acceptance test of checkpoints under mixed precision: the loss scale and its growth count, the fp32
+// master weights and the half model come back, so a resumed run reproduces the uninterrupted one bit for
+// bit. A short growth interval makes the scale grow during the run (fp16 gradients are rounded at the scale,
+// so a lost scale would show in the losses).
+TEST(Train, MixedPrecisionResumeReproducesTheUninterruptedRunExactly) {
+  std::string data = synthetic_cifar(16);  // 5 steps per epoch
+  for (std::string precision : {"mixed", "fp16", "bf16"}) {
+    SCOPED_TRACE(precision);
+    auto config = [&](const std::string& name) {
+      TrainConfig c = small_image_config(data, temp_dir(name + "_" + precision));
+      c.precision = precision;
+      c.loss_scale = 256;
+      c.loss_scale_growth_interval = 3;
+      return c;
+    };
+    TrainSummary a = run_training(config("amp_full"));
+    ASSERT_EQ(a.step_losses.size(), 10u);
+    TrainConfig part = config("amp_part");
+    run_training(part, /*stop_after_steps=*/7);  // checkpoint after epoch 1 (step 5), then "crash"
+    part.resume = true;
+    TrainSummary c = run_training(part);
+    ASSERT_EQ(c.step_losses.size(), 5u);
+    for (size_t i = 0; i < 5; ++i) EXPECT_EQ(c.step_losses[i], a.step_losses[5 + i]) << "step " << 6 + i;
+    EXPECT_EQ(c.final_eval_acc, a.final_eval_acc);
+    TrainConfig other = part;
+    other.precision = precision == "fp16" ? "bf16" : "fp16";
+    expect_error_of_run(other, "was written with --precision " + precision);
+  }
 }
 
 TEST(Train, LearnsSyntheticImages) {

@@ -1,5 +1,8 @@
-// Spec parser, direction pairs, packet serialisation and validation, exact wire bytes for every codec.
+// Spec parser, direction pairs, packet serialisation and validation, exact wire bytes for every codec, and
+// half-precision inputs.
 #include <gtest/gtest.h>
+
+#include <cmath>
 
 #include "compress/codec.h"
 #include "distributions.h"
@@ -7,6 +10,7 @@
 #include "support/test_util.h"
 
 using namespace dgpipe::compress;
+using dgpipe::engine::DType;
 using dgpipe::engine::Error;
 using dgpipe::engine::Tensor;
 using dgpipe::testing::error_of;
@@ -183,4 +187,87 @@ TEST(Codec, EmptyTensorRoundTrips) {
     EXPECT_EQ(p.wire_bytes(), codec->wire_bytes({0, 4})) << spec;
     EXPECT_EQ(codec->decode(Packet::deserialize(p.serialize())).shape(), x.shape()) << spec;
   }
+}
+
+// ---- half-precision inputs (f16, bf16): what a half-precision stage sends ----
+
+namespace {
+bool is_cast_spec(const std::string& spec) {
+  return spec == "none" || spec == "fp16" || spec == "bf16";
+}
+}  // namespace
+
+// Every codec encodes a half tensor into the packet its exact f32 values would give (the quantizers'
+// arithmetic is f32 either way), so wire bytes are those of an f32 input for the quantizing codecs; `none`
+// sends half the f32 bytes and fp16/bf16 send the half tensor unchanged. decode() returns the half dtype,
+// decode_as() the receiver's.
+TEST(HalfInput, EveryCodecEncodesHalfAsItsF32ValuesWithF32WireBytes) {
+  const dgpipe::engine::Shape shape{4, 8, 6, 5};
+  for (DType half : {DType::f16, DType::bf16}) {
+    const Tensor xh = dgpipe::testing::make_input(dgpipe::testing::Dist::laplace, 7, shape).to(half);
+    const Tensor xf = xh.to(DType::f32);  // the same values, exactly
+    for (const auto& spec : kAllSpecs) {
+      const std::string what = spec + " on " + dgpipe::engine::dtype_name(half);
+      Packet ph = make_codec(spec)->encode(xh);  // fresh codecs: power and svd start from the same state
+      Packet pf = make_codec(spec)->encode(xf);
+      EXPECT_EQ(ph.header.dtype, half) << what;
+      EXPECT_EQ(ph.wire_bytes(), make_codec(spec)->wire_bytes(shape, half)) << what;
+      EXPECT_EQ(Packet::deserialize(ph.serialize()).header, ph.header) << what;
+      auto codec = make_codec(spec);
+      Tensor back = codec->decode(ph);
+      EXPECT_EQ(back.dtype(), half) << what;
+      EXPECT_EQ(codec->decode_as(ph, DType::f32).dtype(), DType::f32) << what;
+      if (spec == "none") {
+        EXPECT_EQ(ph.body_bytes() * 2, pf.body_bytes()) << "none sends half the f32 bytes";
+      } else if (is_cast_spec(spec)) {
+        EXPECT_EQ(ph.body_bytes(), 2u * xh.numel()) << what;
+      } else {
+        EXPECT_EQ(ph.wire_bytes(), pf.wire_bytes()) << what << ": the wire bytes of an f32 input";
+        EXPECT_EQ(ph.host_body().to_vector(), pf.host_body().to_vector())
+            << what << ": the f32 input's packet";
+      }
+      if (is_cast_spec(spec)) EXPECT_EQ(back.to_vector(), xh.to_vector()) << what << " is the identity";
+    }
+  }
+}
+
+// The decode error bounds hold on half inputs: uniform:Q is within half a step of the input (before the
+// decoded value is rounded to the receiver's half type, which adds at most half a unit in its last place).
+TEST(HalfInput, DecodeErrorBoundsHold) {
+  for (DType half : {DType::f16, DType::bf16}) {
+    const Tensor xh = dgpipe::testing::make_input(dgpipe::testing::Dist::normal, 3, {2, 16, 7, 7}).to(half);
+    auto codec = make_codec("uniform:8");
+    Packet p = codec->encode(xh);
+    const GroupStat g = read_group_stats(p)[0];
+    const std::vector<double> x = xh.to_vector(), exact = codec->decode_as(p, DType::f32).to_vector(),
+                              rounded = codec->decode(p).to_vector();
+    const double ulp = half == DType::f16 ? std::ldexp(1.0, -11) : std::ldexp(1.0, -8);  // relative half-ulp
+    for (size_t i = 0; i < x.size(); ++i) {
+      ASSERT_LE(std::fabs(exact[i] - x[i]), 0.5 * g.step * (1 + 1e-6)) << i;
+      ASSERT_LE(std::fabs(rounded[i] - exact[i]), ulp * std::fabs(exact[i]) + 1e-30) << i;
+    }
+    auto topk = make_codec("topk:0.25");
+    const std::vector<double> kept = topk->decode(topk->encode(xh)).to_vector();
+    for (size_t i = 0; i < x.size(); ++i)
+      if (kept[i] != 0) ASSERT_EQ(kept[i], x[i]) << "top-k sends the kept half values exactly";
+  }
+}
+
+// fp16 on a bf16 tensor is the identity: a value beyond f16's range survives.
+TEST(HalfInput, HalfCastCodecsNeverSqueezeAHalfInputIntoTheOtherHalf) {
+  Tensor x = dgpipe::engine::from_vector(std::vector<double>{1e30, -3.0, 1e-30}, {3}).to(DType::bf16);
+  auto fp16 = make_codec("fp16");
+  EXPECT_EQ(fp16->decode(fp16->encode(x)).to_vector(), x.to_vector());
+  Tensor h = dgpipe::engine::from_vector(std::vector<double>{6e4, 1e-7}, {2}).to(DType::f16);
+  auto bf16 = make_codec("bf16");
+  EXPECT_EQ(bf16->decode(bf16->encode(h)).to_vector(), h.to_vector());
+}
+
+// Error feedback on a half input sends it in its own dtype and keeps the f32 residual, rounding included.
+TEST(HalfInput, ErrorFeedbackSendsHalfAndKeepsAnF32Residual) {
+  auto codec = make_codec("none+ef");
+  Tensor x = dgpipe::testing::make_input(dgpipe::testing::Dist::normal, 9, {64}).to(DType::f16);
+  Packet p = codec->encode(x);
+  EXPECT_EQ(p.body_bytes(), 2u * 64u);
+  EXPECT_EQ(codec->decode(p).to_vector(), x.to_vector());
 }

@@ -16,6 +16,7 @@
 using namespace dgpipe::testing;
 using dgpipe::compress::make_codec;
 using dgpipe::engine::Device;
+using dgpipe::engine::DType;
 using dgpipe::engine::Tensor;
 
 namespace {
@@ -36,6 +37,22 @@ CudaTwinCase round_trip(const std::string& spec, std::vector<std::string> launch
     std::shared_ptr<dgpipe::compress::Codec> codec = make_codec(spec);
     Tensor input = v[0];
     return [codec, input] { return codec->decode(codec->encode(input)); };
+  };
+  return c;
+}
+
+// The same round trip on a half-precision input (the CUDA kernels read f16/bf16 directly): x is first rounded
+// to `half`, so the oracle's f32 input holds exactly the values the device reads, and both sides decode to
+// f32 (decode_as), so the comparison is of the codec, not of a final rounding.
+CudaTwinCase half_round_trip(const std::string& spec, std::vector<std::string> launchers, const Tensor& x,
+                             DType half, double tol, Metric metric = {}) {
+  CudaTwinCase c = round_trip(spec, std::move(launchers), x.to(half).to(DType::f32), tol, std::move(metric));
+  c.name = spec + " " + dgpipe::engine::dtype_name(half);
+  c.dtype = half;
+  c.prepare = [spec](const Inputs& v, Device) -> Step {
+    std::shared_ptr<dgpipe::compress::Codec> codec = make_codec(spec);
+    Tensor input = v[0];
+    return [codec, input] { return codec->decode_as(codec->encode(input), DType::f32); };
   };
   return c;
 }
@@ -63,6 +80,16 @@ const std::vector<CudaTwinCase>& codec_cases() {
                    frobenius, 3),
         round_trip("svd:4", {"svd_encode", "lowrank_decode"}, spectrum, 1e-4, frobenius),
     };
+    for (DType half : {DType::f16, DType::bf16}) {
+      t.push_back(half_round_trip("uniform:8", {"uniform_encode", "group_decode"}, x, half, 0.0));
+      t.push_back(half_round_trip("sortquant:6+2", {"sortquant_encode", "group_decode"}, x, half, 0.0));
+      t.push_back(half_round_trip("fastquant:6+2", {"fastquant_encode", "group_decode"}, x, half, 0.0));
+      t.push_back(half_round_trip("topk:0.1", {"topk_encode", "topk_decode"}, x, half, 0.0));
+      t.push_back(half_round_trip("kmeans:4/50", {"kmeans_encode", "kmeans_decode"},
+                                  make_input(Dist::all_equal), half, 0.0));
+      t.push_back(
+          half_round_trip("svd:4", {"svd_encode", "lowrank_decode"}, spectrum, half, 1e-4, frobenius));
+    }
     return t;
   }();
   return cases;

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "engine/amp.h"
 #include "layers/init.h"
 #include "layers/layers.h"
 #include "support/gradcheck.h"
@@ -139,4 +140,108 @@ TEST(BatchNorm2dDeferred, TwoMicroBatchesEqualOneFullBatch) {
   dgpipe::layers::BatchNorm2d plain(3);
   plain.train();
   EXPECT_EQ(plain(halves[0]).to_vector(), y0.to_vector());
+}
+
+// ---- precision rules (layers.h): GEMMs under autocast in half, norms in fp32, half models cast their input
+// --
+
+TEST(LayersPrecision, GemmLayersRunInHalfUnderAutocastWithFp32Gradients) {
+  Linear l(6, 4);
+  Conv2dOptions o;
+  o.padding = 1;
+  Conv2d c(3, 5, o);
+  Tensor x = engine::randn({2, 6});
+  Tensor img = engine::randn({2, 3, 6, 6});
+  Tensor ref_l = l(x), ref_c = c(img);
+  engine::amp::AutocastGuard ac(true, engine::DType::bf16);
+  Tensor y = l(x), z = c(img);
+  EXPECT_EQ(y.dtype(), engine::DType::bf16);
+  EXPECT_EQ(z.dtype(), engine::DType::bf16);
+  EXPECT_LT(dgpipe::testing::max_rel_diff(engine::cast(y, engine::DType::f32).detach(), ref_l.detach()),
+            2e-2);
+  EXPECT_LT(dgpipe::testing::max_rel_diff(engine::cast(z, engine::DType::f32).detach(), ref_c.detach()),
+            2e-2);
+  engine::sum(engine::cast(y, engine::DType::f32)).backward();
+  engine::sum(engine::cast(z, engine::DType::f32)).backward();
+  EXPECT_EQ(l.weight.grad().dtype(), engine::DType::f32) << "the fp32 parameter gets an fp32 gradient";
+  EXPECT_EQ(c.bias.grad().dtype(), engine::DType::f32);
+}
+
+TEST(LayersPrecision, NormsComputeInFp32AndReturnTheirInputDtype) {
+  BatchNorm2d bn(3);
+  LayerNorm ln(5);
+  Tensor img = engine::randn({4, 3, 2, 2}).to(engine::DType::f16);
+  Tensor seq = engine::randn({2, 5}).to(engine::DType::f16);
+  Tensor y = bn(img);
+  EXPECT_EQ(y.dtype(), engine::DType::f16) << "batch norm keeps a CNN's half activations half";
+  EXPECT_EQ(bn.running_mean.dtype(), engine::DType::f32);
+  Tensor ref = engine::batch_norm2d(img.to(engine::DType::f32), engine::ones({3}), engine::zeros({3}),
+                                    Tensor(), Tensor(), true, 0.1, 1e-5);
+  EXPECT_EQ(y.to_vector(), ref.to(engine::DType::f16).to_vector()) << "fp32 statistics, output rounded once";
+  EXPECT_EQ(ln(seq).dtype(), engine::DType::f16);
+  engine::amp::AutocastGuard ac(true, engine::DType::f16);
+  EXPECT_EQ(ln(seq).dtype(), engine::DType::f32) << "layer norm runs in fp32 under autocast, as PyTorch's";
+  EXPECT_EQ(bn(img).dtype(), engine::DType::f16);
+}
+
+TEST(LayersPrecision, HalfModelKeepsNormsFp32AndCastsItsInput) {
+  Sequential m({std::make_shared<Conv2d>(3, 4, Conv2dOptions{}), std::make_shared<BatchNorm2d>(4), ReLU()});
+  m.to_half_precision(engine::DType::bf16);
+  auto named = m.state_dict();
+  for (auto& [name, t] : named) {
+    if (name.rfind("1.", 0) == 0 && name != "1.num_batches_tracked")
+      EXPECT_EQ(t.dtype(), engine::DType::f32) << name << ": batch norm keeps fp32 parameters and statistics";
+    if (name.rfind("0.", 0) == 0) EXPECT_EQ(t.dtype(), engine::DType::bf16) << name;
+  }
+  Tensor y = m(engine::randn({2, 3, 5, 5}));
+  EXPECT_EQ(y.dtype(), engine::DType::bf16) << "the f32 input was cast at the first layer";
+  EXPECT_THROW(m.to_half_precision(engine::DType::f32), engine::Error);
+}
+
+// The CUDA twin of the precision rules: a conv-BN-ReLU-linear stack under autocast (f16 and bf16) and stored
+// in bf16 gives the CPU twin's outputs and parameter gradients within half-precision rounding.
+TEST(LayersPrecision, CudaFollowsTheCpuTwin) {
+  DGP_SKIP_WITHOUT_CUDA();
+  struct Case {
+    const char* name;
+    bool autocast;
+    engine::DType dtype;
+  };
+  for (const Case& k :
+       {Case{"mixed f16", true, engine::DType::f16}, Case{"mixed bf16", true, engine::DType::bf16},
+        Case{"bf16 model", false, engine::DType::bf16}}) {
+    SCOPED_TRACE(k.name);
+    auto build = [&](engine::Device device) {
+      engine::Generator gen(21);
+      Conv2dOptions o;
+      o.padding = 1;
+      auto m = std::make_shared<Sequential>(std::vector<std::shared_ptr<Module>>{
+          std::make_shared<Conv2d>(3, 6, o, &gen), std::make_shared<BatchNorm2d>(6), ReLU(),
+          std::make_shared<Flatten>(), std::make_shared<Linear>(6 * 5 * 5, 4, true, &gen)});
+      m->to(device);
+      if (!k.autocast) m->to_half_precision(k.dtype);
+      return m;
+    };
+    auto run = [&](engine::Device device) {
+      auto m = build(device);
+      engine::Generator gen(8);
+      Tensor x = engine::randn({4, 3, 5, 5}, {}, &gen).to(device);
+      engine::amp::AutocastGuard ac(k.autocast, k.dtype);
+      Tensor y = engine::cast((*m)(x), engine::DType::f32);
+      engine::sum(engine::mul(y, y)).backward();
+      std::vector<Tensor> out = {y.detach().to(engine::Device::cpu())};
+      for (auto& p : m->parameters())
+        out.push_back(p.grad().to(engine::Device::cpu()).to(engine::DType::f32));
+      return out;
+    };
+    const std::vector<Tensor> cpu = run(engine::Device::cpu()), cuda = run(engine::Device::cuda(0));
+    ASSERT_EQ(cpu.size(), cuda.size());
+    auto relative_l2 = [](const Tensor& a, const Tensor& b) {
+      const double num = engine::sum(engine::mul(engine::sub(a, b), engine::sub(a, b))).item();
+      return std::sqrt(num / std::max(engine::sum(engine::mul(b, b)).item(), 1e-30));
+    };
+    const double tol = k.dtype == engine::DType::f16 ? 1e-2 : 4e-2;
+    for (size_t i = 0; i < cpu.size(); ++i)
+      EXPECT_LT(relative_l2(cuda[i], cpu[i]), tol) << (i == 0 ? "output" : "gradient ") << i;
+  }
 }

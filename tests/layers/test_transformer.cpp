@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 
+#include "engine/amp.h"
 #include "layers/transformer.h"
 #include "support/gradcheck.h"
 
@@ -102,4 +103,70 @@ TEST(Transformer, DropoutOnlyInTraining) {
   EXPECT_EQ(layer->forward(x, {}).to_vector(), layer->forward(x, {}).to_vector());
   layer->train();
   EXPECT_NE(layer->forward(x, {}).to_vector(), layer->forward(x, {}).to_vector());
+}
+
+// Under autocast an encoder layer follows its fp32 result within half-precision rounding, its dense layers
+// run in half, the softmax and layer norms in fp32 (so it returns fp32), and every parameter gradient is
+// fp32.
+namespace {
+// An encoder layer without dropout (2 heads), an input [n, l, hidden] and the context of `mask` ([n, l]),
+// drawn in turn from one generator.
+struct MaskedLayer {
+  engine::Generator gen;  // first: the layer's initialisation draws from it
+  TransformerEncoderLayer layer;
+  Tensor x;
+  BlockContext ctx;
+  MaskedLayer(int64_t hidden, int64_t intermediate, uint64_t seed, const std::vector<double>& mask, int64_t n,
+              int64_t l)
+      : gen(seed), layer(config(hidden, intermediate), &gen) {
+    x = engine::randn({n, l, hidden}, {}, &gen);
+    ctx.attention_mask = engine::from_vector(mask, {n, l});
+    ctx.additive_mask = additive_attention_mask(ctx.attention_mask);
+  }
+  static TransformerLayerConfig config(int64_t hidden, int64_t intermediate) {
+    TransformerLayerConfig c;
+    c.hidden = hidden;
+    c.heads = 2;
+    c.intermediate = intermediate;
+    c.hidden_dropout = c.attention_dropout = 0.0;
+    return c;
+  }
+};
+}  // namespace
+
+TEST(Transformer, EncoderLayerUnderAutocastFollowsFp32) {
+  MaskedLayer m(16, 32, 3, {1, 1, 1, 0, 0, 1, 1, 1, 1, 1}, 2, 5);
+  TransformerEncoderLayer& layer = m.layer;
+  const Tensor& x = m.x;
+  const BlockContext& ctx = m.ctx;
+  Tensor ref = layer.forward(x, ctx);
+  for (engine::DType half : {engine::DType::f16, engine::DType::bf16}) {
+    engine::amp::AutocastGuard ac(true, half);
+    Tensor y = layer.forward(x, ctx);
+    EXPECT_EQ(y.dtype(), engine::DType::f32);
+    EXPECT_LT(dgpipe::testing::max_rel_diff(y.detach(), ref.detach()),
+              half == engine::DType::f16 ? 2e-2 : 8e-2)
+        << engine::dtype_name(half);
+    layer.zero_grad();
+    engine::sum(y).backward();
+    for (auto& [name, p] : layer.named_parameters()) {
+      ASSERT_TRUE(p.grad().defined()) << name;
+      EXPECT_EQ(p.grad().dtype(), engine::DType::f32) << name;
+    }
+  }
+}
+
+// A half-precision (fp16) layer masks with f16's lowest value, not with -inf (which turns a row with no
+// attended token into NaN; Hugging Face's lowest-value mask makes it uniform).
+TEST(Transformer, HalfModelMasksPaddingInItsOwnDtype) {
+  MaskedLayer m(8, 8, 5, {1, 1, 0, 0, 0, 0, 0, 0}, 2, 4);
+  TransformerEncoderLayer& layer = m.layer;
+  const Tensor& x = m.x;
+  const BlockContext& ctx = m.ctx;
+  Tensor ref = layer.forward(x, ctx);
+  layer.to_half_precision(engine::DType::f16);
+  Tensor y = layer.forward(x.to(engine::DType::f16), ctx);
+  EXPECT_EQ(y.dtype(), engine::DType::f16);
+  EXPECT_TRUE(engine::isfinite_all(y));
+  EXPECT_LT(dgpipe::testing::max_rel_diff(y.to(engine::DType::f32), ref.detach()), 3e-2);
 }

@@ -187,7 +187,8 @@ double relative_difference(const Tensor& a, const Tensor& b) {
 }
 
 pipeline::OptimizerFactory sgd_factory(double weight_decay) {
-  return [weight_decay](std::vector<Tensor> params, int /*stage*/) -> std::unique_ptr<engine::Optimizer> {
+  return [weight_decay](std::vector<Tensor> params, int /*stage*/,
+                        const std::vector<Tensor>& /*model_params*/) -> std::unique_ptr<engine::Optimizer> {
     engine::SGDOptions o;
     o.lr = 0.1;
     o.momentum = 0.9;

@@ -194,7 +194,7 @@ TEST(NcclChannelWorker, PipelineTransparency) {
     std::vector<Tensor> ref_params;
     for (auto& b : reference)
       for (auto& p : b->parameters()) ref_params.push_back(p);
-    auto ref_opt = make_sgd(ref_params, 0);
+    auto ref_opt = make_sgd(ref_params, 0, ref_params);
     for (int step = 0; step < 3; ++step) {
       MicroBatch batch = testmodels::make_batch("mlp", 8, 300 + step);
       pipe.train_step(batch);

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <thread>
 
 #include "compress/codec.h"
@@ -82,7 +83,7 @@ void check_transparency(const std::string& model, int S, int M, ScheduleKind kin
   std::vector<Tensor> ref_params;
   for (auto& b : ref_blocks)
     for (auto& p : b->parameters()) ref_params.push_back(p);
-  auto ref_opt = make_sgd(ref_params, 0);
+  auto ref_opt = make_sgd(ref_params, 0, ref_params);
 
   PipelineOptions opts;
   opts.balance = balance_by_cost(std::vector<double>(pipe_blocks.size(), 1.0), S);
@@ -606,5 +607,184 @@ TEST(Pipeline, CudaParametersAreFinalWhenTrainStepReturns) {
     EXPECT_EQ(stale, 0u) << "of " << settled.size() << " values read right after the step";
     EXPECT_NE(settled, previous) << "the step changed nothing";
     previous = settled;
+  }
+}
+
+// ---- precision (--precision): autocast per stage, master weights, loss scaling agreed across stages ----
+
+namespace {
+
+using engine::amp::Precision;
+
+struct PrecisionRun {
+  std::vector<double> losses;
+  std::vector<StepResult> results;
+  double wire_bytes = 0, raw_bytes = 0;  // stage 0's activations sent (codec none)
+};
+
+// `steps` steps of `model` over S stages (2 micro-batches, SGD as every pipeline test) in precision p.
+PrecisionRun train_in(const std::string& model, int S, Precision p, int steps) {
+  auto blocks = testmodels::make_blocks(model);
+  PipelineOptions opts;
+  opts.balance = balance_by_cost(std::vector<double>(blocks.size(), 1.0), S);
+  opts.micro_batches = 2;
+  opts.precision = p;
+  Pipeline pipe(blocks, opts, make_sgd);
+  PrecisionRun run;
+  for (int step = 0; step < steps; ++step) {
+    StepResult r = pipe.train_step(testmodels::make_batch(model, 8, 200 + step));
+    run.losses.push_back(r.loss);
+    run.results.push_back(r);
+  }
+  const BoundaryStats& sent = pipe.local_stages()[0]->boundary_stats(Side::downstream, Direction::fwd);
+  run.wire_bytes = static_cast<double>(sent.wire_bytes);
+  run.raw_bytes = static_cast<double>(sent.raw_bytes);
+  return run;
+}
+
+}  // namespace
+
+// The acceptance test of mixed precision: a run in each half precision follows the fp32 run of the same seed
+// (same initial weights, same batches) step by step, on a small CNN over 3 stages and a small encoder over 2,
+// within a stated tolerance on the loss: 2% of the fp32 loss for f16 compute, 5% for bf16 (3 fewer mantissa
+// bits), over the first 6 steps.
+TEST(PipelinePrecision, HalfPrecisionRunsFollowTheFp32Run) {
+  const int steps = 6;
+  for (const auto& [model, S] : std::vector<std::pair<std::string, int>>{{"resnet", 3}, {"roberta", 2}}) {
+    const PrecisionRun ref = train_in(model, S, Precision::fp32, steps);
+    for (Precision p : {Precision::mixed, Precision::mixed_bf16, Precision::fp16, Precision::bf16}) {
+      SCOPED_TRACE(model + " " + engine::amp::precision_name(p));
+      const PrecisionRun run = train_in(model, S, p, steps);
+      const double tol = engine::amp::compute_dtype(p) == engine::DType::f16 ? 0.02 : 0.05;
+      double worst = 0;
+      for (int i = 0; i < steps; ++i) {
+        worst = std::max(worst, std::fabs(run.losses[i] - ref.losses[i]) / ref.losses[i]);
+        EXPECT_FALSE(run.results[i].skipped) << "step " << i;
+      }
+      EXPECT_LE(worst, tol);
+      std::printf("  %s %-10s worst relative loss difference over %d steps: %.2e (tolerance %.0e)\n",
+                  model.c_str(), engine::amp::precision_name(p), steps, worst, tol);
+      EXPECT_EQ(run.results.back().loss_scale, engine::amp::needs_loss_scaling(p) ? 65536.0 : 1.0);
+    }
+  }
+}
+
+// A half-precision stage sends half activations: with codec none, half the bytes of f32 (plus the packet
+// headers, under 2% on these small tensors).
+// Under mixed the CNN's activations are half too (batch norm returns its input's dtype); the encoder's are
+// fp32 (layer norm runs in fp32 under autocast).
+TEST(PipelinePrecision, HalfActivationsCrossAsHalf) {
+  for (Precision p : {Precision::fp16, Precision::bf16, Precision::mixed}) {
+    const PrecisionRun cnn = train_in("resnet", 2, p, 1);
+    EXPECT_NEAR(cnn.wire_bytes / cnn.raw_bytes, 0.5, 0.02) << engine::amp::precision_name(p);
+  }
+  const PrecisionRun encoder = train_in("roberta", 2, Precision::mixed, 1);
+  EXPECT_NEAR(encoder.wire_bytes / encoder.raw_bytes, 1.0, 0.02);
+  const PrecisionRun half_encoder = train_in("roberta", 2, Precision::bf16, 1);
+  EXPECT_NEAR(half_encoder.wire_bytes / half_encoder.raw_bytes, 0.5, 0.02);
+}
+
+namespace {
+
+// Identity on its input; its one parameter w gets a NaN gradient while armed (0 * inf in the backward of
+// w * inf, a branch where() never selects), so exactly one stage's gradients are not finite.
+class NanGradientInjector : public layers::Module {
+ public:
+  NanGradientInjector() { w = register_parameter("w", engine::ones({1})); }
+  Tensor forward(const Tensor& x, const layers::BlockContext&) override {
+    const double c = armed ? std::numeric_limits<double>::infinity() : 1.0;
+    Tensor never = engine::zeros({1}, engine::DType::boolean);
+    Tensor branch = engine::where(never, engine::mul(w, c), engine::zeros_like(w));
+    return engine::add(x, engine::cast(branch, x.dtype()));
+  }
+  std::string type_name() const override { return "NanGradientInjector"; }
+  Tensor w;
+  bool armed = false;
+};
+
+std::vector<std::vector<double>> state_values(const std::vector<layers::ModulePtr>& blocks) {
+  std::vector<std::vector<double>> out;
+  for (auto& b : blocks)
+    for (auto& [name, t] : b->state_dict()) out.push_back(t.to_vector());
+  return out;
+}
+
+}  // namespace
+
+// The acceptance test of loss scaling in a pipeline: a NaN in one gradient of the middle stage skips that
+// step on every stage (a stage whose gradients are finite must not step while another skips): no parameter of
+// any stage changes, and every stage halves its scale; the scale then grows after growth_interval good steps,
+// in step on every stage.
+TEST(PipelinePrecision, ANonFiniteGradientInOneStageSkipsTheStepEverywhere) {
+  for (Precision p : {Precision::mixed, Precision::fp16}) {
+    SCOPED_TRACE(engine::amp::precision_name(p));
+    auto blocks = testmodels::make_blocks("mlp");
+    auto injector = std::make_shared<NanGradientInjector>();
+    blocks.insert(blocks.begin() + 2, injector);  // [linear, relu | injector, linear | tanh, linear]
+    PipelineOptions opts;
+    opts.balance = {2, 2, 2};
+    opts.micro_batches = 2;
+    opts.precision = p;
+    opts.loss_scaler.init_scale = 1024.0;
+    opts.loss_scaler.growth_interval = 2;
+    Pipeline pipe(blocks, opts, make_sgd);
+    auto step = [&](uint64_t seed) { return pipe.train_step(testmodels::make_batch("mlp", 8, seed)); };
+    auto scales = [&] {
+      std::vector<double> out;
+      for (size_t i = 0; i < pipe.local_stages().size(); ++i)
+        out.push_back(pipe.stage_precision(i)->loss_scale());
+      return out;
+    };
+    EXPECT_FALSE(step(1).skipped);
+    const auto before = state_values(blocks);
+    injector->armed = true;
+    const StepResult bad = step(2);
+    injector->armed = false;
+    EXPECT_TRUE(bad.skipped);
+    EXPECT_EQ(state_values(blocks), before) << "no stage may update on a skipped step";
+    EXPECT_EQ(scales(), std::vector<double>(3, 512.0)) << "every stage halves its scale";
+    EXPECT_FALSE(step(3).skipped);
+    EXPECT_EQ(scales(), std::vector<double>(3, 512.0));
+    EXPECT_FALSE(step(4).skipped);
+    EXPECT_EQ(scales(), std::vector<double>(3, 1024.0)) << "grows after growth_interval good steps";
+    EXPECT_NE(state_values(blocks), before);
+    for (size_t i = 0; i < pipe.local_stages().size(); ++i)
+      EXPECT_EQ(pipe.stage_precision(i)->scaler().skipped_steps(), 1) << "stage " << i;
+  }
+}
+
+// The CUDA twin of a pipelined precision run: the same steps with the stages on a GPU (and with a CPU client
+// and a GPU server, half boundaries crossing between them) follow the CPU run of the same seed within
+// half-precision rounding, with the same skip decisions.
+TEST(PipelinePrecision, CudaStagesFollowTheCpuTwin) {
+  DGP_SKIP_WITHOUT_CUDA();
+  for (Precision p : {Precision::mixed, Precision::mixed_bf16, Precision::fp16, Precision::bf16}) {
+    SCOPED_TRACE(engine::amp::precision_name(p));
+    auto run_on = [&](std::vector<engine::Device> devices) {
+      auto blocks = testmodels::make_blocks("resnet");
+      PipelineOptions opts;
+      opts.balance = balance_by_cost(std::vector<double>(blocks.size(), 1.0), 2);
+      opts.micro_batches = 2;
+      opts.precision = p;
+      opts.devices = devices;
+      Pipeline pipe(blocks, opts, make_sgd);
+      std::vector<StepResult> out;
+      for (int step = 0; step < 4; ++step)
+        out.push_back(pipe.train_step(testmodels::make_batch("resnet", 8, 300 + step)));
+      return out;
+    };
+    const auto cpu = run_on({engine::Device::cpu()});
+    const double tol = engine::amp::compute_dtype(p) == engine::DType::f16 ? 1e-2 : 3e-2;
+    for (const auto& devices :
+         {std::vector<engine::Device>{engine::Device::cuda(0)},
+          std::vector<engine::Device>{engine::Device::cpu(), engine::Device::cuda(0)}}) {
+      const auto gpu = run_on(devices);
+      for (size_t i = 0; i < cpu.size(); ++i) {
+        EXPECT_NEAR(gpu[i].loss, cpu[i].loss, tol * cpu[i].loss)
+            << "step " << i << ", " << devices.size() << " device(s)";
+        EXPECT_EQ(gpu[i].skipped, cpu[i].skipped) << "step " << i;
+        EXPECT_EQ(gpu[i].loss_scale, cpu[i].loss_scale) << "step " << i;
+      }
+    }
   }
 }

@@ -70,7 +70,7 @@ int transparency(int rank, int size, const std::string& mode, Placement placemen
   std::vector<Tensor> ref_params;
   for (auto& b : reference)
     for (auto& p : b->parameters()) ref_params.push_back(p);
-  auto ref_opt = make_sgd(ref_params, 0);
+  auto ref_opt = make_sgd(ref_params, 0, ref_params);
   for (int step = 0; step < 3; ++step) {
     if (step == 1 && rank == 1 && mode == "kill") std::raise(SIGKILL);
     if (step == 1 && rank == 1 && mode == "stuck") std::this_thread::sleep_for(std::chrono::hours(1));
