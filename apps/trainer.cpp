@@ -1,9 +1,11 @@
 // The training loop behind `dgpipe train`. run_training, at the end of the file, reads as its table of
 // contents: set-up functions fill a Run (the run's state) in order (start_processes, checked_devices,
 // set_up_data, set_up_model, set_up_pipeline, set_up_lr_schedule, resume_from_checkpoint,
-// write_config_and_banner, open_metrics_files), train_epochs runs the epochs (train_epoch_steps, train_step,
-// finish_epoch, evaluate, save_checkpoint), and finish_run writes summary.json. Progress lines and ETAs:
-// print_step_progress, print_epoch.
+// write_config_and_banner, open_metrics_files), train_epochs runs the epochs (train_epoch_steps, train_step
+// with --codec-error-every's append_codec_error_record and --eval-every's evaluate_periodically,
+// finish_epoch, evaluate, save_checkpoint), and finish_run writes summary.json and the closing lines.
+// run_totals is the whole run so far (traffic, codec time, wall-clock), across resumes. Progress lines and
+// ETAs: print_step_progress, print_epoch.
 #include "apps/trainer.h"
 
 #include <unistd.h>
