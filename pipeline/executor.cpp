@@ -443,7 +443,11 @@ Tensor StageExecutor::receive(StepState& st, Side side, Direction dir, int m, la
 
 void StageExecutor::send(StepState& st, Side side, Direction dir, int m, const Tensor& t,
                          const layers::BlockContext* ctx) {
-  Message msg = encode_message(codec(side, dir), t, ctx, booked(st, side, dir));
+  BoundaryStats& bs = booked(st, side, dir);
+  const bool measure = st.training && measure_codec_error_;
+  compress::Packet packet;
+  Message msg = encode_message(codec(side, dir), t, ctx, bs, measure ? &packet : nullptr);
+  if (measure) record_codec_error(side, dir, packet, t, bs);
   msg.src_stage = setup_.stage;
   msg.dst_stage = neighbour(side);
   msg.kind = kind_of(dir);
@@ -457,7 +461,8 @@ void StageExecutor::send(StepState& st, Side side, Direction dir, int m, const T
 // never leaves the device on this side of the link; with one that carries side tensors (the local channel),
 // the side inputs travel as Message::side_inputs too and the host bytes end with the header.
 Message StageExecutor::encode_message(compress::Codec& codec, const Tensor& t,
-                                      const layers::BlockContext* ctx, BoundaryStats& bs) {
+                                      const layers::BlockContext* ctx, BoundaryStats& bs,
+                                      compress::Packet* encoded) {
   auto t0 = Clock::now();
   const bool device_bodies = channel_->carries_device_bodies();
   compress::Packet packet = codec.encode(t.detach());
@@ -481,7 +486,25 @@ Message StageExecutor::encode_message(compress::Codec& codec, const Tensor& t,
     put_side_inputs(out, *ctx);
     bs.side_bytes += out.size() - before;
   }
+  if (encoded) *encoded = std::move(packet);
   return msg;
+}
+
+void StageExecutor::record_codec_error(Side side, Direction dir, const compress::Packet& p, const Tensor& x,
+                                       BoundaryStats& bs) {
+  NoGradGuard ng;
+  auto& probe = probe_[static_cast<int>(side)][static_cast<int>(dir)];
+  if (!probe) probe = compress::make_codec(codec(side, dir).spec(), codec(side, dir).boundary() + " (probe)");
+  const Tensor exact = engine::cast(x.detach(), DType::f64);
+  const Tensor got = engine::cast(probe->decode(p), DType::f64);
+  const double xx = engine::sum(engine::mul(exact, exact)).item();
+  const double gg = engine::sum(engine::mul(got, got)).item();
+  const double xg = engine::sum(engine::mul(exact, got)).item();
+  const double err2 = std::max(xx + gg - 2 * xg, 0.0);
+  // An all-zero tensor sent exactly has no error and, by convention, cosine 1.
+  bs.codec_rel_l2_sum += xx > 0 ? std::sqrt(err2 / xx) : (gg > 0 ? 1.0 : 0.0);
+  bs.codec_cosine_sum += xx > 0 && gg > 0 ? xg / std::sqrt(xx * gg) : (xx == gg ? 1.0 : 0.0);
+  bs.codec_measured++;
 }
 
 Tensor StageExecutor::decode_message(compress::Codec& codec, const Message& msg, layers::BlockContext* ctx,

@@ -58,6 +58,10 @@ struct BoundaryStats {
   uint64_t side_bytes = 0;  // side inputs carried with activations (attention masks, position ids, ...)
   uint64_t messages = 0;
   double encode_s = 0, decode_s = 0, wait_s = 0;
+  // Sending end, on steps that measure the codec (StageExecutor::measure_codec_error): over the messages
+  // measured, the sums of |x̂ - x| / |x| and of cos(x̂, x), x̂ = decode(encode(x)) being what the receiver gets.
+  double codec_rel_l2_sum = 0, codec_cosine_sum = 0;
+  uint64_t codec_measured = 0;
 };
 
 struct StageStats {
@@ -126,6 +130,10 @@ class StageExecutor {
   StageStats& stats() { return stats_; }
   std::vector<TraceEvent>& trace() { return trace_; }
   void set_trace(bool on) { tracing_ = on; }
+  // While on, every message this stage sends in a training step is also decoded here, by a second instance
+  // of its codec, and compared with what was encoded (BoundaryStats::codec_rel_l2_sum, ...). That instance
+  // only decodes, so the codec that sends keeps its state (warm starts, error-feedback residuals) untouched.
+  void measure_codec_error(bool on) { measure_codec_error_ = on; }
   void set_trace_origin(std::chrono::steady_clock::time_point t0) { origin_ = t0; }
 
  private:
@@ -167,8 +175,12 @@ class StageExecutor {
   void send(StepState& st, Side side, Direction dir, int m, const Tensor& t, const layers::BlockContext* ctx);
   // Encodes t (and the side inputs of ctx, when given) into a message: host bytes, plus the packet body as a
   // device tensor when the channel carries_device_bodies(). The caller fills in the address.
+  // The packet is also left in `encoded`, when given.
   Message encode_message(compress::Codec& codec, const Tensor& t, const layers::BlockContext* ctx,
-                         BoundaryStats& bs);
+                         BoundaryStats& bs, compress::Packet* encoded = nullptr);
+  // Decodes p with the (side, dir) probe codec and adds its error against x to bs.
+  void record_codec_error(Side side, Direction dir, const compress::Packet& p, const Tensor& x,
+                          BoundaryStats& bs);
   Tensor decode_message(compress::Codec& codec, const Message& msg, layers::BlockContext* ctx,
                         BoundaryStats& bs, std::optional<engine::DType> dtype);
   void event(const char* name, int mb, std::chrono::steady_clock::time_point t0);
@@ -191,7 +203,9 @@ class StageExecutor {
   StageProgram program_;          // this stage's instruction list for a training step
   StageProgram forward_program_;  // ... and for an evaluation step (forward instructions only)
   std::unique_ptr<compress::Codec> codec_[2][2];  // [Side][Direction]; none on a side without a neighbour
-  BoundaryStats boundary_stats_[2][2];            // [Side][Direction]
+  std::unique_ptr<compress::Codec> probe_[2][2];  // decode-only twins of the sending codecs, made when needed
+  bool measure_codec_error_ = false;
+  BoundaryStats boundary_stats_[2][2];  // [Side][Direction]
   StageStats stats_;
   std::vector<TraceEvent> trace_;
   bool tracing_ = false;
