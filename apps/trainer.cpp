@@ -426,7 +426,7 @@ struct Run {
   // counters (restored on resume)
   int64_t start_epoch = 0, global_step = 0, steps_this_run = 0;
   RunTotals before;           // what the segments before this one spent (from the checkpoint)
-  int64_t skipped_steps = 0;  // of this invocation: steps the loss scaler skipped
+  int64_t skipped_steps = 0;  // of this segment: steps the loss scaler skipped (run_totals: the whole run)
   // logs
   std::ofstream csv, jsonl;
   std::map<int, uint64_t> fwd_wire_at_last_report, bwd_wire_at_last_report;  // per stage
@@ -448,6 +448,7 @@ RunTotals run_totals(Run& r) {
   t.train_seconds = r.before.train_seconds + segment_s - r.eval_seconds;
   t.elapsed_seconds = r.before.elapsed_seconds + segment_s;
   t.segments = r.before.segments;
+  t.skipped_steps = r.before.skipped_steps + r.skipped_steps;
   return t;
 }
 
@@ -636,7 +637,8 @@ void set_up_lr_schedule(Run& r) {
 nlohmann::json totals_json(const RunTotals& t) {
   return {{"wire_bytes", t.wire_bytes},           {"raw_bytes", t.raw_bytes},
           {"codec_seconds", t.codec_seconds},     {"train_seconds", t.train_seconds},
-          {"elapsed_seconds", t.elapsed_seconds}, {"segments", t.segments}};
+          {"elapsed_seconds", t.elapsed_seconds}, {"segments", t.segments},
+          {"skipped_steps", t.skipped_steps}};
 }
 
 // The totals a checkpoint holds (none in checkpoints written before they were kept: then the run's earlier
@@ -652,6 +654,7 @@ RunTotals totals_from_metadata(const std::map<std::string, std::string>& meta) {
   t.train_seconds = j.at("train_seconds").get<double>();
   t.elapsed_seconds = j.at("elapsed_seconds").get<double>();
   t.segments = j.at("segments").get<int64_t>();
+  t.skipped_steps = j.value("skipped_steps", int64_t{0});  // absent in checkpoints of earlier versions
   return t;
 }
 
@@ -902,8 +905,8 @@ void print_step_progress(const Run& r, const EpochProgress& p, double lr) {
             << "  " << std::setprecision(1) << rate << " samples/s  ETA "
             << human_seconds(eta_at_rate(left, r.c.batch, rate));
   if (engine::amp::needs_loss_scaling(engine::amp::parse_precision(r.c.precision)))
-    std::cout << "  loss scale " << std::setprecision(0) << p.loss_scale << " (" << r.skipped_steps
-              << " steps skipped)";
+    std::cout << "  loss scale " << std::setprecision(0) << p.loss_scale << " ("
+              << r.before.skipped_steps + r.skipped_steps << " steps skipped)";
   std::cout << "\n" << std::flush;
 }
 
@@ -1186,7 +1189,7 @@ void write_summary_json(const Run& r, const RunTotals& t) {
                    {"compress", c.compress},
                    {"stages", c.stages},
                    {"precision", c.precision},
-                   {"skipped_steps", r.skipped_steps},
+                   {"skipped_steps", t.skipped_steps},
                    {"steps", r.global_step},
                    {"seconds", t.elapsed_seconds},
                    {"train_seconds", t.train_seconds},

@@ -18,6 +18,7 @@ struct RunTotals {
   double train_seconds = 0;                // wall-clock of training: everything but held-out evaluation
   double elapsed_seconds = 0;              // wall-clock, evaluation included
   int64_t segments = 1;                    // 1 + the number of resumes
+  int64_t skipped_steps = 0;               // optimizer steps the loss scaler skipped (fp16 overflow)
 };
 
 // One line of metrics.jsonl / metrics.csv.

@@ -197,10 +197,11 @@ struct StageExecutor::StepState {
   std::vector<Slot> slots;
   LastStageMetrics metrics;
   std::vector<Tensor> logits;
-  double wait_s = 0;       // blocked in recv (not busy)
-  BoundaryStats unbooked;  // where evaluation traffic is counted: the statistics describe training
-  bool skipped = false;    // OptimizerStep: the update was skipped (non-finite gradients somewhere)
-  double loss_scale = 0;   // OptimizerStep: the scale after the step
+  double wait_s = 0;        // blocked in recv (not busy)
+  BoundaryStats unbooked;   // where evaluation traffic is counted: the statistics describe training
+  bool overflowed = false;  // a non-finite tensor was to be sent under loss scaling (zeros went instead)
+  bool skipped = false;     // OptimizerStep: the update was skipped (non-finite gradients somewhere)
+  double loss_scale = 0;    // OptimizerStep: the scale after the step
 };
 
 StepResult StageExecutor::train_step(int64_t step, const std::vector<MicroBatch>& data) {
@@ -340,7 +341,7 @@ void StageExecutor::optimizer_step(StepState& st) {
     }
   } else {
     GradientVerdict verdict;
-    verdict.all_finite = ps->unscale(setup_.optimizer);
+    verdict.all_finite = ps->unscale(setup_.optimizer) && !st.overflowed;
     const bool clipping = setup_.clip_norm > 0;
     if (clipping) {
       const double norm = engine::grad_norm(ps->optimizer_params());
@@ -445,9 +446,17 @@ void StageExecutor::send(StepState& st, Side side, Direction dir, int m, const T
                          const layers::BlockContext* ctx) {
   BoundaryStats& bs = booked(st, side, dir);
   const bool measure = st.training && measure_codec_error_;
+  Tensor payload = t;
+  // Under loss scaling an overflow is expected now and then and must end in a skipped step, not in an error:
+  // this stage votes "not finite" at OptimizerStep and zeros cross instead (no quantizer can encode an inf).
+  engine::amp::PrecisionStep* ps = setup_.precision_step;
+  if (st.training && ps && ps->scaler().enabled() && !engine::isfinite_all(t)) {
+    st.overflowed = true;
+    payload = engine::zeros_like(t);
+  }
   compress::Packet packet;
-  Message msg = encode_message(codec(side, dir), t, ctx, bs, measure ? &packet : nullptr);
-  if (measure) record_codec_error(side, dir, packet, t, bs);
+  Message msg = encode_message(codec(side, dir), payload, ctx, bs, measure ? &packet : nullptr);
+  if (measure) record_codec_error(side, dir, packet, payload, bs);
   msg.src_stage = setup_.stage;
   msg.dst_stage = neighbour(side);
   msg.kind = kind_of(dir);

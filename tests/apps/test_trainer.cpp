@@ -377,6 +377,30 @@ TEST(Train, MixedPrecisionResumeReproducesTheUninterruptedRunExactly) {
   }
 }
 
+// The steps the loss scaler skipped belong to the whole run, like its traffic: a scale far too large makes
+// every early fp16 step overflow, including those of the segment before the resume.
+TEST(Train, SkippedStepsAreCountedOverTheWholeRunAcrossResume) {
+  std::string data = synthetic_cifar(16);  // 5 steps per epoch
+  auto config = [&](const std::string& name) {
+    TrainConfig c = small_image_config(data, temp_dir(name));
+    c.precision = "fp16";
+    c.loss_scale = std::ldexp(1.0, 40);
+    return c;
+  };
+  auto skipped = [](const TrainConfig& c) {
+    nlohmann::json j = nlohmann::json::parse(std::ifstream(fs::path(c.log_dir) / "summary.json"));
+    return j.at("skipped_steps").get<int64_t>();
+  };
+  TrainConfig full = config("skips_full");
+  run_training(full);
+  TrainConfig part = config("skips_part");
+  run_training(part, /*stop_after_steps=*/7);  // checkpoint after epoch 1 (step 5), then "crash"
+  part.resume = true;
+  run_training(part);
+  EXPECT_GT(skipped(full), 5) << "the test needs skipped steps in both segments";
+  EXPECT_EQ(skipped(part), skipped(full));
+}
+
 TEST(Train, LearnsSyntheticImages) {
   std::string data = synthetic_cifar(64);  // 320 train images
   TrainConfig c = small_image_config(data, temp_dir("run_learn"));
