@@ -66,6 +66,9 @@ namespace dgpipe::apps {
   X(channel,                                                                                               \
     "local (stages as threads of one process) | mpi (one process per rank, start with mpirun) | nccl "     \
     "(as mpi, activations GPU to GPU; one GPU per rank; untested)")                                        \
+  X(peer_timeout,                                                                                          \
+    "seconds a stage waits for a message before it names the peer dead or stuck (0: 10 x the slowest of "  \
+    "the last 20 steps, at least 30 s; 120 s for the first step)")                                         \
   X(seed_compat, "reproduce the original's choices: sum of micro-batch losses")                            \
   X(recompute, "recompute activations in backward instead of keeping them")                                \
   X(deferred_bn,                                                                                           \
@@ -86,6 +89,12 @@ namespace dgpipe::apps {
   X(eval_only, "only evaluate (the checkpoint in --log-dir, or --init-from)")                              \
   X(init_from, "initialise from a pretrained checkpoint (safetensors, PyTorch/Hugging Face names)")        \
   X(log_every, "progress line every N steps (0: once per epoch)")                                          \
+  X(eval_every,                                                                                            \
+    "also evaluate on the held-out set every N training steps, with the training wall-clock, into "        \
+    "metrics.jsonl (0: at epoch ends only)")                                                               \
+  X(codec_error_every,                                                                                     \
+    "every N steps, log each boundary's relative L2 error and cosine of decode(encode(x)) against x "      \
+    "into metrics.jsonl (0: never)")                                                                       \
   X(checkpoint_every, "epochs between checkpoints (0: only at the end)")                                   \
   X(trace, "write a Chrome/Perfetto trace of the first --trace-steps steps to this file")                  \
   X(trace_steps, "steps recorded by --trace")
@@ -230,6 +239,8 @@ void TrainConfig::validate() const {
             "--placement: expected chain or client-server, got '" << placement << "'");
   DGP_CHECK(pipeline_schedule == "gpipe" || pipeline_schedule == "1f1b",
             "--pipeline-schedule: expected gpipe or 1f1b, got '" << pipeline_schedule << "'");
+  DGP_CHECK(peer_timeout >= 0,
+            "--peer-timeout: must be >= 0 seconds (0: scaled with the step time), got " << peer_timeout);
   DGP_CHECK(channel == "local" || channel == "mpi" || channel == "nccl",
             "--channel: expected local, mpi or nccl, got '" << channel << "'");
   engine::amp::parse_precision(precision);  // throws naming --precision and the accepted values
@@ -244,6 +255,7 @@ void TrainConfig::validate() const {
   DGP_CHECK(workers >= 0 && workers <= 64, "--workers: must be in 0..64, got " << workers);
   DGP_CHECK(train_subset >= 0 && eval_subset >= 0, "--train-subset/--eval-subset: must be >= 0");
   DGP_CHECK(log_every >= 0 && checkpoint_every >= 0, "--log-every/--checkpoint-every: must be >= 0");
+  DGP_CHECK(eval_every >= 0 && codec_error_every >= 0, "--eval-every/--codec-error-every: must be >= 0");
   DGP_CHECK(!log_dir.empty(), "--log-dir: must not be empty");
   DGP_CHECK(bottleneck_epochs >= 0 && bottleneck_lr >= 0,
             "--bottleneck-epochs/--bottleneck-lr: must be >= 0");

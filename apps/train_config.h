@@ -59,6 +59,7 @@ struct TrainConfig {
   std::string link_bandwidth;               // e.g. 1gbit ("" = unthrottled)
   std::string link_latency;                 // e.g. 5ms
   std::string channel = "local";  // local (stages as threads) | mpi (one process per rank, via mpirun)
+  double peer_timeout = 0;        // seconds a stage waits for a message (0: scaled with the step time)
   bool seed_compat = false;
   bool recompute = false;
   bool deferred_bn = false;
@@ -72,10 +73,12 @@ struct TrainConfig {
   std::string log_dir = "runs/latest";
   bool resume = false;
   bool eval_only = false;
-  std::string init_from;         // pretrained checkpoint (safetensors; heads may be missing)
-  int64_t log_every = 50;        // progress line every N steps (0: per epoch only)
-  int64_t checkpoint_every = 1;  // epochs between checkpoints (0: only at the end)
-  std::string trace;             // write a Chrome/Perfetto trace of the first steps to this file
+  std::string init_from;           // pretrained checkpoint (safetensors; heads may be missing)
+  int64_t log_every = 50;          // progress line every N steps (0: per epoch only)
+  int64_t eval_every = 0;          // held-out evaluation every N steps, besides the epoch ends (0: none)
+  int64_t codec_error_every = 50;  // measure every boundary's codec error every N steps (0: never)
+  int64_t checkpoint_every = 1;    // epochs between checkpoints (0: only at the end)
+  std::string trace;               // write a Chrome/Perfetto trace of the first steps to this file
   int64_t trace_steps = 3;
   std::string preset;
 

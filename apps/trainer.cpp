@@ -1,9 +1,11 @@
 // The training loop behind `dgpipe train`. run_training, at the end of the file, reads as its table of
 // contents: set-up functions fill a Run (the run's state) in order (start_processes, checked_devices,
 // set_up_data, set_up_model, set_up_pipeline, set_up_lr_schedule, resume_from_checkpoint,
-// write_config_and_banner, open_metrics_files), train_epochs runs the epochs (train_epoch_steps, train_step,
-// finish_epoch, evaluate, save_checkpoint), and finish_run writes summary.json. Progress lines and ETAs:
-// print_step_progress, print_epoch.
+// write_config_and_banner, open_metrics_files), train_epochs runs the epochs (train_epoch_steps, train_step
+// with --codec-error-every's append_codec_error_record and --eval-every's evaluate_periodically,
+// finish_epoch, evaluate, save_checkpoint), and finish_run writes summary.json and the closing lines.
+// run_totals is the whole run so far (traffic, codec time, wall-clock), across resumes. Progress lines and
+// ETAs: print_step_progress, print_epoch.
 #include "apps/trainer.h"
 
 #include <unistd.h>
@@ -19,6 +21,7 @@
 #include <sstream>
 #include <utility>
 
+#include "apps/link_cost.h"
 #include "compress/codec.h"
 #include "data/bpe_tokenizer.h"
 #include "data/cifar_binary.h"
@@ -30,7 +33,6 @@
 #include "engine/amp.h"
 #include "engine/io/safetensors.h"
 #include "engine/optim/adamw.h"
-#include "engine/optim/clip_grad.h"
 #include "engine/optim/lr_schedule.h"
 #include "engine/optim/sgd.h"
 #include "models/registry.h"
@@ -315,27 +317,49 @@ pipeline::MicroBatch to_micro_batch(const data::Batch& b, const models::Model& m
   return mb;
 }
 
-// Totals of the boundary traffic (each boundary and direction counted once: at its sender). With one process
-// per rank every rank holds only its own stages' counters, so they are summed over the ranks; every rank
+// Sums over the ranks: with one process per rank every rank holds only its own stages' counters; every rank
 // calls this at the same points of the loop.
-void boundary_totals(pipeline::Pipeline& pipe, uint64_t& wire, uint64_t& raw, bool across_ranks) {
-  wire = raw = 0;
+void sum_over_ranks(std::vector<double>& values, bool across_ranks) {
+#ifdef DGPIPE_WITH_MPI
+  if (across_ranks && !values.empty())
+    MPI_Allreduce(MPI_IN_PLACE, values.data(), static_cast<int>(values.size()), MPI_DOUBLE, MPI_SUM,
+                  MPI_COMM_WORLD);
+#else
+  (void)values;
+  (void)across_ranks;
+#endif
+}
+
+// The boundary traffic of this process's pipeline (each boundary and direction counted once: at its sender),
+// with the encode time at the senders and the decode time at the receivers, summed over the ranks.
+RunTotals pipeline_traffic(pipeline::Pipeline& pipe, bool across_ranks) {
+  using pipeline::Direction;
+  using pipeline::Side;
+  uint64_t wire = 0, raw = 0;
+  double codec_s = 0;
   for (auto& st : pipe.local_stages()) {
-    auto& f = st->boundary_stats(pipeline::Side::downstream, pipeline::Direction::fwd);
-    auto& g = st->boundary_stats(pipeline::Side::upstream, pipeline::Direction::bwd);
+    auto& f = st->boundary_stats(Side::downstream, Direction::fwd);
+    auto& g = st->boundary_stats(Side::upstream, Direction::bwd);
     wire += f.wire_bytes + g.wire_bytes;
     raw += f.raw_bytes + g.raw_bytes;
+    codec_s += f.encode_s + g.encode_s + st->boundary_stats(Side::upstream, Direction::fwd).decode_s +
+               st->boundary_stats(Side::downstream, Direction::bwd).decode_s;
   }
 #ifdef DGPIPE_WITH_MPI
   if (across_ranks) {
-    uint64_t local[2] = {wire, raw}, total[2] = {0, 0};
-    MPI_Allreduce(local, total, 2, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
-    wire = total[0];
-    raw = total[1];
+    uint64_t bytes[2] = {wire, raw};
+    MPI_Allreduce(MPI_IN_PLACE, bytes, 2, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
+    wire = bytes[0];
+    raw = bytes[1];
   }
-#else
-  (void)across_ranks;
 #endif
+  std::vector<double> seconds{codec_s};
+  sum_over_ranks(seconds, across_ranks);
+  RunTotals t;
+  t.wire_bytes = wire;
+  t.raw_bytes = raw;
+  t.codec_seconds = seconds[0];
+  return t;
 }
 
 // ---------------- files and units ----------------
@@ -412,14 +436,33 @@ struct Run {
   std::optional<engine::LRSchedule> lr_schedule;
   // counters (restored on resume)
   int64_t start_epoch = 0, global_step = 0, steps_this_run = 0;
-  int64_t skipped_steps = 0;  // of this invocation: steps the loss scaler skipped
+  RunTotals before;           // what the segments before this one spent (from the checkpoint)
+  int64_t skipped_steps = 0;  // of this segment: steps the loss scaler skipped (run_totals: the whole run)
   // logs
   std::ofstream csv, jsonl;
   std::map<int, uint64_t> fwd_wire_at_last_report, fwd_raw_at_last_report,
       bwd_wire_at_last_report;  // per stage
   Clock::time_point start_time;
+  double eval_seconds = 0;                // this segment's time in held-out evaluation
+  std::optional<EpochMetrics> last_eval;  // --eval-every's last result (an epoch ending there reuses it)
+  std::vector<double> codec_error_at_last_record;  // the codec error sums the last record was taken from
   TrainSummary summary;
 };
+
+// The whole run so far: the segments before this one and this one's traffic and clocks. Collective over the
+// ranks (every rank calls it at the same points).
+RunTotals run_totals(Run& r) {
+  RunTotals t = pipeline_traffic(*r.pipe, r.multi_process);
+  const double segment_s = std::chrono::duration<double>(Clock::now() - r.start_time).count();
+  t.wire_bytes += r.before.wire_bytes;
+  t.raw_bytes += r.before.raw_bytes;
+  t.codec_seconds += r.before.codec_seconds;
+  t.train_seconds = r.before.train_seconds + segment_s - r.eval_seconds;
+  t.elapsed_seconds = r.before.elapsed_seconds + segment_s;
+  t.segments = r.before.segments;
+  t.skipped_steps = r.before.skipped_steps + r.skipped_steps;
+  return t;
+}
 
 // ---------------- set-up ----------------
 
@@ -522,6 +565,8 @@ pipeline::PipelineOptions pipeline_options(Run& r, const std::vector<engine::Dev
   po.recompute = c.recompute;
   po.deferred_bn = c.deferred_bn;
   po.label_smoothing = c.label_smoothing;
+  po.clip_norm = c.clip;
+  po.timeout = std::chrono::milliseconds(static_cast<int64_t>(std::ceil(c.peer_timeout * 1000.0)));
   po.trace = !c.trace.empty();
   po.seed = c.seed;
   po.precision = engine::amp::parse_precision(c.precision);
@@ -606,6 +651,30 @@ void set_up_lr_schedule(Run& r) {
 // loss scale and its growth count, the fp32 master weights of fp16/bf16) and dropout generator
 // ("rng.<stage>"), the counters and the configuration (--precision included) in the metadata.
 
+nlohmann::json totals_json(const RunTotals& t) {
+  return {{"wire_bytes", t.wire_bytes},           {"raw_bytes", t.raw_bytes},
+          {"codec_seconds", t.codec_seconds},     {"train_seconds", t.train_seconds},
+          {"elapsed_seconds", t.elapsed_seconds}, {"segments", t.segments},
+          {"skipped_steps", t.skipped_steps}};
+}
+
+// The totals a checkpoint holds (none in checkpoints written before they were kept: then the run's earlier
+// segments are not counted).
+RunTotals totals_from_metadata(const std::map<std::string, std::string>& meta) {
+  RunTotals t;
+  auto it = meta.find("totals");
+  if (it == meta.end()) return t;
+  nlohmann::json j = nlohmann::json::parse(it->second);
+  t.wire_bytes = j.at("wire_bytes").get<uint64_t>();
+  t.raw_bytes = j.at("raw_bytes").get<uint64_t>();
+  t.codec_seconds = j.at("codec_seconds").get<double>();
+  t.train_seconds = j.at("train_seconds").get<double>();
+  t.elapsed_seconds = j.at("elapsed_seconds").get<double>();
+  t.segments = j.at("segments").get<int64_t>();
+  t.skipped_steps = j.value("skipped_steps", int64_t{0});  // absent in checkpoints of earlier versions
+  return t;
+}
+
 std::string optimizer_prefix(int stage) {
   return "optim." + std::to_string(stage) + ".";
 }
@@ -640,6 +709,7 @@ void save_checkpoint(Run& r, int64_t next_epoch) {
   }
   std::map<std::string, std::string> meta{{"epoch", std::to_string(next_epoch)},
                                           {"step", std::to_string(r.global_step)},
+                                          {"totals", totals_json(run_totals(r)).dump()},
                                           {"config", r.c.to_json().dump()},
                                           {"format", "dgpipe-checkpoint-1"}};
   engine::save_safetensors(r.checkpoint_path, tensors, meta);
@@ -687,6 +757,8 @@ void resume_from_checkpoint(Run& r) {
   }
   r.start_epoch = std::stoll(f.metadata["epoch"]);
   r.global_step = std::stoll(f.metadata["step"]);
+  r.before = totals_from_metadata(f.metadata);
+  if (r.c.resume) r.before.segments += 1;
   std::cout << "resumed from " << r.checkpoint_path << " at epoch " << r.start_epoch << ", step "
             << r.global_step << "\n";
 }
@@ -743,8 +815,35 @@ void write_config_and_banner(Run& r) {
 }
 
 // metrics.csv and metrics.jsonl: one line per epoch, appended to on resume.
+// Keeps the lines of a metrics file that describe steps up to `step` (and the header): on resume, what was
+// logged after the checkpoint, or a line cut short by a kill, belongs to work that is done again.
+void keep_lines_up_to_step(const fs::path& path, int64_t step, bool csv) {
+  std::ifstream in(path);
+  if (!in.good()) return;
+  std::string kept, line;
+  for (bool first = true; std::getline(in, line); first = false) {
+    bool keep = false;
+    if (csv) {
+      std::stringstream fields(line);
+      std::string epoch, at;
+      keep = first || (std::getline(fields, epoch, ',') && std::getline(fields, at, ',') && !at.empty() &&
+                       std::strtoll(at.c_str(), nullptr, 10) <= step);
+    } else {
+      nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      keep = j.is_object() && j.contains("step") && j["step"].is_number() && j["step"].get<int64_t>() <= step;
+    }
+    if (keep) kept += line + "\n";
+  }
+  in.close();
+  write_text_atomic(path.string(), kept);
+}
+
 void open_metrics_files(Run& r) {
   bool fresh = !r.c.resume;
+  if (!fresh) {
+    keep_lines_up_to_step(fs::path(r.log_dir) / "metrics.csv", r.global_step, /*csv=*/true);
+    keep_lines_up_to_step(fs::path(r.log_dir) / "metrics.jsonl", r.global_step, /*csv=*/false);
+  }
   r.csv.open((fs::path(r.log_dir) / "metrics.csv").string(), fresh ? std::ios::trunc : std::ios::app);
   r.jsonl.open((fs::path(r.log_dir) / "metrics.jsonl").string(), fresh ? std::ios::trunc : std::ios::app);
   DGP_CHECK(r.csv.good() && r.jsonl.good(), "--log-dir: cannot write metrics in '" << r.log_dir << "'");
@@ -781,7 +880,8 @@ void append_metrics(Run& r, const EpochMetrics& m) {
         << m.eval_acc << "," << m.eval_mcc << "," << m.eval_f1 << "," << m.lr << "," << m.samples_per_s << ","
         << m.seconds << "," << m.wire_bytes << "," << m.raw_bytes << "\n"
         << std::flush;
-  nlohmann::json j{{"epoch", m.epoch},
+  nlohmann::json j{{"record", "epoch"},
+                   {"epoch", m.epoch},
                    {"step", m.step},
                    {"train_loss", m.train_loss},
                    {"train_acc", m.train_acc},
@@ -793,8 +893,18 @@ void append_metrics(Run& r, const EpochMetrics& m) {
                    {"samples_per_s", m.samples_per_s},
                    {"seconds", m.seconds},
                    {"wire_bytes", m.wire_bytes},
-                   {"raw_bytes", m.raw_bytes}};
+                   {"raw_bytes", m.raw_bytes},
+                   {"run", totals_json(m.totals)}};
   j["stages"] = stage_stats_json(*r.pipe);
+  r.jsonl << j.dump() << "\n" << std::flush;
+}
+
+// --eval-every: the held-out metrics against the training wall-clock and traffic of the whole run so far.
+void append_eval_record(Run& r, const EpochMetrics& m) {
+  nlohmann::json j{{"record", "eval"},       {"epoch", m.epoch},
+                   {"step", m.step},         {"eval_loss", m.eval_loss},
+                   {"eval_acc", m.eval_acc}, {"eval_mcc", m.eval_mcc},
+                   {"eval_f1", m.eval_f1},   {"run", totals_json(m.totals)}};
   r.jsonl << j.dump() << "\n" << std::flush;
 }
 
@@ -814,7 +924,7 @@ struct EpochProgress {
   Clock::time_point start = Clock::now();
   double loss_sum = 0;
   int64_t correct = 0, seen = 0, steps = 0;
-  uint64_t wire_at_start = 0, raw_at_start = 0;
+  RunTotals at_start;     // the run's totals when the epoch started
   double loss_scale = 0;  // after the last step (0: no loss scaling)
 };
 
@@ -829,8 +939,8 @@ void print_step_progress(const Run& r, const EpochProgress& p, double lr) {
             << "  " << std::setprecision(1) << rate << " samples/s  ETA "
             << human_seconds(eta_at_rate(left, r.c.batch, rate));
   if (engine::amp::needs_loss_scaling(engine::amp::parse_precision(r.c.precision)))
-    std::cout << "  loss scale " << std::setprecision(0) << p.loss_scale << " (" << r.skipped_steps
-              << " steps skipped)";
+    std::cout << "  loss scale " << std::setprecision(0) << p.loss_scale << " ("
+              << r.before.skipped_steps + r.skipped_steps << " steps skipped)";
   std::cout << "\n" << std::flush;
 }
 
@@ -900,6 +1010,7 @@ bool cut_to_micro_batches(pipeline::MicroBatch& mb, int64_t size, int micro_batc
 
 // Loss, accuracy, MCC and (two classes) F1 on the evaluation set, into m (on the reporter).
 void evaluate(Run& r, EpochMetrics& m) {
+  const auto t0 = Clock::now();
   std::vector<int64_t> preds, labels;
   double loss_sum = 0;
   int64_t n = 0;
@@ -921,6 +1032,75 @@ void evaluate(Run& r, EpochMetrics& m) {
     m.eval_acc = data::accuracy(preds, labels);
     m.eval_mcc = data::matthews_corrcoef(preds, labels);
     m.eval_f1 = r.num_classes == 2 ? data::f1_score(preds, labels) : 0.0;
+  }
+  r.eval_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// --eval-every: an evaluation in the middle of an epoch, logged with the run's training time and traffic.
+void evaluate_periodically(Run& r, int64_t epoch) {
+  EpochMetrics m;
+  m.epoch = epoch;
+  m.step = r.global_step;
+  evaluate(r, m);
+  m.totals = run_totals(r);
+  r.last_eval = m;
+  if (!r.reporter) return;
+  append_eval_record(r, m);
+  std::cout << "  eval at step " << m.step << ": acc " << std::fixed << std::setprecision(2)
+            << 100 * m.eval_acc << "%  loss " << std::setprecision(4) << m.eval_loss << "  after "
+            << human_seconds(m.totals.train_seconds) << " of training\n"
+            << std::flush;
+}
+
+// The codec error sums of every boundary and direction, [boundary][fwd, bwd][rel L2, cosine, messages],
+// taken at the sending stage and summed over the ranks (collective).
+std::vector<double> codec_error_sums(pipeline::Pipeline& pipe, bool across_ranks) {
+  using pipeline::Direction;
+  using pipeline::Side;
+  const int boundaries = pipe.num_stages() - 1;
+  std::vector<double> sums(static_cast<size_t>(boundaries) * 2 * 3, 0.0);
+  auto add = [&](int boundary, int direction, const pipeline::BoundaryStats& bs) {
+    double* at = &sums[(static_cast<size_t>(boundary) * 2 + direction) * 3];
+    at[0] += bs.codec_rel_l2_sum;
+    at[1] += bs.codec_cosine_sum;
+    at[2] += static_cast<double>(bs.codec_measured);
+  };
+  for (auto& st : pipe.local_stages()) {
+    const int s = st->setup().stage;
+    if (s < boundaries) add(s, 0, st->boundary_stats(Side::downstream, Direction::fwd));
+    if (s > 0) add(s - 1, 1, st->boundary_stats(Side::upstream, Direction::bwd));
+  }
+  sum_over_ranks(sums, across_ranks);
+  return sums;
+}
+
+// --codec-error-every: per boundary and direction, the mean relative L2 error and cosine of what the receiver
+// decoded against what the sender encoded, over the messages of the step just measured.
+void append_codec_error_record(Run& r, int64_t epoch) {
+  std::vector<double> sums = codec_error_sums(*r.pipe, r.multi_process);
+  std::vector<double>& last = r.codec_error_at_last_record;
+  last.resize(sums.size(), 0.0);
+  const std::vector<compress::DirectionPair>& codecs = r.pipe->options().codecs;
+  nlohmann::json boundaries = nlohmann::json::array();
+  for (size_t b = 0; b * 6 < sums.size(); ++b)
+    for (int d = 0; d < 2; ++d) {
+      const size_t at = (b * 2 + d) * 3;
+      const double messages = sums[at + 2] - last[at + 2];
+      if (messages <= 0) continue;
+      const compress::DirectionPair pair =
+          codecs.empty() ? compress::DirectionPair{"none", "none"} : codecs[codecs.size() == 1 ? 0 : b];
+      boundaries.push_back({{"boundary", std::to_string(b) + "->" + std::to_string(b + 1)},
+                            {"direction", d == 0 ? "fwd" : "bwd"},
+                            {"codec", d == 0 ? pair.fwd : pair.bwd},
+                            {"rel_l2", (sums[at] - last[at]) / messages},
+                            {"cosine", (sums[at + 1] - last[at + 1]) / messages},
+                            {"messages", static_cast<int64_t>(messages)}});
+    }
+  last = sums;
+  if (r.reporter && !boundaries.empty()) {
+    nlohmann::json j{{"record", "codec_error"}, {"epoch", epoch}, {"step", r.global_step}};
+    j["boundaries"] = boundaries;
+    r.jsonl << j.dump() << "\n" << std::flush;
   }
 }
 
@@ -1031,6 +1211,8 @@ void train_step(Run& r, const data::Batch& b, EpochProgress& p, EpochMetrics& m)
   double lr = r.lr_schedule->lr(r.global_step);
   r.pipe->set_lr(lr);
   m.lr = lr;
+  const bool measure_codecs = c.codec_error_every > 0 && r.global_step % c.codec_error_every == 0;
+  r.pipe->measure_codec_error(measure_codecs);
   pipeline::StepResult res = r.pipe->train_step(to_micro_batch(b, *r.model, r.data.text, r.sample_ids));
   if (!c.trace.empty() && r.global_step + 1 == c.trace_steps) {
     r.pipe->write_trace(c.trace);
@@ -1055,6 +1237,8 @@ void train_step(Run& r, const data::Batch& b, EpochProgress& p, EpochMetrics& m)
     r.summary.step_losses.push_back(res.loss);
   }
   if (r.reporter && c.log_every > 0 && r.global_step % c.log_every == 0) print_step_progress(r, p, lr);
+  if (measure_codecs) append_codec_error_record(r, m.epoch);
+  if (c.eval_every > 0 && r.global_step % c.eval_every == 0) evaluate_periodically(r, m.epoch);
 }
 
 enum class EpochEnd { data_done, max_steps, interrupted };
@@ -1072,15 +1256,21 @@ EpochEnd train_epoch_steps(Run& r, int64_t epoch, EpochProgress& p, EpochMetrics
 // After an epoch's steps: its metrics, the evaluation, the report and the metrics files.
 void finish_epoch(Run& r, const EpochProgress& p, EpochMetrics& m) {
   m.step = r.global_step;
-  m.seconds = std::chrono::duration<double>(Clock::now() - p.start).count();
+  m.totals = run_totals(r);
+  m.seconds = m.totals.train_seconds - p.at_start.train_seconds;  // without --eval-every's evaluations
   m.samples_per_s = p.steps * r.c.batch / std::max(m.seconds, 1e-9);
   m.train_loss = p.loss_sum / p.steps;
   m.train_acc = p.seen ? static_cast<double>(p.correct) / p.seen : 0;
-  uint64_t wire, raw;
-  boundary_totals(*r.pipe, wire, raw, r.multi_process);
-  m.wire_bytes = wire - p.wire_at_start;
-  m.raw_bytes = raw - p.raw_at_start;
-  evaluate(r, m);
+  m.wire_bytes = m.totals.wire_bytes - p.at_start.wire_bytes;
+  m.raw_bytes = m.totals.raw_bytes - p.at_start.raw_bytes;
+  if (r.last_eval && r.last_eval->step == r.global_step) {  // --eval-every has just evaluated this model
+    m.eval_loss = r.last_eval->eval_loss;
+    m.eval_acc = r.last_eval->eval_acc;
+    m.eval_mcc = r.last_eval->eval_mcc;
+    m.eval_f1 = r.last_eval->eval_f1;
+  } else {
+    evaluate(r, m);
+  }
   r.summary.epochs.push_back(m);
   if (r.reporter) {
     print_epoch(r, m, p.steps);
@@ -1095,7 +1285,7 @@ bool train_epochs(Run& r) {
     EpochMetrics m;
     m.epoch = epoch;
     EpochProgress p;
-    boundary_totals(*r.pipe, p.wire_at_start, p.raw_at_start, r.multi_process);
+    p.at_start = run_totals(r);
     EpochEnd end = train_epoch_steps(r, epoch, p, m);
     if (end == EpochEnd::interrupted) return false;
     stop = end == EpochEnd::max_steps;
@@ -1110,41 +1300,87 @@ bool train_epochs(Run& r) {
 
 // ---------------- the end ----------------
 
-// Totals into the summary, summary.json and the closing line; MPI shut down.
+// The boundary traffic of the run as a link would carry it (compute: the training time less the codecs').
+LinkTraffic link_traffic(const RunTotals& t) {
+  return LinkTraffic{t.wire_bytes, t.raw_bytes, t.codec_seconds,
+                     std::max(t.train_seconds - t.codec_seconds, 0.0)};
+}
+
+// What the run's traffic costs over the link of the last closing line, with and without its codecs.
+constexpr double kReferenceLinkBytesPerS = 100e6 / 8;  // 100 Mbit/s
+
+void write_summary_json(const Run& r, const RunTotals& t) {
+  const TrainConfig& c = r.c;
+  const TrainSummary& summary = r.summary;
+  nlohmann::json s{{"model", c.model},
+                   {"dataset", c.dataset},
+                   {"compress", c.compress},
+                   {"stages", c.stages},
+                   {"precision", c.precision},
+                   {"skipped_steps", t.skipped_steps},
+                   {"steps", r.global_step},
+                   {"seconds", t.elapsed_seconds},
+                   {"train_seconds", t.train_seconds},
+                   {"segments", t.segments},
+                   {"final_eval_acc", summary.final_eval_acc},
+                   {"final_eval_mcc", summary.final_eval_mcc},
+                   {"wire_bytes", t.wire_bytes},
+                   {"raw_bytes", t.raw_bytes},
+                   {"codec_seconds", t.codec_seconds},
+                   {"compression_ratio", t.raw_bytes ? static_cast<double>(t.wire_bytes) / t.raw_bytes : 1.0},
+                   {"samples_per_s", summary.epochs.empty() ? 0.0 : summary.epochs.back().samples_per_s},
+                   {"link_100mbit_seconds",
+                    {{"compressed", wire_seconds(t.wire_bytes, kReferenceLinkBytesPerS) + t.codec_seconds},
+                     {"uncompressed", wire_seconds(t.raw_bytes, kReferenceLinkBytesPerS)}}}};
+  write_text_atomic((fs::path(r.log_dir) / "summary.json").string(), s.dump(2) + "\n");
+}
+
+// "done: ..." and, when boundaries were crossed, what that traffic costs over a 100 Mbit/s link.
+void print_closing_lines(const Run& r, const RunTotals& t) {
+  const TrainConfig& c = r.c;
+  const TrainSummary& summary = r.summary;
+  std::cout << "done: eval acc " << std::fixed << std::setprecision(2) << 100 * summary.final_eval_acc << "%";
+  if (c.dataset == "cola") std::cout << ", mcc " << std::setprecision(4) << summary.final_eval_mcc;
+  if (t.raw_bytes)
+    std::cout << "; the boundaries sent " << human_bytes(t.wire_bytes) << " instead of "
+              << human_bytes(t.raw_bytes) << " (" << std::setprecision(1)
+              << 100.0 * (1.0 - static_cast<double>(t.wire_bytes) / t.raw_bytes) << "% saved)";
+  if (t.segments > 1) std::cout << " over " << t.segments << " segments (resumed " << t.segments - 1 << "x)";
+  std::cout << "; logs in " << r.log_dir << "\n";
+  if (!t.raw_bytes) return;
+  const LinkTraffic traffic = link_traffic(t);
+  const double wire_s = wire_seconds(t.wire_bytes, kReferenceLinkBytesPerS);
+  std::cout << "over a 100 Mbit/s link this traffic would take " << human_seconds(wire_s + t.codec_seconds)
+            << " with " << c.compress << " (" << human_seconds(wire_s) << " on the wire + "
+            << human_seconds(t.codec_seconds) << " encoding and decoding) instead of "
+            << human_seconds(wire_seconds(t.raw_bytes, kReferenceLinkBytesPerS))
+            << " uncompressed; the codecs save time on links slower than "
+            << human_bandwidth(overlapped_break_even(traffic)) << " to "
+            << human_bandwidth(serial_break_even(traffic))
+            << " (transfers hidden behind compute, or not at all; dgpipe break-even)\n"
+            << std::flush;
+}
+
+// Totals into the summary, summary.json and the closing lines; MPI shut down.
 void finish_run(Run& r) {
   TrainSummary& summary = r.summary;
-  boundary_totals(*r.pipe, summary.wire_bytes, summary.raw_bytes, r.multi_process);
+  if (summary.epochs.empty()) {  // resumed from the last checkpoint (killed before summary.json): evaluate it
+    EpochMetrics m;
+    m.epoch = r.start_epoch;
+    m.step = r.global_step;
+    evaluate(r, m);
+    summary.epochs.push_back(m);
+  }
+  const RunTotals totals = run_totals(r);
+  summary.totals = totals;
+  summary.steps = r.global_step;
   if (!summary.epochs.empty()) {
     summary.final_eval_acc = summary.epochs.back().eval_acc;
     summary.final_eval_mcc = summary.epochs.back().eval_mcc;
   }
   if (r.reporter) {
-    const TrainConfig& c = r.c;
-    double total_s = std::chrono::duration<double>(Clock::now() - r.start_time).count();
-    nlohmann::json s{{"model", c.model},
-                     {"dataset", c.dataset},
-                     {"compress", c.compress},
-                     {"stages", c.stages},
-                     {"precision", c.precision},
-                     {"skipped_steps", r.skipped_steps},
-                     {"steps", r.global_step},
-                     {"seconds", total_s},
-                     {"final_eval_acc", summary.final_eval_acc},
-                     {"final_eval_mcc", summary.final_eval_mcc},
-                     {"wire_bytes", summary.wire_bytes},
-                     {"raw_bytes", summary.raw_bytes},
-                     {"compression_ratio",
-                      summary.raw_bytes ? static_cast<double>(summary.wire_bytes) / summary.raw_bytes : 1.0},
-                     {"samples_per_s", summary.epochs.empty() ? 0.0 : summary.epochs.back().samples_per_s}};
-    write_text_atomic((fs::path(r.log_dir) / "summary.json").string(), s.dump(2) + "\n");
-    std::cout << "done: eval acc " << std::fixed << std::setprecision(2) << 100 * summary.final_eval_acc
-              << "%";
-    if (c.dataset == "cola") std::cout << ", mcc " << std::setprecision(4) << summary.final_eval_mcc;
-    if (summary.raw_bytes)
-      std::cout << "; the boundaries sent " << human_bytes(summary.wire_bytes) << " instead of "
-                << human_bytes(summary.raw_bytes) << " (" << std::setprecision(1)
-                << 100.0 * (1.0 - static_cast<double>(summary.wire_bytes) / summary.raw_bytes) << "% saved)";
-    std::cout << "; logs in " << r.log_dir << "\n";
+    write_summary_json(r, totals);
+    print_closing_lines(r, totals);
   }
 #ifdef DGPIPE_WITH_MPI
   if (r.multi_process) {

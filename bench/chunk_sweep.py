@@ -53,14 +53,15 @@ def run_point(args, model, m, log_dir):
            "--dataset", "cifar10", "--train-subset", str(args.batch * args.steps), "--eval-subset", "16",
            "--batch", str(args.batch), "--epochs", "2", "--stages", str(args.stages), "--balance", "auto",
            "--micro-batches", str(m), "--devices", args.devices, "--augment", "false", "--workers", "1",
-           "--log-every", "0", "--checkpoint-every", "0", "--log-dir", log_dir]
+           "--log-every", "0", "--checkpoint-every", "0", "--codec-error-every", "0", "--log-dir", log_dir]
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
     done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if done.returncode != 0:
         sys.exit("chunk_sweep: %s failed:\n%s" % (" ".join(map(shlex.quote, cmd)), done.stdout[-3000:]))
     with open(os.path.join(log_dir, "metrics.jsonl")) as f:
-        epochs = [json.loads(line) for line in f if line.strip()]
+        records = [json.loads(line) for line in f if line.strip()]
+    epochs = [r for r in records if "stages" in r]  # the epoch records (other lines: codec error, ...)
     if len(epochs) < 2:
         sys.exit("chunk_sweep: %s wrote %d epochs, expected 2" % (log_dir, len(epochs)))
     first, second = epochs[0], epochs[1]

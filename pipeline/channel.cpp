@@ -128,8 +128,15 @@ void Mailbox::put(Message msg, std::chrono::steady_clock::time_point deliver_at)
   cv_.notify_all();
 }
 
+std::string Channel::timeout_text() const {
+  std::ostringstream os;
+  os << "within " << timeout_.count() / 1000.0 << " s (peer dead or stuck"
+     << (timeout_why_.empty() ? "" : "; the bound: ") << timeout_why_ << ")";
+  return os.str();
+}
+
 Message Mailbox::take(int src, int dst, MsgKind kind, int micro_batch, int64_t step,
-                      std::chrono::milliseconds timeout) {
+                      std::chrono::milliseconds timeout, const std::string& timeout_text) {
   Key key{src, dst, static_cast<int>(kind)};
   auto deadline = std::chrono::steady_clock::now() + timeout;
   std::unique_lock<std::mutex> lock(mu_);
@@ -156,8 +163,8 @@ Message Mailbox::take(int src, int dst, MsgKind kind, int micro_batch, int64_t s
       if (cv_.wait_until(lock, deadline) == std::cv_status::timeout && queues_[key].empty()) {
         DGP_CHECK(abort_reason_.empty(), "stage " << dst << ": pipeline aborted: " << abort_reason_);
         DGP_FAIL("stage " << dst << ": no " << msg_kind_name(kind) << " from stage " << src
-                          << " for micro-batch " << micro_batch << " of step " << step << " within "
-                          << timeout.count() / 1000.0 << " s (peer dead or stuck)");
+                          << " for micro-batch " << micro_batch << " of step " << step << " "
+                          << timeout_text);
       }
     }
   }
@@ -228,7 +235,7 @@ void LocalChannel::send(Message msg) {
 }
 
 Message LocalChannel::recv(int src, int dst, MsgKind kind, int micro_batch, int64_t step) {
-  Message m = mailbox_.take(src, dst, kind, micro_batch, step, timeout_);
+  Message m = mailbox_.take(src, dst, kind, micro_batch, step, timeout_, timeout_text());
   int device = -1;
   std::vector<engine::Tensor> on_device = cuda_tensors_of(m, &device);
   if (m.body_ready && device >= 0) {

@@ -74,8 +74,14 @@ class Channel {
   virtual ~Channel() = default;
   virtual void send(Message msg) = 0;
   virtual Message recv(int src_stage, int dst_stage, MsgKind kind, int micro_batch, int64_t step) = 0;
-  // Marks the whole pipeline failed: every blocked or later recv throws with this reason.
+  // Marks the whole pipeline failed: every blocked or later recv throws with this reason. Called by a failing
+  // stage's thread (any thread); idempotent.
   virtual void abort(const std::string& reason) = 0;
+  // Called once after a failed step by the thread that ran it, when every stage of this process has stopped.
+  // A channel of one process per rank ends the whole job here (MPI_Abort), from the one thread of the process
+  // that still uses MPI: MPI_Abort from two stage threads at once crashed rank 0 with signal 11 (Open MPI's
+  // help-text printer is not reentrant). Other channels leave it to the caller to rethrow the error.
+  virtual void end_after_failure(const std::string& reason) { (void)reason; }
   // True when the channel moves a packet body as a device tensor (Message::body) next to the host bytes,
   // instead of inside them; the executor then sends only the packet header as bytes (see executor.cpp).
   virtual bool carries_device_bodies() const { return false; }
@@ -83,20 +89,28 @@ class Channel {
   // share a process, so nothing of an activation but its packet header becomes host bytes. Implies
   // carries_device_bodies().
   virtual bool carries_side_tensors() const { return false; }
-  void set_timeout(std::chrono::milliseconds t) { timeout_ = t; }
+  // How long a recv waits; `why` (e.g. how the bound was chosen) is added to the error a timeout raises.
+  void set_timeout(std::chrono::milliseconds t, std::string why = "") {
+    timeout_ = t;
+    timeout_why_ = std::move(why);
+  }
   std::chrono::milliseconds timeout() const { return timeout_; }
 
  protected:
+  // "within 30 s (peer dead or stuck; ...)": the end of every timeout error.
+  std::string timeout_text() const;
   std::chrono::milliseconds timeout_{std::chrono::seconds(120)};
+  std::string timeout_why_;
 };
 
 // In-process mailbox shared by the local channel and by the same-rank part of the MPI channel.
 class Mailbox {
  public:
   void put(Message msg, std::chrono::steady_clock::time_point deliver_at);
-  // Blocks until a message for the address can be delivered; throws on timeout or abort.
+  // Blocks until a message for the address can be delivered; throws on timeout (its message ends with
+  // timeout_text: "within 30 s (...)") or abort.
   Message take(int src_stage, int dst_stage, MsgKind kind, int micro_batch, int64_t step,
-               std::chrono::milliseconds timeout);
+               std::chrono::milliseconds timeout, const std::string& timeout_text);
   void abort(const std::string& reason);
   bool aborted() const;
 
@@ -160,8 +174,10 @@ class MpiChannel : public Channel {
   ~MpiChannel() override;
   void send(Message msg) override;
   Message recv(int src_stage, int dst_stage, MsgKind kind, int micro_batch, int64_t step) override;
-  // Aborts the whole MPI job (every rank exits non-zero) after printing the reason.
+  // Wakes this process's stages and stops sending; no MPI call (see end_after_failure).
   void abort(const std::string& reason) override;
+  // Stops the sender thread, prints the reason and aborts the whole MPI job (every rank exits non-zero).
+  void end_after_failure(const std::string& reason) override;
   int rank() const { return rank_; }
 
  private:
@@ -176,6 +192,9 @@ class MpiChannel : public Channel {
 // Initialises MPI with MPI_THREAD_MULTIPLE once per process (idempotent) and returns (rank, size).
 std::pair<int, int> mpi_init(int* argc, char*** argv);
 void mpi_finalize();
+// Prints "dgpipe rank R: reason" and calls MPI_Abort; a second caller (another thread) waits for the first
+// to end the process instead of entering MPI_Abort too.
+[[noreturn]] void abort_mpi_job(int rank, const std::string& reason);
 #endif
 
 #if defined(DGPIPE_WITH_CUDA) && defined(DGPIPE_WITH_MPI) && defined(DGPIPE_WITH_NCCL)
@@ -193,8 +212,11 @@ class NcclChannel : public Channel {
   ~NcclChannel() override;
   void send(Message msg) override;
   Message recv(int src_stage, int dst_stage, MsgKind kind, int micro_batch, int64_t step) override;
-  // Aborts every NCCL communicator (so kernels waiting for a dead peer return) and then the whole MPI job.
+  // Wakes this process's stages and aborts every NCCL communicator (so kernels waiting for a dead peer
+  // return); no MPI call.
   void abort(const std::string& reason) override;
+  // Stops the progress thread, then aborts the whole MPI job (abort_mpi_job).
+  void end_after_failure(const std::string& reason) override;
   bool carries_device_bodies() const override { return true; }
   int rank() const { return rank_; }
 

@@ -4,9 +4,11 @@
 #include <mpi.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <list>
+#include <sstream>
 #include <thread>
 
 #include "engine/error.h"
@@ -47,8 +49,29 @@ void mpi_finalize() {
   if (!finalized) MPI_Finalize();
 }
 
+[[noreturn]] void abort_mpi_job(int rank, const std::string& reason) {
+  static std::atomic<bool> aborting{false};
+  if (aborting.exchange(true))
+    while (true) std::this_thread::sleep_for(std::chrono::seconds(1));  // the first caller ends the process
+  std::cerr << "dgpipe rank " << rank << ": " << reason << "\n" << std::flush;
+  // MPI_Abort reports to mpirun before it ends the job; when the network to mpirun is down too (a cut link
+  // that also carries mpirun's own connections) it waits for that report forever. This process at least ends;
+  // mpirun sees it exit non-zero and ends the others, or they reach their own bound.
+  std::thread([rank] {
+    std::this_thread::sleep_for(std::chrono::seconds(10));
+    std::cerr << "dgpipe rank " << rank
+              << ": MPI_Abort did not end the job within 10 s (mpirun unreachable?); "
+              << "exiting\n"
+              << std::flush;
+    std::_Exit(3);
+  }).detach();
+  MPI_Abort(MPI_COMM_WORLD, 3);
+  std::_Exit(3);  // not reached: MPI_Abort does not return
+}
+
 // Outgoing messages wait in a queue for their (emulated) wire time; one sender thread posts MPI_Isend and
-// retires completed requests, so send() never blocks the stage that calls it.
+// retires completed requests, so send() never blocks the stage that calls it. After an abort the thread stops
+// at once, leaving what is queued or in flight (the job is ending).
 struct MpiChannel::Impl {
   struct Outgoing {
     std::vector<uint8_t> buffer;
@@ -62,11 +85,15 @@ struct MpiChannel::Impl {
   std::deque<Outgoing> queue;
   std::list<Outgoing> in_flight;
   bool stop = false;
+  bool abandon = false;  // set by abort: quit without waiting for the queue and the sends in flight
   std::thread sender;
+  // Receives given up half-way on abort: MPI may still write into their buffers until the job ends.
+  std::mutex abandoned_mu;
+  std::list<std::vector<uint8_t>> abandoned_receives;
 
   void run() {
     std::unique_lock<std::mutex> lock(mu);
-    while (true) {
+    while (!abandon) {
       // retire completed sends
       for (auto it = in_flight.begin(); it != in_flight.end();) {
         int done = 0;
@@ -87,6 +114,16 @@ struct MpiChannel::Impl {
       cv.wait_until(lock, wake);
     }
   }
+
+  void stop_sender(bool abandon_pending) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      stop = true;
+      abandon = abandon || abandon_pending;
+    }
+    cv.notify_all();
+    if (sender.joinable()) sender.join();
+  }
 };
 
 MpiChannel::MpiChannel(std::vector<int> stage_rank, LinkModel link)
@@ -104,12 +141,7 @@ MpiChannel::MpiChannel(std::vector<int> stage_rank, LinkModel link)
 }
 
 MpiChannel::~MpiChannel() {
-  {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    impl_->stop = true;
-  }
-  impl_->cv.notify_all();
-  if (impl_->sender.joinable()) impl_->sender.join();
+  impl_->stop_sender(/*abandon_pending=*/mailbox_.aborted());
 }
 
 void MpiChannel::send(Message msg) {
@@ -142,26 +174,43 @@ void MpiChannel::send(Message msg) {
 
 Message MpiChannel::recv(int src, int dst, MsgKind kind, int micro_batch, int64_t step) {
   int src_rank = stage_rank_.at(src);
-  if (src_rank == rank_) return mailbox_.take(src, dst, kind, micro_batch, step, timeout_);
+  if (src_rank == rank_) return mailbox_.take(src, dst, kind, micro_batch, step, timeout_, timeout_text());
   int tag = message_tag(src, dst, kind);
   auto deadline = std::chrono::steady_clock::now() + timeout_;
+  // Every wait polls, never blocks inside MPI: a dead link ends at the deadline, an abort at once.
+  auto check = [&](const char* what, const char* state) {
+    DGP_CHECK(!mailbox_.aborted(), "stage " << dst << ": pipeline aborted while waiting for "
+                                            << msg_kind_name(kind) << " from stage " << src);
+    DGP_CHECK(std::chrono::steady_clock::now() < deadline,
+              "stage " << dst << " (rank " << rank_ << "): " << what << " " << msg_kind_name(kind)
+                       << " from stage " << src << " (rank " << src_rank << ") for micro-batch "
+                       << micro_batch << " of step " << step << " " << state << timeout_text());
+  };
   MPI_Status status;
   int flag = 0;
   while (true) {
-    DGP_CHECK(!mailbox_.aborted(), "stage " << dst << ": pipeline aborted while waiting for "
-                                            << msg_kind_name(kind) << " from stage " << src);
     MPI_Iprobe(src_rank, tag, MPI_COMM_WORLD, &flag, &status);
     if (flag) break;
-    DGP_CHECK(std::chrono::steady_clock::now() < deadline,
-              "stage " << dst << " (rank " << rank_ << "): no " << msg_kind_name(kind) << " from stage "
-                       << src << " (rank " << src_rank << ") for micro-batch " << micro_batch << " of step "
-                       << step << " within " << timeout_.count() / 1000.0 << " s (peer dead or stuck)");
+    check("no", "");
     std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
   int count = 0;
   MPI_Get_count(&status, MPI_BYTE, &count);
   std::vector<uint8_t> buffer(static_cast<size_t>(count));
-  MPI_Recv(buffer.data(), count, MPI_BYTE, src_rank, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+  MPI_Request request = MPI_REQUEST_NULL;
+  MPI_Irecv(buffer.data(), count, MPI_BYTE, src_rank, tag, MPI_COMM_WORLD, &request);
+  // Spins like a blocking MPI_Recv would (MPI_Test drives the transfer), checking the deadline and the abort.
+  for (int done = 0; !done;) {
+    MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+    if (done) break;
+    try {
+      check("the", "began to arrive but did not finish ");
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(impl_->abandoned_mu);  // MPI owns the buffer until the job ends
+      impl_->abandoned_receives.push_back(std::move(buffer));
+      throw;
+    }
+  }
   DGP_CHECK(count >= static_cast<int>(sizeof(WireHeader)),
             "stage " << dst << ": truncated message of " << count << " bytes from stage " << src);
   WireHeader h;
@@ -182,8 +231,17 @@ Message MpiChannel::recv(int src, int dst, MsgKind kind, int micro_batch, int64_
 
 void MpiChannel::abort(const std::string& reason) {
   mailbox_.abort(reason);
-  std::cerr << "dgpipe rank " << rank_ << ": " << reason << "\n" << std::flush;
-  MPI_Abort(MPI_COMM_WORLD, 3);
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->abandon = true;
+  }
+  impl_->cv.notify_all();
+}
+
+void MpiChannel::end_after_failure(const std::string& reason) {
+  abort(reason);
+  impl_->stop_sender(/*abandon_pending=*/true);  // now no other thread of this process is inside MPI
+  abort_mpi_job(rank_, reason);
 }
 
 }  // namespace dgpipe::pipeline

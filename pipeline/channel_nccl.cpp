@@ -33,7 +33,8 @@
 // doubles as a watchdog over every posted transfer (deadline = channel timeout from when a stage starts
 // depending on it) and polls ncclCommGetAsyncError. Either failure, or a stage error, calls abort():
 // ncclCommAbort on every communicator (kernels stuck waiting for a dead peer return, so no thread stays
-// blocked in a CUDA call), then MPI_Abort for the whole job, as the MPI channel does.
+// blocked in a CUDA call). When the failed step's stages have stopped, end_after_failure stops the progress
+// thread and calls MPI_Abort for the whole job, as the MPI channel does.
 //
 // Limits: one CUDA device per rank and two ranks never on one GPU (NCCL refuses that); the emulated link
 // (--link-bandwidth/--link-latency) delays delivery at the receiver, the NCCL transfer itself runs at full
@@ -256,7 +257,7 @@ struct NcclChannel::Impl {
         }
         if (stop.load()) {
           std::lock_guard<std::mutex> lock(pending_mu);
-          if (pending_headers.empty()) return;
+          if (pending_headers.empty() || aborting.load()) return;
         }
         if (!busy) std::this_thread::sleep_for(std::chrono::microseconds(50));
       }
@@ -466,7 +467,7 @@ void NcclChannel::send(Message msg) {
 Message NcclChannel::recv(int src, int dst, MsgKind kind, int micro_batch, int64_t step) {
   Impl& im = *impl_;
   // The header (and thus the address check) arrives through the mailbox with the channel timeout.
-  Message m = im.mailbox.take(src, dst, kind, micro_batch, step, timeout_);
+  Message m = im.mailbox.take(src, dst, kind, micro_batch, step, timeout_, timeout_text());
   if (m.body.defined() && m.body.is_cuda() && m.body_ready) {
     cuda::Stream consumer = cuda::current_stream(m.body.device().index);
     m.body_ready->wait(consumer);
@@ -481,14 +482,20 @@ Message NcclChannel::recv(int src, int dst, MsgKind kind, int micro_batch, int64
 void NcclChannel::abort(const std::string& reason) {
   Impl& im = *impl_;
   im.mailbox.abort(reason);
-  std::cerr << "dgpipe rank " << rank_ << ": " << reason << "\n" << std::flush;
   if (!im.aborting.exchange(true)) {
     // Abort even if another thread holds the NCCL lock: that is what ncclCommAbort is for.
     bool locked = im.nccl_mu.try_lock_for(std::chrono::seconds(2));
     for (ncclComm_t c : im.all_comms()) ncclCommAbort(c);
     if (locked) im.nccl_mu.unlock();
   }
-  MPI_Abort(MPI_COMM_WORLD, 3);
+}
+
+void NcclChannel::end_after_failure(const std::string& reason) {
+  abort(reason);
+  Impl& im = *impl_;
+  im.stop = true;  // the progress thread leaves at once when aborting: no other thread stays inside MPI
+  if (im.progress.joinable() && im.progress.get_id() != std::this_thread::get_id()) im.progress.join();
+  abort_mpi_job(rank_, reason);
 }
 
 }  // namespace dgpipe::pipeline

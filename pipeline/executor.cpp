@@ -1,5 +1,6 @@
 #include "pipeline/executor.h"
 
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -7,6 +8,7 @@
 
 #include "engine/error.h"
 #include "engine/ops.h"
+#include "engine/optim/clip_grad.h"
 #include "engine/optim/optimizer.h"
 
 namespace dgpipe::pipeline {
@@ -200,10 +202,11 @@ struct StageExecutor::StepState {
   std::vector<Slot> slots;
   LastStageMetrics metrics;
   std::vector<Tensor> logits;
-  double wait_s = 0;       // blocked in recv (not busy)
-  BoundaryStats unbooked;  // where evaluation traffic is counted: the statistics describe training
-  bool skipped = false;    // OptimizerStep: the update was skipped (non-finite gradients somewhere)
-  double loss_scale = 0;   // OptimizerStep: the scale after the step
+  double wait_s = 0;        // blocked in recv (not busy)
+  BoundaryStats unbooked;   // where evaluation traffic is counted: the statistics describe training
+  bool overflowed = false;  // a non-finite tensor was to be sent under loss scaling (zeros went instead)
+  bool skipped = false;     // OptimizerStep: the update was skipped (non-finite gradients somewhere)
+  double loss_scale = 0;    // OptimizerStep: the scale after the step
 };
 
 StepResult StageExecutor::train_step(int64_t step, const std::vector<MicroBatch>& data) {
@@ -336,22 +339,37 @@ void StageExecutor::send_grad(StepState& st, int m) {
 
 void StageExecutor::optimizer_step(StepState& st) {
   engine::amp::PrecisionStep* ps = setup_.precision_step;
-  if (ps) {
-    bool finite = ps->unscale(setup_.optimizer);
-    if (ps->scaler().enabled() && setup_.num_stages > 1) finite = agree_all_finite(st, finite);
-    st.skipped = !ps->step(setup_.optimizer, finite);
+  if (!ps) {
+    if (setup_.optimizer) {
+      setup_.optimizer->step();
+      setup_.optimizer->zero_grad();
+    }
+  } else {
+    GradientVerdict verdict;
+    verdict.all_finite = ps->unscale(setup_.optimizer) && !st.overflowed;
+    const bool clipping = setup_.clip_norm > 0;
+    if (clipping) {
+      const double norm = engine::grad_norm(ps->optimizer_params());
+      verdict.sum_sq = norm * norm;
+    }
+    if ((ps->scaler().enabled() || clipping) && setup_.num_stages > 1)
+      verdict = agree_across_stages(st, verdict);
+    // A skipped step needs no clipping; without loss scaling a non-finite norm scales by NaN, as in PyTorch.
+    if (clipping && verdict.all_finite)
+      engine::scale_grads_to_norm(ps->optimizer_params(), setup_.clip_norm, std::sqrt(verdict.sum_sq));
+    st.skipped = !ps->step(setup_.optimizer, verdict.all_finite);
     st.loss_scale = ps->loss_scale();
-  } else if (setup_.optimizer) {
-    setup_.optimizer->step();
-    setup_.optimizer->zero_grad();
   }
   if (setup_.after_step) setup_.after_step();
 }
 
-bool StageExecutor::agree_all_finite(StepState& st, bool finite) {
-  auto exchange = [&](Side side, bool verdict) {
+StageExecutor::GradientVerdict StageExecutor::agree_across_stages(StepState& st, GradientVerdict mine) {
+  constexpr size_t kBytes = 1 + sizeof(double);
+  auto pass_on = [&](Side side, const GradientVerdict& v) {
     Message msg;
-    msg.bytes = {static_cast<uint8_t>(verdict ? 1 : 0)};
+    msg.bytes.resize(kBytes);
+    msg.bytes[0] = v.all_finite ? 1 : 0;
+    std::memcpy(msg.bytes.data() + 1, &v.sum_sq, sizeof(double));
     msg.src_stage = setup_.stage;
     msg.dst_stage = neighbour(side);
     msg.kind = MsgKind::control;
@@ -363,17 +381,25 @@ bool StageExecutor::agree_all_finite(StepState& st, bool finite) {
     const auto t0 = Clock::now();
     Message msg = channel_->recv(neighbour(side), setup_.stage, MsgKind::control, 0, st.step);
     st.wait_s += seconds_since(t0);
-    DGP_CHECK(msg.bytes.size() == 1 && msg.bytes[0] <= 1,
-              "pipeline: stage " << setup_.stage << " received a malformed skip verdict");
-    return msg.bytes[0] == 1;
+    DGP_CHECK(msg.bytes.size() == kBytes && msg.bytes[0] <= 1,
+              "pipeline: stage " << setup_.stage << " received a malformed gradient verdict ("
+                                 << msg.bytes.size() << " bytes)");
+    GradientVerdict v;
+    v.all_finite = msg.bytes[0] == 1;
+    std::memcpy(&v.sum_sq, msg.bytes.data() + 1, sizeof(double));
+    return v;
   };
-  bool all = finite;
-  if (!is_first()) all = take(Side::upstream) && all;  // the verdict of every stage above
+  GradientVerdict all = mine;
+  if (!is_first()) {  // the verdict of every stage above, then ours added
+    GradientVerdict above = take(Side::upstream);
+    all.all_finite = above.all_finite && all.all_finite;
+    all.sum_sq = above.sum_sq + all.sum_sq;
+  }
   if (!is_last()) {
-    exchange(Side::downstream, all);
+    pass_on(Side::downstream, all);
     all = take(Side::downstream);  // the verdict of the whole pipeline
   }
-  if (!is_first()) exchange(Side::upstream, all);
+  if (!is_first()) pass_on(Side::upstream, all);
   return all;
 }
 
@@ -448,7 +474,19 @@ Tensor StageExecutor::receive(StepState& st, Side side, Direction dir, int m, la
 
 void StageExecutor::send(StepState& st, Side side, Direction dir, int m, const Tensor& t,
                          const layers::BlockContext* ctx) {
-  Message msg = encode_message(st, side, dir, t, ctx);
+  // A delta codec's packets decode only against its references, which a decode-only probe does not hold.
+  const bool measure = st.training && measure_codec_error_ && !codec(side, dir).needs_sample_ids();
+  Tensor payload = t;
+  // Under loss scaling an overflow is expected now and then and must end in a skipped step, not in an error:
+  // this stage votes "not finite" at OptimizerStep and zeros cross instead (no quantizer can encode an inf).
+  engine::amp::PrecisionStep* ps = setup_.precision_step;
+  if (st.training && ps && ps->scaler().enabled() && !engine::isfinite_all(t)) {
+    st.overflowed = true;
+    payload = engine::zeros_like(t);
+  }
+  compress::Packet packet;
+  Message msg = encode_message(st, side, dir, payload, ctx, measure ? &packet : nullptr);
+  if (measure) record_codec_error(side, dir, packet, payload, booked(st, side, dir));
   msg.src_stage = setup_.stage;
   msg.dst_stage = neighbour(side);
   msg.kind = kind_of(dir);
@@ -462,7 +500,7 @@ void StageExecutor::send(StepState& st, Side side, Direction dir, int m, const T
 // never leaves the device on this side of the link; with one that carries side tensors (the local channel),
 // the side inputs travel as Message::side_inputs too and the host bytes end with the header.
 Message StageExecutor::encode_message(StepState& st, Side side, Direction dir, const Tensor& t,
-                                      const layers::BlockContext* ctx) {
+                                      const layers::BlockContext* ctx, compress::Packet* encoded) {
   BoundaryStats& bs = booked(st, side, dir);
   auto t0 = Clock::now();
   const bool device_bodies = channel_->carries_device_bodies();
@@ -487,7 +525,25 @@ Message StageExecutor::encode_message(StepState& st, Side side, Direction dir, c
     put_side_inputs(out, *ctx);
     bs.side_bytes += out.size() - before;
   }
+  if (encoded) *encoded = std::move(packet);
   return msg;
+}
+
+void StageExecutor::record_codec_error(Side side, Direction dir, const compress::Packet& p, const Tensor& x,
+                                       BoundaryStats& bs) {
+  NoGradGuard ng;
+  auto& probe = probe_[static_cast<int>(side)][static_cast<int>(dir)];
+  if (!probe) probe = compress::make_codec(codec(side, dir).spec(), codec(side, dir).boundary() + " (probe)");
+  const Tensor exact = engine::cast(x.detach(), DType::f64);
+  const Tensor got = engine::cast(probe->decode(p), DType::f64);
+  const double xx = engine::sum(engine::mul(exact, exact)).item();
+  const double gg = engine::sum(engine::mul(got, got)).item();
+  const double xg = engine::sum(engine::mul(exact, got)).item();
+  const double err2 = std::max(xx + gg - 2 * xg, 0.0);
+  // An all-zero tensor sent exactly has no error and, by convention, cosine 1.
+  bs.codec_rel_l2_sum += xx > 0 ? std::sqrt(err2 / xx) : (gg > 0 ? 1.0 : 0.0);
+  bs.codec_cosine_sum += xx > 0 && gg > 0 ? xg / std::sqrt(xx * gg) : (xx == gg ? 1.0 : 0.0);
+  bs.codec_measured++;
 }
 
 // The side inputs are read before the packet is decoded: a delta codec needs their sample ids. dtype: what to

@@ -16,7 +16,8 @@
 // its storage dtype (fp16/bf16) or the sender's (fp32, mixed), and gradients into the dtype of the output
 // they flow into. With loss scaling the last stage scales its loss, so every gradient, also those crossing
 // boundaries, is a scaled one, and each stage unscales its own parameters' gradients. The decision to skip a
-// step with a non-finite gradient is agreed by all stages (agree_all_finite) before any of them steps.
+// step with a non-finite gradient, and the global norm --clip scales to, are agreed by all stages
+// (agree_across_stages) before any of them steps.
 #pragma once
 #include <chrono>
 #include <functional>
@@ -58,6 +59,10 @@ struct BoundaryStats {
   uint64_t side_bytes = 0;  // side inputs carried with activations (attention masks, position ids, ...)
   uint64_t messages = 0;
   double encode_s = 0, decode_s = 0, wait_s = 0;
+  // Sending end, on steps that measure the codec (StageExecutor::measure_codec_error): over the messages
+  // measured, the sums of |x̂ - x| / |x| and of cos(x̂, x), x̂ = decode(encode(x)) being what the receiver gets.
+  double codec_rel_l2_sum = 0, codec_cosine_sum = 0;
+  uint64_t codec_measured = 0;
 };
 
 struct StageStats {
@@ -90,6 +95,9 @@ struct StageSetup {
   bool seed_compat = false;
   bool recompute = false;  // keep only stage inputs during forward; recompute the graph in backward
   double label_smoothing = 0.0;
+  // Clip the gradients of the whole model (every stage together) to this global L2 norm at OptimizerStep,
+  // after unscaling, as torch.nn.utils.clip_grad_norm_ would on the unpipelined model (0: off).
+  double clip_norm = 0.0;
   engine::amp::Precision precision = engine::amp::Precision::fp32;
   // The stage's optimizer (null: no parameters, or a pipeline without optimizers) and the precision step
   // around it (master weights, loss scaling; null: a pipeline without optimizers). OptimizerStep unscales,
@@ -134,6 +142,10 @@ class StageExecutor {
   StageStats& stats() { return stats_; }
   std::vector<TraceEvent>& trace() { return trace_; }
   void set_trace(bool on) { tracing_ = on; }
+  // While on, every message this stage sends in a training step is also decoded here, by a second instance
+  // of its codec, and compared with what was encoded (BoundaryStats::codec_rel_l2_sum, ...). That instance
+  // only decodes, so the codec that sends keeps its state (warm starts, error-feedback residuals) untouched.
+  void measure_codec_error(bool on) { measure_codec_error_ = on; }
   void set_trace_origin(std::chrono::steady_clock::time_point t0) { origin_ = t0; }
 
  private:
@@ -150,10 +162,16 @@ class StageExecutor {
   void backward(StepState& st, int m);
   void send_grad(StepState& st, int m);
   void optimizer_step(StepState& st);
-  // Every stage's verdict on its gradients, ANDed along the pipeline: the verdicts travel downstream as
-  // control messages (each stage adds its own), and the last stage's result travels back upstream. Neighbour
-  // links only, so every channel carries it.
-  bool agree_all_finite(StepState& st, bool finite);
+  // What the stages must agree on before any of them steps: whether every gradient is finite (a loss-scaled
+  // step is skipped everywhere or nowhere) and the squared L2 norm of all gradients (for --clip).
+  struct GradientVerdict {
+    bool all_finite = true;
+    double sum_sq = 0.0;
+  };
+  // ANDs the finite flags and sums the squared norms along the pipeline: the partial verdicts travel
+  // downstream as control messages (each stage adds its own), and the last stage's total travels back
+  // upstream. Neighbour links only, so every channel carries it.
+  GradientVerdict agree_across_stages(StepState& st, GradientVerdict mine);
 
   // The blocks on micro-batch m and, on the last stage, its share of the loss: what backward differentiates.
   Tensor compute_output(StepState& st, int m, bool report);
@@ -178,8 +196,12 @@ class StageExecutor {
   void send(StepState& st, Side side, Direction dir, int m, const Tensor& t, const layers::BlockContext* ctx);
   // Encodes t (and the side inputs of ctx, when given) into a message: host bytes, plus the packet body as a
   // device tensor when the channel carries_device_bodies(). The caller fills in the address.
+  // The packet is also left in `encoded`, when given.
   Message encode_message(StepState& st, Side side, Direction dir, const Tensor& t,
-                         const layers::BlockContext* ctx);
+                         const layers::BlockContext* ctx, compress::Packet* encoded = nullptr);
+  // Decodes p with the (side, dir) probe codec and adds its error against x to bs.
+  void record_codec_error(Side side, Direction dir, const compress::Packet& p, const Tensor& x,
+                          BoundaryStats& bs);
   // dtype: the dtype to decode into (the receiving stage's compute dtype), or the packet's own.
   Tensor decode_message(StepState& st, Side side, Direction dir, const Message& msg,
                         layers::BlockContext* ctx, std::optional<engine::DType> dtype);
@@ -203,7 +225,9 @@ class StageExecutor {
   StageProgram program_;          // this stage's instruction list for a training step
   StageProgram forward_program_;  // ... and for an evaluation step (forward instructions only)
   std::unique_ptr<compress::Codec> codec_[2][2];  // [Side][Direction]; none on a side without a neighbour
-  BoundaryStats boundary_stats_[2][2];            // [Side][Direction]
+  std::unique_ptr<compress::Codec> probe_[2][2];  // decode-only twins of the sending codecs, made when needed
+  bool measure_codec_error_ = false;
+  BoundaryStats boundary_stats_[2][2];  // [Side][Direction]
   StageStats stats_;
   std::vector<TraceEvent> trace_;
   bool tracing_ = false;

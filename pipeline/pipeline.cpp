@@ -181,7 +181,10 @@ void Pipeline::build(std::vector<layers::ModulePtr> blocks, OptimizerFactory mak
       "pipeline: " << opts_.codecs.size() << " codec specs for " << S - 1 << " boundaries");
   DGP_CHECK(opts_.devices.empty() || opts_.devices.size() == 1 || static_cast<int>(opts_.devices.size()) == S,
             "pipeline: " << opts_.devices.size() << " devices for " << S << " stages");
-  channel_->set_timeout(opts_.timeout);
+  PeerTimeoutPolicy timeouts = opts_.adaptive_timeout;
+  timeouts.fixed = opts_.timeout;
+  peer_timeout_ = PeerTimeout(timeouts);
+  channel_->set_timeout(peer_timeout_.bound(), peer_timeout_.describe());
   auto codec_of = [&](int boundary) {
     if (opts_.codecs.empty()) return compress::DirectionPair{"none", "none"};
     return opts_.codecs.size() == 1 ? opts_.codecs[0] : opts_.codecs[boundary];
@@ -245,6 +248,7 @@ void Pipeline::build(std::vector<layers::ModulePtr> blocks, OptimizerFactory mak
     setup.seed_compat = opts_.seed_compat;
     setup.recompute = opts_.recompute;
     setup.label_smoothing = opts_.label_smoothing;
+    setup.clip_norm = opts_.clip_norm;
     setup.precision = opts_.precision;
     if (make_optimizer) {
       precision_steps_.push_back(std::make_unique<engine::amp::PrecisionStep>(
@@ -319,12 +323,18 @@ StepResult Pipeline::run_all(Fn&& fn) {
     for (size_t i = 0; i < n; ++i) workers_[i]->post([&body, i] { body(i); });
     for (size_t i = 0; i < n; ++i) workers_[i]->wait();  // body catches everything: wait() does not throw
   }
-  // Report the root cause: the first error that is not "aborted because another stage failed".
-  for (size_t i = 0; i < n; ++i)
-    if (errors[i] && messages[i].find("pipeline aborted") == std::string::npos)
-      std::rethrow_exception(errors[i]);
-  for (size_t i = 0; i < n; ++i)
-    if (errors[i]) std::rethrow_exception(errors[i]);
+  // Report the root cause: the first error that is not "aborted because another stage failed". Every local
+  // stage has stopped, so a multi-process channel can end the job from this thread.
+  size_t root = n;
+  for (size_t i = 0; i < n && root == n; ++i)
+    if (errors[i] && messages[i].find("pipeline aborted") == std::string::npos) root = i;
+  for (size_t i = 0; i < n && root == n; ++i)
+    if (errors[i]) root = i;
+  if (root < n) {
+    channel_->end_after_failure("stage " + std::to_string(stages_[root]->setup().stage) + " failed at step " +
+                                std::to_string(step_) + ": " + messages[root]);
+    std::rethrow_exception(errors[root]);
+  }
   StepResult merged;
   for (auto& r : results) {
     merged.loss += r.loss;
@@ -338,10 +348,14 @@ StepResult Pipeline::run_all(Fn&& fn) {
 }
 
 StepResult Pipeline::train_step(const MicroBatch& batch) {
+  const auto t0 = std::chrono::steady_clock::now();
   std::vector<MicroBatch> micro = split_micro_batches(batch, opts_.micro_batches);
   int64_t step = step_;
   StepResult r = run_all([&](StageExecutor& st) { return st.train_step(step, micro); });
   ++step_;
+  // Between steps no stage waits, so the next step's bound can be set here.
+  peer_timeout_.record_step(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  channel_->set_timeout(peer_timeout_.bound(), peer_timeout_.describe());
   return r;
 }
 

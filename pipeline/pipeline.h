@@ -7,6 +7,7 @@
 
 #include "engine/optim/optimizer.h"
 #include "pipeline/executor.h"
+#include "pipeline/peer_timeout.h"
 #include "pipeline/stage_worker.h"
 
 namespace dgpipe::pipeline {
@@ -53,7 +54,11 @@ struct PipelineOptions {
   // (docs/original.md#b18).
   bool deferred_bn = false;
   double label_smoothing = 0.0;
-  std::chrono::milliseconds timeout{std::chrono::seconds(120)};
+  double clip_norm = 0.0;  // clip all gradients to this global L2 norm (0: off); see StageSetup
+  // How long a stage waits for a message before it names the peer dead or stuck: > 0, this fixed bound
+  // (dgpipe train --peer-timeout); 0, the bound follows the measured step time (pipeline/peer_timeout.h).
+  std::chrono::milliseconds timeout{0};
+  PeerTimeoutPolicy adaptive_timeout;  // the parameters of the bound that follows the step time
   bool trace = false;
   // Every stage draws dropout masks from its own Philox generator seeded from (seed, stage), so threads never
   // race for one generator and a run is reproducible.
@@ -114,10 +119,19 @@ class Pipeline {
   }
   std::vector<TraceEvent> trace_events() const;
   void write_trace(const std::string& path) const;
+  // Compare what every sending stage encodes with what its receiver will decode, in the training steps that
+  // follow, until switched off (StageExecutor::measure_codec_error).
+  void measure_codec_error(bool on) {
+    for (auto& s : stages_) s->measure_codec_error(on);
+  }
   // Stops recording trace events (a trace covers the first steps; recording forever would grow without
   // bound).
   void stop_tracing() {
     for (auto& s : stages_) s->set_trace(false);
+  }
+  // The bound on a stage's wait for the next step's messages, and how it was chosen.
+  const PeerTimeout& peer_timeout() const {
+    return peer_timeout_;
   }
   // Sets the learning rate of every local stage's optimizer (what a schedule calls each iteration).
   void set_lr(double lr);
@@ -140,6 +154,7 @@ class Pipeline {
   std::vector<std::unique_ptr<engine::amp::PrecisionStep>> precision_steps_;
   std::vector<std::unique_ptr<engine::Generator>> generators_;
   int64_t step_ = 0;
+  PeerTimeout peer_timeout_;
   // With several local stages, one worker thread per stage for the pipeline's life (empty with one stage,
   // which runs on the caller's thread). Declared last, so the threads stop before the stages they run are
   // destroyed.

@@ -11,8 +11,10 @@
 #       --mca btl_tcp_if_include lo -np 2 build/bin/dgpipe train --preset demo --channel mpi
 #
 # The rate is a token bucket (tc tbf). Its burst must exceed the loopback MTU (64 KiB): with a smaller bucket every
-# full-size packet is dropped and TCP stalls. Delay and loss need the kernel's netem scheduler; where the kernel has
-# none the script says so and stops rather than run an unshaped link.
+# full-size packet is dropped and TCP stalls (the script warns; tests use it on purpose to cut a link). Delay and loss
+# need the kernel's netem scheduler; where the kernel has none the script says so and stops rather than run an
+# unshaped link. The namespace is named dgpipe-link-<pid of this script> unless --name says otherwise; namespaces of
+# that form whose script is gone (killed with SIGKILL, say) are removed on the next run.
 set -euo pipefail
 
 usage() {
@@ -40,10 +42,24 @@ for tool in ip tc; do
   command -v "$tool" >/dev/null || { echo "slow_link.sh: '$tool' not found (install iproute2)" >&2; exit 2; }
 done
 
+if [[ "$burst" =~ ^([0-9]+)(b|kb|k|kbit|mb|m)?$ ]]; then
+  case "${BASH_REMATCH[2]}" in
+    kb|k) scale=1024 ;; kbit) scale=128 ;; mb|m) scale=1048576 ;; *) scale=1 ;;
+  esac
+  if [ $(( BASH_REMATCH[1] * scale )) -lt 65536 ]; then
+    echo "slow_link.sh: warning: burst $burst is below the loopback MTU (64 KiB): full-size packets will be dropped" >&2
+  fi
+fi
+
+# Namespaces left behind by runs of this script that were killed before they could clean up.
+for stale in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^dgpipe-link-[0-9]+$' || true); do
+  kill -0 "${stale#dgpipe-link-}" 2>/dev/null || ip netns del "$stale" 2>/dev/null || true
+done
+
 cleanup() { ip netns del "$name" 2>/dev/null || true; }
 trap cleanup EXIT
 trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'exit 143' TERM  # until the command runs (below)
 
 ip netns add "$name"
 ip netns exec "$name" ip link set lo up
@@ -56,12 +72,23 @@ if [ -n "$delay$loss" ]; then
     exit 2
   fi
   ip netns exec "$name" tc qdisc add dev lo parent 1: handle 2: tbf rate "$rate" burst "$burst" latency 200ms
-else
-  ip netns exec "$name" tc qdisc add dev lo root tbf rate "$rate" burst "$burst" latency 200ms
+elif ! ip netns exec "$name" tc qdisc add dev lo root tbf rate "$rate" burst "$burst" latency 200ms; then
+  echo "slow_link.sh: cannot shape the loopback with tc tbf (rate '$rate', burst '$burst'; is the kernel's sch_tbf there?)" >&2
+  exit 2
 fi
 echo "[slow_link] namespace $name: lo shaped to $rate${delay:+, delay $delay}${loss:+, loss $loss}" >&2
-# Not exec: the trap must remove the namespace after the command.
+# Not exec: the namespace must be removed after the command. The command runs in the background so that INT or
+# TERM reach this script at once (bash runs traps only between commands) and are passed on to the command (mpirun
+# passes them on to its ranks), which gets 10 s to end before it is killed.
 set +e
-ip netns exec "$name" "$@"
-status=$?
-exit $status
+ip netns exec "$name" "$@" <&0 &
+child=$!
+stop_child() {
+  kill -TERM "$child" 2>/dev/null
+  for _ in $(seq 1 50); do kill -0 "$child" 2>/dev/null || return; sleep 0.2; done
+  kill -KILL "$child" 2>/dev/null
+}
+trap 'stop_child; exit 130' INT
+trap 'stop_child; exit 143' TERM
+wait "$child"
+exit $?

@@ -58,18 +58,21 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm, double
   double norm = total_norm(params, norm_type, "clip_grad_norm");
   DGP_CHECK(!error_if_nonfinite || std::isfinite(norm),
             "clip_grad_norm: the total norm of the gradients is " << norm << " (non-finite)");
+  scale_grads_to_norm(params, max_norm, norm);
+  return norm;
+}
+
+void scale_grads_to_norm(const std::vector<Tensor>& params, double max_norm, double norm) {
   double coef = max_norm / (norm + 1e-6);
   // PyTorch multiplies by min(coef, 1) unconditionally; skipping the multiply by exactly 1 is the same
   // result. A NaN coefficient (non-finite norm) propagates into the gradients as in PyTorch.
-  if (!(coef >= 1.0)) {
-    NoGradGuard no_grad;
-    for (const Tensor& p : params) {
-      Tensor g = p.grad();
-      if (!g.defined() || g.numel() == 0) continue;
-      mul_(g, coef);
-    }
+  if (coef >= 1.0) return;
+  NoGradGuard no_grad;
+  for (const Tensor& p : params) {
+    Tensor g = p.grad();
+    if (!g.defined() || g.numel() == 0) continue;
+    mul_(g, coef);
   }
-  return norm;
 }
 
 }  // namespace dgpipe::engine

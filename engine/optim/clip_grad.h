@@ -16,4 +16,8 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm, double
 // Total norm of the gradients without changing them.
 double grad_norm(const std::vector<Tensor>& params, double norm_type = 2.0);
 
+// The scaling step of clip_grad_norm for a total norm computed elsewhere: a pipeline stage holds only part of
+// the gradients, so the stages agree on the total first and each scales its own by the same factor.
+void scale_grads_to_norm(const std::vector<Tensor>& params, double max_norm, double norm);
+
 }  // namespace dgpipe::engine

@@ -17,7 +17,7 @@ JSON
 args=(train --model roberta --model-config "$tmp/config.json" --dataset rte --data-dir ../shared/data/glue
       --tokenizer-dir ../shared/data/roberta-base --max-len 32 --train-subset 64 --eval-subset 32 --batch 16
       --micro-batches 2 --stages 3 --placement client-server --epochs 1 --optimizer adamw --lr 1e-3 --lr-schedule linear
-      --compress fwd=sortquant:6+2,bwd=uniform:8 --workers 1 --log-every 0)
+      --compress fwd=sortquant:6+2,bwd=uniform:8 --clip 0.5 --workers 1 --log-every 0)
 for precision in fp32 mixed; do
   "$dgpipe" "${args[@]}" --precision $precision --log-dir "$tmp/local-$precision" > "$tmp/local.log" 2>&1 ||
     { cat "$tmp/local.log"; exit 1; }

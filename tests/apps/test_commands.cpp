@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "apps/command.h"
 #include "engine/io/safetensors.h"
 #include "engine/ops.h"
@@ -91,4 +93,24 @@ TEST(Commands, CodecToolReportsEveryCodec) {
   EXPECT_NE(run_capture("codec", {"--codecs", "bogus:3"}, out), 0);
   EXPECT_NE(run_capture("codec", {"--input", "/nonexistent.safetensors"}, out), 0);
   EXPECT_NE(run_capture("nonexistent-command", {}, out), 0);
+}
+
+TEST(Commands, BreakEvenReadsRunSummaries) {
+  fs::path dir = fs::path(::testing::TempDir()) / ("dgpipe_break_even_" + std::to_string(::getpid()));
+  fs::create_directories(dir / "run");
+  // 10 steps of 0.75 s training, 0.25 s of it in the codecs, 2.5 MB sent per step instead of 10 MB
+  std::ofstream(dir / "run" / "summary.json")
+      << R"({"compress": "sortquant:6+2", "steps": 10, "train_seconds": 7.5, "codec_seconds": 2.5,
+             "wire_bytes": 25000000, "raw_bytes": 100000000})";
+  std::ofstream(dir / "run" / "config.json") << R"({"channel": "local", "link_bandwidth": ""})";
+  std::string out;
+  ASSERT_EQ(run_capture("break-even", {(dir / "run").string(), "--bandwidths", "100mbit"}, out), 0);
+  EXPECT_NE(out.find("107 Mbit/s .. 240 Mbit/s"), std::string::npos)
+      << out;  // 10 MB / 0.75 s, 7.5 MB / 0.25 s
+  EXPECT_NE(out.find("0.75..0.95 / 0.80..1.30"), std::string::npos) << out;
+  ASSERT_EQ(run_capture("break-even", {(dir / "run").string(), "--format", "json"}, out), 0);
+  nlohmann::json j = nlohmann::json::parse(out);
+  EXPECT_DOUBLE_EQ(j[0]["break_even_bits_per_s"]["serial"].get<double>(), 240e6);
+  EXPECT_NE(run_capture("break-even", {(dir / "missing").string()}, out), 0);
+  fs::remove_all(dir);
 }

@@ -268,6 +268,94 @@ TEST(Train, ResumeReproducesTheUninterruptedRunExactly) {
   EXPECT_LT(s["compression_ratio"].get<double>(), 0.3);  // 8-bit codes both ways
 }
 
+namespace {
+// The records of one kind in a run's metrics.jsonl, in file order.
+std::vector<nlohmann::json> metrics_records(const std::string& log_dir, const std::string& kind) {
+  std::vector<nlohmann::json> out;
+  std::ifstream f(fs::path(log_dir) / "metrics.jsonl");
+  for (std::string line; std::getline(f, line);) {
+    nlohmann::json j = nlohmann::json::parse(line);
+    if (j.value("record", "") == kind) out.push_back(j);
+  }
+  return out;
+}
+std::vector<int64_t> steps_of(const std::vector<nlohmann::json>& records) {
+  std::vector<int64_t> steps;
+  for (auto& j : records) steps.push_back(j["step"].get<int64_t>());
+  return steps;
+}
+}  // namespace
+
+TEST(Train, AResumedRunCountsTheTrafficStepsAndTimeOfTheWholeRun) {
+  // Time-to-accuracy and break-even bandwidths are computed from these totals, so a run killed and resumed
+  // must report what the whole run did, not its last segment; what it logged after its last checkpoint is
+  // done again after the resume and logged once.
+  std::string data = synthetic_cifar(16);  // 5 steps per epoch
+  TrainConfig full = small_image_config(data, temp_dir("totals_full"));
+  full.eval_every = 2;
+  full.codec_error_every = 3;
+  TrainSummary a = run_training(full);
+  TrainConfig part = full;
+  part.log_dir = temp_dir("totals_part");
+  run_training(part, /*stop_after_steps=*/7);  // checkpoint at step 5, logs up to step 7, then "killed"
+  part.resume = true;
+  TrainSummary c = run_training(part);
+  EXPECT_EQ(a.steps, 10);
+  EXPECT_EQ(c.steps, 10);
+  EXPECT_EQ(c.totals.wire_bytes, a.totals.wire_bytes);
+  EXPECT_EQ(c.totals.raw_bytes, a.totals.raw_bytes);
+  EXPECT_EQ(a.totals.segments, 1);
+  EXPECT_EQ(c.totals.segments, 2);
+  ASSERT_EQ(c.epochs.size(), 1u);                          // this segment trained epoch 2 only ...
+  EXPECT_GT(c.totals.train_seconds, c.epochs[0].seconds);  // ... the total counts epoch 1 too
+  EXPECT_GT(c.totals.codec_seconds, 0.0);
+  nlohmann::json s = nlohmann::json::parse(std::ifstream(fs::path(part.log_dir) / "summary.json"));
+  EXPECT_EQ(s["steps"].get<int64_t>(), 10);
+  EXPECT_EQ(s["wire_bytes"].get<uint64_t>(), a.totals.wire_bytes);
+  EXPECT_EQ(s["segments"].get<int64_t>(), 2);
+  // metrics.jsonl: every record once, the resumed run's as the uninterrupted run's
+  auto evals = metrics_records(part.log_dir, "eval"), full_evals = metrics_records(full.log_dir, "eval");
+  EXPECT_EQ(steps_of(evals), (std::vector<int64_t>{2, 4, 6, 8, 10}));
+  ASSERT_EQ(full_evals.size(), evals.size());
+  for (size_t i = 0; i < evals.size(); ++i) {
+    EXPECT_EQ(evals[i]["eval_acc"], full_evals[i]["eval_acc"]) << "step " << evals[i]["step"];
+    EXPECT_EQ(evals[i]["run"]["wire_bytes"], full_evals[i]["run"]["wire_bytes"])
+        << "step " << evals[i]["step"];
+  }
+  EXPECT_EQ(steps_of(metrics_records(part.log_dir, "epoch")), (std::vector<int64_t>{5, 10}));
+  auto errors = metrics_records(part.log_dir, "codec_error");
+  EXPECT_EQ(steps_of(errors), (std::vector<int64_t>{1, 4, 7, 10}));
+  // codec error per boundary and direction: fwd=sortquant:6+2, bwd=uniform:8 on one boundary
+  for (auto& record : errors) {
+    ASSERT_EQ(record["boundaries"].size(), 2u) << record.dump();
+    for (auto& b : record["boundaries"]) {
+      EXPECT_EQ(b["boundary"], "0->1");
+      EXPECT_EQ(b["codec"], b["direction"] == "fwd" ? "sortquant:6+2" : "uniform:8");
+      EXPECT_EQ(b["messages"], 2);  // one per micro-batch of the measured step
+      EXPECT_GT(b["rel_l2"].get<double>(), 0.0);
+      EXPECT_LT(b["rel_l2"].get<double>(), 0.2);
+      EXPECT_GT(b["cosine"].get<double>(), 0.98);
+      EXPECT_LE(b["cosine"].get<double>(), 1.0 + 1e-12);
+    }
+  }
+}
+
+TEST(Train, MeasuringTheCodecErrorLeavesTrainingUnchanged) {
+  // The measurement decodes with a second instance of each codec, so the sending codecs (here with error
+  // feedback, whose residual an extra decode through the same instance could disturb) train as without it.
+  std::string data = synthetic_cifar(16);
+  TrainConfig off = small_image_config(data, temp_dir("codec_error_off"));
+  off.compress = "fwd=sortquant:3+1+ef,bwd=power:2";
+  off.codec_error_every = 0;
+  TrainConfig on = off;
+  on.log_dir = temp_dir("codec_error_on");
+  on.codec_error_every = 1;
+  TrainSummary a = run_training(off), b = run_training(on);
+  EXPECT_EQ(a.step_losses, b.step_losses);
+  EXPECT_EQ(metrics_records(off.log_dir, "codec_error").size(), 0u);
+  EXPECT_EQ(metrics_records(on.log_dir, "codec_error").size(), 10u);
+}
+
 // The acceptance test of checkpoints under mixed precision: the loss scale and its growth count, the fp32
 // master weights and the half model come back, so a resumed run reproduces the uninterrupted one bit for
 // bit. A short growth interval makes the scale grow during the run (fp16 gradients are rounded at the scale,
@@ -296,6 +384,30 @@ TEST(Train, MixedPrecisionResumeReproducesTheUninterruptedRunExactly) {
     other.precision = precision == "fp16" ? "bf16" : "fp16";
     expect_error_of_run(other, "was written with --precision " + precision);
   }
+}
+
+// The steps the loss scaler skipped belong to the whole run, like its traffic: a scale far too large makes
+// every early fp16 step overflow, including those of the segment before the resume.
+TEST(Train, SkippedStepsAreCountedOverTheWholeRunAcrossResume) {
+  std::string data = synthetic_cifar(16);  // 5 steps per epoch
+  auto config = [&](const std::string& name) {
+    TrainConfig c = small_image_config(data, temp_dir(name));
+    c.precision = "fp16";
+    c.loss_scale = std::ldexp(1.0, 40);
+    return c;
+  };
+  auto skipped = [](const TrainConfig& c) {
+    nlohmann::json j = nlohmann::json::parse(std::ifstream(fs::path(c.log_dir) / "summary.json"));
+    return j.at("skipped_steps").get<int64_t>();
+  };
+  TrainConfig full = config("skips_full");
+  run_training(full);
+  TrainConfig part = config("skips_part");
+  run_training(part, /*stop_after_steps=*/7);  // checkpoint after epoch 1 (step 5), then "crash"
+  part.resume = true;
+  run_training(part);
+  EXPECT_GT(skipped(full), 5) << "the test needs skipped steps in both segments";
+  EXPECT_EQ(skipped(part), skipped(full));
 }
 
 TEST(Train, LearnsSyntheticImages) {
@@ -367,7 +479,7 @@ TEST(Train, TwoPhaseBottleneckLearnsAndResumesExactly) {
   EXPECT_LT(a.epochs.back().train_loss, a.epochs.front().train_loss);
   EXPECT_GT(a.final_eval_acc, 0.3) << "10 classes: chance is 0.1";
   // Only the bottleneck tensor crosses forward: an eighth of the boundary's f32 bytes (plus headers).
-  EXPECT_LT(static_cast<double>(a.wire_bytes) / a.raw_bytes, 0.13);
+  EXPECT_LT(static_cast<double>(a.totals.wire_bytes) / a.totals.raw_bytes, 0.13);
   engine::SafetensorsFile ckpt =
       engine::load_safetensors((fs::path(full.log_dir) / "checkpoint.safetensors").string());
   EXPECT_TRUE(ckpt.tensors.count("model.bottleneck.0.encoder.weight"));
@@ -393,8 +505,10 @@ TEST(Train, DeltaCodecSendsChangesFromTheSecondEpoch) {
   EXPECT_LT(ratio(2), 0.25);
   std::ifstream metrics(fs::path(c.log_dir) / "metrics.jsonl");
   std::string line;
-  std::getline(metrics, line);
-  nlohmann::json j = nlohmann::json::parse(line);
+  nlohmann::json j;
+  // The first epoch record (codec-error records are lines of their own).
+  while (std::getline(metrics, line) && !j.contains("stages")) j = nlohmann::json::parse(line);
+  ASSERT_TRUE(j.contains("stages")) << "no epoch record in metrics.jsonl";
   // One f32 reference per training image of the boundary tensor [16,16,16] (after layer2.1, blocks 5,5).
   EXPECT_EQ(j["stages"][0]["fwd_codec_state_bytes"].get<uint64_t>(), 80u * 16u * 16u * 16u * 4u);
 }
@@ -408,5 +522,5 @@ TEST(Train, LinearBottleneckInATextEncoder) {
   TrainSummary s = run_training(c);
   ASSERT_EQ(s.epochs.size(), 1u);
   EXPECT_TRUE(std::isfinite(s.epochs[0].train_loss));
-  EXPECT_LT(static_cast<double>(s.wire_bytes) / s.raw_bytes, 0.3);
+  EXPECT_LT(static_cast<double>(s.totals.wire_bytes) / s.totals.raw_bytes, 0.3);
 }

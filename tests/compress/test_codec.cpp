@@ -236,7 +236,9 @@ TEST(HalfInput, EveryCodecEncodesHalfAsItsF32ValuesWithF32WireBytes) {
         EXPECT_EQ(ph.host_body().to_vector(), pf.host_body().to_vector())
             << what << ": the f32 input's packet";
       }
-      if (is_cast_spec(spec)) EXPECT_EQ(back.to_vector(), xh.to_vector()) << what << " is the identity";
+      if (is_cast_spec(spec)) {
+        EXPECT_EQ(back.to_vector(), xh.to_vector()) << what << " is the identity";
+      }
     }
   }
 }
@@ -258,8 +260,11 @@ TEST(HalfInput, DecodeErrorBoundsHold) {
     }
     auto topk = make_codec("topk:0.25");
     const std::vector<double> kept = topk->decode(topk->encode(xh)).to_vector();
-    for (size_t i = 0; i < x.size(); ++i)
-      if (kept[i] != 0) ASSERT_EQ(kept[i], x[i]) << "top-k sends the kept half values exactly";
+    for (size_t i = 0; i < x.size(); ++i) {
+      if (kept[i] != 0) {
+        ASSERT_EQ(kept[i], x[i]) << "top-k sends the kept half values exactly";
+      }
+    }
   }
 }
 

@@ -207,9 +207,12 @@ TEST(LayersPrecision, HalfModelKeepsNormsFp32AndCastsItsInput) {
   m.to_half_precision(engine::DType::bf16);
   auto named = m.state_dict();
   for (auto& [name, t] : named) {
-    if (name.rfind("1.", 0) == 0 && name != "1.num_batches_tracked")
+    if (name.rfind("1.", 0) == 0 && name != "1.num_batches_tracked") {
       EXPECT_EQ(t.dtype(), engine::DType::f32) << name << ": batch norm keeps fp32 parameters and statistics";
-    if (name.rfind("0.", 0) == 0) EXPECT_EQ(t.dtype(), engine::DType::bf16) << name;
+    }
+    if (name.rfind("0.", 0) == 0) {
+      EXPECT_EQ(t.dtype(), engine::DType::bf16) << name;
+    }
   }
   Tensor y = m(engine::randn({2, 3, 5, 5}));
   EXPECT_EQ(y.dtype(), engine::DType::bf16) << "the f32 input was cast at the first layer";

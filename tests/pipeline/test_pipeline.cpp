@@ -18,6 +18,7 @@
 #include "compress/codec.h"
 #include "engine/cuda.h"
 #include "engine/ops.h"
+#include "engine/optim/clip_grad.h"
 #include "engine/optim/sgd.h"
 #include "layers/layers.h"
 #include "pipeline_test_models.h"
@@ -32,9 +33,10 @@ namespace {
 
 const pipeline::OptimizerFactory make_sgd = testmodels::sgd_factory(1e-3);
 
-// Single-device reference: the same micro-batches, loss scaled by n_m / N, one optimizer step.
-void reference_step(std::vector<layers::ModulePtr>& blocks, engine::Optimizer& opt, const MicroBatch& batch,
-                    int M) {
+// Single-device reference: the same micro-batches, loss scaled by n_m / N, gradients clipped to the global
+// norm `clip` (0: not clipped), one optimizer step. Returns the gradient norm before clipping.
+double reference_step(std::vector<layers::ModulePtr>& blocks, engine::Optimizer& opt, const MicroBatch& batch,
+                      int M, double clip = 0.0) {
   auto micro = split_micro_batches(batch, M);
   int64_t total = batch.labels.numel();
   for (auto& b : blocks) b->train(true);
@@ -45,8 +47,13 @@ void reference_step(std::vector<layers::ModulePtr>& blocks, engine::Optimizer& o
                               static_cast<double>(mb.labels.numel()) / static_cast<double>(total));
     loss.backward();
   }
+  std::vector<Tensor> params;
+  for (auto& b : blocks)
+    for (auto& p : b->parameters()) params.push_back(p);
+  const double norm = clip > 0 ? engine::clip_grad_norm(params, clip) : 0.0;
   opt.step();
   opt.zero_grad();
+  return norm;
 }
 
 double max_param_diff(const std::vector<layers::ModulePtr>& a, const std::vector<layers::ModulePtr>& b) {
@@ -74,9 +81,10 @@ double max_param_diff(const std::vector<layers::ModulePtr>& a, const std::vector
   return worst;
 }
 
-void check_transparency(const std::string& model, int S, int M, ScheduleKind kind, Placement placement) {
+void check_transparency(const std::string& model, int S, int M, ScheduleKind kind, Placement placement,
+                        double clip = 0.0) {
   SCOPED_TRACE(model + " S=" + std::to_string(S) + " M=" + std::to_string(M) + " " +
-               schedule_kind_name(kind));
+               schedule_kind_name(kind) + " clip=" + std::to_string(clip));
   auto ref_blocks = testmodels::make_blocks(model);
   auto pipe_blocks = testmodels::make_blocks(model);
   ASSERT_LT(max_param_diff(ref_blocks, pipe_blocks), 1e-12) << "factories must build identical models";
@@ -90,10 +98,14 @@ void check_transparency(const std::string& model, int S, int M, ScheduleKind kin
   opts.micro_batches = M;
   opts.kind = kind;
   opts.placement = placement;
+  opts.clip_norm = clip;
   Pipeline pipe(pipe_blocks, opts, make_sgd);
   for (int step = 0; step < 3; ++step) {
     MicroBatch batch = testmodels::make_batch(model, 8, 100 + step);
-    reference_step(ref_blocks, *ref_opt, batch, M);
+    const double norm = reference_step(ref_blocks, *ref_opt, batch, M, clip);
+    if (clip > 0) {
+      EXPECT_GT(norm, 2 * clip) << "the test must clip for real";
+    }
     pipe.train_step(batch);
   }
   EXPECT_LT(max_param_diff(pipe_blocks, ref_blocks), 1e-5);
@@ -115,6 +127,13 @@ TEST(Pipeline, TransparencyModels) {
       for (int M : {1, 2, 4}) check_transparency(model, S, M, ScheduleKind::gpipe, Placement::chain);
     check_transparency(model, 3, 4, ScheduleKind::one_f_one_b, Placement::client_server);
   }
+}
+
+// --clip: every stage scales its gradients by the factor of the whole model's norm, as clip_grad_norm_ does
+// unpipelined (a per-stage norm would clip each stage differently).
+TEST(Pipeline, TransparencyWithGradientClipping) {
+  for (int S : {1, 2, 3, 4}) check_transparency("mlp", S, 2, ScheduleKind::gpipe, Placement::chain, 0.05);
+  check_transparency("resnet", 3, 2, ScheduleKind::one_f_one_b, Placement::client_server, 0.05);
 }
 
 TEST(Pipeline, BalanceByCost) {
@@ -207,6 +226,110 @@ TEST(Pipeline, FailingStageStopsEveryStage) {
     EXPECT_NE(w.find("stage0->1"), std::string::npos) << w;  // names the boundary
   }
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+}
+
+namespace {
+
+// Records how a failed step ends: the stages' abort calls, and the one end_after_failure call (its thread,
+// and how many stages were still waiting in recv at that moment).
+class FailureRecordingChannel : public Channel {
+ public:
+  void send(Message msg) override { inner_.send(std::move(msg)); }
+  Message recv(int src, int dst, MsgKind kind, int micro_batch, int64_t step) override {
+    waiting_++;
+    try {
+      Message m = inner_.recv(src, dst, kind, micro_batch, step);
+      waiting_--;
+      return m;
+    } catch (...) {
+      waiting_--;
+      throw;
+    }
+  }
+  void abort(const std::string& reason) override {
+    aborts_++;
+    inner_.abort(reason);
+  }
+  void end_after_failure(const std::string& reason) override {
+    ends_++;
+    end_thread_ = std::this_thread::get_id();
+    waiting_at_end_ = waiting_.load();
+    end_reason_ = reason;
+  }
+
+  LocalChannel inner_;
+  std::atomic<int> waiting_{0}, aborts_{0}, ends_{0}, waiting_at_end_{-1};
+  std::thread::id end_thread_;
+  std::string end_reason_;
+};
+
+// A block that passes its input through, and sleeps first while `stall` is set (a stage that is stuck).
+class StallBlock : public layers::Module {
+ public:
+  Tensor forward(const Tensor& x, const layers::BlockContext&) override {
+    if (stall) std::this_thread::sleep_for(std::chrono::seconds(2));
+    return x;
+  }
+  std::string type_name() const override { return "StallBlock"; }
+  std::atomic<bool> stall{false};
+};
+
+}  // namespace
+
+TEST(Pipeline, FailureEndsTheJobOnceFromTheCallingThreadAfterEveryStageStopped) {
+  // An MPI job is ended by MPI_Abort, which must be called once per process and from a thread no other of
+  // which is inside MPI: two stage threads calling it together crashed rank 0 with signal 11.
+  auto blocks = testmodels::make_blocks("mlp");
+  PipelineOptions opts;
+  opts.balance = {1, 2, 2};
+  opts.micro_batches = 2;
+  opts.codecs = {compress::parse_direction_pair("uniform:8")};
+  auto channel = std::make_shared<FailureRecordingChannel>();
+  Pipeline pipe(blocks, opts, make_sgd, channel);
+  MicroBatch batch = testmodels::make_batch("mlp", 4, 3);
+  batch.input = engine::mul(batch.input, std::nan(""));  // stage 0 cannot encode its activation
+  EXPECT_THROW(pipe.train_step(batch), engine::Error);
+  EXPECT_GE(channel->aborts_.load(), 1);
+  EXPECT_EQ(channel->ends_.load(), 1);
+  EXPECT_EQ(channel->end_thread_, std::this_thread::get_id());
+  EXPECT_EQ(channel->waiting_at_end_.load(), 0);
+  EXPECT_NE(channel->end_reason_.find("stage 0 failed at step 0"), std::string::npos) << channel->end_reason_;
+  EXPECT_NE(channel->end_reason_.find("stage0->1"), std::string::npos) << channel->end_reason_;
+}
+
+TEST(Pipeline, PeerTimeoutFollowsTheStepTimeAndAFixedBoundReplacesIt) {
+  for (bool fixed : {false, true}) {
+    SCOPED_TRACE(fixed ? "fixed" : "adaptive");
+    auto blocks = testmodels::make_blocks("mlp");
+    auto stall = std::make_shared<StallBlock>();
+    blocks.insert(blocks.begin() + 2, stall);
+    PipelineOptions opts;
+    opts.balance = {2, 1, static_cast<int>(blocks.size()) - 3};  // the stall block is stage 1
+    opts.micro_batches = 2;
+    opts.adaptive_timeout.first_step = std::chrono::seconds(60);
+    opts.adaptive_timeout.floor = std::chrono::milliseconds(300);
+    if (fixed) opts.timeout = std::chrono::milliseconds(700);
+    Pipeline pipe(blocks, opts, make_sgd);
+    EXPECT_EQ(pipe.peer_timeout().bound(), fixed ? std::chrono::milliseconds(700) : std::chrono::seconds(60));
+    MicroBatch batch = testmodels::make_batch("mlp", 4, 3);
+    pipe.train_step(batch);
+    pipe.train_step(batch);
+    // Steps of milliseconds: the adaptive bound is its floor.
+    EXPECT_EQ(pipe.peer_timeout().bound(),
+              fixed ? std::chrono::milliseconds(700) : std::chrono::milliseconds(300));
+    stall->stall = true;  // stage 1 is stuck for 2 s: stages 0 and 2 wait for it, and give up at the bound
+    try {
+      pipe.train_step(batch);
+      ADD_FAILURE() << "expected a timeout";
+    } catch (const engine::Error& e) {
+      std::string w = e.what();
+      EXPECT_NE(w.find("from stage 1"), std::string::npos) << w;
+      EXPECT_NE(w.find(fixed ? "within 0.7 s" : "within 0.3 s"), std::string::npos) << w;
+      EXPECT_NE(w.find(fixed ? "fixed by --peer-timeout" : "x the slowest of the last 2 steps"),
+                std::string::npos)
+          << w;
+    }
+  }
 }
 
 TEST(Pipeline, RecomputeTrainsAndReportsAsKeepingActivations) {
