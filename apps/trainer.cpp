@@ -22,6 +22,7 @@
 #include <utility>
 
 #include "apps/link_cost.h"
+#include "apps/step_log.h"
 #include "compress/codec.h"
 #include "data/bpe_tokenizer.h"
 #include "data/cifar_binary.h"
@@ -429,6 +430,7 @@ struct Run {
   int64_t skipped_steps = 0;  // of this segment: steps the loss scaler skipped (run_totals: the whole run)
   // logs
   std::ofstream csv, jsonl;
+  std::unique_ptr<StepLog> step_log;  // steps.jsonl (on the reporter)
   std::map<int, uint64_t> fwd_wire_at_last_report, bwd_wire_at_last_report;  // per stage
   Clock::time_point start_time;
   double eval_seconds = 0;                // this segment's time in held-out evaluation
@@ -1107,6 +1109,7 @@ void train_step(Run& r, const data::Batch& b, EpochProgress& p, EpochMetrics& m)
     p.correct += res.correct;
     p.seen += res.samples;
     r.summary.step_losses.push_back(res.loss);
+    r.step_log->write(r.global_step, res.loss, lr);
   }
   if (r.reporter && c.log_every > 0 && r.global_step % c.log_every == 0) print_step_progress(r, p, lr);
   if (measure_codecs) append_codec_error_record(r, m.epoch);
@@ -1281,6 +1284,10 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
   if (config.eval_only) {
     evaluate_only(r);
     return std::move(r.summary);
+  }
+  if (r.reporter) {
+    if (config.resume) keep_lines_up_to_step(fs::path(r.log_dir) / "steps.jsonl", r.global_step, /*csv=*/false);
+    r.step_log = std::make_unique<StepLog>(r.log_dir, devices, config.resume);
   }
   if (!train_epochs(r)) return std::move(r.summary);  // interrupted after stop_after_steps: no summary.json
   finish_run(r);
