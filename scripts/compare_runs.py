@@ -120,9 +120,10 @@ def main():
     mp, md = check_memory(run, a.warmup, a.require_memory)
     problems += lp + mp
     details += ld + md
-    print(("FAIL " if problems else "OK ") + name + ": " + ("; ".join(problems) if problems else
-                                                        f"losses within {a.atol:g} + {a.rtol:g} * |loss|, "
-                                                        "allocator flat after the warm-up"))
+    memory = ("allocator flat after the warm-up" if any("cuda_memory" in s for s in run)
+              else "no allocator statistics (a CPU run)")
+    verdict = "; ".join(problems) if problems else f"losses within {a.atol:g} + {a.rtol:g} * |loss|, {memory}"
+    print(("FAIL " if problems else "OK ") + name + ": " + verdict)
     for d in details:
         print("  " + d)
     return 1 if problems else 0

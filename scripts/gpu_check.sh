@@ -78,6 +78,7 @@ capped() {
 }
 finish() {
   local total=$(($(date +%s) - START)) verdict="PASS"
+  [ "${GPUS:-0}" -eq 0 ] && verdict="NO GPU"
   [ "$FAILED" -ne 0 ] && verdict="FAIL"
   [ "${1:-}" = "stopped" ] && verdict="STOPPED"
   printf 'total\t%s\t%s\t%s\n' "$verdict" "$total" "budget ${BUDGET}s; logs in $OUT" >> "$OUT/summary.tsv"
@@ -228,14 +229,16 @@ fi
 row preflight "$pre_status" $(($(date +%s) - t0)) "$pre_note"
 
 # ---------------- e2e, CPU half (in the background from here on) ----------------
+# GPU_CHECK_E2E_DEVICE (cuda:0) is where the "GPU" runs go: a machine without a GPU rehearses the logic with cpu.
 E2E="$OUT/e2e"
 DATA="$E2E/data"
-TRAIN_ARGS=(--model resnet18 --width 0.25 --dataset cifar10 --data-dir "$DATA" --batch 64 --chunks 4 --epochs 1
+E2E_DEVICE="${GPU_CHECK_E2E_DEVICE:-cuda:0}"
+TRAIN_ARGS=(--model resnet18 --width 0.125 --dataset cifar10 --data-dir "$DATA" --batch 32 --chunks 4 --epochs 1
   --max-steps 50 --lr 0.05 --workers 4 --log-every 10 --checkpoint-every 0 --seed 1)
 if wants e2e; then
   (
     cd "$HERE/src" || exit 1
-    timeout 120 python3 "$HERE/src/scripts/make_synthetic_cifar.py" "$DATA" --per-file 640 > "$E2E/data.log" 2>&1 &&
+    timeout 60 python3 "$HERE/src/scripts/make_synthetic_cifar.py" "$DATA" --per-file 320 > "$E2E/data.log" 2>&1 &&
       touch "$E2E/data.ready"
     for stages in 2 3; do
       OPENBLAS_NUM_THREADS=8 timeout 150 "$HERE/bin/dgpipe" train "${TRAIN_ARGS[@]}" --stages "$stages" --devices cpu \
@@ -261,7 +264,7 @@ if wants suites; then
     skipped=$(grep -c '^\[  SKIPPED \].*ms)$' "$log" 2> /dev/null)
     seen=$(grep -m1 '^\[dgpipe\]' "$log" 2> /dev/null | sed 's/^\[dgpipe\] //')
     if [ $RC -eq 125 ]; then
-      row "suite $name" CUT 0 "not run: the suites' time is used up"
+      row "suite $name" CUT 0 "not run: no time left (the suites' 200 s or the budget)"
     elif [ $RC -eq 124 ]; then
       row "suite $name" FAIL "$SECS" "cut after ${CAP}s (a hang?): see tests/$name.log"
     elif [ $RC -ne 0 ]; then
@@ -278,59 +281,46 @@ if wants suites; then
 fi
 
 # ---------------- e2e, GPU half ----------------
-# Tolerances on every step's loss against the CPU run (atol 1e-4 + rtol * |loss|): exact fp32 (DGPIPE_TF32=0)
-# 5e-3, TF32 convolutions 3e-2, mixed precision 5e-2. The worst difference is printed, to tighten them.
-gpu_run() {  # NAME STAGES RTOL REFERENCE ENV... -- EXTRA ARGS...
-  local name=$1 stages=$2 rtol=$3 ref=$4
-  shift 4
-  local envs=()
-  while [ $# -gt 0 ] && [ "$1" != "--" ]; do envs+=("$1") && shift; done
-  shift
-  capped 90 "$E2E/$name.log" env "${envs[@]}" "$HERE/bin/dgpipe" train "${TRAIN_ARGS[@]}" --stages "$stages" \
-    --devices cuda:0 --log-dir "$E2E/$name" "$@"
-  local secs=$SECS
-  if [ $RC -eq 125 ]; then
-    row "e2e $name" CUT 0 "not run: no time left"
-    return
-  fi
-  if [ $RC -ne 0 ]; then
-    row "e2e $name" FAIL "$secs" "dgpipe train exit $RC: $(grep -m1 -i 'error\|what()' "$E2E/$name.log" | cut -c1-150)"
-    return
-  fi
-  if [ "$(cat "$E2E/$ref.rc" 2> /dev/null)" != "0" ]; then
-    row "e2e $name" FAIL "$secs" "the CPU reference run $ref failed: see e2e/$ref.log"
-    return
-  fi
-  python3 "$HERE/src/scripts/compare_runs.py" "$E2E/$ref" "$E2E/$name" --rtol "$rtol" --atol 1e-4 --warmup 5 \
-    --require-memory --name "$name" > "$E2E/$name.compare" 2>&1
-  local verdict
-  verdict=$(head -1 "$E2E/$name.compare")
-  case "$verdict" in
-    OK*) row "e2e $name" PASS "$secs" "${verdict#OK $name: }; $(sed -n 4p "$E2E/$name.compare" | sed 's/^ *//')" ;;
-    *) row "e2e $name" FAIL "$secs" "${verdict#FAIL $name: }" ;;
+# The runs on the GPU go first; their comparison with the CPU runs (still going in the background) comes after
+# the benchmarks. Tolerances on every step's loss (atol 1e-4 + rtol * |loss|): exact fp32 (DGPIPE_TF32=0) 5e-3,
+# TF32 convolutions 3e-2, mixed precision 5e-2; the worst difference is printed, to tighten them.
+E2E_RUNS=()  # "name stages rtol reference" of the runs that finished, to compare later
+gpu_run() {  # NAME STAGES RTOL REFERENCE TF32 [EXTRA ARGS...]
+  local name=$1 stages=$2 rtol=$3 ref=$4 tf32=$5
+  shift 5
+  capped 90 "$E2E/$name.log" env DGPIPE_TF32="$tf32" "$HERE/bin/dgpipe" train "${TRAIN_ARGS[@]}" \
+    --stages "$stages" --devices "$E2E_DEVICE" --log-dir "$E2E/$name" "$@"
+  case $RC in
+    0) E2E_RUNS+=("$name $stages $rtol $ref $SECS") && say "e2e $name: trained in ${SECS}s on $E2E_DEVICE" ;;
+    124) row "e2e $name" FAIL "$SECS" "cut after ${CAP}s: see e2e/$name.log" ;;
+    125) row "e2e $name" CUT 0 "not run: no time left" ;;
+    *) row "e2e $name" FAIL "$SECS" "dgpipe train exit $RC: $(grep -m1 -i 'error\|what()' "$E2E/$name.log" | cut -c1-150)" ;;
   esac
 }
 if wants e2e; then
-  say "== e2e"
+  say "== e2e (runs on $E2E_DEVICE)"
   for _ in $(seq 1 60); do [ -f "$E2E/data.ready" ] && break; sleep 1; done
   if [ ! -f "$E2E/data.ready" ]; then
     row "e2e data" FAIL 0 "no synthetic data (see e2e/data.log)"
+  elif [ "$GPUS" -eq 0 ] && [ "$E2E_DEVICE" != "cpu" ]; then
+    row "e2e" "NO GPU" 0 "no GPU on this machine (GPU_CHECK_E2E_DEVICE=cpu rehearses the runs on the CPU)"
   else
-    # The CPU references run in the background: wait for them while the budget allows.
-    while kill -0 "$CPU_JOB" 2> /dev/null && [ "$(left)" -gt 150 ]; do sleep 1; done
-    gpu_run fp32-2stages 2 5e-3 cpu2 DGPIPE_TF32=0 --
-    gpu_run tf32-3stages 3 3e-2 cpu3 DGPIPE_TF32=1 --
-    # Mixed precision: run it once dgpipe train has it wired (the help lists it and the run is not refused).
-    if "$HERE/bin/dgpipe" train --help 2>&1 | grep -- '--precision' | grep -q 'mixed'; then
-      capped 20 "$E2E/mixed-probe.log" "$HERE/bin/dgpipe" train "${TRAIN_ARGS[@]}" --stages 2 --devices cuda:0 \
+    gpu_run fp32-2stages 2 5e-3 cpu2 0
+    gpu_run tf32-3stages 3 3e-2 cpu3 1
+    # Mixed precision: run it once dgpipe train has it wired (the help lists it and a one-step probe is not
+    # refused).
+    if [ "$E2E_DEVICE" = "cpu" ]; then
+      row "e2e mixed-2stages" SKIP 0 "mixed precision needs a CUDA device (rehearsal on the CPU)"
+    elif ! "$HERE/bin/dgpipe" train --help 2>&1 | grep -- '--precision' | grep -q 'mixed'; then
+      row "e2e mixed-2stages" "NOT WIRED" 0 "dgpipe train --help does not list --precision mixed"
+    else
+      capped 30 "$E2E/mixed-probe.log" "$HERE/bin/dgpipe" train "${TRAIN_ARGS[@]}" --stages 2 --devices "$E2E_DEVICE" \
         --precision mixed --max-steps 1 --log-dir "$E2E/mixed-probe"
       if grep -q 'not wired' "$E2E/mixed-probe.log"; then
-        row "e2e mixed-2stages" "NOT WIRED" "$SECS" "dgpipe train refuses --precision mixed: $(grep -m1 'not wired' "$E2E/mixed-probe.log" | cut -c1-100)"
+        row "e2e mixed-2stages" "NOT WIRED" "$SECS" "$(grep -m1 -o 'precision.*not wired[^;(]*' "$E2E/mixed-probe.log" | cut -c1-100)"
       else
-        gpu_run mixed-2stages 2 5e-2 cpu2 DGPIPE_TF32=1 -- --precision mixed
+        gpu_run mixed-2stages 2 5e-2 cpu2 1 --precision mixed
       fi
-    else
-      row "e2e mixed-2stages" "NOT WIRED" 0 "dgpipe train --help does not list --precision mixed"
     fi
   fi
 fi
@@ -346,8 +336,16 @@ if wants bench; then
     [ "$name" != "bench_cuda_ops" ] && filter=(--benchmark_filter=cuda)
     capped 60 "$OUT/bench/$name.log" "$b" "${filter[@]}" --benchmark_min_time=0.05 \
       --benchmark_out="$OUT/bench/$name.json" --benchmark_out_format=json
+    errors=$(grep -c 'ERROR OCCURRED' "$OUT/bench/$name.log")
+    count="$(grep -c '^BM_\|/cuda' "$OUT/bench/$name.log") benchmarks, $errors with errors"
+    [ "$RC" -eq 0 ] && [ "$GPUS" -eq 0 ] && RC=no_gpu
+    [ "$RC" = 0 ] && [ "$errors" -gt 0 ] && RC=errors
+    [ "$RC" = 0 ] && ! grep -q '^BM_\|/cuda' "$OUT/bench/$name.log" && RC=none
     case $RC in
-      0) row "bench $name" PASS "$SECS" "$(grep -c '^BM_' "$OUT/bench/$name.log") benchmarks: bench/$name.json" ;;
+      no_gpu) row "bench $name" "NO GPU" "$SECS" "$count (no GPU on this machine)" ;;
+      errors) row "bench $name" FAIL "$SECS" "$count: $(grep -m1 -o 'ERROR OCCURRED.*' "$OUT/bench/$name.log")" ;;
+      none) row "bench $name" FAIL "$SECS" "no CUDA benchmark ran on a machine with a GPU: bench/$name.log" ;;
+      0) row "bench $name" PASS "$SECS" "$count: bench/$name.json" ;;
       124) row "bench $name" CUT "$SECS" "cut after ${CAP}s: bench/$name.json holds what finished" ;;
       125) row "bench $name" CUT 0 "not run: no time left" ;;
       *) row "bench $name" FAIL "$SECS" "exit $RC: see bench/$name.log" ;;
@@ -384,6 +382,32 @@ if wants bench; then
   fi
 fi
 
+# ---------------- e2e, the comparisons ----------------
+if [ ${#E2E_RUNS[@]} -gt 0 ]; then
+  say "== e2e comparisons"
+  # The CPU references have been running in the background since preflight: wait while the budget allows.
+  while kill -0 "$CPU_JOB" 2> /dev/null && [ "$(left)" -gt 60 ]; do sleep 1; done
+  require=(--require-memory)
+  [ "$E2E_DEVICE" = "cpu" ] && require=()
+  for run in "${E2E_RUNS[@]}"; do
+    read -r name stages rtol ref secs <<< "$run"
+    if [ "$(cat "$E2E/$ref.rc" 2> /dev/null)" != "0" ]; then
+      state="exit $(cat "$E2E/$ref.rc" 2> /dev/null)"
+      [ -f "$E2E/$ref.rc" ] || state="still running"
+      [ "$(cat "$E2E/$ref.rc" 2> /dev/null)" = "124" ] && state="cut by its 150 s cap"
+      row "e2e $name" CUT "$secs" "trained; the CPU reference $ref did not finish ($state): e2e/$ref.log"
+      continue
+    fi
+    python3 "$HERE/src/scripts/compare_runs.py" "$E2E/$ref" "$E2E/$name" --rtol "$rtol" --atol 1e-4 --warmup 5 \
+      "${require[@]}" --name "$name" > "$E2E/$name.compare" 2>&1
+    verdict=$(head -1 "$E2E/$name.compare")
+    case "$verdict" in
+      OK*) row "e2e $name" PASS "$secs" "${verdict#OK "$name": }; $(sed -n 4p "$E2E/$name.compare" | sed 's/^ *//')" ;;
+      *) row "e2e $name" FAIL "$secs" "${verdict#FAIL "$name": }" ;;
+    esac
+  done
+fi
+
 # ---------------- memcheck ----------------
 if wants memcheck; then
   say "== memcheck"
@@ -414,6 +438,9 @@ if wants memcheck; then
   fi
 fi
 
-[ -n "${CPU_JOB:-}" ] && kill "$CPU_JOB" 2> /dev/null
+if [ -n "${CPU_JOB:-}" ] && kill -0 "$CPU_JOB" 2> /dev/null; then
+  pkill -TERM -P "$CPU_JOB" 2> /dev/null  # its `timeout` passes the signal on to dgpipe
+  kill "$CPU_JOB" 2> /dev/null
+fi
 finish
 [ "$FAILED" -eq 0 ]
