@@ -112,12 +112,15 @@ std::optional<Choice> cached(const Key& key) {
 }
 
 // The heuristic's candidates that reported success and fit the workspace limit, in its rank order. Without
-// TF32, fp32 keeps the FMA math the descriptor asked for whatever a candidate says.
+// TF32, fp32 keeps the FMA math the descriptor asked for whatever a candidate says; a candidate that would
+// down-convert fp32/f64 data to half inside (ALLOW_CONVERSION) is left out.
 template <class Perf>
 std::vector<Choice> candidates_of(const Perf* perf, int count, DType t) {
   std::vector<Choice> out;
+  const bool full_precision = t == DType::f32 || t == DType::f64;
   for (int i = 0; i < count; ++i)
-    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= kMaxWorkspace)
+    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= kMaxWorkspace &&
+        !(full_precision && perf[i].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
       out.push_back(Choice{static_cast<int>(perf[i].algo), perf[i].memory,
                            ConvDesc::default_math(t) == CUDNN_FMA_MATH ? CUDNN_FMA_MATH : perf[i].mathType});
   return out;
