@@ -213,7 +213,7 @@ else
 fi
 # What dgpipe's own runtime sees (the line every suite prints first).
 capped 60 "$OUT/tests/preflight_runtime.log" bash -c 'cd "$1/src" && exec "$1/tests/engine_test_cuda_runtime" --gtest_filter="CudaDeviceStatus.*:CudaRuntime.*"' _ "$HERE"
-SEEN=$(grep -m1 '^\[dgpipe\]' "$OUT/tests/preflight_runtime.log" | sed 's/^\[dgpipe\] //')
+SEEN=$(grep -m1 '^\[dgpipe\]' "$OUT/tests/preflight_runtime.log" | sed 's/^\[dgpipe\] //; s/: CUDA tests in this suite are skipped$//')
 note "dgpipe sees: ${SEEN:-nothing (see tests/preflight_runtime.log)}"
 pre_status=PASS
 pre_note="$GPUS GPU(s), driver CUDA ${DRIVER_CUDA:-?}, bundle CUDA ${BUNDLE_CUDA:-?}, torch ${TORCH:-none}"
@@ -265,7 +265,7 @@ if wants suites; then
     log="$OUT/tests/$name.log"
     ok=$(grep -c '^\[       OK \]' "$log" 2> /dev/null)
     skipped=$(grep -c '^\[  SKIPPED \].*ms)$' "$log" 2> /dev/null)
-    seen=$(grep -m1 '^\[dgpipe\]' "$log" 2> /dev/null | sed 's/^\[dgpipe\] //')
+    seen=$(grep -m1 '^\[dgpipe\]' "$log" 2> /dev/null | sed 's/^\[dgpipe\] //; s/: CUDA tests in this suite are skipped$//')
     if [ $RC -eq 125 ]; then
       row "suite $name" CUT 0 "not run: no time left (the suites' 200 s or the budget)"
     elif [ $RC -eq 124 ]; then
