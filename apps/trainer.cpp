@@ -430,7 +430,8 @@ struct Run {
   int64_t skipped_steps = 0;  // of this segment: steps the loss scaler skipped (run_totals: the whole run)
   // logs
   std::ofstream csv, jsonl;
-  std::unique_ptr<StepLog> step_log;  // steps.jsonl (on the reporter)
+  // steps.jsonl, on the reporter
+  std::unique_ptr<StepLog> step_log;
   std::map<int, uint64_t> fwd_wire_at_last_report, bwd_wire_at_last_report;  // per stage
   Clock::time_point start_time;
   double eval_seconds = 0;                // this segment's time in held-out evaluation
@@ -1286,7 +1287,8 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
     return std::move(r.summary);
   }
   if (r.reporter) {
-    if (config.resume) keep_lines_up_to_step(fs::path(r.log_dir) / "steps.jsonl", r.global_step, /*csv=*/false);
+    if (config.resume)
+      keep_lines_up_to_step(fs::path(r.log_dir) / "steps.jsonl", r.global_step, /*csv=*/false);
     r.step_log = std::make_unique<StepLog>(r.log_dir, devices, config.resume);
   }
   if (!train_epochs(r)) return std::move(r.summary);  // interrupted after stop_after_steps: no summary.json
