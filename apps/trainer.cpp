@@ -22,6 +22,7 @@
 #include <utility>
 
 #include "apps/link_cost.h"
+#include "apps/step_log.h"
 #include "compress/codec.h"
 #include "data/bpe_tokenizer.h"
 #include "data/cifar_binary.h"
@@ -440,6 +441,8 @@ struct Run {
   int64_t skipped_steps = 0;  // of this segment: steps the loss scaler skipped (run_totals: the whole run)
   // logs
   std::ofstream csv, jsonl;
+  // steps.jsonl, on the reporter
+  std::unique_ptr<StepLog> step_log;
   std::map<int, uint64_t> fwd_wire_at_last_report, fwd_raw_at_last_report,
       bwd_wire_at_last_report;  // per stage
   Clock::time_point start_time;
@@ -1235,6 +1238,7 @@ void train_step(Run& r, const data::Batch& b, EpochProgress& p, EpochMetrics& m)
     p.correct += res.correct;
     p.seen += res.samples;
     r.summary.step_losses.push_back(res.loss);
+    r.step_log->write(r.global_step, res.loss, lr);
   }
   if (r.reporter && c.log_every > 0 && r.global_step % c.log_every == 0) print_step_progress(r, p, lr);
   if (measure_codecs) append_codec_error_record(r, m.epoch);
@@ -1410,6 +1414,11 @@ TrainSummary run_training(const TrainConfig& config, int64_t stop_after_steps) {
   if (config.eval_only) {
     evaluate_only(r);
     return std::move(r.summary);
+  }
+  if (r.reporter) {
+    if (config.resume)
+      keep_lines_up_to_step(fs::path(r.log_dir) / "steps.jsonl", r.global_step, /*csv=*/false);
+    r.step_log = std::make_unique<StepLog>(r.log_dir, devices, config.resume);
   }
   if (!train_epochs(r)) return std::move(r.summary);  // interrupted after stop_after_steps: no summary.json
   finish_run(r);

@@ -3,7 +3,7 @@
 
 Runs the engine benchmark binary (or reads its JSON output), runs the PyTorch twin of every benchmark with CUDA-event
 timing, and writes a markdown table: GB/s for memory-bound ops (with the fraction of measured copy bandwidth) and
-TFLOP/s for GEMM and convolution. TF32 is off on both sides, as in the engine's default.
+TFLOP/s for GEMM and convolution. TF32 as in both libraries' defaults: off for GEMM, on for fp32 convolutions.
 
   python3 bench/engine_vs_pytorch.py --engine-bin build-cuda/bench/bench_cuda_ops --out results.md
   python3 bench/engine_vs_pytorch.py --engine-json bench_cuda_ops.json
@@ -110,8 +110,8 @@ def main():
 
     if not torch.cuda.is_available():
         sys.exit("PyTorch sees no CUDA device")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False  # the engine: cuda::allow_tf32_matmul() is false by default
+    torch.backends.cudnn.allow_tf32 = True  # the engine: cuda::allow_tf32_conv() is true by default
     torch.backends.cudnn.benchmark = True
 
     copy_bw = None

@@ -2,7 +2,8 @@
 # Builds the CUDA binaries, test suites and benchmarks for sm_90 (H100/H200) on this machine and collects them,
 # with every non-CUDA shared library they need, into gpu-bundle/ (git-ignored, kept under 64 MiB): the folder to
 # send to a GPU machine that has the NVIDIA driver, a CUDA toolkit (or PyTorch's NVIDIA wheels) and nothing else.
-# There, `gpu-bundle/run_gpu_suites.sh OUTDIR` runs the CUDA suites and the benchmarks (docs/gpu.md).
+# There, `gpu-bundle/gpu_check.sh OUTDIR` runs the whole GPU check (preflight, CUDA suites, end-to-end training
+# against the CPU, benchmarks, memcheck) in under 8 minutes (docs/gpu.md).
 #
 #   scripts/gpu_bundle.sh                 # build dir build-gpu-bundle, output gpu-bundle/
 #   BUILD_DIR=build-x JOBS=8 scripts/gpu_bundle.sh
@@ -31,6 +32,8 @@ for src in "${TEST_SRCS[@]}"; do
 done
 BENCH_TARGETS=()
 for src in $(grep -l "cuda" "$ROOT"/bench/bench_*.cpp); do BENCH_TARGETS+=("$(basename "$src" .cpp)"); done
+# The whole-training-step comparison with PyTorch (bench/train_step_vs_pytorch.py drives it), when present.
+[ -f "$ROOT/bench/train_step_bench.cpp" ] && BENCH_TARGETS+=(train_step_bench)
 TARGETS=(dgpipe "${TEST_TARGETS[@]}" "${BENCH_TARGETS[@]}")
 
 echo "== build ${#TARGETS[@]} targets with $JOBS jobs: ${TARGETS[*]}"
@@ -67,25 +70,33 @@ for f in "$STAGE"/bin/* "$STAGE"/tests/* "$STAGE"/bench/*; do
 done
 strip --strip-unneeded "$STAGE"/lib/* 2>/dev/null || true
 
-# Small inputs the suites read at run time (goldens, launcher headers), the PyTorch comparison script and the
-# runner.
+# Small inputs the suites read at run time (goldens, launcher headers), the PyTorch comparison scripts, and
+# what the GPU check's end-to-end part needs (a synthetic dataset maker, the run comparison).
 [ -d "$ROOT/tests/data" ] && mkdir -p "$STAGE/src/tests" && cp -r "$ROOT/tests/data" "$STAGE/src/tests/"
-mkdir -p "$STAGE/src/bench"
+mkdir -p "$STAGE/src/bench" "$STAGE/src/scripts"
 cp "$ROOT"/bench/*_vs_pytorch.py "$STAGE/src/bench/"
+cp "$ROOT/scripts/compare_runs.py" "$ROOT/scripts/make_synthetic_cifar.py" "$STAGE/src/scripts/"
 # The launcher headers the CUDA twin suites scan to check that every launcher has a case.
 (cd "$ROOT" && find engine compress -name '*_kernels.h' -exec cp --parents {} "$STAGE/src/" \;)
+# What gpu_check.sh compares with the GPU machine: the CUDA version of the runtime the binaries link, and the
+# newest glibc symbol version any binary or bundled library needs.
+cuda_version=$(nvcc --version | grep -o 'V[0-9][0-9.]*' | tail -1 | tr -d V)
+glibc_needed=$(for f in "$STAGE"/bin/* "$STAGE"/tests/* "$STAGE"/bench/* "$STAGE"/lib/*; do objdump -T "$f" 2>/dev/null; done |
+  grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
 {
   echo "dgpipe GPU bundle"
   echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
   echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) for sm_$CUDA_ARCH with $(nvcc --version | tail -1)"
+  echo "cuda: $cuda_version"
+  echo "glibc: $glibc_needed"
   echo "tests: ${TEST_TARGETS[*]}"
   echo "bench: ${BENCH_TARGETS[*]}"
   echo "bundled libs: $(ls "$STAGE/lib" | tr '\n' ' ')"
-  echo "needed from the GPU machine: libcuda (driver), libcublas, libcublasLt, libcudnn (+ its sub-libraries)"
+  echo "needed from the GPU machine: libcuda (driver), libcublas, libcublasLt, libcudnn (+ its sub-libraries), libnccl"
 } > "$STAGE/MANIFEST.txt"
 cp "$STAGE/MANIFEST.txt" "$BUNDLE/MANIFEST.txt"
-cp "$ROOT/scripts/run_gpu_suites.sh" "$BUNDLE/run_gpu_suites.sh"
-chmod +x "$BUNDLE/run_gpu_suites.sh"
+cp "$ROOT/scripts/gpu_check.sh" "$ROOT/scripts/run_gpu_suites.sh" "$BUNDLE/"
+chmod +x "$BUNDLE/gpu_check.sh" "$BUNDLE/run_gpu_suites.sh"
 echo "== pack $(du -sh "$STAGE" | cut -f1) into $BUNDLE/payload.tar.xz"
 tar -C "$STAGE" -cf - . | xz -9 -T"$JOBS" > "$BUNDLE/payload.tar.xz"
 

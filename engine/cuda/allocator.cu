@@ -6,9 +6,12 @@
 // steady-state training step never calls cudaMalloc/cudaFree. Reuse within one stream is safe without
 // synchronisation because the stream orders the old user's kernels before the new user's. A block used on
 // another stream (record_stream) is held back until events recorded on those streams at free time have
-// completed. Adjacent free blocks of one segment merge. While a CUDA graph is being captured, blocks are
-// taken from and returned to a pool private to that graph, so the addresses baked into the graph are never
-// handed to tensors outside it.
+// completed. Adjacent free blocks of one segment merge. While a stream is being captured into a CUDA graph,
+// its blocks come from a pool private to that graph, and blocks the graph may use that are freed during the
+// capture are held until the graph is released, so the addresses baked into the graph are never handed to
+// tensors outside it. Other streams allocate as usual meanwhile. While NCCL communicators are live
+// (CommunicatorScope) nothing here synchronises the device or calls cudaFree; receive buffers
+// (ReceivePoolGuard) come from a pool of their own.
 #include <algorithm>
 #include <mutex>
 #include <set>
@@ -58,22 +61,29 @@ struct PendingFree {
   std::vector<cudaEvent_t> events;
 };
 
+// The pool of receive buffers (ReceivePoolGuard); graph pools count up from 1.
+constexpr uint64_t kReceivePool = ~uint64_t(0);
+
+thread_local bool t_receive_pool = false;
+
 class DeviceAllocator {
  public:
-  explicit DeviceAllocator(int device) : device_(device) {}
+  explicit DeviceAllocator(int device) : device_(device) { live_pools_.insert(kReceivePool); }
 
   void* allocate(size_t nbytes, cudaStream_t stream) {
     std::lock_guard<std::mutex> lock(mu_);
     size_t size = round_size(nbytes);
     bool small = size <= kSmallRequest;
-    uint64_t pool = capture_pool_;
-    if (pool == 0) process_pending();
+    auto capture = capturing_.find(stream);
+    const bool captured = capture != capturing_.end();
+    uint64_t pool = captured ? capture->second : (t_receive_pool ? kReceivePool : 0);
+    if (!captured) process_pending();
     Block* b = take_free(pool, small, stream, size);
     if (!b && pool != 0) {
       b = take_free(0, small, stream, size);
-      if (b) b->pool = pool;  // the graph's pool adopts the block for good
+      if (b) b->pool = pool;  // the graph's (or the receive) pool adopts the block for good
     }
-    if (!b) b = new_segment(pool, small, stream, size, nbytes);
+    if (!b) b = new_segment(pool, small, stream, size, nbytes, captured);
     if (b->size - size >= (small ? kRound : kMinLargeSplitRemainder)) split(b, size);
     b->allocated = true;
     live_[b->ptr] = b;
@@ -92,21 +102,17 @@ class DeviceAllocator {
     b->allocated = false;
     stats_.allocated -= b->size;
     if (b->pool != 0 && !live_pools_.count(b->pool)) b->pool = 0;  // its graph is gone
-    if (!b->used_on.empty() && capture_pool_ == 0) {
-      // Other streams may still read or write the block: hold it until they reach this point.
-      PendingFree pf{b, {}};
-      for (cudaStream_t s : b->used_on) {
-        cudaEvent_t e = nullptr;
-        DGP_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-        DGP_CUDA_CHECK(cudaEventRecord(e, s));
-        pf.events.push_back(e);
-      }
-      b->used_on.clear();
-      b->pending_events = static_cast<int>(pf.events.size());
-      pending_.push_back(std::move(pf));
+    // A block freed while a graph that may use it is being captured (one of the graph's own, or any block of
+    // the capturing stream) is kept out of circulation until the graph is released: the graph's replays
+    // still read and write it, whatever the eager code does with the memory meanwhile.
+    if (uint64_t graph = capture_holding(b)) {
+      deferred_[graph].push_back(b);
       return;
     }
-    b->used_on.clear();
+    if (!b->used_on.empty()) {
+      hold_until_streams_pass(b);
+      return;
+    }
     release_block(b);
   }
 
@@ -131,6 +137,10 @@ class DeviceAllocator {
   }
 
   void empty_cache() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (communicators_ > 0) return;  // see CommunicatorScope: no device-wide wait while transfers may hang
+    }
     DeviceGuard g(device_);
     DGP_CUDA_CHECK(cudaDeviceSynchronize());
     std::lock_guard<std::mutex> lock(mu_);
@@ -138,20 +148,42 @@ class DeviceAllocator {
     release_cached_segments();
   }
 
-  uint64_t begin_capture() {
+  void add_communicator(int delta) {
     std::lock_guard<std::mutex> lock(mu_);
-    DGP_CHECK(capture_pool_ == 0, "cuda graph: a capture is already in progress on cuda:" << device_);
-    capture_pool_ = next_pool_++;
-    live_pools_.insert(capture_pool_);
-    return capture_pool_;
+    communicators_ += delta;
   }
-  void end_capture() {
+  bool has_communicators() {
     std::lock_guard<std::mutex> lock(mu_);
-    capture_pool_ = 0;
+    return communicators_ > 0;
+  }
+
+  uint64_t begin_capture(cudaStream_t stream) {
+    std::lock_guard<std::mutex> lock(mu_);
+    DGP_CHECK(!capturing_.count(stream),
+              "cuda graph: this stream is already being captured on cuda:" << device_);
+    uint64_t pool = next_pool_++;
+    capturing_[stream] = pool;
+    live_pools_.insert(pool);
+    return pool;
+  }
+  void end_capture(cudaStream_t stream) {
+    std::lock_guard<std::mutex> lock(mu_);
+    capturing_.erase(stream);
   }
   void release_pool(uint64_t pool) {
     std::lock_guard<std::mutex> lock(mu_);
     live_pools_.erase(pool);
+    auto deferred = deferred_.find(pool);
+    if (deferred != deferred_.end()) {
+      for (Block* b : deferred->second) {
+        b->pool = 0;
+        if (!b->used_on.empty())
+          hold_until_streams_pass(b);
+        else
+          release_block(b);
+      }
+      deferred_.erase(deferred);
+    }
     std::vector<Block*> mine;
     for (Block* b : free_)
       if (b->pool == pool) mine.push_back(b);
@@ -166,6 +198,29 @@ class DeviceAllocator {
   static size_t round_size(size_t n) {
     if (n == 0) return kRound;
     return (n + kRound - 1) / kRound * kRound;
+  }
+
+  // The graph under capture that must keep a freed block (0: none).
+  uint64_t capture_holding(const Block* b) const {
+    if (capturing_.empty()) return 0;
+    for (const auto& [stream, pool] : capturing_)
+      if (b->pool == pool) return pool;
+    auto it = capturing_.find(b->stream);
+    return it != capturing_.end() ? it->second : 0;
+  }
+
+  // Other streams may still read or write the block: hold it until they reach this point.
+  void hold_until_streams_pass(Block* b) {
+    PendingFree pf{b, {}};
+    for (cudaStream_t s : b->used_on) {
+      cudaEvent_t e = nullptr;
+      DGP_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+      DGP_CUDA_CHECK(cudaEventRecord(e, s));
+      pf.events.push_back(e);
+    }
+    b->used_on.clear();
+    b->pending_events = static_cast<int>(pf.events.size());
+    pending_.push_back(std::move(pf));
   }
 
   Block* take_free(uint64_t pool, bool small, cudaStream_t stream, size_t size) {
@@ -183,18 +238,43 @@ class DeviceAllocator {
     return b;
   }
 
-  Block* new_segment(uint64_t pool, bool small, cudaStream_t stream, size_t size, size_t requested) {
+  // Out of memory while communicators are live: a whole free segment of the general pool that belongs to a
+  // stream with no work left (a non-blocking query) can change hands without any synchronisation.
+  Block* take_idle_segment(uint64_t pool, bool small, cudaStream_t stream, size_t size) {
+    for (Block* b : free_) {
+      if (b->prev || b->next || b->pool != 0 || b->small != small || b->size < size || b->stream == stream)
+        continue;
+      cudaError_t idle = cudaStreamQuery(b->stream);
+      if (idle != cudaSuccess) {
+        (void)cudaGetLastError();
+        continue;
+      }
+      free_.erase(b);
+      b->stream = stream;
+      b->pool = pool;
+      return b;
+    }
+    return nullptr;
+  }
+
+  Block* new_segment(uint64_t pool, bool small, cudaStream_t stream, size_t size, size_t requested,
+                     bool captured) {
     size_t seg = small ? kSmallSegment : (size + kLargeRound - 1) / kLargeRound * kLargeRound;
     void* p = nullptr;
     DeviceGuard g(device_);
     cudaError_t err = cudaMalloc(&p, seg);
-    if (err == cudaErrorMemoryAllocation && capture_pool_ == 0) {
+    if (err == cudaErrorMemoryAllocation && !captured) {
       (void)cudaGetLastError();
-      // Give cached memory back to the driver and try once more.
-      DGP_CUDA_CHECK(cudaDeviceSynchronize());
-      process_pending();
-      release_cached_segments();
-      err = cudaMalloc(&p, seg);
+      if (communicators_ > 0) {
+        // cudaDeviceSynchronize and cudaFree would wait for transfers that may wait for this process.
+        if (Block* b = take_idle_segment(pool, small, stream, size)) return b;
+      } else {
+        // Give cached memory back to the driver and try once more.
+        DGP_CUDA_CHECK(cudaDeviceSynchronize());
+        process_pending();
+        release_cached_segments();
+        err = cudaMalloc(&p, seg);
+      }
     }
     if (err != cudaSuccess) {
       (void)cudaGetLastError();
@@ -204,6 +284,9 @@ class DeviceAllocator {
       os << "CUDA out of memory allocating " << requested << " bytes on cuda:" << device_ << " ("
          << cudaGetErrorString(err) << "); allocator: " << stats_.allocated << " bytes allocated, "
          << stats_.reserved << " reserved; driver: " << free_b << " free of " << total_b;
+      if (communicators_ > 0)
+        os << "; cached memory was not returned to the driver because NCCL communicators are live on cuda:"
+           << device_ << " (cudaFree would wait for their transfers)";
       throw Error(os.str());
     }
     stats_.reserved += seg;
@@ -304,9 +387,11 @@ class DeviceAllocator {
   std::unordered_map<void*, Block*> live_;
   std::vector<PendingFree> pending_;
   MemoryStats stats_;
-  uint64_t capture_pool_ = 0;
+  std::unordered_map<cudaStream_t, uint64_t> capturing_;        // stream -> its graph's pool, during capture
+  std::unordered_map<uint64_t, std::vector<Block*>> deferred_;  // graph pool -> blocks freed during capture
   uint64_t next_pool_ = 1;
   std::unordered_set<uint64_t> live_pools_;
+  int communicators_ = 0;
 };
 
 DeviceAllocator& allocator_for(int device) {
@@ -357,10 +442,12 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
     DGP_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, stream_of(dst_device.index)));
     return;
   }
-  // Device to host: the host reads right after, so wait for the stream.
+  // Device to host: the host reads right after, so wait for the stream. The natural place to learn about bad
+  // input a kernel met (check_device_errors).
   cudaStream_t s = stream_of(src_device.index);
   DGP_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, s));
   DGP_CUDA_CHECK(cudaStreamSynchronize(s));
+  check_device_errors(src_device.index);
 }
 
 // ---- public API (engine/cuda.h) ----
@@ -404,11 +491,29 @@ Scratch scratch(size_t nbytes, int device) {
   return Scratch(allocate(nbytes, device), ScratchDeleter{device});
 }
 
-uint64_t allocator_begin_graph_pool(int device, cudaStream_t) {
-  return allocator_for(device).begin_capture();
+uint64_t allocator_begin_graph_pool(int device, cudaStream_t stream) {
+  return allocator_for(device).begin_capture(stream);
 }
-void allocator_end_graph_capture(int device) {
-  allocator_for(device).end_capture();
+void allocator_end_graph_capture(int device, cudaStream_t stream) {
+  allocator_for(device).end_capture(stream);
+}
+
+CommunicatorScope::CommunicatorScope(int device) : device_(resolve(device)) {
+  allocator_for(device_).add_communicator(+1);
+}
+CommunicatorScope::~CommunicatorScope() {
+  allocator_for(device_).add_communicator(-1);
+}
+bool communicators_live(int device) {
+  if (cuda_device_count() == 0) return false;
+  return allocator_for(resolve(device)).has_communicators();
+}
+
+ReceivePoolGuard::ReceivePoolGuard() : previous_(t_receive_pool) {
+  t_receive_pool = true;
+}
+ReceivePoolGuard::~ReceivePoolGuard() {
+  t_receive_pool = previous_;
 }
 void allocator_release_graph_pool(int device, uint64_t pool) {
   allocator_for(device).release_pool(pool);

@@ -80,10 +80,22 @@ struct ScratchDeleter {
 using Scratch = std::unique_ptr<void, ScratchDeleter>;
 Scratch scratch(size_t nbytes, int device);
 
-// Private-pool hooks used by Graph (allocator.cu).
+// Private-pool hooks used by Graph (allocator.cu): while `stream` is captured, its allocations come from the
+// graph's pool; after release (the graph is gone and its replays have finished) the pool's blocks and the
+// frees deferred during capture return to general use.
 uint64_t allocator_begin_graph_pool(int device, cudaStream_t stream);
-void allocator_end_graph_capture(int device);
+void allocator_end_graph_capture(int device, cudaStream_t stream);
 void allocator_release_graph_pool(int device, uint64_t pool);
+
+// The slot kernels report bad input through (see check_device_errors in engine/cuda.h): mapped pinned host
+// memory, so the host reads it after a synchronisation without a copy. report_device_error (kernel_utils.cuh)
+// writes it.
+struct DeviceErrorSlot {
+  int code = 0;  // DeviceErrorCode; the first reporter wins
+  int64_t index = 0;
+  int64_t bound = 0;
+};
+DeviceErrorSlot* device_error_slot(int device);
 
 // Number of streaming multiprocessors of the device (cached).
 int sm_count(int device);

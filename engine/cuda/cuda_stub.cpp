@@ -48,6 +48,15 @@ void copy_bytes(void*, Device, const void*, Device, size_t) {
 int device_count() {
   return 0;
 }
+DeviceStatus device_status() {
+  DeviceStatus st;
+  st.reason = "dgpipe was built without CUDA";
+  return st;
+}
+std::string runtime_report() {
+  return "";
+}
+void check_device_errors(int) {}
 int current_device() {
   return 0;
 }
@@ -69,6 +78,9 @@ void Stream::synchronize() const {
 }
 bool Stream::query() const {
   return true;
+}
+void Stream::launch_host_func(std::function<void()>) const {
+  no_cuda("Stream::launch_host_func");
 }
 Stream current_stream(int device) {
   return Stream::default_stream(device);
@@ -113,14 +125,30 @@ Tensor empty_pinned(const Shape&, DType) {
   no_cuda("empty_pinned");
 }
 
+CommunicatorScope::CommunicatorScope(int device) : device_(device) {}
+CommunicatorScope::~CommunicatorScope() = default;
+bool communicators_live(int) {
+  return false;
+}
+ReceivePoolGuard::ReceivePoolGuard() : previous_(false) {}
+ReceivePoolGuard::~ReceivePoolGuard() = default;
+
+// The math modes are plain flags here (with the CUDA build's defaults), so CPU code may set and read them.
 namespace {
-bool g_tf32 = false;
+bool g_tf32_matmul = false;
+bool g_tf32_conv = true;
+}  // namespace
+void set_allow_tf32_matmul(bool allow) {
+  g_tf32_matmul = allow;
 }
-void set_allow_tf32(bool allow) {
-  g_tf32 = allow;
+bool allow_tf32_matmul() {
+  return g_tf32_matmul;
 }
-bool allow_tf32() {
-  return g_tf32;
+void set_allow_tf32_conv(bool allow) {
+  g_tf32_conv = allow;
+}
+bool allow_tf32_conv() {
+  return g_tf32_conv;
 }
 
 Graph::Graph() = default;
@@ -249,6 +277,9 @@ void adaptive_avg_pool2d_backward(const Tensor&, const Tensor&) {
 // ---- reduce_kernels.h ----
 void sum_lastdim(const Tensor&, const Tensor&) {
   no_cuda("sum_lastdim");
+}
+void sum_middle(const Tensor&, const Tensor&, int64_t, int64_t, int64_t) {
+  no_cuda("sum_middle");
 }
 void maxmin_lastdim(const Tensor&, const Tensor&, const Tensor&, bool) {
   no_cuda("maxmin_lastdim");

@@ -10,7 +10,18 @@ Graph::~Graph() {
   if (graph_) cudaGraphDestroy(static_cast<cudaGraph_t>(graph_));
   if (pool_id_ != 0) {
     try {
-      // Replays may still be running: the pool's blocks go back to general use only after they finish.
+      if (!graph_) {
+        // Destroyed between capture_begin and capture_end (an exception in the captured code): abandon the
+        // capture so the stream allocates from the general pool again.
+        cudaGraph_t partial = nullptr;
+        if (cudaStreamEndCapture(static_cast<cudaStream_t>(stream_.raw()), &partial) == cudaSuccess &&
+            partial)
+          cudaGraphDestroy(partial);
+        (void)cudaGetLastError();
+        allocator_end_graph_capture(device_, static_cast<cudaStream_t>(stream_.raw()));
+      }
+      // Replays may still be running: the pool's blocks (and the frees deferred during capture) go back to
+      // general use only after they finish.
       cudaStreamSynchronize(static_cast<cudaStream_t>(stream_.raw()));
       allocator_release_graph_pool(device_, pool_id_);
     } catch (...) {
@@ -31,7 +42,7 @@ void Graph::capture_begin() {
   cudaError_t err =
       cudaStreamBeginCapture(static_cast<cudaStream_t>(stream_.raw()), cudaStreamCaptureModeRelaxed);
   if (err != cudaSuccess) {
-    allocator_end_graph_capture(device_);
+    allocator_end_graph_capture(device_, static_cast<cudaStream_t>(stream_.raw()));
     DGP_CUDA_CHECK(err);
   }
 }
@@ -42,7 +53,7 @@ void Graph::capture_end() {
             "Graph::capture_end: the current stream changed during capture");
   cudaGraph_t g = nullptr;
   cudaError_t err = cudaStreamEndCapture(static_cast<cudaStream_t>(stream_.raw()), &g);
-  allocator_end_graph_capture(device_);
+  allocator_end_graph_capture(device_, static_cast<cudaStream_t>(stream_.raw()));
   DGP_CUDA_CHECK(err);
   graph_ = g;
   cudaGraphExec_t exec = nullptr;

@@ -1,5 +1,6 @@
-// Device-side building blocks shared by the op kernels: dtype dispatch, accumulation types, strided indexing,
-// warp/block reductions. The Philox generator the kernels draw from is engine/rng.h's (DGP_HD).
+// Device-side building blocks shared by the op kernels: dtype dispatch, accumulation types, strided indexing
+// (engine/cuda/indexing.h), error reports, warp/block reductions. The Philox generator the kernels draw from
+// is engine/rng.h's (DGP_HD).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -7,6 +8,7 @@
 #include <cstdint>
 
 #include "engine/cuda/cuda_context.cuh"
+#include "engine/cuda/indexing.h"
 
 namespace dgpipe::engine::cuda {
 
@@ -85,64 +87,29 @@ __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16, float>(float v)
 
 namespace dgpipe::engine::cuda {
 
-// Up to kMaxDims dims after merging; offsets of K operands for a row-major linear index.
-constexpr int kMaxDims = 10;
+// ---- indexing ----
 
-template <int K>
-struct StridedIndexer {
-  int ndim = 0;
-  int64_t sizes[kMaxDims];
-  int64_t strides[K][kMaxDims];
-  int64_t base[K];
+// Calls launch(ix) with the 32-bit indexer when it covers the operands (engine/cuda/indexing.h), else with
+// the 64-bit one; kernels take the indexer type as a template parameter.
+template <int K, class Launch>
+void with_indexer(const StridedIndexer<K>& ix, int64_t n, Launch&& launch) {
+  if (fits_32bit(ix, n))
+    launch(narrow_indexer(ix));
+  else
+    launch(ix);
+}
 
-  __device__ __forceinline__ void offsets(int64_t linear, int64_t out[K]) const {
-#pragma unroll
-    for (int k = 0; k < K; ++k) out[k] = base[k];
-    for (int d = ndim - 1; d >= 0; --d) {
-      int64_t i = linear % sizes[d];
-      linear /= sizes[d];
-#pragma unroll
-      for (int k = 0; k < K; ++k) out[k] += i * strides[k][d];
-    }
-  }
-};
+// ---- errors ----
 
-// Builds an indexer for tensors of one shape, merging dims that are contiguous in every operand and dropping
-// size-1 dims, so the common cases need one or two divisions per element. Throws if more than kMaxDims
-// remain.
-template <int K>
-StridedIndexer<K> make_indexer(const Shape& shape, const Tensor* const ts[K], const char* op) {
-  StridedIndexer<K> ix;
-  DGP_CHECK(shape.size() <= 64, op << ": tensors of more than 64 dimensions are not supported");
-  int n = 0;
-  int64_t sizes[64];
-  int64_t strides[K][64];
-  for (size_t d = 0; d < shape.size(); ++d) {
-    if (shape[d] == 1) continue;
-    if (n > 0) {
-      bool merge = true;
-      for (int k = 0; k < K; ++k)
-        if (strides[k][n - 1] != ts[k]->strides()[d] * shape[d]) merge = false;
-      if (merge) {
-        sizes[n - 1] *= shape[d];
-        for (int k = 0; k < K; ++k) strides[k][n - 1] = ts[k]->strides()[d];
-        continue;
-      }
-    }
-    sizes[n] = shape[d];
-    for (int k = 0; k < K; ++k) strides[k][n] = ts[k]->strides()[d];
-    ++n;
+// Records bad input for the host (engine/cuda.h, check_device_errors); the first report wins. The caller
+// skips the element instead of touching memory out of range.
+__device__ __forceinline__ void report_device_error(DeviceErrorSlot* slot, DeviceErrorCode code,
+                                                    int64_t index, int64_t bound) {
+  if (atomicCAS(&slot->code, 0, static_cast<int>(code)) == 0) {
+    slot->index = index;
+    slot->bound = bound;
+    __threadfence_system();
   }
-  DGP_CHECK(n <= kMaxDims, op << ": tensors with more than " << kMaxDims
-                              << " non-mergeable dims are not supported "
-                              << "on cuda (shape " << shape_str(shape) << "); call contiguous() first");
-  ix.ndim = n;
-  for (int d = 0; d < n; ++d) {
-    ix.sizes[d] = sizes[d];
-    for (int k = 0; k < K; ++k) ix.strides[k][d] = strides[k][d];
-  }
-  for (int k = 0; k < K; ++k) ix.base[k] = ts[k]->offset();
-  return ix;
 }
 
 // ---- reductions ----

@@ -1,5 +1,6 @@
 // Devices, per-thread current device/stream, events, error reporting, library handles and math modes.
 #include <atomic>
+#include <cstdlib>
 #include <mutex>
 #include <sstream>
 #include <unordered_map>
@@ -10,18 +11,38 @@
 
 namespace dgpipe::engine {
 
-// Without a driver or a GPU this returns 0 instead of failing: CPU-only machines run the CUDA build too.
+namespace {
+
+// Asks the runtime once. "No driver" (cudaDriverGetVersion gives 0; the runtime then says
+// cudaErrorInsufficientDriver) and "no GPU" (cudaErrorNoDevice) are the normal state of a CPU-only machine;
+// any other failure means a driver is there and cannot be used, which a GPU check must see.
+cuda::DeviceStatus query_devices() {
+  cuda::DeviceStatus st;
+  cudaDriverGetVersion(&st.driver_version);
+  cudaRuntimeGetVersion(&st.runtime_version);
+  int n = 0;
+  cudaError_t err = cudaGetDeviceCount(&n);
+  (void)cudaGetLastError();  // clear the sticky state of a failed query
+  if (err == cudaSuccess) {
+    st.count = n;
+    if (n == 0) st.reason = "the NVIDIA driver reports no GPU";
+  } else if (st.driver_version == 0) {
+    st.reason = "no NVIDIA driver on this machine";
+  } else if (err == cudaErrorNoDevice) {
+    st.reason = "the NVIDIA driver reports no GPU (cudaErrorNoDevice)";
+  } else {
+    st.error = true;
+    std::ostringstream os;
+    os << cudaGetErrorName(err) << " (" << cudaGetErrorString(err) << ") from cudaGetDeviceCount";
+    st.reason = os.str();
+  }
+  return st;
+}
+
+}  // namespace
+
 int cuda_device_count() {
-  static const int count = [] {
-    int n = 0;
-    cudaError_t err = cudaGetDeviceCount(&n);
-    if (err != cudaSuccess) {
-      (void)cudaGetLastError();  // clear the sticky "no driver" state
-      return 0;
-    }
-    return n;
-  }();
-  return count;
+  return cuda::device_status().count;
 }
 
 namespace cuda {
@@ -74,6 +95,86 @@ int device_count() {
   return cuda_device_count();
 }
 
+DeviceStatus device_status() {
+  static const DeviceStatus status = query_devices();
+  return status;
+}
+
+std::string runtime_report() {
+  const int n = cuda_device_count();
+  if (n == 0) return "";
+  std::ostringstream os;
+  for (int d = 0; d < n; ++d) {
+    cudaDeviceProp p{};
+    if (cudaGetDeviceProperties(&p, d) != cudaSuccess) {
+      (void)cudaGetLastError();
+      continue;
+    }
+    os << "cuda:" << d << " " << p.name << " (sm_" << p.major << p.minor << ", " << (p.totalGlobalMem >> 20)
+       << " MiB, " << p.multiProcessorCount << " SMs); ";
+  }
+  int blas_major = 0, blas_minor = 0, blas_patch = 0;
+  cublasGetProperty(MAJOR_VERSION, &blas_major);
+  cublasGetProperty(MINOR_VERSION, &blas_minor);
+  cublasGetProperty(PATCH_LEVEL, &blas_patch);
+  const size_t dnn = cudnnGetVersion();
+  os << "cuBLAS " << blas_major << "." << blas_minor << "." << blas_patch << " (built against "
+     << CUBLAS_VER_MAJOR << "." << CUBLAS_VER_MINOR << "." << CUBLAS_VER_PATCH << "), cuDNN " << dnn / 10000
+     << "." << (dnn % 10000) / 100 << "." << dnn % 100 << " (built against " << CUDNN_MAJOR << "."
+     << CUDNN_MINOR << "." << CUDNN_PATCHLEVEL << ")";
+  return os.str();
+}
+
+// ---- errors reported by kernels ----
+
+namespace {
+
+struct ErrorSlots {
+  std::mutex mu;
+  DeviceErrorSlot* host[kMaxDevices] = {};  // mapped pinned memory; the device sees the same address (UVA)
+};
+ErrorSlots& error_slots() {
+  static ErrorSlots* slots = new ErrorSlots;  // lives until exit: kernels may still hold the address
+  return *slots;
+}
+
+}  // namespace
+
+DeviceErrorSlot* device_error_slot(int device) {
+  ErrorSlots& slots = error_slots();
+  std::lock_guard<std::mutex> lock(slots.mu);
+  if (!slots.host[device]) {
+    DeviceGuard g(device);
+    void* p = nullptr;
+    DGP_CUDA_CHECK(cudaHostAlloc(&p, sizeof(DeviceErrorSlot), cudaHostAllocMapped | cudaHostAllocPortable));
+    *static_cast<DeviceErrorSlot*>(p) = DeviceErrorSlot{};
+    void* on_device = nullptr;
+    DGP_CUDA_CHECK(cudaHostGetDevicePointer(&on_device, p, 0));
+    DGP_CHECK(on_device == p, "device error slot: mapped memory has a different device address");
+    slots.host[device] = static_cast<DeviceErrorSlot*>(p);
+  }
+  return slots.host[device];
+}
+
+void check_device_errors(int device) {
+  if (cuda_device_count() == 0) return;
+  device = resolve(device);
+  DeviceErrorSlot* slot = nullptr;
+  {
+    ErrorSlots& slots = error_slots();
+    std::lock_guard<std::mutex> lock(slots.mu);
+    slot = slots.host[device];
+  }
+  if (!slot) return;  // no kernel that reports has run on this device
+  volatile DeviceErrorSlot* v = slot;
+  const int code = v->code;
+  if (code == 0) return;
+  const int64_t index = v->index, bound = v->bound;
+  v->code = 0;
+  DGP_FAIL(describe_device_error(static_cast<DeviceErrorCode>(code), index, bound)
+           << " (reported by a kernel on cuda:" << device << ", seen at the next synchronisation)");
+}
+
 int current_device() {
   if (t_state.device >= 0) return t_state.device;
   int d = 0;
@@ -92,6 +193,7 @@ void device_synchronize(int device) {
   device = resolve(device);
   DeviceGuard g(device);
   DGP_CUDA_CHECK(cudaDeviceSynchronize());
+  check_device_errors(device);
 }
 
 DeviceGuard::DeviceGuard(int device) : previous_(current_device()) {
@@ -139,6 +241,22 @@ Stream Stream::default_stream(int device) {
 void Stream::synchronize() const {
   DeviceGuard g(device_);
   DGP_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(handle_)));
+  check_device_errors(device_);
+}
+
+namespace {
+void CUDART_CB run_host_func(void* arg) {
+  std::unique_ptr<std::function<void()>> fn(static_cast<std::function<void()>*>(arg));
+  (*fn)();
+}
+}  // namespace
+
+void Stream::launch_host_func(std::function<void()> fn) const {
+  DeviceGuard g(device_);
+  auto* arg = new std::function<void()>(std::move(fn));
+  cudaError_t err = cudaLaunchHostFunc(static_cast<cudaStream_t>(handle_), run_host_func, arg);
+  if (err != cudaSuccess) delete arg;
+  DGP_CUDA_CHECK(err);
 }
 
 bool Stream::query() const {
@@ -205,7 +323,9 @@ void Event::wait(const Stream& s) const {
 }
 
 void Event::synchronize() const {
-  if (event_) DGP_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event_)));
+  if (!event_) return;
+  DGP_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event_)));
+  check_device_errors(device_);
 }
 
 bool Event::query() const {
@@ -246,29 +366,47 @@ int sm_count(int device) {
 // ---- math modes ----
 
 namespace {
-std::atomic<bool> g_allow_tf32{false};
+// DGPIPE_TF32=0 turns the convolution default off (see engine/cuda.h).
+bool tf32_conv_default() {
+  const char* v = std::getenv("DGPIPE_TF32");
+  return !(v && std::string(v) == "0");
 }
-void set_allow_tf32(bool allow) {
-  g_allow_tf32 = allow;
+std::atomic<bool> g_tf32_matmul{false};
+std::atomic<bool> g_tf32_conv{tf32_conv_default()};
+}  // namespace
+
+void set_allow_tf32_matmul(bool allow) {
+  g_tf32_matmul = allow;
 }
-bool allow_tf32() {
-  return g_allow_tf32.load();
+bool allow_tf32_matmul() {
+  return g_tf32_matmul.load();
+}
+void set_allow_tf32_conv(bool allow) {
+  g_tf32_conv = allow;
+}
+bool allow_tf32_conv() {
+  return g_tf32_conv.load();
 }
 
 // ---- handles ----
 
 namespace {
 
-// cuBLAS keeps its own workspace per stream unless given one; handing it a fixed buffer from our allocator
-// keeps graph capture free of hidden cudaMalloc calls.
+// cuBLAS would otherwise take workspace from its own per-stream pool with cudaMalloc; a buffer from our
+// allocator keeps graph capture free of hidden driver calls. One buffer per (handle, stream): the handle's
+// kernels on two streams may run at the same time, so they must not share scratch memory. A buffer is taken
+// on its stream (the allocator's blocks are stream-ordered) and lives as long as the thread's handle.
 constexpr size_t kCublasWorkspaceBytes = 32u << 20;
 
 struct Handles {
   cublasHandle_t blas = nullptr;
   cublasLtHandle_t lt = nullptr;
   cudnnHandle_t dnn = nullptr;
-  void* blas_workspace = nullptr;
-  // Handles are deliberately not destroyed at thread exit: the driver may already be shutting down then.
+  cudaStream_t blas_stream = nullptr;  // the stream the cuBLAS handle is bound to (with its workspace)
+  bool blas_bound = false;
+  std::unordered_map<cudaStream_t, void*> blas_workspaces;
+  // Handles and workspaces are deliberately not destroyed at thread exit: the driver may already be shutting
+  // down then.
 };
 
 Handles& handles_for(int device) {
@@ -281,16 +419,19 @@ Handles& handles_for(int device) {
 cublasHandle_t cublas_handle(int device) {
   Handles& h = handles_for(device);
   DeviceGuard g(device);
-  if (!h.blas) {
-    DGP_CUBLAS_CHECK(cublasCreate(&h.blas));
-    h.blas_workspace = allocate(kCublasWorkspaceBytes, device);
-    DGP_CUBLAS_CHECK(cublasSetWorkspace(h.blas, h.blas_workspace, kCublasWorkspaceBytes));
+  if (!h.blas) DGP_CUBLAS_CHECK(cublasCreate(&h.blas));
+  const cudaStream_t stream = stream_of(device);
+  if (!h.blas_bound || h.blas_stream != stream) {
+    void*& ws = h.blas_workspaces[stream];
+    if (!ws) ws = allocate(kCublasWorkspaceBytes, device);  // on `stream`, the current one
+    DGP_CUBLAS_CHECK(cublasSetStream(h.blas, stream));
+    // After cublasSetStream, cuBLAS falls back to its default pool until a workspace is set again.
+    DGP_CUBLAS_CHECK(cublasSetWorkspace(h.blas, ws, kCublasWorkspaceBytes));
+    h.blas_stream = stream;
+    h.blas_bound = true;
   }
-  DGP_CUBLAS_CHECK(cublasSetStream(h.blas, stream_of(device)));
-  // Re-bind the workspace after a stream change (cuBLAS resets it to its default pool on cublasSetStream).
-  DGP_CUBLAS_CHECK(cublasSetWorkspace(h.blas, h.blas_workspace, kCublasWorkspaceBytes));
   DGP_CUBLAS_CHECK(
-      cublasSetMathMode(h.blas, allow_tf32() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+      cublasSetMathMode(h.blas, allow_tf32_matmul() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
   return h.blas;
 }
 

@@ -198,7 +198,7 @@ Tensor to_or_null(const Tensor& t, DType d) {
 }
 
 struct BnForward {
-  Tensor out, mean, invstd;  // mean/invstd [C] in the compute dtype
+  Tensor out, mean, invstd;  // mean/invstd [C] in the compute dtype (f32 for half inputs)
 };
 
 BnForward batch_norm_forward_raw(const Tensor& x, const Tensor& w, const Tensor& b,
@@ -212,10 +212,12 @@ BnForward batch_norm_forward_raw(const Tensor& x, const Tensor& w, const Tensor&
     return r;
   }
   const TensorOptions opts(x.dtype(), x.device());
+  // The statistics stay in f32 for half inputs (here only on CUDA: the CPU computed in f32 above).
+  const TensorOptions stat_opts(is_half(x.dtype()) ? DType::f32 : x.dtype(), x.device());
   BnForward r;
   r.out = empty(x.shape(), opts);
-  r.mean = empty({g.C}, opts);
-  r.invstd = empty({g.C}, opts);
+  r.mean = empty({g.C}, stat_opts);
+  r.invstd = empty({g.C}, stat_opts);
   const Tensor xc = x.contiguous(), wc = contiguous_or_null(w), bc = contiguous_or_null(b);
   if (x.device().is_cuda()) {
     if (training)
@@ -227,7 +229,7 @@ BnForward batch_norm_forward_raw(const Tensor& x, const Tensor& w, const Tensor&
     if (!training) {
       NoGradGuard ng;
       r.mean.copy_(running_mean);
-      r.invstd.copy_(rsqrt(add(running_var.to(x.dtype()), eps)));
+      r.invstd.copy_(rsqrt(add(running_var.to(r.invstd.dtype()), eps)));
     }
     return r;
   }

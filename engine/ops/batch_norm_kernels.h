@@ -1,7 +1,8 @@
 // CUDA launchers of batch normalisation (engine/ops/batch_norm.cu, backed by cuDNN or plain kernels). The CPU
 // twin lives in batch_norm.cpp. x and grad tensors are contiguous [N,C,*] on one CUDA device; weight, bias,
-// save_mean and save_invstd are [C] (weight/bias may be undefined = affine off). Outputs are allocated by the
-// caller and overwritten.
+// save_mean and save_invstd are [C] (weight/bias may be undefined = affine off); save_mean and save_invstd
+// are in the accumulation type: f32 for f16/bf16 inputs, the input's dtype otherwise. Outputs are allocated
+// by the caller and overwritten.
 #pragma once
 #include "engine/tensor.h"
 

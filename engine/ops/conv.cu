@@ -1,10 +1,12 @@
 // 2-D convolution on the GPU through cuDNN (engine/ops/conv_kernels.h): forward, backward-data,
-// backward-filter and the bias gradient. Algorithms come from cuDNN's heuristics, are chosen once per (shape,
-// dtype, math mode, direction) and cached; workspaces come from the caching allocator, so a warmed-up step is
-// graph-capturable. fp16/bf16 use tensor cores with fp32 accumulation; fp32 uses TF32 tensor cores only when
-// allowed.
+// backward-filter and the bias gradient. Algorithms come from cuDNN's heuristics: the candidates are tried in
+// their rank order until one runs (try_in_order), and the one that ran is cached per (shape, dtype, math
+// mode, direction); workspaces come from the caching allocator, so a warmed-up step is graph-capturable.
+// fp16/bf16 use tensor cores with fp32 accumulation; fp32 uses TF32 tensor cores while
+// cuda::allow_tf32_conv() (the default, as in PyTorch).
 #include <map>
 #include <mutex>
+#include <optional>
 #include <tuple>
 
 #include "engine/cuda/cuda_context.cuh"
@@ -59,12 +61,13 @@ struct ConvDesc {
         d, int(p.pad_h), int(p.pad_w), int(p.stride_h), int(p.stride_w), int(p.dilation_h), int(p.dilation_w),
         CUDNN_CROSS_CORRELATION, t == DType::f64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT));
     DGP_CUDNN_CHECK(cudnnSetConvolutionGroupCount(d, int(p.groups)));
-    cudnnMathType_t math = CUDNN_DEFAULT_MATH;
-    if (t == DType::f16 || t == DType::bf16)
-      math = CUDNN_TENSOR_OP_MATH;
-    else if (t == DType::f32 && !cuda::allow_tf32())
-      math = CUDNN_FMA_MATH;  // exact fp32, no TF32
-    DGP_CUDNN_CHECK(cudnnSetConvolutionMathType(d, math));
+    DGP_CUDNN_CHECK(cudnnSetConvolutionMathType(d, default_math(t)));
+  }
+  // What the heuristics may choose from: tensor cores for halves, FMA only for fp32 without TF32.
+  static cudnnMathType_t default_math(DType t) {
+    if (t == DType::f16 || t == DType::bf16) return CUDNN_TENSOR_OP_MATH;
+    if (t == DType::f32 && !cuda::allow_tf32_conv()) return CUDNN_FMA_MATH;  // exact fp32, no TF32
+    return CUDNN_DEFAULT_MATH;
   }
   ~ConvDesc() { cudnnDestroyConvolutionDescriptor(d); }
 };
@@ -86,6 +89,7 @@ struct Key {
 struct Choice {
   int algo = 0;
   size_t workspace = 0;
+  cudnnMathType_t math = CUDNN_DEFAULT_MATH;
 };
 
 std::mutex g_cache_mu;
@@ -94,32 +98,65 @@ std::map<Key, Choice> g_cache;
 constexpr size_t kMaxWorkspace = size_t(1) << 30;  // algorithms needing more are skipped
 
 Key make_key(int kind, const Tensor& x, const Tensor& w, const Conv2dParams& p) {
-  return Key{x.device().index, kind,         x.size(0),    x.size(1),  x.size(2),      x.size(3),
-             w.size(0),        w.size(2),    w.size(3),    p.stride_h, p.stride_w,     p.pad_h,
-             p.pad_w,          p.dilation_h, p.dilation_w, p.groups,   int(x.dtype()), cuda::allow_tf32()};
+  return Key{
+      x.device().index, kind,         x.size(0),    x.size(1),  x.size(2),      x.size(3),
+      w.size(0),        w.size(2),    w.size(3),    p.stride_h, p.stride_w,     p.pad_h,
+      p.pad_w,          p.dilation_h, p.dilation_w, p.groups,   int(x.dtype()), cuda::allow_tf32_conv()};
 }
 
-// Looks the key up or runs `choose` (cuDNN heuristics) and remembers its answer.
-template <class Choose>
-Choice cached_choice(const Key& key, Choose&& choose) {
-  {
-    std::lock_guard<std::mutex> lock(g_cache_mu);
-    auto it = g_cache.find(key);
-    if (it != g_cache.end()) return it->second;
-  }
-  Choice c = choose();
+std::optional<Choice> cached(const Key& key) {
   std::lock_guard<std::mutex> lock(g_cache_mu);
-  g_cache[key] = c;
-  return c;
+  auto it = g_cache.find(key);
+  if (it == g_cache.end()) return std::nullopt;
+  return it->second;
 }
 
-// Picks the first heuristic result that succeeded and fits the workspace limit.
+// The heuristic's candidates that reported success and fit the workspace limit, in its rank order. Without
+// TF32, fp32 keeps the FMA math the descriptor asked for whatever a candidate says; a candidate that would
+// down-convert fp32/f64 data to half inside (ALLOW_CONVERSION) is left out.
 template <class Perf>
-Choice first_usable(const Perf* perf, int count, const char* op) {
+std::vector<Choice> candidates_of(const Perf* perf, int count, DType t) {
+  std::vector<Choice> out;
+  const bool full_precision = t == DType::f32 || t == DType::f64;
   for (int i = 0; i < count; ++i)
-    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= kMaxWorkspace)
-      return Choice{static_cast<int>(perf[i].algo), perf[i].memory};
-  DGP_FAIL(op << ": cuDNN found no usable algorithm for this shape");
+    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= kMaxWorkspace &&
+        !(full_precision && perf[i].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
+      out.push_back(Choice{static_cast<int>(perf[i].algo), perf[i].memory,
+                           ConvDesc::default_math(t) == CUDNN_FMA_MATH ? CUDNN_FMA_MATH : perf[i].mathType});
+  return out;
+}
+
+// Runs one direction of a convolution: `run(choice, workspace)` with the cached choice for `key`, or with
+// the heuristic's candidates (`candidates()`) in order until one runs, which is then cached. A cached choice
+// that stops running (a different cuDNN) is forgotten and chosen again.
+template <class Candidates, class Run>
+void run_with_algorithm(const Key& key, const char* op, int dev, const ConvDesc& cd, Candidates&& candidates,
+                        Run&& run) {
+  auto attempt = [&](const Choice& c) -> std::string {
+    DGP_CUDNN_CHECK(cudnnSetConvolutionMathType(cd.d, c.math));
+    cuda::Scratch ws;
+    try {
+      ws = cuda::scratch(c.workspace, dev);
+    } catch (const Error& e) {
+      return "algorithm " + std::to_string(c.algo) + ": no room for its workspace of " +
+             std::to_string(c.workspace) + " bytes (" + e.what() + ")";
+    }
+    const cudnnStatus_t st = run(c, ws.get());
+    if (st == CUDNN_STATUS_SUCCESS) return "";
+    return "algorithm " + std::to_string(c.algo) + ": " + cudnnGetErrorString(st);
+  };
+  std::string failures;
+  if (std::optional<Choice> c = cached(key)) {
+    if (attempt(*c).empty()) return;
+    std::lock_guard<std::mutex> lock(g_cache_mu);
+    g_cache.erase(key);
+  }
+  const std::vector<Choice> list = candidates();
+  const int ran = try_in_order(list, attempt, failures);
+  DGP_CHECK(ran >= 0, op << ": none of the " << list.size() << " cuDNN algorithms the heuristics proposed ran"
+                         << (failures.empty() ? "" : " (" + failures + ")"));
+  std::lock_guard<std::mutex> lock(g_cache_mu);
+  g_cache[key] = list[static_cast<size_t>(ran)];
 }
 
 struct Scalars {
@@ -153,18 +190,21 @@ void conv2d_forward(const Tensor& out, const Tensor& input, const Tensor& weight
   FilterDesc wd(t, weight.size(0), weight.size(1), weight.size(2), weight.size(3));
   TensorDesc yd(t, out.size(0), out.size(1), out.size(2), out.size(3));
   ConvDesc cd(p, t);
-  Choice c = cached_choice(make_key(0, input, weight, p), [&] {
-    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-    int count = 0;
-    DGP_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, xd.d, wd.d, cd.d, yd.d,
-                                                           CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf));
-    return first_usable(perf, count, "conv2d");
-  });
-  cuda::Scratch ws = cuda::scratch(c.workspace, dev);
   Scalars s(t);
-  DGP_CUDNN_CHECK(cudnnConvolutionForward(h, s.one(), xd.d, input.raw_data(), wd.d, weight.raw_data(), cd.d,
-                                          static_cast<cudnnConvolutionFwdAlgo_t>(c.algo), ws.get(),
-                                          c.workspace, s.zero(), yd.d, out.raw_data()));
+  run_with_algorithm(
+      make_key(0, input, weight, p), "conv2d", dev, cd,
+      [&] {
+        cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+        int count = 0;
+        DGP_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
+            h, xd.d, wd.d, cd.d, yd.d, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf));
+        return candidates_of(perf, count, t);
+      },
+      [&](const Choice& c, void* ws) {
+        return cudnnConvolutionForward(h, s.one(), xd.d, input.raw_data(), wd.d, weight.raw_data(), cd.d,
+                                       static_cast<cudnnConvolutionFwdAlgo_t>(c.algo), ws, c.workspace,
+                                       s.zero(), yd.d, out.raw_data());
+      });
   if (bias.defined()) {
     DGP_CHECK(bias.is_contiguous() && bias.numel() == out.size(1) && bias.dtype() == t,
               "conv2d: bias must be a contiguous [" << out.size(1) << "] " << dtype_name(t) << " tensor");
@@ -190,19 +230,21 @@ void conv2d_backward_data(const Tensor& grad_input, const Tensor& grad_out, cons
         cudaMemsetAsync(grad_input.raw_data(), 0, grad_input.nbytes(), cuda::stream_of(grad_input)));
     return;
   }
-  Choice c = cached_choice(make_key(1, grad_input, weight, p), [&] {
-    cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-    int count = 0;
-    DGP_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
-        h, wd.d, dyd.d, cd.d, dxd.d, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, perf));
-    return first_usable(perf, count, "conv2d backward (data)");
-  });
-  cuda::Scratch ws = cuda::scratch(c.workspace, dev);
   Scalars s(t);
-  DGP_CUDNN_CHECK(cudnnConvolutionBackwardData(h, s.one(), wd.d, weight.raw_data(), dyd.d,
-                                               grad_out.raw_data(), cd.d,
-                                               static_cast<cudnnConvolutionBwdDataAlgo_t>(c.algo), ws.get(),
-                                               c.workspace, s.zero(), dxd.d, grad_input.raw_data()));
+  run_with_algorithm(
+      make_key(1, grad_input, weight, p), "conv2d backward (data)", dev, cd,
+      [&] {
+        cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+        int count = 0;
+        DGP_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+            h, wd.d, dyd.d, cd.d, dxd.d, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, perf));
+        return candidates_of(perf, count, t);
+      },
+      [&](const Choice& c, void* ws) {
+        return cudnnConvolutionBackwardData(h, s.one(), wd.d, weight.raw_data(), dyd.d, grad_out.raw_data(),
+                                            cd.d, static_cast<cudnnConvolutionBwdDataAlgo_t>(c.algo), ws,
+                                            c.workspace, s.zero(), dxd.d, grad_input.raw_data());
+      });
 }
 
 void conv2d_backward_filter(const Tensor& grad_weight, const Tensor& grad_out, const Tensor& input,
@@ -222,19 +264,21 @@ void conv2d_backward_filter(const Tensor& grad_weight, const Tensor& grad_out, c
   FilterDesc dwd(t, grad_weight.size(0), grad_weight.size(1), grad_weight.size(2), grad_weight.size(3));
   TensorDesc dyd(t, grad_out.size(0), grad_out.size(1), grad_out.size(2), grad_out.size(3));
   ConvDesc cd(p, t);
-  Choice c = cached_choice(make_key(2, input, grad_weight, p), [&] {
-    cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-    int count = 0;
-    DGP_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-        h, xd.d, dyd.d, cd.d, dwd.d, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count, perf));
-    return first_usable(perf, count, "conv2d backward (filter)");
-  });
-  cuda::Scratch ws = cuda::scratch(c.workspace, dev);
   Scalars s(t);
-  DGP_CUDNN_CHECK(
-      cudnnConvolutionBackwardFilter(h, s.one(), xd.d, input.raw_data(), dyd.d, grad_out.raw_data(), cd.d,
-                                     static_cast<cudnnConvolutionBwdFilterAlgo_t>(c.algo), ws.get(),
-                                     c.workspace, s.zero(), dwd.d, grad_weight.raw_data()));
+  run_with_algorithm(
+      make_key(2, input, grad_weight, p), "conv2d backward (filter)", dev, cd,
+      [&] {
+        cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+        int count = 0;
+        DGP_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+            h, xd.d, dyd.d, cd.d, dwd.d, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count, perf));
+        return candidates_of(perf, count, t);
+      },
+      [&](const Choice& c, void* ws) {
+        return cudnnConvolutionBackwardFilter(h, s.one(), xd.d, input.raw_data(), dyd.d, grad_out.raw_data(),
+                                              cd.d, static_cast<cudnnConvolutionBwdFilterAlgo_t>(c.algo), ws,
+                                              c.workspace, s.zero(), dwd.d, grad_weight.raw_data());
+      });
 }
 
 void conv2d_backward_bias(const Tensor& grad_bias, const Tensor& grad_out) {

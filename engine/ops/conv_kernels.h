@@ -3,7 +3,29 @@
 // allocated by the caller (conv.cpp) with the shapes it has already checked, so a launcher only has to fill
 // them.
 #pragma once
+#include <string>
+#include <vector>
+
 #include "engine/ops.h"
+
+namespace dgpipe::engine {
+
+// How the CUDA convolution settles on an algorithm for a shape (host-side policy, tested without a device):
+// cuDNN's heuristics rank the candidates; they are tried in that order until one runs (cuDNN may refuse a
+// candidate at run time, or its workspace may not fit in memory), and the one that ran is cached. `attempt`
+// returns "" when the candidate ran, else why not; the reasons of the failed ones are appended to
+// `failures`. Returns the position of the candidate that ran, or -1 when none did.
+template <class Candidate, class Attempt>
+int try_in_order(const std::vector<Candidate>& candidates, Attempt&& attempt, std::string& failures) {
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const std::string why = attempt(candidates[i]);
+    if (why.empty()) return static_cast<int>(i);
+    failures += (failures.empty() ? "" : "; ") + why;
+  }
+  return -1;
+}
+
+}  // namespace dgpipe::engine
 
 namespace dgpipe::engine::cuda_kernels {
 

@@ -1,5 +1,6 @@
 // Device-side strided copy with dtype conversion (the CUDA twin of engine/ops/copy.cpp), fill, and the Philox
-// random fills (engine/rng.h's generator, so the same sequence as the CPU).
+// random fills (engine/rng.h's generator, so the same sequence as the CPU). Strided operands go through the
+// 32-bit indexer of engine/cuda/indexing.h whenever the sizes allow.
 #include "engine/cuda/kernel_utils.cuh"
 #include "engine/ops/copy_kernels.h"
 
@@ -12,9 +13,8 @@ namespace {
 constexpr int kThreads = 256;
 
 // Same-dtype copy moving whole elements of `Word` size.
-template <class Word>
-__global__ void copy_same_kernel(Word* __restrict__ dst, const Word* __restrict__ src, int64_t n,
-                                 StridedIndexer<2> ix) {
+template <class Word, class Ix>
+__global__ void copy_same_kernel(Word* __restrict__ dst, const Word* __restrict__ src, int64_t n, Ix ix) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     int64_t off[2];
@@ -23,9 +23,8 @@ __global__ void copy_same_kernel(Word* __restrict__ dst, const Word* __restrict_
   }
 }
 
-template <class D, class S>
-__global__ void copy_convert_kernel(D* __restrict__ dst, const S* __restrict__ src, int64_t n,
-                                    StridedIndexer<2> ix) {
+template <class D, class S, class Ix>
+__global__ void copy_convert_kernel(D* __restrict__ dst, const S* __restrict__ src, int64_t n, Ix ix) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     int64_t off[2];
@@ -35,8 +34,8 @@ __global__ void copy_convert_kernel(D* __restrict__ dst, const S* __restrict__ s
 }
 
 // Any pair of dtypes through double (integers and bool; exact for values below 2^53).
-__global__ void copy_generic_kernel(void* dst, DType dt, const void* src, DType st, int64_t n,
-                                    StridedIndexer<2> ix) {
+template <class Ix>
+__global__ void copy_generic_kernel(void* dst, DType dt, const void* src, DType st, int64_t n, Ix ix) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     int64_t off[2];
@@ -45,7 +44,8 @@ __global__ void copy_generic_kernel(void* dst, DType dt, const void* src, DType 
   }
 }
 
-__global__ void fill_kernel(void* dst, DType dt, double value, int64_t n, StridedIndexer<1> ix) {
+template <class Ix>
+__global__ void fill_kernel(void* dst, DType dt, double value, int64_t n, Ix ix) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     int64_t off[1];
@@ -84,16 +84,15 @@ __global__ void normal_kernel(T* __restrict__ out, int64_t n, uint64_t seed, uin
   }
 }
 
-template <class D, class S>
-void launch_convert(const Tensor& dst, const Tensor& src, int64_t n, const StridedIndexer<2>& ix,
-                    cudaStream_t s) {
-  copy_convert_kernel<D, S><<<grid_for(n, kThreads, dst.device().index), kThreads, 0, s>>>(
+template <class D, class S, class Ix>
+void launch_convert(const Tensor& dst, const Tensor& src, int64_t n, const Ix& ix, cudaStream_t s) {
+  copy_convert_kernel<D, S, Ix><<<grid_for(n, kThreads, dst.device().index), kThreads, 0, s>>>(
       static_cast<D*>(dst.storage()->data()), static_cast<const S*>(src.storage()->data()), n, ix);
 }
 
 // The float conversions autocast uses on every step get typed kernels; the rest take the generic path.
-bool try_float_convert(const Tensor& dst, const Tensor& src, int64_t n, const StridedIndexer<2>& ix,
-                       cudaStream_t s) {
+template <class Ix>
+bool try_float_convert(const Tensor& dst, const Tensor& src, int64_t n, const Ix& ix, cudaStream_t s) {
   DType d = dst.dtype(), t = src.dtype();
   if (d == DType::f16 && t == DType::f32) return launch_convert<__half, float>(dst, src, n, ix, s), true;
   if (d == DType::bf16 && t == DType::f32)
@@ -121,31 +120,32 @@ void copy_strided(const Tensor& dst, const Tensor& src) {
     return;
   }
   const Tensor* ts[2] = {&dst, &src};
-  StridedIndexer<2> ix = make_indexer<2>(dst.shape(), ts, "copy");
   unsigned grid = grid_for(n, kThreads, dst.device().index);
-  if (dst.dtype() == src.dtype()) {
-    void* d = dst.storage()->data();
-    const void* sp = src.storage()->data();
-    switch (dst.itemsize()) {
-      case 1:
-        copy_same_kernel<uint8_t><<<grid, kThreads, 0, s>>>((uint8_t*)d, (const uint8_t*)sp, n, ix);
-        break;
-      case 2:
-        copy_same_kernel<uint16_t><<<grid, kThreads, 0, s>>>((uint16_t*)d, (const uint16_t*)sp, n, ix);
-        break;
-      case 4:
-        copy_same_kernel<uint32_t><<<grid, kThreads, 0, s>>>((uint32_t*)d, (const uint32_t*)sp, n, ix);
-        break;
-      case 8:
-        copy_same_kernel<uint64_t><<<grid, kThreads, 0, s>>>((uint64_t*)d, (const uint64_t*)sp, n, ix);
-        break;
-      default:
-        DGP_FAIL("copy: unsupported item size " << dst.itemsize());
+  with_indexer(make_indexer<2>(dst.shape(), ts, "copy"), n, [&](const auto& ix) {
+    if (dst.dtype() == src.dtype()) {
+      void* d = dst.storage()->data();
+      const void* sp = src.storage()->data();
+      switch (dst.itemsize()) {
+        case 1:
+          copy_same_kernel<<<grid, kThreads, 0, s>>>((uint8_t*)d, (const uint8_t*)sp, n, ix);
+          break;
+        case 2:
+          copy_same_kernel<<<grid, kThreads, 0, s>>>((uint16_t*)d, (const uint16_t*)sp, n, ix);
+          break;
+        case 4:
+          copy_same_kernel<<<grid, kThreads, 0, s>>>((uint32_t*)d, (const uint32_t*)sp, n, ix);
+          break;
+        case 8:
+          copy_same_kernel<<<grid, kThreads, 0, s>>>((uint64_t*)d, (const uint64_t*)sp, n, ix);
+          break;
+        default:
+          DGP_FAIL("copy: unsupported item size " << dst.itemsize());
+      }
+    } else if (!try_float_convert(dst, src, n, ix, s)) {
+      copy_generic_kernel<<<grid, kThreads, 0, s>>>(dst.storage()->data(), dst.dtype(), src.storage()->data(),
+                                                    src.dtype(), n, ix);
     }
-  } else if (!try_float_convert(dst, src, n, ix, s)) {
-    copy_generic_kernel<<<grid, kThreads, 0, s>>>(dst.storage()->data(), dst.dtype(), src.storage()->data(),
-                                                  src.dtype(), n, ix);
-  }
+  });
   DGP_CUDA_CHECK_LAUNCH();
 }
 
@@ -159,9 +159,10 @@ void fill(const Tensor& dst, double value) {
     return;
   }
   const Tensor* ts[1] = {&dst};
-  StridedIndexer<1> ix = make_indexer<1>(dst.shape(), ts, "fill_");
-  fill_kernel<<<grid_for(n, kThreads, dst.device().index), kThreads, 0, s>>>(dst.storage()->data(),
-                                                                             dst.dtype(), value, n, ix);
+  with_indexer(make_indexer<1>(dst.shape(), ts, "fill_"), n, [&](const auto& ix) {
+    fill_kernel<<<grid_for(n, kThreads, dst.device().index), kThreads, 0, s>>>(dst.storage()->data(),
+                                                                               dst.dtype(), value, n, ix);
+  });
   DGP_CUDA_CHECK_LAUNCH();
 }
 

@@ -43,8 +43,8 @@ Tensor embedding(const Tensor& weight, const Tensor& indices, int64_t padding_id
   Tensor ix = indices.detach().contiguous();
   Tensor out = empty({n, width}, TensorOptions(weight.dtype(), weight.device()));
   if (weight.device().is_cuda()) {
-    // The GPU path does not validate indices (that would need a host synchronisation); the kernel is expected
-    // to trap on an out-of-range index.
+    // The GPU path does not validate indices (that would need a host synchronisation): the kernel reports an
+    // out-of-range index, which throws at the next synchronisation (cuda::check_device_errors).
     ix = ix.to(DType::i64);
     cuda_kernels::embedding_forward(out, w, ix);
   } else {

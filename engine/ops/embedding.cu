@@ -1,7 +1,9 @@
 // CUDA twins of the embedding lookup and its scatter-add backward (engine/ops/embedding.cpp).
 // Forward copies whole rows with 16-byte words when the row size allows; backward accumulates with atomics
-// (float/double/half atomics are native on sm_70+/sm_80+). An out-of-range index traps the kernel: the error
-// surfaces at the next checked CUDA call, as the caller (which cannot validate without a sync) expects.
+// (float/double/half atomics are native on sm_70+/sm_80+). The caller cannot validate the indices without a
+// host sync, so an out-of-range index is reported through the device error slot (the host throws at its next
+// synchronisation, cuda::check_device_errors) and its row is written as zeros (forward) or dropped
+// (backward); the kernel never reads or writes outside the table, and the CUDA context stays usable.
 #include "engine/cuda/kernel_utils.cuh"
 #include "engine/ops/embedding_kernels.h"
 
@@ -13,14 +15,18 @@ namespace {
 
 template <class W>
 __global__ void embedding_gather(W* __restrict__ out, const W* __restrict__ weight,
-                                 const int64_t* __restrict__ idx, int64_t n, int64_t vocab,
-                                 int64_t row_words) {
+                                 const int64_t* __restrict__ idx, int64_t n, int64_t vocab, int64_t row_words,
+                                 DeviceErrorSlot* errors) {
   int64_t total = n * row_words;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
     int64_t j = i / row_words, k = i % row_words;
     int64_t r = idx[j];
-    if (r < 0 || r >= vocab) __trap();
+    if (r < 0 || r >= vocab) {
+      if (k == 0) report_device_error(errors, DeviceErrorCode::embedding_index, r, vocab);
+      out[i] = W{};
+      continue;
+    }
     out[i] = weight[r * row_words + k];
   }
 }
@@ -28,14 +34,17 @@ __global__ void embedding_gather(W* __restrict__ out, const W* __restrict__ weig
 template <class T>
 __global__ void embedding_scatter_add(T* __restrict__ grad_weight, const T* __restrict__ grad_out,
                                       const int64_t* __restrict__ idx, int64_t n, int64_t vocab,
-                                      int64_t width, int64_t padding_idx) {
+                                      int64_t width, int64_t padding_idx, DeviceErrorSlot* errors) {
   int64_t total = n * width;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
     int64_t j = i / width, k = i % width;
     int64_t r = idx[j];
     if (r == padding_idx) continue;
-    if (r < 0 || r >= vocab) __trap();
+    if (r < 0 || r >= vocab) {
+      if (k == 0) report_device_error(errors, DeviceErrorCode::embedding_index, r, vocab);
+      continue;
+    }
     atomicAdd(grad_weight + r * width + k, grad_out[i]);
   }
 }
@@ -59,18 +68,19 @@ void embedding_forward(const Tensor& out, const Tensor& weight, const Tensor& in
            reinterpret_cast<uintptr_t>(w) % a == 0;
   };
   int dev = out.device().index;
+  DeviceErrorSlot* errors = device_error_slot(dev);
   if (aligned(16)) {
     int64_t words = static_cast<int64_t>(row_bytes / 16);
-    embedding_gather<uint4>
-        <<<grid_for(n * words, 256, dev), 256, 0, s>>>((uint4*)o, (const uint4*)w, ip, n, vocab, words);
+    embedding_gather<uint4><<<grid_for(n * words, 256, dev), 256, 0, s>>>((uint4*)o, (const uint4*)w, ip, n,
+                                                                          vocab, words, errors);
   } else if (aligned(4)) {
     int64_t words = static_cast<int64_t>(row_bytes / 4);
-    embedding_gather<uint32_t>
-        <<<grid_for(n * words, 256, dev), 256, 0, s>>>((uint32_t*)o, (const uint32_t*)w, ip, n, vocab, words);
+    embedding_gather<uint32_t><<<grid_for(n * words, 256, dev), 256, 0, s>>>((uint32_t*)o, (const uint32_t*)w,
+                                                                             ip, n, vocab, words, errors);
   } else {
     int64_t words = static_cast<int64_t>(row_bytes / 2);
-    embedding_gather<uint16_t>
-        <<<grid_for(n * words, 256, dev), 256, 0, s>>>((uint16_t*)o, (const uint16_t*)w, ip, n, vocab, words);
+    embedding_gather<uint16_t><<<grid_for(n * words, 256, dev), 256, 0, s>>>((uint16_t*)o, (const uint16_t*)w,
+                                                                             ip, n, vocab, words, errors);
   }
   DGP_CUDA_CHECK_LAUNCH();
 }
@@ -89,7 +99,8 @@ void embedding_backward(const Tensor& grad_weight, const Tensor& grad_out, const
   DGP_CUDA_DISPATCH_FLOATING(grad_weight.dtype(), "embedding backward", [&] {
     embedding_scatter_add<scalar_t><<<grid_for(n * width, 256, grad_weight.device().index), 256, 0, s>>>(
         static_cast<scalar_t*>(grad_weight.raw_data()), static_cast<const scalar_t*>(grad_out.raw_data()),
-        static_cast<const int64_t*>(indices.raw_data()), n, vocab, width, padding_idx);
+        static_cast<const int64_t*>(indices.raw_data()), n, vocab, width, padding_idx,
+        device_error_slot(grad_weight.device().index));
   });
   DGP_CUDA_CHECK_LAUNCH();
 }

@@ -1,6 +1,7 @@
 // CUDA launchers for the embedding lookup (engine/ops/embedding.cu); the CPU twin is in embedding.cpp.
-// weight and grad_weight are contiguous [V, D]; indices are contiguous i64 with n = indices.numel() entries,
-// already checked to lie in [0, V) by the caller; out and grad_out are contiguous [n, D].
+// weight and grad_weight are contiguous [V, D]; indices are contiguous i64 with n = indices.numel() entries;
+// out and grad_out are contiguous [n, D]. The caller cannot check indices on the device without a sync: one
+// outside [0, V) is skipped and reported through cuda::check_device_errors (an Error at the next sync).
 #pragma once
 #include <cstdint>
 

@@ -1,5 +1,6 @@
 // Batched GEMM on the GPU through cuBLAS (the launcher of matmul_kernels.h). Tensor cores are used for
-// f16/bf16 (fp32 accumulation); fp32 uses TF32 tensor cores only when cuda::set_allow_tf32(true) was called.
+// f16/bf16 (fp32 accumulation); fp32 uses TF32 tensor cores only when cuda::set_allow_tf32_matmul(true) was
+// called.
 //
 // cuBLAS is column-major. A row-major C[M,N] = A[M,K] B[K,N] is the column-major C^T[N,M] = B^T A^T, so B
 // goes first. A row-major operand with unit column stride is, read column-major, its own transpose with ld =
@@ -76,7 +77,7 @@ void bmm(const Tensor& out, const Tensor& a, const Tensor& b) {
     alpha = &alpha_d;
     beta = &beta_d;
   } else if (a.dtype() == DType::f32) {
-    compute = cuda::allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    compute = cuda::allow_tf32_matmul() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   } else {
     compute = CUBLAS_COMPUTE_32F;  // half inputs, fp32 accumulation, tensor cores
   }

@@ -13,10 +13,12 @@ namespace dgpipe::engine {
 namespace {
 
 struct Plan {
-  Tensor rows;       // contiguous [outer, inner]
-  Shape out_shape;   // without reduced dims
-  Shape keep_shape;  // reduced dims kept as 1
-  int64_t inner = 1;
+  Tensor permuted;            // the input with the reduced dims moved last (a view: nothing copied yet)
+  std::vector<bool> reduced;  // per input dim
+  Shape out_shape;            // without reduced dims
+  Shape keep_shape;           // reduced dims kept as 1
+  int64_t outer = 1, inner = 1;
+  Tensor rows() const { return permuted.contiguous().view({outer, inner}); }  // contiguous [outer, inner]
 };
 
 Plan plan_reduction(const Tensor& a, std::vector<int64_t> dims, const char* op) {
@@ -44,12 +46,42 @@ Plan plan_reduction(const Tensor& a, std::vector<int64_t> dims, const char* op) 
     }
   for (int64_t d = 0; d < a.dim(); ++d) keep_shape.push_back(reduced[d] ? 1 : a.shape()[d]);
   Plan p;
-  int64_t outer = shape_numel(out_shape);
-  p.rows = a.detach().permute(perm).contiguous().view({outer, inner});
+  p.permuted = a.detach().permute(perm);
+  p.reduced = reduced;
   p.out_shape = out_shape;
   p.keep_shape = keep_shape;
+  p.outer = shape_numel(out_shape);
   p.inner = inner;
   return p;
+}
+
+// A CUDA sum of a contiguous input over dims that are not last, read in place (no transposed copy): one
+// reduced group in the middle, [outer, reduce, inner], or (f32/f64) reduced groups around one kept group,
+// [reduce, kept, reduce] (batch-norm-style statistics), as a row sum followed by a middle sum. Returns an
+// undefined tensor for any other layout.
+Tensor sum_in_place_cuda(const Tensor& a, const Plan& p) {
+  if (!a.is_cuda() || !a.is_contiguous()) return Tensor();
+  const std::vector<ReduceGroup> g = reduction_groups(a.shape(), p.reduced);
+  const TensorOptions opts(a.dtype(), a.device());
+  const Tensor x = a.detach();
+  if (g.size() == 2 && g[0].reduced) {
+    Tensor out = empty({g[1].size}, opts);
+    cuda_kernels::sum_middle(out, x, 1, g[0].size, g[1].size);
+    return out;
+  }
+  if (g.size() == 3 && g[1].reduced) {
+    Tensor out = empty({g[0].size * g[2].size}, opts);
+    cuda_kernels::sum_middle(out, x, g[0].size, g[1].size, g[2].size);
+    return out;
+  }
+  if (g.size() == 3 && g[0].reduced && (a.dtype() == DType::f32 || a.dtype() == DType::f64)) {
+    Tensor rows = empty({g[0].size * g[1].size}, opts);
+    cuda_kernels::sum_lastdim(rows, x.view({g[0].size * g[1].size, g[2].size}));
+    Tensor out = empty({g[1].size}, opts);
+    cuda_kernels::sum_middle(out, rows, 1, g[0].size, g[1].size);
+    return out;
+  }
+  return Tensor();
 }
 
 Tensor sum_rows(const Tensor& rows) {
@@ -111,7 +143,9 @@ void maxmin_rows(const Tensor& rows, Tensor& values, Tensor& indices, bool is_ma
 Tensor sum(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
   DGP_CHECK(a.defined() && is_floating(a.dtype()), "sum: expected a floating tensor");
   Plan p = plan_reduction(a, dims, "sum");
-  Tensor out = sum_rows(p.rows).view(keepdim ? p.keep_shape : p.out_shape);
+  Tensor flat = sum_in_place_cuda(a, p);
+  if (!flat.defined()) flat = sum_rows(p.rows());
+  Tensor out = flat.view(keepdim ? p.keep_shape : p.out_shape);
   if (needs_grad({a})) {
     Shape keep = p.keep_shape, in_shape = a.shape();
     record("sum", {a}, out, [keep, in_shape](const std::vector<Tensor>& g) {
@@ -149,7 +183,7 @@ ValuesIndices maxmin_dim(const Tensor& a, int64_t dim, bool keepdim, bool is_max
   dim = wrap_dim(dim, a.dim(), op);
   Plan p = plan_reduction(a, {dim}, op);
   Tensor values, indices;
-  maxmin_rows(p.rows, values, indices, is_max, op);
+  maxmin_rows(p.rows(), values, indices, is_max, op);
   Shape shape = keepdim ? p.keep_shape : p.out_shape;
   values = values.view(shape);
   indices = indices.view(shape);

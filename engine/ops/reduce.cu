@@ -4,6 +4,9 @@
 //  - long rows: one block per row;
 //  - few, very long rows (outer too small to fill the GPU): each row is cut into chunks reduced by separate
 //    blocks into a float scratch buffer, then summed by a second pass.
+// Sums over a middle dim of [outer, reduce, inner] (sum_middle: the bias gradient, a batch sum) read the
+// input in place: 32 neighbouring columns per block row (coalesced), the reduced rows shared by the block's 8
+// rows of threads, and for tall inputs split over several blocks into a scratch buffer plus a second pass.
 #include "engine/cuda/kernel_utils.cuh"
 #include "engine/ops/copy_kernels.h"
 #include "engine/ops/reduce_kernels.h"
@@ -71,6 +74,47 @@ __global__ void sum_partials(T* __restrict__ out, const P* __restrict__ partial,
   for (int i = lane; i < chunks; i += 32) acc += partial[row * chunks + i];
   acc = warp_sum(acc);
   if (lane == 0) out[row] = from_acc<T>(static_cast<acc_t<T>>(acc));
+}
+
+// Block (32 x 8): threadIdx.x walks 32 neighbouring columns k, threadIdx.y the reduced rows r; blockIdx.z
+// is a chunk of rows. With chunks == 1 it writes out[o, k]; otherwise partial[chunk, o, k].
+template <class T, class P>
+__global__ void sum_middle_kernel(P* __restrict__ partial, T* __restrict__ out, const T* __restrict__ x,
+                                  int64_t outer, int64_t reduce, int64_t inner, int64_t rows_per_chunk) {
+  using A = typename SumAcc<T>::type;
+  __shared__ A shared[8][33];
+  const int64_t k = blockIdx.x * int64_t(32) + threadIdx.x;
+  const int chunk = blockIdx.z, chunks = gridDim.z;
+  const int64_t begin = chunk * rows_per_chunk;
+  const int64_t end = min(reduce, begin + rows_per_chunk);
+  for (int64_t o = blockIdx.y; o < outer; o += gridDim.y) {
+    A acc = A(0);
+    if (k < inner) {
+      const T* column = x + o * reduce * inner + k;
+      for (int64_t r = begin + threadIdx.y; r < end; r += blockDim.y)
+        acc += static_cast<A>(to_acc(column[r * inner]));
+    }
+    shared[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && k < inner) {
+      for (int j = 1; j < blockDim.y; ++j) acc += shared[j][threadIdx.x];
+      if (chunks == 1)
+        out[o * inner + k] = from_acc<T>(static_cast<acc_t<T>>(acc));
+      else
+        partial[(chunk * outer + o) * inner + k] = static_cast<P>(acc);
+    }
+    __syncthreads();
+  }
+}
+
+template <class T, class P>
+__global__ void sum_middle_chunks(T* __restrict__ out, const P* __restrict__ partial, int64_t n, int chunks) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    P acc = P(0);
+    for (int c = 0; c < chunks; ++c) acc += partial[c * n + i];
+    out[i] = from_acc<T>(static_cast<acc_t<T>>(acc));
+  }
 }
 
 // ---- max / min with index ----
@@ -188,6 +232,53 @@ void sum_lastdim(const Tensor& out, const Tensor& x2d) {
         sum_partials<scalar_t, P>
             <<<static_cast<unsigned>((outer + 7) / 8), 256, 0, s>>>(op, pp, outer, chunks);
       }
+    }
+  });
+  DGP_CUDA_CHECK_LAUNCH();
+}
+
+void sum_middle(const Tensor& out, const Tensor& x, int64_t outer, int64_t reduce, int64_t inner) {
+  DGP_CHECK(
+      x.is_contiguous() && out.is_contiguous() && x.numel() == outer * reduce * inner &&
+          out.numel() == outer * inner,
+      "sum: cuda kernel expects a contiguous [" << outer << ", " << reduce << ", " << inner << "] input");
+  if (out.numel() == 0) return;
+  TensorDeviceGuard g(out);
+  if (reduce == 0) {
+    fill(out, 0.0);
+    return;
+  }
+  cudaStream_t s = stream_of(out);
+  int dev = out.device().index;
+  const int64_t column_blocks = (inner + 31) / 32;
+  const int64_t outer_blocks = std::min<int64_t>(outer, 65535);
+  // Enough blocks for ~4 waves; split the reduced rows only when the columns alone are too few, and keep at
+  // least 64 rows per chunk.
+  const int64_t want = static_cast<int64_t>(sm_count(dev)) * 4;
+  int64_t chunks = 1;
+  if (column_blocks * outer_blocks < want)
+    chunks = std::max<int64_t>(
+        1, std::min<int64_t>({(want + column_blocks * outer_blocks - 1) / (column_blocks * outer_blocks),
+                              (reduce + 63) / 64, 1024}));
+  const int64_t rows_per_chunk = (reduce + chunks - 1) / chunks;
+  chunks = (reduce + rows_per_chunk - 1) / rows_per_chunk;
+  const dim3 block(32, 8);
+  const dim3 grid(static_cast<unsigned>(column_blocks), static_cast<unsigned>(outer_blocks),
+                  static_cast<unsigned>(chunks));
+  DGP_CUDA_DISPATCH_FLOATING(x.dtype(), "sum", [&] {
+    using P = typename SumAcc<scalar_t>::type;
+    const scalar_t* xp = static_cast<const scalar_t*>(x.raw_data());
+    scalar_t* op = static_cast<scalar_t*>(out.raw_data());
+    if (chunks == 1) {
+      sum_middle_kernel<scalar_t, P>
+          <<<grid, block, 0, s>>>(nullptr, op, xp, outer, reduce, inner, rows_per_chunk);
+    } else {
+      Scratch partial = scratch(sizeof(P) * chunks * outer * inner, dev);
+      P* pp = static_cast<P*>(partial.get());
+      sum_middle_kernel<scalar_t, P><<<grid, block, 0, s>>>(pp, op, xp, outer, reduce, inner, rows_per_chunk);
+      const int64_t n = outer * inner;
+      sum_middle_chunks<scalar_t, P>
+          <<<grid_for(n, 256, dev), 256, 0, s>>>(op, pp, n, static_cast<int>(chunks));
     }
   });
   DGP_CUDA_CHECK_LAUNCH();

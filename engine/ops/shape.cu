@@ -1,6 +1,8 @@
 // CUDA twins of index_select and its backward scatter-add (engine/ops/shape.cpp). src/out are contiguous and
-// seen as [outer, size_along_dim, inner]. An index outside [0, size) cannot be reported without a host sync,
-// so the kernels write zeros for it (select) or drop it (add) instead of touching memory they do not own.
+// seen as [outer, size_along_dim, inner]. An index outside [0, size) cannot be checked on the host without a
+// sync: the kernels report it through the device error slot (the host throws at its next synchronisation,
+// cuda::check_device_errors) and write zeros for it (select) or drop it (add) instead of touching memory
+// they do not own.
 #include "engine/cuda/kernel_utils.cuh"
 #include "engine/ops/shape_kernels.h"
 
@@ -15,7 +17,7 @@ constexpr int kThreads = 256;
 template <class W>
 __global__ void index_select_kernel(W* __restrict__ out, const W* __restrict__ src,
                                     const int64_t* __restrict__ index, int64_t outer, int64_t nidx,
-                                    int64_t src_dim, int64_t inner) {
+                                    int64_t src_dim, int64_t inner, DeviceErrorSlot* errors) {
   int64_t n = outer * nidx * inner;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -23,7 +25,12 @@ __global__ void index_select_kernel(W* __restrict__ out, const W* __restrict__ s
     int64_t j = (i / inner) % nidx;
     int64_t o = i / (inner * nidx);
     int64_t s = index[j];
-    out[i] = (s >= 0 && s < src_dim) ? src[(o * src_dim + s) * inner + k] : W{};
+    if (s < 0 || s >= src_dim) {
+      if (k == 0 && o == 0) report_device_error(errors, DeviceErrorCode::index_select_index, s, src_dim);
+      out[i] = W{};
+      continue;
+    }
+    out[i] = src[(o * src_dim + s) * inner + k];
   }
 }
 
@@ -35,7 +42,7 @@ __device__ __forceinline__ void atomic_add(T* p, T v) {
 template <class T>
 __global__ void index_add_kernel(T* __restrict__ dst, const T* __restrict__ src,
                                  const int64_t* __restrict__ index, int64_t outer, int64_t nidx,
-                                 int64_t dst_dim, int64_t inner) {
+                                 int64_t dst_dim, int64_t inner, DeviceErrorSlot* errors) {
   int64_t n = outer * nidx * inner;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -43,7 +50,11 @@ __global__ void index_add_kernel(T* __restrict__ dst, const T* __restrict__ src,
     int64_t j = (i / inner) % nidx;
     int64_t o = i / (inner * nidx);
     int64_t d = index[j];
-    if (d >= 0 && d < dst_dim) atomic_add(dst + (o * dst_dim + d) * inner + k, src[i]);
+    if (d < 0 || d >= dst_dim) {
+      if (k == 0 && o == 0) report_device_error(errors, DeviceErrorCode::index_add_index, d, dst_dim);
+      continue;
+    }
+    atomic_add(dst + (o * dst_dim + d) * inner + k, src[i]);
   }
 }
 
@@ -69,24 +80,25 @@ void index_select(const Tensor& out, const Tensor& src, int64_t dim, const Tenso
   cudaStream_t s = stream_of(out);
   unsigned grid = grid_for(n, kThreads, out.device().index);
   const int64_t* ip = static_cast<const int64_t*>(index.raw_data());
+  DeviceErrorSlot* errors = device_error_slot(out.device().index);
   void* o = out.raw_data();
   const void* sp = src.raw_data();
   switch (out.itemsize()) {
     case 1:
-      index_select_kernel<uint8_t>
-          <<<grid, kThreads, 0, s>>>((uint8_t*)o, (const uint8_t*)sp, ip, outer, nidx, src_dim, inner);
+      index_select_kernel<uint8_t><<<grid, kThreads, 0, s>>>((uint8_t*)o, (const uint8_t*)sp, ip, outer, nidx,
+                                                             src_dim, inner, errors);
       break;
     case 2:
-      index_select_kernel<uint16_t>
-          <<<grid, kThreads, 0, s>>>((uint16_t*)o, (const uint16_t*)sp, ip, outer, nidx, src_dim, inner);
+      index_select_kernel<uint16_t><<<grid, kThreads, 0, s>>>((uint16_t*)o, (const uint16_t*)sp, ip, outer,
+                                                              nidx, src_dim, inner, errors);
       break;
     case 4:
-      index_select_kernel<uint32_t>
-          <<<grid, kThreads, 0, s>>>((uint32_t*)o, (const uint32_t*)sp, ip, outer, nidx, src_dim, inner);
+      index_select_kernel<uint32_t><<<grid, kThreads, 0, s>>>((uint32_t*)o, (const uint32_t*)sp, ip, outer,
+                                                              nidx, src_dim, inner, errors);
       break;
     case 8:
-      index_select_kernel<uint64_t>
-          <<<grid, kThreads, 0, s>>>((uint64_t*)o, (const uint64_t*)sp, ip, outer, nidx, src_dim, inner);
+      index_select_kernel<uint64_t><<<grid, kThreads, 0, s>>>((uint64_t*)o, (const uint64_t*)sp, ip, outer,
+                                                              nidx, src_dim, inner, errors);
       break;
     default:
       DGP_FAIL("index_select: unsupported item size " << out.itemsize());
@@ -110,9 +122,9 @@ void index_add(const Tensor& dst, int64_t dim, const Tensor& index, const Tensor
   unsigned grid = grid_for(n, kThreads, dst.device().index);
   const int64_t* ip = static_cast<const int64_t*>(index.raw_data());
   DGP_CUDA_DISPATCH_FLOATING(dst.dtype(), "index_add", [&] {
-    index_add_kernel<scalar_t><<<grid, kThreads, 0, s>>>(static_cast<scalar_t*>(dst.raw_data()),
-                                                         static_cast<const scalar_t*>(src.raw_data()), ip,
-                                                         outer, nidx, dst_dim, inner);
+    index_add_kernel<scalar_t><<<grid, kThreads, 0, s>>>(
+        static_cast<scalar_t*>(dst.raw_data()), static_cast<const scalar_t*>(src.raw_data()), ip, outer, nidx,
+        dst_dim, inner, device_error_slot(dst.device().index));
   });
   DGP_CUDA_CHECK_LAUNCH();
 }

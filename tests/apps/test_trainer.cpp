@@ -260,8 +260,8 @@ TEST(Train, ResumeReproducesTheUninterruptedRunExactly) {
   for (size_t i = 0; i < 7; ++i) EXPECT_EQ(b.step_losses[i], a.step_losses[i]) << "step " << 1 + i;
   EXPECT_EQ(c.final_eval_acc, a.final_eval_acc);
   // what the log dir holds
-  for (const char* f :
-       {"config.json", "metrics.csv", "metrics.jsonl", "summary.json", "checkpoint.safetensors"})
+  for (const char* f : {"config.json", "metrics.csv", "metrics.jsonl", "steps.jsonl", "summary.json",
+                        "checkpoint.safetensors"})
     EXPECT_TRUE(fs::exists(fs::path(full.log_dir) / f)) << f;
   nlohmann::json s = nlohmann::json::parse(std::ifstream(fs::path(full.log_dir) / "summary.json"));
   EXPECT_GT(s["raw_bytes"].get<double>(), 0);

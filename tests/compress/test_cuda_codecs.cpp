@@ -132,7 +132,7 @@ TEST_P(CudaCodecTwin, DecodesLikeTheCpuReference) {
   const CudaTwinCase& c = codec_cases()[GetParam()];
   const TwinRun cpu = run_case(c, Device::cpu());
   ASSERT_EQ(cpu.out.shape(), c.inputs[0].shape()) << c.name;
-  if (!have_cuda()) GTEST_SKIP() << "no CUDA device: the CPU half ran, the CUDA half is skipped";
+  if (!have_cuda()) GTEST_SKIP() << no_cuda_reason() << ": the CPU half ran, the CUDA half is skipped";
   const TwinRun cuda = run_case(c, Device::cuda(0));
   for (const std::string& problem : compare_twins(c, cpu, cuda)) ADD_FAILURE() << c.name << ": " << problem;
 }

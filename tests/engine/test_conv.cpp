@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/ops.h"
+#include "engine/ops/conv_kernels.h"
 #include "support/golden_json.h"
 #include "support/gradcheck.h"
 #include "support/test_util.h"
@@ -214,4 +215,36 @@ TEST(Conv2d, ErrorsNameOpAndShapes) {
   EXPECT_NE(msg.find("padding"), std::string::npos) << msg;
   msg = error_of([&] { conv2d(x, w_ok, Tensor(), params(1, 1, 0)); });
   EXPECT_NE(msg.find("dilation"), std::string::npos) << msg;
+}
+
+// How the CUDA convolution settles on a cuDNN algorithm (conv_kernels.h): the heuristic's candidates in rank
+// order until one runs; the reasons of those that did not are kept for the error.
+TEST(ConvAlgorithmChoice, TriesCandidatesInOrderUntilOneRuns) {
+  const std::vector<int> candidates = {6, 1, 0, 7};
+  std::vector<int> tried;
+  std::string failures;
+  const int ran = dgpipe::engine::try_in_order(
+      candidates,
+      [&](int algo) -> std::string {
+        tried.push_back(algo);
+        return algo == 0 ? "" : "algorithm " + std::to_string(algo) + ": not supported";
+      },
+      failures);
+  EXPECT_EQ(ran, 2);
+  EXPECT_EQ(tried, (std::vector<int>{6, 1, 0}));
+  EXPECT_EQ(failures, "algorithm 6: not supported; algorithm 1: not supported");
+}
+
+TEST(ConvAlgorithmChoice, ReportsWhenNoCandidateRuns) {
+  std::string failures;
+  EXPECT_EQ(dgpipe::engine::try_in_order(
+                std::vector<int>{3, 4}, [](int algo) { return "algorithm " + std::to_string(algo) + ": no"; },
+                failures),
+            -1);
+  EXPECT_EQ(failures, "algorithm 3: no; algorithm 4: no");
+  failures.clear();
+  EXPECT_EQ(dgpipe::engine::try_in_order(
+                std::vector<int>{}, [](int) { return std::string(); }, failures),
+            -1);
+  EXPECT_TRUE(failures.empty());
 }

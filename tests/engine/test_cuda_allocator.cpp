@@ -1,12 +1,17 @@
 // The caching allocator (engine/cuda/allocator.cu): reuse without new driver allocations, block splitting,
 // stream ordering (no cross-stream reuse; record_stream holds a block back), peak accounting, empty_cache,
-// and a clear out-of-memory error. Streams and events are exercised along the way. Skipped without a CUDA
-// device; the CPU-only checks at the end run everywhere.
+// and a clear out-of-memory error; with NCCL communicators live, no device-wide wait and a pool for receive
+// buffers. Streams and events are exercised along the way. Skipped without a CUDA device; the CPU-only
+// checks at the end run everywhere.
 #include <gtest/gtest.h>
+
+#include <chrono>
+#include <future>
 
 #include "engine/cuda.h"
 #include "engine/ops.h"
 #include "support/gradcheck.h"
+#include "support/test_util.h"
 
 using namespace dgpipe::engine;
 
@@ -108,6 +113,53 @@ TEST(CudaAllocator, OutOfMemoryIsAClearError) {
     FAIL() << "expected an out-of-memory error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("out of memory"), std::string::npos) << e.what();
+  }
+}
+
+// With a communicator live, a transfer kernel may wait for a peer that waits for this process: empty_cache
+// and the out-of-memory path must return without waiting for the device. A host function holds a stream busy
+// (as a transfer waiting for its peer would) until the test lets it go.
+TEST(CudaAllocator, WithCommunicatorsLiveNothingWaitsForTheDevice) {
+  DGP_SKIP_WITHOUT_CUDA();
+  { Tensor cached = dev_bytes(8 << 20); }
+  cuda::Stream busy = cuda::Stream::create();
+  std::promise<void> release;
+  std::shared_future<void> go = release.get_future().share();
+  busy.launch_host_func([go] { go.wait(); });
+  cuda::CommunicatorScope communicator(0);
+  EXPECT_TRUE(cuda::communicators_live());
+  const uint64_t frees = cuda::memory_stats().num_device_frees;
+  auto attempt = std::async(std::launch::async, [] {
+    cuda::empty_cache();
+    return dgpipe::testing::error_of([] { dev_bytes(int64_t(1) << 50); });
+  });
+  const bool returned = attempt.wait_for(std::chrono::seconds(20)) == std::future_status::ready;
+  release.set_value();  // in any case, so that the stream (and a stuck attempt) can finish
+  busy.synchronize();
+  ASSERT_TRUE(returned) << "empty_cache or the out-of-memory path waited for the device";
+  const std::string error = attempt.get();
+  EXPECT_TRUE(dgpipe::testing::contains(error, "NCCL communicators are live")) << error;
+  EXPECT_EQ(cuda::memory_stats().num_device_frees, frees)
+      << "nothing may go back to the driver (cudaFree waits)";
+}
+
+// Receive buffers come from a pool of their own: compute allocations do not take its blocks, and it is never
+// returned to the driver, so a steady stream of receives never meets the out-of-memory path.
+TEST(CudaAllocator, ReceiveBuffersHaveTheirOwnPool) {
+  DGP_SKIP_WITHOUT_CUDA();
+  void* received = nullptr;
+  {
+    cuda::ReceivePoolGuard pool;
+    received = dev_bytes(3 << 20).raw_data();
+  }
+  {
+    Tensor compute = dev_bytes(3 << 20);
+    EXPECT_NE(compute.raw_data(), received) << "a compute allocation took a receive buffer";
+  }
+  cuda::empty_cache();
+  {
+    cuda::ReceivePoolGuard pool;
+    EXPECT_EQ(dev_bytes(3 << 20).raw_data(), received) << "the receive pool is kept and reused";
   }
 }
 

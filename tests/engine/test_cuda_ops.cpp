@@ -33,7 +33,7 @@ TEST_P(CudaOpTwin, MatchesTheCpuOracle) {
   const CudaTwinCase& c = engine_cuda_cases()[GetParam()];
   const TwinRun cpu = run_case(c, Device::cpu());
   ASSERT_TRUE(cpu.out.defined()) << c.name << ": the op returned no tensor";
-  if (!have_cuda()) GTEST_SKIP() << "no CUDA device: the CPU half ran, the CUDA half is skipped";
+  if (!have_cuda()) GTEST_SKIP() << no_cuda_reason() << ": the CPU half ran, the CUDA half is skipped";
   const TwinRun cuda = run_case(c, Device::cuda(0));
   for (const std::string& problem : compare_twins(c, cpu, cuda)) ADD_FAILURE() << c.name << ": " << problem;
 }

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "engine/ops.h"
+#include "engine/ops/reduce_kernels.h"
 #include "support/gradcheck.h"
 #include "support/test_util.h"
 
@@ -143,4 +144,23 @@ TEST(Reduce, ErrorsNameTheOp) {
   EXPECT_TRUE(contains(e, "max")) << e;
   EXPECT_THROW(min(zeros({0})), Error);
   EXPECT_THROW(argmax(x, 3), Error);
+}
+
+// The layouts the CUDA sum reads in place (reduce_kernels.h): dims merged into alternating kept and reduced
+// groups, size-1 dims dropped.
+TEST(ReductionGroups, MergesAdjacentDimsOfTheSameKind) {
+  auto groups = [](const Shape& shape, const std::vector<bool>& reduced) {
+    std::vector<std::pair<int64_t, bool>> out;
+    for (const ReduceGroup& g : reduction_groups(shape, reduced)) out.emplace_back(g.size, g.reduced);
+    return out;
+  };
+  using G = std::vector<std::pair<int64_t, bool>>;
+  // A bias gradient: [batch, tokens, features] summed over batch and tokens.
+  EXPECT_EQ(groups({8, 16, 768}, {true, true, false}), (G{{128, true}, {768, false}}));
+  // Batch-norm statistics: [N, C, H, W] over N, H, W.
+  EXPECT_EQ(groups({4, 3, 5, 6}, {true, false, true, true}), (G{{4, true}, {3, false}, {30, true}}));
+  // A middle dim, with size-1 dims anywhere.
+  EXPECT_EQ(groups({3, 1, 40, 5, 1}, {false, true, true, false, false}),
+            (G{{3, false}, {40, true}, {5, false}}));
+  EXPECT_EQ(groups({1, 1}, {true, false}), G{});
 }

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "engine/cuda.h"
 #include "golden.h"
 #include "models/registry.h"
 #include "models/vision.h"
@@ -35,7 +36,10 @@ ModelPtr tiny_vgg11() {
   return make_vgg11_bn(c);
 }
 
+// The goldens are exact fp32 (PyTorch without TF32): on CUDA the convolutions are pinned to exact fp32 too
+// (TF32 is the engine's default for them).
 void check(const std::string& tag, ModelPtr model, Device device) {
+  engine::cuda::MathModeGuard exact_fp32(false, false);
   expect_matches_golden(*model, source_path("tests/data/models/" + tag + "_weights.safetensors"),
                         source_path("tests/data/models/" + tag + "_golden.safetensors"), device);
 }

@@ -85,6 +85,20 @@ void elementwise_cases(std::vector<CudaTwinCase>& t) {
     t.push_back(twin(shape_name("div", s), {"binary"}, [](const Inputs& x) { return div(x[0], x[1]); },
                      {rnd(s, 7), rnd(s, 8, 0.5, 2.0)}));
   }
+  // Broadcast vectors (the bias-add fast path): a channel of NCHW, a column, a scalar, the vector first in a
+  // non-commutative op, and a full operand that is a contiguous slice at an offset.
+  t.push_back(twin("mul channel [2,3,4,5]*[1,3,1,1]", {"binary"},
+                   [](const Inputs& x) { return mul(x[0], x[1]); },
+                   {rnd({2, 3, 4, 5}, 13), rnd({1, 3, 1, 1}, 14)}));
+  t.push_back(twin("div column [7,5]/[7,1]", {"binary"}, [](const Inputs& x) { return div(x[0], x[1]); },
+                   {rnd({7, 5}, 15), rnd({7, 1}, 16, 0.5, 2.0)}));
+  t.push_back(twin("div vector first [5]/[4,5]", {"binary"}, [](const Inputs& x) { return div(x[0], x[1]); },
+                   {rnd({5}, 17), rnd({4, 5}, 18, 0.5, 2.0)}));
+  t.push_back(twin("add scalar tensor", {"binary"}, [](const Inputs& x) { return add(x[0], x[1]); },
+                   {rnd({5, 9}, 19), rnd({}, 22)}));
+  t.push_back(twin("add bias on an offset slice", {"binary"},
+                   [](const Inputs& x) { return add(x[0].slice(0, 1, 4), x[1]); },
+                   {rnd({5, 32}, 23), rnd({32}, 24)}));
   // Non-contiguous operands: transposed and sliced.
   t.push_back(twin("add transposed", {"binary"}, [](const Inputs& x) { return add(x[0].t(), x[1]); },
                    {rnd({5, 3}, 9), rnd({3, 5}, 10)}));
@@ -143,7 +157,7 @@ void reduce_cases(std::vector<CudaTwinCase>& t) {
           "BM_SumAll", [](TensorOptions o) { return zeros_inputs({{kElements}}, o); },
           elements_bytes(kElements, DType::f32)));
     t.push_back(all);
-    t.push_back(twin(shape_name("sum dim0", s), {"sum_lastdim"},
+    t.push_back(twin(shape_name("sum dim0", s), {"sum_middle"},
                      [](const Inputs& v) { return sum(v[0], {0}); }, {rnd(s, 41)}));
     t.push_back(twin(shape_name("mean last", s), {"sum_lastdim"},
                      [](const Inputs& v) { return mean(v[0], {-1}, true); }, {rnd(s, 42)}));
@@ -157,6 +171,23 @@ void reduce_cases(std::vector<CudaTwinCase>& t) {
     t.push_back(exact(shape_name("argmax", s), {"maxmin_lastdim"},
                       [](const Inputs& v) { return cast(argmax(v[0], -1), DType::f32); }, {rnd(s, 46)}));
   }
+  // Sums over dims that are not last, read in place: a bias gradient, a middle dim, batch-norm-style
+  // statistics (a row sum, then a middle sum), and a tall input whose rows are split over blocks.
+  t.push_back(twin("sum bias gradient [4,6,33] dims 0,1", {"sum_middle"},
+                   [](const Inputs& v) {
+                     return sum(v[0], {0, 1});
+                   },
+                   {rnd({4, 6, 33}, 47)}));
+  t.push_back(twin("sum middle [3,40,5] dim1", {"sum_middle"}, [](const Inputs& v) { return sum(v[0], {1}); },
+                   {rnd({3, 40, 5}, 48)}));
+  t.push_back(twin("sum NCHW dims 0,2,3", {"sum_lastdim", "sum_middle"},
+                   [](const Inputs& v) {
+                     return sum(v[0], {0, 2, 3}, true);
+                   },
+                   {rnd({4, 3, 5, 6}, 49)}));
+  t.push_back(twin(
+      "sum tall [5000,3] dim0", {"sum_middle"}, [](const Inputs& v) { return sum(v[0], {0}); },
+      {rnd({5000, 3}, 140)}, 1e-3));
   // The row sums the benchmark times, over the last dim.
   CudaTwinCase rows = twin("sum dim1 [3,4100]", {"sum_lastdim"},
                            [](const Inputs& v) { return sum(v[0], {1}); }, {rnd({3, 4100}, 143)});
@@ -218,7 +249,8 @@ void matmul_cases(std::vector<CudaTwinCase>& t) {
                    {rnd({3, 4, 9}, 66), rnd({3, 9, 2}, 67)}));
   t.push_back(twin("matmul batched broadcast", {"bmm"}, matmul_op, {rnd({2, 3, 4, 5}, 68), rnd({5, 6}, 69)}));
   t.push_back(twin("matmul vector", {"bmm"}, matmul_op, {rnd({5}, 70), rnd({5, 3}, 71)}));
-  t.push_back(twin("linear", {"bmm"}, [](const Inputs& v) { return linear(v[0], v[1], v[2]); },
+  t.push_back(twin("linear", {"bmm", "binary", "sum_middle"},
+                   [](const Inputs& v) { return linear(v[0], v[1], v[2]); },
                    {rnd({6, 10}, 72), rnd({4, 10}, 73), rnd({4}, 74)}));
 }
 
@@ -266,6 +298,21 @@ void pool_norm_cases(std::vector<CudaTwinCase>& t) {
       "batch_norm2d train", {"batch_norm_forward_training", "batch_norm_backward"},
       [](const Inputs& v) { return batch_norm2d(v[0], v[1], v[2], Tensor(), Tensor(), true, 0.1, 1e-5); },
       {x, rnd({3}, 91, 0.5, 1.5), rnd({3}, 92)}, 2e-4));
+  // Enough values per channel for several chunks per channel; a mean far from 0 (Welford has no
+  // cancellation); batch norm over [N, C] and [N, C, L].
+  const auto bn_train = [](const Inputs& v) {
+    return batch_norm2d(v[0], v[1], v[2], Tensor(), Tensor(), true, 0.1, 1e-5);
+  };
+  t.push_back(twin("batch_norm2d train chunked [8,3,32,32]",
+                   {"batch_norm_forward_training", "batch_norm_backward"}, bn_train,
+                   {rnd({8, 3, 32, 32}, 95), rnd({3}, 91, 0.5, 1.5), rnd({3}, 92)}, 5e-4));
+  t.push_back(twin("batch_norm2d train mean 100", {"batch_norm_forward_training", "batch_norm_backward"},
+                   bn_train, {rnd({4, 2, 16, 16}, 96, 99.0, 101.0), rnd({2}, 97, 0.5, 1.5), rnd({2}, 98)},
+                   1e-3));
+  t.push_back(twin("batch_norm [N,C]", {"batch_norm_forward_training", "batch_norm_backward"}, bn_train,
+                   {rnd({64, 5}, 99), rnd({5}, 100, 0.5, 1.5), rnd({5}, 101)}, 2e-4));
+  t.push_back(twin("batch_norm [N,C,L]", {"batch_norm_forward_training", "batch_norm_backward"}, bn_train,
+                   {rnd({3, 4, 7}, 102), rnd({4}, 103, 0.5, 1.5), rnd({4}, 104)}, 2e-4));
   // The running statistics are updated the same way on both devices.
   CudaTwinCase running = twin(
       "batch_norm2d running statistics", {"batch_norm_forward_training"},
@@ -463,6 +510,22 @@ void half_cases(std::vector<CudaTwinCase>& t) {
     rows.push_back(twin(
         "sum" + suffix, {"sum_lastdim"}, [](const Inputs& v) { return sum(v[0], {1}); },
         {rnd({3, 4100}, 143)}, tol * 4));
+    rows.push_back(twin(
+        "sum dim0" + suffix, {"sum_middle"}, [](const Inputs& v) { return sum(v[0], {0}); },
+        {rnd({300, 20}, 153)}, tol * 4));
+    // Statistics in f32 for half inputs (the eval case reads them back from the running statistics).
+    rows.push_back(twin(
+        "batch_norm2d train" + suffix, {"batch_norm_forward_training", "batch_norm_backward"},
+        [](const Inputs& v) { return batch_norm2d(v[0], v[1], v[2], Tensor(), Tensor(), true, 0.1, 1e-5); },
+        {rnd({4, 3, 6, 6}, 154), rnd({3}, 155, 0.5, 1.5), rnd({3}, 156)}, tol * 2));
+    rows.push_back(twin(
+        "batch_norm2d eval" + suffix, {"batch_norm_forward_inference", "batch_norm_backward"},
+        [](const Inputs& v) {
+          Tensor rm = full({3}, 0.1, TensorOptions(DType::f32, v[0].device()));
+          Tensor rv = full({3}, 2.0, TensorOptions(DType::f32, v[0].device()));
+          return batch_norm2d(v[0], v[1], v[2], rm, rv, false, 0.1, 1e-5);
+        },
+        {rnd({4, 3, 6, 6}, 157), rnd({3}, 158), rnd({3}, 159)}, tol * 2));
     CudaTwinCase mm = twin(
         "matmul" + suffix, {"bmm"}, [](const Inputs& v) { return matmul(v[0], v[1]); },
         {rnd({17, 64}, 144), rnd({64, 9}, 145)}, tol * 2);
@@ -499,6 +562,15 @@ void half_cases(std::vector<CudaTwinCase>& t) {
     if (dt == DType::f16) c.bench = {conv_bench(64, 32, 1), conv_bench(256, 16, 1)};
     t.push_back(c);
   }
+  // The default for fp32 convolutions: TF32 tensor cores (10-bit mantissas, fp32 accumulation).
+  Conv2dParams p;
+  p.pad_h = p.pad_w = 1;
+  CudaTwinCase tf32 = twin(
+      "conv2d 3x3 tf32", {"conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter"},
+      [p](const Inputs& v) { return conv2d(v[0], v[1], Tensor(), p); },
+      {rnd({2, 16, 8, 8}, 160), rnd({16, 16, 3, 3}, 161)}, 1e-2);
+  tf32.tf32 = true;
+  t.push_back(tf32);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <regex>
 #include <sstream>
 
+#include "engine/cuda.h"
 #include "support/gradcheck.h"
 
 namespace dgpipe::testing {
@@ -36,6 +37,9 @@ Tensor uniform_input(const Shape& shape, uint64_t seed, double lo, double hi) {
 }
 
 TwinRun run_case(const CudaTwinCase& c, Device device) {
+  // The math modes are pinned for the whole run, backward pass included (TF32 is on for convolutions by
+  // default).
+  cuda::MathModeGuard modes(c.tf32, c.tf32);
   const DType dtype = device.is_cpu() ? DType::f32 : c.dtype;
   Inputs xs;
   for (const Tensor& x : c.inputs) {

@@ -48,8 +48,9 @@ struct CudaTwinCase {
   double grad_tol = -1;                      // gradients: metric <= grad_tol; negative means 4 * tol
   bool backward = true;                      // compare the gradients of the floating inputs too
   int steps = 1;                             // calls of the step before the comparison (stateful ops)
-  Metric metric;                             // empty: max_rel_diff
-  std::vector<CudaBench> bench;              // benchmark sizes of this case (usually none)
+  bool tf32 = false;  // TF32 allowed on CUDA for fp32 GEMM and convolution; off, fp32 is compared exactly
+  Metric metric;      // empty: max_rel_diff
+  std::vector<CudaBench> bench;  // benchmark sizes of this case (usually none)
 };
 
 // The step of a case on inputs already on `device` (wraps a plain op).

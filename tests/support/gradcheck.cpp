@@ -4,6 +4,8 @@
 #include <cmath>
 #include <sstream>
 
+#include "engine/cuda.h"
+
 namespace dgpipe::testing {
 
 using namespace dgpipe::engine;
@@ -23,6 +25,10 @@ double max_rel_diff(const Tensor& a, const Tensor& b) {
   for (size_t i = 0; i < va.size(); ++i)
     m = std::max(m, std::fabs(va[i] - vb[i]) / std::max(1.0, std::fabs(vb[i])));
   return m;
+}
+
+std::string no_cuda_reason() {
+  return cuda::describe(cuda::device_status());
 }
 
 bool have_cuda() {

@@ -31,14 +31,17 @@ Tensor random_leaf(const engine::Shape& shape, double lo = -1.0, double hi = 1.0
 // Max |a-b| / max(1, |b|) over all elements (shapes must match).
 double max_rel_diff(const Tensor& a, const Tensor& b);
 
-// True when a CUDA device is present; CUDA tests call DGP_SKIP_WITHOUT_CUDA() first.
+// True when a CUDA device is present; CUDA tests call DGP_SKIP_WITHOUT_CUDA() first, which skips with
+// no_cuda_reason(): why there is none ("no NVIDIA driver on this machine", or the CUDA error of a driver that
+// is present but unusable, which a GPU check must not count as a pass).
 bool have_cuda();
+std::string no_cuda_reason();
 
 }  // namespace dgpipe::testing
 
-#define DGP_SKIP_WITHOUT_CUDA()                                                     \
-  do {                                                                              \
-    if (!::dgpipe::testing::have_cuda()) GTEST_SKIP() << "no CUDA device: skipped"; \
+#define DGP_SKIP_WITHOUT_CUDA()                                                               \
+  do {                                                                                        \
+    if (!::dgpipe::testing::have_cuda()) GTEST_SKIP() << ::dgpipe::testing::no_cuda_reason(); \
   } while (0)
 
 #define EXPECT_GRADCHECK(f, inputs, ...)                                          \
