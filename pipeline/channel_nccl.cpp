@@ -112,6 +112,9 @@ struct NcclChannel::Impl {
   Mailbox mailbox;
   MPI_Comm header_comm = MPI_COMM_NULL;
   ncclComm_t world = nullptr;
+  // While the communicators live the allocator must never synchronise the device (a transfer kernel waiting
+  // for its peer would never let it return); see cuda::CommunicatorScope.
+  std::unique_ptr<cuda::CommunicatorScope> communicators;
 
   // One direction of one link: its two-rank communicator and the stream its transfers run on.
   struct Link {
@@ -180,6 +183,7 @@ struct NcclChannel::Impl {
                                                             << ", which runs no neighbouring stage");
       Link& l = it->second;
       cuda::StreamGuard on_link(l.stream);  // the body's memory belongs to the link stream until delivery
+      cuda::ReceivePoolGuard from_receive_pool;  // never the allocator's out-of-memory path in steady state
       m.body = engine::empty({static_cast<int64_t>(h.body_bytes)},
                              engine::TensorOptions(engine::DType::u8, engine::Device::cuda(device)));
       {
@@ -291,6 +295,7 @@ NcclChannel::NcclChannel(std::vector<int> stage_rank, int device, LinkModel link
   std::memset(&id, 0, sizeof(id));
   if (rank_ == 0) DGP_NCCL_CHECK(ncclGetUniqueId(&id), nullptr, "rank 0 creating the NCCL id");
   MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, im.header_comm);
+  im.communicators = std::make_unique<cuda::CommunicatorScope>(device);
   ncclResult_t init = ncclCommInitRank(&im.world, im.world_size, id, rank_);
   // Every rank learns whether every rank succeeded, so none is left waiting in a later collective.
   int ok = init == ncclSuccess ? 1 : 0, all_ok = 0;
@@ -390,6 +395,7 @@ NcclChannel::~NcclChannel() {
       else
         ncclCommAbort(c);
     }
+    im.communicators.reset();
     if (!drained)
       std::cerr << "dgpipe rank " << rank_ << ": nccl channel closed with transfers still pending\n";
     MPI_Comm_free(&im.header_comm);
