@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <ctime>
 #include <iostream>
 #include <map>
 #include <string>
@@ -173,9 +174,17 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// Wall time of every timed step, and per pass where the step is run directly.
+// CPU time of this process (all its threads), in seconds: on a shared machine it shows what a step costs
+// when other processes take turns on the cores, and how much CPU spinning threads burn.
+double process_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
+// Wall and process CPU time of every timed step, and wall time per pass where the step is run directly.
 struct Timings {
-  std::vector<double> step_s;
+  std::vector<double> step_s, cpu_s;
   std::map<std::string, std::vector<double>> pass_s;  // forward (incl. loss), backward, optimizer
   double last_loss = 0;
 };
@@ -186,6 +195,7 @@ Timings time_direct(dgpipe::models::Model& model, const Batch& b, const Options&
   Timings t;
   for (int i = 0; i < o.warmup + o.steps; ++i) {
     synchronize(device);
+    const double c0 = process_cpu_seconds();
     const Clock::time_point t0 = Clock::now();
     Tensor loss = model.loss(model.forward(b.input, ctx), b.labels);
     synchronize(device);
@@ -198,6 +208,7 @@ Timings time_direct(dgpipe::models::Model& model, const Batch& b, const Options&
     synchronize(device);
     if (i < o.warmup) continue;
     t.step_s.push_back(seconds_since(t0));
+    t.cpu_s.push_back(process_cpu_seconds() - c0);
     t.pass_s["forward"].push_back(std::chrono::duration<double>(t1 - t0).count());
     t.pass_s["backward"].push_back(std::chrono::duration<double>(t2 - t1).count());
     t.pass_s["optimizer"].push_back(seconds_since(t2));
@@ -225,11 +236,13 @@ Timings time_pipeline(dgpipe::models::Model& model, const Batch& b, const Option
   mb.ctx = model.make_context(b.input);
   Timings t;
   for (int i = 0; i < o.warmup + o.steps; ++i) {
+    const double c0 = process_cpu_seconds();
     const Clock::time_point t0 = Clock::now();
     dgpipe::pipeline::StepResult r = pipe.train_step(mb);
     synchronize(device);
     if (i < o.warmup) continue;
     t.step_s.push_back(seconds_since(t0));
+    t.cpu_s.push_back(process_cpu_seconds() - c0);
     t.last_loss = r.loss;
   }
   return t;
@@ -257,6 +270,7 @@ nlohmann::json report(const Options& o, const Batch& b, const Timings& t) {
                       {"ms_per_step", med * 1e3},
                       {"best_ms_per_step", best * 1e3},
                       {"samples_per_s", samples / med},
+                      {"cpu_ms_per_step", median(t.cpu_s) * 1e3},
                       {"loss", t.last_loss}};
   for (auto& [pass, v] : t.pass_s) j["pass_ms"][pass] = median(v) * 1e3;
   return j;
