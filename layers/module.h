@@ -36,8 +36,8 @@ using engine::Tensor;
 //   where
 //                   padded.
 //   token_type_ids  [N,L] segment ids (BERT); undefined means all zeros.
-//   position_ids    [N,L] i64 position ids (RoBERTa counts only non-padding tokens); undefined: the embedding
-//                   computes them from the ids.
+//   position_ids    [N,L] i64 position ids (RoBERTa counts only non-padding tokens); built by the model's
+//                   make_context; the embedding refuses a context without them.
 //   sample_ids      [N] i64 dataset index of each row, set by the data owner when a boundary codec remembers
 //                   each training sample (delta, compress/codec.h); no block reads it.
 #define DGP_BLOCK_CONTEXT_FIELDS(X) \
