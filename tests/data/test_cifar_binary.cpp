@@ -9,12 +9,9 @@
 #include "engine/error.h"
 #include "support/test_util.h"
 
-using dgpipe::data::CifarBinaryDataset;
-using dgpipe::data::CifarKind;
-using dgpipe::data::write_cifar_binary;
+using namespace dgpipe::data;
 using dgpipe::engine::Error;
-using dgpipe::testing::error_of;
-using dgpipe::testing::ScratchDir;
+using namespace dgpipe::testing;
 
 namespace {
 

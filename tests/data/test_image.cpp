@@ -10,9 +10,7 @@
 #include "data_test_paths.h"
 #include "engine/error.h"
 
-using dgpipe::data::decode_image;
-using dgpipe::data::Image;
-using dgpipe::data::load_image;
+using namespace dgpipe::data;
 using dgpipe::engine::Error;
 using dgpipe::testing::ScratchDir;
 

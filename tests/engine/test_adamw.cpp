@@ -6,32 +6,13 @@
 #include "engine/ops.h"
 #include "engine/optim/adamw.h"
 #include "support/golden_json.h"
+#include "support/optim_golden.h"
 
 using namespace dgpipe::engine;
-using dgpipe::testing::load_golden_json;
+using namespace dgpipe::testing;
 using nlohmann::json;
 
 namespace {
-
-std::vector<Tensor> golden_params(const json& golden) {
-  std::vector<Tensor> params;
-  for (size_t i = 0; i < golden["shapes"].size(); ++i) {
-    Tensor p = from_vector(golden["init"][i].get<std::vector<double>>(), golden["shapes"][i].get<Shape>());
-    p.requires_grad_();
-    params.push_back(p);
-  }
-  return params;
-}
-
-void set_golden_grads(const json& golden, std::vector<Tensor>& params, size_t step) {
-  for (size_t i = 0; i < params.size(); ++i) {
-    const json& g = golden["grads"][step][i];
-    if (g.is_null())
-      params[i].zero_grad();
-    else
-      params[i].set_grad(from_vector(g.get<std::vector<double>>(), params[i].shape()));
-  }
-}
 
 AdamWOptions golden_options(const json& golden) {
   const json& c = golden["adamw"]["config"];
@@ -54,14 +35,7 @@ TEST(AdamW, MatchesPyTorchWithWeightDecayAndASkippedParameter) {
   for (size_t step = 0; step < golden["grads"].size(); ++step) {
     set_golden_grads(golden, params, step);
     opt.step();
-    for (size_t i = 0; i < params.size(); ++i) {
-      std::vector<double> got = params[i].to_vector();
-      std::vector<double> want = after[step][i].get<std::vector<double>>();
-      ASSERT_EQ(got.size(), want.size());
-      for (size_t k = 0; k < got.size(); ++k)
-        EXPECT_NEAR(got[k], want[k], 1e-6 + 1e-6 * std::abs(want[k]))
-            << "step " << step << " param " << i << " element " << k;
-    }
+    expect_params_match(params, after[step], "step " + std::to_string(step));
   }
   // Parameter 1 had no gradient on one of the three steps: its own step count (bias correction) is 2.
   auto state = opt.state_dict();
@@ -137,12 +111,7 @@ TEST(AdamW, StateRoundTripResumesIdentically) {
     set_golden_grads(golden, a, s);
     opt_a.step();
   }
-  std::vector<Tensor> b;
-  for (const Tensor& p : a) {
-    Tensor q = p.detach().clone();
-    q.requires_grad_();
-    b.push_back(q);
-  }
+  std::vector<Tensor> b = detached_copies(a);
   AdamW opt_b(b, golden_options(golden));
   opt_b.load_state_dict(opt_a.state_dict());
   set_golden_grads(golden, a, 2);
@@ -190,25 +159,9 @@ TEST(AdamW, LoadStateDictRejectsMismatches) {
 
 TEST(AdamW, CudaMatchesCpu) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device: skipped";
-  Generator gen(6);
-  Tensor init = randn({1000}, DType::f32, &gen);
-  std::vector<Tensor> grads;
-  for (int s = 0; s < 3; ++s) grads.push_back(randn({1000}, DType::f32, &gen));
   AdamWOptions o;
   o.lr = 0.01;
   o.weight_decay = 0.1;
-  Tensor cpu = init.clone(), gpu = init.to(Device::cuda(0));
-  cpu.requires_grad_();
-  gpu.requires_grad_();
-  AdamW opt_cpu({cpu}, o), opt_gpu({gpu}, o);
-  for (const Tensor& g : grads) {
-    cpu.set_grad(g);
-    gpu.set_grad(g.to(Device::cuda(0)));
-    opt_cpu.step();
-    opt_gpu.step();
-  }
-  std::vector<double> a = cpu.to_vector(), b = gpu.to_vector();
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-6 + 1e-6 * std::abs(a[i])) << i;
-  auto state = opt_gpu.state_dict();
+  auto state = expect_cuda_steps_match_cpu<AdamW>(o, 6);
   EXPECT_TRUE(state.at("state.0.exp_avg").is_cuda());
 }

@@ -15,26 +15,19 @@
 #include "support/test_util.h"
 
 using namespace dgpipe::engine;
-using dgpipe::testing::error_of;
-using dgpipe::testing::golden_tensor;
-using dgpipe::testing::load_golden_json;
-using dgpipe::testing::max_rel_diff;
-using dgpipe::testing::random_leaf;
+using namespace dgpipe::testing;
 
 namespace {
 
-// tests/data/ops_conv_pool_bn.json, written by scripts/goldens_conv_pool_bn.py; parsed once per test binary.
-const nlohmann::json& goldens() {
-  static const nlohmann::json doc = load_golden_json("ops_conv_pool_bn.json");
-  return doc;
-}
+// Written by scripts/goldens_conv_pool_bn.py.
+const char* const kGoldens = "ops_conv_pool_bn.json";
 
 constexpr double kMomentum = 0.1, kEps = 1e-5;
 
 }  // namespace
 
 TEST(BatchNorm, MatchesPyTorchTrainThenEval) {
-  const nlohmann::json& c = goldens().at("cases").at("batch_norm");
+  const nlohmann::json& c = golden_case(kGoldens, "batch_norm");
   const double momentum = c.at("params").at("momentum"), eps = c.at("params").at("eps");
   for (DType dt : {DType::f64, DType::f32}) {
     Tensor w = golden_tensor(c.at("weight"), dt), b = golden_tensor(c.at("bias"), dt);

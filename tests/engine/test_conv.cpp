@@ -15,19 +15,12 @@
 #include "support/test_util.h"
 
 using namespace dgpipe::engine;
-using dgpipe::testing::error_of;
-using dgpipe::testing::golden_tensor;
-using dgpipe::testing::load_golden_json;
-using dgpipe::testing::max_rel_diff;
-using dgpipe::testing::random_leaf;
+using namespace dgpipe::testing;
 
 namespace {
 
-// tests/data/ops_conv_pool_bn.json, written by scripts/goldens_conv_pool_bn.py; parsed once per test binary.
-const nlohmann::json& goldens() {
-  static const nlohmann::json doc = load_golden_json("ops_conv_pool_bn.json");
-  return doc;
-}
+// Written by scripts/goldens_conv_pool_bn.py.
+const char* const kGoldens = "ops_conv_pool_bn.json";
 
 Conv2dParams params(int64_t stride, int64_t pad, int64_t dilation = 1, int64_t groups = 1) {
   Conv2dParams p;
@@ -43,7 +36,7 @@ Conv2dParams params(int64_t stride, int64_t pad, int64_t dilation = 1, int64_t g
 class ConvGolden : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ConvGolden, MatchesPyTorch) {
-  const nlohmann::json& c = goldens().at("cases").at(GetParam());
+  const nlohmann::json& c = golden_case(kGoldens, GetParam());
   const nlohmann::json& pj = c.at("params");
   Conv2dParams p;
   p.stride_h = pj.at("stride")[0], p.stride_w = pj.at("stride")[1];

@@ -7,10 +7,7 @@
 #include "support/test_util.h"
 
 using namespace dgpipe::engine;
-using dgpipe::testing::gradcheck;
-using dgpipe::testing::random_leaf;
-using Inputs = std::vector<Tensor>;
-using dgpipe::testing::error_of;
+using namespace dgpipe::testing;
 
 TEST(Dropout, MaskStatisticsAndScale) {
   const int64_t n = 200000;

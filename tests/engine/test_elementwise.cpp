@@ -8,16 +8,7 @@
 #include "support/test_util.h"
 
 using namespace dgpipe::engine;
-using dgpipe::testing::golden_tensor;
-using dgpipe::testing::gradcheck;
-using dgpipe::testing::GradcheckOptions;
-using dgpipe::testing::load_golden_json;
-using dgpipe::testing::max_rel_diff;
-using dgpipe::testing::random_leaf;
-using Inputs = std::vector<Tensor>;
-using Fn = std::function<Tensor(const Inputs&)>;
-using dgpipe::testing::contains;
-using dgpipe::testing::error_of;
+using namespace dgpipe::testing;
 
 namespace {
 // Checks a unary op elementwise against a scalar reference and its gradient by finite differences, on a

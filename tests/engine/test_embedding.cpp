@@ -6,14 +6,7 @@
 #include "support/test_util.h"
 
 using namespace dgpipe::engine;
-using dgpipe::testing::golden_tensor;
-using dgpipe::testing::gradcheck;
-using dgpipe::testing::load_golden_json;
-using dgpipe::testing::max_rel_diff;
-using dgpipe::testing::random_leaf;
-using Inputs = std::vector<Tensor>;
-using dgpipe::testing::contains;
-using dgpipe::testing::error_of;
+using namespace dgpipe::testing;
 
 TEST(Embedding, MatchesPyTorchGolden) {
   auto c = load_golden_json("ops_nn.json").at("cases").at("embedding");

@@ -14,23 +14,16 @@
 #include "support/test_util.h"
 
 using namespace dgpipe::engine;
-using dgpipe::testing::error_of;
-using dgpipe::testing::golden_tensor;
-using dgpipe::testing::load_golden_json;
-using dgpipe::testing::max_rel_diff;
-using dgpipe::testing::random_leaf;
+using namespace dgpipe::testing;
 
 namespace {
 
-// tests/data/ops_conv_pool_bn.json, written by scripts/goldens_conv_pool_bn.py; parsed once per test binary.
-const nlohmann::json& goldens() {
-  static const nlohmann::json doc = load_golden_json("ops_conv_pool_bn.json");
-  return doc;
-}
+// Written by scripts/goldens_conv_pool_bn.py.
+const char* const kGoldens = "ops_conv_pool_bn.json";
 
 void expect_golden(const std::string& name,
                    const std::function<Tensor(const Tensor&, const nlohmann::json&)>& op) {
-  const nlohmann::json& c = goldens().at("cases").at(name);
+  const nlohmann::json& c = golden_case(kGoldens, name);
   for (DType dt : {DType::f64, DType::f32}) {
     Tensor y = op(golden_tensor(c.at("input"), dt), c.at("params"));
     Tensor expected = golden_tensor(c.at("output"), DType::f64);

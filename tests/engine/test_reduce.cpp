@@ -8,12 +8,7 @@
 #include "support/test_util.h"
 
 using namespace dgpipe::engine;
-using dgpipe::testing::gradcheck;
-using dgpipe::testing::random_leaf;
-using Inputs = std::vector<Tensor>;
-using Fn = std::function<Tensor(const Inputs&)>;
-using dgpipe::testing::contains;
-using dgpipe::testing::error_of;
+using namespace dgpipe::testing;
 
 namespace {
 // x[i][j][k] = 100 i + 10 j + k, shape [2,3,4]

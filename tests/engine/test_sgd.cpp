@@ -5,45 +5,23 @@
 #include "engine/ops.h"
 #include "engine/optim/sgd.h"
 #include "support/golden_json.h"
+#include "support/optim_golden.h"
 
 using namespace dgpipe::engine;
-using dgpipe::testing::load_golden_json;
+using namespace dgpipe::testing;
 using nlohmann::json;
 
 namespace {
 
-Shape to_shape(const json& j) {
-  return j.get<std::vector<int64_t>>();
-}
-
-// Replays the golden problem: fresh parameters from "init", gradients per step (null = no gradient), and
-// checks the parameters after every step against PyTorch.
+// Replays the golden problem and checks the parameters after every step against PyTorch.
 void replay(const json& golden, const std::string& which, const SGDOptions& options) {
-  std::vector<Tensor> params;
-  for (size_t i = 0; i < golden["shapes"].size(); ++i) {
-    Tensor p = from_vector(golden["init"][i].get<std::vector<double>>(), to_shape(golden["shapes"][i]));
-    p.requires_grad_();
-    params.push_back(p);
-  }
+  std::vector<Tensor> params = golden_params(golden);
   SGD opt(params, options);
   const json& after = golden[which]["after"];
   for (size_t step = 0; step < golden["grads"].size(); ++step) {
-    for (size_t i = 0; i < params.size(); ++i) {
-      const json& g = golden["grads"][step][i];
-      if (g.is_null())
-        params[i].zero_grad();
-      else
-        params[i].set_grad(from_vector(g.get<std::vector<double>>(), params[i].shape()));
-    }
+    set_golden_grads(golden, params, step);
     opt.step();
-    for (size_t i = 0; i < params.size(); ++i) {
-      std::vector<double> got = params[i].to_vector();
-      std::vector<double> want = after[step][i].get<std::vector<double>>();
-      ASSERT_EQ(got.size(), want.size());
-      for (size_t k = 0; k < got.size(); ++k)
-        EXPECT_NEAR(got[k], want[k], 1e-6 + 1e-6 * std::abs(want[k]))
-            << which << ": step " << step << " param " << i << " element " << k;
-    }
+    expect_params_match(params, after[step], which + ": step " + std::to_string(step));
   }
   EXPECT_EQ(opt.step_count(), static_cast<int64_t>(golden["grads"].size()));
 }
@@ -158,49 +136,26 @@ TEST(SGD, ErrorsNameTheParameter) {
 
 TEST(SGD, StateRoundTripResumesIdentically) {
   json golden = load_golden_json("optim.json");
-  auto make_params = [&] {
-    std::vector<Tensor> ps;
-    for (size_t i = 0; i < golden["shapes"].size(); ++i) {
-      Tensor p = from_vector(golden["init"][i].get<std::vector<double>>(), to_shape(golden["shapes"][i]));
-      p.requires_grad_();
-      ps.push_back(p);
-    }
-    return ps;
-  };
-  auto set_grads = [&](std::vector<Tensor>& ps, size_t step) {
-    for (size_t i = 0; i < ps.size(); ++i) {
-      const json& g = golden["grads"][step][i];
-      if (g.is_null())
-        ps[i].zero_grad();
-      else
-        ps[i].set_grad(from_vector(g.get<std::vector<double>>(), ps[i].shape()));
-    }
-  };
   SGDOptions o;
   o.lr = 0.1;
   o.momentum = 0.9;
   o.nesterov = true;
-  std::vector<Tensor> a = make_params();
+  std::vector<Tensor> a = golden_params(golden);
   SGD opt_a(a, o);
   for (size_t s = 0; s < 2; ++s) {
-    set_grads(a, s);
+    set_golden_grads(golden, a, s);
     opt_a.step();
   }
   // A second optimizer over copies of the parameters, restored from the first one's state.
-  std::vector<Tensor> b;
-  for (const Tensor& p : a) {
-    Tensor q = p.detach().clone();
-    q.requires_grad_();
-    b.push_back(q);
-  }
+  std::vector<Tensor> b = detached_copies(a);
   SGDOptions other = o;
   other.lr = 123.0;  // overwritten by the saved group lr
   SGD opt_b(b, other);
   opt_b.load_state_dict(opt_a.state_dict());
   EXPECT_EQ(opt_b.lr(), 0.1);
   EXPECT_EQ(opt_b.step_count(), 2);
-  set_grads(a, 2);
-  set_grads(b, 2);
+  set_golden_grads(golden, a, 2);
+  set_golden_grads(golden, b, 2);
   opt_a.step();
   opt_b.step();
   for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].to_vector(), b[i].to_vector()) << "param " << i;
@@ -208,25 +163,10 @@ TEST(SGD, StateRoundTripResumesIdentically) {
 
 TEST(SGD, CudaMatchesCpu) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device: skipped";
-  Generator gen(5);
-  Tensor init = randn({1000}, DType::f32, &gen);
-  std::vector<Tensor> grads;
-  for (int s = 0; s < 3; ++s) grads.push_back(randn({1000}, DType::f32, &gen));
   SGDOptions o;
   o.lr = 0.1;
   o.momentum = 0.9;
   o.weight_decay = 0.01;
   o.nesterov = true;
-  Tensor cpu = init.clone(), gpu = init.to(Device::cuda(0));
-  cpu.requires_grad_();
-  gpu.requires_grad_();
-  SGD opt_cpu({cpu}, o), opt_gpu({gpu}, o);
-  for (const Tensor& g : grads) {
-    cpu.set_grad(g);
-    gpu.set_grad(g.to(Device::cuda(0)));
-    opt_cpu.step();
-    opt_gpu.step();
-  }
-  std::vector<double> a = cpu.to_vector(), b = gpu.to_vector();
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-6 + 1e-6 * std::abs(a[i])) << i;
+  expect_cuda_steps_match_cpu<SGD>(o, 5);
 }

@@ -5,12 +5,7 @@
 #include "support/test_util.h"
 
 using namespace dgpipe::engine;
-using dgpipe::testing::gradcheck;
-using dgpipe::testing::random_leaf;
-using Inputs = std::vector<Tensor>;
-using Fn = std::function<Tensor(const Inputs&)>;
-using dgpipe::testing::contains;
-using dgpipe::testing::error_of;
+using namespace dgpipe::testing;
 
 namespace {
 Tensor iota(const Shape& shape, double start = 0) {

@@ -14,10 +14,10 @@
 #include <vector>
 
 #include "engine/ops.h"
+#include "support/gradcheck.h"
 
 namespace dgpipe::testing {
 
-using Inputs = std::vector<engine::Tensor>;
 // A plain op: its output for inputs already placed on the device under test.
 using OpFn = std::function<engine::Tensor(const Inputs&)>;
 // One call of a case (what is timed by the benchmark, and compared after `steps` calls by the test).

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,15 @@ inline nlohmann::json load_golden_json(const std::string& file_name) {
   }
   throw engine::Error("golden file " + file_name + " not found (tried:" + tried +
                       "); set DGPIPE_SOURCE_DIR to the repository root");
+}
+
+// Case `name` of a golden file's "cases". The file is parsed once per test binary: a file's tests read many
+// cases of the same file.
+inline const nlohmann::json& golden_case(const std::string& file_name, const std::string& name) {
+  static std::map<std::string, nlohmann::json> parsed;
+  auto it = parsed.find(file_name);
+  if (it == parsed.end()) it = parsed.emplace(file_name, load_golden_json(file_name)).first;
+  return it->second.at("cases").at(name);
 }
 
 // A {"shape", "data"} entry as a tensor of the given dtype.

@@ -35,8 +35,7 @@ bool have_cuda() {
   return cuda_available();
 }
 
-std::string gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,
-                      const std::vector<Tensor>& inputs, GradcheckOptions opts) {
+std::string gradcheck(const Fn& f, const Inputs& inputs, GradcheckOptions opts) {
   // Analytic gradients.
   for (const Tensor& x : inputs) const_cast<Tensor&>(x).zero_grad();
   Tensor y = f(inputs);

@@ -13,6 +13,9 @@
 namespace dgpipe::testing {
 
 using engine::Tensor;
+// The inputs of a checked function, and the function as gradcheck takes it.
+using Inputs = std::vector<Tensor>;
+using Fn = std::function<Tensor(const Inputs&)>;
 
 struct GradcheckOptions {
   double eps = 1e-6;   // finite-difference step
@@ -22,8 +25,7 @@ struct GradcheckOptions {
 };
 
 // Returns an empty string on success, otherwise a description of the first mismatch.
-std::string gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,
-                      const std::vector<Tensor>& inputs, GradcheckOptions opts = {});
+std::string gradcheck(const Fn& f, const Inputs& inputs, GradcheckOptions opts = {});
 
 // Random f64 leaf requiring grad, values in [lo, hi).
 Tensor random_leaf(const engine::Shape& shape, double lo = -1.0, double hi = 1.0, uint64_t seed = 7);
