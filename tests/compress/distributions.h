@@ -112,6 +112,15 @@ inline engine::Tensor known_spectrum(int64_t b, int64_t m, int64_t n, const std:
   return engine::from_vector(out, {b, m, n});
 }
 
+// sum_i (a_i - b_i)^2 on host copies.
+inline double squared_error(const engine::Tensor& a, const engine::Tensor& b) {
+  std::vector<double> x = a.to(engine::Device::cpu()).to_vector(),
+                      y = b.to(engine::Device::cpu()).to_vector();
+  double s = 0;
+  for (size_t i = 0; i < x.size(); ++i) s += (x[i] - y[i]) * (x[i] - y[i]);
+  return s;
+}
+
 // ||a - b||_F / ||b||_F on host copies.
 inline double relative_diff(const engine::Tensor& a, const engine::Tensor& b) {
   std::vector<double> x = a.to(engine::Device::cpu()).to_vector(),

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "codec_checks.h"
 #include "compress/codec.h"
 #include "distributions.h"
 #include "support/gradcheck.h"
@@ -77,9 +78,6 @@ TEST(FastQuant, CudaEqualsCpuPacketForPacket) {
            {dist_shape(d), dgpipe::engine::Shape{32, 128, 768}, dgpipe::engine::Shape{777}}) {
         if (d == Dist::tiny && shape != dist_shape(d)) continue;
         auto codec = make_codec("fastquant:" + std::to_string(q) + "+" + std::to_string(s));
-        Tensor x = make_input(d, 9, shape);
-        Packet cpu = codec->encode(x);
-        Packet gpu = codec->encode(x.to(dgpipe::engine::Device::cuda()));
-        EXPECT_EQ(cpu.serialize(), gpu.serialize()) << dist_name(d) << " " << codec->spec();
+        expect_cuda_packet_equals_cpu(*codec, make_input(d, 9, shape), dist_name(d));
       }
 }

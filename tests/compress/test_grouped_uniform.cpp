@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "codec_checks.h"
 #include "compress/codec.h"
 #include "distributions.h"
 #include "support/gradcheck.h"
@@ -121,7 +122,6 @@ TEST(GroupedUniform, PacketsOfAnotherGroupingAreRefused) {
 // elements a thread handles (inner = 5, 3, 1), many tiles, post-ReLU ties, an empty tensor.
 TEST(GroupedUniform, CudaEqualsCpuPacketForPacket) {
   DGP_SKIP_WITHOUT_CUDA();
-  using dgpipe::engine::Device;
   std::vector<std::pair<std::string, Tensor>> inputs;
   for (Dist d : all_dists()) inputs.emplace_back(dist_name(d), make_input(d));
   inputs.emplace_back("large", make_input(Dist::laplace, 5, {16, 24, 33, 17}));
@@ -132,12 +132,8 @@ TEST(GroupedUniform, CudaEqualsCpuPacketForPacket) {
     for (const std::string spec :
          {"uniform:8/channel", "uniform:3/channel", "uniform:8/row", "uniform:13/row"}) {
       auto codec = make_codec(spec);
-      Packet cpu = codec->encode(x);
-      Packet gpu = codec->encode(x.to(Device::cuda()));
-      ASSERT_TRUE(x.numel() == 0 || gpu.body.is_cuda());
-      EXPECT_EQ(cpu.serialize(), gpu.serialize()) << name << " " << spec;
-      EXPECT_EQ(codec->decode(cpu).to_vector(), codec->decode(gpu).to(Device::cpu()).to_vector())
-          << name << " " << spec;
+      Packet gpu = expect_cuda_packet_equals_cpu(*codec, x, name);
+      ASSERT_TRUE(x.numel() == 0 || gpu.body.is_cuda()) << name << " " << spec;
     }
 }
 

@@ -15,10 +15,7 @@ using dgpipe::engine::Tensor;
 
 namespace {
 double mse(const Tensor& a, const Tensor& b) {
-  std::vector<double> x = a.to_vector(), y = b.to_vector();
-  double s = 0;
-  for (size_t i = 0; i < x.size(); ++i) s += (x[i] - y[i]) * (x[i] - y[i]);
-  return x.empty() ? 0 : s / x.size();
+  return a.numel() == 0 ? 0 : squared_error(a, b) / static_cast<double>(a.numel());
 }
 }  // namespace
 

@@ -16,10 +16,7 @@ using dgpipe::engine::Tensor;
 namespace {
 
 double frob_diff(const Tensor& a, const Tensor& b) {
-  std::vector<double> x = a.to_vector(), y = b.to_vector();
-  double s = 0;
-  for (size_t i = 0; i < x.size(); ++i) s += (x[i] - y[i]) * (x[i] - y[i]);
-  return std::sqrt(s);
+  return std::sqrt(squared_error(a, b));
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "codec_checks.h"
 #include "compress/codec.h"
 #include "distributions.h"
 #include "support/golden_json.h"
@@ -110,29 +111,10 @@ TEST(SortQuant, FewerElementsThanGroups) {
 }
 
 TEST(SortQuant, MatchesTheOriginalGoldenCodes) {
-  nlohmann::json g = load_golden_json("codecs/goldens.json");
-  ASSERT_FALSE(g.is_null()) << "tests/data/codecs/goldens.json missing: run scripts/goldens_codecs.py";
-  int checked = 0;
-  for (const auto& c : g["cases"]) {
-    if (c["method"] != "sortquant") continue;
-    std::vector<float> x = g["inputs"][c["input"].get<std::string>()].get<std::vector<float>>();
-    int q = c["q"], s = c["s"];
-    auto codec = make_codec("sortquant:" + std::to_string(q) + "+" + std::to_string(s));
-    Packet p = codec->encode(dgpipe::engine::from_vector(x, {static_cast<int64_t>(x.size())}));
-    std::vector<uint32_t> got = read_codes(p);
-    std::vector<int64_t> want = c["codes"].get<std::vector<int64_t>>();
-    ASSERT_EQ(got.size(), want.size());
-    int mismatches = 0;
-    for (size_t i = 0; i < got.size(); ++i) mismatches += static_cast<int64_t>(got[i]) != want[i];
-    EXPECT_EQ(mismatches, 0) << c["input"] << " Q=" << q << " S=" << s;
-    std::vector<GroupStat> st = read_group_stats(p);
-    for (size_t k = 0; k < st.size(); ++k) {
-      EXPECT_EQ(st[k].lo, c["stats"][k][0].get<float>()) << "group " << k;
-      EXPECT_EQ(st[k].step, c["stats"][k][1].get<float>()) << "group " << k;
-    }
-    ++checked;
-  }
-  EXPECT_EQ(checked, 18);
+  auto spec = [](const nlohmann::json& c) {
+    return "sortquant:" + std::to_string(c["q"].get<int>()) + "+" + std::to_string(c["s"].get<int>());
+  };
+  EXPECT_EQ(check_original_golden_codes("sortquant", spec), 18);
 }
 
 TEST(SortQuant, CudaEqualsCpuPacketForPacket) {
@@ -143,11 +125,6 @@ TEST(SortQuant, CudaEqualsCpuPacketForPacket) {
            {dist_shape(d), dgpipe::engine::Shape{64, 1280, 4, 4}, dgpipe::engine::Shape{777}}) {
         if (d == Dist::tiny && shape != dist_shape(d)) continue;
         auto codec = make_codec("sortquant:" + std::to_string(q) + "+" + std::to_string(s));
-        Tensor x = make_input(d, 9, shape);
-        Packet cpu = codec->encode(x);
-        Packet gpu = codec->encode(x.to(dgpipe::engine::Device::cuda()));
-        EXPECT_EQ(cpu.serialize(), gpu.serialize()) << dist_name(d) << " " << codec->spec();
-        EXPECT_EQ(codec->decode(cpu).to_vector(),
-                  codec->decode(gpu).to(dgpipe::engine::Device::cpu()).to_vector());
+        expect_cuda_packet_equals_cpu(*codec, make_input(d, 9, shape), dist_name(d));
       }
 }

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "codec_checks.h"
 #include "compress/codec.h"
 #include "distributions.h"
 #include "support/gradcheck.h"
@@ -119,17 +120,12 @@ TEST(TopKChain, ErrorFeedbackWrapsTheWholeChain) {
 
 TEST(TopKChain, CudaEqualsCpuPacketForPacket) {
   DGP_SKIP_WITHOUT_CUDA();
-  using dgpipe::engine::Device;
   for (Dist d : all_dists())
     for (const std::string spec :
          {"topk:0.5>uniform:8", "topk:0.1>sortquant:4+2", "topk:0.3>kmeans:3", "topk:1>bf16"}) {
       Tensor x =
           make_input(d, 5, d == Dist::tiny ? dgpipe::engine::Shape{3} : dgpipe::engine::Shape{16, 9, 13, 7});
       auto codec = make_codec(spec);
-      Packet cpu = codec->encode(x);
-      Packet gpu = codec->encode(x.to(Device::cuda()));
-      EXPECT_EQ(cpu.serialize(), gpu.serialize()) << dist_name(d) << " " << spec;
-      EXPECT_EQ(codec->decode(cpu).to_vector(), codec->decode(gpu).to(Device::cpu()).to_vector())
-          << dist_name(d) << " " << spec;
+      expect_cuda_packet_equals_cpu(*codec, x, dist_name(d));
     }
 }

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "codec_checks.h"
 #include "compress/codec.h"
 #include "distributions.h"
 #include "support/golden_json.h"
@@ -68,27 +69,8 @@ TEST(Uniform, KeepsDtypeAndShape) {
 }
 
 TEST(Uniform, MatchesTheOriginalGoldenCodes) {
-  nlohmann::json g = load_golden_json("codecs/goldens.json");
-  ASSERT_FALSE(g.is_null()) << "tests/data/codecs/goldens.json missing: run scripts/goldens_codecs.py";
-  int checked = 0;
-  for (const auto& c : g["cases"]) {
-    if (c["method"] != "uniform") continue;
-    std::vector<float> x = g["inputs"][c["input"].get<std::string>()].get<std::vector<float>>();
-    int q = c["q"];
-    auto codec = make_codec("uniform:" + std::to_string(q));
-    Packet p = codec->encode(dgpipe::engine::from_vector(x, {static_cast<int64_t>(x.size())}));
-    std::vector<uint32_t> got = read_codes(p);
-    std::vector<int64_t> want = c["codes"].get<std::vector<int64_t>>();
-    ASSERT_EQ(got.size(), want.size());
-    int mismatches = 0;
-    for (size_t i = 0; i < got.size(); ++i) mismatches += static_cast<int64_t>(got[i]) != want[i];
-    EXPECT_EQ(mismatches, 0) << c["input"] << " Q=" << q;
-    std::vector<GroupStat> st = read_group_stats(p);
-    EXPECT_EQ(st[0].lo, c["stats"][0][0].get<float>());
-    EXPECT_EQ(st[0].step, c["stats"][0][1].get<float>());
-    ++checked;
-  }
-  EXPECT_EQ(checked, 15);
+  auto spec = [](const nlohmann::json& c) { return "uniform:" + std::to_string(c["q"].get<int>()); };
+  EXPECT_EQ(check_original_golden_codes("uniform", spec), 15);
 }
 
 TEST(Uniform, CudaEqualsCpuPacketForPacket) {
@@ -99,11 +81,6 @@ TEST(Uniform, CudaEqualsCpuPacketForPacket) {
            {dist_shape(d), dgpipe::engine::Shape{64, 32, 32, 32}, dgpipe::engine::Shape{1001}}) {
         if (d == Dist::tiny && shape != dist_shape(d)) continue;
         auto codec = make_codec("uniform:" + std::to_string(q));
-        Tensor x = make_input(d, 5, shape);
-        Packet cpu = codec->encode(x);
-        Packet gpu = codec->encode(x.to(dgpipe::engine::Device::cuda()));
-        EXPECT_EQ(cpu.serialize(), gpu.serialize()) << dist_name(d) << " Q=" << q;
-        EXPECT_EQ(codec->decode(cpu).to_vector(),
-                  codec->decode(gpu).to(dgpipe::engine::Device::cpu()).to_vector());
+        expect_cuda_packet_equals_cpu(*codec, make_input(d, 5, shape), dist_name(d));
       }
 }
