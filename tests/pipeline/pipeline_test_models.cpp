@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "engine/ops.h"
+#include "engine/optim/clip_grad.h"
 #include "engine/optim/sgd.h"
 #include "models/roberta.h"
 #include "models/vision.h"
@@ -195,6 +196,35 @@ pipeline::OptimizerFactory sgd_factory(double weight_decay) {
     o.weight_decay = weight_decay;
     return std::make_unique<engine::SGD>(std::move(params), o);
   };
+}
+
+std::unique_ptr<engine::Optimizer> reference_optimizer(const std::vector<layers::ModulePtr>& blocks,
+                                                       const pipeline::OptimizerFactory& factory) {
+  std::vector<Tensor> params;
+  for (auto& b : blocks)
+    for (auto& p : b->parameters()) params.push_back(p);
+  return factory(params, 0, params);
+}
+
+double reference_step(std::vector<layers::ModulePtr>& blocks, engine::Optimizer& opt,
+                      const pipeline::MicroBatch& batch, int M, double clip) {
+  auto micro = pipeline::split_micro_batches(batch, M);
+  int64_t total = batch.labels.numel();
+  for (auto& b : blocks) b->train(true);
+  for (auto& mb : micro) {
+    Tensor h = mb.input;
+    for (auto& b : blocks) h = b->forward(h, mb.ctx);
+    Tensor loss = engine::mul(engine::cross_entropy(h, mb.labels),
+                              static_cast<double>(mb.labels.numel()) / static_cast<double>(total));
+    loss.backward();
+  }
+  std::vector<Tensor> params;
+  for (auto& b : blocks)
+    for (auto& p : b->parameters()) params.push_back(p);
+  const double norm = clip > 0 ? engine::clip_grad_norm(params, clip) : 0.0;
+  opt.step();
+  opt.zero_grad();
+  return norm;
 }
 
 }  // namespace dgpipe::testmodels

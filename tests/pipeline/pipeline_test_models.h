@@ -1,5 +1,6 @@
 // Small models for pipeline tests, built deterministically so two calls give identical weights.
 #pragma once
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -37,5 +38,13 @@ double relative_difference(const engine::Tensor& a, const engine::Tensor& b);
 // The optimizer every pipeline test trains with (SGD, lr 0.1, momentum 0.9), the same for every stage, so
 // that a pipelined run and a single-process reference take identical steps.
 pipeline::OptimizerFactory sgd_factory(double weight_decay = 0.0);
+// The optimizer of a single-process reference: `factory`'s, over every parameter of the blocks.
+std::unique_ptr<engine::Optimizer> reference_optimizer(const std::vector<layers::ModulePtr>& blocks,
+                                                       const pipeline::OptimizerFactory& factory);
+// One training step of the single-process reference: the batch cut into M micro-batches as the pipeline cuts
+// it, micro-batch m's loss scaled by n_m / N, gradients clipped to the global norm `clip` (0: not clipped),
+// one optimizer step. Returns the gradient norm before clipping (0 when not clipped).
+double reference_step(std::vector<layers::ModulePtr>& blocks, engine::Optimizer& opt,
+                      const pipeline::MicroBatch& batch, int M, double clip = 0.0);
 
 }  // namespace dgpipe::testmodels

@@ -191,20 +191,11 @@ TEST(NcclChannelWorker, PipelineTransparency) {
   double worst = 0;
   {
     Pipeline pipe(blocks, opts, make_sgd, rank, size);
-    std::vector<Tensor> ref_params;
-    for (auto& b : reference)
-      for (auto& p : b->parameters()) ref_params.push_back(p);
-    auto ref_opt = make_sgd(ref_params, 0, ref_params);
+    auto ref_opt = testmodels::reference_optimizer(reference, make_sgd);
     for (int step = 0; step < 3; ++step) {
       MicroBatch batch = testmodels::make_batch("mlp", 8, 300 + step);
       pipe.train_step(batch);
-      for (auto& mb : split_micro_batches(batch, opts.micro_batches)) {
-        Tensor h = mb.input;
-        for (auto& b : reference) h = b->forward(h, mb.ctx);
-        engine::mul(engine::cross_entropy(h, mb.labels), 1.0 / opts.micro_batches).backward();
-      }
-      ref_opt->step();
-      ref_opt->zero_grad();
+      testmodels::reference_step(reference, *ref_opt, batch, opts.micro_batches);
     }
     worst = testmodels::max_state_difference(blocks, reference, testmodels::local_blocks(pipe));
   }

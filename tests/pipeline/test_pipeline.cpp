@@ -18,7 +18,6 @@
 #include "compress/codec.h"
 #include "engine/cuda.h"
 #include "engine/ops.h"
-#include "engine/optim/clip_grad.h"
 #include "engine/optim/sgd.h"
 #include "layers/layers.h"
 #include "pipeline_test_models.h"
@@ -32,29 +31,6 @@ using engine::Tensor;
 namespace {
 
 const pipeline::OptimizerFactory make_sgd = testmodels::sgd_factory(1e-3);
-
-// Single-device reference: the same micro-batches, loss scaled by n_m / N, gradients clipped to the global
-// norm `clip` (0: not clipped), one optimizer step. Returns the gradient norm before clipping.
-double reference_step(std::vector<layers::ModulePtr>& blocks, engine::Optimizer& opt, const MicroBatch& batch,
-                      int M, double clip = 0.0) {
-  auto micro = split_micro_batches(batch, M);
-  int64_t total = batch.labels.numel();
-  for (auto& b : blocks) b->train(true);
-  for (auto& mb : micro) {
-    Tensor h = mb.input;
-    for (auto& b : blocks) h = b->forward(h, mb.ctx);
-    Tensor loss = engine::mul(engine::cross_entropy(h, mb.labels),
-                              static_cast<double>(mb.labels.numel()) / static_cast<double>(total));
-    loss.backward();
-  }
-  std::vector<Tensor> params;
-  for (auto& b : blocks)
-    for (auto& p : b->parameters()) params.push_back(p);
-  const double norm = clip > 0 ? engine::clip_grad_norm(params, clip) : 0.0;
-  opt.step();
-  opt.zero_grad();
-  return norm;
-}
 
 double max_param_diff(const std::vector<layers::ModulePtr>& a, const std::vector<layers::ModulePtr>& b) {
   double worst = 0;
@@ -88,10 +64,7 @@ void check_transparency(const std::string& model, int S, int M, ScheduleKind kin
   auto ref_blocks = testmodels::make_blocks(model);
   auto pipe_blocks = testmodels::make_blocks(model);
   ASSERT_LT(max_param_diff(ref_blocks, pipe_blocks), 1e-12) << "factories must build identical models";
-  std::vector<Tensor> ref_params;
-  for (auto& b : ref_blocks)
-    for (auto& p : b->parameters()) ref_params.push_back(p);
-  auto ref_opt = make_sgd(ref_params, 0, ref_params);
+  auto ref_opt = testmodels::reference_optimizer(ref_blocks, make_sgd);
 
   PipelineOptions opts;
   opts.balance = balance_by_cost(std::vector<double>(pipe_blocks.size(), 1.0), S);
@@ -102,7 +75,7 @@ void check_transparency(const std::string& model, int S, int M, ScheduleKind kin
   Pipeline pipe(pipe_blocks, opts, make_sgd);
   for (int step = 0; step < 3; ++step) {
     MicroBatch batch = testmodels::make_batch(model, 8, 100 + step);
-    const double norm = reference_step(ref_blocks, *ref_opt, batch, M, clip);
+    const double norm = testmodels::reference_step(ref_blocks, *ref_opt, batch, M, clip);
     if (clip > 0) {
       EXPECT_GT(norm, 2 * clip) << "the test must clip for real";
     }
@@ -533,14 +506,6 @@ TEST(Pipeline, FailingStageEndsTheStepWithItsErrorAndThePipelineCloses) {
 }
 
 namespace {
-// The optimizer of a single-process reference: the pipeline's, over every parameter of the blocks.
-std::unique_ptr<engine::Optimizer> sgd_over(const std::vector<layers::ModulePtr>& blocks) {
-  std::vector<Tensor> params;
-  for (auto& b : blocks)
-    for (auto& p : b->parameters()) params.push_back(p);
-  return make_sgd(params, 0, params);
-}
-
 // The mlp batch of 8 samples, with the dataset indices a loader gives them.
 MicroBatch batch_with_ids(uint64_t seed) {
   MicroBatch batch = testmodels::make_batch("mlp", 8, seed);
@@ -554,14 +519,14 @@ TEST(Pipeline, DeltaWithExactChangesIsTransparent) {
   // activation to float rounding, so training is what single-device training is. The same 8 samples every
   // step, so from the second step on every row is a change.
   auto ref_blocks = testmodels::make_blocks("mlp"), pipe_blocks = testmodels::make_blocks("mlp");
-  auto ref_opt = sgd_over(ref_blocks);
+  auto ref_opt = testmodels::reference_optimizer(ref_blocks, make_sgd);
   PipelineOptions opts;
   opts.balance = {2, 3};
   opts.micro_batches = 2;
   opts.codecs = {compress::parse_direction_pair("fwd=delta>none,bwd=none")};
   Pipeline pipe(pipe_blocks, opts, make_sgd);
   for (int step = 0; step < 3; ++step) {
-    reference_step(ref_blocks, *ref_opt, batch_with_ids(7), 2);
+    testmodels::reference_step(ref_blocks, *ref_opt, batch_with_ids(7), 2);
     pipe.train_step(batch_with_ids(7));
   }
   EXPECT_LT(max_param_diff(pipe_blocks, ref_blocks), 1e-5);
@@ -619,7 +584,7 @@ TEST(Pipeline, BottleneckTrainsLikeTheSameLayersInOneProcess) {
   auto ref_blocks = testmodels::make_blocks("mlp"), pipe_blocks = testmodels::make_blocks("mlp");
   auto ref_bn = make_bottleneck(), pipe_bn = make_bottleneck();
   ref_blocks.insert(ref_blocks.begin() + 2, {ref_bn->encoder, ref_bn->decoder});
-  auto ref_opt = sgd_over(ref_blocks);
+  auto ref_opt = testmodels::reference_optimizer(ref_blocks, make_sgd);
   PipelineOptions opts;
   opts.balance = {2, 3};
   opts.micro_batches = 2;
@@ -627,7 +592,7 @@ TEST(Pipeline, BottleneckTrainsLikeTheSameLayersInOneProcess) {
   Pipeline pipe(pipe_blocks, opts, make_sgd);
   for (int step = 0; step < 3; ++step) {
     MicroBatch batch = testmodels::make_batch("mlp", 8, 20 + step);
-    reference_step(ref_blocks, *ref_opt, batch, 2);
+    testmodels::reference_step(ref_blocks, *ref_opt, batch, 2);
     pipe.train_step(batch);
   }
   std::vector<layers::ModulePtr> pipe_all = pipe_blocks;

@@ -19,10 +19,19 @@
 
 using namespace dgpipe;
 using namespace dgpipe::pipeline;
-using engine::Tensor;
 
 namespace {
 const pipeline::OptimizerFactory make_sgd = testmodels::sgd_factory();
+
+// S stages of (nearly) equal block counts, M micro-batches.
+PipelineOptions even_stages(size_t blocks, int S, int M, Placement placement, std::chrono::seconds timeout) {
+  PipelineOptions opts;
+  opts.balance = balance_by_cost(std::vector<double>(blocks, 1.0), S);
+  opts.micro_batches = M;
+  opts.placement = placement;
+  opts.timeout = timeout;
+  return opts;
+}
 
 // The largest relative difference to the unpipelined run, over the logits (on the rank running the last
 // stage) and the gradients of the blocks this rank runs.
@@ -30,11 +39,7 @@ double positions_difference(int rank, int size, Placement placement, int S) {
   const int M = 2;
   auto blocks = testmodels::make_blocks("roberta");
   auto reference = testmodels::make_blocks("roberta");
-  PipelineOptions opts;
-  opts.balance = balance_by_cost(std::vector<double>(blocks.size(), 1.0), S);
-  opts.micro_batches = M;
-  opts.placement = placement;
-  opts.timeout = std::chrono::seconds(60);
+  PipelineOptions opts = even_stages(blocks.size(), S, M, placement, std::chrono::seconds(60));
   Pipeline pipe(blocks, opts, OptimizerFactory{}, rank, size);  // no optimizer: gradients stay
   MicroBatch batch = testmodels::with_shifted_positions(testmodels::make_batch("roberta", 8, 7), 3);
   StepResult eval = pipe.eval_step(batch, /*keep_logits=*/true);
@@ -61,30 +66,16 @@ int transparency(int rank, int size, const std::string& mode, Placement placemen
   const int M = 4;
   auto blocks = testmodels::make_blocks("mlp");
   auto reference = testmodels::make_blocks("mlp");
-  PipelineOptions opts;
-  opts.balance = balance_by_cost(std::vector<double>(blocks.size(), 1.0), S);
-  opts.micro_batches = M;
-  opts.placement = placement;
-  opts.timeout = std::chrono::seconds(mode == "stuck" ? 3 : 60);
+  PipelineOptions opts =
+      even_stages(blocks.size(), S, M, placement, std::chrono::seconds(mode == "stuck" ? 3 : 60));
   Pipeline pipe(blocks, opts, make_sgd, rank, size);
-  std::vector<Tensor> ref_params;
-  for (auto& b : reference)
-    for (auto& p : b->parameters()) ref_params.push_back(p);
-  auto ref_opt = make_sgd(ref_params, 0, ref_params);
+  auto ref_opt = testmodels::reference_optimizer(reference, make_sgd);
   for (int step = 0; step < 3; ++step) {
     if (step == 1 && rank == 1 && mode == "kill") std::raise(SIGKILL);
     if (step == 1 && rank == 1 && mode == "stuck") std::this_thread::sleep_for(std::chrono::hours(1));
     MicroBatch batch = testmodels::make_batch("mlp", 8, 100 + step);
     pipe.train_step(batch);
-    // single-device reference on the same micro-batches
-    auto micro = split_micro_batches(batch, M);
-    for (auto& mb : micro) {
-      Tensor h = mb.input;
-      for (auto& b : reference) h = b->forward(h, mb.ctx);
-      engine::mul(engine::cross_entropy(h, mb.labels), 1.0 / M).backward();
-    }
-    ref_opt->step();
-    ref_opt->zero_grad();
+    testmodels::reference_step(reference, *ref_opt, batch, M);  // single-device, the same micro-batches
   }
   // Compare the blocks this rank trained.
   double worst = testmodels::max_state_difference(blocks, reference, testmodels::local_blocks(pipe));
