@@ -127,4 +127,12 @@ inline std::vector<std::string> model_name_list(const models::Model& model) {
   return out;
 }
 
+// The model's parameter count and its state_dict names and shapes, in order, against section `title` of
+// tests/data/models/param_names.txt (what PyTorch / Hugging Face build).
+inline void expect_matches_name_list(const models::Model& model, const std::string& title) {
+  NameList ref = read_name_list(title);
+  EXPECT_EQ(model.num_parameters(), ref.params) << title;
+  EXPECT_EQ(model_name_list(model), ref.lines) << title;
+}
+
 }  // namespace dgpipe::testing
