@@ -198,6 +198,15 @@ pipeline::OptimizerFactory sgd_factory(double weight_decay) {
   };
 }
 
+pipeline::PipelineOptions pipeline_options(std::vector<int> balance, int micro_batches,
+                                           const std::string& codecs) {
+  pipeline::PipelineOptions opts;
+  opts.balance = std::move(balance);
+  opts.micro_batches = micro_batches;
+  if (!codecs.empty()) opts.codecs = {compress::parse_direction_pair(codecs)};
+  return opts;
+}
+
 std::unique_ptr<engine::Optimizer> reference_optimizer(const std::vector<layers::ModulePtr>& blocks,
                                                        const pipeline::OptimizerFactory& factory) {
   std::vector<Tensor> params;

@@ -38,6 +38,10 @@ double relative_difference(const engine::Tensor& a, const engine::Tensor& b);
 // The optimizer every pipeline test trains with (SGD, lr 0.1, momentum 0.9), the same for every stage, so
 // that a pipelined run and a single-process reference take identical steps.
 pipeline::OptimizerFactory sgd_factory(double weight_decay = 0.0);
+// The options most pipeline tests start from: blocks per stage, micro-batches per step and, when `codecs` is
+// not empty, one boundary codec pair (parse_direction_pair syntax) for every boundary; the rest default.
+pipeline::PipelineOptions pipeline_options(std::vector<int> balance, int micro_batches,
+                                           const std::string& codecs = "");
 // The optimizer of a single-process reference: `factory`'s, over every parameter of the blocks.
 std::unique_ptr<engine::Optimizer> reference_optimizer(const std::vector<layers::ModulePtr>& blocks,
                                                        const pipeline::OptimizerFactory& factory);

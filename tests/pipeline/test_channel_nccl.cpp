@@ -181,9 +181,8 @@ TEST(NcclChannelWorker, PipelineTransparency) {
   const OptimizerFactory make_sgd = testmodels::sgd_factory();
   auto blocks = testmodels::make_blocks("mlp");
   auto reference = testmodels::make_blocks("mlp");
-  PipelineOptions opts;
-  opts.balance = balance_by_cost(std::vector<double>(blocks.size(), 1.0), 2);
-  opts.micro_batches = 2;
+  PipelineOptions opts =
+      testmodels::pipeline_options(balance_by_cost(std::vector<double>(blocks.size(), 1.0), 2), 2);
   opts.kind = ScheduleKind::one_f_one_b;
   opts.devices = {engine::Device::cuda(0), engine::Device::cuda(1)};
   opts.process_channel = "nccl";

@@ -261,9 +261,8 @@ TEST(Executor, LocalTensorsStayOnTheDeviceAndMoveBetweenDevices) {
   }
   // cpu -> cuda:0 -> cpu: bodies and side inputs arrive on another device than they were made on.
   auto blocks = testmodels::make_blocks("roberta"), reference = testmodels::make_blocks("roberta");
-  PipelineOptions opts;
-  opts.balance = balance_by_cost(std::vector<double>(blocks.size(), 1.0), 3);
-  opts.micro_batches = 2;
+  PipelineOptions opts =
+      testmodels::pipeline_options(balance_by_cost(std::vector<double>(blocks.size(), 1.0), 3), 2);
   opts.devices = {engine::Device::cpu(), gpu, engine::Device::cpu()};
   Pipeline mixed(blocks, opts, make_sgd);
   opts.devices = {engine::Device::cpu()};
@@ -281,10 +280,7 @@ TEST(Executor, MissingDeviceBodyNamesTheBoundary) {
   auto channel = std::make_shared<DeviceBodyChannel>();
   channel->drop_bodies();
   auto blocks = testmodels::make_blocks("mlp");
-  PipelineOptions opts;
-  opts.balance = {2, 3};
-  opts.micro_batches = 2;
-  opts.codecs = {compress::parse_direction_pair("uniform:8")};
+  PipelineOptions opts = testmodels::pipeline_options({2, 3}, 2, "uniform:8");
   opts.timeout = std::chrono::seconds(30);
   Pipeline pipe(blocks, opts, make_sgd, channel);
   try {
@@ -389,10 +385,7 @@ TEST(Executor, BoundaryStatisticsAreBookedBySideAndDirection) {
   // (wait and decode time there); both ends count the bytes.
   const int S = 3, M = 2, steps = 2;
   auto blocks = testmodels::make_blocks("mlp");
-  PipelineOptions opts;
-  opts.balance = {2, 1, 2};
-  opts.micro_batches = M;
-  opts.codecs = {compress::parse_direction_pair("fwd=sortquant:6+2,bwd=uniform:8")};
+  PipelineOptions opts = testmodels::pipeline_options({2, 1, 2}, M, "fwd=sortquant:6+2,bwd=uniform:8");
   opts.link.latency_s = 0.002;
   Pipeline pipe(blocks, opts, make_sgd);
   for (int step = 0; step < steps; ++step) pipe.train_step(testmodels::make_batch("mlp", 8, 60 + step));

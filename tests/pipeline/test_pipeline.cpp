@@ -66,9 +66,8 @@ void check_transparency(const std::string& model, int S, int M, ScheduleKind kin
   ASSERT_LT(max_param_diff(ref_blocks, pipe_blocks), 1e-12) << "factories must build identical models";
   auto ref_opt = testmodels::reference_optimizer(ref_blocks, make_sgd);
 
-  PipelineOptions opts;
-  opts.balance = balance_by_cost(std::vector<double>(pipe_blocks.size(), 1.0), S);
-  opts.micro_batches = M;
+  PipelineOptions opts =
+      testmodels::pipeline_options(balance_by_cost(std::vector<double>(pipe_blocks.size(), 1.0), S), M);
   opts.kind = kind;
   opts.placement = placement;
   opts.clip_norm = clip;
@@ -124,10 +123,7 @@ TEST(Pipeline, BalanceByCost) {
 
 TEST(Pipeline, WireBytesFollowTheCodecFormulas) {
   auto blocks = testmodels::make_blocks("mlp");
-  PipelineOptions opts;
-  opts.balance = {2, 1, 2};
-  opts.micro_batches = 4;
-  opts.codecs = {compress::parse_direction_pair("fwd=sortquant:6+2,bwd=uniform:8")};
+  PipelineOptions opts = testmodels::pipeline_options({2, 1, 2}, 4, "fwd=sortquant:6+2,bwd=uniform:8");
   Pipeline pipe(blocks, opts, make_sgd);
   const int steps = 2;
   MicroBatch batch = testmodels::make_batch("mlp", 8, 1);
@@ -159,9 +155,7 @@ TEST(Pipeline, WireBytesFollowTheCodecFormulas) {
 
 TEST(Pipeline, TraceHasOneEventPerInstruction) {
   auto blocks = testmodels::make_blocks("mlp");
-  PipelineOptions opts;
-  opts.balance = {1, 2, 2};
-  opts.micro_batches = 3;
+  PipelineOptions opts = testmodels::pipeline_options({1, 2, 2}, 3);
   opts.trace = true;
   Pipeline pipe(blocks, opts, make_sgd);
   pipe.train_step(testmodels::make_batch("mlp", 6, 2));
@@ -182,10 +176,7 @@ TEST(Pipeline, TraceHasOneEventPerInstruction) {
 TEST(Pipeline, FailingStageStopsEveryStage) {
   // A codec that cannot encode (NaN activations) makes stage 0 fail; stage 1 must not hang waiting for it.
   auto blocks = testmodels::make_blocks("mlp");
-  PipelineOptions opts;
-  opts.balance = {1, 4};
-  opts.micro_batches = 2;
-  opts.codecs = {compress::parse_direction_pair("uniform:8")};
+  PipelineOptions opts = testmodels::pipeline_options({1, 4}, 2, "uniform:8");
   opts.timeout = std::chrono::seconds(30);
   Pipeline pipe(blocks, opts, make_sgd);
   MicroBatch batch = testmodels::make_batch("mlp", 4, 3);
@@ -253,10 +244,7 @@ TEST(Pipeline, FailureEndsTheJobOnceFromTheCallingThreadAfterEveryStageStopped) 
   // An MPI job is ended by MPI_Abort, which must be called once per process and from a thread no other of
   // which is inside MPI: two stage threads calling it together crashed rank 0 with signal 11.
   auto blocks = testmodels::make_blocks("mlp");
-  PipelineOptions opts;
-  opts.balance = {1, 2, 2};
-  opts.micro_batches = 2;
-  opts.codecs = {compress::parse_direction_pair("uniform:8")};
+  PipelineOptions opts = testmodels::pipeline_options({1, 2, 2}, 2, "uniform:8");
   auto channel = std::make_shared<FailureRecordingChannel>();
   Pipeline pipe(blocks, opts, make_sgd, channel);
   MicroBatch batch = testmodels::make_batch("mlp", 4, 3);
@@ -276,9 +264,8 @@ TEST(Pipeline, PeerTimeoutFollowsTheStepTimeAndAFixedBoundReplacesIt) {
     auto blocks = testmodels::make_blocks("mlp");
     auto stall = std::make_shared<StallBlock>();
     blocks.insert(blocks.begin() + 2, stall);
-    PipelineOptions opts;
-    opts.balance = {2, 1, static_cast<int>(blocks.size()) - 3};  // the stall block is stage 1
-    opts.micro_batches = 2;
+    // The stall block is stage 1.
+    PipelineOptions opts = testmodels::pipeline_options({2, 1, static_cast<int>(blocks.size()) - 3}, 2);
     opts.adaptive_timeout.first_step = std::chrono::seconds(60);
     opts.adaptive_timeout.floor = std::chrono::milliseconds(300);
     if (fixed) opts.timeout = std::chrono::milliseconds(700);
@@ -312,9 +299,7 @@ TEST(Pipeline, RecomputeTrainsAndReportsAsKeepingActivations) {
     SCOPED_TRACE(schedule_kind_name(kind));
     auto kept_blocks = testmodels::make_blocks("mlp");
     auto recomputed_blocks = testmodels::make_blocks("mlp");
-    PipelineOptions opts;
-    opts.balance = {2, 1, 2};
-    opts.micro_batches = 2;
+    PipelineOptions opts = testmodels::pipeline_options({2, 1, 2}, 2);
     opts.kind = kind;
     Pipeline kept(kept_blocks, opts, make_sgd);
     opts.recompute = true;
@@ -347,9 +332,8 @@ TEST(Pipeline, RobertaWithExplicitPositionIdsMatchesUnpipelined) {
   for (int S : {2, 3}) {
     SCOPED_TRACE("S=" + std::to_string(S));
     auto blocks = testmodels::make_blocks("roberta");
-    PipelineOptions opts;
-    opts.balance = balance_by_cost(std::vector<double>(blocks.size(), 1.0), S);
-    opts.micro_batches = M;
+    PipelineOptions opts =
+        testmodels::pipeline_options(balance_by_cost(std::vector<double>(blocks.size(), 1.0), S), M);
     Pipeline pipe(blocks, opts, OptimizerFactory{});  // no optimizer: the gradients stay in the parameters
     StepResult eval = pipe.eval_step(batch, /*keep_logits=*/true);
     ASSERT_EQ(eval.logits.size(), ref.logits.size());
@@ -394,10 +378,7 @@ TEST(Pipeline, EverySideInputReachesEveryStage) {
     t = engine::from_vector(values, {4, 3});
     if (field % 2 == 0) t = t.to(engine::DType::f32);
   });
-  PipelineOptions opts;
-  opts.balance = {2, 1, 2};
-  opts.micro_batches = 2;
-  opts.codecs = {compress::parse_direction_pair("uniform:8")};
+  PipelineOptions opts = testmodels::pipeline_options({2, 1, 2}, 2, "uniform:8");
   Pipeline pipe(blocks, opts, make_sgd);
   pipe.train_step(batch);
   pipe.eval_step(batch);
@@ -459,9 +440,7 @@ TEST(Pipeline, StageThreadsLiveForThePipeline) {
   std::vector<layers::ModulePtr> blocks = {std::make_shared<layers::Linear>(8, 8, true, &gen), probe(0),
                                            probe(1), std::make_shared<layers::Linear>(8, 4, true, &gen),
                                            probe(2)};
-  PipelineOptions opts;
-  opts.balance = {2, 1, 2};
-  opts.micro_batches = 2;
+  PipelineOptions opts = testmodels::pipeline_options({2, 1, 2}, 2);
   Pipeline pipe(blocks, opts, make_sgd);
   MicroBatch batch = testmodels::make_batch("mlp", 4, 2);
   pipe.train_step(batch);
@@ -491,9 +470,7 @@ TEST(Pipeline, FailingStageEndsTheStepWithItsErrorAndThePipelineCloses) {
                                              if (fail) DGP_FAIL("the middle stage broke");
                                            }),
                                            std::make_shared<layers::Linear>(8, 4, true, &gen)};
-  PipelineOptions opts;
-  opts.balance = {1, 1, 1};
-  opts.micro_batches = 2;
+  PipelineOptions opts = testmodels::pipeline_options({1, 1, 1}, 2);
   opts.timeout = std::chrono::seconds(30);
   auto pipe = std::make_unique<Pipeline>(blocks, opts, make_sgd);
   MicroBatch batch = testmodels::make_batch("mlp", 4, 5);
@@ -520,10 +497,7 @@ TEST(Pipeline, DeltaWithExactChangesIsTransparent) {
   // step, so from the second step on every row is a change.
   auto ref_blocks = testmodels::make_blocks("mlp"), pipe_blocks = testmodels::make_blocks("mlp");
   auto ref_opt = testmodels::reference_optimizer(ref_blocks, make_sgd);
-  PipelineOptions opts;
-  opts.balance = {2, 3};
-  opts.micro_batches = 2;
-  opts.codecs = {compress::parse_direction_pair("fwd=delta>none,bwd=none")};
+  PipelineOptions opts = testmodels::pipeline_options({2, 3}, 2, "fwd=delta>none,bwd=none");
   Pipeline pipe(pipe_blocks, opts, make_sgd);
   for (int step = 0; step < 3; ++step) {
     testmodels::reference_step(ref_blocks, *ref_opt, batch_with_ids(7), 2);
@@ -537,10 +511,7 @@ TEST(Pipeline, DeltaWithExactChangesIsTransparent) {
 
 TEST(Pipeline, DeltaSendsOnlyChangesAfterTheFirstEpoch) {
   auto blocks = testmodels::make_blocks("mlp");
-  PipelineOptions opts;
-  opts.balance = {2, 3};
-  opts.micro_batches = 2;
-  opts.codecs = {compress::parse_direction_pair("fwd=delta>uniform:4,bwd=none")};
+  PipelineOptions opts = testmodels::pipeline_options({2, 3}, 2, "fwd=delta>uniform:4,bwd=none");
   Pipeline pipe(blocks, opts, make_sgd);
   auto sent = [&] {
     return pipe.local_stages()[0]->boundary_stats(Side::downstream, Direction::fwd).wire_bytes;
@@ -585,9 +556,7 @@ TEST(Pipeline, BottleneckTrainsLikeTheSameLayersInOneProcess) {
   auto ref_bn = make_bottleneck(), pipe_bn = make_bottleneck();
   ref_blocks.insert(ref_blocks.begin() + 2, {ref_bn->encoder, ref_bn->decoder});
   auto ref_opt = testmodels::reference_optimizer(ref_blocks, make_sgd);
-  PipelineOptions opts;
-  opts.balance = {2, 3};
-  opts.micro_batches = 2;
+  PipelineOptions opts = testmodels::pipeline_options({2, 3}, 2);
   opts.bottlenecks = {pipe_bn};
   Pipeline pipe(pipe_blocks, opts, make_sgd);
   for (int step = 0; step < 3; ++step) {
@@ -638,9 +607,7 @@ TEST(Pipeline, CudaStepStartsAfterTheCallersWork) {
   // as the CPU pipeline does: the stage streams wait for the caller's stream at step entry.
   const engine::Device gpu = engine::Device::cuda(0);
   auto gpu_blocks = testmodels::make_blocks("mlp"), cpu_blocks = testmodels::make_blocks("mlp");
-  PipelineOptions opts;
-  opts.balance = {2, 1, 2};
-  opts.micro_batches = 2;
+  PipelineOptions opts = testmodels::pipeline_options({2, 1, 2}, 2);
   Pipeline cpu_pipe(cpu_blocks, opts, make_sgd);
   engine::cuda::Stream caller = engine::cuda::Stream::create(0);
   engine::cuda::StreamGuard on_caller(caller);
@@ -675,9 +642,7 @@ TEST(Pipeline, CudaParametersAreFinalWhenTrainStepReturns) {
                                            layers::ReLU(),
                                            std::make_shared<layers::Linear>(4096, 4096, true, &gen),
                                            std::make_shared<layers::Linear>(4096, 4, true, &gen)};
-  PipelineOptions opts;
-  opts.balance = {5, 1};
-  opts.micro_batches = 2;
+  PipelineOptions opts = testmodels::pipeline_options({5, 1}, 2);
   opts.devices = {gpu};
   engine::cuda::Stream caller = engine::cuda::Stream::create(0);
   engine::cuda::StreamGuard on_caller(caller);
@@ -718,9 +683,8 @@ struct PrecisionRun {
 // `steps` steps of `model` over S stages (2 micro-batches, SGD as every pipeline test) in precision p.
 PrecisionRun train_in(const std::string& model, int S, Precision p, int steps) {
   auto blocks = testmodels::make_blocks(model);
-  PipelineOptions opts;
-  opts.balance = balance_by_cost(std::vector<double>(blocks.size(), 1.0), S);
-  opts.micro_batches = 2;
+  PipelineOptions opts =
+      testmodels::pipeline_options(balance_by_cost(std::vector<double>(blocks.size(), 1.0), S), 2);
   opts.precision = p;
   Pipeline pipe(blocks, opts, make_sgd);
   PrecisionRun run;
@@ -814,9 +778,7 @@ TEST(PipelinePrecision, ANonFiniteGradientInOneStageSkipsTheStepEverywhere) {
     auto blocks = testmodels::make_blocks("mlp");
     auto injector = std::make_shared<NanGradientInjector>();
     blocks.insert(blocks.begin() + 2, injector);  // [linear, relu | injector, linear | tanh, linear]
-    PipelineOptions opts;
-    opts.balance = {2, 2, 2};
-    opts.micro_batches = 2;
+    PipelineOptions opts = testmodels::pipeline_options({2, 2, 2}, 2);
     opts.precision = p;
     opts.loss_scaler.init_scale = 1024.0;
     opts.loss_scaler.growth_interval = 2;
@@ -855,9 +817,8 @@ TEST(PipelinePrecision, CudaStagesFollowTheCpuTwin) {
     SCOPED_TRACE(engine::amp::precision_name(p));
     auto run_on = [&](std::vector<engine::Device> devices) {
       auto blocks = testmodels::make_blocks("resnet");
-      PipelineOptions opts;
-      opts.balance = balance_by_cost(std::vector<double>(blocks.size(), 1.0), 2);
-      opts.micro_batches = 2;
+      PipelineOptions opts =
+          testmodels::pipeline_options(balance_by_cost(std::vector<double>(blocks.size(), 1.0), 2), 2);
       opts.precision = p;
       opts.devices = devices;
       Pipeline pipe(blocks, opts, make_sgd);

@@ -25,9 +25,8 @@ const pipeline::OptimizerFactory make_sgd = testmodels::sgd_factory();
 
 // S stages of (nearly) equal block counts, M micro-batches.
 PipelineOptions even_stages(size_t blocks, int S, int M, Placement placement, std::chrono::seconds timeout) {
-  PipelineOptions opts;
-  opts.balance = balance_by_cost(std::vector<double>(blocks, 1.0), S);
-  opts.micro_batches = M;
+  PipelineOptions opts =
+      testmodels::pipeline_options(balance_by_cost(std::vector<double>(blocks, 1.0), S), M);
   opts.placement = placement;
   opts.timeout = timeout;
   return opts;
