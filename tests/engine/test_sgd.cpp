@@ -13,16 +13,23 @@ using nlohmann::json;
 
 namespace {
 
-// Replays the golden problem and checks the parameters after every step against PyTorch.
-void replay(const json& golden, const std::string& which, const SGDOptions& options) {
+// The options of golden problem `which` (its "config").
+SGDOptions golden_options(const json& golden, const std::string& which) {
+  const json& c = golden[which]["config"];
+  SGDOptions o;
+  o.lr = c["lr"];
+  o.momentum = c["momentum"];
+  o.dampening = c["dampening"];
+  o.weight_decay = c["weight_decay"];
+  o.nesterov = c["nesterov"];
+  return o;
+}
+
+// Replays golden problem `which` with its options and checks the parameters after every step against PyTorch.
+void replay(const json& golden, const std::string& which) {
   std::vector<Tensor> params = golden_params(golden);
-  SGD opt(params, options);
-  const json& after = golden[which]["after"];
-  for (size_t step = 0; step < golden["grads"].size(); ++step) {
-    set_golden_grads(golden, params, step);
-    opt.step();
-    expect_params_match(params, after[step], which + ": step " + std::to_string(step));
-  }
+  SGD opt(params, golden_options(golden, which));
+  replay_golden_steps(golden, which, params, opt);
   EXPECT_EQ(opt.step_count(), static_cast<int64_t>(golden["grads"].size()));
 }
 
@@ -30,27 +37,13 @@ void replay(const json& golden, const std::string& which, const SGDOptions& opti
 
 TEST(SGD, MatchesPyTorchWithNesterovMomentumAndWeightDecay) {
   json golden = load_golden_json("optim.json");
-  const json& c = golden["sgd"]["config"];
-  ASSERT_TRUE(c["nesterov"].get<bool>());
-  SGDOptions o;
-  o.lr = c["lr"];
-  o.momentum = c["momentum"];
-  o.dampening = c["dampening"];
-  o.weight_decay = c["weight_decay"];
-  o.nesterov = true;
-  replay(golden, "sgd", o);
+  ASSERT_TRUE(golden["sgd"]["config"]["nesterov"].get<bool>());
+  replay(golden, "sgd");
 }
 
 TEST(SGD, MatchesPyTorchWithDampening) {
   json golden = load_golden_json("optim.json");
-  const json& c = golden["sgd_dampening"]["config"];
-  SGDOptions o;
-  o.lr = c["lr"];
-  o.momentum = c["momentum"];
-  o.dampening = c["dampening"];
-  o.weight_decay = c["weight_decay"];
-  o.nesterov = c["nesterov"];
-  replay(golden, "sgd_dampening", o);
+  replay(golden, "sgd_dampening");
 }
 
 TEST(SGD, PlainStepInDoubleAndFirstMomentumBufferIsTheGradient) {

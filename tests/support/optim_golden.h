@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/ops.h"
+#include "engine/optim/optimizer.h"
 
 namespace dgpipe::testing {
 
@@ -49,6 +50,18 @@ inline void expect_params_match(const std::vector<engine::Tensor>& params, const
     for (size_t k = 0; k < got.size(); ++k)
       EXPECT_NEAR(got[k], want[k], 1e-6 + 1e-6 * std::abs(want[k]))
           << label << " param " << i << " element " << k;
+  }
+}
+
+// Steps `opt` (over `params`, fresh golden_params) through the golden gradients, checking the parameters
+// after every step against PyTorch's under golden[which]["after"].
+inline void replay_golden_steps(const nlohmann::json& golden, const std::string& which,
+                                std::vector<engine::Tensor>& params, engine::Optimizer& opt) {
+  const nlohmann::json& after = golden[which]["after"];
+  for (size_t step = 0; step < golden["grads"].size(); ++step) {
+    set_golden_grads(golden, params, step);
+    opt.step();
+    expect_params_match(params, after[step], which + ": step " + std::to_string(step));
   }
 }
 
