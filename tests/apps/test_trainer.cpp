@@ -59,21 +59,28 @@ std::string synthetic_cifar(int per_file) {
   return dir;
 }
 
-TrainConfig small_image_config(const std::string& data_dir, const std::string& log_dir) {
+// What every small run of these tests shares: 16 samples per step in 2 micro-batches, one loader worker, no
+// step logging, records into `log_dir`.
+TrainConfig small_run(const std::string& log_dir) {
   TrainConfig c;
+  c.batch = 16;
+  c.micro_batches = 2;
+  c.workers = 1;
+  c.log_every = 0;
+  c.log_dir = log_dir;
+  return c;
+}
+
+TrainConfig small_image_config(const std::string& data_dir, const std::string& log_dir) {
+  TrainConfig c = small_run(log_dir);
   c.model = "resnet18";
   c.width = 0.125;
   c.dataset = "cifar10";
   c.data_dir = data_dir;
-  c.batch = 16;
   c.epochs = 2;
-  c.micro_batches = 2;
   c.stages = 2;
   c.compress = "fwd=sortquant:6+2,bwd=uniform:8";
   c.lr = 0.05;
-  c.workers = 1;
-  c.log_every = 0;
-  c.log_dir = log_dir;
   return c;
 }
 
@@ -104,7 +111,7 @@ bool have_glue() {
 }
 
 TrainConfig small_text_config(const std::string& task, const std::string& log_dir) {
-  TrainConfig c;
+  TrainConfig c = small_run(log_dir);
   c.model = "roberta";
   c.model_config = tiny_roberta_config();
   c.dataset = task;
@@ -113,8 +120,6 @@ TrainConfig small_text_config(const std::string& task, const std::string& log_di
   c.max_len = 32;
   c.train_subset = 64;
   c.eval_subset = 48;
-  c.batch = 16;
-  c.micro_batches = 2;
   c.stages = 3;
   c.placement = "client-server";
   c.epochs = 1;
@@ -124,9 +129,6 @@ TrainConfig small_text_config(const std::string& task, const std::string& log_di
   c.lr_schedule = "linear";
   c.warmup = 0.1;
   c.compress = "uniform:8";
-  c.workers = 1;
-  c.log_every = 0;
-  c.log_dir = log_dir;
   return c;
 }
 
