@@ -242,6 +242,16 @@ def text_ids(gen, vocab, pad, bos, eos, lengths, total):
     return torch.tensor(rows, dtype=torch.int64)
 
 
+def save_hf_dir(model, tag):
+    """The model as a Hugging Face directory OUT/tag holding only config.json and model.safetensors."""
+    d = os.path.join(OUT, tag)
+    model.save_pretrained(d, safe_serialization=True)
+    for f in os.listdir(d):
+        if f not in ("config.json", "model.safetensors"):
+            os.remove(os.path.join(d, f))
+    return d
+
+
 def text_goldens():
     from transformers import (BertConfig, BertForSequenceClassification, RobertaConfig,
                               RobertaForSequenceClassification)
@@ -251,11 +261,7 @@ def text_goldens():
                          attn_implementation="eager", **TINY_TEXT)
     roberta = RobertaForSequenceClassification(rcfg)
     perturb_(roberta, gen)
-    d = os.path.join(OUT, "roberta_tiny")
-    roberta.save_pretrained(d, safe_serialization=True)
-    for f in os.listdir(d):
-        if f not in ("config.json", "model.safetensors"):
-            os.remove(os.path.join(d, f))
+    d = save_hf_dir(roberta, "roberta_tiny")
     ids = text_ids(gen, 100, 1, 0, 2, [12, 7, 10], 12)
     y = torch.tensor([0, 2, 1])
     fwd = lambda m, x: m(input_ids=x, attention_mask=(x != 1).long()).logits
@@ -266,11 +272,7 @@ def text_goldens():
                        **TINY_TEXT)
     bert = BertForSequenceClassification(bcfg)
     perturb_(bert, gen)
-    d = os.path.join(OUT, "bert_tiny")
-    bert.save_pretrained(d, safe_serialization=True)
-    for f in os.listdir(d):
-        if f not in ("config.json", "model.safetensors"):
-            os.remove(os.path.join(d, f))
+    d = save_hf_dir(bert, "bert_tiny")
     ids = text_ids(gen, 100, 0, 1, 2, [12, 5, 9], 12)  # [CLS]=1, [SEP]=2 in this toy vocabulary
     fwd = lambda m, x: m(input_ids=x, attention_mask=(x != 0).long()).logits
     write_golden("bert_tiny", bert, ids, y, weights_path=os.path.join(d, "model.safetensors"), forward=fwd)
