@@ -61,6 +61,12 @@ void expect_rejected(const std::string& path, const std::string& needle) {
   }
 }
 
+// Writes `bytes` to `path` and expects load_safetensors to reject it as expect_rejected does.
+void expect_bytes_rejected(const std::string& path, const std::string& bytes, const std::string& needle) {
+  write_bytes(path, bytes);
+  expect_rejected(path, needle);
+}
+
 uint64_t header_length(const std::string& bytes) {
   uint64_t len = 0;
   for (int i = 7; i >= 0; --i) len = (len << 8) | static_cast<unsigned char>(bytes[i]);
@@ -176,50 +182,48 @@ TEST_F(Safetensors, RejectsATruncatedFile) {
   save_safetensors(good, {{"w", ones({4, 4})}, {"z", ones({8})}});
   std::string bytes = read_bytes(good);
   std::string file = path("truncated.safetensors");
-  write_bytes(file, bytes.substr(0, bytes.size() - 5));
-  expect_rejected(file, "data_offsets");
-  write_bytes(file, bytes.substr(0, 5));
-  expect_rejected(file, "too short");
+  expect_bytes_rejected(file, bytes.substr(0, bytes.size() - 5), "data_offsets");
+  expect_bytes_rejected(file, bytes.substr(0, 5), "too short");
 }
 
 TEST_F(Safetensors, RejectsAHeaderLengthLargerThanTheFile) {
   std::string file = path("long_header.safetensors");
-  write_bytes(file, make_file("{}      ", "", 1000));
-  expect_rejected(file, "header length 1000");
-  write_bytes(file, make_file("{}      ", "", UINT64_MAX - 1));
-  expect_rejected(file, "exceeds");
+  expect_bytes_rejected(file, make_file("{}      ", "", 1000), "header length 1000");
+  expect_bytes_rejected(file, make_file("{}      ", "", UINT64_MAX - 1), "exceeds");
 }
 
 TEST_F(Safetensors, RejectsLyingDataOffsets) {
   std::string file = path("lying.safetensors");
   std::string data(24, '\0');
   // 2x3 f32 needs 24 bytes, the header says 20
-  write_bytes(file,
-              make_file(R"({"x":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}})", data.substr(0, 20)));
-  expect_rejected(file, "'x'");
+  expect_bytes_rejected(
+      file, make_file(R"({"x":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}})", data.substr(0, 20)),
+      "'x'");
   // past the end of the data section
-  write_bytes(file, make_file(R"({"x":{"dtype":"F32","shape":[2,3],"data_offsets":[4,28]}})", data));
-  expect_rejected(file, "past the data section");
+  expect_bytes_rejected(file, make_file(R"({"x":{"dtype":"F32","shape":[2,3],"data_offsets":[4,28]}})", data),
+                        "past the data section");
   // overlapping tensors
-  write_bytes(file, make_file(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
-                              R"("b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}})",
-                              data));
-  expect_rejected(file, "overlap");
+  expect_bytes_rejected(file,
+                        make_file(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
+                                  R"("b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}})",
+                                  data),
+                        "overlap");
   // a gap between tensors
-  write_bytes(file, make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-                              R"("b":{"dtype":"F32","shape":[2],"data_offsets":[16,24]}})",
-                              data));
-  expect_rejected(file, "gap");
+  expect_bytes_rejected(file,
+                        make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                  R"("b":{"dtype":"F32","shape":[2],"data_offsets":[16,24]}})",
+                                  data),
+                        "gap");
   // trailing bytes no tensor accounts for
-  write_bytes(file, make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", data));
-  expect_rejected(file, "trailing");
+  expect_bytes_rejected(file, make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", data),
+                        "trailing");
   // end before begin, negative values, wrong arity
-  write_bytes(file, make_file(R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", data));
-  expect_rejected(file, "end before begin");
-  write_bytes(file, make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[-8,0]}})", data));
-  expect_rejected(file, "data_offsets[0]");
-  write_bytes(file, make_file(R"({"a":{"dtype":"F32","shape":[6],"data_offsets":[0]}})", data));
-  expect_rejected(file, "data_offsets");
+  expect_bytes_rejected(file, make_file(R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", data),
+                        "end before begin");
+  expect_bytes_rejected(file, make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[-8,0]}})", data),
+                        "data_offsets[0]");
+  expect_bytes_rejected(file, make_file(R"({"a":{"dtype":"F32","shape":[6],"data_offsets":[0]}})", data),
+                        "data_offsets");
   // Tensors listed out of order are fine when they tile the data section.
   write_bytes(file, make_file(R"({"b":{"dtype":"F32","shape":[2],"data_offsets":[16,24]},)"
                               R"("a":{"dtype":"I64","shape":[2],"data_offsets":[0,16]}})",
@@ -229,36 +233,33 @@ TEST_F(Safetensors, RejectsLyingDataOffsets) {
 
 TEST_F(Safetensors, RejectsANonObjectHeader) {
   std::string file = path("array.safetensors");
-  write_bytes(file, make_file("[1, 2, 3]", ""));
-  expect_rejected(file, "JSON object");
-  write_bytes(file, make_file("{\"a\": ", ""));
-  expect_rejected(file, "not valid JSON");
-  write_bytes(file, make_file(R"({"a": [1, 2]})", ""));
-  expect_rejected(file, "'a'");
-  write_bytes(file, make_file(R"({"__metadata__": {"k": 3}})", ""));
-  expect_rejected(file, "__metadata__");
+  expect_bytes_rejected(file, make_file("[1, 2, 3]", ""), "JSON object");
+  expect_bytes_rejected(file, make_file("{\"a\": ", ""), "not valid JSON");
+  expect_bytes_rejected(file, make_file(R"({"a": [1, 2]})", ""), "'a'");
+  expect_bytes_rejected(file, make_file(R"({"__metadata__": {"k": 3}})", ""), "__metadata__");
 }
 
 TEST_F(Safetensors, RejectsAnUnknownDtypeAndBadShapes) {
   std::string file = path("dtype.safetensors");
   std::string data(8, '\0');
-  write_bytes(file, make_file(R"({"w":{"dtype":"F8_E4M3","shape":[8],"data_offsets":[0,8]}})", data));
-  expect_rejected(file, "F8_E4M3");
-  write_bytes(file, make_file(R"({"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", data));
-  expect_rejected(file, "shape[0]");
-  write_bytes(file, make_file(R"({"w":{"dtype":"F32","shape":[1.5],"data_offsets":[0,8]}})", data));
-  expect_rejected(file, "shape[0]");
+  expect_bytes_rejected(
+      file, make_file(R"({"w":{"dtype":"F8_E4M3","shape":[8],"data_offsets":[0,8]}})", data), "F8_E4M3");
+  expect_bytes_rejected(file, make_file(R"({"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", data),
+                        "shape[0]");
+  expect_bytes_rejected(file, make_file(R"({"w":{"dtype":"F32","shape":[1.5],"data_offsets":[0,8]}})", data),
+                        "shape[0]");
   write_bytes(
       file, make_file(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", data));
   expect_rejected(file, "overflows");
-  write_bytes(file, make_file(R"({"w":{"dtype":"F32","shape":[2]}})", data));
-  expect_rejected(file, "missing field 'data_offsets'");
-  write_bytes(file, make_file(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"extra":1}})", data));
-  expect_rejected(file, "extra");
-  write_bytes(file, make_file(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
-                              R"("w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
-                              data));
-  expect_rejected(file, "twice");
+  expect_bytes_rejected(file, make_file(R"({"w":{"dtype":"F32","shape":[2]}})", data),
+                        "missing field 'data_offsets'");
+  expect_bytes_rejected(
+      file, make_file(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"extra":1}})", data), "extra");
+  expect_bytes_rejected(file,
+                        make_file(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                                  R"("w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+                                  data),
+                        "twice");
 }
 
 TEST_F(Safetensors, MissingFileAndBadNamesOnSave) {
