@@ -100,7 +100,7 @@ const std::string& byte_to_unicode(uint8_t byte) {
 
 ByteLevelBpeTokenizer::ByteLevelBpeTokenizer(const std::string& vocab_json_path,
                                              const std::string& merges_txt_path, BpeOptions options)
-    : vocab_path_(vocab_json_path), options_(std::move(options)) {
+    : VocabularyTokenizer("byte-level BPE", vocab_json_path), options_(std::move(options)) {
   const std::string who = "bpe tokenizer";
   const std::string json_text = read_file_bytes(vocab_json_path, who);
   nlohmann::json vocab;
@@ -167,17 +167,6 @@ std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_directory(con
                                                                              BpeOptions options) {
   return std::make_unique<ByteLevelBpeTokenizer>(dir + "/vocab.json", dir + "/merges.txt",
                                                  std::move(options));
-}
-
-int64_t ByteLevelBpeTokenizer::token_to_id(const std::string& token) const {
-  auto it = token_to_id_.find(token);
-  return it == token_to_id_.end() ? -1 : it->second;
-}
-
-const std::string& ByteLevelBpeTokenizer::id_to_token(int64_t id) const {
-  DGP_CHECK(id >= 0 && id < vocab_size(),
-            name() << ": id " << id << " outside the vocabulary of " << vocab_size());
-  return id_to_token_[id];
 }
 
 std::vector<std::string> ByteLevelBpeTokenizer::pre_tokenize(std::string_view text) const {

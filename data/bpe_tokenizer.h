@@ -20,7 +20,7 @@ struct BpeOptions {
   size_t cache_capacity = 200000;  // words whose merges are remembered (cleared when full)
 };
 
-class ByteLevelBpeTokenizer : public Tokenizer {
+class ByteLevelBpeTokenizer : public VocabularyTokenizer {
  public:
   // Throws naming the file (and line) for a missing file, bad JSON, a malformed merge line or a merge whose
   // parts or result are not in the vocabulary.
@@ -31,15 +31,9 @@ class ByteLevelBpeTokenizer : public Tokenizer {
                                                                BpeOptions options = {});
 
   std::vector<int64_t> tokenize(std::string_view text) const override;
-  int64_t pad_id() const override { return pad_id_; }
-  int64_t vocab_size() const override { return static_cast<int64_t>(id_to_token_.size()); }
-  const SpecialTokenLayout& special_tokens() const override { return layout_; }
-  std::string name() const override { return "byte-level BPE (" + vocab_path_ + ")"; }
 
   // The GPT-2 pre-tokenizer split, as UTF-8 pieces (before the byte-to-unicode mapping). For tests.
   std::vector<std::string> pre_tokenize(std::string_view text) const;
-  int64_t token_to_id(const std::string& token) const;  // -1 when absent
-  const std::string& id_to_token(int64_t id) const;
 
  private:
   struct Merge {
@@ -48,14 +42,9 @@ class ByteLevelBpeTokenizer : public Tokenizer {
   };
   void bpe_piece(const std::string& piece, std::vector<int64_t>& out) const;
 
-  std::string vocab_path_;
   BpeOptions options_;
-  std::unordered_map<std::string, int64_t> token_to_id_;
-  std::vector<std::string> id_to_token_;
   std::unordered_map<uint64_t, Merge> merges_;  // (left id << 32 | right id) -> rank and result
   int32_t byte_ids_[256];                       // id of each byte's mapped character
-  int64_t pad_id_ = 0;
-  SpecialTokenLayout layout_;
   mutable std::shared_mutex cache_mutex_;
   mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;
 };

@@ -6,6 +6,17 @@
 
 namespace dgpipe::data {
 
+int64_t VocabularyTokenizer::token_to_id(const std::string& token) const {
+  auto it = token_to_id_.find(token);
+  return it == token_to_id_.end() ? -1 : it->second;
+}
+
+const std::string& VocabularyTokenizer::id_to_token(int64_t id) const {
+  DGP_CHECK(id >= 0 && id < vocab_size(),
+            name() << ": id " << id << " outside the vocabulary of " << vocab_size());
+  return id_to_token_[id];
+}
+
 void truncate_longest_first(std::vector<int64_t>& a, std::vector<int64_t>* b, int64_t budget) {
   DGP_CHECK(budget >= 0, "truncate_longest_first: negative budget " << budget);
   if (b == nullptr) {

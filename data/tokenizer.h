@@ -6,6 +6,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace dgpipe::data {
@@ -44,6 +46,33 @@ class Tokenizer {
   // Special tokens + truncation + padding for one text (b empty) or a pair.
   Encoding encode(std::string_view a, std::optional<std::string_view> b = std::nullopt,
                   const EncodeOptions& options = {}) const;
+};
+
+// A tokenizer over a vocabulary file of token strings (BPE's vocab.json, WordPiece's vocab.txt): the
+// vocabulary both ways, the pad id and the special-token layout, which the subclass's constructor fills in.
+class VocabularyTokenizer : public Tokenizer {
+ public:
+  int64_t pad_id() const override { return pad_id_; }
+  int64_t vocab_size() const override { return static_cast<int64_t>(id_to_token_.size()); }
+  const SpecialTokenLayout& special_tokens() const override { return layout_; }
+  std::string name() const override { return kind_ + " (" + vocab_path_ + ")"; }
+
+  int64_t token_to_id(const std::string& token) const;  // -1 when absent
+  const std::string& id_to_token(int64_t id) const;     // throws naming the tokenizer for an id outside
+
+ protected:
+  // `kind` names the tokenizer in name() ("WordPiece"), `vocab_path` is the vocabulary file it reads.
+  VocabularyTokenizer(std::string kind, std::string vocab_path)
+      : vocab_path_(std::move(vocab_path)), kind_(std::move(kind)) {}
+
+  std::string vocab_path_;
+  std::unordered_map<std::string, int64_t> token_to_id_;
+  std::vector<std::string> id_to_token_;
+  int64_t pad_id_ = 0;
+  SpecialTokenLayout layout_;
+
+ private:
+  std::string kind_;
 };
 
 // HF's longest-first truncation of a pair to `budget` tokens in total (the shorter keeps what it can; when

@@ -50,7 +50,7 @@ void for_each_word(const std::u32string& text, Fn&& fn) {
 }  // namespace
 
 WordPieceTokenizer::WordPieceTokenizer(const std::string& vocab_txt_path, WordPieceOptions options)
-    : vocab_path_(vocab_txt_path), options_(std::move(options)) {
+    : VocabularyTokenizer("WordPiece", vocab_txt_path), options_(std::move(options)) {
   const std::string who = "wordpiece tokenizer";
   std::vector<std::string> lines = read_utf8_lines(vocab_txt_path, who);
   DGP_CHECK(!lines.empty(), who << ": " << vocab_txt_path << " is empty");
@@ -77,17 +77,6 @@ WordPieceTokenizer::WordPieceTokenizer(const std::string& vocab_txt_path, WordPi
   layout_.pair_middle = {sep};
   layout_.pair_suffix = {sep};
   layout_.second_segment_is_type_one = true;
-}
-
-int64_t WordPieceTokenizer::token_to_id(const std::string& token) const {
-  auto it = token_to_id_.find(token);
-  return it == token_to_id_.end() ? -1 : it->second;
-}
-
-const std::string& WordPieceTokenizer::id_to_token(int64_t id) const {
-  DGP_CHECK(id >= 0 && id < vocab_size(),
-            name() << ": id " << id << " outside the vocabulary of " << vocab_size());
-  return id_to_token_[id];
 }
 
 std::u32string WordPieceTokenizer::normalize(std::string_view text) const {

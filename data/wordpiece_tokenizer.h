@@ -26,33 +26,23 @@ struct WordPieceOptions {
   size_t max_input_chars_per_word = 100;
 };
 
-class WordPieceTokenizer : public Tokenizer {
+class WordPieceTokenizer : public VocabularyTokenizer {
  public:
   // Throws naming the file and line for a missing file or invalid UTF-8, and naming a missing special token.
   explicit WordPieceTokenizer(const std::string& vocab_txt_path, WordPieceOptions options = {});
 
   std::vector<int64_t> tokenize(std::string_view text) const override;
-  int64_t pad_id() const override { return pad_id_; }
-  int64_t vocab_size() const override { return static_cast<int64_t>(id_to_token_.size()); }
-  const SpecialTokenLayout& special_tokens() const override { return layout_; }
-  std::string name() const override { return "WordPiece (" + vocab_path_ + ")"; }
 
   // Normalised text split into words and punctuation (BERT's "basic tokenization"), before WordPiece. For
   // tests.
   std::vector<std::string> basic_tokenize(std::string_view text) const;
-  int64_t token_to_id(const std::string& token) const;  // -1 when absent
-  const std::string& id_to_token(int64_t id) const;
 
  private:
   std::u32string normalize(std::string_view text) const;
   void wordpiece(const std::u32string& word, std::vector<int64_t>& out) const;
 
-  std::string vocab_path_;
   WordPieceOptions options_;
-  std::unordered_map<std::string, int64_t> token_to_id_;
-  std::vector<std::string> id_to_token_;
-  int64_t unk_id_ = 0, pad_id_ = 0;
-  SpecialTokenLayout layout_;
+  int64_t unk_id_ = 0;
 };
 
 }  // namespace dgpipe::data
