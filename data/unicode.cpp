@@ -31,11 +31,27 @@ struct LowercaseMapping {
 constexpr char32_t kHangulBase = 0xAC00, kLeadBase = 0x1100, kVowelBase = 0x1161, kTrailBase = 0x11A7;
 constexpr int kVowelCount = 21, kTrailCount = 28, kSyllableCount = 11172;
 
+// The entry for code point `c` in a table sorted by code, or null when the table has none.
+template <class Entry, size_t N>
+const Entry* find_entry(const Entry (&table)[N], char32_t c) {
+  const Entry* it = std::lower_bound(std::begin(table), std::end(table), c,
+                                     [](const Entry& e, char32_t v) { return e.code < v; });
+  return it != std::end(table) && it->code == c ? it : nullptr;
+}
+
+// Appends what `table` maps `c` to (the entry's parts), or `c` itself when the table does not map it.
+template <class Entry, size_t N>
+void append_mapped(const Entry (&table)[N], char32_t c, std::u32string& out) {
+  if (const Entry* e = find_entry(table, c))
+    out.append(e->parts, e->parts + e->length);
+  else
+    out.push_back(c);
+}
+
 uint8_t combining_class(char32_t c) {
   if (c < 0x300) return 0;
-  auto it = std::lower_bound(std::begin(kCombiningClasses), std::end(kCombiningClasses), c,
-                             [](const CombiningClass& e, char32_t v) { return e.code < v; });
-  return (it != std::end(kCombiningClasses) && it->code == c) ? it->ccc : 0;
+  const CombiningClass* e = find_entry(kCombiningClasses, c);
+  return e ? e->ccc : 0;
 }
 
 }  // namespace
@@ -156,13 +172,7 @@ std::u32string nfd(std::u32string_view text) {
       if (index % kTrailCount != 0) out.push_back(kTrailBase + index % kTrailCount);
       continue;
     }
-    auto it = std::lower_bound(std::begin(kDecompositions), std::end(kDecompositions), c,
-                               [](const Decomposition& e, char32_t v) { return e.code < v; });
-    if (it != std::end(kDecompositions) && it->code == c) {
-      out.append(it->parts, it->parts + it->length);
-    } else {
-      out.push_back(c);
-    }
+    append_mapped(kDecompositions, c, out);
   }
   // Canonical ordering: a stable sort of each run of non-starters by combining class.
   size_t i = 0;
@@ -185,13 +195,7 @@ void append_lowercase(char32_t c, std::u32string& out) {
     out.push_back((c >= 'A' && c <= 'Z') ? c + 32 : c);
     return;
   }
-  auto it = std::lower_bound(std::begin(kLowercase), std::end(kLowercase), c,
-                             [](const LowercaseMapping& e, char32_t v) { return e.code < v; });
-  if (it != std::end(kLowercase) && it->code == c) {
-    out.append(it->parts, it->parts + it->length);
-  } else {
-    out.push_back(c);
-  }
+  append_mapped(kLowercase, c, out);
 }
 
 }  // namespace dgpipe::data::unicode
