@@ -122,6 +122,17 @@ class BasicBlock : public Module {
   std::shared_ptr<Sequential> downsample_;
 };
 
+// The last block: average pooling to pool x pool, flattened, into `head`, registered under `head_name` so
+// that the parameter names stay torchvision's (classifier.*, fc.*). `type` names the block.
+std::shared_ptr<Block> pooled_head(const std::string& type, const std::string& head_name,
+                                   std::shared_ptr<Module> head, int64_t pool) {
+  return std::make_shared<Block>(
+      type, std::vector<std::pair<std::string, std::shared_ptr<Module>>>{{head_name, head}},
+      [head, pool](const Tensor& x, const BlockContext& ctx) {
+        return head->forward(E::adaptive_avg_pool2d(x, pool, pool).flatten(1), ctx);
+      });
+}
+
 }  // namespace
 
 int64_t make_divisible(double v, int64_t divisor) {
@@ -158,13 +169,7 @@ ModelPtr make_mobilenetv2(const MobileNetV2Config& cfg) {
     std::string name = "features." + std::to_string(i);
     model->add_block(name, (*features)[i], name);
   }
-  model->add_block(
-      "head", std::make_shared<Block>(
-                  "PoolClassifier",
-                  std::vector<std::pair<std::string, std::shared_ptr<Module>>>{{"classifier", classifier}},
-                  [classifier](const Tensor& x, const BlockContext& ctx) {
-                    return classifier->forward(E::adaptive_avg_pool2d(x, 1, 1).flatten(1), ctx);
-                  }));
+  model->add_block("head", pooled_head("PoolClassifier", "classifier", classifier, 1));
   torchvision_init(*model, true, &gen);
   return model;
 }
@@ -199,12 +204,7 @@ ModelPtr make_resnet18(const ResNet18Config& cfg) {
     }
   }
   auto fc = std::make_shared<Linear>(in, cfg.num_classes, true, &gen);
-  model->add_block("head",
-                   std::make_shared<Block>(
-                       "PoolFc", std::vector<std::pair<std::string, std::shared_ptr<Module>>>{{"fc", fc}},
-                       [fc](const Tensor& x, const BlockContext& ctx) {
-                         return fc->forward(E::adaptive_avg_pool2d(x, 1, 1).flatten(1), ctx);
-                       }));
+  model->add_block("head", pooled_head("PoolFc", "fc", fc, 1));
   torchvision_init(*model, false, &gen);
   return model;
 }
@@ -260,13 +260,7 @@ ModelPtr make_vgg11_bn(const VGG11Config& cfg) {
     classifier->push_back(layers::ReLU());
     classifier->push_back(std::make_shared<layers::Dropout>(cfg.dropout));
     classifier->push_back(std::make_shared<Linear>(cfg.hidden, cfg.num_classes, true, &gen));
-    model->add_block(
-        "head", std::make_shared<Block>(
-                    "PoolClassifier",
-                    std::vector<std::pair<std::string, std::shared_ptr<Module>>>{{"classifier", classifier}},
-                    [classifier](const Tensor& x, const BlockContext& ctx) {
-                      return classifier->forward(E::adaptive_avg_pool2d(x, 7, 7).flatten(1), ctx);
-                    }));
+    model->add_block("head", pooled_head("PoolClassifier", "classifier", classifier, 7));
   }
   torchvision_init(*model, true, &gen);
   return model;
