@@ -87,25 +87,28 @@ TEST(Pool, MaxPropagatesNaN) {
   EXPECT_TRUE(std::isnan(max_pool2d(x, 2, 2).item()));
 }
 
+namespace {
+// Gradchecks `pool` on x at three windows (kernel, stride, padding): overlapping with padding, tiling,
+// stride 1.
+void expect_pool_gradients(Tensor (*pool)(const Tensor&, int64_t, int64_t, int64_t), const Tensor& x) {
+  const int64_t windows[][3] = {{3, 2, 1}, {2, 2, 0}, {3, 1, 1}};
+  for (const auto& w : windows) {
+    const int64_t k = w[0], s = w[1], p = w[2];
+    SCOPED_TRACE("kernel " + std::to_string(k) + " stride " + std::to_string(s) + " padding " +
+                 std::to_string(p));
+    EXPECT_GRADCHECK([&](const std::vector<Tensor>& in) { return pool(in[0], k, s, p); },
+                     std::vector<Tensor>({x}));
+  }
+}
+}  // namespace
+
 TEST(Pool, GradMax) {
   // Random values are distinct, so every argmax is unique and the function is smooth around the point.
-  Tensor x = random_leaf({2, 2, 7, 6}, -1, 1, 31);
-  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return max_pool2d(in[0], 3, 2, 1); },
-                   std::vector<Tensor>({x}));
-  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return max_pool2d(in[0], 2, 2, 0); },
-                   std::vector<Tensor>({x}));
-  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return max_pool2d(in[0], 3, 1, 1); },
-                   std::vector<Tensor>({x}));
+  expect_pool_gradients(max_pool2d, random_leaf({2, 2, 7, 6}, -1, 1, 31));
 }
 
 TEST(Pool, GradAvg) {
-  Tensor x = random_leaf({2, 2, 7, 6}, -1, 1, 32);
-  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return avg_pool2d(in[0], 3, 2, 1); },
-                   std::vector<Tensor>({x}));
-  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return avg_pool2d(in[0], 2, 2, 0); },
-                   std::vector<Tensor>({x}));
-  EXPECT_GRADCHECK([](const std::vector<Tensor>& in) { return avg_pool2d(in[0], 3, 1, 1); },
-                   std::vector<Tensor>({x}));
+  expect_pool_gradients(avg_pool2d, random_leaf({2, 2, 7, 6}, -1, 1, 32));
 }
 
 TEST(Pool, GradAdaptive) {
