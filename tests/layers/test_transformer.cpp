@@ -11,6 +11,18 @@ using namespace dgpipe;
 using namespace dgpipe::layers;
 using engine::Tensor;
 
+namespace {
+// The small two-head layer these tests build: width `hidden`, feed-forward width `intermediate`, the default
+// dropout.
+TransformerLayerConfig two_head_config(int64_t hidden, int64_t intermediate) {
+  TransformerLayerConfig c;
+  c.hidden = hidden;
+  c.heads = 2;
+  c.intermediate = intermediate;
+  return c;
+}
+}  // namespace
+
 TEST(Transformer, AdditiveMaskIsHuggingFaces) {
   Tensor mask = engine::from_vector(std::vector<int64_t>{1, 1, 0}, {1, 3});
   Tensor m = additive_attention_mask(mask);
@@ -22,11 +34,7 @@ TEST(Transformer, AdditiveMaskIsHuggingFaces) {
 }
 
 TEST(Transformer, NamesAreHuggingFaces) {
-  TransformerLayerConfig c;
-  c.hidden = 8;
-  c.heads = 2;
-  c.intermediate = 16;
-  auto layer = std::make_shared<TransformerEncoderLayer>(c);
+  auto layer = std::make_shared<TransformerEncoderLayer>(two_head_config(8, 16));
   std::vector<std::string> names;
   for (auto& [n, t] : layer->named_parameters()) names.push_back(n);
   EXPECT_EQ(
@@ -75,10 +83,7 @@ TEST(Transformer, AttentionMatchesDirectComputationAndMasks) {
 }
 
 TEST(Transformer, EncoderLayerGradcheck) {
-  TransformerLayerConfig c;
-  c.hidden = 4;
-  c.heads = 2;
-  c.intermediate = 6;
+  TransformerLayerConfig c = two_head_config(4, 6);
   c.hidden_dropout = c.attention_dropout = 0.0;
   auto layer = std::make_shared<TransformerEncoderLayer>(c);
   layer->to(engine::DType::f64);
@@ -92,10 +97,7 @@ TEST(Transformer, EncoderLayerGradcheck) {
 }
 
 TEST(Transformer, DropoutOnlyInTraining) {
-  TransformerLayerConfig c;
-  c.hidden = 8;
-  c.heads = 2;
-  c.intermediate = 16;
+  TransformerLayerConfig c = two_head_config(8, 16);
   c.hidden_dropout = 0.5;
   auto layer = std::make_shared<TransformerEncoderLayer>(c);
   Tensor x = engine::randn({2, 3, 8});
@@ -124,10 +126,7 @@ struct MaskedLayer {
     ctx.additive_mask = additive_attention_mask(ctx.attention_mask);
   }
   static TransformerLayerConfig config(int64_t hidden, int64_t intermediate) {
-    TransformerLayerConfig c;
-    c.hidden = hidden;
-    c.heads = 2;
-    c.intermediate = intermediate;
+    TransformerLayerConfig c = two_head_config(hidden, intermediate);
     c.hidden_dropout = c.attention_dropout = 0.0;
     return c;
   }
