@@ -278,15 +278,20 @@ std::vector<std::string> preset_names() {
 
 namespace {
 
+// `base` with the keys of `changes` set: a preset that is another one with a few values changed.
+nlohmann::json with_changes(nlohmann::json base, const nlohmann::json& changes) {
+  base.update(changes);
+  return base;
+}
+
 // The standard CIFAR recipe: SGD with Nesterov momentum 0.9, lr 0.1 with cosine decay, weight decay 5e-4.
 nlohmann::json with_cifar_sgd(nlohmann::json j) {
-  j.update({{"optimizer", "sgd"},
-            {"lr", 0.1},
-            {"momentum", 0.9},
-            {"nesterov", true},
-            {"weight_decay", 5e-4},
-            {"lr_schedule", "cosine"}});
-  return j;
+  return with_changes(std::move(j), {{"optimizer", "sgd"},
+                                     {"lr", 0.1},
+                                     {"momentum", 0.9},
+                                     {"nesterov", true},
+                                     {"weight_decay", 5e-4},
+                                     {"lr_schedule", "cosine"}});
 }
 
 // The make-run job: a real client-server pipeline on CIFAR-10 that finishes in about ten minutes on 2 CPU
@@ -351,28 +356,24 @@ nlohmann::json glue_roberta_preset(const std::string& task, int64_t epochs) {
 // everything. Meant for a pretrained backbone (--init-from); from scratch, phase 1 fits the random backbone's
 // activations.
 nlohmann::json cifar10_mobilenetv2_bottleneck_preset() {
-  nlohmann::json j = cifar10_mobilenetv2_preset();
-  j.update({{"balance", "1,18,1"},
-            {"bottleneck", "conv:8/2;conv:320"},
-            {"bottleneck_epochs", 10},
-            {"bottleneck_lr", 0.02},
-            {"epochs", 40},
-            {"lr", 0.01},
-            {"log_dir", "runs/cifar10-mobilenetv2-bottleneck"}});
-  return j;
+  return with_changes(cifar10_mobilenetv2_preset(), {{"balance", "1,18,1"},
+                                                     {"bottleneck", "conv:8/2;conv:320"},
+                                                     {"bottleneck_epochs", 10},
+                                                     {"bottleneck_lr", 0.02},
+                                                     {"epochs", 40},
+                                                     {"lr", 0.01},
+                                                     {"log_dir", "runs/cifar10-mobilenetv2-bottleneck"}});
 }
 
 // The NLP counterpart ("Linear insertion"): linear:200 at both client-server boundaries of RoBERTa-base
 // (Condition 4's cut, blocks 2,11,1), pre-trained as autoencoders for 5 epochs with AdamW at 1e-3, then
 // fine-tuned as the rte-roberta preset.
 nlohmann::json rte_roberta_bottleneck_preset() {
-  nlohmann::json j = glue_roberta_preset("rte", 20);
-  j.update({{"balance", "2,11,1"},
-            {"bottleneck", "linear:200"},
-            {"bottleneck_epochs", 5},
-            {"bottleneck_lr", 1e-3},
-            {"log_dir", "runs/rte-roberta-bottleneck"}});
-  return j;
+  return with_changes(glue_roberta_preset("rte", 20), {{"balance", "2,11,1"},
+                                                       {"bottleneck", "linear:200"},
+                                                       {"bottleneck_epochs", 5},
+                                                       {"bottleneck_lr", 1e-3},
+                                                       {"log_dir", "runs/rte-roberta-bottleneck"}});
 }
 
 }  // namespace
@@ -380,20 +381,14 @@ nlohmann::json rte_roberta_bottleneck_preset() {
 nlohmann::json preset(const std::string& name) {
   if (name == "demo") return demo_preset();
   if (name == "cifar10-mobilenetv2") return cifar10_mobilenetv2_preset();
-  if (name == "cifar10-mobilenetv2-sq8") {
-    nlohmann::json j = cifar10_mobilenetv2_preset();
-    j["compress"] = "sortquant:6+2";
-    j["log_dir"] = "runs/cifar10-mobilenetv2-sq8";
-    return j;
-  }
+  if (name == "cifar10-mobilenetv2-sq8")
+    return with_changes(cifar10_mobilenetv2_preset(),
+                        {{"compress", "sortquant:6+2"}, {"log_dir", "runs/cifar10-mobilenetv2-sq8"}});
   if (name == "cifar10-mobilenetv2-bottleneck") return cifar10_mobilenetv2_bottleneck_preset();
   if (name == "rte-roberta-bottleneck") return rte_roberta_bottleneck_preset();
-  if (name == "cifar10-resnet18") {
-    nlohmann::json j = cifar10_mobilenetv2_preset();
-    j["model"] = "resnet18";
-    j["log_dir"] = "runs/cifar10-resnet18";
-    return j;
-  }
+  if (name == "cifar10-resnet18")
+    return with_changes(cifar10_mobilenetv2_preset(),
+                        {{"model", "resnet18"}, {"log_dir", "runs/cifar10-resnet18"}});
   if (name == "rte-roberta") return glue_roberta_preset("rte", 20);
   if (name == "cola-roberta") return glue_roberta_preset("cola", 20);
   if (name == "sst2-roberta") return glue_roberta_preset("sst2", 3);
