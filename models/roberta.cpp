@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <type_traits>
 
 #include "layers/init.h"
 
@@ -49,25 +50,23 @@ EncoderConfig EncoderConfig::from_hf_config(const std::string& path, int64_t num
   DGP_CHECK(type == "roberta" || type == "bert" || type == "xlm-roberta",
             "from_hf_config: " << path << ": model_type '" << type << "' is not roberta or bert");
   EncoderConfig c = type == "bert" ? minilm_l6(num_classes) : roberta_base(num_classes);
-  auto get_int = [&](const char* key, int64_t& field) {
-    if (j.contains(key) && !j[key].is_null()) field = j[key].get<int64_t>();
+  // A key the file leaves out (or sets to null) keeps the default of the model type.
+  auto get = [&](const char* key, auto& field) {
+    if (j.contains(key) && !j[key].is_null()) field = j[key].get<std::decay_t<decltype(field)>>();
   };
-  auto get_double = [&](const char* key, double& field) {
-    if (j.contains(key) && !j[key].is_null()) field = j[key].get<double>();
-  };
-  get_int("vocab_size", c.vocab_size);
-  get_int("hidden_size", c.hidden);
-  get_int("num_hidden_layers", c.layers);
-  get_int("num_attention_heads", c.heads);
-  get_int("intermediate_size", c.intermediate);
-  get_int("max_position_embeddings", c.max_positions);
-  get_int("type_vocab_size", c.type_vocab_size);
-  get_int("pad_token_id", c.pad_token_id);
-  get_double("hidden_dropout_prob", c.hidden_dropout);
-  get_double("attention_probs_dropout_prob", c.attention_dropout);
-  get_double("classifier_dropout", c.classifier_dropout);
-  get_double("layer_norm_eps", c.layer_norm_eps);
-  get_double("initializer_range", c.initializer_range);
+  get("vocab_size", c.vocab_size);
+  get("hidden_size", c.hidden);
+  get("num_hidden_layers", c.layers);
+  get("num_attention_heads", c.heads);
+  get("intermediate_size", c.intermediate);
+  get("max_position_embeddings", c.max_positions);
+  get("type_vocab_size", c.type_vocab_size);
+  get("pad_token_id", c.pad_token_id);
+  get("hidden_dropout_prob", c.hidden_dropout);
+  get("attention_probs_dropout_prob", c.attention_dropout);
+  get("classifier_dropout", c.classifier_dropout);
+  get("layer_norm_eps", c.layer_norm_eps);
+  get("initializer_range", c.initializer_range);
   std::string act = j.value("hidden_act", "gelu");
   DGP_CHECK(act == "gelu",
             "from_hf_config: " << path << ": hidden_act '" << act << "' unsupported (only exact gelu)");
