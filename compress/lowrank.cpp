@@ -215,7 +215,8 @@ class LowRankCodec : public Codec {
     }
     p.check_status();
     Tensor hb = p.host_body();
-    Tensor out = engine::zeros(p.header.shape, engine::DType::f32);
+    // Not zeroed first: with beta = 0 a GEMM writes C without reading it (the BLAS contract).
+    Tensor out = engine::empty(p.header.shape, engine::DType::f32);
     if (out.numel() > 0) {
       MatrixView mv = matrix_view(p.header.shape);
       const int64_t r = p.header.params[2];
