@@ -1,13 +1,21 @@
 #!/usr/bin/env python3
-"""Side-by-side baseline for bench/bench_codecs.cpp: the ORIGINAL (Epipe) codecs re-implemented in PyTorch from
-docs/original.md#codecs (not copied code), timed on the same device and sizes. Prints, per codec and
-shape, encode and decode milliseconds and the input-f32 GB/s, in the same units as bench_codecs ("GB" counter).
+"""Side-by-side benchmark of the boundary codecs: the ORIGINAL (Epipe) codecs re-implemented in PyTorch from
+docs/original.md#codecs (not copied code), and dgpipe's own (`dgpipe codec --format json`, same shape, a
+standard normal tensor), timed on the same device and sizes in interleaved rounds (best of all rounds, so that
+a load spike on a shared machine hits both sides alike). Prints, per codec and shape, encode and decode
+milliseconds of both, the speed ratio original/dgpipe (> 1: dgpipe is faster), dgpipe's input-f32 GB/s (the
+"GB" counter of bench/bench_codecs.cpp) and the memcpy bandwidth of a buffer of the same size (bytes copied per
+second, one thread: what a codec that only touched its input once would approach).
 
-  python3 bench/codecs_vs_pytorch.py --device cuda        # on the GPU machine, next to build/bench/bench_codecs
-  python3 bench/codecs_vs_pytorch.py --device cpu --shapes 64,32,32,32
-Timing: CUDA events around each call after warm-up (min of --repeat runs); CPU wall clock.
+  python3 bench/codecs_vs_pytorch.py --device cpu                 # dgpipe from build/bin/dgpipe
+  python3 bench/codecs_vs_pytorch.py --device cpu --shapes 64,32,32,32 --rounds 5
+  python3 bench/codecs_vs_pytorch.py --device cuda                # originals only (unless --dgpipe is given)
+Timing: CUDA events around each call after warm-up (min of --repeat runs per round); CPU wall clock.
 """
 import argparse
+import json
+import os
+import subprocess
 import time
 
 import torch
@@ -130,40 +138,107 @@ def timed(fn, device, repeat):
     return best, out
 
 
+def memcpy_gbps(numel, device, repeat):
+    """Bytes copied per second by one thread for a buffer of numel f32 (numpy's copyto is a memcpy)."""
+    if device.type == "cuda":
+        a = torch.empty(numel, device=device)
+        b = torch.empty_like(a)
+        t, _ = timed(lambda: b.copy_(a), device, repeat)
+        return numel * 4 * 1e-9 / t * 1e3
+    import numpy as np
+
+    a = np.ones(numel, dtype=np.float32)
+    b = np.empty_like(a)
+    best = float("inf")
+    for _ in range(repeat + 1):
+        t0 = time.perf_counter()
+        np.copyto(b, a)
+        best = min(best, time.perf_counter() - t0)
+    return numel * 4 * 1e-9 / best
+
+
+def dgpipe_times(binary, device, text, specs, repeat):
+    """{spec: (encode ms, decode ms)} from one `dgpipe codec` run (min of `repeat` runs per codec)."""
+    cmd = [binary, "codec", "--synthetic", "normal", "--seed", "7", "--shape", text, "--device", device.type,
+           "--repeat", str(repeat), "--format", "json", "--codecs", ",".join(specs)]
+    rows = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    return {r["spec"]: (r["encode_ms"], r["decode_ms"]) for r in rows}
+
+
+def original_cases(x, shape, device):
+    cases = []
+    for q in (4, 8, 12):
+        cases.append((f"uniform:{q}", lambda q=q: uniform_encode(x, q), lambda e, q=q: uniform_decode(*e, q)))
+    for q, s in ((3, 1), (6, 2), (9, 3), (12, 4)):
+        cases.append((f"sortquant:{q}+{s}", lambda q=q, s=s: sort_encode(x, q, s),
+                      lambda e, q=q, s=s: sort_decode(*e, q, s)))
+    if len(shape) > 1:
+        for q, s in ((6, 2), (9, 3)):
+            cases.append((f"fastquant:{q}+{s}", lambda q=q, s=s: fast_encode(x, q, s),
+                          lambda e, q=q, s=s: mask_decode(*e, q, s)))
+        pw = Power(4)
+        cases.append(("power:4", lambda: pw.encode(x), lambda e: Power.decode(*e, x.shape)))
+        cases.append(("svd:4", lambda: torch.svd_lowrank(x.reshape(shape[0], shape[1], -1), q=4, niter=2),
+                      lambda e: (e[0] * e[1].unsqueeze(1)) @ e[2].transpose(1, 2)))
+    cases.append(("topk:0.1", lambda: topk_encode(x, 0.1),
+                  lambda e: torch.zeros(x.numel(), device=device).scatter_(0, e[1], e[0])))
+    cases.append(("fp16", lambda: x.half(), lambda e: e.float()))
+    return cases
+
+
+def ratio(orig, ours):
+    return f"{orig / ours:.2f}x" if ours > 0 else "-"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--shapes", nargs="*", default=["64,32,32,32", "64,1280,4,4", "32,128,768", "16777216"])
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=5, help="timed calls per round (the minimum counts)")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of original and dgpipe")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ap.add_argument("--dgpipe", default=None,
+                    help="dgpipe binary to compare (default on --device cpu: build/bin/dgpipe of this checkout)")
     args = ap.parse_args()
     device = torch.device(args.device)
-    print(f"{'codec':<16}{'shape':<18}{'enc ms':>10}{'dec ms':>10}{'enc GB/s':>10}{'dec GB/s':>10}")
+    binary = args.dgpipe
+    if binary is None and device.type == "cpu":
+        binary = os.path.join(root, "build", "bin", "dgpipe")
+    if binary and not os.path.exists(binary):
+        print(f"# {binary} not found: the original codecs only")
+        binary = None
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; dgpipe: {binary or '-'}; "
+          f"best of {args.rounds} rounds x {args.repeat} calls; x = original ms / dgpipe ms (> 1: dgpipe faster); "
+          f"GB/s: input f32 bytes per second of {'dgpipe' if binary else 'the original'}; memcpy: GB/s copied")
+    print(f"{'codec':<16}{'shape':<14}{'enc ms':>9}{'orig':>9}{'enc x':>8}{'dec ms':>9}{'orig':>9}{'dec x':>8}"
+          f"{'enc GB/s':>10}{'dec GB/s':>10}{'memcpy':>9}")
     for text in args.shapes:
         shape = [int(v) for v in text.split(",")]
         g = torch.Generator(device=device).manual_seed(7)
         x = torch.randn(*shape, device=device, generator=g)
         gb = x.numel() * 4 * 1e-9
-        cases = []
-        for q in (4, 8, 12):
-            cases.append((f"uniform:{q}", lambda q=q: uniform_encode(x, q), lambda e, q=q: uniform_decode(*e, q)))
-        for q, s in ((3, 1), (6, 2), (9, 3), (12, 4)):
-            cases.append((f"sortquant:{q}+{s}", lambda q=q, s=s: sort_encode(x, q, s),
-                          lambda e, q=q, s=s: sort_decode(*e, q, s)))
-        if len(shape) > 1:
-            for q, s in ((6, 2), (9, 3)):
-                cases.append((f"fastquant:{q}+{s}", lambda q=q, s=s: fast_encode(x, q, s),
-                              lambda e, q=q, s=s: mask_decode(*e, q, s)))
-            pw = Power(4)
-            cases.append(("power:4", lambda: pw.encode(x), lambda e: Power.decode(*e, x.shape)))
-            cases.append(("svd:4", lambda: torch.svd_lowrank(x.reshape(shape[0], shape[1], -1), q=4, niter=2),
-                          lambda e: (e[0] * e[1].unsqueeze(1)) @ e[2].transpose(1, 2)))
-        cases.append(("topk:0.1", lambda: topk_encode(x, 0.1),
-                      lambda e: torch.zeros(x.numel(), device=device).scatter_(0, e[1], e[0])))
-        cases.append(("fp16", lambda: x.half(), lambda e: e.float()))
-        for name, enc, dec in cases:
-            te, e = timed(enc, device, args.repeat)
-            td, _ = timed(lambda: dec(e), device, args.repeat)
-            print(f"{name:<16}{text:<18}{te:>10.3f}{td:>10.3f}{gb / te * 1e3:>10.2f}{gb / td * 1e3:>10.2f}")
+        cases = original_cases(x, shape, device)
+        names = [c[0] for c in cases]
+        orig = {n: [float("inf"), float("inf")] for n in names}
+        ours = {n: [float("inf"), float("inf")] for n in names}
+        copy = 0.0
+        for _ in range(args.rounds):
+            for name, enc, dec in cases:
+                te, e = timed(enc, device, args.repeat)
+                td, _ = timed(lambda: dec(e), device, args.repeat)
+                orig[name] = [min(orig[name][0], te), min(orig[name][1], td)]
+            if binary:
+                for name, (te, td) in dgpipe_times(binary, device, text, names, args.repeat).items():
+                    ours[name] = [min(ours[name][0], te), min(ours[name][1], td)]
+            copy = max(copy, memcpy_gbps(x.numel(), device, args.repeat))
+        for name in names:
+            (oe, od), (de, dd) = orig[name], ours[name]
+            if binary:
+                print(f"{name:<16}{text:<14}{de:>9.3f}{oe:>9.3f}{ratio(oe, de):>8}{dd:>9.3f}{od:>9.3f}"
+                      f"{ratio(od, dd):>8}{gb / de * 1e3:>10.2f}{gb / dd * 1e3:>10.2f}{copy:>9.2f}")
+            else:
+                print(f"{name:<16}{text:<14}{'-':>9}{oe:>9.3f}{'-':>8}{'-':>9}{od:>9.3f}{'-':>8}"
+                      f"{gb / oe * 1e3:>10.2f}{gb / od * 1e3:>10.2f}{copy:>9.2f}")
 
 
 if __name__ == "__main__":

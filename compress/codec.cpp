@@ -334,6 +334,7 @@ void Codec::check_input(const Tensor& x) const {
   if (!x.device().is_cpu()) return;  // CUDA encodes record non-finite inputs in the packet status word
   const detail::HostValues v(x);
   const int64_t n = v.size();
+  if (v.all_finite()) return;
   for (int64_t i = 0; i < n; ++i) {
     if (!std::isfinite(v[i])) {
       int64_t bad = 0;
@@ -540,6 +541,32 @@ HostValues::HostValues(const Tensor& x) {
   data_ = host_.raw_data();
   dtype_ = host_.dtype();
   n_ = host_.numel();
+}
+
+const float* HostValues::floats() const {
+  if (dtype_ == engine::DType::f32) return static_cast<const float*>(data_);
+  if (converted_.size() != static_cast<size_t>(n_)) {
+    converted_.resize(static_cast<size_t>(n_));
+    for (int64_t i = 0; i < n_; ++i) converted_[i] = (*this)[i];
+  }
+  return converted_.data();
+}
+
+bool HostValues::all_finite() const {
+  if (dtype_ != engine::DType::f32) {
+    for (int64_t i = 0; i < n_; ++i)
+      if (!std::isfinite((*this)[i])) return false;
+    return true;
+  }
+  // On the bits, without a branch per element (the loop vectorises): exponent all ones = NaN or Inf.
+  const char* bytes = static_cast<const char*>(data_);
+  uint32_t bad = 0;
+  for (int64_t i = 0; i < n_; ++i) {
+    uint32_t u;
+    std::memcpy(&u, bytes + 4 * i, 4);
+    bad |= static_cast<uint32_t>((u & 0x7f800000u) == 0x7f800000u);
+  }
+  return bad == 0;
 }
 
 }  // namespace detail

@@ -1,6 +1,7 @@
 // Internal: factories of the concrete codecs (one source file each) and helpers they share.
 #pragma once
 #include <memory>
+#include <vector>
 
 #include "compress/codec.h"
 #include "engine/host_device.h"
@@ -34,6 +35,11 @@ class HostValues {
  public:
   explicit HostValues(const engine::Tensor& x);
   int64_t size() const { return n_; }
+  // All the values as contiguous floats (operator[] of each): the tensor's own memory when it is f32, else a
+  // converted copy made once (exact for f16 and bf16).
+  const float* floats() const;
+  // Whether every value is finite (no NaN or Inf).
+  bool all_finite() const;
   float operator[](int64_t i) const {
     switch (dtype_) {
       case engine::DType::f32:
@@ -52,6 +58,7 @@ class HostValues {
   const void* data_ = nullptr;
   engine::DType dtype_ = engine::DType::f32;
   int64_t n_ = 0;
+  mutable std::vector<float> converted_;  // floats() of a tensor that is not f32
 };
 
 // Composed codecs carry whole packets of their inner codecs inside their body (without the inner headers,
@@ -99,9 +106,35 @@ DGP_HD int64_t element_group(int64_t i, int64_t groups, int64_t inner) {
   return (i / inner) % groups;
 }
 
-// CPU reference pieces shared by uniform / sortquant / fastquant.
-// Packs codes[0..n) of `bits` bits densely into out (ceil(n*bits/8) bytes).
+// CPU reference pieces shared by uniform / sortquant / fastquant (group_quant.cpp).
+// Packs codes[0..n) of `bits` bits densely into out (ceil(n*bits/8) bytes; the bytes of a last partial block
+// must start zeroed).
 void pack_codes(const uint32_t* codes, int64_t n, int bits, uint8_t* out);
+// The same for codes[0..m) placed at code position `first` (a multiple of 8) of the stream at payload.
+void pack_codes_at(const uint32_t* codes, int64_t first, int64_t m, int bits, uint8_t* payload);
+// Reads codes [first, first + m) (first a multiple of 8) of a stream of nbytes bytes into codes[0..m).
+void unpack_codes(const uint8_t* payload, uint64_t nbytes, int64_t first, int64_t m, int bits,
+                  uint32_t* codes);
+// Smallest and largest of x[0..n) (0 and 0 when n == 0); the input is finite.
+void min_max(const float* x, int64_t n, float* lo, float* hi);
+// codes[i] = uniform_code(x[i], lo, step, q_bits) for i < m.
+void uniform_codes(const float* x, int64_t m, float lo, float step, int q_bits, uint32_t* codes);
+// codes[i] = (g << q_bits) | group_value_code(x[i], lo[g], step[g], q_bits) with g = group[i] (< groups <=
+// 256), for i < m.
+void group_codes(const float* x, const uint8_t* group, int64_t m, const float* lo, const float* step,
+                 int groups, int q_bits, uint32_t* codes);
+// Encodes n values in chunks without a full-size code array: code_chunk(first, m, codes) fills codes[0..m)
+// for elements [first, first + m), which are then packed at `payload`.
+template <class CodeChunk>
+void encode_in_chunks(int64_t n, int bits, uint8_t* payload, CodeChunk code_chunk) {
+  constexpr int64_t kChunk = 1024;  // a multiple of 8: chunks start on whole packing blocks
+  uint32_t codes[kChunk];
+  for (int64_t first = 0; first < n; first += kChunk) {
+    const int64_t m = n - first < kChunk ? n - first : kChunk;
+    code_chunk(first, m, codes);
+    pack_codes_at(codes, first, m, bits, payload);
+  }
+}
 // Writes prelude + K x (lo, step) into the head of a host body.
 void write_group_stats(uint8_t* body, const float* lo, const float* step, int groups);
 // Decodes a group-quantizer body: out[i] = lo[g] + q * step[g], g = code >> Q, q = code & (2^Q - 1).

@@ -11,6 +11,7 @@
 // group min/max (fused with the non-finite check), and quantize+pack. Equal population holds only up to
 // sampling error (standard deviation ~ sqrt(p(1-p)/n_s) of N per boundary, i.e. ~0.5% of N for n_s = 8192).
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 #include "compress/codec_impl.h"
@@ -28,6 +29,21 @@ int64_t fastquant_sample_size(int64_t n) {
 namespace {
 
 using engine::Tensor;
+
+// Group of every x: #{g : t_g < x} over the sorted boundaries t (a count, branch-free, for few groups).
+void assign_groups(const float* x, int64_t m, const std::vector<float>& bounds, uint8_t* group) {
+  const int nb = static_cast<int>(bounds.size());
+  if (nb > 15) {
+    for (int64_t i = 0; i < m; ++i)
+      group[i] = static_cast<uint8_t>(std::lower_bound(bounds.begin(), bounds.end(), x[i]) - bounds.begin());
+    return;
+  }
+  for (int64_t i = 0; i < m; ++i) {
+    int g = 0;
+    for (int j = 0; j < nb; ++j) g += bounds[j] < x[i] ? 1 : 0;
+    group[i] = static_cast<uint8_t>(g);
+  }
+}
 
 class FastQuantCodec final : public Codec {
  public:
@@ -49,42 +65,46 @@ class FastQuantCodec final : public Codec {
       return p;
     }
     const HostValues v(x);
+    const float* xv = v.floats();
     const int64_t n = v.size();
     const int groups = 1 << s_bits_;
     const int64_t ns = fastquant_sample_size(n);
     std::vector<float> sample(static_cast<size_t>(ns));
-    for (int64_t j = 0; j < ns; ++j) sample[j] = v[fastquant_sample_index(j, n, ns)];
+    for (int64_t j = 0; j < ns; ++j) sample[j] = xv[fastquant_sample_index(j, n, ns)];
     std::sort(sample.begin(), sample.end());
     std::vector<float> bounds(groups > 1 ? groups - 1 : 0);
     for (int g = 1; g < groups && ns > 0; ++g) bounds[g - 1] = sample[fastquant_boundary_rank(g, groups, ns)];
 
-    std::vector<int> group(static_cast<size_t>(n));
-    std::vector<float> lo(groups, 0.0f), hi(groups, 0.0f), step(groups, 0.0f);
-    std::vector<char> seen(groups, 0);
-    for (int64_t i = 0; i < n; ++i) {
-      // #{g : t_g < x}: lower_bound gives the first boundary >= x.
-      const int g = static_cast<int>(std::lower_bound(bounds.begin(), bounds.end(), v[i]) - bounds.begin());
-      group[i] = g;
-      if (!seen[g]) {
-        lo[g] = hi[g] = v[i];
-        seen[g] = 1;
-      } else {
-        lo[g] = v[i] < lo[g] ? v[i] : lo[g];
-        hi[g] = v[i] > hi[g] ? v[i] : hi[g];
+    // Group statistics: min and max of the members (+inf / -inf for a group without any, then 0 and 0).
+    std::vector<float> lo(groups, std::numeric_limits<float>::infinity()), step(groups, 0.0f);
+    std::vector<float> hi(groups, -std::numeric_limits<float>::infinity());
+    constexpr int64_t kChunk = 1024;
+    uint8_t group[kChunk];
+    for (int64_t first = 0; first < n; first += kChunk) {
+      const int64_t m = std::min(kChunk, n - first);
+      assign_groups(xv + first, m, bounds, group);
+      for (int64_t i = 0; i < m; ++i) {
+        const float xi = xv[first + i];
+        const int g = group[i];
+        lo[g] = xi < lo[g] ? xi : lo[g];
+        hi[g] = xi > hi[g] ? xi : hi[g];
       }
     }
-    for (int g = 0; g < groups; ++g)
-      step[g] = seen[g] ? quant_step(lo[g], hi[g], (1u << q_bits_) - 1u) : 0.0f;
+    for (int g = 0; g < groups; ++g) {
+      if (lo[g] > hi[g])
+        lo[g] = hi[g] = 0.0f;
+      else
+        step[g] = quant_step(lo[g], hi[g], (1u << q_bits_) - 1u);
+    }
 
     p.body = make_body(p.header.body_bytes, engine::Device::cpu());
     uint8_t* body = p.body.data<uint8_t>();
     write_group_stats(body, lo.data(), step.data(), groups);
-    std::vector<uint32_t> codes(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) {
-      const int g = group[i];
-      codes[i] = (static_cast<uint32_t>(g) << q_bits_) | group_value_code(v[i], lo[g], step[g], q_bits_);
-    }
-    pack_codes(codes.data(), n, q_bits_ + s_bits_, body + group_payload_offset(groups));
+    encode_in_chunks(n, q_bits_ + s_bits_, body + group_payload_offset(groups),
+                     [&](int64_t first, int64_t m, uint32_t* codes) {
+                       assign_groups(xv + first, m, bounds, group);
+                       group_codes(xv + first, group, m, lo.data(), step.data(), groups, q_bits_, codes);
+                     });
     return p;
   }
 

@@ -51,36 +51,57 @@ using engine::Tensor;
 // for stability). A column that collapses (rank deficiency) is replaced by a fresh Philox direction and
 // re-orthogonalised, or zeroed if even that fails (then L R^T simply loses that direction).
 void orthonormalize(float* a, int64_t rows, int64_t cols, uint64_t seed) {
-  std::vector<double> col(rows);
+  // The columns as doubles, one after the other (the f32 values, so every product is the one of a[r, k]):
+  // contiguous loops instead of a stride of `cols`. A finished column is stored back rounded to f32, and
+  // the later columns see that rounded value, as they would in a.
+  std::vector<double> t(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < cols; ++k) t[k * rows + r] = a[r * cols + k];
   for (int64_t c = 0; c < cols; ++c) {
-    for (int64_t r = 0; r < rows; ++r) col[r] = a[r * cols + c];
+    double* col = t.data() + c * rows;
     double norm0 = 0;
-    for (double v : col) norm0 += v * v;
+    for (int64_t r = 0; r < rows; ++r) norm0 += col[r] * col[r];
     norm0 = std::sqrt(norm0);
     for (int attempt = 0; attempt < 2; ++attempt) {
       for (int pass = 0; pass < 2; ++pass)
         for (int64_t k = 0; k < c; ++k) {
+          const double* ak = t.data() + k * rows;
           double dot = 0;
-          for (int64_t r = 0; r < rows; ++r) dot += col[r] * a[r * cols + k];
-          for (int64_t r = 0; r < rows; ++r) col[r] -= dot * a[r * cols + k];
+          for (int64_t r = 0; r < rows; ++r) dot += col[r] * ak[r];
+          for (int64_t r = 0; r < rows; ++r) col[r] -= dot * ak[r];
         }
       double norm = 0;
-      for (double v : col) norm += v * v;
+      for (int64_t r = 0; r < rows; ++r) norm += col[r] * col[r];
       norm = std::sqrt(norm);
       if (norm > 1e-6 * norm0 && norm > 1e-30) {
-        for (int64_t r = 0; r < rows; ++r) a[r * cols + c] = static_cast<float>(col[r] / norm);
+        for (int64_t r = 0; r < rows; ++r) col[r] = static_cast<float>(col[r] / norm);
         break;
       }
       if (attempt == 1 || c >= rows) {
-        for (int64_t r = 0; r < rows; ++r) a[r * cols + c] = 0.0f;
+        for (int64_t r = 0; r < rows; ++r) col[r] = 0.0;
         break;
       }
       engine::PhiloxState st{seed + 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(c + 1), 0};
       for (int64_t r = 0; r < rows; ++r) col[r] = engine::philox_normal(st, static_cast<uint64_t>(r));
       norm0 = 0;
-      for (double v : col) norm0 += v * v;
+      for (int64_t r = 0; r < rows; ++r) norm0 += col[r] * col[r];
       norm0 = std::sqrt(norm0);
     }
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < cols; ++k) a[r * cols + k] = static_cast<float>(t[k * rows + r]);
+}
+
+// out[i] = philox_normal(st, i) for i < count, one Philox block and one Box-Muller transform per pair of
+// values (philox_normal draws elements 2j and 2j + 1 from the same ones).
+void philox_normals(engine::PhiloxState st, float* out, size_t count) {
+  for (size_t i = 0; i < count; i += 2) {
+    uint32_t w[4];
+    engine::philox4x32(st.seed, st.offset + i / 2, w);
+    float r, theta;
+    engine::box_muller(w, r, theta);
+    out[i] = r * std::cos(theta);
+    if (i + 1 < count) out[i + 1] = r * std::sin(theta);
   }
 }
 
@@ -172,12 +193,10 @@ class LowRankCodec : public Codec {
       prepare(mv, r, engine::Device::cpu());
       float* lbuf = reinterpret_cast<float*>(body.data<uint8_t>() + lowrank_l_offset());
       float* rbuf = lbuf + mv.b * mv.m * r;
-      // One matrix at a time in f32 (the GEMMs' operand), so a half input is never copied whole.
-      std::vector<float> a(static_cast<size_t>(mv.m * mv.n));
-      for (int64_t bi = 0; bi < mv.b; ++bi) {
-        for (int64_t i = 0; i < mv.m * mv.n; ++i) a[i] = v[bi * mv.m * mv.n + i];
-        factor(a.data(), mv.m, mv.n, r, bi, mv, lbuf + bi * mv.m * r, rbuf + bi * mv.n * r);
-      }
+      // The GEMMs' f32 operand: the input itself when it is f32, else one converted copy.
+      const float* a = v.floats();
+      for (int64_t bi = 0; bi < mv.b; ++bi)
+        factor(a + bi * mv.m * mv.n, mv.m, mv.n, r, bi, mv, lbuf + bi * mv.m * r, rbuf + bi * mv.n * r);
     }
     p.body = x.is_cuda() ? body.to(x.device()) : body;
     ++calls_;
@@ -196,7 +215,8 @@ class LowRankCodec : public Codec {
     }
     p.check_status();
     Tensor hb = p.host_body();
-    Tensor out = engine::zeros(p.header.shape, engine::DType::f32);
+    // Not zeroed first: with beta = 0 a GEMM writes C without reading it (the BLAS contract).
+    Tensor out = engine::empty(p.header.shape, engine::DType::f32);
     if (out.numel() > 0) {
       MatrixView mv = matrix_view(p.header.shape);
       const int64_t r = p.header.params[2];
@@ -239,9 +259,7 @@ class PowerCodec final : public LowRankCodec {
         cuda_kernels::power_init_state(state_, r);
       } else {
         state_ = engine::empty({mv.b, mv.n, r}, engine::DType::f32);
-        float* s = state_.data<float>();
-        for (int64_t i = 0; i < state_.numel(); ++i)
-          s[i] = engine::philox_normal(st, static_cast<uint64_t>(i));
+        philox_normals(st, state_.data<float>(), static_cast<size_t>(state_.numel()));
       }
       state_b_ = mv.b, state_m_ = mv.m, state_n_ = mv.n, state_r_ = r;
     } else if (state_.device() != device) {
@@ -283,7 +301,7 @@ class SvdCodec final : public LowRankCodec {
     std::vector<float> omega(static_cast<size_t>(n * l)), y(static_cast<size_t>(m * l)),
         z(static_cast<size_t>(n * l));
     engine::PhiloxState st{0x5dd0u + calls_ * 0x100000001b3ull + static_cast<uint64_t>(bi) * 7919u, 0};
-    for (size_t i = 0; i < omega.size(); ++i) omega[i] = engine::philox_normal(st, i);
+    philox_normals(st, omega.data(), omega.size());
     gemm(false, a, omega.data(), y.data(), m, n, l);  // Y = A Omega
     for (int it = 0; it < iters_; ++it) {
       orthonormalize(y.data(), m, l, st.seed + 1 + it);
@@ -295,13 +313,16 @@ class SvdCodec final : public LowRankCodec {
     // Bt = A^T Q  [n x l] (= B^T)
     gemm(true, a, y.data(), z.data(), n, m, l);
     // G = B B^T = Bt^T Bt  [l x l]
+    // Row by row of Bt: every entry is still summed over k in increasing order, but the l(l+1)/2 sums advance
+    // together instead of one long dependent chain at a time.
     std::vector<double> g(static_cast<size_t>(l * l), 0.0);
+    for (int64_t k = 0; k < n; ++k) {
+      const float* zk = z.data() + k * l;
+      for (int64_t i = 0; i < l; ++i)
+        for (int64_t j = i; j < l; ++j) g[i * l + j] += double(zk[i]) * zk[j];
+    }
     for (int64_t i = 0; i < l; ++i)
-      for (int64_t j = i; j < l; ++j) {
-        double s = 0;
-        for (int64_t k = 0; k < n; ++k) s += double(z[k * l + i]) * z[k * l + j];
-        g[i * l + j] = g[j * l + i] = s;
-      }
+      for (int64_t j = 0; j < i; ++j) g[i * l + j] = g[j * l + i];
     std::vector<double> vecs, vals;
     symmetric_eigen(g, l, vecs, vals);
     std::vector<int64_t> order(l);

@@ -12,9 +12,10 @@
 //  split
 //    by stable order: its i-th occurrence in flat index order has rank count_less(t) + i and goes to the
 //    group holding that rank. Groups are therefore exactly the tensor_split sizes, ties included.
-// CPU: multi-select with nth_element (O(N log K)), one counting pass for straddling values (only when there
-// are any), one quantize+pack pass. CUDA (sortquant.cu): radix select of the 2K ranks (4 histogram passes of
-// 8 bits), then one fused quantize+pack pass (+ one counting pass when straddling values exist).
+// CPU: a 16-bit histogram of the keys, then multi-select with nth_element over the members of the bins that
+// hold the 2K ranks only; one counting pass for straddling values (only when there are any), one
+// quantize+pack pass. CUDA (sortquant.cu): radix select of the 2K ranks (4 histogram passes of 8 bits), then
+// one fused quantize+pack pass (+ one counting pass when straddling values exist).
 #include <algorithm>
 #include <map>
 #include <vector>
@@ -39,6 +40,53 @@ void multi_select(std::vector<float>& v, int64_t lo, int64_t hi, const int64_t* 
   multi_select(v, *mid + 1, hi, mid + 1, re);
 }
 
+// The values of rank ranks[j] (sorted, unique) of x[0..n), into value[j]. One histogram pass over the top 16
+// bits of the order-preserving keys (float_to_key) finds the bin of every rank; a second pass gathers the
+// members of those bins only (bins in key order, so every other element is below or above all of them), and
+// multi_select runs on that much shorter array.
+void select_ranks(const float* x, int64_t n, const std::vector<int64_t>& ranks, std::vector<float>& value) {
+  constexpr int kBins = 1 << 16;
+  std::vector<int64_t> below(kBins + 1, 0);  // below[b]: elements in bins < b (a histogram, then its prefix)
+  for (int64_t i = 0; i < n; ++i) ++below[(float_to_key(x[i]) >> 16) + 1];
+  for (int b = 0; b < kBins; ++b) below[b + 1] += below[b];
+  std::vector<int32_t> slot(kBins, -1);  // segment of a wanted bin in the gathered array
+  std::vector<int64_t> seg_start, fill;
+  std::vector<int64_t> pos(ranks.size());
+  int64_t gathered = 0;
+  for (size_t j = 0, b = 0; j < ranks.size(); ++j) {
+    while (below[b + 1] <= ranks[j]) ++b;  // the bin holding rank ranks[j]
+    if (slot[b] < 0) {
+      slot[b] = static_cast<int32_t>(seg_start.size());
+      seg_start.push_back(gathered);
+      gathered += below[b + 1] - below[b];
+    }
+    pos[j] = seg_start[slot[b]] + (ranks[j] - below[b]);
+  }
+  fill = seg_start;
+  std::vector<float> work(static_cast<size_t>(gathered));
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t s = slot[float_to_key(x[i]) >> 16];
+    if (s >= 0) work[fill[s]++] = x[i];
+  }
+  multi_select(work, 0, gathered, pos.data(), pos.data() + pos.size());
+  value.resize(ranks.size());
+  for (size_t j = 0; j < ranks.size(); ++j) value[j] = work[pos[j]];
+}
+
+// Group of every x (no straddling value among them): #{g in [1, nonempty) : lo_g <= x}.
+void assign_groups(const float* x, int64_t m, const float* lo, int nonempty, uint8_t* group) {
+  if (nonempty > 16) {
+    for (int64_t i = 0; i < m; ++i)
+      group[i] = static_cast<uint8_t>(std::upper_bound(lo + 1, lo + nonempty, x[i]) - (lo + 1));
+    return;
+  }
+  for (int64_t i = 0; i < m; ++i) {
+    int g = 0;
+    for (int j = 1; j < nonempty; ++j) g += lo[j] <= x[i] ? 1 : 0;
+    group[i] = static_cast<uint8_t>(g);
+  }
+}
+
 class SortQuantCodec final : public Codec {
  public:
   SortQuantCodec(int q, int s) : q_bits_(q), s_bits_(s) {}
@@ -59,6 +107,7 @@ class SortQuantCodec final : public Codec {
       return p;
     }
     const HostValues v(x);
+    const float* xv = v.floats();
     const int64_t n = v.size();
     const int groups = 1 << s_bits_;
     // tensor_split group starts; groups past `nonempty` are empty (only when n < K).
@@ -74,18 +123,18 @@ class SortQuantCodec final : public Codec {
     }
     std::sort(ranks.begin(), ranks.end());
     ranks.erase(std::unique(ranks.begin(), ranks.end()), ranks.end());
-    std::vector<float> work(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) work[i] = v[i];
-    multi_select(work, 0, n, ranks.data(), ranks.data() + ranks.size());
+    std::vector<float> value;
+    select_ranks(xv, n, ranks, value);
+    auto at_rank = [&](int64_t r) {
+      return value[std::lower_bound(ranks.begin(), ranks.end(), r) - ranks.begin()];
+    };
 
     std::vector<float> lo(groups, 0.0f), step(groups, 0.0f), hi(groups, 0.0f);
     for (int g = 0; g < nonempty; ++g) {
-      lo[g] = work[start[g]];
-      hi[g] = work[start[g + 1] - 1];
+      lo[g] = at_rank(start[g]);
+      hi[g] = at_rank(start[g + 1] - 1);
       step[g] = quant_step(lo[g], hi[g], (1u << q_bits_) - 1u);
     }
-    work.clear();
-    work.shrink_to_fit();
 
     // Values straddling a boundary, with count_less and the running occurrence counter.
     std::map<float, std::pair<int64_t, int64_t>> straddle;  // t -> (count_less, seen so far)
@@ -94,30 +143,28 @@ class SortQuantCodec final : public Codec {
     if (!straddle.empty()) {
       for (int64_t i = 0; i < n; ++i)
         for (auto& [t, c] : straddle)
-          if (v[i] < t) ++c.first;
+          if (xv[i] < t) ++c.first;
     }
 
     p.body = make_body(p.header.body_bytes, engine::Device::cpu());
     uint8_t* body = p.body.data<uint8_t>();
     write_group_stats(body, lo.data(), step.data(), groups);
-    std::vector<uint32_t> codes(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) {
-      const float xv = v[i];
-      int g;
-      auto it = straddle.empty() ? straddle.end() : straddle.find(xv + 0.0f);
-      if (it != straddle.end()) {
-        const int64_t rank = it->second.first + it->second.second++;
-        g = static_cast<int>(std::upper_bound(start.begin(), start.begin() + nonempty, rank) -
-                             start.begin()) -
-            1;
-      } else {
-        g = 0;  // #{g >= 1 : lo_g <= x}; lo is non-decreasing, so a binary search over lo[1..nonempty)
-        g = static_cast<int>(std::upper_bound(lo.begin() + 1, lo.begin() + std::max(nonempty, 1), xv) -
-                             (lo.begin() + 1));
-      }
-      codes[i] = (static_cast<uint32_t>(g) << q_bits_) | group_value_code(xv, lo[g], step[g], q_bits_);
-    }
-    pack_codes(codes.data(), n, q_bits_ + s_bits_, body + group_payload_offset(groups));
+    encode_in_chunks(
+        n, q_bits_ + s_bits_, body + group_payload_offset(groups),
+        [&](int64_t first, int64_t m, uint32_t* codes) {
+          uint8_t group[1024];
+          assign_groups(xv + first, m, lo.data(), nonempty, group);
+          // A straddling value t is in the group found above (the one whose lo is t) or an
+          // earlier one: its occurrence's rank decides.
+          for (int64_t i = 0; i < m && !straddle.empty(); ++i) {
+            auto it = straddle.find(xv[first + i] + 0.0f);
+            if (it == straddle.end()) continue;
+            const int64_t rank = it->second.first + it->second.second++;
+            group[i] = static_cast<uint8_t>(std::upper_bound(start.begin(), start.begin() + nonempty, rank) -
+                                            start.begin() - 1);
+          }
+          group_codes(xv + first, group, m, lo.data(), step.data(), groups, q_bits_, codes);
+        });
     return p;
   }
 

@@ -2,14 +2,14 @@
 // whole flattened tensor; ties in magnitude keep the smaller flat index, so the choice is deterministic.
 // Body: prelude | k values f32 (in increasing index order) | pad to 16 | k indices bit-packed in
 // index_bits(N) = ceil(log2 N) bits (the narrowest width that holds N - 1; 17 bits for a 128K-element
-// tensor). Decode: zeros, then scatter. CPU: one nth_element over (|x|, index) pairs, O(N), plus a sort of
-// the k kept indices. CUDA (topk.cu): radix select of the threshold magnitude + order-preserving compaction,
-// the same bytes; decode is a memset and a scatter kernel.
-// The original's pruning (never sent, bug B10): docs/original.md#top-k-pruning.
+// tensor). Decode: zeros, then scatter. CPU: a radix select of the k-th largest magnitude (two 16-bit
+// histogram passes over the bits of |x|), then one pass that keeps, in index order, what is above it and the
+// first ties. CUDA (topk.cu): radix select of the threshold magnitude + order-preserving compaction, the same
+// bytes; decode is a memset and a scatter kernel. The original's pruning (never sent, bug B10):
+// docs/original.md#top-k-pruning.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <numeric>
 #include <sstream>
 #include <vector>
 
@@ -28,6 +28,37 @@ int64_t kept_count(double fraction, int64_t n) {
   if (n == 0) return 0;
   int64_t k = static_cast<int64_t>(std::floor(fraction * static_cast<double>(n) * (1.0 + 1e-12)));
   return std::clamp<int64_t>(k, 1, n);
+}
+
+// |x| as an integer with the same order (the bits without the sign; both zeros are 0). Finite inputs only.
+uint32_t magnitude_key(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  return u & 0x7fffffffu;
+}
+
+// The k-th largest magnitude key, and how many elements holding it are kept (the rest of the k are larger).
+struct MagnitudeCut {
+  uint32_t key = 0;
+  int64_t ties = 0;
+};
+
+// Radix select in two histogram passes of 16 bits: the bin of the high half that holds the k-th largest key,
+// then the low half within that bin.
+MagnitudeCut magnitude_cut(const float* x, int64_t n, int64_t k) {
+  std::vector<int64_t> count(1 << 16, 0);
+  for (int64_t i = 0; i < n; ++i) ++count[magnitude_key(x[i]) >> 16];
+  int64_t above = 0;  // elements in bins above the current one
+  uint32_t high = 0xffff;
+  while (above + count[high] < k) above += count[high--];
+  std::fill(count.begin(), count.end(), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t key = magnitude_key(x[i]);
+    if ((key >> 16) == high) ++count[key & 0xffffu];
+  }
+  uint32_t low = 0xffff;
+  while (above + count[low] < k) above += count[low--];
+  return {(high << 16) | low, k - above};
 }
 
 class TopKCodec final : public Codec {
@@ -58,24 +89,22 @@ class TopKCodec final : public Codec {
       return p;
     }
     const HostValues v(x);
-    std::vector<int64_t> idx(static_cast<size_t>(n));
-    std::iota(idx.begin(), idx.end(), int64_t(0));
-    auto larger = [&](int64_t a, int64_t b) {
-      float fa = std::fabs(v[a]), fb = std::fabs(v[b]);
-      return fa > fb || (fa == fb && a < b);
-    };
-    if (k < n) std::nth_element(idx.begin(), idx.begin() + k, idx.end(), larger);
-    idx.resize(static_cast<size_t>(k));
-    std::sort(idx.begin(), idx.end());
+    const float* xv = v.floats();
+    const MagnitudeCut cut = magnitude_cut(xv, n, k);
     Tensor body = make_body(p.header.body_bytes, engine::Device::cpu());
     uint8_t* b = body.data<uint8_t>();
-    std::vector<uint32_t> codes(static_cast<size_t>(k));
-    for (int64_t j = 0; j < k; ++j) {
-      const float value = v[idx[j]];
-      std::memcpy(b + kPreludeBytes + 4 * j, &value, 4);
-      codes[j] = static_cast<uint32_t>(idx[j]);
+    // The kept elements in index order: every magnitude above the cut, and the first `ties` at it.
+    int64_t ties = cut.ties, j = 0;
+    uint32_t codes[1024];
+    const int bits = index_bits(n);
+    for (int64_t i = 0; i < n && j < k; ++i) {
+      const uint32_t key = magnitude_key(xv[i]);
+      if (key < cut.key || (key == cut.key && ties-- <= 0)) continue;
+      std::memcpy(b + kPreludeBytes + 4 * j, &xv[i], 4);
+      codes[j % 1024] = static_cast<uint32_t>(i);
+      if (++j % 1024 == 0) pack_codes_at(codes, j - 1024, 1024, bits, b + topk_index_offset(k));
     }
-    pack_codes(codes.data(), k, index_bits(n), b + topk_index_offset(k));
+    pack_codes_at(codes, j - j % 1024, j % 1024, bits, b + topk_index_offset(k));
     p.body = body;
     return p;
   }
@@ -95,10 +124,15 @@ class TopKCodec final : public Codec {
     Tensor out = engine::zeros(p.header.shape, engine::DType::f32);
     float* o = out.data<float>();
     const uint64_t off = topk_index_offset(k);
-    for (int64_t j = 0; j < k; ++j) {
-      const uint32_t i = get_bits(b + off, hb.nbytes() - off, static_cast<uint64_t>(j), bits);
-      DGP_CHECK(i < static_cast<uint64_t>(n), where() << ": corrupt packet, index " << i << " >= " << n);
-      std::memcpy(&o[i], b + kPreludeBytes + 4 * j, 4);
+    uint32_t index[1024];
+    for (int64_t first = 0; first < k; first += 1024) {
+      const int64_t m = std::min<int64_t>(1024, k - first);
+      unpack_codes(b + off, hb.nbytes() - off, first, m, bits, index);
+      for (int64_t j = 0; j < m; ++j) {
+        const uint32_t i = index[j];
+        DGP_CHECK(i < static_cast<uint64_t>(n), where() << ": corrupt packet, index " << i << " >= " << n);
+        std::memcpy(&o[i], b + kPreludeBytes + 4 * (first + j), 4);
+      }
     }
     return finish_decode(out, dtype, p.body.device());
   }

@@ -3,9 +3,8 @@
 //   2^(Q-1).
 // The original sent the signed code q - 2^(Q-1) in an int8/int16 container; here q (unsigned) is bit-packed
 // in Q bits. Body: prelude | lo f32 | step f32 | pad to 16 | ceil(N*Q/8) bytes of codes. Decode: lo + q*step.
-// Passes over memory: CPU 2 reads (min/max, quantize) + 1 packed write; CUDA the same, fused (uniform.cu).
-#include <vector>
-
+// Passes over memory: CPU 2 reads (min/max, quantize+pack in chunks) + 1 packed write; CUDA the same, fused
+// (uniform.cu).
 #include "compress/codec_impl.h"
 #include "compress/quant_math.h"
 #include "compress/uniform_kernels.h"
@@ -35,22 +34,18 @@ class UniformCodec final : public Codec {
       return p;
     }
     const HostValues v(x);
+    const float* xv = v.floats();
     const int64_t n = v.size();
     float lo = 0.0f, hi = 0.0f;
-    if (n > 0) {
-      lo = hi = v[0];
-      for (int64_t i = 1; i < n; ++i) {
-        lo = v[i] < lo ? v[i] : lo;
-        hi = v[i] > hi ? v[i] : hi;
-      }
-    }
+    min_max(xv, n, &lo, &hi);
     const float step = quant_step(lo, hi, (1u << q_bits_) - 1u);
     p.body = make_body(p.header.body_bytes, engine::Device::cpu());
     uint8_t* body = p.body.data<uint8_t>();
     write_group_stats(body, &lo, &step, 1);
-    std::vector<uint32_t> codes(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) codes[i] = uniform_code(v[i], lo, step, q_bits_);
-    pack_codes(codes.data(), n, q_bits_, body + group_payload_offset(1));
+    if (!(step > 0.0f)) return p;  // every code is 0: the body is zeroed already
+    encode_in_chunks(n, q_bits_, body + group_payload_offset(1), [&](int64_t first, int64_t m, uint32_t* c) {
+      uniform_codes(xv + first, m, lo, step, q_bits_, c);
+    });
     return p;
   }
 
