@@ -228,8 +228,9 @@ Timings time_pipeline(dgpipe::models::Model& model, const Batch& b, const Option
   po.placement = dgpipe::pipeline::parse_placement(o.placement);
   po.codecs = {dgpipe::compress::parse_direction_pair(o.compress)};
   po.devices = {device};
-  dgpipe::pipeline::Pipeline pipe(blocks, po,
-                                  [](std::vector<Tensor> params, int) { return make_sgd(params); });
+  dgpipe::pipeline::Pipeline pipe(blocks, po, [](std::vector<Tensor> params, int, const std::vector<Tensor>&) {
+    return make_sgd(params);
+  });
   dgpipe::pipeline::MicroBatch mb;
   mb.input = b.input;
   mb.labels = b.labels;
