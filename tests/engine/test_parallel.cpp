@@ -119,14 +119,15 @@ std::vector<std::vector<double>> block_results() {
 }
 
 // The same for a transformer-like block: linear (its bias gradient is a sum over the leading dims), GELU,
-// dropout.
+// dropout, layer norm, softmax.
 std::vector<std::vector<double>> text_block_results() {
   Generator gen(12);
   const TensorOptions f32(DType::f32);
   Tensor x = randn({8, 128, 96}, f32, &gen).requires_grad_(true);
   Tensor w = mul(randn({128, 96}, f32, &gen), 0.1).detach().requires_grad_(true);
   Tensor b = randn({128}, f32, &gen).requires_grad_(true);
-  Tensor y = dropout(gelu(linear(x, w, b)), 0.1, true, &gen);
+  Tensor h = dropout(gelu(linear(x, w, b)), 0.1, true, &gen);
+  Tensor y = softmax(layer_norm(h, {128}, Tensor(), Tensor(), 1e-5), -1);
   Tensor probe = randn(y.shape(), f32, &gen);
   sum(mul(y, probe)).backward();
   return {y.to_vector(), x.grad().to_vector(), w.grad().to_vector(), b.grad().to_vector()};
