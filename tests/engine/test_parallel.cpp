@@ -11,7 +11,6 @@
 
 #include "engine/ops.h"
 #include "engine/parallel.h"
-#include "support/gradcheck.h"
 
 using namespace dgpipe::engine;
 
