@@ -9,8 +9,7 @@
 //
 // One stage with one micro-batch runs the step directly (model, loss, backward, optimizer) and reports the
 // time of each pass; anything else runs pipeline::Pipeline over the local channel. --threads N is the
-// engine's CPU thread budget: today it sets DGPIPE_BLAS_THREADS (OpenBLAS threads per calling thread) and
-// OMP_NUM_THREADS, before the first op runs.
+// engine's CPU thread budget (engine::set_cpu_threads) and OMP_NUM_THREADS, set before the first op runs.
 //
 // Not a Google Benchmark suite (hence not named bench_*: scripts/run_bench.sh runs those with benchmark
 // flags).
@@ -28,6 +27,7 @@
 #include "engine/cuda.h"
 #include "engine/io/safetensors.h"
 #include "engine/optim/sgd.h"
+#include "engine/parallel.h"
 #include "models/registry.h"
 #include "pipeline/pipeline.h"
 
@@ -118,11 +118,12 @@ Options parse_options(int argc, char** argv) {
   return o;
 }
 
-// The thread budget, set before any op reads it (OpenBLAS's count is fixed at the first GEMM).
+// The thread budget: the engine's op threads (engine/parallel.h; OpenBLAS stays at one thread per caller, as
+// the engine configures it, since the GEMMs run inside those threads), and OMP_NUM_THREADS for any OpenMP
+// code in the libraries.
 void set_thread_budget(int threads) {
-  const std::string n = std::to_string(threads);
-  setenv("DGPIPE_BLAS_THREADS", n.c_str(), 1);
-  setenv("OMP_NUM_THREADS", n.c_str(), 1);
+  dgpipe::engine::set_cpu_threads(threads);
+  setenv("OMP_NUM_THREADS", std::to_string(threads).c_str(), 1);
 }
 
 struct Batch {

@@ -280,7 +280,8 @@ def section(opts, torch, text, load_before, load_after, argv):
              f"training mode; batch 64 of 32×32 images; BERT at MiniLM-L6 size, batch 32 × {SEQ_LEN} tokens. "
              "PyTorch runs the same networks (scripts/goldens_models.py; transformers' BERT with its default "
              "attention) after torch.set_num_threads(N); dgpipe runs `build/bench/train_step_bench --threads N`, "
-             "which today sets only OpenBLAS's thread count. Samples/s are wall-clock; the CPU column is the process "
+             "which sets the engine's op threads (engine/parallel.h; OpenBLAS stays at one thread per op thread). "
+             "Samples/s are wall-clock; the CPU column is the process "
              "CPU time per step (all threads, the lowest of the repeats): at 1 thread it is what a step costs "
              "whatever the other processes do, at more threads it includes the time threads spend spinning. The "
              "forward / backward / optimizer split is dgpipe's (wall)."),

@@ -8,6 +8,7 @@
 
 #include "engine/error.h"
 #include "engine/ops.h"
+#include "engine/parallel.h"
 #include "layers/layers.h"
 
 namespace dgpipe::pipeline {
@@ -276,8 +277,18 @@ void Pipeline::build(std::vector<layers::ModulePtr> blocks, OptimizerFactory mak
     stages_.back()->set_trace(opts_.trace);
     stages_.back()->set_trace_origin(origin);
   }
-  if (stages_.size() > 1)
-    for (size_t i = 0; i < stages_.size(); ++i) workers_.push_back(std::make_unique<StageWorker>());
+  if (stages_.size() > 1) start_stage_workers();
+}
+
+// One thread per local stage; the stages share the cores, so each one's ops get an equal share of the CPU
+// thread budget (at least one thread): stage threads x op threads stays within it.
+void Pipeline::start_stage_workers() {
+  const int share = std::max(1, engine::cpu_threads() / static_cast<int>(stages_.size()));
+  for (size_t i = 0; i < stages_.size(); ++i) {
+    workers_.push_back(std::make_unique<StageWorker>());
+    workers_.back()->post([share] { engine::set_thread_cpu_threads(share); });
+    workers_.back()->wait();
+  }
 }
 
 namespace {

@@ -142,6 +142,7 @@ class Pipeline {
 
  private:
   void build(std::vector<layers::ModulePtr> blocks, OptimizerFactory make_optimizer);
+  void start_stage_workers();
   template <class Fn>
   StepResult run_all(Fn&& fn);
 

@@ -5,6 +5,7 @@
 // normalises with the running statistics. Both cases reduce to per-channel (mean, invstd) that are saved for
 // the backward pass. Statistics are accumulated in double on the CPU, so the f32 path is as exact as
 // PyTorch's. The input may be [N,C,H,W] or, for the same op over fewer dims, [N,C] / [N,C,L].
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <string>
@@ -14,6 +15,7 @@
 #include "engine/ops/batch_norm_kernels.h"
 #include "engine/ops/copy_kernels.h"
 #include "engine/ops/cpu_loops.h"
+#include "engine/parallel.h"
 
 namespace dgpipe::engine {
 
@@ -83,12 +85,22 @@ BnGeometry check_batch_norm(const Tensor& x, const Tensor& w, const Tensor& b, c
 
 // ---------------- CPU kernels (contiguous x) ----------------
 
+// Calls f(c) for every channel, channels split over cpu_threads(): each channel's sums keep their serial
+// order, so the result does not depend on the thread count.
+template <class F>
+void for_each_channel(const BnGeometry& g, F&& f) {
+  const int64_t grain = std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, g.per_channel()));
+  parallel_for(g.C, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) f(c);
+  });
+}
+
 // Fills mean/invstd [C] with the batch statistics and, when running stats are given, updates them in place.
 template <class T>
 void batch_stats_cpu(const T* x, const BnGeometry& g, double eps, double momentum, const Tensor& running_mean,
                      const Tensor& running_var, T* mean_out, T* invstd_out) {
   const double M = static_cast<double>(g.per_channel());
-  for (int64_t c = 0; c < g.C; ++c) {
+  for_each_channel(g, [&](int64_t c) {
     double sum = 0;
     for (int64_t n = 0; n < g.N; ++n) {
       const T* p = x + (n * g.C + c) * g.inner;
@@ -117,7 +129,7 @@ void batch_stats_cpu(const T* x, const BnGeometry& g, double eps, double momentu
       store_from_double(rm, om, running_mean.dtype(), (1 - momentum) * old_m + momentum * mean);
       store_from_double(rv, ov, running_var.dtype(), (1 - momentum) * old_v + momentum * sq / (M - 1));
     }
-  }
+  });
 }
 
 template <class T>
@@ -138,7 +150,7 @@ void running_stats_cpu(const Tensor& running_mean, const Tensor& running_var, co
 template <class T>
 void normalize_cpu(const T* x, const T* w, const T* b, const T* mean, const T* invstd, T* out,
                    const BnGeometry& g) {
-  for (int64_t c = 0; c < g.C; ++c) {
+  for_each_channel(g, [&](int64_t c) {
     const double scale = static_cast<double>(invstd[c]) * (w != nullptr ? w[c] : T(1));
     const double shift = (b != nullptr ? b[c] : T(0)) - static_cast<double>(mean[c]) * scale;
     const T s = static_cast<T>(scale), t = static_cast<T>(shift);
@@ -147,7 +159,7 @@ void normalize_cpu(const T* x, const T* w, const T* b, const T* mean, const T* i
       T* o = out + (n * g.C + c) * g.inner;
       for (int64_t k = 0; k < g.inner; ++k) o[k] = p[k] * s + t;
     }
-  }
+  });
 }
 
 // With xhat = (x - mean) * invstd and gamma = w (or 1):
@@ -158,7 +170,7 @@ template <class T>
 void batch_norm_backward_cpu(const T* gout, const T* x, const T* w, const T* mean, const T* invstd, T* gx,
                              T* gw, T* gb, const BnGeometry& g, bool training) {
   const double M = static_cast<double>(g.per_channel());
-  for (int64_t c = 0; c < g.C; ++c) {
+  for_each_channel(g, [&](int64_t c) {
     const double mu = mean[c], is = invstd[c];
     double sum_g = 0, sum_gxhat = 0;
     for (int64_t n = 0; n < g.N; ++n) {
@@ -171,7 +183,7 @@ void batch_norm_backward_cpu(const T* gout, const T* x, const T* w, const T* mea
     }
     if (gw != nullptr) gw[c] = static_cast<T>(sum_gxhat);
     if (gb != nullptr) gb[c] = static_cast<T>(sum_g);
-    if (gx == nullptr) continue;
+    if (gx == nullptr) return;
     const double gamma_is = (w != nullptr ? static_cast<double>(w[c]) : 1.0) * is;
     const double mean_g = sum_g / M, mean_gxhat = sum_gxhat / M;
     for (int64_t n = 0; n < g.N; ++n) {
@@ -187,7 +199,7 @@ void batch_norm_backward_cpu(const T* gout, const T* x, const T* w, const T* mea
         for (int64_t k = 0; k < g.inner; ++k) o[k] = static_cast<T>(gamma_is * gp[k]);
       }
     }
-  }
+  });
 }
 
 Tensor contiguous_or_null(const Tensor& t) {

@@ -15,6 +15,7 @@
 #include "engine/ops/conv_kernels.h"
 #include "engine/ops/cpu_loops.h"
 #include "engine/ops/gemm.h"
+#include "engine/parallel.h"
 
 namespace dgpipe::engine {
 
@@ -183,27 +184,35 @@ void col2im_add(const T* col, const ConvGeometry& g, T* x) {
       }
 }
 
+// Calls f(begin, end) over ranges of images, split over cpu_threads(). Images are independent in the forward
+// pass and in the input gradient, so every output element is computed as in the serial loop.
+template <class F>
+void for_images(const ConvGeometry& g, F&& f) {
+  parallel_for(g.N, 1, f);
+}
+
 template <class T>
 void conv_forward_gemm(const T* x, const T* w, const T* b, T* out, const ConvGeometry& g) {
   const int64_t K = g.K(), P = g.out_plane();
-  std::vector<T> col(g.col_is_input() ? 0 : static_cast<size_t>(K * P));
-  for (int64_t n = 0; n < g.N; ++n)
-    for (int64_t grp = 0; grp < g.p.groups; ++grp) {
-      const T* xg = x + (n * g.C + grp * g.Cg) * g.in_plane();
-      const T* colp = xg;
-      if (!g.col_is_input()) {
-        im2col(xg, g, col.data());
-        colp = col.data();
+  for_images(g, [&](int64_t n0, int64_t n1) {
+    std::vector<T> col(g.col_is_input() ? 0 : static_cast<size_t>(K * P));  // one per thread
+    for (int64_t n = n0; n < n1; ++n)
+      for (int64_t grp = 0; grp < g.p.groups; ++grp) {
+        const T* xg = x + (n * g.C + grp * g.Cg) * g.in_plane();
+        const T* colp = xg;
+        if (!g.col_is_input()) {
+          im2col(xg, g, col.data());
+          colp = col.data();
+        }
+        cpu::gemm(false, false, g.Og, P, K, T(1), w + grp * g.Og * K, K, colp, P, T(0),
+                  out + (n * g.O + grp * g.Og) * P, P);
+        if (b != nullptr)
+          for (int64_t o = grp * g.Og; o < (grp + 1) * g.Og; ++o) {
+            T* plane = out + (n * g.O + o) * P;
+            for (int64_t k = 0; k < P; ++k) plane[k] += b[o];
+          }
       }
-      cpu::gemm(false, false, g.Og, P, K, T(1), w + grp * g.Og * K, K, colp, P, T(0),
-                out + (n * g.O + grp * g.Og) * P, P);
-    }
-  if (b != nullptr)
-    for (int64_t n = 0; n < g.N; ++n)
-      for (int64_t o = 0; o < g.O; ++o) {
-        T* plane = out + (n * g.O + o) * P;
-        for (int64_t k = 0; k < P; ++k) plane[k] += b[o];
-      }
+  });
 }
 
 // Depthwise: output channel oc reads input channel oc / Og only. Loops over taps outermost so the innermost
@@ -212,9 +221,10 @@ template <class T>
 void conv_forward_depthwise(const T* x, const T* w, const T* b, T* out, const ConvGeometry& g) {
   const Conv2dParams& p = g.p;
   const int64_t P = g.out_plane();
-  for (int64_t n = 0; n < g.N; ++n)
-    for (int64_t oc = 0; oc < g.O; ++oc) {
-      T* o = out + (n * g.O + oc) * P;
+  parallel_for(g.N * g.O, std::max<int64_t>(1, 4096 / P), [&](int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const int64_t n = plane / g.O, oc = plane % g.O;
+      T* o = out + plane * P;
       std::fill(o, o + P, b != nullptr ? b[oc] : T(0));
       const T* xc = x + (n * g.C + oc / g.Og) * g.in_plane();
       for (int64_t i = 0; i < g.kh; ++i)
@@ -232,78 +242,104 @@ void conv_forward_depthwise(const T* x, const T* w, const T* b, T* out, const Co
           }
         }
     }
+  });
 }
 
-// grad_in (may be null) is overwritten; grad_w (may be null) is overwritten.
+// grad_w += grad_out_g * col^T over every (image, group) in the serial order, so the sum does not depend on
+// the thread count: the threads unroll the next cpu_threads() columns at once, the GEMMs then run in order.
 template <class T>
-void conv_backward_gemm(const T* gout, const T* x, const T* w, T* grad_in, T* grad_w, const ConvGeometry& g) {
+void conv_weight_grad_gemm(const T* gout, const T* x, T* grad_w, const ConvGeometry& g) {
+  const int64_t K = g.K(), P = g.out_plane(), units = g.N * g.p.groups;
+  const int64_t ahead = g.col_is_input() ? units : std::min<int64_t>(cpu_threads(), units);
+  std::vector<T> cols(g.col_is_input() ? 0 : static_cast<size_t>(ahead * K * P));
+  const auto input_of = [&](int64_t u) {
+    return x + ((u / g.p.groups) * g.C + (u % g.p.groups) * g.Cg) * g.in_plane();
+  };
+  std::fill(grad_w, grad_w + g.O * K, T(0));
+  for (int64_t u0 = 0; u0 < units; u0 += ahead) {
+    const int64_t u1 = std::min(units, u0 + ahead);
+    if (!g.col_is_input())
+      parallel_for(u1 - u0, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) im2col(input_of(u0 + i), g, cols.data() + i * K * P);
+      });
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t n = u / g.p.groups, grp = u % g.p.groups;
+      const T* colp = g.col_is_input() ? input_of(u) : cols.data() + (u - u0) * K * P;
+      cpu::gemm(false, true, g.Og, K, P, T(1), gout + (n * g.O + grp * g.Og) * P, P, colp, P, T(1),
+                grad_w + grp * g.Og * K, K);
+    }
+  }
+}
+
+// grad_in = col2im(W_g^T * grad_out_g), images split over the threads.
+template <class T>
+void conv_input_grad_gemm(const T* gout, const T* w, T* grad_in, const ConvGeometry& g) {
   const int64_t K = g.K(), P = g.out_plane();
-  std::vector<T> col(g.col_is_input() ? 0 : static_cast<size_t>(K * P));
-  if (grad_w != nullptr) std::fill(grad_w, grad_w + g.O * K, T(0));
-  if (grad_in != nullptr && !g.col_is_input()) std::fill(grad_in, grad_in + g.N * g.C * g.in_plane(), T(0));
-  for (int64_t n = 0; n < g.N; ++n)
-    for (int64_t grp = 0; grp < g.p.groups; ++grp) {
-      const T* go = gout + (n * g.O + grp * g.Og) * P;
-      const T* wg = w != nullptr ? w + grp * g.Og * K : nullptr;
-      const int64_t in_off = (n * g.C + grp * g.Cg) * g.in_plane();
-      if (grad_w != nullptr) {
-        const T* colp = x + in_off;
-        if (!g.col_is_input()) {
-          im2col(x + in_off, g, col.data());
-          colp = col.data();
-        }
-        cpu::gemm(false, true, g.Og, K, P, T(1), go, P, colp, P, T(1), grad_w + grp * g.Og * K, K);
-      }
-      if (grad_in != nullptr) {
+  if (!g.col_is_input()) std::fill(grad_in, grad_in + g.N * g.C * g.in_plane(), T(0));
+  for_images(g, [&](int64_t n0, int64_t n1) {
+    std::vector<T> col(g.col_is_input() ? 0 : static_cast<size_t>(K * P));  // one per thread
+    for (int64_t n = n0; n < n1; ++n)
+      for (int64_t grp = 0; grp < g.p.groups; ++grp) {
+        const T* go = gout + (n * g.O + grp * g.Og) * P;
+        const T* wg = w + grp * g.Og * K;
+        T* gi = grad_in + (n * g.C + grp * g.Cg) * g.in_plane();
         if (g.col_is_input()) {
           // grad_col is the input gradient itself (same [Cg, H*W] layout).
-          cpu::gemm(true, false, K, P, g.Og, T(1), wg, K, go, P, T(0), grad_in + in_off, P);
+          cpu::gemm(true, false, K, P, g.Og, T(1), wg, K, go, P, T(0), gi, P);
         } else {
           cpu::gemm(true, false, K, P, g.Og, T(1), wg, K, go, P, T(0), col.data(), P);
-          col2im_add(col.data(), g, grad_in + in_off);
+          col2im_add(col.data(), g, gi);
         }
       }
+  });
+}
+
+// One (image, output channel) of the depthwise backward: adds into that image's input-channel gradient and
+// into the channel's weight-gradient sums wacc[taps] (both may be null). acc_row: Wo scratch values.
+template <class T>
+void depthwise_backward_plane(const T* go, const T* x, const T* w, T* grad_in, double* wacc, T* acc_row,
+                              const ConvGeometry& g) {
+  const Conv2dParams& p = g.p;
+  for (int64_t i = 0; i < g.kh; ++i)
+    for (int64_t j = 0; j < g.kw; ++j) {
+      const int64_t off_w = j * p.dilation_w - p.pad_w;
+      int64_t lo, hi;
+      valid_range(g.Wo, g.W, p.stride_w, off_w, lo, hi);
+      const T wv = w != nullptr ? w[i * g.kw + j] : T(0);
+      if (wacc != nullptr) std::fill(acc_row, acc_row + g.Wo, T(0));
+      for (int64_t oh = 0; oh < g.Ho; ++oh) {
+        const int64_t ih = oh * p.stride_h - p.pad_h + i * p.dilation_h;
+        if (ih < 0 || ih >= g.H) continue;
+        const T* gr = go + oh * g.Wo;
+        const int64_t row = ih * g.W + off_w;
+        if (grad_in != nullptr) axpy_scatter(grad_in + row, gr, wv, lo, hi, p.stride_w);
+        if (wacc != nullptr) mul_acc_gather(acc_row, gr, x + row, lo, hi, p.stride_w);
+      }
+      if (wacc != nullptr)
+        for (int64_t ow = lo; ow < hi; ++ow) wacc[i * g.kw + j] += acc_row[ow];
     }
 }
 
+// Input channels split over the threads; within one, images then output channels in the serial order, so each
+// weight-gradient sum (over images) and each input-gradient element (over output channels) adds up as before.
 template <class T>
 void conv_backward_depthwise(const T* gout, const T* x, const T* w, T* grad_in, T* grad_w,
                              const ConvGeometry& g) {
-  const Conv2dParams& p = g.p;
   const int64_t P = g.out_plane(), taps = g.kh * g.kw;
   if (grad_in != nullptr) std::fill(grad_in, grad_in + g.N * g.C * g.in_plane(), T(0));
   std::vector<double> wacc(grad_w != nullptr ? static_cast<size_t>(g.O * taps) : 0, 0.0);
-  std::vector<T> acc_row(static_cast<size_t>(g.Wo), T(0));  // per-column partial sums of one tap's gradient
-  for (int64_t n = 0; n < g.N; ++n)
-    for (int64_t oc = 0; oc < g.O; ++oc) {
-      const T* go = gout + (n * g.O + oc) * P;
-      const int64_t in_off = (n * g.C + oc / g.Og) * g.in_plane();
-      for (int64_t i = 0; i < g.kh; ++i)
-        for (int64_t j = 0; j < g.kw; ++j) {
-          const int64_t tap = i * g.kw + j;
-          const int64_t off_w = j * p.dilation_w - p.pad_w;
-          int64_t lo, hi;
-          valid_range(g.Wo, g.W, p.stride_w, off_w, lo, hi);
-          const T wv = w != nullptr ? w[oc * taps + tap] : T(0);
-          if (grad_w != nullptr) std::fill(acc_row.begin(), acc_row.end(), T(0));
-          for (int64_t oh = 0; oh < g.Ho; ++oh) {
-            const int64_t ih = oh * p.stride_h - p.pad_h + i * p.dilation_h;
-            if (ih < 0 || ih >= g.H) continue;
-            const T* gr = go + oh * g.Wo;
-            const int64_t row = in_off + ih * g.W + off_w;
-            if (grad_in != nullptr) {
-              T* gir = grad_in + row;
-              axpy_scatter(gir, gr, wv, lo, hi, p.stride_w);
-            }
-            if (grad_w != nullptr) {
-              const T* xr = x + row;
-              mul_acc_gather(acc_row.data(), gr, xr, lo, hi, p.stride_w);
-            }
-          }
-          if (grad_w != nullptr)
-            for (int64_t ow = lo; ow < hi; ++ow) wacc[oc * taps + tap] += acc_row[ow];
+  parallel_for(g.C, 1, [&](int64_t c0, int64_t c1) {
+    std::vector<T> acc_row(static_cast<size_t>(g.Wo), T(0));  // per-column partial sums of one tap's gradient
+    for (int64_t c = c0; c < c1; ++c)
+      for (int64_t n = 0; n < g.N; ++n)
+        for (int64_t oc = c * g.Og; oc < (c + 1) * g.Og; ++oc) {
+          const int64_t in_off = (n * g.C + c) * g.in_plane();
+          depthwise_backward_plane(gout + (n * g.O + oc) * P, x != nullptr ? x + in_off : nullptr,
+                                   w != nullptr ? w + oc * taps : nullptr,
+                                   grad_in != nullptr ? grad_in + in_off : nullptr,
+                                   grad_w != nullptr ? wacc.data() + oc * taps : nullptr, acc_row.data(), g);
         }
-    }
+  });
   if (grad_w != nullptr)
     for (int64_t k = 0; k < g.O * taps; ++k) grad_w[k] = static_cast<T>(wacc[k]);
 }
@@ -384,11 +420,11 @@ ConvGrads conv2d_backward_raw(const Tensor& grad_out, const Tensor& x, const Ten
     const scalar_t* wp = need_input ? wc.data<scalar_t>() : nullptr;
     scalar_t* gi = need_input ? r.input.data<scalar_t>() : nullptr;
     scalar_t* gw = need_weight ? r.weight.data<scalar_t>() : nullptr;
-    if (need_input || need_weight) {
-      if (g.depthwise())
-        conv_backward_depthwise(gp, xp, wp, gi, gw, g);
-      else
-        conv_backward_gemm(gp, xp, wp, gi, gw, g);
+    if (g.depthwise() && (need_input || need_weight)) {
+      conv_backward_depthwise(gp, xp, wp, gi, gw, g);
+    } else {
+      if (need_weight) conv_weight_grad_gemm(gp, xp, gw, g);
+      if (need_input) conv_input_grad_gemm(gp, wp, gi, g);
     }
     if (need_bias) conv_backward_bias(gp, r.bias.data<scalar_t>(), g);
   });

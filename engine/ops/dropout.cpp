@@ -1,9 +1,12 @@
 // dropout: keeps element i of x (row-major order) iff philox_uniform(state, i) >= p, scaling kept elements by
 // 1/(1-p) (the rule in engine/rng.h, shared with dropout.cu). Only the Philox state is saved: the backward
 // pass regenerates the same mask and applies it to the gradient, so no mask tensor is stored.
+#include <algorithm>
+
 #include "engine/ops.h"
 #include "engine/ops/cpu_loops.h"
 #include "engine/ops/dropout_kernels.h"
+#include "engine/parallel.h"
 
 namespace dgpipe::engine {
 
@@ -23,15 +26,18 @@ Tensor dropout_apply_raw(const Tensor& x, PhiloxState state, float keep_threshol
     scalar_t* o = out.data<scalar_t>();
     const scalar_t s = static_cast<scalar_t>(scale);
     const int64_t n = x.numel();
-    // One Philox block gives the draws of four consecutive elements (block = offset + i/4, word = i%4).
-    for (int64_t base = 0; base < n; base += 4) {
-      uint32_t words[4];
-      philox4x32(state.seed, state.offset + static_cast<uint64_t>(base) / 4, words);
-      for (int64_t k = 0; k < 4 && base + k < n; ++k) {
-        const bool keep = uniform_from_bits(words[k]) >= keep_threshold;
-        o[base + k] = keep ? in[base + k] * s : scalar_t(0);
+    // One Philox block gives the draws of four consecutive elements (block = offset + i/4, word = i%4);
+    // blocks are independent, so they are split over the threads.
+    parallel_for((n + 3) / 4, 1 << 12, [&](int64_t b0, int64_t b1) {
+      for (int64_t base = b0 * 4; base < std::min(n, b1 * 4); base += 4) {
+        uint32_t words[4];
+        philox4x32(state.seed, state.offset + static_cast<uint64_t>(base) / 4, words);
+        for (int64_t k = 0; k < 4 && base + k < n; ++k) {
+          const bool keep = uniform_from_bits(words[k]) >= keep_threshold;
+          o[base + k] = keep ? in[base + k] * s : scalar_t(0);
+        }
       }
-    }
+    });
   });
   return out;
 }

@@ -6,6 +6,7 @@
 #include "engine/ops/copy_kernels.h"
 #include "engine/ops/cpu_loops.h"
 #include "engine/ops/elementwise_kernels.h"
+#include "engine/parallel.h"
 
 namespace dgpipe::engine {
 
@@ -39,6 +40,45 @@ void check_floating(const Tensor& a, const char* op) {
 
 // ---- raw kernels (no autograd) ----
 
+// Contiguous elementwise loops are split over cpu_threads() in chunks of at least this many elements: below
+// it, waking a worker costs more than the loop.
+constexpr int64_t kElementwiseGrain = 1 << 15;
+
+// The op is a template argument, so its switch folds away and the loop vectorises where the formula allows.
+template <UnaryOp OP, class T>
+void unary_contiguous(T* o, const T* p, int64_t n, double a, double b) {
+  parallel_for(n, kElementwiseGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) o[i] = unary_apply<T>(OP, p[i], a, b);
+  });
+}
+
+template <class T>
+void unary_contiguous(T* o, const T* p, int64_t n, UnaryOp op, double a, double b) {
+  switch (op) {
+#define DGP_UNARY_CASE(NAME) \
+  case UnaryOp::NAME:        \
+    return unary_contiguous<UnaryOp::NAME, T>(o, p, n, a, b);
+    DGP_UNARY_CASE(neg)
+    DGP_UNARY_CASE(exp)
+    DGP_UNARY_CASE(log)
+    DGP_UNARY_CASE(sqrt)
+    DGP_UNARY_CASE(rsqrt)
+    DGP_UNARY_CASE(abs)
+    DGP_UNARY_CASE(relu)
+    DGP_UNARY_CASE(relu6)
+    DGP_UNARY_CASE(gelu)
+    DGP_UNARY_CASE(tanh)
+    DGP_UNARY_CASE(sigmoid)
+    DGP_UNARY_CASE(add_scalar)
+    DGP_UNARY_CASE(mul_scalar)
+    DGP_UNARY_CASE(rsub_scalar)
+    DGP_UNARY_CASE(rdiv_scalar)
+    DGP_UNARY_CASE(pow_scalar)
+    DGP_UNARY_CASE(clamp)
+#undef DGP_UNARY_CASE
+  }
+}
+
 Tensor unary_raw(const Tensor& x, UnaryOp op, double a, double b, const char* name) {
   check_floating(x, name);
   if (x.device().is_cpu() && is_half(x.dtype()))
@@ -52,9 +92,7 @@ Tensor unary_raw(const Tensor& x, UnaryOp op, double a, double b, const char* na
     scalar_t* o = out.data<scalar_t>();
     const scalar_t* in = static_cast<const scalar_t*>(x.storage()->data());
     if (x.is_contiguous()) {
-      const scalar_t* p = in + x.offset();
-      int64_t n = x.numel();
-      for (int64_t i = 0; i < n; ++i) o[i] = unary_apply<scalar_t>(op, p[i], a, b);
+      unary_contiguous<scalar_t>(o, in + x.offset(), x.numel(), op, a, b);
     } else {
       std::array<const int64_t*, 1> st{x.strides().data()};
       int64_t i = 0;
@@ -73,8 +111,9 @@ void binary_loop(T* o, const Tensor& xe, const Tensor& ye) {
   if (xe.is_contiguous() && ye.is_contiguous()) {
     const T* xp = xs + xe.offset();
     const T* yp = ys + ye.offset();
-    int64_t n = xe.numel();
-    for (int64_t i = 0; i < n; ++i) o[i] = binary_apply<T>(OP, xp[i], yp[i]);
+    parallel_for(xe.numel(), kElementwiseGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) o[i] = binary_apply<T>(OP, xp[i], yp[i]);
+    });
     return;
   }
   std::array<const int64_t*, 2> st{xe.strides().data(), ye.strides().data()};
@@ -483,8 +522,9 @@ Tensor& add_(Tensor& a, const Tensor& b, double alpha) {
       if (a.is_contiguous() && be.is_contiguous()) {
         scalar_t* ap = as + a.offset();
         const scalar_t* bp = bs + be.offset();
-        int64_t n = a.numel();
-        for (int64_t i = 0; i < n; ++i) ap[i] += al * bp[i];
+        parallel_for(a.numel(), kElementwiseGrain, [&](int64_t begin, int64_t end) {
+          for (int64_t i = begin; i < end; ++i) ap[i] += al * bp[i];
+        });
         return;
       }
       std::array<const int64_t*, 2> st{a.strides().data(), be.strides().data()};
@@ -503,9 +543,10 @@ Tensor& mul_(Tensor& a, double s) {
   if (a.device().is_cpu() && !is_half(a.dtype()) && a.is_contiguous()) {
     DGP_DISPATCH_FLOATING(a.dtype(), "mul_", [&] {
       scalar_t* p = a.data<scalar_t>();
-      int64_t n = a.numel();
       const scalar_t v = static_cast<scalar_t>(s);
-      for (int64_t i = 0; i < n; ++i) p[i] *= v;
+      parallel_for(a.numel(), kElementwiseGrain, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) p[i] *= v;
+      });
     });
     return a;
   }

@@ -60,8 +60,11 @@ DGP_HD T unary_apply(UnaryOp op, T x, double a, double b) {
       return std::fabs(x);
     case UnaryOp::relu:
       return x > T(0) ? x : T(0);
-    case UnaryOp::relu6:
-      return x < T(0) ? T(0) : (x > T(6) ? T(6) : x);
+    case UnaryOp::relu6: {  // two selects, not nested branches: compiles to max/min (NaN still passes
+                            // through)
+      const T y = x < T(0) ? T(0) : x;
+      return y > T(6) ? T(6) : y;
+    }
     case UnaryOp::gelu:
       return x * T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440)));
     case UnaryOp::tanh:
@@ -78,8 +81,10 @@ DGP_HD T unary_apply(UnaryOp op, T x, double a, double b) {
       return T(a) / x;
     case UnaryOp::pow_scalar:
       return std::pow(x, T(a));
-    case UnaryOp::clamp:
-      return x < T(a) ? T(a) : (x > T(b) ? T(b) : x);
+    case UnaryOp::clamp: {
+      const T y = x < T(a) ? T(a) : x;
+      return y > T(b) ? T(b) : y;
+    }
   }
   return x;
 }
@@ -98,7 +103,7 @@ DGP_HD T binary_apply(BinaryOp op, T x, T y) {
     case BinaryOp::relu_backward:
       return y > T(0) ? x : T(0);
     case BinaryOp::relu6_backward:
-      return (y > T(0) && y < T(6)) ? x : T(0);
+      return ((y > T(0)) & (y < T(6))) ? x : T(0);  // & not &&: no branch per element
     case BinaryOp::gelu_backward: {
       T cdf = T(0.5) * (T(1) + std::erf(y * T(0.70710678118654752440)));
       T pdf = std::exp(T(-0.5) * y * y) * T(0.39894228040143267794);

@@ -2,11 +2,13 @@
 // (PyTorch). The input is made contiguous and seen as [rows, cols] with cols = prod(normalized_shape); the
 // per-row mean and rstd = 1/sqrt(var + eps) are kept for the backward pass instead of the normalised
 // activations.
+#include <algorithm>
 #include <cmath>
 
 #include "engine/ops.h"
 #include "engine/ops/cpu_loops.h"
 #include "engine/ops/layer_norm_kernels.h"
+#include "engine/parallel.h"
 
 namespace dgpipe::engine {
 
@@ -18,30 +20,36 @@ DType stats_dtype(DType x) {
 }
 
 template <class T>
+void forward_row(T* yr, T* mean, T* rstd, const T* xr, const T* w, const T* b, int64_t cols, double eps) {
+  // Two passes in double: the CPU twin is the reference, so it trades speed for accuracy.
+  double s = 0;
+  for (int64_t c = 0; c < cols; ++c) s += xr[c];
+  const double mu = s / static_cast<double>(cols);
+  double sq = 0;
+  for (int64_t c = 0; c < cols; ++c) {
+    double d = xr[c] - mu;
+    sq += d * d;
+  }
+  const double rs = 1.0 / std::sqrt(sq / static_cast<double>(cols) + eps);
+  *mean = static_cast<T>(mu);
+  *rstd = static_cast<T>(rs);
+  for (int64_t c = 0; c < cols; ++c) {
+    double v = (xr[c] - mu) * rs;
+    if (w) v *= w[c];
+    if (b) v += b[c];
+    yr[c] = static_cast<T>(v);
+  }
+}
+
+template <class T>
 void forward_cpu(T* y, T* mean, T* rstd, const T* x, const T* w, const T* b, int64_t rows, int64_t cols,
                  double eps) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * cols;
-    // Two passes in double: the CPU twin is the reference, so it trades speed for accuracy.
-    double s = 0;
-    for (int64_t c = 0; c < cols; ++c) s += xr[c];
-    const double mu = s / static_cast<double>(cols);
-    double sq = 0;
-    for (int64_t c = 0; c < cols; ++c) {
-      double d = xr[c] - mu;
-      sq += d * d;
-    }
-    const double rs = 1.0 / std::sqrt(sq / static_cast<double>(cols) + eps);
-    mean[r] = static_cast<T>(mu);
-    rstd[r] = static_cast<T>(rs);
-    T* yr = y + r * cols;
-    for (int64_t c = 0; c < cols; ++c) {
-      double v = (xr[c] - mu) * rs;
-      if (w) v *= w[c];
-      if (b) v += b[c];
-      yr[c] = static_cast<T>(v);
-    }
-  }
+  // Rows are independent: split over the threads.
+  parallel_for(rows, std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(1, cols)),
+               [&](int64_t r0, int64_t r1) {
+                 for (int64_t r = r0; r < r1; ++r)
+                   forward_row(y + r * cols, mean + r, rstd + r, x + r * cols, w, b, cols, eps);
+               });
 }
 
 // With xhat = (x - mean) * rstd and dxhat = dy * w:

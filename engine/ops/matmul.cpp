@@ -9,6 +9,7 @@
 #include "engine/ops/cpu_loops.h"
 #include "engine/ops/gemm.h"
 #include "engine/ops/matmul_kernels.h"
+#include "engine/parallel.h"
 
 namespace dgpipe::engine {
 
@@ -29,19 +30,39 @@ static void configure_blas_threads() {
   });
 }
 
+// A large GEMM splits the rows of C over the op threads, one single-threaded OpenBLAS call per part (called
+// inside another parallel_for, as the per-image convolution GEMMs are, it stays one call). Every element of C
+// is computed by the same kernel over the same K blocks, so the parts give the bits of one call (checked on
+// this project's OpenBLAS for the BERT and convolution shapes and in tests/engine/test_parallel.cpp).
+template <class T, class Call>
+void gemm_by_rows(bool ta, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, T* C, int64_t ldc,
+                  Call&& call) {
+  configure_blas_threads();
+  if (openblas_get_num_threads() > 1) {  // DGPIPE_BLAS_THREADS asked for OpenBLAS's own threads instead
+    call(static_cast<int>(M), A, C);
+    return;
+  }
+  const int64_t grain = std::max<int64_t>(16, (int64_t{1} << 21) / std::max<int64_t>(1, N * K));
+  parallel_for(M, grain, [&](int64_t i0, int64_t i1) {
+    call(static_cast<int>(i1 - i0), ta ? A + i0 : A + i0 * lda, C + i0 * ldc);
+  });
+}
+
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  configure_blas_threads();
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-              static_cast<int>(M), static_cast<int>(N), static_cast<int>(K), alpha, A, static_cast<int>(lda),
-              B, static_cast<int>(ldb), beta, C, static_cast<int>(ldc));
+  gemm_by_rows(ta, M, N, K, A, lda, C, ldc, [&](int rows, const float* a, float* c) {
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, rows,
+                static_cast<int>(N), static_cast<int>(K), alpha, a, static_cast<int>(lda), B,
+                static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
+  });
 }
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
           const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
-  configure_blas_threads();
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-              static_cast<int>(M), static_cast<int>(N), static_cast<int>(K), alpha, A, static_cast<int>(lda),
-              B, static_cast<int>(ldb), beta, C, static_cast<int>(ldc));
+  gemm_by_rows(ta, M, N, K, A, lda, C, ldc, [&](int rows, const double* a, double* c) {
+    cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, rows,
+                static_cast<int>(N), static_cast<int>(K), alpha, a, static_cast<int>(lda), B,
+                static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
+  });
 }
 }  // namespace cpu
 

@@ -7,10 +7,14 @@
 #include "engine/ops.h"
 #include "engine/ops/cpu_loops.h"
 #include "engine/ops/reduce_kernels.h"
+#include "engine/parallel.h"
 
 namespace dgpipe::engine {
 
 namespace {
+
+// Reductions are split over the threads in chunks of at least this many input elements.
+constexpr int64_t kReduceGrain = 1 << 15;
 
 struct Plan {
   Tensor permuted;            // the input with the reduced dims moved last (a view: nothing copied yet)
@@ -96,13 +100,43 @@ Tensor sum_rows(const Tensor& rows) {
   DGP_DISPATCH_FLOATING(rows.dtype(), "sum", [&] {
     const scalar_t* x = rows.data<scalar_t>();
     scalar_t* o = out.data<scalar_t>();
-    for (int64_t r = 0; r < outer; ++r) {
-      // accumulate in double: the CPU twin is the oracle
-      double acc = 0;
-      const scalar_t* row = x + r * inner;
-      for (int64_t i = 0; i < inner; ++i) acc += row[i];
-      o[r] = static_cast<scalar_t>(acc);
-    }
+    parallel_for(outer, std::max<int64_t>(1, kReduceGrain / std::max<int64_t>(1, inner)),
+                 [&](int64_t r0, int64_t r1) {
+                   for (int64_t r = r0; r < r1; ++r) {
+                     // accumulate in double: the CPU twin is the oracle
+                     double acc = 0;
+                     const scalar_t* row = x + r * inner;
+                     for (int64_t i = 0; i < inner; ++i) acc += row[i];
+                     o[r] = static_cast<scalar_t>(acc);
+                   }
+                 });
+  });
+  return out;
+}
+
+// A CPU sum of a contiguous [reduce, kept] input over its leading dims (bias gradients: [N*L, D] -> [D]),
+// read in place: each column's sum adds the same values in the same order as sum_rows over the transposed
+// copy would, with the columns side by side (so the loop vectorises) and split over the threads. Undefined
+// for any other layout.
+Tensor sum_leading_cpu(const Tensor& a, const Plan& p) {
+  if (!a.device().is_cpu() || !a.is_contiguous() || (a.dtype() != DType::f32 && a.dtype() != DType::f64))
+    return Tensor();
+  const std::vector<ReduceGroup> g = reduction_groups(a.shape(), p.reduced);
+  if (g.size() != 2 || !g[0].reduced) return Tensor();
+  const int64_t R = g[0].size, K = g[1].size;
+  Tensor out = empty({K}, TensorOptions(a.dtype(), a.device()));
+  DGP_DISPATCH_FLOATING(a.dtype(), "sum", [&] {
+    const scalar_t* x = a.data<scalar_t>();
+    scalar_t* o = out.data<scalar_t>();
+    parallel_for(K, std::max<int64_t>(64, kReduceGrain / std::max<int64_t>(1, R)),
+                 [&](int64_t k0, int64_t k1) {
+                   std::vector<double> acc(static_cast<size_t>(k1 - k0), 0.0);
+                   for (int64_t r = 0; r < R; ++r) {
+                     const scalar_t* row = x + r * K + k0;
+                     for (int64_t k = 0; k < k1 - k0; ++k) acc[k] += row[k];
+                   }
+                   for (int64_t k = k0; k < k1; ++k) o[k] = static_cast<scalar_t>(acc[k - k0]);
+                 });
   });
   return out;
 }
@@ -144,6 +178,7 @@ Tensor sum(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
   DGP_CHECK(a.defined() && is_floating(a.dtype()), "sum: expected a floating tensor");
   Plan p = plan_reduction(a, dims, "sum");
   Tensor flat = sum_in_place_cuda(a, p);
+  if (!flat.defined()) flat = sum_leading_cpu(a, p);
   if (!flat.defined()) flat = sum_rows(p.rows());
   Tensor out = flat.view(keepdim ? p.keep_shape : p.out_shape);
   if (needs_grad({a})) {

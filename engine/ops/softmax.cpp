@@ -4,12 +4,14 @@
 // is the product of the dims after d), so any dim works without a transpose. Rows are max-subtracted for
 // stability. cross_entropy fuses log-softmax and NLL: the forward keeps only the per-row logsumexp, and the
 // backward writes softmax - target distribution directly, never materialising log-probabilities.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include "engine/ops.h"
 #include "engine/ops/cpu_loops.h"
 #include "engine/ops/softmax_kernels.h"
+#include "engine/parallel.h"
 
 namespace dgpipe::engine {
 
@@ -27,9 +29,18 @@ Layout layout_of(const Shape& shape, int64_t dim) {
   return l;
 }
 
+// Calls f(o) for every outer index, split over the threads: the softmaxes are independent.
+template <class F>
+void for_each_outer(const Layout& l, F&& f) {
+  const int64_t grain = std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(1, l.size * l.inner));
+  parallel_for(l.outer, grain, [&](int64_t o0, int64_t o1) {
+    for (int64_t o = o0; o < o1; ++o) f(o);
+  });
+}
+
 template <class T>
 void softmax_forward_cpu(T* y, const T* x, Layout l, bool log) {
-  for (int64_t o = 0; o < l.outer; ++o)
+  for_each_outer(l, [&](int64_t o) {
     for (int64_t i = 0; i < l.inner; ++i) {
       const int64_t base = o * l.size * l.inner + i;
       double m = -std::numeric_limits<double>::infinity();
@@ -46,11 +57,12 @@ void softmax_forward_cpu(T* y, const T* x, Layout l, bool log) {
           y[base + c * l.inner] = static_cast<T>(std::exp(x[base + c * l.inner] - m) * inv);
       }
     }
+  });
 }
 
 template <class T>
 void softmax_backward_cpu(T* dx, const T* dy, const T* y, Layout l, bool log) {
-  for (int64_t o = 0; o < l.outer; ++o)
+  for_each_outer(l, [&](int64_t o) {
     for (int64_t i = 0; i < l.inner; ++i) {
       const int64_t base = o * l.size * l.inner + i;
       double s = 0;
@@ -64,6 +76,7 @@ void softmax_backward_cpu(T* dx, const T* dy, const T* y, Layout l, bool log) {
                     : static_cast<T>(y[k] * (dy[k] - s));
       }
     }
+  });
 }
 
 Tensor softmax_forward_raw(const Tensor& x, Layout l, bool log) {

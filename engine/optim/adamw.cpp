@@ -3,6 +3,7 @@
 
 #include "engine/ops/cpu_loops.h"
 #include "engine/optim/optim_kernels.h"
+#include "engine/parallel.h"
 
 namespace dgpipe::engine {
 
@@ -65,8 +66,12 @@ void AdamW::update(const OptimizerHyper& h, int64_t param_index, Tensor& param, 
     return;
   }
   DGP_DISPATCH_FLOATING(param.dtype(), "AdamW", [&] {
-    adamw_step_cpu<scalar_t>(param.data<scalar_t>(), g.data<scalar_t>(), exp_avg.data<scalar_t>(),
-                             exp_avg_sq.data<scalar_t>(), param.numel(), args);
+    scalar_t *p = param.data<scalar_t>(), *m = exp_avg.data<scalar_t>(), *v = exp_avg_sq.data<scalar_t>();
+    const scalar_t* gp = g.data<scalar_t>();
+    // Elements are independent: split over the threads.
+    parallel_for(param.numel(), 1 << 15, [&](int64_t i0, int64_t i1) {
+      adamw_step_cpu<scalar_t>(p + i0, gp + i0, m + i0, v + i0, i1 - i0, args);
+    });
   });
 }
 

@@ -3,6 +3,7 @@
 
 #include "engine/ops/cpu_loops.h"
 #include "engine/optim/optim_kernels.h"
+#include "engine/parallel.h"
 
 namespace dgpipe::engine {
 
@@ -61,8 +62,13 @@ void SGD::update(const OptimizerHyper& h, int64_t param_index, Tensor& param, co
     return;
   }
   DGP_DISPATCH_FLOATING(param.dtype(), "SGD", [&] {
-    sgd_step_cpu<scalar_t>(param.data<scalar_t>(), g.data<scalar_t>(),
-                           buffer.defined() ? buffer.data<scalar_t>() : nullptr, param.numel(), args);
+    scalar_t* p = param.data<scalar_t>();
+    const scalar_t* gp = g.data<scalar_t>();
+    scalar_t* b = buffer.defined() ? buffer.data<scalar_t>() : nullptr;
+    // Elements are independent: split over the threads.
+    parallel_for(param.numel(), 1 << 15, [&](int64_t i0, int64_t i1) {
+      sgd_step_cpu<scalar_t>(p + i0, gp + i0, b != nullptr ? b + i0 : nullptr, i1 - i0, args);
+    });
   });
 }
 
