@@ -7,6 +7,7 @@
 
 #include "compress/codec_impl.h"
 #include "engine/error.h"
+#include "engine/parallel.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -73,6 +74,13 @@ void from_bf16(const uint16_t* h, int64_t n, float* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = engine::bf16_bits_to_float(h[i]);
 }
 
+// Runs convert(x, n, out) over disjoint slices on the op threads (engine/parallel.h): an element-wise
+// conversion gives the same bytes at any thread count.
+template <class From, class To>
+void convert_in_parallel(void (*convert)(const From*, int64_t, To*), const From* x, int64_t n, To* out) {
+  engine::parallel_for(n, int64_t(1) << 16, [&](int64_t b, int64_t e) { convert(x + b, e - b, out + b); });
+}
+
 class CastCodec final : public Codec {
  public:
   explicit CastCodec(CodecId id) : id_(id) {}
@@ -91,7 +99,7 @@ class CastCodec final : public Codec {
       const Tensor xc = x.contiguous();
       p.body = engine::empty({static_cast<int64_t>(p.header.body_bytes)}, engine::DType::u8);
       auto* out = reinterpret_cast<uint16_t*>(p.body.data<uint8_t>());
-      (wire_type == DType::f16 ? to_half : to_bf16)(xc.data<float>(), xc.numel(), out);
+      convert_in_parallel(wire_type == DType::f16 ? to_half : to_bf16, xc.data<float>(), xc.numel(), out);
       return p;
     }
     Tensor wire =
@@ -114,7 +122,7 @@ class CastCodec final : public Codec {
         reinterpret_cast<uintptr_t>(p.body.data<uint8_t>()) % 2 == 0) {
       Tensor out = engine::empty(p.header.shape, DType::f32);
       const auto* h = reinterpret_cast<const uint16_t*>(p.body.data<uint8_t>());
-      (wire == DType::f16 ? from_half : from_bf16)(h, out.numel(), out.data<float>());
+      convert_in_parallel(wire == DType::f16 ? from_half : from_bf16, h, out.numel(), out.data<float>());
       return out;
     }
     Tensor v = typed_view(p.body, 0, wire, p.header.shape);

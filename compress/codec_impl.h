@@ -5,6 +5,7 @@
 
 #include "compress/codec.h"
 #include "engine/host_device.h"
+#include "engine/parallel.h"
 
 namespace dgpipe::compress::detail {
 
@@ -124,16 +125,30 @@ void uniform_codes(const float* x, int64_t m, float lo, float step, int q_bits, 
 void group_codes(const float* x, const uint8_t* group, int64_t m, const float* lo, const float* step,
                  int groups, int q_bits, uint32_t* codes);
 // Encodes n values in chunks without a full-size code array: code_chunk(first, m, codes) fills codes[0..m)
-// for elements [first, first + m), which are then packed at `payload`.
+// for elements [first, first + m), which are then packed at `payload`. Chunks are coded in order, so
+// code_chunk may keep state from one chunk to the next.
+constexpr int64_t kEncodeChunk = 1024;  // a multiple of 8: chunks start on whole packing blocks
+template <class CodeChunk>
+void encode_chunk(int64_t c, int64_t n, int bits, uint8_t* payload, CodeChunk& code_chunk, uint32_t* codes) {
+  const int64_t first = c * kEncodeChunk;
+  const int64_t m = n - first < kEncodeChunk ? n - first : kEncodeChunk;
+  code_chunk(first, m, codes);
+  pack_codes_at(codes, first, m, bits, payload);
+}
 template <class CodeChunk>
 void encode_in_chunks(int64_t n, int bits, uint8_t* payload, CodeChunk code_chunk) {
-  constexpr int64_t kChunk = 1024;  // a multiple of 8: chunks start on whole packing blocks
-  uint32_t codes[kChunk];
-  for (int64_t first = 0; first < n; first += kChunk) {
-    const int64_t m = n - first < kChunk ? n - first : kChunk;
-    code_chunk(first, m, codes);
-    pack_codes_at(codes, first, m, bits, payload);
-  }
+  uint32_t codes[kEncodeChunk];
+  for (int64_t c = 0; c * kEncodeChunk < n; ++c) encode_chunk(c, n, bits, payload, code_chunk, codes);
+}
+// The same for a code_chunk that keeps no state (it may run concurrently): the chunks are coded on the op
+// threads (engine/parallel.h). Each chunk writes whole bytes of its own, so the body is the same at any
+// thread count.
+template <class CodeChunk>
+void encode_in_parallel_chunks(int64_t n, int bits, uint8_t* payload, CodeChunk code_chunk) {
+  engine::parallel_for((n + kEncodeChunk - 1) / kEncodeChunk, 16, [&](int64_t c0, int64_t c1) {
+    uint32_t codes[kEncodeChunk];
+    for (int64_t c = c0; c < c1; ++c) encode_chunk(c, n, bits, payload, code_chunk, codes);
+  });
 }
 // Writes prelude + K x (lo, step) into the head of a host body.
 void write_group_stats(uint8_t* body, const float* lo, const float* step, int groups);

@@ -100,11 +100,13 @@ class FastQuantCodec final : public Codec {
     p.body = make_body(p.header.body_bytes, engine::Device::cpu());
     uint8_t* body = p.body.data<uint8_t>();
     write_group_stats(body, lo.data(), step.data(), groups);
-    encode_in_chunks(n, q_bits_ + s_bits_, body + group_payload_offset(groups),
-                     [&](int64_t first, int64_t m, uint32_t* codes) {
-                       assign_groups(xv + first, m, bounds, group);
-                       group_codes(xv + first, group, m, lo.data(), step.data(), groups, q_bits_, codes);
-                     });
+    encode_in_parallel_chunks(n, q_bits_ + s_bits_, body + group_payload_offset(groups),
+                              [&](int64_t first, int64_t m, uint32_t* codes) {
+                                uint8_t chunk_group[kEncodeChunk];  // per call: chunks run concurrently
+                                assign_groups(xv + first, m, bounds, chunk_group);
+                                group_codes(xv + first, chunk_group, m, lo.data(), step.data(), groups,
+                                            q_bits_, codes);
+                              });
     return p;
   }
 

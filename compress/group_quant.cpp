@@ -240,7 +240,9 @@ void unpack_codes(const uint8_t* payload, uint64_t nbytes, int64_t first, int64_
     codes[i] = get_bits(payload, nbytes, static_cast<uint64_t>(first + i), bits);
 }
 
-void min_max(const float* x, int64_t n, float* lo, float* hi) {
+namespace {
+
+void min_max_serial(const float* x, int64_t n, float* lo, float* hi) {
   if (n == 0) {
     *lo = *hi = 0.0f;
     return;
@@ -276,6 +278,24 @@ void min_max(const float* x, int64_t n, float* lo, float* hi) {
   }
   *lo = l;
   *hi = h;
+}
+
+}  // namespace
+
+// Blocks of the input on the op threads, their extremes combined in block order. (The -0/+0 order may differ
+// from one serial pass, as between lanes above; no encoded byte sees it.)
+void min_max(const float* x, int64_t n, float* lo, float* hi) {
+  constexpr int64_t kBlock = int64_t(1) << 16;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  if (blocks <= 1) return min_max_serial(x, n, lo, hi);
+  std::vector<float> block_lo(blocks), block_hi(blocks);
+  engine::parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b)
+      min_max_serial(x + b * kBlock, std::min(kBlock, n - b * kBlock), &block_lo[b], &block_hi[b]);
+  });
+  min_max_serial(block_lo.data(), blocks, lo, hi);
+  float unused;
+  min_max_serial(block_hi.data(), blocks, &unused, hi);
 }
 
 void uniform_codes(const float* x, int64_t m, float lo, float step, int q_bits, uint32_t* codes) {
@@ -341,33 +361,29 @@ uint64_t group_body_bytes(int64_t n, int q_bits, int s_bits) {
   return group_payload_offset(1 << s_bits) + packed_bytes(static_cast<uint64_t>(n), q_bits + s_bits);
 }
 
-void group_decode_cpu(const uint8_t* body, uint64_t body_bytes, int64_t n, int q_bits, int s_bits,
-                      float* out) {
-  const int groups = 1 << s_bits;
-  std::vector<float> lo(groups), step(groups);
-  for (int g = 0; g < groups; ++g) {
-    std::memcpy(&lo[g], body + group_stats_offset() + 8ull * g, 4);
-    std::memcpy(&step[g], body + group_stats_offset() + 8ull * g + 4, 4);
+namespace {
+
+// What decoding a group-quantizer body needs besides the codes: the groups' statistics and, with several
+// groups on a tensor larger than the code space, every possible code decoded once into a table.
+struct GroupDequant {
+  int q_bits = 0, s_bits = 0;
+  std::vector<float> lo, step, table;
+
+  GroupDequant(const uint8_t* body, int64_t n, int q, int s)
+      : q_bits(q), s_bits(s), lo(1 << s), step(1 << s) {
+    for (int g = 0; g < (1 << s); ++g) {
+      std::memcpy(&lo[g], body + group_stats_offset() + 8ull * g, 4);
+      std::memcpy(&step[g], body + group_stats_offset() + 8ull * g + 4, 4);
+    }
+    const uint32_t qmask = (1u << q) - 1u;
+    if (s > 0 && (int64_t(1) << (q + s)) <= n) {
+      table.resize(size_t(1) << (q + s));
+      for (uint32_t c = 0; c < table.size(); ++c) table[c] = dequant(c & qmask, lo[c >> q], step[c >> q]);
+    }
   }
-  const uint64_t off = group_payload_offset(groups);
-  const uint8_t* payload = body + off;
-  const uint64_t nbytes = body_bytes - off;
-  const int bits = q_bits + s_bits;
-  const uint32_t qmask = (1u << q_bits) - 1u;
-  // With several groups every possible code (at most 2^16) is decoded once into a table when the tensor has
-  // more elements than codes: the same dequant, looked up.
-  std::vector<float> table;
-  if (s_bits > 0 && (int64_t(1) << bits) <= n) {
-    table.resize(size_t(1) << bits);
-    for (uint32_t c = 0; c < table.size(); ++c)
-      table[c] = dequant(c & qmask, lo[c >> q_bits], step[c >> q_bits]);
-  }
-  constexpr int64_t kChunk = 1024;
-  uint32_t codes[kChunk];
-  for (int64_t first = 0; first < n; first += kChunk) {
-    const int64_t m = std::min(kChunk, n - first);
-    unpack_codes(payload, nbytes, first, m, bits, codes);
-    float* o = out + first;
+
+  // o[i] = the value of codes[i], i < m.
+  void operator()(const uint32_t* codes, int64_t m, float* o) const {
     int64_t i = 0;
     if (!table.empty()) {
       for (; i < m; ++i) o[i] = table[codes[i]];
@@ -380,11 +396,32 @@ void group_decode_cpu(const uint8_t* body, uint64_t body_bytes, int64_t n, int q
       }
 #endif
     }
+    const uint32_t qmask = (1u << q_bits) - 1u;
     for (; i < m; ++i) {
       const uint32_t g = codes[i] >> q_bits;  // always < groups: the code has exactly Q + S bits
       o[i] = dequant(codes[i] & qmask, lo[g], step[g]);
     }
   }
+};
+
+}  // namespace
+
+void group_decode_cpu(const uint8_t* body, uint64_t body_bytes, int64_t n, int q_bits, int s_bits,
+                      float* out) {
+  const GroupDequant dequant_codes(body, n, q_bits, s_bits);
+  const uint64_t off = group_payload_offset(1 << s_bits);
+  const uint8_t* payload = body + off;
+  const uint64_t nbytes = body_bytes - off;
+  // Chunks are independent (each decodes its own codes into its own outputs): they run on the op threads.
+  constexpr int64_t kChunk = 1024;
+  engine::parallel_for((n + kChunk - 1) / kChunk, 16, [&](int64_t c0, int64_t c1) {
+    uint32_t codes[kChunk];
+    for (int64_t first = c0 * kChunk; first < std::min(n, c1 * kChunk); first += kChunk) {
+      const int64_t m = std::min(kChunk, n - first);
+      unpack_codes(payload, nbytes, first, m, q_bits + s_bits, codes);
+      dequant_codes(codes, m, out + first);
+    }
+  });
 }
 
 }  // namespace dgpipe::compress::detail

@@ -43,9 +43,9 @@ class UniformCodec final : public Codec {
     uint8_t* body = p.body.data<uint8_t>();
     write_group_stats(body, &lo, &step, 1);
     if (!(step > 0.0f)) return p;  // every code is 0: the body is zeroed already
-    encode_in_chunks(n, q_bits_, body + group_payload_offset(1), [&](int64_t first, int64_t m, uint32_t* c) {
-      uniform_codes(xv + first, m, lo, step, q_bits_, c);
-    });
+    encode_in_parallel_chunks(
+        n, q_bits_, body + group_payload_offset(1),
+        [&](int64_t first, int64_t m, uint32_t* c) { uniform_codes(xv + first, m, lo, step, q_bits_, c); });
     return p;
   }
 

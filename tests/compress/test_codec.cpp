@@ -7,6 +7,7 @@
 #include "compress/codec.h"
 #include "distributions.h"
 #include "engine/ops.h"
+#include "engine/parallel.h"
 #include "support/test_util.h"
 
 using namespace dgpipe::compress;
@@ -285,4 +286,29 @@ TEST(HalfInput, ErrorFeedbackSendsHalfAndKeepsAnF32Residual) {
   Packet p = codec->encode(x);
   EXPECT_EQ(p.body_bytes(), 2u * 64u);
   EXPECT_EQ(codec->decode(p).to_vector(), x.to_vector());
+}
+
+// CPU codecs split their passes over the op threads (engine/parallel.h); a packet and its decoding must not
+// depend on how many there are. The tensor is large enough for every split to happen (several 64k-element
+// blocks of min/max, many 1024-element chunks), with an odd tail.
+TEST(Packet, CpuCodecsGiveTheSameBytesAtAnyThreadCount) {
+  const dgpipe::engine::Shape shape{3, 100003};
+  const Tensor x = dgpipe::testing::make_input(dgpipe::testing::Dist::normal, 11, shape);
+  const int restore = dgpipe::engine::cpu_threads();
+  for (const auto& spec : kAllSpecs) {
+    std::vector<std::vector<uint8_t>> bytes;
+    std::vector<std::vector<double>> decoded;
+    for (int threads : {1, 2, 3}) {
+      dgpipe::engine::set_cpu_threads(threads);
+      auto codec = make_codec(spec);
+      Packet p = codec->encode(x);
+      bytes.push_back(p.serialize());
+      decoded.push_back(codec->decode(p).to_vector());
+    }
+    for (size_t k = 1; k < bytes.size(); ++k) {
+      EXPECT_EQ(bytes[k], bytes[0]) << spec << " at " << k + 1 << " threads";
+      EXPECT_EQ(decoded[k], decoded[0]) << spec << " at " << k + 1 << " threads";
+    }
+  }
+  dgpipe::engine::set_cpu_threads(restore);
 }
