@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `dgpipe train --channel mpi` over a real slow link: the demo model (ResNet18 at width 0.25, sortquant:6+2) as a
+# `dgpipe train --channel mpi` over a real slow link: the demo model (ResNet18 at width 0.25, uniform:8) as a
 # client and a server process under mpirun, inside a network namespace whose loopback tc shapes to 20 Mbit/s
 # (scripts/slow_link.sh; rate only, as this kernel has no netem for a delay). Data: a small synthetic CIFAR-10 in
 # the binary layout, so the test needs nothing downloaded. No timing is asserted beyond "it ended, not hung".
