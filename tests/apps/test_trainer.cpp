@@ -204,9 +204,9 @@ TEST(Train, PrecedenceDefaultsPresetConfigFlags) {
   for (auto& s : storage) argv.push_back(s.data());
   TrainConfig c;
   ASSERT_TRUE(parse_train_args(static_cast<int>(argv.size()), argv.data(), c));
-  EXPECT_EQ(c.compress, "sortquant:6+2");  // from the preset
-  EXPECT_DOUBLE_EQ(c.lr, 0.02);            // config file over preset
-  EXPECT_EQ(c.epochs, 3);                  // flag over config file
+  EXPECT_EQ(c.compress, "uniform:8");  // from the preset
+  EXPECT_DOUBLE_EQ(c.lr, 0.02);        // config file over preset
+  EXPECT_EQ(c.epochs, 3);              // flag over config file
   // to_json/merge_json round trip
   TrainConfig d;
   d.merge_json(c.to_json(), "round trip");
