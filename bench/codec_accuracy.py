@@ -118,11 +118,46 @@ def spread(values):
     return f"{100 * mean:.1f} ± {100 * (max(values) - min(values)) / 2:.1f}"
 
 
+def codec_error_means(records):
+    """{(boundary, direction): mean relative L2 error} over a run's codec_error records."""
+    sums = {}
+    for rec in records:
+        if rec.get("record") != "codec_error":
+            continue
+        for b in rec["boundaries"]:
+            key = (b["boundary"], b["direction"])
+            total, count = sums.get(key, (0.0, 0))
+            sums[key] = (total + b["rel_l2"], count + 1)
+    return {k: total / count for k, (total, count) in sums.items()}
+
+
+def codec_error_table(rows, results_by_label):
+    """The mean relative L2 error of what each boundary's receiver decodes, per boundary and direction, over the
+    run and the seeds: which boundary and direction a codec hurts most (sort quantization and its ablation)."""
+    keys, table = [], []
+    for group, label, _, _ in rows:
+        if not (label.startswith("sortquant") or label.startswith("uniform:")) or not results_by_label.get(label):
+            continue
+        per_run = [codec_error_means(res[1]) for res in results_by_label[label]]
+        merged = {}
+        for means in per_run:
+            for k, v in means.items():
+                merged.setdefault(k, []).append(v)
+        for k in sorted(merged):
+            if k not in keys:
+                keys.append(k)
+        table.append((label, {k: statistics.mean(v) for k, v in merged.items()}))
+    keys.sort()
+    return (["codec"] + [f"{b} {d}" for b, d in keys],
+            [[f"`{label}`"] + [f"{100 * m[k]:.2f}%" if k in m else "–" for k in keys] for label, m in table])
+
+
 def report(args, rows, runs):
-    table, points = [], []
+    table, points, results_by_label = [], [], {}
     for group, label, extra, available in rows:
         results = [sweep.result_of(args.out, r) for r in runs if r.meta["label"] == label]
         done = [res[0] for res in results if res]
+        results_by_label[label] = [res for res in results if res]
         if not available:
             table.append([group, f"`{label}`", "not in this build", "", "", ""])
             continue
@@ -141,7 +176,12 @@ def report(args, rows, runs):
             "32 x ratio. Top-k and low rank are sized per boundary to the row's bits (see the script). The "
             "ablation's \"both directions\" rows are the sort quantization rows of the 8- and 4-bit groups.", "",
             sweep.markdown_table(["group", "codec", "accuracy (%)", "wire ratio", "seeds", "per seed (%)"], table),
-            "", "![accuracy against wire ratio](img/codec_accuracy.png)"]
+            "", "![accuracy against wire ratio](img/codec_accuracy.png)", "",
+            "Codec error during training (`--codec-error-every 20`): the relative L2 error of what each boundary's "
+            "receiver decodes against what its sender encoded, mean over the run's samples and the seeds, per "
+            "boundary (0->1: client to server, 1->2: server to the client's last stage) and direction. A direction "
+            "a row does not compress has no entry.", "",
+            sweep.markdown_table(*codec_error_table(rows, results_by_label))]
     sweep.write_section(args.results_md, "codec-accuracy", "Codec accuracy at CPU scale", "\n".join(body))
     plot(args, points)
     sweep.log(f"wrote the codec-accuracy section of {args.results_md}")
