@@ -180,7 +180,7 @@ def report(args, rows, runs):
             "Codec error during training (`--codec-error-every 20`): the relative L2 error of what each boundary's "
             "receiver decodes against what its sender encoded, mean over the run's samples and the seeds, per "
             "boundary (0->1: client to server, 1->2: server to the client's last stage) and direction. A direction "
-            "a row does not compress has no entry.", "",
+            "a row does not compress shows 0.00%.", "",
             sweep.markdown_table(*codec_error_table(rows, results_by_label))]
     sweep.write_section(args.results_md, "codec-accuracy", "Codec accuracy at CPU scale", "\n".join(body))
     plot(args, points)
