@@ -27,6 +27,10 @@
 #include "engine/ops/gemm.h"
 #include "engine/rng.h"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace dgpipe::compress::detail {
 
 struct MatrixView {
@@ -47,6 +51,19 @@ namespace {
 
 using engine::Tensor;
 
+// Sum of a[r] * b[r], r < n, in double: eight partial sums (sum k takes the r with r % 8 == k, in increasing
+// r), added in a fixed tree at the end. Independent sums instead of one chain of dependent additions let the
+// loop run at the vector units' rate; the order is fixed, so the result does not depend on the machine or
+// the thread count.
+double dot(const double* a, const double* b, int64_t n) {
+  double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t r = 0;
+  for (; r + 8 <= n; r += 8)
+    for (int k = 0; k < 8; ++k) s[k] += a[r + k] * b[r + k];
+  for (int k = 0; r < n; ++r, ++k) s[k] += a[r] * b[r];
+  return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+}
+
 // Orthonormalises the columns of a row-major [rows x cols] matrix in place (modified Gram-Schmidt, two passes
 // for stability). A column that collapses (rank deficiency) is replaced by a fresh Philox direction and
 // re-orthogonalised, or zeroed if even that fails (then L R^T simply loses that direction).
@@ -59,20 +76,15 @@ void orthonormalize(float* a, int64_t rows, int64_t cols, uint64_t seed) {
     for (int64_t k = 0; k < cols; ++k) t[k * rows + r] = a[r * cols + k];
   for (int64_t c = 0; c < cols; ++c) {
     double* col = t.data() + c * rows;
-    double norm0 = 0;
-    for (int64_t r = 0; r < rows; ++r) norm0 += col[r] * col[r];
-    norm0 = std::sqrt(norm0);
+    double norm0 = std::sqrt(dot(col, col, rows));
     for (int attempt = 0; attempt < 2; ++attempt) {
       for (int pass = 0; pass < 2; ++pass)
         for (int64_t k = 0; k < c; ++k) {
           const double* ak = t.data() + k * rows;
-          double dot = 0;
-          for (int64_t r = 0; r < rows; ++r) dot += col[r] * ak[r];
-          for (int64_t r = 0; r < rows; ++r) col[r] -= dot * ak[r];
+          const double d = dot(col, ak, rows);
+          for (int64_t r = 0; r < rows; ++r) col[r] -= d * ak[r];
         }
-      double norm = 0;
-      for (int64_t r = 0; r < rows; ++r) norm += col[r] * col[r];
-      norm = std::sqrt(norm);
+      const double norm = std::sqrt(dot(col, col, rows));
       if (norm > 1e-6 * norm0 && norm > 1e-30) {
         for (int64_t r = 0; r < rows; ++r) col[r] = static_cast<float>(col[r] / norm);
         break;
@@ -83,9 +95,7 @@ void orthonormalize(float* a, int64_t rows, int64_t cols, uint64_t seed) {
       }
       engine::PhiloxState st{seed + 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(c + 1), 0};
       for (int64_t r = 0; r < rows; ++r) col[r] = engine::philox_normal(st, static_cast<uint64_t>(r));
-      norm0 = 0;
-      for (int64_t r = 0; r < rows; ++r) norm0 += col[r] * col[r];
-      norm0 = std::sqrt(norm0);
+      norm0 = std::sqrt(dot(col, col, rows));
     }
   }
   for (int64_t r = 0; r < rows; ++r)
@@ -149,6 +159,84 @@ void symmetric_eigen(std::vector<double>& g, int64_t l, std::vector<double>& vec
   for (int64_t i = 0; i < l; ++i) vals[i] = g[i * l + i];
 }
 
+// One output row of a rank-r product: o[j] = sum over k < r of l[k] rt[k n + j], summed in increasing k with
+// a separate multiply and add per term (never a fused multiply-add), so that every path below gives the bits
+// of the plain loop. The vector paths are chosen at run time (the build targets plain x86-64) and return how
+// many leading columns they did.
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) int64_t rank_row_avx2(const float* l, const float* rt, int64_t n, int64_t r,
+                                                      float* o) {
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256 acc = _mm256_mul_ps(_mm256_set1_ps(l[0]), _mm256_loadu_ps(rt + j));
+    for (int64_t k = 1; k < r; ++k)
+      acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(l[k]), _mm256_loadu_ps(rt + k * n + j)));
+    _mm256_storeu_ps(o + j, acc);
+  }
+  return j;
+}
+
+// AVX-512 brings fused multiply-adds that the compiler would otherwise contract the pairs into.
+__attribute__((target("avx512f"), optimize("fp-contract=off"))) int64_t rank_row_avx512(const float* l,
+                                                                                        const float* rt,
+                                                                                        int64_t n, int64_t r,
+                                                                                        float* o) {
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    __m512 acc = _mm512_mul_ps(_mm512_set1_ps(l[0]), _mm512_loadu_ps(rt + j));
+    for (int64_t k = 1; k < r; ++k)
+      acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(l[k]), _mm512_loadu_ps(rt + k * n + j)));
+    _mm512_storeu_ps(o + j, acc);
+  }
+  return j;
+}
+
+enum class RowPath { plain, avx2, avx512 };
+RowPath best_row_path() {
+  static const RowPath path = __builtin_cpu_supports("avx512f") ? RowPath::avx512
+                              : __builtin_cpu_supports("avx2")  ? RowPath::avx2
+                                                                : RowPath::plain;
+  return path;
+}
+#endif
+
+void rank_row(const float* l, const float* rt, int64_t n, int64_t r, float* o) {
+  int64_t j = 0;
+#if defined(__x86_64__)
+  const RowPath path = best_row_path();
+  if (path == RowPath::avx512) j = rank_row_avx512(l, rt, n, r, o);
+  if (path == RowPath::avx2) j = rank_row_avx2(l, rt, n, r, o);
+#endif
+  for (; j < n; ++j) {
+    float acc = l[0] * rt[j];
+    for (int64_t k = 1; k < r; ++k) acc += l[k] * rt[k * n + j];
+    o[j] = acc;
+  }
+}
+
+// out[b, i, j] = sum over k < r of L[b, i, k] R[b, j, k] (rank_row). One sample's R is first transposed to
+// [r, n], so that a row is r contiguous multiply-adds across the row (a rank-r product is too thin for a
+// GEMM call per sample to pay off). Rows of all samples are split over the op threads; every row is
+// computed alone, so the values do not depend on the thread count.
+void lowrank_product(const float* lbuf, const MatrixView& mv, int64_t r, float* out) {
+  const float* rbuf = lbuf + mv.b * mv.m * r;
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(1, mv.n * r));
+  engine::parallel_for(mv.b * mv.m, grain, [&](int64_t row0, int64_t row1) {
+    std::vector<float> rt(static_cast<size_t>(mv.n * r));
+    int64_t sample = -1;
+    for (int64_t row = row0; row < row1; ++row) {
+      const int64_t bi = row / mv.m;
+      if (bi != sample) {
+        const float* rb = rbuf + bi * mv.n * r;
+        for (int64_t j = 0; j < mv.n; ++j)
+          for (int64_t k = 0; k < r; ++k) rt[k * mv.n + j] = rb[j * r + k];
+        sample = bi;
+      }
+      rank_row(lbuf + row * r, rt.data(), mv.n, r, out + row * mv.n);
+    }
+  });
+}
+
 class LowRankCodec : public Codec {
  public:
   LowRankCodec(CodecId id, int rank, int iters) : id_(id), rank_(rank), iters_(iters) {}
@@ -194,9 +282,13 @@ class LowRankCodec : public Codec {
       float* lbuf = reinterpret_cast<float*>(body.data<uint8_t>() + lowrank_l_offset());
       float* rbuf = lbuf + mv.b * mv.m * r;
       // The GEMMs' f32 operand: the input itself when it is f32, else one converted copy.
+      // Samples are independent (each reads its own matrix and state, and its seeds name it): they run on
+      // the op threads, and the bytes do not depend on how many there are.
       const float* a = v.floats();
-      for (int64_t bi = 0; bi < mv.b; ++bi)
-        factor(a + bi * mv.m * mv.n, mv.m, mv.n, r, bi, mv, lbuf + bi * mv.m * r, rbuf + bi * mv.n * r);
+      engine::parallel_for(mv.b, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t bi = b0; bi < b1; ++bi)
+          factor(a + bi * mv.m * mv.n, mv.m, mv.n, r, bi, mv, lbuf + bi * mv.m * r, rbuf + bi * mv.n * r);
+      });
     }
     p.body = x.is_cuda() ? body.to(x.device()) : body;
     ++calls_;
@@ -215,16 +307,10 @@ class LowRankCodec : public Codec {
     }
     p.check_status();
     Tensor hb = p.host_body();
-    // Not zeroed first: with beta = 0 a GEMM writes C without reading it (the BLAS contract).
     Tensor out = engine::empty(p.header.shape, engine::DType::f32);
     if (out.numel() > 0) {
-      MatrixView mv = matrix_view(p.header.shape);
-      const int64_t r = p.header.params[2];
       const float* lbuf = reinterpret_cast<const float*>(hb.data<uint8_t>() + lowrank_l_offset());
-      const float* rbuf = lbuf + mv.b * mv.m * r;
-      for (int64_t bi = 0; bi < mv.b; ++bi)
-        engine::cpu::gemm(false, true, mv.m, mv.n, r, 1.0f, lbuf + bi * mv.m * r, r, rbuf + bi * mv.n * r, r,
-                          0.0f, out.data<float>() + bi * mv.m * mv.n, mv.n);
+      lowrank_product(lbuf, matrix_view(p.header.shape), p.header.params[2], out.data<float>());
     }
     return finish_decode(out, dtype, p.body.device());
   }

@@ -5,8 +5,10 @@
 #include <cmath>
 
 #include "compress/codec.h"
+#include "compress/codec_impl.h"
 #include "distributions.h"
 #include "engine/ops.h"
+#include "engine/parallel.h"
 #include "support/gradcheck.h"
 
 using namespace dgpipe::compress;
@@ -62,6 +64,53 @@ TEST(LowRank, FourDimensionalBoundaryIsBatchOfChannelMatrices) {
   }
   auto codec = make_codec("power:2");
   EXPECT_EQ(codec->body_bytes({2, 8, 4, 4}), 16u + 4u * 2 * (8 + 16) * 2);
+}
+
+// The CPU decoder's hand-written rank-r product (lowrank.cpp) against the packet's own factors multiplied by
+// the engine's matmul: the same products, summed in another order, so equal to float rounding. Shapes with a
+// rank of 1 and above 4, row lengths that are not a multiple of the vector width, one and several samples,
+// and enough rows for the op threads to split them (inside a sample).
+TEST(LowRank, CpuDecodeIsTheProductOfTheSentFactors) {
+  using dgpipe::engine::DType;
+  const std::vector<std::pair<std::string, dgpipe::engine::Shape>> cases = {
+      {"svd:4", {3, 40, 61}},  {"power:1", {2, 7, 5}},    {"power:6/1", {1, 33, 17}},
+      {"svd:2", {5, 3, 4, 4}}, {"power:4", {1, 700, 29}}, {"svd:3", {2, 2, 3}}};
+  for (const auto& [spec, shape] : cases) {
+    const Tensor x = make_input(Dist::normal, 5, shape);
+    auto codec = make_codec(spec);
+    Packet p = codec->encode(x);
+    const int64_t b = shape[0], m = shape[1], n = x.numel() / (b * m), r = p.header.params[2];
+    Tensor body = p.host_body();
+    Tensor l = detail::typed_view(body, detail::lowrank_l_offset(), DType::f32, {b, m, r});
+    Tensor rt =
+        detail::typed_view(body, detail::lowrank_l_offset() + 4ull * b * m * r, DType::f32, {b, n, r});
+    Tensor expect = dgpipe::engine::matmul(l, rt.transpose(1, 2).contiguous()).reshape(shape);
+    EXPECT_LE(relative_diff(codec->decode(p), expect), 1e-6) << spec;
+  }
+}
+
+// Samples are factored on the op threads: the packet and its decoding are the same at any thread count
+// (several samples, which tests/compress/test_codec.cpp's single-matrix case does not split).
+TEST(LowRank, SamplesGiveTheSameBytesAtAnyThreadCount) {
+  const Tensor x = make_input(Dist::laplace, 3, {7, 24, 6, 5});
+  const int restore = dgpipe::engine::cpu_threads();
+  for (std::string spec : {"power:4", "svd:4", "power:2/3"}) {
+    std::vector<std::vector<uint8_t>> bytes;
+    std::vector<std::vector<double>> decoded;
+    for (int threads : {1, 2, 3}) {
+      dgpipe::engine::set_cpu_threads(threads);
+      auto codec = make_codec(spec);
+      Packet p = codec->encode(x);
+      p = codec->encode(x);  // the power codec's second call starts from its state
+      bytes.push_back(p.serialize());
+      decoded.push_back(codec->decode(p).to_vector());
+    }
+    dgpipe::engine::set_cpu_threads(restore);
+    for (size_t k = 1; k < bytes.size(); ++k) {
+      EXPECT_EQ(bytes[k], bytes[0]) << spec << " at " << k + 1 << " threads";
+      EXPECT_EQ(decoded[k], decoded[0]) << spec << " at " << k + 1 << " threads";
+    }
+  }
 }
 
 TEST(LowRank, ZeroAndRankDeficientInputsStayFinite) {
