@@ -302,7 +302,13 @@ PacketHeader Codec::make_header(const Tensor& x) const {
 }
 
 Packet Codec::start_packet(const Tensor& x) const {
-  check_input(x);
+  Packet p = start_packet_unscanned(x);
+  check_finite(x);
+  return p;
+}
+
+Packet Codec::start_packet_unscanned(const Tensor& x) const {
+  check_type(x);
   Packet p;
   p.boundary = boundary_;
   p.header = make_header(x);
@@ -326,11 +332,19 @@ std::string Codec::where() const {
   return spec() + " at boundary '" + (boundary_.empty() ? std::string("(unnamed)") : boundary_) + "'";
 }
 
-void Codec::check_input(const Tensor& x) const {
+void Codec::check_type(const Tensor& x) const {
   DGP_CHECK(x.defined(), where() << ": encode of an undefined tensor");
   DGP_CHECK(engine::is_floating(x.dtype()), where() << ": expected a floating tensor, got "
                                                     << engine::dtype_name(x.dtype()) << " "
                                                     << engine::shape_str(x.shape()));
+}
+
+void Codec::check_input(const Tensor& x) const {
+  check_type(x);
+  check_finite(x);
+}
+
+void Codec::check_finite(const Tensor& x) const {
   if (!x.device().is_cpu()) return;  // CUDA encodes record non-finite inputs in the packet status word
   const detail::HostValues v(x);
   const int64_t n = v.size();

@@ -123,6 +123,11 @@ class Codec {
   std::string boundary_;
   // Throws naming the codec and the boundary if x is not a floating tensor or holds NaN/Inf (CPU tensors).
   void check_input(const engine::Tensor& x) const;
+  // The NaN/Inf half of check_input: throws (naming how many and the first) if the CPU tensor x holds a
+  // non-finite value.
+  void check_finite(const engine::Tensor& x) const;
+  // The other half: throws if x is undefined or not a floating tensor.
+  void check_type(const engine::Tensor& x) const;
   // Throws if p was not produced by this kind of codec or its header is inconsistent.
   void check_packet(const Packet& p) const;
   PacketHeader make_header(const engine::Tensor& x) const;
@@ -131,6 +136,9 @@ class Codec {
   // The common start of an encode: checks x (check_input), names the boundary and fills the header
   // (make_header); the caller fills the body.
   Packet start_packet(const engine::Tensor& x) const;
+  // start_packet without check_input's pass over the values, for a codec that looks for NaN/Inf within its
+  // own single pass over x and then calls check_finite(x) (the same verdict and error, one read of x less).
+  Packet start_packet_unscanned(const engine::Tensor& x) const;
   // An uninitialised u8 body of p.header.body_bytes on `device`, for a kernel that writes every byte of it.
   static engine::Tensor device_body(const Packet& p, engine::Device device);
   // x as a contiguous f32 tensor on its own device (x itself when it already is one): what the power/svd
