@@ -2,11 +2,11 @@
 // whole flattened tensor; ties in magnitude keep the smaller flat index, so the choice is deterministic.
 // Body: prelude | k values f32 (in increasing index order) | pad to 16 | k indices bit-packed in
 // index_bits(N) = ceil(log2 N) bits (the narrowest width that holds N - 1; 17 bits for a 128K-element
-// tensor). Decode: zeros, then scatter. CPU: a radix select of the k-th largest magnitude (two 16-bit
-// histogram passes over the bits of |x|), then one pass that keeps, in index order, what is above it and the
-// first ties. CUDA (topk.cu): radix select of the threshold magnitude + order-preserving compaction, the same
-// bytes; decode is a memset and a scatter kernel. The original's pruning (never sent, bug B10):
-// docs/original.md#top-k-pruning.
+// tensor). Decode: zeros, then scatter (CPU: both in one pass per chunk of kept values, on the op threads).
+// CPU: a radix select of the k-th largest magnitude (two 16-bit histogram passes over the bits of |x|), then
+// one pass that keeps, in index order, what is above it and the first ties. CUDA (topk.cu): radix select of
+// the threshold magnitude + order-preserving compaction, the same bytes; decode is a memset and a scatter
+// kernel. The original's pruning (never sent, bug B10): docs/original.md#top-k-pruning.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -59,6 +59,49 @@ MagnitudeCut magnitude_cut(const float* x, int64_t n, int64_t k) {
   uint32_t low = 0xffff;
   while (above + count[low] < k) above += count[low--];
   return {(high << 16) | low, k - above};
+}
+
+// Decodes a top-k body into out[0..n): zeros but at the kept indices. The kept values come in chunks of
+// kChunk; chunk c owns the stretch of the output from its first index (0 for the first chunk) to the next
+// chunk's first index (n for the last), and zeroes it and scatters its values into it in one pass, on the op
+// threads. Valid indices increase strictly (the encoder writes them in index order), so the stretches are
+// disjoint and every output element is written by one chunk: the same result at any thread count. A packet
+// whose indices do not increase or reach n is refused as corrupt.
+void scatter_kept(const uint8_t* body, uint64_t body_bytes, int64_t n, int64_t k, float* out,
+                  const std::string& where) {
+  constexpr int64_t kChunk = 1024;  // a multiple of 8: chunks start on whole packing blocks
+  const int bits = index_bits(n);
+  const uint8_t* indices = body + topk_index_offset(k);
+  const uint64_t index_bytes = body_bytes - topk_index_offset(k);
+  const int64_t chunks = (k + kChunk - 1) / kChunk;
+  if (chunks == 0) std::memset(out, 0, sizeof(float) * static_cast<size_t>(n));
+  // Large parts: a hand-off to another thread costs about as much as zeroing 64k elements.
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) * k / std::max<int64_t>(1, n * kChunk));
+  engine::parallel_for(chunks, grain, [&](int64_t c0, int64_t c1) {
+    uint32_t index[kChunk];
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t first = c * kChunk, m = std::min(kChunk, k - first);
+      uint64_t next = static_cast<uint64_t>(n);  // the next chunk's first index
+      if (c + 1 < chunks) {
+        uint32_t i;
+        unpack_codes(indices, index_bytes, first + kChunk, 1, bits, &i);
+        next = i;
+      }
+      unpack_codes(indices, index_bytes, first, m, bits, index);
+      const uint64_t begin = c == 0 ? 0 : index[0];
+      uint64_t previous = begin;
+      for (int64_t j = 0; j < m; ++j) {
+        DGP_CHECK(index[j] < static_cast<uint64_t>(n),
+                  where << ": corrupt packet, index " << index[j] << " >= " << n);
+        DGP_CHECK((j == 0 || index[j] > previous) && index[j] < next,
+                  where << ": corrupt packet, indices do not increase (" << index[j] << " at position "
+                        << first + j << ")");
+        previous = index[j];
+      }
+      std::memset(out + begin, 0, sizeof(float) * static_cast<size_t>(next - begin));
+      for (int64_t j = 0; j < m; ++j) std::memcpy(&out[index[j]], body + kPreludeBytes + 4 * (first + j), 4);
+    }
+  });
 }
 
 class TopKCodec final : public Codec {
@@ -120,20 +163,8 @@ class TopKCodec final : public Codec {
     p.check_status();
     Tensor hb = p.host_body();
     const uint8_t* b = hb.data<uint8_t>();
-    const int bits = index_bits(n);
-    Tensor out = engine::zeros(p.header.shape, engine::DType::f32);
-    float* o = out.data<float>();
-    const uint64_t off = topk_index_offset(k);
-    uint32_t index[1024];
-    for (int64_t first = 0; first < k; first += 1024) {
-      const int64_t m = std::min<int64_t>(1024, k - first);
-      unpack_codes(b + off, hb.nbytes() - off, first, m, bits, index);
-      for (int64_t j = 0; j < m; ++j) {
-        const uint32_t i = index[j];
-        DGP_CHECK(i < static_cast<uint64_t>(n), where() << ": corrupt packet, index " << i << " >= " << n);
-        std::memcpy(&o[i], b + kPreludeBytes + 4 * (first + j), 4);
-      }
-    }
+    Tensor out = engine::empty(p.header.shape, engine::DType::f32);
+    scatter_kept(b, hb.nbytes(), n, k, out.data<float>(), where());
     return finish_decode(out, dtype, p.body.device());
   }
 

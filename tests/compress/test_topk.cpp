@@ -4,10 +4,16 @@
 #include <algorithm>
 #include <cmath>
 
+#include <cstring>
+#include <tuple>
+
 #include "codec_checks.h"
 #include "compress/codec.h"
+#include "compress/codec_impl.h"
 #include "distributions.h"
+#include "engine/parallel.h"
 #include "support/gradcheck.h"
+#include "support/test_util.h"
 
 using namespace dgpipe::compress;
 using namespace dgpipe::testing;
@@ -104,4 +110,71 @@ TEST(TopK, CudaReportsNonFiniteInputs) {
   Packet p = codec->encode(dgpipe::engine::from_vector(v, {3000}).to(dgpipe::engine::Device::cuda()));
   EXPECT_THROW(p.check_status(), dgpipe::engine::Error);
   EXPECT_THROW(p.serialize(), dgpipe::engine::Error);
+}
+
+namespace {
+
+// The packet's kept indices, unpacked.
+std::vector<uint32_t> kept_indices(const Packet& p) {
+  const int64_t n = dgpipe::engine::shape_numel(p.header.shape), k = p.header.params[0];
+  Tensor body = p.host_body();
+  const uint64_t off = detail::topk_index_offset(k);
+  std::vector<uint32_t> index(static_cast<size_t>(k));
+  detail::unpack_codes(body.data<uint8_t>() + off, body.nbytes() - off, 0, k, index_bits(n), index.data());
+  return index;
+}
+
+// Overwrites code i of a bit-packed stream (put_bits only sets bits).
+void set_code(uint8_t* out, uint64_t i, int bits, uint32_t value) {
+  for (int b = 0; b < bits; ++b) {
+    const uint64_t bit = i * static_cast<uint64_t>(bits) + static_cast<uint64_t>(b);
+    const uint8_t mask = static_cast<uint8_t>(1u << (bit & 7));
+    out[bit >> 3] = static_cast<uint8_t>(((value >> b) & 1u) ? out[bit >> 3] | mask : out[bit >> 3] & ~mask);
+  }
+}
+
+}  // namespace
+
+// The CPU decoder zeroes and scatters chunk by chunk on the op threads; the simple path — zeros, then every
+// kept value written at its index — must give the same floats at any thread count, for one chunk, several,
+// a last partial one, and everything kept. A packet whose indices do not increase (which would let two
+// chunks write one element) or reach n is refused.
+TEST(TopK, CpuDecodeIsZerosThenScatterAtAnyThreadCount) {
+  const Tensor x = make_input(Dist::normal, 6, {3, 100003});
+  const int64_t n = x.numel();
+  const int restore = dgpipe::engine::cpu_threads();
+  for (std::string spec : {"topk:0.000005", "topk:0.003", "topk:0.1", "topk:1"}) {
+    auto codec = make_codec(spec, "b2");
+    Packet p = codec->encode(x);
+    const int64_t k = p.header.params[0];
+    const std::vector<uint32_t> index = kept_indices(p);
+    std::vector<float> expect(static_cast<size_t>(n), 0.0f);
+    Tensor body = p.host_body();
+    for (int64_t j = 0; j < k; ++j)
+      std::memcpy(&expect[index[j]], body.data<uint8_t>() + kPreludeBytes + 4 * j, 4);
+    for (int threads : {1, 2, 3}) {
+      dgpipe::engine::set_cpu_threads(threads);
+      Tensor y = codec->decode(p);
+      EXPECT_EQ(std::memcmp(y.data<float>(), expect.data(), 4 * expect.size()), 0)
+          << spec << " at " << threads << " threads";
+    }
+    dgpipe::engine::set_cpu_threads(restore);
+    if (k < 3000) continue;
+    // Corrupt copies: an index that repeats its predecessor in the middle of a chunk, one that goes back
+    // across a chunk boundary, one beyond the tensor.
+    const int bits = index_bits(n);
+    for (auto [position, value, what] :
+         {std::tuple{int64_t(500), index[499], "do not increase"},
+          std::tuple{int64_t(2048), index[2000], "do not increase"}, std::tuple{k - 1, uint32_t(n), ">= "}}) {
+      Packet bad = Packet::deserialize(p.serialize());
+      Tensor bb = bad.host_body();
+      set_code(bb.data<uint8_t>() + detail::topk_index_offset(k), static_cast<uint64_t>(position), bits,
+               value);
+      bad.body = bb;
+      const std::string msg = dgpipe::testing::error_of([&] { codec->decode(bad); });
+      EXPECT_NE(msg.find("corrupt packet"), std::string::npos) << spec << ": " << msg;
+      EXPECT_NE(msg.find(what), std::string::npos) << spec << ": " << msg;
+      EXPECT_NE(msg.find("b2"), std::string::npos) << msg;
+    }
+  }
 }
