@@ -205,6 +205,81 @@ bool cpu_has_avx2() {
   static const bool has = __builtin_cpu_supports("avx2");
   return has;
 }
+
+bool cpu_has_avx512() {
+  static const bool has = __builtin_cpu_supports("avx512f");
+  return has;
+}
+
+// Decoders of one group's codes straight from the packed bytes (no code array), for the widths that dominate:
+// each returns how many of the m codes at `in` it decoded (a prefix, a whole number of blocks), the caller
+// does the rest. They produce exactly dequant(q, lo, step).
+//
+// 4 bits: each nibble indexes the 16 values dequant(q, lo, step), q < 16, computed once (`values`); a byte
+// holds codes 2j (low nibble) and 2j + 1. 32 codes (16 bytes) per step, looked up with one 16-lane permute.
+// (The masked forms with a full mask: GCC 12 warns on the plain ones.)
+__attribute__((target("avx512f"))) inline __m512 nibble_values16(__m128i codes16, __m512 table) {
+  return _mm512_maskz_permutexvar_ps(0xffff, _mm512_maskz_cvtepu8_epi32(0xffff, codes16), table);
+}
+__attribute__((target("avx512f"))) int64_t decode_nibbles_avx512(const uint8_t* in, int64_t m,
+                                                                 const float* values, float* out) {
+  const __m512 table = _mm512_loadu_ps(values);
+  const __m128i low4 = _mm_set1_epi8(15);
+  int64_t i = 0;
+  for (; i + 32 <= m; i += 32) {
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i / 2));
+    const __m128i lo = _mm_and_si128(b, low4), hi = _mm_and_si128(_mm_srli_epi16(b, 4), low4);
+    _mm512_storeu_ps(out + i, nibble_values16(_mm_unpacklo_epi8(lo, hi), table));
+    _mm512_storeu_ps(out + i + 16, nibble_values16(_mm_unpackhi_epi8(lo, hi), table));
+  }
+  return i;
+}
+
+// The same with 8-lane permutes: values 0-7 and 8-15, chosen by the code's bit 3 (moved to the sign bit).
+__attribute__((target("avx2"))) inline __m256 nibble_values8(__m128i codes8, __m256 low, __m256 high) {
+  const __m256i idx = _mm256_cvtepu8_epi32(codes8);
+  return _mm256_blendv_ps(_mm256_permutevar8x32_ps(low, idx), _mm256_permutevar8x32_ps(high, idx),
+                          _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+}
+__attribute__((target("avx2"))) int64_t decode_nibbles_avx2(const uint8_t* in, int64_t m, const float* values,
+                                                            float* out) {
+  const __m256 low = _mm256_loadu_ps(values), high = _mm256_loadu_ps(values + 8);
+  const __m128i low4 = _mm_set1_epi8(15);
+  int64_t i = 0;
+  for (; i + 32 <= m; i += 32) {
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i / 2));
+    const __m128i lo = _mm_and_si128(b, low4), hi = _mm_and_si128(_mm_srli_epi16(b, 4), low4);
+    const __m128i first16 = _mm_unpacklo_epi8(lo, hi), last16 = _mm_unpackhi_epi8(lo, hi);
+    _mm256_storeu_ps(out + i, nibble_values8(first16, low, high));
+    _mm256_storeu_ps(out + i + 8, nibble_values8(_mm_srli_si128(first16, 8), low, high));
+    _mm256_storeu_ps(out + i + 16, nibble_values8(last16, low, high));
+    _mm256_storeu_ps(out + i + 24, nibble_values8(_mm_srli_si128(last16, 8), low, high));
+  }
+  return i;
+}
+
+// 12 bits: 8 codes in 12 bytes. A byte shuffle puts the two bytes holding code k in lane k (code k starts at
+// bit 12k: byte 3k/2, shifted by 4 when k is odd), a shift and a mask leave the code, then q * step + lo as
+// dequant() computes it (a separate multiply and add; AVX2 brings no fused multiply-add). A step reads 16
+// bytes, so it stops while 16 bytes are left to read.
+__attribute__((target("avx2"))) int64_t decode_12bit_avx2(const uint8_t* in, int64_t m, float lo, float step,
+                                                          float* out) {
+  const __m256i gather =
+      _mm256_setr_epi8(0, 1, -1, -1, 1, 2, -1, -1, 3, 4, -1, -1, 4, 5, -1, -1,  // codes 0-3
+                       6, 7, -1, -1, 7, 8, -1, -1, 9, 10, -1, -1, 10, 11, -1, -1);
+  const __m256i shift = _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4);
+  const __m256i mask = _mm256_set1_epi32(0xfff);
+  const __m256 vlo = _mm256_set1_ps(lo), vstep = _mm256_set1_ps(step);
+  const int64_t bytes = m / 8 * 12;
+  int64_t i = 0;
+  for (; i + 8 <= m && i / 8 * 12 + 16 <= bytes; i += 8) {
+    const __m256i raw =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i / 8 * 12)));
+    const __m256i q = _mm256_and_si256(_mm256_srlv_epi32(_mm256_shuffle_epi8(raw, gather), shift), mask);
+    _mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(q), vstep), vlo));
+  }
+  return i;
+}
 #endif
 
 // The vector paths need every (x - lo) / step finite or +-inf, never NaN: true when each group's step is
@@ -368,6 +443,7 @@ namespace {
 struct GroupDequant {
   int q_bits = 0, s_bits = 0;
   std::vector<float> lo, step, table;
+  std::array<float, 16> nibble_values{};  // uniform:4: the value of each code
 
   GroupDequant(const uint8_t* body, int64_t n, int q, int s)
       : q_bits(q), s_bits(s), lo(1 << s), step(1 << s) {
@@ -380,6 +456,20 @@ struct GroupDequant {
       table.resize(size_t(1) << (q + s));
       for (uint32_t c = 0; c < table.size(); ++c) table[c] = dequant(c & qmask, lo[c >> q], step[c >> q]);
     }
+    if (s == 0 && q == 4)
+      for (uint32_t c = 0; c < 16; ++c) nibble_values[c] = dequant(c, lo[0], step[0]);
+  }
+
+  // Decodes a prefix of the m codes packed at `in` (code 0 of the chunk at in[0]) without unpacking them
+  // first, where a path for this width exists; returns how many (a multiple of 8).
+  int64_t decode_packed(const uint8_t* in, int64_t m, float* o) const {
+#if defined(__x86_64__)
+    if (s_bits != 0) return 0;
+    if (q_bits == 4 && cpu_has_avx512()) return decode_nibbles_avx512(in, m, nibble_values.data(), o);
+    if (q_bits == 4 && cpu_has_avx2()) return decode_nibbles_avx2(in, m, nibble_values.data(), o);
+    if (q_bits == 12 && cpu_has_avx2()) return decode_12bit_avx2(in, m, lo[0], step[0], o);
+#endif
+    return 0;
   }
 
   // o[i] = the value of codes[i], i < m.
@@ -418,8 +508,10 @@ void group_decode_cpu(const uint8_t* body, uint64_t body_bytes, int64_t n, int q
     uint32_t codes[kChunk];
     for (int64_t first = c0 * kChunk; first < std::min(n, c1 * kChunk); first += kChunk) {
       const int64_t m = std::min(kChunk, n - first);
-      unpack_codes(payload, nbytes, first, m, q_bits + s_bits, codes);
-      dequant_codes(codes, m, out + first);
+      const int64_t done =
+          dequant_codes.decode_packed(payload + first / 8 * (q_bits + s_bits), m, out + first);
+      unpack_codes(payload, nbytes, first + done, m - done, q_bits + s_bits, codes);
+      dequant_codes(codes, m - done, out + first + done);
     }
   });
 }
