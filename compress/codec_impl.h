@@ -116,8 +116,9 @@ void pack_codes_at(const uint32_t* codes, int64_t first, int64_t m, int bits, ui
 // Reads codes [first, first + m) (first a multiple of 8) of a stream of nbytes bytes into codes[0..m).
 void unpack_codes(const uint8_t* payload, uint64_t nbytes, int64_t first, int64_t m, int bits,
                   uint32_t* codes);
-// Smallest and largest of x[0..n) (0 and 0 when n == 0); the input is finite.
-void min_max(const float* x, int64_t n, float* lo, float* hi);
+// Smallest and largest of x[0..n) (0 and 0 when n == 0). Returns whether every value is finite, checked in
+// the same pass (a codec's NaN/Inf check); when not, lo and hi mean nothing.
+bool min_max(const float* x, int64_t n, float* lo, float* hi);
 // codes[i] = uniform_code(x[i], lo, step, q_bits) for i < m.
 void uniform_codes(const float* x, int64_t m, float lo, float step, int q_bits, uint32_t* codes);
 // codes[i] = (g << q_bits) | group_value_code(x[i], lo[g], step[g], q_bits) with g = group[i] (< groups <=

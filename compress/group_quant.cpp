@@ -317,25 +317,41 @@ void unpack_codes(const uint8_t* payload, uint64_t nbytes, int64_t first, int64_
 
 namespace {
 
-void min_max_serial(const float* x, int64_t n, float* lo, float* hi) {
+// 1 when the bits of v are NaN's or Inf's (exponent all ones), else 0.
+inline uint32_t non_finite(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  return static_cast<uint32_t>((u & 0x7f800000u) == 0x7f800000u);
+}
+
+// Returns whether every value is finite (checked in the same pass: NaN would slip through min and max).
+bool min_max_serial(const float* x, int64_t n, float* lo, float* hi) {
   if (n == 0) {
     *lo = *hi = 0.0f;
-    return;
+    return true;
   }
   float l = x[0], h = x[0];
+  uint32_t bad = 0;
   int64_t i = 0;
 #if defined(__SSE2__)
   // Four lanes (x[i] < l ? x[i] : l, as minps); -0 and +0 may come out in another order than in a scalar
   // loop, which no encoded byte sees (stats are written as v + 0, and hi - lo is the same for either zero).
   if (n >= 8) {
+    const __m128i exp = _mm_set1_epi32(0x7f800000);
+    auto non_finite4 = [&](__m128 v) {
+      return _mm_cmpeq_epi32(_mm_and_si128(_mm_castps_si128(v), exp), exp);
+    };
     __m128 l0 = _mm_loadu_ps(x), h0 = l0, l1 = _mm_loadu_ps(x + 4), h1 = l1;
+    __m128i bad4 = _mm_or_si128(non_finite4(l0), non_finite4(l1));
     for (i = 8; i + 8 <= n; i += 8) {
       const __m128 a = _mm_loadu_ps(x + i), b = _mm_loadu_ps(x + i + 4);
+      bad4 = _mm_or_si128(bad4, _mm_or_si128(non_finite4(a), non_finite4(b)));
       l0 = _mm_min_ps(a, l0);
       h0 = _mm_max_ps(a, h0);
       l1 = _mm_min_ps(b, l1);
       h1 = _mm_max_ps(b, h1);
     }
+    bad = static_cast<uint32_t>(_mm_movemask_epi8(bad4) != 0);
     alignas(16) float ls[4], hs[4];
     _mm_store_ps(ls, _mm_min_ps(l0, l1));
     _mm_store_ps(hs, _mm_max_ps(h0, h1));
@@ -348,29 +364,35 @@ void min_max_serial(const float* x, int64_t n, float* lo, float* hi) {
   }
 #endif
   for (; i < n; ++i) {
+    bad |= non_finite(x[i]);
     l = x[i] < l ? x[i] : l;
     h = x[i] > h ? x[i] : h;
   }
   *lo = l;
   *hi = h;
+  return bad == 0;
 }
 
 }  // namespace
 
 // Blocks of the input on the op threads, their extremes combined in block order. (The -0/+0 order may differ
 // from one serial pass, as between lanes above; no encoded byte sees it.)
-void min_max(const float* x, int64_t n, float* lo, float* hi) {
+bool min_max(const float* x, int64_t n, float* lo, float* hi) {
   constexpr int64_t kBlock = int64_t(1) << 16;
   const int64_t blocks = (n + kBlock - 1) / kBlock;
   if (blocks <= 1) return min_max_serial(x, n, lo, hi);
   std::vector<float> block_lo(blocks), block_hi(blocks);
+  std::vector<uint8_t> block_finite(blocks);
   engine::parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b)
-      min_max_serial(x + b * kBlock, std::min(kBlock, n - b * kBlock), &block_lo[b], &block_hi[b]);
+      block_finite[b] =
+          min_max_serial(x + b * kBlock, std::min(kBlock, n - b * kBlock), &block_lo[b], &block_hi[b]);
   });
+  if (std::find(block_finite.begin(), block_finite.end(), 0) != block_finite.end()) return false;
   min_max_serial(block_lo.data(), blocks, lo, hi);
   float unused;
   min_max_serial(block_hi.data(), blocks, &unused, hi);
+  return true;
 }
 
 void uniform_codes(const float* x, int64_t m, float lo, float step, int q_bits, uint32_t* codes) {

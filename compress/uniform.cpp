@@ -27,17 +27,18 @@ class UniformCodec final : public Codec {
   }
 
   Packet encode(const Tensor& x) override {
-    Packet p = start_packet(x);
-    if (x.is_cuda()) {
+    if (x.defined() && x.is_cuda()) {
+      Packet p = start_packet(x);
       p.body = device_body(p, x.device());
       cuda_kernels::uniform_encode(contiguous_input(x), p.body, q_bits_);
       return p;
     }
+    Packet p = start_packet_unscanned(x);  // min_max looks for NaN/Inf
     const HostValues v(x);
     const float* xv = v.floats();
     const int64_t n = v.size();
     float lo = 0.0f, hi = 0.0f;
-    min_max(xv, n, &lo, &hi);
+    if (!min_max(xv, n, &lo, &hi)) check_finite(x);  // throws, naming the first non-finite value
     const float step = quant_step(lo, hi, (1u << q_bits_) - 1u);
     p.body = make_body(p.header.body_bytes, engine::Device::cpu());
     uint8_t* body = p.body.data<uint8_t>();

@@ -116,9 +116,30 @@ TEST(GroupQuant, MinMaxFindsTheExtremesAnywhere) {
       y[at] = -10.0f;
       y[top] = 10.0f;
       float lo = 0, hi = 0;
-      min_max(y.data(), n, &lo, &hi);
+      EXPECT_TRUE(min_max(y.data(), n, &lo, &hi));
       EXPECT_EQ(lo, n == 1 ? 10.0f : -10.0f) << "n " << n << " at " << at;
       EXPECT_EQ(hi, 10.0f) << "n " << n << " at " << at;
+    }
+  }
+}
+
+// min_max is the uniform codec's NaN/Inf check too (min and max alone would pass a NaN by): a lone NaN or
+// Inf anywhere — the first vector load, the loop, the scalar tail, any 64k block on the op threads — is
+// reported; a finite input never is.
+TEST(GroupQuant, MinMaxReportsEveryNonFiniteValue) {
+  for (int64_t n : {int64_t(1), int64_t(7), int64_t(8), int64_t(13), int64_t(1000), int64_t(200003)}) {
+    std::vector<float> x(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) x[i] = std::sin(static_cast<float>(i)) * 1e30f;
+    float lo = 0, hi = 0;
+    EXPECT_TRUE(min_max(x.data(), n, &lo, &hi)) << n;
+    for (int64_t at : {int64_t(0), int64_t(3), int64_t(6), int64_t(9), n - 1, n / 2, int64_t(140000)}) {
+      if (at >= n) continue;
+      for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                        -std::numeric_limits<float>::infinity()}) {
+        std::vector<float> y = x;
+        y[at] = bad;
+        EXPECT_FALSE(min_max(y.data(), n, &lo, &hi)) << "n " << n << " at " << at << " " << bad;
+      }
     }
   }
 }
