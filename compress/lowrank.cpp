@@ -27,10 +27,6 @@
 #include "engine/ops/gemm.h"
 #include "engine/rng.h"
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
 namespace dgpipe::compress::detail {
 
 struct MatrixView {
@@ -52,8 +48,8 @@ namespace {
 using engine::Tensor;
 
 // The two loops of the orthonormalisation, compiled twice: for plain x86-64 (SSE2) and for AVX2, chosen at
-// run time (target_clones). Both do the same IEEE double operations in the same order — AVX2 brings no fused
-// multiply-add, and AVX-512 (which would) is left out — so the bytes do not depend on the machine.
+// run time (target_clones). Both do the same IEEE double operations in the same order (no fused multiply-add,
+// see rank_row_lanes), so the bytes do not depend on the machine.
 #if defined(__x86_64__)
 #define DGP_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
 #else
@@ -173,35 +169,36 @@ void symmetric_eigen(std::vector<double>& g, int64_t l, std::vector<double>& vec
 }
 
 // One output row of a rank-r product: o[j] = sum over k < r of l[k] rt[k n + j], summed in increasing k with
-// a separate multiply and add per term (never a fused multiply-add), so that every path below gives the bits
-// of the plain loop. The vector paths are chosen at run time (the build targets plain x86-64) and return how
-// many leading columns they did.
-#if defined(__x86_64__)
-__attribute__((target("avx2"))) int64_t rank_row_avx2(const float* l, const float* rt, int64_t n, int64_t r,
-                                                      float* o) {
+// a separate multiply and add per term (this file is compiled with -ffp-contract=off,
+// compress/CMakeLists.txt, so no pair becomes a fused multiply-add), so that every path gives the bits of the
+// plain loop. The vector paths (W lanes of the compiler's vector extension) are chosen at run time (the build
+// targets plain x86-64) and return how many leading columns they did.
+template <int W>
+__attribute__((always_inline)) inline int64_t rank_row_lanes(const float* l, const float* rt, int64_t n,
+                                                             int64_t r, float* o) {
+  typedef float Lanes __attribute__((vector_size(4 * W)));
   int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    __m256 acc = _mm256_mul_ps(_mm256_set1_ps(l[0]), _mm256_loadu_ps(rt + j));
-    for (int64_t k = 1; k < r; ++k)
-      acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(l[k]), _mm256_loadu_ps(rt + k * n + j)));
-    _mm256_storeu_ps(o + j, acc);
+  for (; j + W <= n; j += W) {
+    Lanes acc, term;
+    std::memcpy(&acc, rt + j, sizeof(Lanes));
+    acc = l[0] * acc;
+    for (int64_t k = 1; k < r; ++k) {
+      std::memcpy(&term, rt + k * n + j, sizeof(Lanes));
+      acc = acc + l[k] * term;
+    }
+    std::memcpy(o + j, &acc, sizeof(Lanes));
   }
   return j;
 }
 
-// AVX-512 brings fused multiply-adds that the compiler would otherwise contract the pairs into.
-__attribute__((target("avx512f"), optimize("fp-contract=off"))) int64_t rank_row_avx512(const float* l,
-                                                                                        const float* rt,
-                                                                                        int64_t n, int64_t r,
-                                                                                        float* o) {
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16) {
-    __m512 acc = _mm512_mul_ps(_mm512_set1_ps(l[0]), _mm512_loadu_ps(rt + j));
-    for (int64_t k = 1; k < r; ++k)
-      acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(l[k]), _mm512_loadu_ps(rt + k * n + j)));
-    _mm512_storeu_ps(o + j, acc);
-  }
-  return j;
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) int64_t rank_row_avx2(const float* l, const float* rt, int64_t n, int64_t r,
+                                                      float* o) {
+  return rank_row_lanes<8>(l, rt, n, r, o);
+}
+__attribute__((target("avx512f"))) int64_t rank_row_avx512(const float* l, const float* rt, int64_t n,
+                                                           int64_t r, float* o) {
+  return rank_row_lanes<16>(l, rt, n, r, o);
 }
 
 enum class RowPath { plain, avx2, avx512 };

@@ -1,5 +1,5 @@
-// Checks that several codec tests make the same way: a codec's codes against the original system's, and a
-// codec's CUDA packets against its CPU packets.
+// Checks that several codec tests make the same way: a codec's codes against the original system's, a
+// codec's CUDA packets against its CPU packets, and its CPU packets at several op thread counts.
 #pragma once
 #include <functional>
 #include <string>
@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "compress/codec.h"
+#include "engine/parallel.h"
 #include "support/golden_json.h"
 
 namespace dgpipe::testing {
@@ -58,6 +59,28 @@ inline compress::Packet expect_cuda_packet_equals_cpu(compress::Codec& codec, co
   EXPECT_EQ(codec.decode(cpu).to_vector(), codec.decode(gpu).to(engine::Device::cpu()).to_vector())
       << what << " " << codec.spec();
   return gpu;
+}
+
+// Encodes x with a fresh codec of `spec` at 1, 2 and 3 op threads (engine/parallel.h), `calls` times each
+// (the last packet counts: a warm-started codec's later calls start from its state), and expects the same
+// packet bytes and decoded values at every thread count. Restores the thread count.
+inline void expect_same_at_any_thread_count(const std::string& spec, const engine::Tensor& x, int calls = 1) {
+  const int restore = engine::cpu_threads();
+  std::vector<std::vector<uint8_t>> bytes;
+  std::vector<std::vector<double>> decoded;
+  for (int threads : {1, 2, 3}) {
+    engine::set_cpu_threads(threads);
+    auto codec = compress::make_codec(spec);
+    compress::Packet p;
+    for (int call = 0; call < calls; ++call) p = codec->encode(x);
+    bytes.push_back(p.serialize());
+    decoded.push_back(codec->decode(p).to_vector());
+  }
+  engine::set_cpu_threads(restore);
+  for (size_t k = 1; k < bytes.size(); ++k) {
+    EXPECT_EQ(bytes[k], bytes[0]) << spec << " at " << k + 1 << " threads";
+    EXPECT_EQ(decoded[k], decoded[0]) << spec << " at " << k + 1 << " threads";
+  }
 }
 
 }  // namespace dgpipe::testing

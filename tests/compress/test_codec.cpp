@@ -4,10 +4,10 @@
 
 #include <cmath>
 
+#include "codec_checks.h"
 #include "compress/codec.h"
 #include "distributions.h"
 #include "engine/ops.h"
-#include "engine/parallel.h"
 #include "support/test_util.h"
 
 using namespace dgpipe::compress;
@@ -292,23 +292,6 @@ TEST(HalfInput, ErrorFeedbackSendsHalfAndKeepsAnF32Residual) {
 // depend on how many there are. The tensor is large enough for every split to happen (several 64k-element
 // blocks of min/max, many 1024-element chunks), with an odd tail.
 TEST(Packet, CpuCodecsGiveTheSameBytesAtAnyThreadCount) {
-  const dgpipe::engine::Shape shape{3, 100003};
-  const Tensor x = dgpipe::testing::make_input(dgpipe::testing::Dist::normal, 11, shape);
-  const int restore = dgpipe::engine::cpu_threads();
-  for (const auto& spec : kAllSpecs) {
-    std::vector<std::vector<uint8_t>> bytes;
-    std::vector<std::vector<double>> decoded;
-    for (int threads : {1, 2, 3}) {
-      dgpipe::engine::set_cpu_threads(threads);
-      auto codec = make_codec(spec);
-      Packet p = codec->encode(x);
-      bytes.push_back(p.serialize());
-      decoded.push_back(codec->decode(p).to_vector());
-    }
-    for (size_t k = 1; k < bytes.size(); ++k) {
-      EXPECT_EQ(bytes[k], bytes[0]) << spec << " at " << k + 1 << " threads";
-      EXPECT_EQ(decoded[k], decoded[0]) << spec << " at " << k + 1 << " threads";
-    }
-  }
-  dgpipe::engine::set_cpu_threads(restore);
+  const Tensor x = dgpipe::testing::make_input(dgpipe::testing::Dist::normal, 11, {3, 100003});
+  for (const auto& spec : kAllSpecs) dgpipe::testing::expect_same_at_any_thread_count(spec, x);
 }

@@ -4,11 +4,11 @@
 
 #include <cmath>
 
+#include "codec_checks.h"
 #include "compress/codec.h"
 #include "compress/codec_impl.h"
 #include "distributions.h"
 #include "engine/ops.h"
-#include "engine/parallel.h"
 #include "support/gradcheck.h"
 
 using namespace dgpipe::compress;
@@ -93,24 +93,8 @@ TEST(LowRank, CpuDecodeIsTheProductOfTheSentFactors) {
 // (several samples, which tests/compress/test_codec.cpp's single-matrix case does not split).
 TEST(LowRank, SamplesGiveTheSameBytesAtAnyThreadCount) {
   const Tensor x = make_input(Dist::laplace, 3, {7, 24, 6, 5});
-  const int restore = dgpipe::engine::cpu_threads();
-  for (std::string spec : {"power:4", "svd:4", "power:2/3"}) {
-    std::vector<std::vector<uint8_t>> bytes;
-    std::vector<std::vector<double>> decoded;
-    for (int threads : {1, 2, 3}) {
-      dgpipe::engine::set_cpu_threads(threads);
-      auto codec = make_codec(spec);
-      Packet p = codec->encode(x);
-      p = codec->encode(x);  // the power codec's second call starts from its state
-      bytes.push_back(p.serialize());
-      decoded.push_back(codec->decode(p).to_vector());
-    }
-    dgpipe::engine::set_cpu_threads(restore);
-    for (size_t k = 1; k < bytes.size(); ++k) {
-      EXPECT_EQ(bytes[k], bytes[0]) << spec << " at " << k + 1 << " threads";
-      EXPECT_EQ(decoded[k], decoded[0]) << spec << " at " << k + 1 << " threads";
-    }
-  }
+  // Two calls: the power codec's second starts from its state.
+  for (std::string spec : {"power:4", "svd:4", "power:2/3"}) expect_same_at_any_thread_count(spec, x, 2);
 }
 
 TEST(LowRank, ZeroAndRankDeficientInputsStayFinite) {
