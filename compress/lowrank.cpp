@@ -49,7 +49,7 @@ using engine::Tensor;
 
 // The two loops of the orthonormalisation, compiled twice: for plain x86-64 (SSE2) and for AVX2, chosen at
 // run time (target_clones). Both do the same IEEE double operations in the same order (no fused multiply-add,
-// see rank_row_lanes), so the bytes do not depend on the machine.
+// see rank_rows_lanes), so the bytes do not depend on the machine.
 #if defined(__x86_64__)
 #define DGP_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
 #else
@@ -168,81 +168,76 @@ void symmetric_eigen(std::vector<double>& g, int64_t l, std::vector<double>& vec
   for (int64_t i = 0; i < l; ++i) vals[i] = g[i * l + i];
 }
 
-// One output row of a rank-r product: o[j] = sum over k < r of l[k] rt[k n + j], summed in increasing k with
-// a separate multiply and add per term (this file is compiled with -ffp-contract=off,
+// Rows of a rank-r product: o[i n + j] = sum over k < r of l[i r + k] rt[k n + j] for i < rows, summed in
+// increasing k with a separate multiply and add per term (this file is compiled with -ffp-contract=off,
 // compress/CMakeLists.txt, so no pair becomes a fused multiply-add), so that every path gives the bits of the
-// plain loop. The vector paths (W lanes of the compiler's vector extension) are chosen at run time (the build
-// targets plain x86-64) and return how many leading columns they did.
+// plain loop. W lanes of the compiler's vector extension at a time, then the row's tail one by one; W = 1 is
+// the plain loop.
 template <int W>
-__attribute__((always_inline)) inline int64_t rank_row_lanes(const float* l, const float* rt, int64_t n,
-                                                             int64_t r, float* o) {
+__attribute__((always_inline)) inline void rank_rows_lanes(const float* l, const float* rt, int64_t n,
+                                                           int64_t r, int64_t rows, float* o) {
   typedef float Lanes __attribute__((vector_size(4 * W)));
-  int64_t j = 0;
-  for (; j + W <= n; j += W) {
-    Lanes acc, term;
-    std::memcpy(&acc, rt + j, sizeof(Lanes));
-    acc = l[0] * acc;
-    for (int64_t k = 1; k < r; ++k) {
-      std::memcpy(&term, rt + k * n + j, sizeof(Lanes));
-      acc = acc + l[k] * term;
+  for (int64_t i = 0; i < rows; ++i, l += r, o += n) {
+    int64_t j = 0;
+    for (; W > 1 && j + W <= n; j += W) {
+      Lanes acc, term;
+      std::memcpy(&acc, rt + j, sizeof(Lanes));
+      acc = l[0] * acc;
+      for (int64_t k = 1; k < r; ++k) {
+        std::memcpy(&term, rt + k * n + j, sizeof(Lanes));
+        acc = acc + l[k] * term;
+      }
+      std::memcpy(o + j, &acc, sizeof(Lanes));
     }
-    std::memcpy(o + j, &acc, sizeof(Lanes));
-  }
-  return j;
-}
-
-#if defined(__x86_64__)
-__attribute__((target("avx2"))) int64_t rank_row_avx2(const float* l, const float* rt, int64_t n, int64_t r,
-                                                      float* o) {
-  return rank_row_lanes<8>(l, rt, n, r, o);
-}
-__attribute__((target("avx512f"))) int64_t rank_row_avx512(const float* l, const float* rt, int64_t n,
-                                                           int64_t r, float* o) {
-  return rank_row_lanes<16>(l, rt, n, r, o);
-}
-
-enum class RowPath { plain, avx2, avx512 };
-RowPath best_row_path() {
-  static const RowPath path = __builtin_cpu_supports("avx512f") ? RowPath::avx512
-                              : __builtin_cpu_supports("avx2")  ? RowPath::avx2
-                                                                : RowPath::plain;
-  return path;
-}
-#endif
-
-void rank_row(const float* l, const float* rt, int64_t n, int64_t r, float* o) {
-  int64_t j = 0;
-#if defined(__x86_64__)
-  const RowPath path = best_row_path();
-  if (path == RowPath::avx512) j = rank_row_avx512(l, rt, n, r, o);
-  if (path == RowPath::avx2) j = rank_row_avx2(l, rt, n, r, o);
-#endif
-  for (; j < n; ++j) {
-    float acc = l[0] * rt[j];
-    for (int64_t k = 1; k < r; ++k) acc += l[k] * rt[k * n + j];
-    o[j] = acc;
+    for (; j < n; ++j) {
+      float acc = l[0] * rt[j];
+      for (int64_t k = 1; k < r; ++k) acc += l[k] * rt[k * n + j];
+      o[j] = acc;
+    }
   }
 }
 
-// out[b, i, j] = sum over k < r of L[b, i, k] R[b, j, k] (rank_row). One sample's R is first transposed to
-// [r, n], so that a row is r contiguous multiply-adds across the row (a rank-r product is too thin for a
-// GEMM call per sample to pay off). Rows of all samples are split over the op threads; every row is
-// computed alone, so the values do not depend on the thread count.
+using RankRowsFn = void (*)(const float*, const float*, int64_t, int64_t, int64_t, float*);
+void rank_rows_plain(const float* l, const float* rt, int64_t n, int64_t r, int64_t rows, float* o) {
+  rank_rows_lanes<1>(l, rt, n, r, rows, o);
+}
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) void rank_rows_avx2(const float* l, const float* rt, int64_t n, int64_t r,
+                                                    int64_t rows, float* o) {
+  rank_rows_lanes<8>(l, rt, n, r, rows, o);
+}
+__attribute__((target("avx512f"))) void rank_rows_avx512(const float* l, const float* rt, int64_t n,
+                                                         int64_t r, int64_t rows, float* o) {
+  rank_rows_lanes<16>(l, rt, n, r, rows, o);
+}
+#endif
+
+// The widest path this CPU runs (checked at run time: the build targets plain x86-64).
+RankRowsFn rank_rows_for_this_cpu() {
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx512f")) return rank_rows_avx512;
+  if (__builtin_cpu_supports("avx2")) return rank_rows_avx2;
+#endif
+  return rank_rows_plain;
+}
+
+// out[b, i, j] = sum over k < r of L[b, i, k] R[b, j, k] (rank_rows_lanes). One sample's R is first
+// transposed to [r, n], so that a row is r contiguous multiply-adds across the row (a rank-r product is too
+// thin for a GEMM call per sample to pay off). Rows of all samples are split over the op threads; every row
+// is computed alone, so the values do not depend on the thread count.
 void lowrank_product(const float* lbuf, const MatrixView& mv, int64_t r, float* out) {
+  static const RankRowsFn rank_rows = rank_rows_for_this_cpu();
   const float* rbuf = lbuf + mv.b * mv.m * r;
   const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(1, mv.n * r));
   engine::parallel_for(mv.b * mv.m, grain, [&](int64_t row0, int64_t row1) {
     std::vector<float> rt(static_cast<size_t>(mv.n * r));
-    int64_t sample = -1;
-    for (int64_t row = row0; row < row1; ++row) {
-      const int64_t bi = row / mv.m;
-      if (bi != sample) {
-        const float* rb = rbuf + bi * mv.n * r;
-        for (int64_t j = 0; j < mv.n; ++j)
-          for (int64_t k = 0; k < r; ++k) rt[k * mv.n + j] = rb[j * r + k];
-        sample = bi;
-      }
-      rank_row(lbuf + row * r, rt.data(), mv.n, r, out + row * mv.n);
+    for (int64_t row = row0; row < row1;) {
+      const int64_t bi = row / mv.m, end = std::min(row1, (bi + 1) * mv.m);  // this sample's rows
+      const float* rb = rbuf + bi * mv.n * r;
+      for (int64_t j = 0; j < mv.n; ++j)
+        for (int64_t k = 0; k < r; ++k) rt[k * mv.n + j] = rb[j * r + k];
+      rank_rows(lbuf + row * r, rt.data(), mv.n, r, end - row, out + row * mv.n);
+      row = end;
     }
   });
 }
