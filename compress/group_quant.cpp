@@ -97,6 +97,21 @@ void unpack_blocks(const uint8_t* in, int64_t blocks, uint32_t* codes) {
     for (int64_t j = 0; j < blocks * 8; ++j)
       codes[j] = in[2 * j] | (static_cast<uint32_t>(in[2 * j + 1]) << 8);
     return;
+  } else if constexpr (B > 16 && B <= 25) {
+    // A code spans at most 4 bytes (7 + 25 bits): one 4-byte load each, shifted and masked (top-k's indices
+    // of tensors of 64K to 32M elements). The load of code 7 ends at the block's end (its bits do), the
+    // others stay inside the block (B >= 16), so nothing beyond the block is read.
+    for (int64_t blk = 0; blk < blocks; ++blk, codes += 8, in += B) {
+      for (int k = 0; k < 7; ++k) {
+        uint32_t w;
+        std::memcpy(&w, in + k * B / 8, 4);
+        codes[k] = (w >> (k * B % 8)) & mask;
+      }
+      uint32_t w;
+      std::memcpy(&w, in + B - 4, 4);
+      codes[7] = w >> (32 - B);
+    }
+    return;
   }
   for (int64_t blk = 0; blk < blocks; ++blk, codes += 8, in += B) {
     if constexpr (B <= 8) {
