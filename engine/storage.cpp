@@ -2,6 +2,7 @@
 
 #include <malloc.h>
 
+#include <cstdint>
 #include <cstdlib>
 
 #include "engine/error.h"
@@ -30,11 +31,17 @@ std::shared_ptr<Storage> Storage::allocate(size_t nbytes, Device device) {
   if (device.is_cpu()) {
     static const bool heap_kept = keep_host_heap();
     (void)heap_kept;
-    size_t rounded = (nbytes + 63) / 64 * 64;
-    if (rounded == 0) rounded = 64;
-    void* p = std::aligned_alloc(64, rounded);
-    DGP_CHECK(p != nullptr, "out of host memory allocating " << nbytes << " bytes");
-    return std::make_shared<Storage>(p, nbytes, device, [](void* q) { std::free(q); });
+    // 64-byte alignment by hand over a plain malloc of the size plus 64, not aligned_alloc: glibc's memalign
+    // asks its bins for the size plus the alignment plus a header, so the block a freed tensor leaves is
+    // never big enough for the next tensor of the same size, and the heap grows into fresh pages (which fault
+    // in) until holes happen to merge. A plain malloc of the same size reuses the freed block exactly.
+    constexpr size_t kAlign = 64;
+    size_t padded = (nbytes + kAlign - 1) / kAlign * kAlign + kAlign;
+    void* block = std::malloc(padded);
+    DGP_CHECK(block != nullptr, "out of host memory allocating " << nbytes << " bytes");
+    auto address = reinterpret_cast<uintptr_t>(block);
+    void* p = reinterpret_cast<void*>((address + kAlign) & ~uintptr_t(kAlign - 1));
+    return std::make_shared<Storage>(p, nbytes, device, [block](void*) { std::free(block); });
   }
   int index = device.index;
   void* p = cuda::allocate(nbytes, index);  // throws in a build without CUDA (engine/cuda/cuda_stub.cpp)
