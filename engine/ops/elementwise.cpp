@@ -6,6 +6,7 @@
 #include "engine/ops/copy_kernels.h"
 #include "engine/ops/cpu_loops.h"
 #include "engine/ops/elementwise_kernels.h"
+#include "engine/ops/vec_math.h"
 #include "engine/parallel.h"
 
 namespace dgpipe::engine {
@@ -52,6 +53,23 @@ void unary_contiguous(T* o, const T* p, int64_t n, double a, double b) {
   });
 }
 
+// f32 GELU and its backward go through the vectorised float erf and exp of vec_math.h (which compute every
+// element the same way wherever a thread's chunk starts); f64 keeps the library functions.
+template <>
+void unary_contiguous<UnaryOp::gelu, float>(float* o, const float* p, int64_t n, double, double) {
+  parallel_for(n, kElementwiseGrain,
+               [&](int64_t begin, int64_t end) { cpu::gelu_forward(p + begin, end - begin, o + begin); });
+}
+
+// Ops whose f32 CPU kernel exists only for contiguous operands: a strided operand is copied first, so a
+// view gets the same bits as its contiguous copy.
+bool f32_needs_contiguous(DType dtype, UnaryOp op) {
+  return dtype == DType::f32 && op == UnaryOp::gelu;
+}
+bool f32_needs_contiguous(DType dtype, BinaryOp op) {
+  return dtype == DType::f32 && op == BinaryOp::gelu_backward;
+}
+
 template <class T>
 void unary_contiguous(T* o, const T* p, int64_t n, UnaryOp op, double a, double b) {
   switch (op) {
@@ -83,6 +101,8 @@ Tensor unary_raw(const Tensor& x, UnaryOp op, double a, double b, const char* na
   check_floating(x, name);
   if (x.device().is_cpu() && is_half(x.dtype()))
     return unary_raw(x.to(DType::f32), op, a, b, name).to(x.dtype());
+  if (x.device().is_cpu() && !x.is_contiguous() && f32_needs_contiguous(x.dtype(), op))
+    return unary_raw(x.contiguous(), op, a, b, name);
   Tensor out = empty(x.shape(), TensorOptions(x.dtype(), x.device()));
   if (x.device().is_cuda()) {
     cuda_kernels::unary(out, x, op, a, b);
@@ -123,6 +143,15 @@ void binary_loop(T* o, const Tensor& xe, const Tensor& ye) {
   });
 }
 
+template <>
+void binary_loop<BinaryOp::gelu_backward, float>(float* o, const Tensor& ge, const Tensor& xe) {
+  const float* g = ge.data<float>();
+  const float* x = xe.data<float>();
+  parallel_for(ge.numel(), kElementwiseGrain, [&](int64_t begin, int64_t end) {
+    cpu::gelu_backward(g + begin, x + begin, end - begin, o + begin);
+  });
+}
+
 template <class T>
 void binary_cpu(T* o, const Tensor& xe, const Tensor& ye, BinaryOp op) {
   switch (op) {
@@ -155,6 +184,10 @@ Tensor binary_raw(const Tensor& x, const Tensor& y, BinaryOp op, const char* nam
   Shape shape = broadcast_shapes(x.shape(), y.shape(), name);
   Tensor xe = x.shape() == shape ? x : x.detach().expand(shape);
   Tensor ye = y.shape() == shape ? y : y.detach().expand(shape);
+  if (x.device().is_cpu() && f32_needs_contiguous(x.dtype(), op)) {
+    xe = xe.contiguous();
+    ye = ye.contiguous();
+  }
   Tensor out = empty(shape, TensorOptions(x.dtype(), x.device()));
   if (x.device().is_cuda()) {
     cuda_kernels::binary(out, xe, ye, op);
