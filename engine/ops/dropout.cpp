@@ -4,6 +4,9 @@
 // costs less than a stored mask would save: with the Philox blocks drawn several at a time in vector lanes
 // (below) the pass is bound by reading x and writing the output, as a stored mask's pass would be too.
 #include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <type_traits>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -137,6 +140,24 @@ void philox_words(uint64_t seed, uint64_t first, int64_t count, uint32_t* words)
   philox_words_scalar(seed, first + static_cast<uint64_t>(b), count - b, words + 4 * b);
 }
 
+// o[k] = x[k] * s where word k keeps its element (word >> 8 >= keep_from), else +0. The product's bits are
+// ANDed with an all-ones or all-zeros mask (a dropped NaN or inf still gives 0): a select of floats would
+// not vectorise (GCC keeps the branch, since the product may trap), an AND of integers does.
+template <class T>
+void apply_mask(const uint32_t* __restrict words, int64_t count, int32_t keep_from, const T* __restrict x,
+                T s, T* __restrict o) {
+  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  static_assert(sizeof(Bits) == sizeof(T), "f32 or f64");
+  for (int64_t k = 0; k < count; ++k) {
+    const Bits keep = Bits(0) - static_cast<Bits>(static_cast<int32_t>(words[k] >> 8) >= keep_from);
+    const T scaled = x[k] * s;
+    Bits bits;
+    std::memcpy(&bits, &scaled, sizeof(T));
+    bits &= keep;
+    std::memcpy(o + k, &bits, sizeof(T));
+  }
+}
+
 // out = mask(state) * x * scale on a contiguous x.
 Tensor dropout_apply_raw(const Tensor& x, PhiloxState state, float keep_threshold, double scale) {
   if (x.device().is_cpu() && is_half(x.dtype()))
@@ -151,6 +172,10 @@ Tensor dropout_apply_raw(const Tensor& x, PhiloxState state, float keep_threshol
     scalar_t* o = out.data<scalar_t>();
     const scalar_t s = static_cast<scalar_t>(scale);
     const int64_t n = x.numel();
+    // uniform_from_bits(w) >= keep_threshold, in integers: the uniform is (w >> 8) / 2^24 exactly, so it
+    // reaches the threshold iff w >> 8 >= ceil(threshold * 2^24) (at most 2^24). A compare of 32-bit lanes
+    // vectorises; the float conversion of an unsigned word does not in SSE2.
+    const auto keep_from = static_cast<int32_t>(std::ceil(static_cast<double>(keep_threshold) * 16777216.0));
     // One Philox block gives the draws of four consecutive elements (block = offset + i/4, word = i%4);
     // blocks are independent, so they are split over the threads.
     parallel_for((n + 3) / 4, 1 << 12, [&](int64_t b0, int64_t b1) {
@@ -159,10 +184,7 @@ Tensor dropout_apply_raw(const Tensor& x, PhiloxState state, float keep_threshol
         const int64_t blocks = std::min(kTileBlocks, b1 - t);
         philox_words(state.seed, state.offset + static_cast<uint64_t>(t), blocks, words);
         const int64_t first = 4 * t, count = std::min(4 * blocks, n - first);
-        for (int64_t k = 0; k < count; ++k) {
-          const bool keep = uniform_from_bits(words[k]) >= keep_threshold;
-          o[first + k] = keep ? in[first + k] * s : scalar_t(0);
-        }
+        apply_mask(words, count, keep_from, in + first, s, o + first);
       }
     });
   });

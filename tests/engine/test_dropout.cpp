@@ -69,6 +69,24 @@ TEST(Dropout, VectorLanesDrawTheScalarPhiloxBits) {
   }
 }
 
+TEST(Dropout, KeepsAnElementWhoseUniformEqualsTheThreshold) {
+  // The keep test is uniform >= float(p). Thresholds on either side of one element's uniform u = K / 2^24
+  // and exactly on it (K < 2^23, so (K +- 0.5) / 2^24 is a float too).
+  const Generator fresh(31);
+  int64_t i = 0;
+  while (philox_uniform(fresh.state(), static_cast<uint64_t>(i)) >= 0.5f) ++i;
+  const double k = philox_uniform(fresh.state(), static_cast<uint64_t>(i)) * 16777216.0;
+  Tensor x = ones({i + 1});
+  auto kept = [&](double threshold_units) {
+    Generator gen(31);
+    return dropout(x, threshold_units / 16777216.0, true, &gen).to_vector()[static_cast<size_t>(i)] != 0.0;
+  };
+  EXPECT_TRUE(kept(k - 0.5));
+  EXPECT_TRUE(kept(k));
+  EXPECT_FALSE(kept(k + 0.5));
+  EXPECT_FALSE(kept(k + 1));
+}
+
 TEST(Dropout, DeterministicForASeedAndFreshAcrossCalls) {
   Tensor x = ones({1000});
   Generator g1(42), g2(42), g3(43);
