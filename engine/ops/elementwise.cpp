@@ -124,6 +124,23 @@ Tensor unary_raw(const Tensor& x, UnaryOp op, double a, double b, const char* na
   return out;
 }
 
+// o[i] = x[i * sx] OP y[i * sy] for i < n, strides 0 or 1: one loop per combination, so each vectorises.
+template <BinaryOp OP, class T>
+void binary_row(T* o, const T* x, int64_t sx, const T* y, int64_t sy, int64_t n) {
+  if (sx == 1 && sy == 1) {
+    for (int64_t i = 0; i < n; ++i) o[i] = binary_apply<T>(OP, x[i], y[i]);
+  } else if (sx == 1) {
+    const T b = y[0];
+    for (int64_t i = 0; i < n; ++i) o[i] = binary_apply<T>(OP, x[i], b);
+  } else if (sy == 1) {
+    const T a = x[0];
+    for (int64_t i = 0; i < n; ++i) o[i] = binary_apply<T>(OP, a, y[i]);
+  } else {
+    const T v = binary_apply<T>(OP, x[0], y[0]);
+    for (int64_t i = 0; i < n; ++i) o[i] = v;
+  }
+}
+
 template <BinaryOp OP, class T>
 void binary_loop(T* o, const Tensor& xe, const Tensor& ye) {
   const T* xs = static_cast<const T*>(xe.storage()->data());
@@ -137,8 +154,23 @@ void binary_loop(T* o, const Tensor& xe, const Tensor& ye) {
     return;
   }
   std::array<const int64_t*, 2> st{xe.strides().data(), ye.strides().data()};
+  const Shape& shape = xe.shape();
+  const int64_t n = xe.numel();
+  auto unit_or_zero = [](int64_t s) { return s == 0 || s == 1; };
+  if (n > 0 && !shape.empty() && unit_or_zero(xe.stride(-1)) && unit_or_zero(ye.stride(-1))) {
+    // Rows of unit or zero stride (a broadcast bias or attention mask): a plain loop per row that
+    // vectorises, the rows split over the threads.
+    const int64_t inner = shape.back(), sx = xe.stride(-1), sy = ye.stride(-1);
+    parallel_for(n / inner, std::max<int64_t>(1, kElementwiseGrain / inner), [&](int64_t r0, int64_t r1) {
+      cpu::for_each_row<2>(shape, st, {xe.offset(), ye.offset()}, r0, r1,
+                           [&](int64_t r, const std::array<int64_t, 2>& off) {
+                             binary_row<OP, T>(o + r * inner, xs + off[0], sx, ys + off[1], sy, inner);
+                           });
+    });
+    return;
+  }
   int64_t i = 0;
-  cpu::for_each_offset<2>(xe.shape(), st, {xe.offset(), ye.offset()}, [&](const std::array<int64_t, 2>& off) {
+  cpu::for_each_offset<2>(shape, st, {xe.offset(), ye.offset()}, [&](const std::array<int64_t, 2>& off) {
     o[i++] = binary_apply<T>(OP, xs[off[0]], ys[off[1]]);
   });
 }
