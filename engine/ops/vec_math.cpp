@@ -31,7 +31,7 @@ typedef uint32_t u32x4 __attribute__((vector_size(16)));
 
 // The bits of one vector as another of the same size (the exponent arithmetic of exp_lanes).
 template <class To, class From>
-DGP_LANES To bits_as(From v) {
+DGP_LANES To bits_as(const From& v) {
   static_assert(sizeof(To) == sizeof(From), "same size");
   To t;
   std::memcpy(&t, &v, sizeof(To));
@@ -46,7 +46,8 @@ DGP_LANES F splat(float v) {
 // exp of every lane, as described at the top of the file. I and U are the signed and unsigned integer
 // vectors of F's width.
 template <class F, class I, class U>
-DGP_LANES F exp_lanes(F x) {
+DGP_LANES F exp_lanes(const F& x_in) {
+  F x = x_in;
   x = x < -104.0f ? splat<F>(-104.0f) : x;  // comparisons are false for NaN, so NaN passes through
   x = x > 89.0f ? splat<F>(89.0f) : x;
   const F magic = splat<F>(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
@@ -69,7 +70,7 @@ DGP_LANES F exp_lanes(F x) {
 
 // erf of every lane, as described at the top of the file; e must be exp(-z * z).
 template <class F, class I>
-DGP_LANES F erf_lanes(F z, F e) {
+DGP_LANES F erf_lanes(const F& z, const F& e) {
   const I negative = z < 0.0f;
   F a = negative ? -z : z;
   a = a > 4.0f ? splat<F>(4.0f) : a;
@@ -97,19 +98,19 @@ DGP_LANES F erf_lanes(F z, F e) {
 // e^(-x^2 / 2), the shared factor of the GELU's erf tail and the normal pdf, as exp(-z * z) with z =
 // x/sqrt 2.
 template <class F>
-DGP_LANES F scaled(F x) {
+DGP_LANES F scaled(const F& x) {
   return x * 0.707106781f;
 }
 
 template <class F, class I, class U>
-DGP_LANES F gelu_lanes(F x) {
+DGP_LANES F gelu_lanes(const F& x) {
   const F z = scaled(x);
   const F e = exp_lanes<F, I, U>(-(z * z));
   return x * 0.5f * (1.0f + erf_lanes<F, I>(z, e));
 }
 
 template <class F, class I, class U>
-DGP_LANES F gelu_backward_lanes(F g, F x) {
+DGP_LANES F gelu_backward_lanes(const F& g, const F& x) {
   const F z = scaled(x);
   const F e = exp_lanes<F, I, U>(-(z * z));
   const F cdf = 0.5f * (1.0f + erf_lanes<F, I>(z, e));
@@ -125,7 +126,7 @@ DGP_LANES F load(const float* p) {
 }
 
 template <class F>
-DGP_LANES void store(float* p, F v) {
+DGP_LANES void store(float* p, const F& v) {
   std::memcpy(p, &v, sizeof(F));
 }
 
