@@ -83,6 +83,32 @@ void for_each_offset(const Shape& shape, const std::array<const int64_t*, K>& st
   }
 }
 
+// Calls f(r, offsets) for rows r in [r0, r1) of `shape` (a row: one index of every dim but the last, in
+// row-major order); offsets[k] is the element offset of row r's first element in tensor k. For splitting a
+// strided loop over threads by rows: the row counter is unravelled once per call, then carried.
+template <size_t K, class F>
+void for_each_row(const Shape& shape, const std::array<const int64_t*, K>& strides,
+                  std::array<int64_t, K> base, int64_t r0, int64_t r1, F&& f) {
+  const int64_t outer = static_cast<int64_t>(shape.size()) - 1;
+  DGP_CHECK(outer >= 0 && outer < 16, "for_each_row: tensors of 1 to 16 dimensions");
+  std::array<int64_t, 16> counter{};
+  std::array<int64_t, K> off = base;
+  for (int64_t d = outer - 1, rest = r0; d >= 0; --d) {
+    counter[d] = rest % shape[d];
+    rest /= shape[d];
+    for (size_t k = 0; k < K; ++k) off[k] += counter[d] * strides[k][d];
+  }
+  for (int64_t r = r0; r < r1; ++r) {
+    f(r, off);
+    for (int64_t d = outer - 1; d >= 0; --d) {
+      for (size_t k = 0; k < K; ++k) off[k] += strides[k][d];
+      if (++counter[d] < shape[d]) break;
+      for (size_t k = 0; k < K; ++k) off[k] -= strides[k][d] * shape[d];
+      counter[d] = 0;
+    }
+  }
+}
+
 // Strided copy with dtype conversion; src must already have dst's shape (expand it first). Both on CPU.
 void copy_strided(const Tensor& dst, const Tensor& src);
 

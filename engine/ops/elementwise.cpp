@@ -6,6 +6,7 @@
 #include "engine/ops/copy_kernels.h"
 #include "engine/ops/cpu_loops.h"
 #include "engine/ops/elementwise_kernels.h"
+#include "engine/ops/vec_math.h"
 #include "engine/parallel.h"
 
 namespace dgpipe::engine {
@@ -52,6 +53,23 @@ void unary_contiguous(T* o, const T* p, int64_t n, double a, double b) {
   });
 }
 
+// f32 GELU and its backward go through the vectorised float erf and exp of vec_math.h (which compute every
+// element the same way wherever a thread's chunk starts); f64 keeps the library functions.
+template <>
+void unary_contiguous<UnaryOp::gelu, float>(float* o, const float* p, int64_t n, double, double) {
+  parallel_for(n, kElementwiseGrain,
+               [&](int64_t begin, int64_t end) { cpu::gelu_forward(p + begin, end - begin, o + begin); });
+}
+
+// Ops whose f32 CPU kernel exists only for contiguous operands: a strided operand is copied first, so a
+// view gets the same bits as its contiguous copy.
+bool f32_needs_contiguous(DType dtype, UnaryOp op) {
+  return dtype == DType::f32 && op == UnaryOp::gelu;
+}
+bool f32_needs_contiguous(DType dtype, BinaryOp op) {
+  return dtype == DType::f32 && op == BinaryOp::gelu_backward;
+}
+
 template <class T>
 void unary_contiguous(T* o, const T* p, int64_t n, UnaryOp op, double a, double b) {
   switch (op) {
@@ -83,6 +101,8 @@ Tensor unary_raw(const Tensor& x, UnaryOp op, double a, double b, const char* na
   check_floating(x, name);
   if (x.device().is_cpu() && is_half(x.dtype()))
     return unary_raw(x.to(DType::f32), op, a, b, name).to(x.dtype());
+  if (x.device().is_cpu() && !x.is_contiguous() && f32_needs_contiguous(x.dtype(), op))
+    return unary_raw(x.contiguous(), op, a, b, name);
   Tensor out = empty(x.shape(), TensorOptions(x.dtype(), x.device()));
   if (x.device().is_cuda()) {
     cuda_kernels::unary(out, x, op, a, b);
@@ -104,6 +124,23 @@ Tensor unary_raw(const Tensor& x, UnaryOp op, double a, double b, const char* na
   return out;
 }
 
+// o[i] = x[i * sx] OP y[i * sy] for i < n, strides 0 or 1: one loop per combination, so each vectorises.
+template <BinaryOp OP, class T>
+void binary_row(T* o, const T* x, int64_t sx, const T* y, int64_t sy, int64_t n) {
+  if (sx == 1 && sy == 1) {
+    for (int64_t i = 0; i < n; ++i) o[i] = binary_apply<T>(OP, x[i], y[i]);
+  } else if (sx == 1) {
+    const T b = y[0];
+    for (int64_t i = 0; i < n; ++i) o[i] = binary_apply<T>(OP, x[i], b);
+  } else if (sy == 1) {
+    const T a = x[0];
+    for (int64_t i = 0; i < n; ++i) o[i] = binary_apply<T>(OP, a, y[i]);
+  } else {
+    const T v = binary_apply<T>(OP, x[0], y[0]);
+    for (int64_t i = 0; i < n; ++i) o[i] = v;
+  }
+}
+
 template <BinaryOp OP, class T>
 void binary_loop(T* o, const Tensor& xe, const Tensor& ye) {
   const T* xs = static_cast<const T*>(xe.storage()->data());
@@ -117,9 +154,33 @@ void binary_loop(T* o, const Tensor& xe, const Tensor& ye) {
     return;
   }
   std::array<const int64_t*, 2> st{xe.strides().data(), ye.strides().data()};
+  const Shape& shape = xe.shape();
+  const int64_t n = xe.numel();
+  auto unit_or_zero = [](int64_t s) { return s == 0 || s == 1; };
+  if (n > 0 && !shape.empty() && unit_or_zero(xe.stride(-1)) && unit_or_zero(ye.stride(-1))) {
+    // Rows of unit or zero stride (a broadcast bias or attention mask): a plain loop per row that
+    // vectorises, the rows split over the threads.
+    const int64_t inner = shape.back(), sx = xe.stride(-1), sy = ye.stride(-1);
+    parallel_for(n / inner, std::max<int64_t>(1, kElementwiseGrain / inner), [&](int64_t r0, int64_t r1) {
+      cpu::for_each_row<2>(shape, st, {xe.offset(), ye.offset()}, r0, r1,
+                           [&](int64_t r, const std::array<int64_t, 2>& off) {
+                             binary_row<OP, T>(o + r * inner, xs + off[0], sx, ys + off[1], sy, inner);
+                           });
+    });
+    return;
+  }
   int64_t i = 0;
-  cpu::for_each_offset<2>(xe.shape(), st, {xe.offset(), ye.offset()}, [&](const std::array<int64_t, 2>& off) {
+  cpu::for_each_offset<2>(shape, st, {xe.offset(), ye.offset()}, [&](const std::array<int64_t, 2>& off) {
     o[i++] = binary_apply<T>(OP, xs[off[0]], ys[off[1]]);
+  });
+}
+
+template <>
+void binary_loop<BinaryOp::gelu_backward, float>(float* o, const Tensor& ge, const Tensor& xe) {
+  const float* g = ge.data<float>();
+  const float* x = xe.data<float>();
+  parallel_for(ge.numel(), kElementwiseGrain, [&](int64_t begin, int64_t end) {
+    cpu::gelu_backward(g + begin, x + begin, end - begin, o + begin);
   });
 }
 
@@ -155,6 +216,10 @@ Tensor binary_raw(const Tensor& x, const Tensor& y, BinaryOp op, const char* nam
   Shape shape = broadcast_shapes(x.shape(), y.shape(), name);
   Tensor xe = x.shape() == shape ? x : x.detach().expand(shape);
   Tensor ye = y.shape() == shape ? y : y.detach().expand(shape);
+  if (x.device().is_cpu() && f32_needs_contiguous(x.dtype(), op)) {
+    xe = xe.contiguous();
+    ye = ye.contiguous();
+  }
   Tensor out = empty(shape, TensorOptions(x.dtype(), x.device()));
   if (x.device().is_cuda()) {
     cuda_kernels::binary(out, xe, ye, op);

@@ -7,10 +7,12 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "engine/ops.h"
 #include "engine/ops/cpu_loops.h"
 #include "engine/ops/softmax_kernels.h"
+#include "engine/ops/vec_math.h"
 #include "engine/parallel.h"
 
 namespace dgpipe::engine {
@@ -55,6 +57,40 @@ void softmax_forward_cpu(T* y, const T* x, Layout l, bool log) {
         const double inv = 1.0 / s;
         for (int64_t c = 0; c < l.size; ++c)
           y[base + c * l.inner] = static_cast<T>(std::exp(x[base + c * l.inner] - m) * inv);
+      }
+    }
+  });
+}
+
+// f32: the exponentials in float through vec_math.h's vectorised exp (each row's own, computed once and
+// kept), summed in double; a strided row (dim not the last) is gathered first. Every row is computed alike
+// whichever thread takes it.
+template <>
+void softmax_forward_cpu<float>(float* y, const float* x, Layout l, bool log) {
+  for_each_outer(l, [&](int64_t o) {
+    thread_local std::vector<float> row, e;
+    row.resize(static_cast<size_t>(l.size));
+    e.resize(static_cast<size_t>(l.size));
+    for (int64_t i = 0; i < l.inner; ++i) {
+      const int64_t base = o * l.size * l.inner + i;
+      const float* xr = x + base;
+      if (l.inner != 1) {
+        for (int64_t c = 0; c < l.size; ++c) row[c] = x[base + c * l.inner];
+        xr = row.data();
+      }
+      float m = -std::numeric_limits<float>::infinity();
+      for (int64_t c = 0; c < l.size; ++c) m = std::max(m, xr[c]);
+      cpu::exp_shifted(xr, l.size, m, e.data());
+      double part[4] = {0, 0, 0,
+                        0};  // four running sums in a fixed order: the adds need not wait on each other
+      for (int64_t c = 0; c < l.size; ++c) part[c % 4] += e[c];
+      const double s = (part[0] + part[1]) + (part[2] + part[3]);
+      if (log) {
+        const double lse = m + std::log(s);
+        for (int64_t c = 0; c < l.size; ++c) y[base + c * l.inner] = static_cast<float>(xr[c] - lse);
+      } else {
+        const double inv = 1.0 / s;
+        for (int64_t c = 0; c < l.size; ++c) y[base + c * l.inner] = static_cast<float>(e[c] * inv);
       }
     }
   });

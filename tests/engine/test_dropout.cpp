@@ -48,6 +48,45 @@ TEST(Dropout, FollowsThePhiloxRuleOfRngH) {
   EXPECT_EQ(gen.state().offset, state.offset + 16);
 }
 
+TEST(Dropout, VectorLanesDrawTheScalarPhiloxBits) {
+  // The CPU draws Philox blocks several at a time in vector lanes; every element must still follow the
+  // scalar rule. A seed with high bits set (the second key word), a counter that crosses 2^32 inside a group
+  // of lanes (its high word changes there), 20 tiles of 64 blocks and one of 14 (8 + 4 + 2 blocks: both
+  // vector widths and the scalar rest), the last block 3 elements, in f32 and f64.
+  for (DType dt : {DType::f32, DType::f64}) {
+    Generator gen(0x9abcdef012345678ull);
+    gen.set_state(PhiloxState{0x9abcdef012345678ull, (1ull << 32) - 37});
+    const PhiloxState state = gen.state();
+    const int64_t n = 4 * (64 * 20 + 14) - 1;
+    Tensor x = full({n}, 1.0, TensorOptions(dt));
+    std::vector<double> y = dropout(x, 0.3, true, &gen).to_vector();
+    int64_t mismatches = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const bool keep = philox_uniform(state, static_cast<uint64_t>(i)) >= 0.3f;
+      mismatches += (y[static_cast<size_t>(i)] != 0.0) != keep;
+    }
+    EXPECT_EQ(mismatches, 0) << dtype_name(dt);
+  }
+}
+
+TEST(Dropout, KeepsAnElementWhoseUniformEqualsTheThreshold) {
+  // The keep test is uniform >= float(p). Thresholds on either side of one element's uniform u = K / 2^24
+  // and exactly on it (K < 2^23, so (K +- 0.5) / 2^24 is a float too).
+  const Generator fresh(31);
+  int64_t i = 0;
+  while (philox_uniform(fresh.state(), static_cast<uint64_t>(i)) >= 0.5f) ++i;
+  const double k = philox_uniform(fresh.state(), static_cast<uint64_t>(i)) * 16777216.0;
+  Tensor x = ones({i + 1});
+  auto kept = [&](double threshold_units) {
+    Generator gen(31);
+    return dropout(x, threshold_units / 16777216.0, true, &gen).to_vector()[static_cast<size_t>(i)] != 0.0;
+  };
+  EXPECT_TRUE(kept(k - 0.5));
+  EXPECT_TRUE(kept(k));
+  EXPECT_FALSE(kept(k + 0.5));
+  EXPECT_FALSE(kept(k + 1));
+}
+
 TEST(Dropout, DeterministicForASeedAndFreshAcrossCalls) {
   Tensor x = ones({1000});
   Generator g1(42), g2(42), g3(43);

@@ -52,6 +52,31 @@ TEST(Elementwise, BinaryOpsBroadcastForward) {
   EXPECT_EQ(rdiv(6.0, a).to_vector(), (std::vector<double>{6, 3, 2}));
 }
 
+TEST(Elementwise, BroadcastRowsMatchTheElementwiseDefinition) {
+  // [3,4,1,6] with [4,5,1]: the last dim runs with unit stride on one side and stride 0 on the other, and
+  // the other way round; a transposed operand (last dim strided) takes the element loop. Every element
+  // against a[i,j,0,l] op b[j,k,0] computed here.
+  Tensor a = random_leaf({3, 4, 1, 6}, -2, 2, 40).detach(), b = random_leaf({4, 5, 1}, 0.5, 2, 41).detach();
+  std::vector<double> av = a.to_vector(), bv = b.to_vector();
+  auto expect_rows = [&](const Tensor& got, bool a_first) {
+    ASSERT_EQ(got.shape(), (Shape{3, 4, 5, 6}));
+    std::vector<double> g = got.to_vector();
+    size_t e = 0;
+    for (int i = 0; i < 3; ++i)
+      for (int j = 0; j < 4; ++j)
+        for (int k = 0; k < 5; ++k)
+          for (int l = 0; l < 6; ++l, ++e) {
+            const double x = av[static_cast<size_t>((i * 4 + j) * 6 + l)],
+                         y = bv[static_cast<size_t>(j * 5 + k)];
+            ASSERT_EQ(g[e], a_first ? x - y : y - x) << "element " << e;
+          }
+  };
+  expect_rows(sub(a, b), true);
+  expect_rows(sub(b, a), false);
+  Tensor at = a.transpose(0, 3).contiguous().transpose(0, 3);  // same values, last dim strided
+  expect_rows(sub(at, b), true);
+}
+
 TEST(Elementwise, GradcheckBinaryOpsWithBroadcasting) {
   // [2,1,4] with [3,1]: both sides broadcast; and a 0-d operand.
   Tensor a = random_leaf({2, 1, 4}, -2, 2, 1), b = random_leaf({3, 1}, 0.5, 2, 2),

@@ -1,6 +1,6 @@
 // parallel_for: every index exactly once, serial fallbacks, exceptions, the per-thread budget; and the ops
 // that use it give bitwise the same results at any thread count (convolution, depthwise convolution, batch
-// norm, elementwise ops, forward and backward).
+// norm, elementwise ops, attention's batched products, forward and backward).
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -132,6 +132,20 @@ std::vector<std::vector<double>> text_block_results() {
   return {y.to_vector(), x.grad().to_vector(), w.grad().to_vector(), b.grad().to_vector()};
 }
 
+// Attention's batched products (one GEMM per head, split over the threads) on permuted heads, with the
+// softmax between them, forward and backward.
+std::vector<std::vector<double>> attention_results() {
+  Generator gen(13);
+  const TensorOptions f32(DType::f32);
+  Tensor x = randn({4, 64, 96}, f32, &gen).requires_grad_(true);
+  Tensor heads = x.view({4, 64, 3, 32}).permute({0, 2, 1, 3});
+  Tensor probs = softmax(mul(matmul(heads, heads.transpose(-1, -2)), 0.17), -1);
+  Tensor y = matmul(probs, heads);
+  Tensor probe = randn(y.shape(), f32, &gen);
+  sum(mul(y, probe)).backward();
+  return {y.to_vector(), x.grad().to_vector()};
+}
+
 void expect_same_at_one_and_three_threads(const std::function<std::vector<std::vector<double>>()>& run) {
   std::vector<std::vector<double>> one, three;
   {
@@ -154,4 +168,8 @@ TEST(ParallelOps, ImageBlockIsBitwiseTheSameAtAnyThreadCount) {
 
 TEST(ParallelOps, TextBlockIsBitwiseTheSameAtAnyThreadCount) {
   expect_same_at_one_and_three_threads(text_block_results);
+}
+
+TEST(ParallelOps, AttentionProductsAreBitwiseTheSameAtAnyThreadCount) {
+  expect_same_at_one_and_three_threads(attention_results);
 }
