@@ -6,6 +6,7 @@ packages=(
   cmake g++ make pkg-config ccache
   libgtest-dev libgmock-dev libbenchmark-dev   # tests and benchmarks
   libopenblas-dev                              # CPU GEMM (OpenBLAS, pthread build)
+  libdnnl-dev                                  # CPU convolution (oneDNN; DGPIPE_WITH_ONEDNN)
   nlohmann-json3-dev                           # safetensors headers, configs, logs
   libstb-dev                                   # PNG decoding (and JPEG where libjpeg is absent)
   libjpeg-dev                                  # JPEG decoding identical to PIL's (libjpeg-turbo)

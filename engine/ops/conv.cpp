@@ -1,5 +1,6 @@
-// conv2d: checks, CPU kernels (im2col + GEMM; a direct per-tap loop for depthwise), dispatch and autograd.
-// The GPU twin is cuDNN behind the launchers in conv_kernels.h.
+// conv2d: checks, the reference CPU kernels (im2col + GEMM; a direct per-tap loop for depthwise), dispatch
+// and autograd. f32 goes to oneDNN where the backend is onednn (conv_onednn.h); the GPU twin is cuDNN behind
+// the launchers in conv_kernels.h.
 //
 // CPU layout: for one image and one group, im2col unrolls the input into col[K, Ho*Wo] with K = Cg*kh*kw
 // (row (c, i, j) holds input channel c shifted by kernel tap (i, j)), so the convolution is the GEMM
@@ -13,6 +14,7 @@
 
 #include "engine/ops.h"
 #include "engine/ops/conv_kernels.h"
+#include "engine/ops/conv_onednn.h"
 #include "engine/ops/cpu_loops.h"
 #include "engine/ops/gemm.h"
 #include "engine/parallel.h"
@@ -20,26 +22,6 @@
 namespace dgpipe::engine {
 
 namespace {
-
-struct ConvGeometry {
-  int64_t N = 0, C = 0, H = 0, W = 0;  // input
-  int64_t O = 0, kh = 0, kw = 0;       // weight
-  int64_t Ho = 0, Wo = 0;              // output
-  int64_t Cg = 0, Og = 0;              // input / output channels per group
-  Conv2dParams p;
-
-  int64_t K() const { return Cg * kh * kw; }
-  int64_t in_plane() const { return H * W; }
-  int64_t out_plane() const { return Ho * Wo; }
-  // One input channel per group (depthwise, possibly with a channel multiplier): the direct loop beats a
-  // GEMM whose inner dimension would only be kh*kw.
-  bool depthwise() const { return p.groups > 1 && Cg == 1; }
-  // A 1x1, stride-1, unpadded convolution: col would be a copy of the input, so the GEMM reads the input
-  // itself.
-  bool col_is_input() const {
-    return kh == 1 && kw == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0;
-  }
-};
 
 std::string describe(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p) {
   std::ostringstream s;
@@ -357,6 +339,12 @@ void conv_backward_bias(const T* gout, T* grad_b, const ConvGeometry& g) {
   }
 }
 
+// oneDNN takes the f32 convolutions (f16/bf16 arrive here converted to f32) but depthwise, which keeps its
+// direct loop; f64 has no oneDNN convolution and stays on the reference kernels.
+bool uses_onednn(DType dtype, const ConvGeometry& g) {
+  return dtype == DType::f32 && !g.depthwise() && cpu_conv_backend() == CpuConvBackend::onednn;
+}
+
 Tensor contiguous_or_null(const Tensor& t) {
   return t.defined() ? t.contiguous() : Tensor();
 }
@@ -374,6 +362,10 @@ Tensor conv2d_forward_raw(const Tensor& x, const Tensor& w, const Tensor& b, con
     cuda_kernels::conv2d_forward(out, xc, wc, bc, g.p);
     return out;
   }
+  if (uses_onednn(x.dtype(), g) &&
+      onednn::conv_forward(xc.data<float>(), wc.data<float>(), bc.defined() ? bc.data<float>() : nullptr,
+                           out.data<float>(), g))
+    return out;
   DGP_DISPATCH_FLOATING(x.dtype(), "conv2d", [&] {
     const scalar_t* bp = bc.defined() ? bc.data<scalar_t>() : nullptr;
     if (g.depthwise())
@@ -414,6 +406,14 @@ ConvGrads conv2d_backward_raw(const Tensor& grad_out, const Tensor& x, const Ten
     if (need_bias) cuda_kernels::conv2d_backward_bias(r.bias, go);
     return r;
   }
+  bool onednn_data = false, onednn_weights = false;
+  if (uses_onednn(dtype, g)) {
+    if (need_input)
+      onednn_data = onednn::conv_backward_data(go.data<float>(), wc.data<float>(), r.input.data<float>(), g);
+    if (need_weight)
+      onednn_weights =
+          onednn::conv_backward_weights(go.data<float>(), xc.data<float>(), r.weight.data<float>(), g);
+  }
   DGP_DISPATCH_FLOATING(dtype, "conv2d backward", [&] {
     const scalar_t* gp = go.data<scalar_t>();
     const scalar_t* xp = need_weight ? xc.data<scalar_t>() : nullptr;
@@ -423,8 +423,8 @@ ConvGrads conv2d_backward_raw(const Tensor& grad_out, const Tensor& x, const Ten
     if (g.depthwise() && (need_input || need_weight)) {
       conv_backward_depthwise(gp, xp, wp, gi, gw, g);
     } else {
-      if (need_weight) conv_weight_grad_gemm(gp, xp, gw, g);
-      if (need_input) conv_input_grad_gemm(gp, wp, gi, g);
+      if (need_weight && !onednn_weights) conv_weight_grad_gemm(gp, xp, gw, g);
+      if (need_input && !onednn_data) conv_input_grad_gemm(gp, wp, gi, g);
     }
     if (need_bias) conv_backward_bias(gp, r.bias.data<scalar_t>(), g);
   });
