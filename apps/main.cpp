@@ -4,8 +4,10 @@
 #include <vector>
 
 #include "apps/command.h"
+#include "engine/parallel.h"
 
 int main(int argc, char** argv) {
+  dgpipe::engine::restart_with_passive_openmp_wait(argv);
   using dgpipe::apps::commands;
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::cout

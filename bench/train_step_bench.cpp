@@ -309,6 +309,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  dgpipe::engine::restart_with_passive_openmp_wait(argv);
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {

@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -136,6 +137,16 @@ Pool& pool_with(int workers) {
 
 int cpu_threads() {
   return this_thread_threads > 0 ? this_thread_threads : process_threads().load();
+}
+
+void restart_with_passive_openmp_wait(char** argv) {
+#if DGPIPE_WITH_ONEDNN
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  setenv("OMP_WAIT_POLICY", "passive", 1);
+  execv("/proc/self/exe", argv);  // returns only on failure: the program then runs with libgomp's default
+#else
+  (void)argv;
+#endif
 }
 
 void set_cpu_threads(int n) {
