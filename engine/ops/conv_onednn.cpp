@@ -210,8 +210,8 @@ Prepared prepare(Pass pass, const ConvGeometry& g, bool bias) {
   return r;
 }
 
-// The cached primitive for this pass, shape and the calling thread's team size (nullptr-free: an entry whose
-// `available` is false says oneDNN refused the shape, so it is asked once).
+// The cached primitive for this pass, shape and the calling thread's team size. A shape oneDNN has no
+// implementation for is cached too (`available` false), so oneDNN is asked once.
 std::shared_ptr<const Prepared> cached(Pass pass, const ConvGeometry& g, bool bias, int threads) {
   static std::mutex mu;
   static std::map<std::vector<int64_t>, std::shared_ptr<const Prepared>> cache;

@@ -59,7 +59,12 @@ write("test_batch.bin", 64)
 PY
 
 args=(train --preset demo --data-dir "$tmp/cifar" --train-subset 0 --eval-subset 0 --workers 1 --log-every 1)
-mpi=("$mpiexec" --allow-run-as-root --oversubscribe --bind-to none --mca btl tcp,self --mca btl_tcp_if_include lo -np 2)
+# One op thread per stage in both layouts: locally the 3 stages share the cores (one thread each), over MPI the
+# server's one stage would get every core, and oneDNN's convolutions differ in the last bits between thread
+# counts (docs/architecture.md, "CPU convolution backends").
+export DGPIPE_THREADS=1
+mpi=("$mpiexec" --allow-run-as-root --oversubscribe --bind-to none --mca btl tcp,self --mca btl_tcp_if_include lo -np 2
+     -x DGPIPE_THREADS)
 
 # Runs the demo over the shaped link in the background; its pid in $job, its output in $1.log.
 start_over_link() {

@@ -21,15 +21,6 @@ namespace {
 #define SKIP_WITHOUT_ONEDNN() \
   if (!onednn_built()) GTEST_SKIP() << "this build has no oneDNN (DGPIPE_WITH_ONEDNN=OFF)"
 
-class BackendScope {
- public:
-  explicit BackendScope(CpuConvBackend b) : old_(cpu_conv_backend()) { set_cpu_conv_backend(b); }
-  ~BackendScope() { set_cpu_conv_backend(old_); }
-
- private:
-  CpuConvBackend old_;
-};
-
 class ThreadsScope {
  public:
   explicit ThreadsScope(int n) : old_(cpu_threads()) { set_cpu_threads(n); }
@@ -100,11 +91,11 @@ TEST_P(OnednnMatchesReference, ForwardAndGradients) {
   const ConvCase& c = GetParam();
   std::vector<Tensor> ref, dnn;
   {
-    BackendScope backend(CpuConvBackend::reference);
+    CpuConvBackendScope backend(CpuConvBackend::reference);
     ref = results(c);
   }
   {
-    BackendScope backend(CpuConvBackend::onednn);
+    CpuConvBackendScope backend(CpuConvBackend::onednn);
     dnn = results(c);
   }
   const char* what[] = {"output", "input gradient", "weight gradient", "bias gradient"};
@@ -138,7 +129,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, OnednnMatchesReference, ::testing::ValuesIn(kCa
 
 TEST(OnednnConv, BitwiseRepeatableAtAFixedThreadCount) {
   SKIP_WITHOUT_ONEDNN();
-  BackendScope backend(CpuConvBackend::onednn);
+  CpuConvBackendScope backend(CpuConvBackend::onednn);
   const ConvCase c = {"repeat", 4, 16, 12, 12, 32, 3, 1, 1, true};
   for (int threads : {1, 2}) {
     ThreadsScope scope(threads);
@@ -157,11 +148,11 @@ TEST(OnednnConv, F64StaysOnTheReferenceKernels) {
   p.pad_h = p.pad_w = 1;
   Tensor ref, dnn;
   {
-    BackendScope backend(CpuConvBackend::reference);
+    CpuConvBackendScope backend(CpuConvBackend::reference);
     ref = conv2d(x, w, Tensor(), p);
   }
   {
-    BackendScope backend(CpuConvBackend::onednn);
+    CpuConvBackendScope backend(CpuConvBackend::onednn);
     dnn = conv2d(x, w, Tensor(), p);
   }
   EXPECT_EQ(dnn.to_vector(), ref.to_vector());

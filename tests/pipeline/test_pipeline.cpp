@@ -705,7 +705,14 @@ PrecisionRun train_in(const std::string& model, int S, Precision p, int steps) {
 // (same initial weights, same batches) step by step, on a small CNN over 3 stages and a small encoder over 2,
 // within a stated tolerance on the loss: 2% of the fp32 loss for f16 compute, 5% for bf16 (3 fewer mantissa
 // bits), over the first 6 steps.
+//
+// The convolutions run on the reference backend: how far a half run drifts from the fp32 run by step 6
+// depends on which f16 roundings flip, and the oneDNN backend's f32 sums (another order; its fp32 run agrees
+// with the reference's to 1e-7) flip others from the first step: CNN mixed drifted 2.4e-2 there
+// against 1.0e-2 here, while its bf16 rows drifted less. The policy is what this test checks;
+// test_conv_onednn checks the backend.
 TEST(PipelinePrecision, HalfPrecisionRunsFollowTheFp32Run) {
+  const dgpipe::testing::CpuConvBackendScope reference(engine::CpuConvBackend::reference);
   const int steps = 6;
   for (const auto& [model, S] : std::vector<std::pair<std::string, int>>{{"resnet", 3}, {"roberta", 2}}) {
     const PrecisionRun ref = train_in(model, S, Precision::fp32, steps);

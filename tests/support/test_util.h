@@ -1,9 +1,11 @@
-// Small helpers that many test files share: the message of an expected error, and substring checks on it.
+// Small helpers that many test files share: the message of an expected error, substring checks on it, and the
+// CPU convolution backend for a scope.
 #pragma once
 #include <functional>
 #include <string>
 
 #include "engine/error.h"
+#include "engine/ops/conv_onednn.h"
 
 namespace dgpipe::testing {
 
@@ -21,5 +23,20 @@ inline std::string error_of(const std::function<void()>& action) {
 inline bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
+
+// Runs the CPU convolutions of the scope on `backend` (engine/ops/conv_onednn.h), then restores the previous
+// one.
+class CpuConvBackendScope {
+ public:
+  explicit CpuConvBackendScope(engine::CpuConvBackend backend) : previous_(engine::cpu_conv_backend()) {
+    engine::set_cpu_conv_backend(backend);
+  }
+  ~CpuConvBackendScope() { engine::set_cpu_conv_backend(previous_); }
+  CpuConvBackendScope(const CpuConvBackendScope&) = delete;
+  CpuConvBackendScope& operator=(const CpuConvBackendScope&) = delete;
+
+ private:
+  engine::CpuConvBackend previous_;
+};
 
 }  // namespace dgpipe::testing
