@@ -21,15 +21,6 @@ namespace {
 #define SKIP_WITHOUT_ONEDNN() \
   if (!onednn_built()) GTEST_SKIP() << "this build has no oneDNN (DGPIPE_WITH_ONEDNN=OFF)"
 
-class ThreadsScope {
- public:
-  explicit ThreadsScope(int n) : old_(cpu_threads()) { set_cpu_threads(n); }
-  ~ThreadsScope() { set_cpu_threads(old_); }
-
- private:
-  int old_;
-};
-
 struct ConvCase {
   std::string name;
   int64_t N, C, H, W, O, k, stride, pad;

@@ -15,20 +15,7 @@
 #include "support/test_util.h"
 
 using namespace dgpipe::engine;
-
-namespace {
-
-// Sets the process-wide op thread budget for the scope.
-class ThreadsScope {
- public:
-  explicit ThreadsScope(int n) : old_(cpu_threads()) { set_cpu_threads(n); }
-  ~ThreadsScope() { set_cpu_threads(old_); }
-
- private:
-  int old_;
-};
-
-}  // namespace
+using dgpipe::testing::ThreadsScope;
 
 TEST(ParallelFor, CoversEveryIndexOnceInChunksOfAtLeastTheGrain) {
   ThreadsScope threads(3);

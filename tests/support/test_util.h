@@ -1,11 +1,12 @@
 // Small helpers that many test files share: the message of an expected error, substring checks on it, and the
-// CPU convolution backend for a scope.
+// op thread budget and CPU convolution backend for a scope.
 #pragma once
 #include <functional>
 #include <string>
 
 #include "engine/error.h"
 #include "engine/ops/conv_onednn.h"
+#include "engine/parallel.h"
 
 namespace dgpipe::testing {
 
@@ -23,6 +24,18 @@ inline std::string error_of(const std::function<void()>& action) {
 inline bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
+
+// Sets the process-wide op thread budget (engine/parallel.h) for the scope.
+class ThreadsScope {
+ public:
+  explicit ThreadsScope(int n) : previous_(engine::cpu_threads()) { engine::set_cpu_threads(n); }
+  ~ThreadsScope() { engine::set_cpu_threads(previous_); }
+  ThreadsScope(const ThreadsScope&) = delete;
+  ThreadsScope& operator=(const ThreadsScope&) = delete;
+
+ private:
+  int previous_;
+};
 
 // Runs the CPU convolutions of the scope on `backend` (engine/ops/conv_onednn.h), then restores the previous
 // one.
