@@ -11,7 +11,7 @@ with its default attention. Both sides read the same input batch, written here t
 
 On the CPU each model runs at 1 thread and at all cores (torch.set_num_threads(n); train_step_bench --threads n),
 plus the pipelined case: the `make run` pipeline (ResNet18 w0.25, 3 stages as threads in the client-server layout,
-4 micro-batches, sortquant:6+2 on every boundary, and again with no codec) against the best single-stage figure.
+4 micro-batches, its codec uniform:8 on every boundary, and again with no codec) against the best single-stage figure.
 On a GPU (--device cuda) PyTorch is timed with CUDA events and dgpipe runs with --device cuda:0 (one thread count).
 
 Every cell is the best of --repeat runs (each run: the median of --steps timed steps after --warmup), dgpipe and
@@ -185,7 +185,7 @@ def measure(opts, torch):
     pipelined = []
     if not opts.no_pipeline and PIPELINE_MODEL in opts.models:
         inputs_path = os.path.join(tmp, PIPELINE_MODEL + ".safetensors")
-        for codec in ["sortquant:6+2", "none"]:
+        for codec in ["uniform:8", "none"]:  # the make-run codec (README), and none
             runs = [run_dgpipe(opts, PIPELINE_MODEL, inputs_path, 1, PIPELINE_ARGS + ["--compress", codec])
                     for _ in range(opts.repeat)]
             best = max(r["samples_per_s"] for r in runs)
