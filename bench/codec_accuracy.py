@@ -133,12 +133,14 @@ def codec_error_means(records):
 
 def codec_error_table(rows, results_by_label):
     """The mean relative L2 error of what each boundary's receiver decodes, per boundary and direction, over the
-    run and the seeds: which boundary and direction a codec hurts most (sort quantization and its ablation)."""
+    run and the seeds, for every row that compresses a boundary: which boundary and direction a codec hurts most."""
     keys, table = [], []
     for group, label, _, _ in rows:
-        if not (label.startswith("sortquant") or label.startswith("uniform:")) or not results_by_label.get(label):
+        if label == "none" or not results_by_label.get(label):
             continue
         per_run = [codec_error_means(res[1]) for res in results_by_label[label]]
+        if not any(per_run):
+            continue  # no codec on the boundaries (a learned bottleneck's own layers)
         merged = {}
         for means in per_run:
             for k, v in means.items():
