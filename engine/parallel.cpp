@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
@@ -42,8 +43,11 @@ std::atomic<int>& process_threads() {
 thread_local int this_thread_threads = 0;  // 0: the process-wide value
 thread_local bool inside_parallel_for = false;
 
-// Workers that sleep on a condition variable between jobs (they never spin, so idle pools cost no CPU next to
-// pipeline stages and other processes). One job at a time: the owning thread is the only one that submits.
+// Workers that sleep on a condition variable between jobs, after watching for the next job for a short window
+// (kSpinWindow): consecutive ops follow each other within microseconds, and a worker that has gone to sleep
+// takes a scheduler wake-up (tens of microseconds on a VM) to start, as long as a small op itself. Past the
+// window an idle pool costs no CPU next to pipeline stages and other processes. One job at a time: the owning
+// thread is the only one that submits.
 class Pool {
  public:
   explicit Pool(int workers) {
@@ -53,6 +57,7 @@ class Pool {
     {
       std::lock_guard<std::mutex> lock(mu_);
       stop_ = true;
+      stopping_.store(true);
     }
     wake_.notify_all();
     for (auto& t : threads_) t.join();
@@ -69,6 +74,7 @@ class Pool {
       pending_ = chunks;
       error_ = nullptr;
       ++generation_;
+      published_.store(generation_, std::memory_order_release);
     }
     wake_.notify_all();
     work(false);
@@ -83,6 +89,7 @@ class Pool {
     inside_parallel_for = true;
     uint64_t seen = 0;
     while (true) {
+      watch_for_next_job(seen);
       {
         std::unique_lock<std::mutex> lock(mu_);
         wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
@@ -92,6 +99,19 @@ class Pool {
       }
       work(true);
     }
+  }
+  // Returns when a job newer than `seen` is published, the pool stops, or the window has passed.
+  void watch_for_next_job(uint64_t seen) const {
+    const auto until = std::chrono::steady_clock::now() + kSpinWindow;
+    while (published_.load(std::memory_order_acquire) == seen && !stopping_.load(std::memory_order_relaxed)) {
+      for (int i = 0; i < 64; ++i) spin_pause();
+      if (std::chrono::steady_clock::now() >= until) return;
+    }
+  }
+  static void spin_pause() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
   }
   // Takes chunks until none is left; the last thread to finish wakes the caller.
   void work(bool is_worker) {
@@ -119,7 +139,10 @@ class Pool {
   int64_t pending_ = 0;  // chunks not finished
   int active_ = 0;       // workers inside work()
   uint64_t generation_ = 0;
+  std::atomic<uint64_t> published_{0};  // generation_, readable without the lock
   bool stop_ = false;
+  std::atomic<bool> stopping_{false};
+  static constexpr std::chrono::microseconds kSpinWindow{50};
   std::exception_ptr error_;
   std::vector<std::thread> threads_;  // last: started once the members they use exist
 };
