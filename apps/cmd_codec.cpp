@@ -84,15 +84,8 @@ Row measure(const std::string& spec, const Tensor& x, int repeat) {
   auto sync = [&] {
     if (x.is_cuda()) engine::cuda::device_synchronize(x.device().index);
   };
-  // Warm-up (and the warm start of power). Several rounds: the first calls of a process grow the heap in the
-  // holes that an output and the next packet leave, so their pages are fresh and fault in; the best of the
-  // timed calls should be a steady step's cost, as in training after its first steps.
-  compress::Packet p = link->encode(x);
+  compress::Packet p = link->encode(x);  // warm-up (and warm start for power)
   Tensor y = link->decode(p);
-  for (int w = 0; w < 3; ++w) {
-    p = link->encode(x);
-    y = link->decode(p);
-  }
   sync();
   // Encode and decode are timed in loops of their own, as a sender and a receiver run them (and as
   // bench/codecs_vs_pytorch.py times the original): alternating them in one loop would time each call with

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "compress/codec_impl.h"
+#include "engine/cpu_features.h"
 #include "engine/error.h"
 #include "engine/parallel.h"
 
@@ -78,15 +79,6 @@ __attribute__((target("avx512f"))) void from_half_avx512(const uint16_t* h, int6
   from_half_f16c(h + i, n - i, out + i);
 }
 
-bool cpu_has_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f");
-  return has;
-}
-
-bool cpu_has_f16c() {
-  static const bool has = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
-  return has;
-}
 #endif
 
 // 1 when v is NaN or Inf (exponent bits all ones), else 0; without a branch, so the loops vectorise.
@@ -98,7 +90,7 @@ inline uint32_t non_finite_bits(float v) {
 
 bool to_half(const float* x, int64_t n, uint16_t* out) {
 #if defined(__x86_64__)
-  if (cpu_has_f16c()) return to_half_f16c(x, n, out);
+  if (engine::cpu_has_f16c()) return to_half_f16c(x, n, out);
 #endif
   uint32_t bad = 0;
   for (int64_t i = 0; i < n; ++i) {
@@ -110,8 +102,8 @@ bool to_half(const float* x, int64_t n, uint16_t* out) {
 
 void from_half(const uint16_t* h, int64_t n, float* out) {
 #if defined(__x86_64__)
-  if (cpu_has_avx512()) return from_half_avx512(h, n, out);
-  if (cpu_has_f16c()) return from_half_f16c(h, n, out);
+  if (engine::cpu_has_avx512()) return from_half_avx512(h, n, out);
+  if (engine::cpu_has_f16c()) return from_half_f16c(h, n, out);
 #endif
   for (int64_t i = 0; i < n; ++i) out[i] = engine::half_bits_to_float(h[i]);
 }

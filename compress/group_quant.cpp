@@ -13,6 +13,7 @@
 
 #include "compress/codec_impl.h"
 #include "compress/quant_math.h"
+#include "engine/cpu_features.h"
 #include "engine/error.h"
 
 #if defined(__x86_64__)
@@ -218,16 +219,6 @@ __attribute__((target("avx2"))) int64_t group_codes_avx2(const float* x, const u
   return i;
 }
 
-bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2");
-  return has;
-}
-
-bool cpu_has_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f");
-  return has;
-}
-
 // Decoders of one group's codes straight from the packed bytes (no code array), for the widths that dominate:
 // each returns how many of the m codes at `in` it decoded (a prefix, a whole number of blocks), the caller
 // does the rest. They produce exactly dequant(q, lo, step).
@@ -415,7 +406,7 @@ bool min_max(const float* x, int64_t n, float* lo, float* hi) {
 void uniform_codes(const float* x, int64_t m, float lo, float step, int q_bits, uint32_t* codes) {
   int64_t i = 0;
 #if defined(__x86_64__)
-  if (step > 0.0f && is_finite_float(step) && cpu_has_avx2())
+  if (step > 0.0f && is_finite_float(step) && engine::cpu_has_avx2())
     i = uniform_codes_avx2(x, m, lo, step, q_bits, codes);
 #endif
 #if defined(__SSE2__)
@@ -438,7 +429,7 @@ void group_codes(const float* x, const uint8_t* group, int64_t m, const float* l
   int64_t i = 0;
   const bool finite = all_steps_finite(step, groups);
 #if defined(__x86_64__)
-  if (finite && cpu_has_avx2()) i = group_codes_avx2(x, group, m, lo, step, q_bits, codes);
+  if (finite && engine::cpu_has_avx2()) i = group_codes_avx2(x, group, m, lo, step, q_bits, codes);
 #endif
 #if defined(__SSE2__)
   if (finite) {
@@ -504,9 +495,9 @@ struct GroupDequant {
   int64_t decode_packed(const uint8_t* in, int64_t m, float* o) const {
 #if defined(__x86_64__)
     if (s_bits != 0) return 0;
-    if (q_bits == 4 && cpu_has_avx512()) return decode_nibbles_avx512(in, m, nibble_values.data(), o);
-    if (q_bits == 4 && cpu_has_avx2()) return decode_nibbles_avx2(in, m, nibble_values.data(), o);
-    if (q_bits == 12 && cpu_has_avx2()) return decode_12bit_avx2(in, m, lo[0], step[0], o);
+    if (q_bits == 4 && engine::cpu_has_avx512()) return decode_nibbles_avx512(in, m, nibble_values.data(), o);
+    if (q_bits == 4 && engine::cpu_has_avx2()) return decode_nibbles_avx2(in, m, nibble_values.data(), o);
+    if (q_bits == 12 && engine::cpu_has_avx2()) return decode_12bit_avx2(in, m, lo[0], step[0], o);
 #endif
     return 0;
   }

@@ -22,6 +22,7 @@
 #include "compress/codec_impl.h"
 #include "compress/lowrank_kernels.h"
 #include "engine/autograd.h"
+#include "engine/cpu_features.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "engine/ops/gemm.h"
@@ -215,8 +216,8 @@ __attribute__((target("avx512f"))) void rank_rows_avx512(const float* l, const f
 // The widest path this CPU runs (checked at run time: the build targets plain x86-64).
 RankRowsFn rank_rows_for_this_cpu() {
 #if defined(__x86_64__)
-  if (__builtin_cpu_supports("avx512f")) return rank_rows_avx512;
-  if (__builtin_cpu_supports("avx2")) return rank_rows_avx2;
+  if (engine::cpu_has_avx512()) return rank_rows_avx512;
+  if (engine::cpu_has_avx2()) return rank_rows_avx2;
 #endif
   return rank_rows_plain;
 }

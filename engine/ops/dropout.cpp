@@ -12,6 +12,7 @@
 #include <immintrin.h>
 #endif
 
+#include "engine/cpu_features.h"
 #include "engine/ops.h"
 #include "engine/ops/cpu_loops.h"
 #include "engine/ops/dropout_kernels.h"
@@ -115,10 +116,6 @@ __attribute__((target("avx2"))) void philox_words8(uint64_t seed, uint64_t first
   _mm256_storeu_si256(out + 3, _mm256_permute2x128_si256(b26, b37, 0x31));  // blocks 6, 7
 }
 
-bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2");
-  return has;
-}
 #endif
 
 // Words of blocks [first, first + count), the same as philox_words_scalar: in vector lanes, eight then four

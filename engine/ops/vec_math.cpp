@@ -12,6 +12,7 @@
 // exp(z^2) erfc(z) in t = 1/z on [1/4, 2/3], error 1.5e-7 relative, 1.6e-8 in erf); z is capped at 4, where
 // erf rounds to 1 in float. Both pieces are computed and the lanes pick one.
 #include "engine/ops/vec_math.h"
+#include "engine/cpu_features.h"
 
 #include <cstring>
 
@@ -144,11 +145,6 @@ DGP_LANES int64_t run(int64_t begin, int64_t end, Lanes&& lanes) {
 typedef float f32x8 __attribute__((vector_size(32)));
 typedef int32_t i32x8 __attribute__((vector_size(32)));
 typedef uint32_t u32x8 __attribute__((vector_size(32)));
-
-bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2");
-  return has;
-}
 
 // Plain loops, no lambdas: a lambda's body is a function of its own, compiled for the baseline target.
 __attribute__((target("avx2"))) int64_t exp_shifted8(const float* x, int64_t n, float shift, float* y) {
