@@ -79,7 +79,9 @@ struct Link {
   Tensor decode(const compress::Packet& p) { return rx->decode_samples(p, ids); }
 };
 
-Row measure(const std::string& spec, const Tensor& x, int repeat) {
+// Timed calls go on until there were `repeat` of them and they took `min_ms` in all: the minimum of a few
+// sub-millisecond calls is mostly noise on a shared machine (a page fault or a preempted thread in each).
+Row measure(const std::string& spec, const Tensor& x, int repeat, double min_ms) {
   auto link = std::make_unique<Link>(spec, x);
   auto sync = [&] {
     if (x.is_cuda()) engine::cuda::device_synchronize(x.device().index);
@@ -95,25 +97,31 @@ Row measure(const std::string& spec, const Tensor& x, int repeat) {
   auto ms_since = [](Clock::time_point t0) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   };
-  double enc = 1e30, dec = 1e30;
-  for (int r = 0; r < repeat; ++r) {
+  double enc = 1e30, dec = 1e30, spent = 0;
+  auto more = [&](int r) { return r < repeat || spent < min_ms; };
+  for (int r = 0; more(r); ++r) {
     if (link->per_sample()) link = std::make_unique<Link>(spec, x);  // back to the steady state
     sync();
     auto t0 = Clock::now();
     p = link->encode(x);
     sync();
-    enc = std::min(enc, ms_since(t0));
+    const double te = ms_since(t0);
+    enc = std::min(enc, te);
+    spent += te;
     if (!link->per_sample()) continue;
     t0 = Clock::now();
     y = link->decode(p);
     sync();
     dec = std::min(dec, ms_since(t0));
   }
-  for (int r = 0; r < repeat && !link->per_sample(); ++r) {
+  spent = 0;
+  for (int r = 0; more(r) && !link->per_sample(); ++r) {
     auto t0 = Clock::now();
     y = link->decode(p);
     sync();
-    dec = std::min(dec, ms_since(t0));
+    const double td = ms_since(t0);
+    dec = std::min(dec, td);
+    spent += td;
   }
   p.serialize();  // validates the status word (a CUDA encode's NaN/Inf report)
   std::vector<double> a = x.to_vector(), b = y.to_vector();
@@ -149,6 +157,7 @@ struct CodecArgs {
   std::vector<std::string> specs;
   uint64_t seed = 1;
   int repeat = 3;
+  double min_time_ms = 0;
 };
 
 void add_codec_options(CLI::App& app, CodecArgs& a) {
@@ -162,7 +171,13 @@ void add_codec_options(CLI::App& app, CodecArgs& a) {
   app.add_option("--codecs", a.specs, "codec specs, comma separated (default: a sweep of every method)")
       ->delimiter(',');
   app.add_option("--device", a.device_text, "cpu or cuda[:N]")->capture_default_str();
-  app.add_option("--repeat", a.repeat, "timed repetitions (the minimum is reported)")->capture_default_str();
+  app.add_option("--repeat", a.repeat, "timed repetitions (the minimum is reported)")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  app.add_option("--min-time-ms", a.min_time_ms,
+                 "keep timing encode (and decode) until their calls took this many ms in all")
+      ->check(CLI::Range(0.0, 3.6e6))
+      ->capture_default_str();
   app.add_option("--format", a.format, "table, csv or json")
       ->check(CLI::IsMember({"table", "csv", "json"}))
       ->capture_default_str();
@@ -250,7 +265,7 @@ int run_codec(int argc, char** argv) {
   std::string source;
   Tensor x = codec_input(a, source);
   std::vector<Row> rows;
-  for (const auto& s : a.specs) rows.push_back(measure(s, x, a.repeat));
+  for (const auto& s : a.specs) rows.push_back(measure(s, x, a.repeat, a.min_time_ms));
   if (a.format == "csv")
     print_csv(rows, source, x);
   else if (a.format == "json")

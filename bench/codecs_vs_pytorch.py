@@ -10,7 +10,9 @@ second, one thread: what a codec that only touched its input once would approach
   python3 bench/codecs_vs_pytorch.py --device cpu                 # dgpipe from build/bin/dgpipe
   python3 bench/codecs_vs_pytorch.py --device cpu --shapes 64,32,32,32 --rounds 5
   python3 bench/codecs_vs_pytorch.py --device cuda                # originals only (unless --dgpipe is given)
-Timing: CUDA events around each call after warm-up (min of --repeat runs per round); CPU wall clock.
+Timing: CUDA events around each call after warm-up; CPU wall clock. Per round, the minimum over at least
+--repeat calls that took at least --min-time-ms in all, on both sides (`dgpipe codec --min-time-ms`): the
+minimum of a handful of sub-millisecond calls is mostly page faults and preemptions on a shared machine.
 """
 import argparse
 import json
@@ -118,23 +120,25 @@ def topk_encode(x, r):
     return flat[idx], idx
 
 
-def timed(fn, device, repeat):
+def timed(fn, device, repeat, min_ms=0.0):
     fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    best = float("inf")
-    for _ in range(repeat):
+    best, spent, calls = float("inf"), 0.0, 0
+    while calls < repeat or spent < min_ms:
+        calls += 1
         if device.type == "cuda":
             a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             a.record()
             out = fn()
             b.record()
             torch.cuda.synchronize()
-            best = min(best, a.elapsed_time(b))
+            ms = a.elapsed_time(b)
         else:
             t0 = time.perf_counter()
             out = fn()
-            best = min(best, (time.perf_counter() - t0) * 1e3)
+            ms = (time.perf_counter() - t0) * 1e3
+        best, spent = min(best, ms), spent + ms
     return best, out
 
 
@@ -157,10 +161,10 @@ def memcpy_gbps(numel, device, repeat):
     return numel * 4 * 1e-9 / best
 
 
-def dgpipe_times(binary, device, text, specs, repeat):
-    """{spec: (encode ms, decode ms)} from one `dgpipe codec` run (min of `repeat` runs per codec)."""
+def dgpipe_times(binary, device, text, specs, repeat, min_ms):
+    """{spec: (encode ms, decode ms)} from one `dgpipe codec` run (the same timing rule as `timed`)."""
     cmd = [binary, "codec", "--synthetic", "normal", "--seed", "7", "--shape", text, "--device", device.type,
-           "--repeat", str(repeat), "--format", "json", "--codecs", ",".join(specs)]
+           "--repeat", str(repeat), "--min-time-ms", str(min_ms), "--format", "json", "--codecs", ",".join(specs)]
     rows = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     return {r["spec"]: (r["encode_ms"], r["decode_ms"]) for r in rows}
 
@@ -195,6 +199,8 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--shapes", nargs="*", default=["64,32,32,32", "64,1280,4,4", "32,128,768", "16777216"])
     ap.add_argument("--repeat", type=int, default=5, help="timed calls per round (the minimum counts)")
+    ap.add_argument("--min-time-ms", type=float, default=100.0,
+                    help="timed calls per round go on until they took this long in all (ms)")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of original and dgpipe")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap.add_argument("--dgpipe", default=None,
@@ -208,7 +214,7 @@ def main():
         print(f"# {binary} not found: the original codecs only")
         binary = None
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; dgpipe: {binary or '-'}; "
-          f"best of {args.rounds} rounds x {args.repeat} calls; x = original ms / dgpipe ms (> 1: dgpipe faster); "
+          f"best of {args.rounds} rounds x (>= {args.repeat} calls and >= {args.min_time_ms:g} ms); x = original ms / dgpipe ms (> 1: dgpipe faster); "
           f"GB/s: input f32 bytes per second of {'dgpipe' if binary else 'the original'}; memcpy: GB/s copied")
     print(f"{'codec':<16}{'shape':<14}{'enc ms':>9}{'orig':>9}{'enc x':>8}{'dec ms':>9}{'orig':>9}{'dec x':>8}"
           f"{'enc GB/s':>10}{'dec GB/s':>10}{'memcpy':>9}")
@@ -224,11 +230,12 @@ def main():
         copy = 0.0
         for _ in range(args.rounds):
             for name, enc, dec in cases:
-                te, e = timed(enc, device, args.repeat)
-                td, _ = timed(lambda: dec(e), device, args.repeat)
+                te, e = timed(enc, device, args.repeat, args.min_time_ms)
+                td, _ = timed(lambda: dec(e), device, args.repeat, args.min_time_ms)
                 orig[name] = [min(orig[name][0], te), min(orig[name][1], td)]
             if binary:
-                for name, (te, td) in dgpipe_times(binary, device, text, names, args.repeat).items():
+                for name, (te, td) in dgpipe_times(binary, device, text, names, args.repeat,
+                                                         args.min_time_ms).items():
                     ours[name] = [min(ours[name][0], te), min(ours[name][1], td)]
             copy = max(copy, memcpy_gbps(x.numel(), device, args.repeat))
         for name in names:

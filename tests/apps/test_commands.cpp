@@ -75,7 +75,7 @@ TEST(Commands, CodecToolReportsEveryCodec) {
       run_capture("codec",
                   {"--synthetic", "normal", "--shape", "4,8,16,16", "--codecs",
                    "uniform:8,sortquant:6+2,topk:0.1,uniform:8/channel,topk:0.5>uniform:8,delta>uniform:4",
-                   "--format", "csv"},
+                   "--format", "csv", "--repeat", "1", "--min-time-ms", "1"},
                   out),
       0);
   for (const char* codec : {"uniform:8", "sortquant:6+2", "topk:0.1", "uniform:8/channel",
@@ -92,6 +92,8 @@ TEST(Commands, CodecToolReportsEveryCodec) {
   // Bad specs and missing files are errors, not crashes
   EXPECT_NE(run_capture("codec", {"--codecs", "bogus:3"}, out), 0);
   EXPECT_NE(run_capture("codec", {"--input", "/nonexistent.safetensors"}, out), 0);
+  EXPECT_NE(run_capture("codec", {"--repeat", "0"}, out), 0);
+  EXPECT_NE(run_capture("codec", {"--min-time-ms", "-1"}, out), 0);
   EXPECT_NE(run_capture("nonexistent-command", {}, out), 0);
 }
 
