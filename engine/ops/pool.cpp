@@ -10,6 +10,7 @@
 #include "engine/ops.h"
 #include "engine/ops/cpu_loops.h"
 #include "engine/ops/pool_kernels.h"
+#include "engine/parallel.h"
 
 namespace dgpipe::engine {
 
@@ -69,14 +70,57 @@ inline int64_t adaptive_end(int64_t o, int64_t out, int64_t in) {
   return ((o + 1) * in + out - 1) / out;
 }
 
+// Calls f(plane) for every [H,W] plane, planes split over the op threads (engine/parallel.h). A plane is
+// pooled by one thread alone, so the values do not depend on the thread count.
+template <class F>
+void for_each_plane(const PoolGeometry& g, F&& f) {
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, g.H * g.W));
+  parallel_for(g.planes(), grain, [&](int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) f(plane);
+  });
+}
+
 // ---------------- max ----------------
+
+// Whether v replaces the best value so far: larger, or NaN (NaN wins, as in PyTorch, so that a NaN in the
+// input is never hidden by pooling; of several NaNs the last in scan order wins).
+template <class T>
+inline bool max_pool_takes(T v, T best) {
+  return v > best || std::isnan(v);
+}
+
+// The 2x2 window of stride 2 without padding (VGG's and most CNNs' pooling): the generic loop below with
+// the window's bounds and scan order fixed, written without branches so that it does not stall on
+// unpredictable comparisons. Rows and columns past the last full window (odd H or W) are not pooled, as in
+// the generic loop.
+template <class T>
+void max_pool_2x2_plane(const T* xp, T* op, int64_t* ip, const PoolGeometry& g) {
+  for (int64_t oh = 0; oh < g.Ho; ++oh) {
+    const int64_t top = 2 * oh * g.W, bottom = top + g.W;
+    for (int64_t ow = 0; ow < g.Wo; ++ow) {
+      const int64_t c[4] = {top + 2 * ow, top + 2 * ow + 1, bottom + 2 * ow, bottom + 2 * ow + 1};
+      T best = xp[c[0]];  // what the generic loop's -inf start ends at after the first element
+      int64_t best_index = c[0];
+      for (int k = 1; k < 4; ++k) {
+        const T v = xp[c[k]];
+        const bool take = max_pool_takes(v, best);
+        best = take ? v : best;
+        best_index = take ? c[k] : best_index;
+      }
+      op[oh * g.Wo + ow] = best;
+      ip[oh * g.Wo + ow] = best_index;
+    }
+  }
+}
 
 template <class T>
 void max_pool_forward_cpu(const T* x, T* out, int64_t* indices, const PoolGeometry& g) {
-  for (int64_t plane = 0; plane < g.planes(); ++plane) {
+  const bool two_by_two = g.kernel == 2 && g.stride == 2 && g.padding == 0;
+  for_each_plane(g, [&](int64_t plane) {
     const T* xp = x + plane * g.H * g.W;
     T* op = out + plane * g.Ho * g.Wo;
     int64_t* ip = indices + plane * g.Ho * g.Wo;
+    if (two_by_two) return max_pool_2x2_plane(xp, op, ip, g);
     for (int64_t oh = 0; oh < g.Ho; ++oh) {
       const int64_t h0 = std::max<int64_t>(oh * g.stride - g.padding, 0);
       const int64_t h1 = std::min(oh * g.stride - g.padding + g.kernel, g.H);
@@ -88,8 +132,7 @@ void max_pool_forward_cpu(const T* x, T* out, int64_t* indices, const PoolGeomet
         for (int64_t h = h0; h < h1; ++h)
           for (int64_t w = w0; w < w1; ++w) {
             const T v = xp[h * g.W + w];
-            // NaN wins, as in PyTorch, so a NaN in the input is never hidden by pooling.
-            if (v > best || std::isnan(v)) {
+            if (max_pool_takes(v, best)) {
               best = v;
               best_index = h * g.W + w;
             }
@@ -98,17 +141,17 @@ void max_pool_forward_cpu(const T* x, T* out, int64_t* indices, const PoolGeomet
         ip[oh * g.Wo + ow] = best_index;
       }
     }
-  }
+  });
 }
 
 template <class T>
 void max_pool_backward_cpu(const T* gout, const int64_t* indices, T* gin, const PoolGeometry& g) {
-  std::fill(gin, gin + g.planes() * g.H * g.W, T(0));
   const int64_t P = g.Ho * g.Wo;
-  for (int64_t plane = 0; plane < g.planes(); ++plane) {
+  for_each_plane(g, [&](int64_t plane) {
     T* gp = gin + plane * g.H * g.W;
+    std::fill(gp, gp + g.H * g.W, T(0));
     for (int64_t k = 0; k < P; ++k) gp[indices[plane * P + k]] += gout[plane * P + k];
-  }
+  });
 }
 
 Tensor max_pool_backward_raw(const Tensor& grad_out, const Tensor& indices, const PoolGeometry& g,
@@ -174,7 +217,7 @@ inline AvgWindow avg_window(const PoolGeometry& g, int64_t oh, int64_t ow) {
 
 template <class T>
 void avg_pool_forward_cpu(const T* x, T* out, const PoolGeometry& g) {
-  for (int64_t plane = 0; plane < g.planes(); ++plane) {
+  for_each_plane(g, [&](int64_t plane) {
     const T* xp = x + plane * g.H * g.W;
     T* op = out + plane * g.Ho * g.Wo;
     for (int64_t oh = 0; oh < g.Ho; ++oh)
@@ -185,14 +228,14 @@ void avg_pool_forward_cpu(const T* x, T* out, const PoolGeometry& g) {
           for (int64_t w = win.w0; w < win.w1; ++w) acc += xp[h * g.W + w];
         op[oh * g.Wo + ow] = static_cast<T>(acc / static_cast<double>(win.divisor));
       }
-  }
+  });
 }
 
 template <class T>
 void avg_pool_backward_cpu(const T* gout, T* gin, const PoolGeometry& g) {
-  std::fill(gin, gin + g.planes() * g.H * g.W, T(0));
-  for (int64_t plane = 0; plane < g.planes(); ++plane) {
+  for_each_plane(g, [&](int64_t plane) {
     T* gp = gin + plane * g.H * g.W;
+    std::fill(gp, gp + g.H * g.W, T(0));
     const T* go = gout + plane * g.Ho * g.Wo;
     for (int64_t oh = 0; oh < g.Ho; ++oh)
       for (int64_t ow = 0; ow < g.Wo; ++ow) {
@@ -201,7 +244,7 @@ void avg_pool_backward_cpu(const T* gout, T* gin, const PoolGeometry& g) {
         for (int64_t h = win.h0; h < win.h1; ++h)
           for (int64_t w = win.w0; w < win.w1; ++w) gp[h * g.W + w] += share;
       }
-  }
+  });
 }
 
 Tensor avg_pool_forward_raw(const Tensor& x, const PoolGeometry& g) {
@@ -248,7 +291,7 @@ Tensor avg_pool2d_4d(const Tensor& x, int64_t kernel, int64_t stride, int64_t pa
 
 template <class T>
 void adaptive_forward_cpu(const T* x, T* out, const PoolGeometry& g) {
-  for (int64_t plane = 0; plane < g.planes(); ++plane) {
+  for_each_plane(g, [&](int64_t plane) {
     const T* xp = x + plane * g.H * g.W;
     T* op = out + plane * g.Ho * g.Wo;
     for (int64_t oh = 0; oh < g.Ho; ++oh) {
@@ -261,14 +304,14 @@ void adaptive_forward_cpu(const T* x, T* out, const PoolGeometry& g) {
         op[oh * g.Wo + ow] = static_cast<T>(acc / static_cast<double>((h1 - h0) * (w1 - w0)));
       }
     }
-  }
+  });
 }
 
 template <class T>
 void adaptive_backward_cpu(const T* gout, T* gin, const PoolGeometry& g) {
-  std::fill(gin, gin + g.planes() * g.H * g.W, T(0));
-  for (int64_t plane = 0; plane < g.planes(); ++plane) {
+  for_each_plane(g, [&](int64_t plane) {
     T* gp = gin + plane * g.H * g.W;
+    std::fill(gp, gp + g.H * g.W, T(0));
     const T* go = gout + plane * g.Ho * g.Wo;
     for (int64_t oh = 0; oh < g.Ho; ++oh) {
       const int64_t h0 = adaptive_start(oh, g.Ho, g.H), h1 = adaptive_end(oh, g.Ho, g.H);
@@ -279,7 +322,7 @@ void adaptive_backward_cpu(const T* gout, T* gin, const PoolGeometry& g) {
           for (int64_t w = w0; w < w1; ++w) gp[h * g.W + w] += share;
       }
     }
-  }
+  });
 }
 
 Tensor adaptive_forward_raw(const Tensor& x, const PoolGeometry& g) {

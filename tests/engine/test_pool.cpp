@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/ops.h"
+#include "engine/parallel.h"
 #include "support/golden_json.h"
 #include "support/gradcheck.h"
 #include "support/test_util.h"
@@ -80,6 +81,65 @@ TEST(Pool, MaxGradientGoesToArgmaxAndAccumulates) {
   EXPECT_EQ(y.to_vector(), (std::vector<double>{9, 9, 9, 9}));
   y.backward(from_vector(std::vector<double>{1, 2, 3, 4}, {1, 1, 2, 2}, DType::f64));
   EXPECT_EQ(x.grad().to_vector(), (std::vector<double>{0, 0, 0, 0, 10, 0, 0, 0, 0}));
+}
+
+namespace {
+// The window scan max_pool2d promises, written out: the first maximum in row-major order, a NaN beats
+// anything (the last NaN wins). Returns the pooled values and the flat input index each came from.
+void reference_max_pool(const std::vector<double>& x, int64_t planes, int64_t H, int64_t W, int64_t k,
+                        int64_t s, std::vector<double>& out, std::vector<int64_t>& from) {
+  const int64_t Ho = (H - k) / s + 1, Wo = (W - k) / s + 1;
+  for (int64_t p = 0; p < planes; ++p)
+    for (int64_t oh = 0; oh < Ho; ++oh)
+      for (int64_t ow = 0; ow < Wo; ++ow) {
+        double best = -INFINITY;
+        int64_t at = p * H * W + oh * s * W + ow * s;
+        for (int64_t h = oh * s; h < oh * s + k; ++h)
+          for (int64_t w = ow * s; w < ow * s + k; ++w) {
+            const double v = x[p * H * W + h * W + w];
+            if (v > best || std::isnan(v)) best = v, at = p * H * W + h * W + w;
+          }
+        out.push_back(best);
+        from.push_back(at);
+      }
+}
+}  // namespace
+
+// The 2x2 stride-2 path (max_pool_2x2_plane) and the generic window loop keep the same scan order, on
+// ties, -inf and NaN, with odd sizes (the last row and column are not pooled), at one and two threads.
+TEST(Pool, MaxPicksTheFirstMaximumAndTheLastNaNAtAnyThreadCount) {
+  const int64_t N = 3, C = 5, H = 7, W = 9;
+  Generator gen(11);
+  std::vector<double> v = randn({N * C * H * W}, {}, &gen).to_vector();
+  for (double& e : v) e = std::round(1.5 * e);  // many ties
+  for (size_t i = 0; i < v.size(); i += 13) v[i] = -INFINITY;
+  for (size_t i = 5; i < v.size(); i += 29) v[i] = NAN;
+  const int threads_before = cpu_threads();
+  for (int64_t k : {2, 3}) {
+    std::vector<double> expected;
+    std::vector<int64_t> from;
+    reference_max_pool(v, N * C, H, W, k, 2, expected, from);
+    for (int threads : {1, 2}) {
+      SCOPED_TRACE("kernel " + std::to_string(k) + ", " + std::to_string(threads) + " threads");
+      set_cpu_threads(threads);
+      for (DType dt : {DType::f32, DType::f64}) {
+        Tensor x = from_vector(v, {N, C, H, W}, dt).requires_grad_(true);
+        Tensor y = max_pool2d(x, k, 2);
+        // Each output's gradient is its own position + 1, so the input gradient shows where it came from.
+        Tensor g = arange(1, y.numel() + 1).to(dt).reshape(y.shape());
+        y.backward(g);
+        const std::vector<double> got = y.to_vector(), gx = x.grad().to_vector();
+        ASSERT_EQ(got.size(), expected.size());
+        std::vector<double> expected_gx(v.size(), 0.0);
+        for (size_t i = 0; i < from.size(); ++i) expected_gx[from[i]] += static_cast<double>(i + 1);
+        for (size_t i = 0; i < got.size(); ++i)
+          ASSERT_TRUE(got[i] == expected[i] || (std::isnan(got[i]) && std::isnan(expected[i])))
+              << "output " << i << ": " << got[i] << " vs " << expected[i];
+        EXPECT_EQ(gx, expected_gx);
+      }
+    }
+  }
+  set_cpu_threads(threads_before);
 }
 
 TEST(Pool, MaxPropagatesNaN) {
