@@ -95,27 +95,47 @@ void for_each_channel(const BnGeometry& g, F&& f) {
   });
 }
 
+// A channel's sums in kLanes double partial sums: element k of every [inner] row goes to lane k % kLanes, and
+// the lanes are added in a fixed order at the end. The bits do not depend on the thread count (a channel is
+// summed by one thread), and the additions form kLanes independent chains that the compiler turns into vector
+// adds, where a single running sum is one dependent add per element (4 cycles each).
+constexpr int64_t kLanes = 8;
+struct LaneSums {
+  double v[kLanes] = {};
+  double total() const { return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])); }
+};
+
+// Adds term(k) for k < n to the lanes (k % kLanes).
+template <class F>
+inline void add_row(LaneSums& s, int64_t n, F&& term) {
+  int64_t k = 0;
+  for (; k + kLanes <= n; k += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) s.v[l] += term(k + l);
+  for (int64_t l = 0; k + l < n; ++l) s.v[l] += term(k + l);
+}
+
 // Fills mean/invstd [C] with the batch statistics and, when running stats are given, updates them in place.
 template <class T>
 void batch_stats_cpu(const T* x, const BnGeometry& g, double eps, double momentum, const Tensor& running_mean,
                      const Tensor& running_var, T* mean_out, T* invstd_out) {
   const double M = static_cast<double>(g.per_channel());
   for_each_channel(g, [&](int64_t c) {
-    double sum = 0;
+    LaneSums sum;
     for (int64_t n = 0; n < g.N; ++n) {
       const T* p = x + (n * g.C + c) * g.inner;
-      for (int64_t k = 0; k < g.inner; ++k) sum += p[k];
+      add_row(sum, g.inner, [p](int64_t k) { return static_cast<double>(p[k]); });
     }
-    const double mean = sum / M;
+    const double mean = sum.total() / M;
     // Second pass over centred values: no cancellation when |mean| >> std.
-    double sq = 0;
+    LaneSums squares;
     for (int64_t n = 0; n < g.N; ++n) {
       const T* p = x + (n * g.C + c) * g.inner;
-      for (int64_t k = 0; k < g.inner; ++k) {
+      add_row(squares, g.inner, [p, mean](int64_t k) {
         const double d = p[k] - mean;
-        sq += d * d;
-      }
+        return d * d;
+      });
     }
+    const double sq = squares.total();
     const double var = sq / M;
     mean_out[c] = static_cast<T>(mean);
     invstd_out[c] = static_cast<T>(1.0 / std::sqrt(var + eps));
@@ -172,15 +192,14 @@ void batch_norm_backward_cpu(const T* gout, const T* x, const T* w, const T* mea
   const double M = static_cast<double>(g.per_channel());
   for_each_channel(g, [&](int64_t c) {
     const double mu = mean[c], is = invstd[c];
-    double sum_g = 0, sum_gxhat = 0;
+    LaneSums lanes_g, lanes_gxhat;
     for (int64_t n = 0; n < g.N; ++n) {
       const T* gp = gout + (n * g.C + c) * g.inner;
       const T* xp = x + (n * g.C + c) * g.inner;
-      for (int64_t k = 0; k < g.inner; ++k) {
-        sum_g += gp[k];
-        sum_gxhat += gp[k] * ((xp[k] - mu) * is);
-      }
+      add_row(lanes_g, g.inner, [gp](int64_t k) { return static_cast<double>(gp[k]); });
+      add_row(lanes_gxhat, g.inner, [gp, xp, mu, is](int64_t k) { return gp[k] * ((xp[k] - mu) * is); });
     }
+    const double sum_g = lanes_g.total(), sum_gxhat = lanes_gxhat.total();
     if (gw != nullptr) gw[c] = static_cast<T>(sum_gxhat);
     if (gb != nullptr) gb[c] = static_cast<T>(sum_g);
     if (gx == nullptr) return;
