@@ -174,9 +174,37 @@ void symmetric_eigen(std::vector<double>& g, int64_t l, std::vector<double>& vec
 // compress/CMakeLists.txt, so no pair becomes a fused multiply-add), so that every path gives the bits of the
 // plain loop. W lanes of the compiler's vector extension at a time, then the row's tail one by one; W = 1 is
 // the plain loop.
+//
+// Columns outside, rows inside: a block of W columns of rt (R vectors, R = r known at compile time) stays in
+// registers while every row uses it, so a row of a thin product (n = 16 at a [b,1280,4,4] boundary) costs R
+// broadcasts, multiplies and adds and one store, not R loads of rt again.
+template <int W, int R>
+__attribute__((always_inline)) inline void rank_rows_fixed(const float* l, const float* rt, int64_t n,
+                                                           int64_t rows, float* o) {
+  typedef float Lanes __attribute__((vector_size(4 * W)));
+  int64_t j = 0;
+  for (; W > 1 && j + W <= n; j += W) {
+    Lanes t[R];
+    for (int k = 0; k < R; ++k) std::memcpy(&t[k], rt + k * n + j, sizeof(Lanes));
+    for (int64_t i = 0; i < rows; ++i) {
+      const float* li = l + i * R;
+      Lanes acc = li[0] * t[0];
+      for (int k = 1; k < R; ++k) acc = acc + li[k] * t[k];
+      std::memcpy(o + i * n + j, &acc, sizeof(Lanes));
+    }
+  }
+  for (int64_t i = 0; i < rows && j < n; ++i)
+    for (int64_t jj = j; jj < n; ++jj) {
+      float acc = l[i * R] * rt[jj];
+      for (int k = 1; k < R; ++k) acc += l[i * R + k] * rt[k * n + jj];
+      o[i * n + jj] = acc;
+    }
+}
+
+// Any rank: rt is read again for every row.
 template <int W>
-__attribute__((always_inline)) inline void rank_rows_lanes(const float* l, const float* rt, int64_t n,
-                                                           int64_t r, int64_t rows, float* o) {
+__attribute__((always_inline)) inline void rank_rows_any(const float* l, const float* rt, int64_t n, int64_t r,
+                                                         int64_t rows, float* o) {
   typedef float Lanes __attribute__((vector_size(4 * W)));
   for (int64_t i = 0; i < rows; ++i, l += r, o += n) {
     int64_t j = 0;
@@ -195,6 +223,23 @@ __attribute__((always_inline)) inline void rank_rows_lanes(const float* l, const
       for (int64_t k = 1; k < r; ++k) acc += l[k] * rt[k * n + j];
       o[j] = acc;
     }
+  }
+}
+
+// Ranks up to 8 (every rank the presets and benchmarks use) with rt held in registers, others the loop above.
+template <int W>
+__attribute__((always_inline)) inline void rank_rows_lanes(const float* l, const float* rt, int64_t n,
+                                                           int64_t r, int64_t rows, float* o) {
+  switch (r) {
+    case 1: return rank_rows_fixed<W, 1>(l, rt, n, rows, o);
+    case 2: return rank_rows_fixed<W, 2>(l, rt, n, rows, o);
+    case 3: return rank_rows_fixed<W, 3>(l, rt, n, rows, o);
+    case 4: return rank_rows_fixed<W, 4>(l, rt, n, rows, o);
+    case 5: return rank_rows_fixed<W, 5>(l, rt, n, rows, o);
+    case 6: return rank_rows_fixed<W, 6>(l, rt, n, rows, o);
+    case 7: return rank_rows_fixed<W, 7>(l, rt, n, rows, o);
+    case 8: return rank_rows_fixed<W, 8>(l, rt, n, rows, o);
+    default: return rank_rows_any<W>(l, rt, n, r, rows, o);
   }
 }
 

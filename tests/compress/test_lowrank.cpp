@@ -68,13 +68,14 @@ TEST(LowRank, FourDimensionalBoundaryIsBatchOfChannelMatrices) {
 
 // The CPU decoder's hand-written rank-r product (lowrank.cpp) against the packet's own factors multiplied by
 // the engine's matmul: the same products, summed in another order, so equal to float rounding. Shapes with a
-// rank of 1 and above 4, row lengths that are not a multiple of the vector width, one and several samples,
+// rank of 1, above 4 and above 8 (the loop without rt in registers), row lengths that are not a multiple of the vector width, one and several samples,
 // and enough rows for the op threads to split them (inside a sample).
 TEST(LowRank, CpuDecodeIsTheProductOfTheSentFactors) {
   using dgpipe::engine::DType;
   const std::vector<std::pair<std::string, dgpipe::engine::Shape>> cases = {
       {"svd:4", {3, 40, 61}},  {"power:1", {2, 7, 5}},    {"power:6/1", {1, 33, 17}},
-      {"svd:2", {5, 3, 4, 4}}, {"power:4", {1, 700, 29}}, {"svd:3", {2, 2, 3}}};
+      {"svd:2", {5, 3, 4, 4}}, {"power:4", {1, 700, 29}}, {"svd:3", {2, 2, 3}},
+      {"power:8", {2, 300, 48}}, {"svd:11", {2, 40, 37}}};
   for (const auto& [spec, shape] : cases) {
     const Tensor x = make_input(Dist::normal, 5, shape);
     auto codec = make_codec(spec);
