@@ -61,6 +61,20 @@ MagnitudeCut magnitude_cut(const float* x, int64_t n, int64_t k) {
   return {(high << 16) | low, k - above};
 }
 
+// Throws for the first index of a chunk (m indices from position `first`) that is not below n or does not
+// increase, or that reaches the next chunk's first index.
+[[noreturn]] void refuse_corrupt_chunk(const uint32_t* index, int64_t m, int64_t first, int64_t n, uint64_t next,
+                                       const std::string& where) {
+  for (int64_t j = 0; j < m; ++j) {
+    DGP_CHECK(index[j] < static_cast<uint64_t>(n),
+              where << ": corrupt packet, index " << index[j] << " >= " << n);
+    DGP_CHECK((j == 0 || index[j] > index[j - 1]) && index[j] < next,
+              where << ": corrupt packet, indices do not increase (" << index[j] << " at position " << first + j
+                    << ")");
+  }
+  DGP_CHECK(false, where << ": corrupt packet");  // not reached: the caller saw a bad index
+}
+
 // Decodes a top-k body into out[0..n): zeros but at the kept indices. The kept values come in chunks of
 // kChunk; chunk c owns the stretch of the output from its first index (0 for the first chunk) to the next
 // chunk's first index (n for the last), and zeroes it and scatters its values into it in one pass, on the op
@@ -85,21 +99,20 @@ void scatter_kept(const uint8_t* body, uint64_t body_bytes, int64_t n, int64_t k
       if (c + 1 < chunks) {
         uint32_t i;
         unpack_codes(indices, index_bytes, first + kChunk, 1, bits, &i);
-        next = i;
+        // At most n: this chunk zeroes up to it before the next chunk has checked its own indices.
+        next = std::min<uint64_t>(i, static_cast<uint64_t>(n));
       }
       unpack_codes(indices, index_bytes, first, m, bits, index);
       const uint64_t begin = c == 0 ? 0 : index[0];
-      uint64_t previous = begin;
-      for (int64_t j = 0; j < m; ++j) {
-        DGP_CHECK(index[j] < static_cast<uint64_t>(n),
-                  where << ": corrupt packet, index " << index[j] << " >= " << n);
-        DGP_CHECK((j == 0 || index[j] > previous) && index[j] < next,
-                  where << ": corrupt packet, indices do not increase (" << index[j] << " at position "
-                        << first + j << ")");
-        previous = index[j];
-      }
-      std::memset(out + begin, 0, sizeof(float) * static_cast<size_t>(next - begin));
-      for (int64_t j = 0; j < m; ++j) std::memcpy(&out[index[j]], body + kPreludeBytes + 4 * (first + j), 4);
+      // Checked without a branch per index (a corrupt packet is the rare case: then found again, by position)
+      bool increasing = index[0] < next;
+      for (int64_t j = 1; j < m; ++j) increasing &= (index[j] > index[j - 1]) & (index[j] < next);
+      if (!increasing) refuse_corrupt_chunk(index, m, first, n, next, where);
+      // Local copies: stores through `out` could otherwise alias the captured pointers, reloaded per element.
+      float* const o = out;
+      const uint8_t* const values = body + kPreludeBytes + 4 * first;
+      std::memset(o + begin, 0, sizeof(float) * static_cast<size_t>(next - begin));
+      for (int64_t j = 0; j < m; ++j) std::memcpy(&o[index[j]], values + 4 * j, 4);
     }
   });
 }

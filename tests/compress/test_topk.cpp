@@ -161,11 +161,14 @@ TEST(TopK, CpuDecodeIsZerosThenScatterAtAnyThreadCount) {
     dgpipe::engine::set_cpu_threads(restore);
     if (k < 3000) continue;
     // Corrupt copies: an index that repeats its predecessor in the middle of a chunk, one that goes back
-    // across a chunk boundary, one beyond the tensor.
+    // across a chunk boundary, one beyond the tensor, and a chunk's first index far beyond it (the chunk
+    // before zeroes up to that index: it must stop at n).
     const int bits = index_bits(n);
+    const uint32_t largest = static_cast<uint32_t>((uint64_t(1) << bits) - 1);
     for (auto [position, value, what] :
          {std::tuple{int64_t(500), index[499], "do not increase"},
-          std::tuple{int64_t(2048), index[2000], "do not increase"}, std::tuple{k - 1, uint32_t(n), ">= "}}) {
+          std::tuple{int64_t(2048), index[2000], "do not increase"}, std::tuple{k - 1, uint32_t(n), ">= "},
+          std::tuple{int64_t(1024), largest, ">= "}}) {
       Packet bad = Packet::deserialize(p.serialize());
       Tensor bb = bad.host_body();
       set_code(bb.data<uint8_t>() + detail::topk_index_offset(k), static_cast<uint64_t>(position), bits,
