@@ -1,4 +1,5 @@
-// Engine throughput: square f32 GEMM (counter GFLOP, shown per second: 2*n^3 flops per matmul) and
+// Engine throughput: square f32 GEMM (counter GFLOP, shown per second: 2*n^3 flops per matmul), BERT's
+// linear layers (4096 tokens x 384 <-> 1152 / 1536, x W^T) on each CPU GEMM backend side by side (gemm.h), and
 // memory-bound ops on 16M floats (counter GB, per second, counting the bytes each op must move: add/mul read
 // two arrays and write one, gelu reads one and writes one, sum reads one; the AdamW step reads param, grad
 // and both moments and writes param and moments). Every benchmark runs on the CPU; the same set runs on
@@ -7,9 +8,12 @@
 #include <benchmark/benchmark.h>
 
 #include <string>
+#include <vector>
 
 #include "engine/cuda.h"
 #include "engine/ops.h"
+#include "engine/ops/conv_onednn.h"
+#include "engine/ops/gemm.h"
 #include "engine/optim/adamw.h"
 
 using namespace dgpipe::engine;
@@ -40,6 +44,23 @@ void BM_Sgemm(benchmark::State& state, Device device) {
   }
   state.counters["GFLOP"] =
       benchmark::Counter(2.0 * n * n * n * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// y = x W^T for x [4096, in], W [out, in], as the MiniLM-size BERT step's linear layers, on `backend`.
+void BM_LinearBert(benchmark::State& state, cpu::GemmBackend backend) {
+  const int64_t in = state.range(0), out = state.range(1), tokens = 4096;
+  Generator gen(13);
+  Tensor x = randn({tokens, in}, {}, &gen), w = randn({out, in}, {}, &gen);
+  const cpu::GemmBackend saved = cpu::gemm_backend();
+  cpu::set_gemm_backend(backend);
+  NoGradGuard ng;
+  for (auto _ : state) {
+    Tensor y = linear(x, w, Tensor());
+    benchmark::DoNotOptimize(y.raw_data());
+  }
+  cpu::set_gemm_backend(saved);
+  state.counters["GFLOP"] =
+      benchmark::Counter(2.0 * tokens * in * out * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // add_inplace (x += y, no output allocation) separates the loop's bandwidth from the cost of a fresh 64 MiB
@@ -109,6 +130,18 @@ void register_all(Device device) {
   const std::string dev = device.is_cuda() ? "cuda" : "cpu";
   auto* gemm = benchmark::RegisterBenchmark(("sgemm/" + dev).c_str(), BM_Sgemm, device);
   gemm->Arg(256)->Arg(512)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
+  if (!device.is_cuda()) {
+    std::vector<cpu::GemmBackend> backends = {cpu::GemmBackend::openblas};
+    if (onednn_built()) backends.push_back(cpu::GemmBackend::onednn);
+    for (cpu::GemmBackend b : backends)
+      benchmark::RegisterBenchmark((std::string("linear_bert/") + cpu::gemm_backend_name(b) + "/cpu").c_str(),
+                                   BM_LinearBert, b)
+          ->Args({384, 1152})
+          ->Args({384, 1536})
+          ->Args({1536, 384})
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
+  }
   const std::pair<const char*, Elementwise> ops[] = {{"add", Elementwise::add},
                                                      {"add_inplace", Elementwise::add_inplace},
                                                      {"mul", Elementwise::mul},

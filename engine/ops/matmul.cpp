@@ -1,11 +1,19 @@
-// matmul / bmm / linear. GEMM goes to OpenBLAS on the CPU and to cuBLAS on the GPU.
+// matmul / bmm / linear. GEMM goes to oneDNN or OpenBLAS on the CPU (gemm.h) and to cuBLAS on the GPU.
 #include <cblas.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <mutex>
+#include <string>
+
+#if DGPIPE_WITH_ONEDNN
+#include <dnnl.h>
+#include <omp.h>
+#endif
 
 #include "engine/ops.h"
+#include "engine/ops/conv_onednn.h"
 #include "engine/ops/cpu_loops.h"
 #include "engine/ops/gemm.h"
 #include "engine/ops/matmul_kernels.h"
@@ -15,30 +23,68 @@ namespace dgpipe::engine {
 
 namespace cpu {
 
-// OpenBLAS threads spin while they wait for work; next to pipeline stage threads and loader workers on a few
-// cores that costs far more than it gains (measured: 8x slower steps for a 3-stage CIFAR pipeline on 2
-// cores). So the engine uses one BLAS thread per calling thread unless DGPIPE_BLAS_THREADS (or OpenBLAS's own
-// OPENBLAS_NUM_THREADS) says otherwise; parallelism comes from the stages.
-static void configure_blas_threads() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    if (const char* n = std::getenv("DGPIPE_BLAS_THREADS")) {
-      openblas_set_num_threads(std::max(1, std::atoi(n)));
-    } else if (!std::getenv("OPENBLAS_NUM_THREADS")) {
-      openblas_set_num_threads(1);
-    }
-  });
+namespace {
+
+GemmBackend initial_gemm_backend() {
+  const char* v = std::getenv("DGPIPE_CPU_GEMM");
+  if (v == nullptr || *v == '\0') return onednn_built() ? GemmBackend::onednn : GemmBackend::openblas;
+  const std::string s(v);
+  if (s == "openblas") return GemmBackend::openblas;
+  DGP_CHECK(s == "onednn", "DGPIPE_CPU_GEMM must be 'openblas' or 'onednn', got '" << s << "'");
+  DGP_CHECK(onednn_built(), "DGPIPE_CPU_GEMM=onednn, but this build has no oneDNN (install libdnnl-dev and "
+                                "configure with -DDGPIPE_WITH_ONEDNN=ON)");
+  return GemmBackend::onednn;
 }
 
-// A large GEMM splits the rows of C over the op threads, one single-threaded OpenBLAS call per part (called
+std::atomic<GemmBackend>& gemm_backend_setting() {
+  static std::atomic<GemmBackend> b{initial_gemm_backend()};
+  return b;
+}
+
+// BLAS threads per GEMM call: the library's own threads spin while they wait for work; next to pipeline stage
+// threads and loader workers on a few cores that costs far more than it gains (measured: 8x slower steps for a
+// 3-stage CIFAR pipeline on 2 cores). So one BLAS thread per calling thread unless DGPIPE_BLAS_THREADS (or
+// OpenBLAS's own OPENBLAS_NUM_THREADS, for OpenBLAS) says otherwise; parallelism comes from the op threads
+// (gemm_by_rows) and the stages.
+int blas_threads() {
+  static const int n = [] {
+    if (const char* v = std::getenv("DGPIPE_BLAS_THREADS")) return std::max(1, std::atoi(v));
+    if (const char* v = std::getenv("OPENBLAS_NUM_THREADS")) return std::max(1, std::atoi(v));
+    return 1;
+  }();
+  return n;
+}
+
+void configure_openblas_threads() {
+  static std::once_flag once;
+  std::call_once(once, [] { openblas_set_num_threads(blas_threads()); });
+}
+
+}  // namespace
+
+GemmBackend gemm_backend() {
+  return gemm_backend_setting().load();
+}
+
+void set_gemm_backend(GemmBackend backend) {
+  DGP_CHECK(backend == GemmBackend::openblas || onednn_built(),
+            "set_gemm_backend: this build has no oneDNN");
+  gemm_backend_setting().store(backend);
+}
+
+const char* gemm_backend_name(GemmBackend backend) {
+  return backend == GemmBackend::onednn ? "onednn" : "openblas";
+}
+
+// A large GEMM splits the rows of C over the op threads, one single-threaded library call per part (called
 // inside another parallel_for, as the per-image convolution GEMMs are, it stays one call). Every element of C
 // is computed by the same kernel over the same K blocks, so the parts give the bits of one call (checked on
-// this project's OpenBLAS for the BERT and convolution shapes and in tests/engine/test_parallel.cpp).
+// this project's OpenBLAS and oneDNN for the BERT and convolution shapes and in
+// tests/engine/test_parallel.cpp; oneDNN picks other kernels below 16 rows, which the grain never splits to).
 template <class T, class Call>
 void gemm_by_rows(bool ta, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, T* C, int64_t ldc,
                   Call&& call) {
-  configure_blas_threads();
-  if (openblas_get_num_threads() > 1) {  // DGPIPE_BLAS_THREADS asked for OpenBLAS's own threads instead
+  if (blas_threads() > 1) {  // DGPIPE_BLAS_THREADS asked for the library's own threads instead
     call(static_cast<int>(M), A, C);
     return;
   }
@@ -50,6 +96,19 @@ void gemm_by_rows(bool ta, int64_t M, int64_t N, int64_t K, const T* A, int64_t 
 
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+#if DGPIPE_WITH_ONEDNN
+  if (gemm_backend() == GemmBackend::onednn) {
+    gemm_by_rows(ta, M, N, K, A, lda, C, ldc, [&](int rows, const float* a, float* c) {
+      omp_set_num_threads(blas_threads());  // this thread's own OpenMP team size (an op thread's is unset)
+      const dnnl_status_t status = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', rows, N, K, alpha, a, lda, B, ldb,
+                                              beta, c, ldc);
+      DGP_CHECK(status == dnnl_success, "matmul (oneDNN sgemm): status " << static_cast<int>(status) << " for "
+                                            << rows << "x" << N << "x" << K);
+    });
+    return;
+  }
+#endif
+  configure_openblas_threads();
   gemm_by_rows(ta, M, N, K, A, lda, C, ldc, [&](int rows, const float* a, float* c) {
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, rows,
                 static_cast<int>(N), static_cast<int>(K), alpha, a, static_cast<int>(lda), B,
@@ -58,6 +117,7 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
 }
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
           const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
+  configure_openblas_threads();
   gemm_by_rows(ta, M, N, K, A, lda, C, ldc, [&](int rows, const double* a, double* c) {
     cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, rows,
                 static_cast<int>(N), static_cast<int>(K), alpha, a, static_cast<int>(lda), B,

@@ -1,6 +1,11 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "engine/ops.h"
+#include "engine/ops/conv_onednn.h"
+#include "engine/ops/gemm.h"
+#include "engine/parallel.h"
 #include "support/gradcheck.h"
 #include "support/test_util.h"
 
@@ -146,4 +151,67 @@ TEST(Matmul, ErrorsNameTheOpAndShapes) {
   EXPECT_TRUE(contains(e, "bias")) << e;
   EXPECT_THROW(matmul(zeros({}), zeros({3})), Error);
   EXPECT_THROW(matmul(zeros({3}), zeros({3}, DType::f64)), Error);
+}
+
+namespace {
+// Sets the f32 GEMM backend for a scope.
+struct GemmBackendScope {
+  explicit GemmBackendScope(cpu::GemmBackend b) : saved(cpu::gemm_backend()) { cpu::set_gemm_backend(b); }
+  ~GemmBackendScope() { cpu::set_gemm_backend(saved); }
+  cpu::GemmBackend saved;
+};
+}  // namespace
+
+// The raw f32 GEMM on each backend against a double loop: both transposes, leading dimensions wider than the
+// rows, alpha and beta (C read back), and a product tall enough for the op threads to split its rows; on
+// oneDNN the split gives the bits of one call (1 and 3 threads).
+TEST(Matmul, CpuGemmBackendsComputeTheProductAndSplitRowsBitwise) {
+  std::vector<cpu::GemmBackend> backends = {cpu::GemmBackend::openblas};
+  if (onednn_built()) backends.push_back(cpu::GemmBackend::onednn);
+  struct Case {
+    int64_t M, N, K;
+    bool ta, tb;
+  };
+  const Case cases[] = {{7, 5, 3, false, false}, {33, 17, 65, true, false}, {64, 10, 512, false, true},
+                        {40, 9, 12, true, true}, {2048, 48, 96, false, true}};
+  const int threads_before = cpu_threads();
+  for (cpu::GemmBackend backend : backends) {
+    GemmBackendScope scope(backend);
+    for (const Case& c : cases) {
+      SCOPED_TRACE(std::string(cpu::gemm_backend_name(backend)) + " " + std::to_string(c.M) + "x" +
+                   std::to_string(c.N) + "x" + std::to_string(c.K) + (c.ta ? " A^T" : "") + (c.tb ? " B^T" : ""));
+      const int64_t ar = c.ta ? c.K : c.M, ac = c.ta ? c.M : c.K, br = c.tb ? c.N : c.K, bc = c.tb ? c.K : c.N;
+      const int64_t lda = ac + 3, ldb = bc + 2, ldc = c.N + 1;  // padded rows
+      Generator gen(c.M * 131 + c.K);
+      const std::vector<double> a = randn({ar * lda}, {}, &gen).to_vector(),
+                                b = randn({br * ldb}, {}, &gen).to_vector(),
+                                c0 = randn({c.M * ldc}, {}, &gen).to_vector();
+      std::vector<float> af(a.begin(), a.end()), bf(b.begin(), b.end());
+      const float alpha = 0.75f, beta = -0.5f;
+      std::vector<float> out[2];
+      for (int t : {1, 3}) {
+        set_cpu_threads(t);
+        std::vector<float> cf(c0.begin(), c0.end());
+        cpu::gemm(c.ta, c.tb, c.M, c.N, c.K, alpha, af.data(), lda, bf.data(), ldb, beta, cf.data(), ldc);
+        out[t == 1 ? 0 : 1] = cf;
+      }
+      set_cpu_threads(threads_before);
+      double worst = 0;
+      for (int64_t i = 0; i < c.M; ++i)
+        for (int64_t j = 0; j < c.N; ++j) {
+          double sum = 0, scale = 0;
+          for (int64_t k = 0; k < c.K; ++k) {
+            const double x = af[c.ta ? k * lda + i : i * lda + k], y = bf[c.tb ? j * ldb + k : k * ldb + j];
+            sum += x * y;
+            scale += std::fabs(x * y);
+          }
+          const double want = alpha * sum + beta * static_cast<float>(c0[i * ldc + j]);
+          worst = std::max(worst, std::fabs(out[0][i * ldc + j] - want) / (scale + 1.0));
+        }
+      EXPECT_LT(worst, 1e-6);
+      // The padding between rows of C is left alone.
+      for (int64_t i = 0; i < c.M; ++i) EXPECT_EQ(out[0][i * ldc + c.N], static_cast<float>(c0[i * ldc + c.N]));
+      EXPECT_EQ(out[0], out[1]) << "3 threads changed the bits";
+    }
+  }
 }
