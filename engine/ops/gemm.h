@@ -4,7 +4,8 @@
 //
 // f32 runs on one of two libraries: oneDNN's sgemm (its JIT kernels for the CPU it finds: about 10% faster than
 // OpenBLAS on this project's AVX-512 machine for the BERT shapes, docs/perf.md) where the build has oneDNN,
-// else OpenBLAS; f64 always runs on OpenBLAS (oneDNN has no double GEMM).
+// for products of at least 2^19 multiply-adds (below, OpenBLAS's small-matrix kernels are faster), else
+// OpenBLAS; f64 always runs on OpenBLAS (oneDNN has no double GEMM).
 #pragma once
 #include <cstdint>
 

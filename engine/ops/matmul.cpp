@@ -94,10 +94,16 @@ void gemm_by_rows(bool ta, int64_t M, int64_t N, int64_t K, const T* A, int64_t 
   });
 }
 
+// oneDNN's sgemm costs a few microseconds more per call than OpenBLAS's small-matrix kernels: below this
+// many multiply-adds (M N K) OpenBLAS was faster on every shape measured (the low-rank codecs' 1280x8x16,
+// a classifier's 64x10x512, 64^3), above it oneDNN (BERT's 4096x384x1536, attention's 128x128x32 level). The
+// choice is made on the whole product, before any row split, so every part runs on the same library.
+constexpr int64_t kOnednnMinMultiplyAdds = int64_t(1) << 19;
+
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
 #if DGPIPE_WITH_ONEDNN
-  if (gemm_backend() == GemmBackend::onednn) {
+  if (gemm_backend() == GemmBackend::onednn && M * N * K >= kOnednnMinMultiplyAdds) {
     gemm_by_rows(ta, M, N, K, A, lda, C, ldc, [&](int rows, const float* a, float* c) {
       omp_set_num_threads(blas_threads());  // this thread's own OpenMP team size (an op thread's is unset)
       const dnnl_status_t status = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', rows, N, K, alpha, a, lda, B, ldb,

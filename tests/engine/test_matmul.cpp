@@ -163,8 +163,9 @@ struct GemmBackendScope {
 }  // namespace
 
 // The raw f32 GEMM on each backend against a double loop: both transposes, leading dimensions wider than the
-// rows, alpha and beta (C read back), and a product tall enough for the op threads to split its rows; on
-// oneDNN the split gives the bits of one call (1 and 3 threads).
+// rows, alpha and beta (C read back), products below and above the size from which the oneDNN backend calls
+// oneDNN, and one tall enough for the op threads to split its rows: the split gives the bits of one call (1
+// and 3 threads).
 TEST(Matmul, CpuGemmBackendsComputeTheProductAndSplitRowsBitwise) {
   std::vector<cpu::GemmBackend> backends = {cpu::GemmBackend::openblas};
   if (onednn_built()) backends.push_back(cpu::GemmBackend::onednn);
@@ -173,7 +174,7 @@ TEST(Matmul, CpuGemmBackendsComputeTheProductAndSplitRowsBitwise) {
     bool ta, tb;
   };
   const Case cases[] = {{7, 5, 3, false, false}, {33, 17, 65, true, false}, {64, 10, 512, false, true},
-                        {40, 9, 12, true, true}, {2048, 48, 96, false, true}};
+                        {40, 9, 12, true, true}, {97, 130, 64, true, true}, {2048, 48, 96, false, true}};
   const int threads_before = cpu_threads();
   for (cpu::GemmBackend backend : backends) {
     GemmBackendScope scope(backend);
