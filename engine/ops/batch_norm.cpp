@@ -95,24 +95,9 @@ void for_each_channel(const BnGeometry& g, F&& f) {
   });
 }
 
-// A channel's sums in kLanes double partial sums: element k of every [inner] row goes to lane k % kLanes, and
-// the lanes are added in a fixed order at the end. The bits do not depend on the thread count (a channel is
-// summed by one thread), and the additions form kLanes independent chains that the compiler turns into vector
-// adds, where a single running sum is one dependent add per element (4 cycles each).
-constexpr int64_t kLanes = 8;
-struct LaneSums {
-  double v[kLanes] = {};
-  double total() const { return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])); }
-};
-
-// Adds term(k) for k < n to the lanes (k % kLanes).
-template <class F>
-inline void add_row(LaneSums& s, int64_t n, F&& term) {
-  int64_t k = 0;
-  for (; k + kLanes <= n; k += kLanes)
-    for (int64_t l = 0; l < kLanes; ++l) s.v[l] += term(k + l);
-  for (int64_t l = 0; k + l < n; ++l) s.v[l] += term(k + l);
-}
+// Channel sums in lanes (cpu_loops.h).
+using cpu::add_row;
+using cpu::LaneSums;
 
 // Fills mean/invstd [C] with the batch statistics and, when running stats are given, updates them in place.
 template <class T>

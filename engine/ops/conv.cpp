@@ -326,17 +326,22 @@ void conv_backward_depthwise(const T* gout, const T* x, const T* w, T* grad_in, 
     for (int64_t k = 0; k < g.O * taps; ++k) grad_w[k] = static_cast<T>(wacc[k]);
 }
 
+// grad_b[o] = the sum of channel o's output gradient over images and positions: channels split over the op
+// threads, each summed by one thread in lanes (cpu_loops.h), so the bits do not depend on the thread count.
 template <class T>
 void conv_backward_bias(const T* gout, T* grad_b, const ConvGeometry& g) {
   const int64_t P = g.out_plane();
-  for (int64_t o = 0; o < g.O; ++o) {
-    double acc = 0;
-    for (int64_t n = 0; n < g.N; ++n) {
-      const T* plane = gout + (n * g.O + o) * P;
-      for (int64_t k = 0; k < P; ++k) acc += plane[k];
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, g.N * P));
+  parallel_for(g.O, grain, [&](int64_t o0, int64_t o1) {
+    for (int64_t o = o0; o < o1; ++o) {
+      cpu::LaneSums acc;
+      for (int64_t n = 0; n < g.N; ++n) {
+        const T* plane = gout + (n * g.O + o) * P;
+        cpu::add_row(acc, P, [plane](int64_t k) { return static_cast<double>(plane[k]); });
+      }
+      grad_b[o] = static_cast<T>(acc.total());
     }
-    grad_b[o] = static_cast<T>(acc);
-  }
+  });
 }
 
 // oneDNN takes the f32 convolutions (f16/bf16 arrive here converted to f32) but depthwise, which keeps its

@@ -1,4 +1,5 @@
-// Internal helpers for CPU kernels: dtype dispatch and strided N-d iteration. Not part of the public API.
+// Internal helpers for CPU kernels: dtype dispatch, strided N-d iteration and lane-wise sums. Not part of the
+// public API.
 #pragma once
 #include <array>
 #include <cstdint>
@@ -107,6 +108,26 @@ void for_each_row(const Shape& shape, const std::array<const int64_t*, K>& strid
       counter[d] = 0;
     }
   }
+}
+
+// A sum in kSumLanes double partial sums: term k of every row goes to lane k % kSumLanes, and the lanes are
+// added in a fixed order at the end. The bits do not depend on the thread count when one thread makes the
+// whole sum (a channel's, in batch norm and the convolution's bias gradient), and the additions form
+// kSumLanes independent chains that the compiler turns into vector adds, where a single running sum is one
+// dependent add per element (4 cycles each).
+constexpr int64_t kSumLanes = 8;
+struct LaneSums {
+  double v[kSumLanes] = {};
+  double total() const { return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])); }
+};
+
+// Adds term(k) for k < n to the lanes (k % kSumLanes).
+template <class F>
+inline void add_row(LaneSums& s, int64_t n, F&& term) {
+  int64_t k = 0;
+  for (; k + kSumLanes <= n; k += kSumLanes)
+    for (int64_t l = 0; l < kSumLanes; ++l) s.v[l] += term(k + l);
+  for (int64_t l = 0; k + l < n; ++l) s.v[l] += term(k + l);
 }
 
 // Strided copy with dtype conversion; src must already have dst's shape (expand it first). Both on CPU.
