@@ -105,10 +105,10 @@ void reference_max_pool(const std::vector<double>& x, int64_t planes, int64_t H,
 }
 }  // namespace
 
-// The 2x2 stride-2 path (max_pool_2x2_plane) and the generic window loop keep the same scan order, on
+// The 2x2 stride-2 paths (max_pool_2x2_plane, its f32 vector lanes) and the generic window loop keep the same scan order, on
 // ties, -inf and NaN, with odd sizes (the last row and column are not pooled), at one and two threads.
 TEST(Pool, MaxPicksTheFirstMaximumAndTheLastNaNAtAnyThreadCount) {
-  const int64_t N = 3, C = 5, H = 7, W = 9;
+  const int64_t N = 3, C = 5, H = 7, W = 37;  // 18 windows a row: two blocks of 8 (f32) and a rest
   Generator gen(11);
   std::vector<double> v = randn({N * C * H * W}, {}, &gen).to_vector();
   for (double& e : v) e = std::round(1.5 * e);  // many ties
