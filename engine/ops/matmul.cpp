@@ -80,7 +80,7 @@ const char* gemm_backend_name(GemmBackend backend) {
 // inside another parallel_for, as the per-image convolution GEMMs are, it stays one call). Every element of C
 // is computed by the same kernel over the same K blocks, so the parts give the bits of one call (checked on
 // this project's OpenBLAS and oneDNN — for oneDNN on 746 random splits, docs/perf.md — and in
-// tests/engine/test_parallel.cpp; oneDNN picks other kernels below 16 rows, which the grain never splits to).
+// tests/engine/test_parallel.cpp and test_matmul.cpp; oneDNN picks other kernels below 16 rows, which the grain never splits to).
 template <class T, class Call>
 void gemm_by_rows(bool ta, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, T* C, int64_t ldc,
                   Call&& call) {

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <random>
 
 #include "engine/ops.h"
 #include "engine/ops/conv_onednn.h"
@@ -214,5 +215,31 @@ TEST(Matmul, CpuGemmBackendsComputeTheProductAndSplitRowsBitwise) {
       for (int64_t i = 0; i < c.M; ++i) EXPECT_EQ(out[0][i * ldc + c.N], static_cast<float>(c0[i * ldc + c.N]));
       EXPECT_EQ(out[0], out[1]) << "3 threads changed the bits";
     }
+  }
+}
+
+// Random products on the active backend (oneDNN where the build has it: all these are above its size rule),
+// split into rows by the op threads at 2 and 3 threads: the bits of the one-thread call. The comment in
+// matmul.cpp's gemm_by_rows rests on this.
+TEST(Matmul, CpuGemmRowSplitsGiveTheBitsOfOneCall) {
+  const int threads_before = cpu_threads();
+  std::mt19937 pick(5);
+  for (int trial = 0; trial < 12; ++trial) {
+    const int64_t M = 256 + pick() % 1500, N = 16 + pick() % 300, K = 16 + pick() % 300;
+    const bool ta = pick() % 2, tb = pick() % 2;
+    SCOPED_TRACE(std::to_string(M) + "x" + std::to_string(N) + "x" + std::to_string(K) + (ta ? " A^T" : "") +
+                 (tb ? " B^T" : ""));
+    Generator gen(trial + 1);
+    const std::vector<double> a = randn({M * K}, {}, &gen).to_vector(), b = randn({K * N}, {}, &gen).to_vector();
+    const std::vector<float> af(a.begin(), a.end()), bf(b.begin(), b.end());
+    std::vector<float> c[3];
+    for (int t = 1; t <= 3; ++t) {
+      set_cpu_threads(t);
+      c[t - 1].assign(static_cast<size_t>(M * N), 0.0f);
+      cpu::gemm(ta, tb, M, N, K, 1.0f, af.data(), ta ? M : K, bf.data(), tb ? K : N, 0.0f, c[t - 1].data(), N);
+    }
+    set_cpu_threads(threads_before);
+    EXPECT_EQ(c[0], c[1]);
+    EXPECT_EQ(c[0], c[2]);
   }
 }
