@@ -56,8 +56,7 @@ class Pool {
   ~Pool() {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-      stopping_.store(true);
+      stopping_.store(true);  // under the lock, so a worker about to wait sees it
     }
     wake_.notify_all();
     for (auto& t : threads_) t.join();
@@ -92,8 +91,8 @@ class Pool {
       watch_for_next_job(seen);
       {
         std::unique_lock<std::mutex> lock(mu_);
-        wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-        if (stop_) return;
+        wake_.wait(lock, [&] { return stopping_.load() || generation_ != seen; });
+        if (stopping_.load()) return;
         seen = generation_;
         ++active_;  // under the lock: the caller does not return (and start another job) while this runs
       }
@@ -140,8 +139,7 @@ class Pool {
   int active_ = 0;       // workers inside work()
   uint64_t generation_ = 0;
   std::atomic<uint64_t> published_{0};  // generation_, readable without the lock
-  bool stop_ = false;
-  std::atomic<bool> stopping_{false};
+  std::atomic<bool> stopping_{false};  // read without the lock while watching for a job
   static constexpr std::chrono::microseconds kSpinWindow{50};
   std::exception_ptr error_;
   std::vector<std::thread> threads_;  // last: started once the members they use exist
