@@ -38,15 +38,7 @@ namespace dgpipe::engine {
 namespace {
 
 CpuConvBackend initial_backend() {
-  const char* v = std::getenv("DGPIPE_CPU_CONV");
-  if (v == nullptr || *v == '\0') return onednn_built() ? CpuConvBackend::onednn : CpuConvBackend::reference;
-  const std::string s(v);
-  if (s == "reference") return CpuConvBackend::reference;
-  DGP_CHECK(s == "onednn", "DGPIPE_CPU_CONV must be 'reference' or 'onednn', got '" << s << "'");
-  DGP_CHECK(onednn_built(),
-            "DGPIPE_CPU_CONV=onednn, but this build has no oneDNN (install libdnnl-dev and "
-            "configure with -DDGPIPE_WITH_ONEDNN=ON)");
-  return CpuConvBackend::onednn;
+  return onednn_chosen_by("DGPIPE_CPU_CONV", "reference") ? CpuConvBackend::onednn : CpuConvBackend::reference;
 }
 
 std::atomic<CpuConvBackend>& backend_setting() {
@@ -62,6 +54,17 @@ bool onednn_built() {
 #else
   return false;
 #endif
+}
+
+bool onednn_chosen_by(const char* var, const char* other) {
+  const char* v = std::getenv(var);
+  if (v == nullptr || *v == '\0') return onednn_built();
+  const std::string s(v);
+  if (s == other) return false;
+  DGP_CHECK(s == "onednn", var << " must be '" << other << "' or 'onednn', got '" << s << "'");
+  DGP_CHECK(onednn_built(), var << "=onednn, but this build has no oneDNN (install libdnnl-dev and configure "
+                                   "with -DDGPIPE_WITH_ONEDNN=ON)");
+  return true;
 }
 
 CpuConvBackend cpu_conv_backend() {

@@ -15,6 +15,9 @@ enum class CpuConvBackend { reference, onednn };
 CpuConvBackend cpu_conv_backend();
 void set_cpu_conv_backend(CpuConvBackend backend);  // throws for onednn in a build without it
 bool onednn_built();
+// Whether the environment variable `var` chooses oneDNN: unset or empty, where the build has it; "onednn"; or
+// `other` (false). Anything else, or "onednn" in a build without it, is an error naming the variable.
+bool onednn_chosen_by(const char* var, const char* other);
 const char* cpu_conv_backend_name(CpuConvBackend backend);
 
 // The sizes of one checked convolution (conv.cpp checks them; both backends read them).

@@ -26,14 +26,7 @@ namespace cpu {
 namespace {
 
 GemmBackend initial_gemm_backend() {
-  const char* v = std::getenv("DGPIPE_CPU_GEMM");
-  if (v == nullptr || *v == '\0') return onednn_built() ? GemmBackend::onednn : GemmBackend::openblas;
-  const std::string s(v);
-  if (s == "openblas") return GemmBackend::openblas;
-  DGP_CHECK(s == "onednn", "DGPIPE_CPU_GEMM must be 'openblas' or 'onednn', got '" << s << "'");
-  DGP_CHECK(onednn_built(), "DGPIPE_CPU_GEMM=onednn, but this build has no oneDNN (install libdnnl-dev and "
-                                "configure with -DDGPIPE_WITH_ONEDNN=ON)");
-  return GemmBackend::onednn;
+  return onednn_chosen_by("DGPIPE_CPU_GEMM", "openblas") ? GemmBackend::onednn : GemmBackend::openblas;
 }
 
 std::atomic<GemmBackend>& gemm_backend_setting() {

@@ -4,6 +4,7 @@
 // a fixed thread count; the backend switch.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -163,4 +164,25 @@ TEST(CpuConvBackendSwitch, SetsAndNames) {
     EXPECT_NE(msg.find("no oneDNN"), std::string::npos) << msg;
   }
   set_cpu_conv_backend(old);
+}
+
+// The environment switch both CPU backends read (DGPIPE_CPU_CONV, DGPIPE_CPU_GEMM), on a variable of its own.
+TEST(CpuConvBackendSwitch, EnvironmentChoiceAndItsErrors) {
+  const char* var = "DGPIPE_TEST_BACKEND_CHOICE";
+  unsetenv(var);
+  EXPECT_EQ(onednn_chosen_by(var, "reference"), onednn_built());
+  setenv(var, "reference", 1);
+  EXPECT_FALSE(onednn_chosen_by(var, "reference"));
+  setenv(var, "onednn", 1);
+  if (onednn_built()) {
+    EXPECT_TRUE(onednn_chosen_by(var, "reference"));
+  } else {
+    EXPECT_NE(dgpipe::testing::error_of([&] { onednn_chosen_by(var, "reference"); }).find("no oneDNN"),
+              std::string::npos);
+  }
+  setenv(var, "bogus", 1);
+  const std::string msg = dgpipe::testing::error_of([&] { onednn_chosen_by(var, "openblas"); });
+  EXPECT_NE(msg.find("DGPIPE_TEST_BACKEND_CHOICE must be 'openblas' or 'onednn', got 'bogus'"), std::string::npos)
+      << msg;
+  unsetenv(var);
 }
