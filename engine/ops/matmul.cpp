@@ -72,8 +72,8 @@ const char* gemm_backend_name(GemmBackend backend) {
 // A large GEMM splits the rows of C over the op threads, one single-threaded library call per part (called
 // inside another parallel_for, as the per-image convolution GEMMs are, it stays one call). Every element of C
 // is computed by the same kernel over the same K blocks, so the parts give the bits of one call (checked on
-// this project's OpenBLAS and oneDNN — for oneDNN on 746 random splits, docs/perf.md — and in
-// tests/engine/test_parallel.cpp and test_matmul.cpp; oneDNN picks other kernels below 16 rows, which the grain never splits to).
+// this project's OpenBLAS and oneDNN in tests/engine/test_parallel.cpp and test_matmul.cpp; oneDNN picks other
+// kernels below 16 rows, which the grain never splits to).
 template <class T, class Call>
 void gemm_by_rows(bool ta, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, T* C, int64_t ldc,
                   Call&& call) {
@@ -87,10 +87,10 @@ void gemm_by_rows(bool ta, int64_t M, int64_t N, int64_t K, const T* A, int64_t 
   });
 }
 
-// oneDNN's sgemm costs a few microseconds more per call than OpenBLAS's small-matrix kernels: below this
-// many multiply-adds (M N K) OpenBLAS was faster on every shape measured (the low-rank codecs' 1280x8x16,
-// a classifier's 64x10x512, 64^3), above it oneDNN (BERT's 4096x384x1536, attention's 128x128x32 level). The
-// choice is made on the whole product, before any row split, so every part runs on the same library.
+// oneDNN's sgemm costs a few microseconds more per call than OpenBLAS's small-matrix kernels: with every f32
+// GEMM on oneDNN the low-rank codecs' thin products (1280x8x16 per sample) made their encodes 8-51% slower,
+// while BERT's 4096x384x1536 ran 9-11% faster (docs/perf.md). The threshold lies between the two. The choice
+// is made on the whole product, before any row split, so every part runs on the same library.
 constexpr int64_t kOnednnMinMultiplyAdds = int64_t(1) << 19;
 
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
